@@ -1,0 +1,8 @@
+//! gpl: a declarative pipeline language and engine for deep-learning research on galaxy images.
+//!
+//! Stages of compilation (see ARCHITECTURE.md): source → `lang` (syntax tree with spans)
+//! → `check` (resolved program, model IR) → `plan` (stage DAG with fingerprints) → `run`.
+
+pub mod data;
+pub mod nn;
+pub mod train;

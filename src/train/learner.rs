@@ -1,0 +1,54 @@
+//! The contract between the training loop and the compute engine.
+//!
+//! The loop (callbacks, history, checkpoints, predictions) only sees a `Learner`, so it
+//! is tested with a tiny model of its own and runs unchanged on the real engine.
+
+use std::collections::BTreeMap;
+
+/// Named f32 tensors: parameters, optimizer moments and batchnorm running statistics.
+/// Ordered so that saving them is byte-deterministic.
+pub type NamedTensors = BTreeMap<String, Tensor>;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// One mini-batch, images already scaled to [0, 1] in NHWC order.
+pub struct Batch<'a> {
+    pub images: &'a [f32],
+    pub labels: &'a [u32],
+    /// Per-sample loss weights (the class weight of each sample's label; 1.0 without weights).
+    pub weights: &'a [f32],
+}
+
+impl Batch<'_> {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepStats {
+    /// Keras semantics: mean over the batch of weight_i * crossentropy_i, plus L1/L2 penalties.
+    pub loss: f64,
+    /// Samples whose arg-max prediction equals the label.
+    pub correct: usize,
+}
+
+pub trait Learner {
+    /// Number of output classes.
+    fn classes(&self) -> usize;
+    /// One optimizer step at learning rate `lr`; dropout and batchnorm in training mode.
+    fn train_batch(&mut self, batch: &Batch, lr: f32) -> miette::Result<StepStats>;
+    /// Class probabilities, `n * classes` row-major, in inference mode.
+    fn predict(&mut self, images: &[f32], n: usize) -> miette::Result<Vec<f32>>;
+    /// Everything needed to resume bit-exactly: weights, optimizer state, running stats, step counters.
+    fn state(&self) -> NamedTensors;
+    fn load_state(&mut self, state: &NamedTensors) -> miette::Result<()>;
+}
