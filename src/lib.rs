@@ -3,6 +3,14 @@
 //! Stages of compilation (see ARCHITECTURE.md): source → `lang` (syntax tree with spans)
 //! → `check` (resolved program, model IR) → `plan` (stage DAG with fingerprints) → `run`.
 
+pub mod check;
+pub mod cli;
 pub mod data;
+pub mod eval;
+pub mod lang;
 pub mod nn;
+pub mod plan;
+pub mod report;
+pub mod run;
+pub mod stages;
 pub mod train;

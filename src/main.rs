@@ -1,5 +1,7 @@
 //! The `gpl` command line: a thin layer over the library.
 
-fn main() {
-    println!("gpl {}", env!("CARGO_PKG_VERSION"));
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    gpl::cli::main_with(gpl::cli::Cli::parse())
 }

@@ -1,0 +1,1 @@
+//! Checking: imports, names, argument types, model shapes; every diagnostic in `diagnostics.rs`.

@@ -1,0 +1,1 @@
+//! Evaluation: classification metrics, ROC, statistical tests, ensembles.

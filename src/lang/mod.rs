@@ -1,0 +1,1 @@
+//! Syntax: the pest grammar behind a wall, the AST with spans, and `gpl fmt`.

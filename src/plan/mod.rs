@@ -1,0 +1,1 @@
+//! Planning: the stage DAG (petgraph) and BLAKE3 fingerprints.

@@ -1,0 +1,1 @@
+//! Running: the content-addressed cache, the scheduler, progress, the event log, watch.

@@ -1,0 +1,1 @@
+//! Stage kinds: maps a checked program onto stage specs and their executors.
