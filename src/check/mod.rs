@@ -1,1 +1,160 @@
 //! Checking: imports, names, argument types, model shapes; every diagnostic in `diagnostics.rs`.
+//!
+//! `load_program` chains the steps: load the root file and its imports (`loader`), apply the
+//! selected profile's overrides to the syntax trees (`profile`), collect every block into its
+//! namespace (duplicates are errors), then check each block kind in dependency order
+//! (`blocks`, `model`), producing a [`Program`].
+
+mod blocks;
+mod checker;
+pub mod diagnostics;
+mod loader;
+mod model;
+mod profile;
+pub mod program;
+pub mod summary;
+
+pub use diagnostics::{Diagnostics, Error, SourceFile, Sources};
+pub use program::*;
+
+use crate::lang::ast::{BlockKind, File, ItemKind};
+use checker::{Checker, Resolved};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Loads, resolves and checks a pipeline. `profile` selects a `profile NAME { ... }` block.
+pub fn load_program(path: &Path, profile: Option<&str>) -> Result<Program, Diagnostics> {
+    let loaded = loader::load(path).map_err(|(errors, sources)| Diagnostics { errors, sources })?;
+    let mut files = loaded.files;
+    let mut errors = Vec::new();
+    if let Some(name) = profile {
+        profile::apply(&mut files, name, &mut errors);
+        if !errors.is_empty() {
+            return Err(Diagnostics { errors, sources: loaded.sources });
+        }
+    }
+    let mut checker = Checker {
+        errors,
+        defaults: Vec::new(),
+        project_root: loaded.project_root.clone(),
+        blocks: Vec::new(),
+        stages: BTreeMap::new(),
+        models: BTreeMap::new(),
+        augment_defs: BTreeMap::new(),
+        callback_defs: BTreeMap::new(),
+        instances: BTreeMap::new(),
+        out: Resolved::default(),
+    };
+    collect(&mut checker, &files, loaded.root);
+    let all: Vec<&crate::lang::ast::Block> = checker.blocks.iter().map(|(b, _)| *b).collect();
+    let order = [
+        BlockKind::Model,
+        BlockKind::Augment,
+        BlockKind::Callbacks,
+        BlockKind::Dataset,
+        BlockKind::Balance,
+        BlockKind::Train,
+        BlockKind::Ensemble,
+        BlockKind::Evaluate,
+        BlockKind::Crossval,
+        BlockKind::Explain,
+        BlockKind::Search,
+        BlockKind::Detect,
+        BlockKind::Chain,
+    ];
+    for kind in order {
+        for b in all.iter().copied().filter(|b| b.kind == kind) {
+            match kind {
+                BlockKind::Model => checker.model_def_summary(b),
+                BlockKind::Augment => checker.augment(b),
+                BlockKind::Callbacks => checker.callbacks_def(b),
+                BlockKind::Dataset => checker.dataset(b),
+                BlockKind::Balance => checker.balance(b),
+                BlockKind::Train => checker.train(b),
+                BlockKind::Ensemble => checker.ensemble(b),
+                BlockKind::Evaluate => checker.evaluate(b),
+                BlockKind::Crossval => checker.crossval(b),
+                BlockKind::Explain => checker.explain(b),
+                BlockKind::Search => checker.search(b),
+                BlockKind::Detect => checker.detect(b),
+                BlockKind::Chain => checker.chain(b),
+            }
+        }
+    }
+    // Errors in file order, so the first one shown is the first in the file.
+    checker.errors.sort_by_key(|e| e.span().map(|s| (s.file, s.start)));
+    checker.errors.dedup_by(|a, b| a.to_string() == b.to_string() && a.span() == b.span());
+    if !checker.errors.is_empty() {
+        return Err(Diagnostics { errors: checker.errors, sources: loaded.sources });
+    }
+    let blocks = checker
+        .blocks
+        .iter()
+        .map(|(b, in_root)| BlockRef {
+            kind: b.kind,
+            name: b.name.text.clone(),
+            in_root: *in_root,
+            stage: b.kind.is_stage() && !(b.kind == BlockKind::Balance && b.header.is_none()),
+            span: b.name.span,
+        })
+        .collect();
+    let out = checker.out;
+    Ok(Program {
+        root: path.to_path_buf(),
+        project_root: loaded.project_root,
+        profile: profile.map(str::to_string),
+        blocks,
+        datasets: out.datasets,
+        augments: out.augments,
+        balances: out.balances,
+        models: out.models,
+        trains: out.trains,
+        evaluates: out.evaluates,
+        crossvals: out.crossvals,
+        ensembles: out.ensembles,
+        explains: out.explains,
+        searches: out.searches,
+        chains: out.chains,
+        detects: out.detects,
+        defaults: checker.defaults,
+        sources: loaded.sources,
+    })
+}
+
+/// Puts every block in its namespace, reporting duplicates.
+fn collect<'a>(checker: &mut Checker<'a>, files: &'a [(crate::lang::FileId, File)], root: crate::lang::FileId) {
+    for (id, file) in files {
+        for item in &file.items {
+            let ItemKind::Block(b) = &item.kind else { continue };
+            checker.blocks.push((b, *id == root));
+            let (table, what) = match b.kind {
+                BlockKind::Model => (&mut checker.models, "model"),
+                BlockKind::Augment => (&mut checker.augment_defs, "augment preset"),
+                BlockKind::Callbacks => (&mut checker.callback_defs, "callbacks preset"),
+                _ => (&mut checker.stages, "block"),
+            };
+            if let Some(first) = table.get(b.name.text.as_str()) {
+                let same_file = first.name.span.file == b.name.span.file;
+                let help = (!same_file).then(|| "the first definition is in another file; rename one of them".to_string());
+                let first_span = same_file.then_some(first.name.span);
+                checker.errors.push(Error::Duplicate { what: what.into(), name: b.name.text.clone(), span: b.name.span, first: first_span, help });
+                continue;
+            }
+            table.insert(b.name.text.as_str(), b);
+        }
+    }
+}
+
+/// Parses one file for `gpl fmt`: the syntax tree, or its syntax error rendered.
+pub fn parse_for_fmt(path: &Path) -> Result<(String, File), Diagnostics> {
+    let mut sources = Sources::default();
+    let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
+        errors: vec![Error::Io { path: path.display().to_string(), reason: e.to_string() }],
+        sources: Sources::default(),
+    })?;
+    let id = sources.add(path.to_path_buf(), text.clone());
+    match crate::lang::parse::parse_file(&text, id) {
+        Ok(file) => Ok((text, file)),
+        Err(e) => Err(Diagnostics { errors: vec![e], sources }),
+    }
+}

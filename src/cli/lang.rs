@@ -1,6 +1,8 @@
 //! `gpl check` and `gpl fmt` (owner: the language).
 
+use crate::check::{self, summary::summary};
 use clap::Args;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,10 +24,70 @@ pub struct FmtArgs {
     pub check: bool,
 }
 
-pub fn check(_args: CheckArgs) -> miette::Result<ExitCode> {
-    Err(miette::miette!("gpl check is not built yet"))
+pub fn check(args: CheckArgs) -> miette::Result<ExitCode> {
+    let program = match check::load_program(&args.file, args.profile.as_deref()) {
+        Ok(p) => p,
+        Err(diagnostics) => {
+            eprint!("{}", diagnostics.render());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut out = String::new();
+    for train in &program.trains {
+        let args_text: Vec<String> = train.model.args.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let title = format!("train {}: model {}({})", train.name, train.model.def, args_text.join(", "));
+        out.push_str(&summary(&title, &train.ir));
+        out.push('\n');
+    }
+    let used: Vec<&str> = program.trains.iter().map(|t| t.model.def.as_str()).collect();
+    let root_models = program.blocks.iter().filter(|b| b.in_root && b.kind == crate::lang::BlockKind::Model).map(|b| b.name.as_str());
+    for name in root_models {
+        let Some(def) = program.models.iter().find(|m| m.name == name) else { continue };
+        if let (Some(ir), false) = (&def.default_ir, used.contains(&name)) {
+            out.push_str(&summary(&format!("model {name}"), ir));
+            out.push('\n');
+        }
+    }
+    if args.explain {
+        out.push_str("Defaults filled in:\n");
+        for d in &program.defaults {
+            out.push_str(&format!("  {:<28} {:<32} = {:<24} ({})\n", d.block, d.setting, d.value, d.reason));
+        }
+        if program.defaults.is_empty() {
+            out.push_str("  none: every setting is written in the file\n");
+        }
+    }
+    let stages = program.blocks.iter().filter(|b| b.stage).count();
+    out.push_str(&format!("ok: {} ({} stages, {} files read)\n", args.file.display(), stages, program.source_files().len()));
+    // A closed stdout (`gpl check | head`) is not an error worth reporting.
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    Ok(ExitCode::SUCCESS)
 }
 
-pub fn fmt(_args: FmtArgs) -> miette::Result<ExitCode> {
-    Err(miette::miette!("gpl fmt is not built yet"))
+pub fn fmt(args: FmtArgs) -> miette::Result<ExitCode> {
+    let (text, file) = match check::parse_for_fmt(&args.file) {
+        Ok(x) => x,
+        Err(diagnostics) => {
+            eprint!("{}", diagnostics.render());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let formatted = crate::lang::fmt::format_file(&file);
+    if args.check {
+        let _ = std::io::stdout().write_all(formatted.as_bytes());
+        return Ok(if formatted == text { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
+    if formatted != text {
+        write_atomic(&args.file, &formatted).map_err(|e| miette::miette!(code = "gpl::io::write", "cannot write {}: {e}", args.file.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Temp file in the same folder, then rename, so a crash never leaves half a pipeline.
+fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.fmt-{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }

@@ -1,0 +1,417 @@
+//! The checker's core: name tables, statement schemas and typed argument readers shared by
+//! the per-block checks (`blocks.rs`) and model instantiation (`model.rs`).
+
+use super::diagnostics::{suggest, Error};
+use super::program::*;
+use crate::lang::ast::*;
+use crate::lang::{Name, Span};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Model parameters bound to values while a model body is instantiated.
+pub(super) type Env = BTreeMap<String, Value>;
+
+pub(super) struct Checker<'a> {
+    pub errors: Vec<Error>,
+    pub defaults: Vec<DefaultNote>,
+    pub project_root: PathBuf,
+    /// Every block in load order, with whether it is in the root file.
+    pub blocks: Vec<(&'a Block, bool)>,
+    /// Stage namespace (dataset, balance, train, ...): name -> block.
+    pub stages: BTreeMap<&'a str, &'a Block>,
+    pub models: BTreeMap<&'a str, &'a Block>,
+    pub augment_defs: BTreeMap<&'a str, &'a Block>,
+    pub callback_defs: BTreeMap<&'a str, &'a Block>,
+    /// Instantiated models by `def(args)` key, so each is built (and reports errors) once.
+    pub instances: BTreeMap<String, Option<crate::nn::ir::ModelIr>>,
+    pub out: Resolved,
+}
+
+#[derive(Default)]
+pub(super) struct Resolved {
+    pub datasets: Vec<Dataset>,
+    pub augments: Vec<Augment>,
+    pub balances: Vec<Balance>,
+    pub models: Vec<ModelDef>,
+    pub trains: Vec<Train>,
+    pub evaluates: Vec<Evaluate>,
+    pub crossvals: Vec<Crossval>,
+    pub ensembles: Vec<Ensemble>,
+    pub explains: Vec<Explain>,
+    pub searches: Vec<Search>,
+    pub chains: Vec<Chain>,
+    pub detects: Vec<Detect>,
+}
+
+/// A block's statements grouped by head, after checking heads against the block's schema.
+pub(super) struct Stmts<'b> {
+    pub by_head: BTreeMap<String, Vec<&'b Statement>>,
+}
+
+impl<'b> Stmts<'b> {
+    pub fn one(&self, head: &str) -> Option<&'b Statement> {
+        self.by_head.get(head).and_then(|v| v.last().copied())
+    }
+
+    pub fn all(&self, head: &str) -> Vec<&'b Statement> {
+        self.by_head.get(head).cloned().unwrap_or_default()
+    }
+
+    pub fn has(&self, head: &str) -> bool {
+        self.by_head.contains_key(head)
+    }
+}
+
+/// A statement's or call's arguments split into positional values and named ones.
+pub(super) struct Args<'v> {
+    pub positional: Vec<&'v Value>,
+    pub named: Vec<(&'v Name, &'v Value)>,
+    /// Where to point when an argument is missing.
+    pub span: Span,
+}
+
+impl<'v> Args<'v> {
+    pub fn new(args: impl IntoIterator<Item = &'v Arg>, span: Span) -> Args<'v> {
+        let mut out = Args { positional: Vec::new(), named: Vec::new(), span };
+        for a in args {
+            match &a.kind {
+                ArgKind::Positional(v) => out.positional.push(v),
+                ArgKind::Named(n, v) => out.named.push((n, v)),
+            }
+        }
+        out
+    }
+
+    pub fn of_statement(st: &'v Statement) -> Args<'v> {
+        Args::new(st.call.iter().flatten().chain(st.args()), statement_span(st))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'v Value> {
+        self.named.iter().rev().find(|(n, _)| n.text == key).map(|(_, v)| *v)
+    }
+
+    /// True when `word` is given as a bare positional flag (`stratify`, `restore_best`).
+    pub fn has_flag(&self, word: &str) -> bool {
+        self.positional.iter().any(|v| v.as_word().is_some_and(|n| n.text == word))
+    }
+}
+
+/// The head and arguments of a statement, without its body or trailing comment.
+pub(super) fn statement_span(st: &Statement) -> Span {
+    let mut span = st.head.span;
+    if let Some(g) = st.groups.last() {
+        span = span.to(g.span);
+    } else if let Some(a) = st.call.as_ref().and_then(|c| c.last()) {
+        span = span.to(a.span);
+        span.end += 1; // the closing parenthesis
+    }
+    span
+}
+
+/// Short description of a value for "found ..." messages.
+pub(super) fn describe(v: &Value) -> String {
+    match &v.kind {
+        ValueKind::Number { text, .. } => format!("the number {text}"),
+        ValueKind::Str(s) => format!("the string {s:?}"),
+        ValueKind::Path(p) => format!("`{}`", p.iter().map(|n| n.text.as_str()).collect::<Vec<_>>().join(".")),
+        ValueKind::Call { name, .. } => format!("a call `{}(...)`", name.text),
+        ValueKind::List(_) => "a list".into(),
+        ValueKind::Range(..) => "a range".into(),
+        ValueKind::Dims(_) => format!("sizes `{}`", crate::lang::fmt::value(v)),
+    }
+}
+
+pub(super) fn fmt_num(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
+}
+
+impl<'a> Checker<'a> {
+    pub fn err(&mut self, e: Error) {
+        self.errors.push(e);
+    }
+
+    pub fn note_default(&mut self, block: &Block, setting: &str, value: impl ToString, reason: &str) {
+        self.defaults.push(DefaultNote {
+            block: format!("{} {}", block.kind, block.name.text),
+            setting: setting.to_string(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Groups a body's statements by head, reporting unknown heads and repeats of
+    /// statements that may appear once.
+    pub fn statements<'b>(&mut self, what: &str, body: &'b Body, allowed: &[&str], repeatable: &[&str]) -> Stmts<'b> {
+        let mut by_head: BTreeMap<String, Vec<&'b Statement>> = BTreeMap::new();
+        for st in body.statements() {
+            let head = st.head.text.as_str();
+            if !allowed.contains(&head) {
+                self.err(Error::UnknownStatement {
+                    block: what.to_string(),
+                    name: head.to_string(),
+                    span: st.head.span,
+                    help: suggest(head, allowed.iter().copied()),
+                });
+                continue;
+            }
+            let entry = by_head.entry(head.to_string()).or_default();
+            if let Some(first) = entry.first() {
+                if !repeatable.contains(&head) {
+                    self.err(Error::Repeated { statement: head.to_string(), span: st.head.span, first: first.head.span });
+                    continue;
+                }
+            }
+            entry.push(st);
+        }
+        Stmts { by_head }
+    }
+
+    pub fn require<'b>(&mut self, block: &Block, stmts: &Stmts<'b>, head: &str, example: &str) -> Option<&'b Statement> {
+        let st = stmts.one(head);
+        if st.is_none() {
+            self.err(Error::MissingStatement {
+                block: block.kind.to_string(),
+                name: block.name.text.clone(),
+                statement: head.to_string(),
+                span: block.name.span,
+                help: Some(format!("add e.g. `{example}`")),
+            });
+        }
+        st
+    }
+
+    /// Reports named arguments not in `allowed`.
+    pub fn only_named(&mut self, args: &Args, what: &str, allowed: &[&str]) {
+        for (n, _) in &args.named {
+            if !allowed.contains(&n.text.as_str()) {
+                self.err(Error::UnknownArg {
+                    what: what.to_string(),
+                    name: n.text.clone(),
+                    span: n.span,
+                    help: suggest(&n.text, allowed.iter().copied()),
+                });
+            }
+        }
+    }
+
+    pub fn wrong_type(&mut self, v: &Value, expected: &str, help: Option<String>) {
+        self.err(Error::WrongType { expected: expected.to_string(), found: describe(v), span: v.span, help });
+    }
+
+    pub fn num(&mut self, v: &Value, what: &str) -> Option<f64> {
+        match &v.kind {
+            ValueKind::Number { value, .. } => Some(*value),
+            _ => {
+                self.wrong_type(v, "a number", Some(format!("{what} is a number")));
+                None
+            }
+        }
+    }
+
+    pub fn int(&mut self, v: &Value, what: &str) -> Option<i64> {
+        let x = self.num(v, what)?;
+        if x.fract() != 0.0 {
+            self.wrong_type(v, "a whole number", Some(format!("{what} is a whole number")));
+            return None;
+        }
+        Some(x as i64)
+    }
+
+    /// A whole number of at least `min`.
+    pub fn count(&mut self, v: &Value, what: &str, min: i64) -> Option<usize> {
+        let x = self.int(v, what)?;
+        if x < min {
+            self.err(Error::OutOfRange {
+                what: what.to_string(),
+                value: x.to_string(),
+                range: format!("{min} or more"),
+                span: v.span,
+                help: None,
+            });
+            return None;
+        }
+        Some(x as usize)
+    }
+
+    /// A number in `[lo, hi]` (or `[lo, hi)` when `open_hi`).
+    pub fn ranged(&mut self, v: &Value, what: &str, lo: f64, hi: f64, open_hi: bool) -> Option<f64> {
+        let x = self.num(v, what)?;
+        let ok = x >= lo && (if open_hi { x < hi } else { x <= hi });
+        if !ok {
+            let range = if hi.is_infinite() {
+                format!("{} or more", fmt_num(lo))
+            } else {
+                format!("[{}, {}{}", fmt_num(lo), fmt_num(hi), if open_hi { ")" } else { "]" })
+            };
+            self.err(Error::OutOfRange { what: what.to_string(), value: fmt_num(x), range, span: v.span, help: None });
+            return None;
+        }
+        Some(x)
+    }
+
+    /// A positive number (learning rates, factors).
+    pub fn positive(&mut self, v: &Value, what: &str) -> Option<f64> {
+        let x = self.num(v, what)?;
+        if x <= 0.0 {
+            self.err(Error::OutOfRange {
+                what: what.to_string(),
+                value: fmt_num(x),
+                range: "(0, ∞)".into(),
+                span: v.span,
+                help: Some(format!("{what} must be greater than zero")),
+            });
+            return None;
+        }
+        Some(x)
+    }
+
+    pub fn word<'v>(&mut self, v: &'v Value, expected: &str) -> Option<&'v Name> {
+        match v.as_word() {
+            Some(n) => Some(n),
+            None => {
+                self.wrong_type(v, expected, None);
+                None
+            }
+        }
+    }
+
+    /// One of `choices`, as a bare word (strings are accepted too).
+    pub fn choice(&mut self, v: &Value, what: &str, choices: &[&str]) -> Option<String> {
+        let text = match &v.kind {
+            ValueKind::Str(s) => s.clone(),
+            _ => self.word(v, &format!("{what} (a name)"))?.text.clone(),
+        };
+        if choices.contains(&text.as_str()) {
+            Some(text)
+        } else {
+            self.err(Error::UnknownName { what: what.to_string(), name: text.clone(), span: v.span, help: suggest(&text, choices.iter().copied()) });
+            None
+        }
+    }
+
+    pub fn string(&mut self, v: &Value, what: &str) -> Option<String> {
+        match &v.kind {
+            ValueKind::Str(s) => Some(s.clone()),
+            _ => {
+                self.wrong_type(v, "a string", Some(format!("write {what} in double quotes")));
+                None
+            }
+        }
+    }
+
+    /// `true`/`false` as a named value.
+    pub fn boolean(&mut self, v: &Value) -> Option<bool> {
+        match v.as_word().map(|n| n.text.as_str()) {
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            _ => {
+                self.wrong_type(v, "true or false", None);
+                None
+            }
+        }
+    }
+
+    /// A flag given bare (`stratify`) or named (`stratify: false`).
+    pub fn flag(&mut self, args: &Args, key: &str) -> Option<bool> {
+        if args.has_flag(key) {
+            return Some(true);
+        }
+        args.get(key).and_then(|v| self.boolean(v))
+    }
+
+    /// A stage name in the stage namespace.
+    pub fn stage_ref(&mut self, name: &Name, what: &str, kinds: &[BlockKind]) -> Option<&'a Block> {
+        let found = self.stages.get(name.text.as_str()).copied();
+        match found {
+            Some(b) if kinds.contains(&b.kind) => Some(b),
+            found => {
+                let candidates: Vec<&str> = self.stages.iter().filter(|(_, b)| kinds.contains(&b.kind)).map(|(n, _)| *n).collect();
+                let mut help = suggest(&name.text, candidates.iter().copied());
+                if let Some(b) = found {
+                    help = Some(format!("`{}` is a {} block, not {what}", name.text, b.kind));
+                }
+                self.err(Error::UnknownName { what: what.to_string(), name: name.text.clone(), span: name.span, help });
+                None
+            }
+        }
+    }
+
+    /// `galaxy10`, `galaxy10.test` or a balance name.
+    pub fn data_ref(&mut self, v: &Value) -> Option<DataRef> {
+        let ValueKind::Path(parts) = &v.kind else {
+            self.wrong_type(v, "a data reference like `galaxy10.train`", None);
+            return None;
+        };
+        let first = &parts[0];
+        let block = self.stage_ref(first, "dataset", &[BlockKind::Dataset, BlockKind::Balance])?;
+        match (block.kind, parts.get(1), parts.len()) {
+            (BlockKind::Balance, None, _) => {
+                let dataset = balance_dataset(block).unwrap_or_default();
+                Some(DataRef::Balance { balance: first.text.clone(), dataset })
+            }
+            (BlockKind::Dataset, None, _) => Some(DataRef::Dataset { dataset: first.text.clone() }),
+            (BlockKind::Dataset, Some(part), 2) => {
+                let parsed = match part.text.as_str() {
+                    "train" => Part::Train,
+                    "val" => Part::Val,
+                    "test" => Part::Test,
+                    other => {
+                        self.err(Error::UnknownName {
+                            what: "split part".into(),
+                            name: other.to_string(),
+                            span: part.span,
+                            help: suggest(other, ["train", "val", "test"]),
+                        });
+                        return None;
+                    }
+                };
+                if !block.body.statements().any(|s| s.head.text == "split") {
+                    self.err(Error::MissingStatement {
+                        block: "dataset".into(),
+                        name: first.text.clone(),
+                        statement: "split".into(),
+                        span: v.span,
+                        help: Some(format!("`{}` refers to a split part; add `split holdout(...)` to dataset {}", crate::lang::fmt::value(v), first.text)),
+                    });
+                    return None;
+                }
+                Some(DataRef::Split { dataset: first.text.clone(), part: parsed })
+            }
+            _ => {
+                self.wrong_type(v, "a dataset, `dataset.part` or a balance", None);
+                None
+            }
+        }
+    }
+
+    /// A train or ensemble name.
+    pub fn predictor(&mut self, v: &Value) -> Option<Predictor> {
+        let name = self.word(v, "a train or ensemble name")?;
+        let block = self.stage_ref(name, "model (train or ensemble)", &[BlockKind::Train, BlockKind::Ensemble])?;
+        Some(match block.kind {
+            BlockKind::Ensemble => Predictor::Ensemble { name: name.text.clone() },
+            _ => Predictor::Train { name: name.text.clone() },
+        })
+    }
+
+    pub fn resolve_path(&self, path: &str) -> PathBuf {
+        let p = PathBuf::from(path);
+        if p.is_absolute() {
+            p
+        } else {
+            self.project_root.join(p)
+        }
+    }
+}
+
+/// The dataset a balance block draws from (its `from` reference's first name).
+pub(super) fn balance_dataset(block: &Block) -> Option<String> {
+    match &block.header.as_ref()?.value.kind {
+        ValueKind::Path(parts) => parts.first().map(|n| n.text.clone()),
+        _ => None,
+    }
+}

@@ -1,0 +1,427 @@
+//! Every diagnostic gpl reports before running: one error enum with stable codes, labelled
+//! spans and help lines, plus the source map that renders them with miette.
+//!
+//! Errors carry [`Span`]s (file + byte range); rendering attaches the file's text only at the
+//! edge ([`Diagnostics::render`]), so the checker never copies source text into errors.
+
+use crate::lang::{FileId, Span};
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, NamedSource};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Clone, Debug, thiserror::Error, Diagnostic)]
+pub enum Error {
+    #[error("syntax error: {message}")]
+    #[diagnostic(code(gpl::syntax))]
+    Syntax {
+        message: String,
+        #[label("{label}")]
+        span: Span,
+        label: String,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("cannot read {path}: {reason}")]
+    #[diagnostic(code(gpl::io::read), help("check the path and its permissions"))]
+    Io { path: String, reason: String },
+
+    #[error("import {path:?} not found")]
+    #[diagnostic(code(gpl::import::not_found))]
+    ImportNotFound {
+        path: String,
+        #[label("no such file")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("import cycle: {chain}")]
+    #[diagnostic(code(gpl::import::cycle), help("imports must form a tree; move the shared definitions into a file both can import"))]
+    ImportCycle {
+        chain: String,
+        #[label("this import closes the cycle")]
+        span: Span,
+    },
+
+    #[error("unknown {what} `{name}`")]
+    #[diagnostic(code(gpl::name::unknown))]
+    UnknownName {
+        what: String,
+        name: String,
+        #[label("not defined")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{what} `{name}` is defined twice")]
+    #[diagnostic(code(gpl::name::duplicate))]
+    Duplicate {
+        what: String,
+        name: String,
+        #[label("second definition")]
+        span: Span,
+        #[label("first defined here")]
+        first: Option<Span>,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("`{name}` is not a statement of a {block} block")]
+    #[diagnostic(code(gpl::statement::unknown))]
+    UnknownStatement {
+        block: String,
+        name: String,
+        #[label("unknown here")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{block} `{name}` needs a `{statement}` statement")]
+    #[diagnostic(code(gpl::statement::missing))]
+    MissingStatement {
+        block: String,
+        name: String,
+        statement: String,
+        #[label("in this block")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("`{statement}` is given twice")]
+    #[diagnostic(code(gpl::statement::repeated), help("keep one of them"))]
+    Repeated {
+        statement: String,
+        #[label("again here")]
+        span: Span,
+        #[label("first here")]
+        first: Span,
+    },
+
+    #[error("unknown argument `{name}` for {what}")]
+    #[diagnostic(code(gpl::arg::unknown))]
+    UnknownArg {
+        what: String,
+        name: String,
+        #[label("not an argument of {what}")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{what} needs {needed}")]
+    #[diagnostic(code(gpl::arg::missing))]
+    MissingArg {
+        what: String,
+        needed: String,
+        #[label("here")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("expected {expected}, found {found}")]
+    #[diagnostic(code("gpl::type::mismatch"))]
+    WrongType {
+        expected: String,
+        found: String,
+        #[label("expected {expected}")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{what} is {value}, outside {range}")]
+    #[diagnostic(code(gpl::arg::range))]
+    OutOfRange {
+        what: String,
+        value: String,
+        range: String,
+        #[label("out of range")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("split fractions add up to {sum}, not 1")]
+    #[diagnostic(code(gpl::data::split_sum), help("make train + val + test equal 1 (e.g. 0.7, 0.15, 0.15)"))]
+    SplitSum {
+        sum: String,
+        #[label("these fractions")]
+        span: Span,
+    },
+
+    #[error("class {class} {problem}")]
+    #[diagnostic(code(gpl::data::class))]
+    BadClass {
+        class: String,
+        problem: String,
+        #[label("this class")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("model `{model}`, layer {layer}: {message}")]
+    #[diagnostic(code(gpl::shape::mismatch))]
+    Shape {
+        model: String,
+        layer: String,
+        message: String,
+        #[label("this layer")]
+        span: Span,
+        #[label("instantiated here")]
+        site: Option<Span>,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("model `{model}` ends in {units} outputs but `{dataset}` has {classes} classes")]
+    #[diagnostic(code(gpl::shape::classes))]
+    ClassCount {
+        model: String,
+        units: usize,
+        dataset: String,
+        classes: usize,
+        #[label("{units} outputs")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("model `{model}` takes {expected} but the data is {found}")]
+    #[diagnostic(code(gpl::shape::input))]
+    InputShape {
+        model: String,
+        expected: String,
+        found: String,
+        #[label("here")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{message}")]
+    #[diagnostic(code(gpl::model::arguments))]
+    ModelArgs {
+        message: String,
+        #[label("here")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("model `{name}` uses itself: {chain}")]
+    #[diagnostic(code(gpl::model::recursion), help("a `use` chain must end in a model that uses no other"))]
+    ModelRecursion {
+        name: String,
+        chain: String,
+        #[label("recursive use")]
+        span: Span,
+    },
+
+    #[error("unknown profile `{name}`")]
+    #[diagnostic(code(gpl::profile::unknown))]
+    UnknownProfile {
+        name: String,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("profile override matches nothing: {message}")]
+    #[diagnostic(code(gpl::profile::no_match))]
+    ProfileNoMatch {
+        message: String,
+        #[label("this override")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("internal error: {message}")]
+    #[diagnostic(code(gpl::bug), help("this is a bug in gpl; please report it with the file that caused it"))]
+    Bug { message: String },
+}
+
+impl Error {
+    pub fn bug(message: impl Into<String>) -> Error {
+        Error::Bug { message: message.into() }
+    }
+
+    /// The primary span, which decides the file the diagnostic is rendered against.
+    pub fn span(&self) -> Option<Span> {
+        use Error::*;
+        match self {
+            Syntax { span, .. }
+            | ImportNotFound { span, .. }
+            | ImportCycle { span, .. }
+            | UnknownName { span, .. }
+            | Duplicate { span, .. }
+            | UnknownStatement { span, .. }
+            | MissingStatement { span, .. }
+            | Repeated { span, .. }
+            | UnknownArg { span, .. }
+            | MissingArg { span, .. }
+            | WrongType { span, .. }
+            | OutOfRange { span, .. }
+            | SplitSum { span, .. }
+            | BadClass { span, .. }
+            | Shape { span, .. }
+            | ClassCount { span, .. }
+            | InputShape { span, .. }
+            | ModelArgs { span, .. }
+            | ModelRecursion { span, .. }
+            | ProfileNoMatch { span, .. } => Some(*span),
+            Io { .. } | UnknownProfile { .. } | Bug { .. } => None,
+        }
+    }
+}
+
+/// One source file the program read.
+#[derive(Clone, Debug)]
+pub struct SourceFile {
+    /// Where it was read from (`<stdlib>/cnn.gpl` for the copy built into the binary).
+    pub path: PathBuf,
+    pub text: Arc<String>,
+}
+
+/// Every file read while loading a program, indexed by [`FileId`].
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    files: Vec<SourceFile>,
+}
+
+impl Sources {
+    pub fn add(&mut self, path: PathBuf, text: String) -> FileId {
+        self.files.push(SourceFile { path, text: Arc::new(text) });
+        FileId((self.files.len() - 1) as u32)
+    }
+
+    pub fn get(&self, id: FileId) -> Option<&SourceFile> {
+        self.files.get(id.0 as usize)
+    }
+
+    pub fn files(&self) -> &[SourceFile] {
+        &self.files
+    }
+
+    /// 1-based line of a span's start.
+    pub fn line_of(&self, span: Span) -> usize {
+        self.get(span.file)
+            .map(|f| f.text[..span.start.min(f.text.len())].matches('\n').count() + 1)
+            .unwrap_or(0)
+    }
+
+    pub fn display_path(&self, id: FileId) -> String {
+        self.get(id).map(|f| display(&f.path)).unwrap_or_default()
+    }
+}
+
+fn display(path: &Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    let shown = cwd.as_deref().and_then(|c| path.strip_prefix(c).ok()).unwrap_or(path);
+    shown.display().to_string()
+}
+
+/// The errors of a failed check, with the sources needed to render them.
+#[derive(Clone, Debug)]
+pub struct Diagnostics {
+    pub errors: Vec<Error>,
+    pub sources: Sources,
+}
+
+impl Diagnostics {
+    /// Renders every error with miette's graphical handler.
+    pub fn render_with(&self, handler: &GraphicalReportHandler) -> String {
+        let mut out = String::new();
+        for err in &self.errors {
+            let report = match err.span().and_then(|s| self.sources.get(s.file).map(|f| (s, f))) {
+                Some((span, file)) => {
+                    let source = NamedSource::new(self.sources.display_path(span.file), file.text.clone());
+                    miette::Report::new(err.clone()).with_source_code(source)
+                }
+                None => miette::Report::new(err.clone()),
+            };
+            // Writing into a String cannot fail.
+            let _ = handler.render_report(&mut out, report.as_ref());
+        }
+        out
+    }
+
+    /// Plain unicode, no colour, fixed width: what tests snapshot.
+    pub fn render_plain(&self) -> String {
+        let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
+        self.render_with(&handler)
+    }
+
+    /// For a terminal: colour when miette's defaults allow it.
+    pub fn render(&self) -> String {
+        self.render_with(&GraphicalReportHandler::new())
+    }
+}
+
+impl std::fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render_plain())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// The closest candidate to `word` by edit distance, if close enough to be a likely typo.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let limit = (word.chars().count() / 3).max(1) + usize::from(word.len() > 8);
+    candidates
+        .into_iter()
+        .filter(|c| *c != word)
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, c)| (*d, *c))
+        .map(|(_, c)| c.to_string())
+}
+
+/// `did you mean ...?` help text, or a list of what exists when nothing is close.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str> + Clone) -> Option<String> {
+    if let Some(s) = did_you_mean(word, candidates.clone()) {
+        return Some(format!("did you mean `{s}`?"));
+    }
+    let all: Vec<&str> = candidates.into_iter().collect();
+    if all.is_empty() {
+        None
+    } else if all.len() <= 12 {
+        Some(format!("expected one of: {}", all.join(", ")))
+    } else {
+        Some(format!("expected one of: {}, ...", all[..12].join(", ")))
+    }
+}
+
+/// Levenshtein distance over chars.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_and_suggestions() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(did_you_mean("scrach", ["scratch", "vgg_ft"]).as_deref(), Some("scratch"));
+        assert_eq!(did_you_mean("zzz", ["scratch"]), None);
+    }
+}

@@ -1,0 +1,610 @@
+//! The checked program: every block resolved into typed settings with defaults filled in,
+//! every trained model instantiated into an `nn::ir::ModelIr`. This is what the planner and
+//! the stages read; nothing here refers back to the syntax tree except spans (for diagnostics).
+
+use super::diagnostics::{SourceFile, Sources};
+use crate::lang::{BlockKind, Span};
+use crate::nn::ir::ModelIr;
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Program {
+    /// The pipeline file that was loaded (imports are in `sources`).
+    pub root: PathBuf,
+    /// Directory that relative data and weight paths are resolved against.
+    pub project_root: PathBuf,
+    pub profile: Option<String>,
+    /// Every block of the program and its imports, in load order (imports first).
+    pub blocks: Vec<BlockRef>,
+    pub datasets: Vec<Dataset>,
+    pub augments: Vec<Augment>,
+    pub balances: Vec<Balance>,
+    pub models: Vec<ModelDef>,
+    pub trains: Vec<Train>,
+    pub evaluates: Vec<Evaluate>,
+    pub crossvals: Vec<Crossval>,
+    pub ensembles: Vec<Ensemble>,
+    pub explains: Vec<Explain>,
+    pub searches: Vec<Search>,
+    pub chains: Vec<Chain>,
+    pub detects: Vec<Detect>,
+    /// Every default the checker filled in, for `gpl check --explain`.
+    pub defaults: Vec<DefaultNote>,
+    #[serde(skip)]
+    pub sources: Sources,
+}
+
+impl Program {
+    /// The span of a block's name, to point diagnostics at it.
+    pub fn span_of(&self, name: &str) -> Option<Span> {
+        self.blocks.iter().find(|b| b.name == name && b.stage).map(|b| b.span)
+    }
+
+    pub fn block(&self, name: &str) -> Option<&BlockRef> {
+        self.blocks.iter().find(|b| b.name == name && b.stage)
+    }
+
+    /// Every source file the program read: the pipeline and each import (for watch and
+    /// fingerprints). Built-in stdlib files have paths under `<stdlib>/`.
+    pub fn source_files(&self) -> &[SourceFile] {
+        self.sources.files()
+    }
+
+    pub fn dataset(&self, name: &str) -> Option<&Dataset> {
+        self.datasets.iter().find(|d| d.name == name)
+    }
+    pub fn balance(&self, name: &str) -> Option<&Balance> {
+        self.balances.iter().find(|d| d.name == name)
+    }
+    pub fn augment(&self, name: &str) -> Option<&Augment> {
+        self.augments.iter().find(|d| d.name == name)
+    }
+    pub fn train(&self, name: &str) -> Option<&Train> {
+        self.trains.iter().find(|d| d.name == name)
+    }
+    pub fn ensemble(&self, name: &str) -> Option<&Ensemble> {
+        self.ensembles.iter().find(|d| d.name == name)
+    }
+    /// Renders a diagnostic-free note `file:line` for a span.
+    pub fn location(&self, span: Span) -> String {
+        format!("{}:{}", self.sources.display_path(span.file), self.sources.line_of(span))
+    }
+}
+
+impl BlockKind {
+    /// Stages become nodes of the plan; the others (model, augment, callbacks) are
+    /// definitions other blocks use.
+    pub fn is_stage(self) -> bool {
+        !matches!(self, BlockKind::Model | BlockKind::Augment | BlockKind::Callbacks)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BlockRef {
+    pub kind: BlockKind,
+    pub name: String,
+    /// False for blocks defined in imported files.
+    pub in_root: bool,
+    /// A node of the plan (false for definitions and balance presets).
+    pub stage: bool,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DefaultNote {
+    /// `train scratch`, `dataset galaxy10`, ...
+    pub block: String,
+    /// `optimizer.beta1`, `early_stopping.min_delta`, ...
+    pub setting: String,
+    pub value: String,
+    /// Why this value (the Keras default, the split's val part, ...).
+    pub reason: String,
+}
+
+// ---------------------------------------------------------------- data
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Dataset {
+    pub name: String,
+    pub source: Source,
+    /// Used when the source's file is absent (the run must say so).
+    pub fallback: Option<Source>,
+    /// Number of classes in the source labels (before drop/merge), when known at check time.
+    pub source_classes: Option<usize>,
+    /// Per-sample image shape `[h, w, c]`, when known at check time.
+    pub image_shape: Option<Vec<usize>>,
+    /// Original labels removed from the data.
+    pub drop: Vec<u32>,
+    pub merges: Vec<Merge>,
+    /// Original label -> training label (0..classes), `None` for dropped labels.
+    pub label_map: Vec<Option<usize>>,
+    /// Class count after drop and merge.
+    pub classes: Option<usize>,
+    pub class_names: Option<Vec<String>>,
+    pub split: Option<Split>,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    Hdf5 { path: String, resolved: PathBuf, images: String, labels: String },
+    Folder { path: String, resolved: PathBuf },
+    Synthetic { generator: SyntheticKind, count: usize, seed: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyntheticKind {
+    /// 69x69x3, the ten Galaxy10 (SDSS) classes.
+    Galaxy10,
+    /// 256x256x3, the ten Galaxy10 DECaLS classes.
+    Galaxy10Decals,
+    /// Wide fields with several galaxies and boxes (detection).
+    Fields,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Merge {
+    pub classes: Vec<u32>,
+    pub into: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Split {
+    pub train: f64,
+    pub val: f64,
+    pub test: f64,
+    pub stratify: bool,
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    Train,
+    Val,
+    Test,
+}
+
+/// Where a block reads its images from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DataRef {
+    /// All of a dataset (after drop/merge).
+    Dataset { dataset: String },
+    /// One part of a dataset's split.
+    Split { dataset: String, part: Part },
+    /// The output of a balance block.
+    Balance { balance: String, dataset: String },
+}
+
+impl DataRef {
+    /// The dataset the images come from in the end.
+    pub fn dataset(&self) -> &str {
+        match self {
+            DataRef::Dataset { dataset } | DataRef::Split { dataset, .. } | DataRef::Balance { dataset, .. } => dataset,
+        }
+    }
+
+    /// The stage name this reference depends on.
+    pub fn stage(&self) -> &str {
+        match self {
+            DataRef::Balance { balance, .. } => balance,
+            other => other.dataset(),
+        }
+    }
+}
+
+impl std::fmt::Display for DataRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataRef::Dataset { dataset } => write!(f, "{dataset}"),
+            DataRef::Split { dataset, part } => write!(f, "{dataset}.{}", part.as_str()),
+            DataRef::Balance { balance, .. } => write!(f, "{balance}"),
+        }
+    }
+}
+
+impl Part {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Train => "train",
+            Part::Val => "val",
+            Part::Test => "test",
+        }
+    }
+}
+
+/// Keras ImageDataGenerator settings plus rot90, noise and brightness.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Augment {
+    pub name: String,
+    /// Degrees, uniform in ±rotation.
+    pub rotation: f64,
+    /// Fraction of the width when < 1, pixels otherwise (Keras).
+    pub width_shift: f64,
+    pub height_shift: f64,
+    /// Degrees (Keras `shear_range`).
+    pub shear: f64,
+    /// Scale range for x and y, drawn independently.
+    pub zoom: [f64; 2],
+    pub horizontal_flip: bool,
+    pub vertical_flip: bool,
+    pub fill_mode: FillMode,
+    pub cval: f64,
+    /// Random multiples of 90 degrees.
+    pub rot90: bool,
+    /// Standard deviation of additive Gaussian noise, in pixel units (0..255).
+    pub noise: f64,
+    pub brightness: Option<[f64; 2]>,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FillMode {
+    Nearest,
+    Constant,
+    Reflect,
+    Wrap,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Balance {
+    pub name: String,
+    pub from: DataRef,
+    pub downsample: Vec<Resample>,
+    pub oversample: Vec<Resample>,
+    pub weights: Option<WeightsSpec>,
+    pub seed: u64,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+/// Classes resampled to a target count. `classes` are training labels (after drop/merge);
+/// `original` the labels as written.
+#[derive(Clone, Debug, Serialize)]
+pub struct Resample {
+    pub classes: Vec<usize>,
+    pub original: Vec<u32>,
+    pub to: usize,
+    /// Augmentation preset applied to the added copies (oversampling only); `None` copies.
+    pub using: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WeightsSpec {
+    /// N / (C * n_c) on the resampled data.
+    Balanced,
+    Explicit { weights: Vec<f64> },
+}
+
+// ---------------------------------------------------------------- models and training
+
+/// A model definition as written (instantiated per train).
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelDef {
+    pub name: String,
+    pub params: Vec<String>,
+    /// The IR when every parameter has a default (for `gpl check` summaries).
+    pub default_ir: Option<ModelIr>,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelInstance {
+    pub def: String,
+    /// Parameter values after defaults, as canonical text.
+    pub args: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Train {
+    pub name: String,
+    pub model: ModelInstance,
+    /// Instantiated, with `trainable` set from `freeze` / `trainable from`.
+    pub ir: ModelIr,
+    pub data: DataRef,
+    pub validation: Option<DataRef>,
+    pub classes: Option<usize>,
+    pub loss: Loss,
+    pub optimizer: Optimizer,
+    pub epochs: usize,
+    pub batch: usize,
+    pub seed: u64,
+    /// On-the-fly augmentation preset for training batches.
+    pub augment: Option<String>,
+    pub callbacks: Vec<Callback>,
+    pub init: Option<InitWeights>,
+    pub freeze: Option<Freeze>,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Loss {
+    pub kind: LossKind,
+    pub class_weights: Option<ClassWeights>,
+    pub label_smoothing: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// Softmax cross-entropy over integer labels.
+    Crossentropy,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ClassWeights {
+    /// The weights a balance block computes.
+    Balance { balance: String },
+    /// N / (C * n_c) on this train's data.
+    Balanced,
+    Explicit { weights: Vec<f64> },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Optimizer {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// RMSprop's decay (Keras `rho`).
+    pub rho: f64,
+    pub eps: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+    Adamw,
+    Rmsprop,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Min,
+    Max,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Callback {
+    EarlyStopping {
+        monitor: String,
+        mode: Mode,
+        min_delta: f64,
+        patience: usize,
+        restore_best: bool,
+        start_from_epoch: usize,
+    },
+    ReduceLr {
+        monitor: String,
+        mode: Mode,
+        factor: f64,
+        patience: usize,
+        min_delta: f64,
+        cooldown: usize,
+        min_lr: f64,
+    },
+    Checkpoint {
+        monitor: String,
+        mode: Mode,
+        save_best: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InitWeights {
+    pub path: String,
+    pub resolved: PathBuf,
+    pub format: WeightsFormat,
+    /// `or random`: a missing file starts from random initialisation (with a notice).
+    pub optional: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightsFormat {
+    Safetensors,
+    KerasH5,
+}
+
+/// Layers before `first_trainable` are frozen.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Freeze {
+    pub first_trainable: String,
+    pub index: usize,
+}
+
+// ---------------------------------------------------------------- evaluation and the rest
+
+/// A model-producing stage: a train or an ensemble.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Predictor {
+    Train { name: String },
+    Ensemble { name: String },
+}
+
+impl Predictor {
+    pub fn name(&self) -> &str {
+        match self {
+            Predictor::Train { name } | Predictor::Ensemble { name } => name,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Evaluate {
+    pub name: String,
+    pub models: Vec<Predictor>,
+    pub data: DataRef,
+    pub report: bool,
+    pub confusion: bool,
+    pub roc: bool,
+    pub predictions: bool,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Ensemble {
+    pub name: String,
+    pub members: Vec<String>,
+    pub weights: EnsembleWeights,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EnsembleWeights {
+    Fixed { weights: Vec<f64> },
+    /// Grid over the simplex with this step, maximising accuracy on `on`.
+    Search { on: DataRef, step: f64 },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Crossval {
+    pub name: String,
+    pub data: DataRef,
+    pub folds: usize,
+    pub stratify: bool,
+    pub seed: u64,
+    pub compare: Vec<String>,
+    pub test: Option<StatTest>,
+    pub metrics: Vec<String>,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatTest {
+    Wilcoxon,
+    PairedT,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Explain {
+    pub name: String,
+    pub model: String,
+    pub data: DataRef,
+    pub gradcam: Option<GradCam>,
+    pub activations: Option<LayerView>,
+    pub filters: Option<LayerView>,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GradCam {
+    pub samples: usize,
+    /// Defaults to the last conv layer.
+    pub layer: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerView {
+    pub layer: String,
+    pub index: usize,
+    /// Channels (filters) or samples shown.
+    pub count: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Search {
+    pub name: String,
+    pub model: String,
+    /// The train block whose data, loss, optimizer and callbacks every trial reuses.
+    pub train: String,
+    /// Model arguments fixed for every trial.
+    pub fixed: Vec<(String, String)>,
+    pub space: Vec<Dimension>,
+    pub strategy: Strategy,
+    pub objective: Objective,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Dimension {
+    pub name: String,
+    pub domain: Domain,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Domain {
+    Int { lo: i64, hi: i64 },
+    Float { lo: f64, hi: f64 },
+    Choice { values: Vec<f64> },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Strategy {
+    pub kind: StrategyKind,
+    pub trials: usize,
+    /// Random trials before the model-based ones (bayes).
+    pub init: usize,
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyKind {
+    Bayes,
+    Random,
+    Grid,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Objective {
+    pub mode: Mode,
+    pub metric: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Chain {
+    pub name: String,
+    pub steps: Vec<ChainStep>,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChainStep {
+    Detect { detector: String, min_score: f64 },
+    Crop { size: [usize; 2] },
+    Classify { model: Predictor },
+    Output { path: String },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Detect {
+    pub name: String,
+    pub data: DataRef,
+    pub arch: String,
+    pub epochs: usize,
+    pub batch: usize,
+    pub seed: u64,
+    #[serde(skip)]
+    pub span: Span,
+}
