@@ -1,0 +1,551 @@
+//! The scheduler: runs a plan in topological order, independent stages in parallel (at most
+//! `jobs` at once), loading cached stages and executing dirty ones, and commits each result
+//! atomically. A failed stage stops its downstream; the others go on.
+//!
+//! Fingerprints resolve during the run: a stage's key needs its inputs' output digests, which
+//! are known once the inputs ran or were found in the cache (early cutoff).
+
+use super::cache::{mirror_public, CacheStore, CommitInfo, FileRead, Lookup, Manifest, ManifestInput, Verify};
+use super::control::RunControl;
+use super::events::{EventKind, EventLog};
+use super::executor::{Messages, Registry, StageContext, StageError};
+use super::progress::{Progress, ProgressMode};
+use crate::plan::fingerprint::unique_suffix;
+use crate::plan::{stage_fingerprint, ContentHash, FileHasher, Fingerprint, Plan, PlanError, StageId, StageSpec};
+use miette::Diagnostic;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+/// Problems found before any stage runs.
+#[derive(Debug, Error, Diagnostic)]
+pub enum RunError {
+    #[error("{} has kind '{kind}', which gpl cannot run yet", describe_stage(stage, label))]
+    #[diagnostic(code(gpl::run::no_executor), help("runnable kinds: {known}"))]
+    NoExecutor { stage: StageId, kind: String, label: Option<String>, known: String },
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Plan(#[from] PlanError),
+
+    #[error("cannot use the cache folder {}: {source}", path.display())]
+    #[diagnostic(code(gpl::run::cache_io), help("check that the project folder is writable"))]
+    CacheIo { path: PathBuf, source: std::io::Error },
+
+    #[error("cannot watch files: {message}")]
+    #[diagnostic(code(gpl::run::watch), help("on Linux, raising fs.inotify.max_user_watches may help"))]
+    Watch { message: String },
+}
+
+fn describe_stage(stage: &StageId, label: &Option<String>) -> String {
+    match label {
+        Some(l) => format!("stage '{stage}' ({l})"),
+        None => format!("stage '{stage}'"),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The project root: `.gpl/` and `runs/` live here, spec files are relative to it.
+    pub root: PathBuf,
+    /// Names `runs/<pipeline>/`.
+    pub pipeline: String,
+    /// Stages executing at once; 0 means one per core.
+    pub jobs: usize,
+    /// Run only this stage and the ancestors it needs.
+    pub only: Option<StageId>,
+    /// Re-execute this stage and everything downstream even if cached.
+    pub from: Option<StageId>,
+    /// Re-execute everything.
+    pub force: bool,
+    pub verify: Verify,
+    pub progress: ProgressMode,
+    pub control: Arc<RunControl>,
+}
+
+impl RunOptions {
+    pub fn new(root: impl Into<PathBuf>, pipeline: impl Into<String>) -> RunOptions {
+        RunOptions {
+            root: root.into(),
+            pipeline: pipeline.into(),
+            jobs: 0,
+            only: None,
+            from: None,
+            force: false,
+            verify: Verify::Quick,
+            progress: ProgressMode::Auto,
+            control: Arc::new(RunControl::new()),
+        }
+    }
+
+    fn effective_jobs(&self) -> usize {
+        match self.jobs {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum StageStatus {
+    Cached,
+    Ran,
+    Failed(String),
+    Cancelled,
+    /// Not started: an input failed, or the run was stopped.
+    Skipped(String),
+}
+
+impl StageStatus {
+    pub fn label(&self) -> &'static str {
+        match self {
+            StageStatus::Cached => "cached",
+            StageStatus::Ran => "ran",
+            StageStatus::Failed(_) => "failed",
+            StageStatus::Cancelled => "cancelled",
+            StageStatus::Skipped(_) => "skipped",
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        matches!(self, StageStatus::Cached | StageStatus::Ran)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct StageOutcome {
+    pub id: StageId,
+    pub kind: String,
+    pub status: StageStatus,
+    pub seconds: f64,
+    pub fingerprint: Option<Fingerprint>,
+    pub output_digest: Option<ContentHash>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub pipeline: String,
+    /// Selected stages in plan order.
+    pub stages: Vec<StageOutcome>,
+    pub warnings: Vec<String>,
+    pub interrupted: bool,
+    pub seconds: f64,
+}
+
+impl RunSummary {
+    pub fn stage(&self, id: &str) -> Option<&StageOutcome> {
+        self.stages.iter().find(|s| s.id.as_str() == id)
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.stages.iter().all(|s| s.status.is_ok())
+    }
+
+    /// Ids of the stages with a given status label (`"ran"`, `"cached"`, ...).
+    pub fn with_status(&self, label: &str) -> Vec<&str> {
+        self.stages.iter().filter(|s| s.status.label() == label).map(|s| s.id.as_str()).collect()
+    }
+
+    /// 0 all stages succeeded, 130 interrupted by Ctrl-C, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        if self.interrupted {
+            130
+        } else if self.succeeded() {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// The table printed at the end of `gpl run`.
+    pub fn render_table(&self) -> String {
+        let id_width = self.stages.iter().map(|s| s.id.as_str().len()).max().unwrap_or(0).max(5);
+        let kind_width = self.stages.iter().map(|s| s.kind.len()).max().unwrap_or(0).max(4);
+        let mut out = String::new();
+        let _ = writeln!(out, "{:id_width$}  {:kind_width$}  {:9}  {:>8}", "stage", "kind", "status", "seconds");
+        for s in &self.stages {
+            let _ = write!(out, "{:id_width$}  {:kind_width$}  {:9}  {:>8.2}", s.id.as_str(), s.kind, s.status.label(), s.seconds);
+            match &s.status {
+                StageStatus::Failed(m) | StageStatus::Skipped(m) => {
+                    let _ = write!(out, "  {}", m.lines().next().unwrap_or(""));
+                }
+                _ => {}
+            }
+            out.push('\n');
+        }
+        let count = |label: &str| self.stages.iter().filter(|s| s.status.label() == label).count();
+        let _ = write!(
+            out,
+            "{} stages: {} ran, {} cached, {} failed in {:.2} s",
+            self.stages.len(),
+            count("ran"),
+            count("cached"),
+            count("failed"),
+            self.seconds
+        );
+        let other = count("cancelled") + count("skipped");
+        if other > 0 {
+            let _ = write!(out, " ({} cancelled or skipped)", other);
+        }
+        if self.interrupted {
+            out.push_str(" — interrupted");
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// A stage that ran or was found cached: what its dependents need.
+#[derive(Clone, Debug)]
+struct Resolved {
+    fingerprint: Fingerprint,
+    digest: ContentHash,
+    out_dir: PathBuf,
+}
+
+/// The stages a run touches: `--only X` is X and its ancestors.
+fn selected_stages(plan: &Plan, only: Option<&StageId>) -> Result<HashSet<StageId>, PlanError> {
+    match only {
+        Some(id) => {
+            plan.require(id)?;
+            let mut set: HashSet<StageId> = plan.ancestors(id).into_iter().collect();
+            set.insert(id.clone());
+            Ok(set)
+        }
+        None => Ok(plan.stages().map(|s| s.id.clone()).collect()),
+    }
+}
+
+/// Computes a stage's fingerprint from its inputs' digests and the files it reads.
+pub(crate) fn resolve_fingerprint(
+    spec: &StageSpec,
+    input_digests: &[(StageId, ContentHash)],
+    hasher: &FileHasher,
+    root: &Path,
+) -> Result<(Fingerprint, Vec<FileRead>), String> {
+    let mut files = Vec::with_capacity(spec.files.len());
+    for file in &spec.files {
+        let path = root.join(file);
+        let hash = hasher.hash(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        files.push(FileRead { path: file.clone(), hash });
+    }
+    let pairs: Vec<(PathBuf, ContentHash)> = files.iter().map(|f| (f.path.clone(), f.hash.clone())).collect();
+    Ok((stage_fingerprint(spec, input_digests, &pairs), files))
+}
+
+pub(crate) fn file_hash_store(root: &Path) -> PathBuf {
+    root.join(".gpl").join("filehash.json")
+}
+
+/// Runs `plan`. Errors are only what prevents starting; stage failures are in the summary.
+pub fn run_plan(plan: &Plan, registry: &Registry, options: &RunOptions) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let selected = selected_stages(plan, options.only.as_ref())?;
+    let mut forced: HashSet<StageId> = HashSet::new();
+    if let Some(from) = &options.from {
+        plan.require(from)?;
+        forced.insert(from.clone());
+        forced.extend(plan.descendants(from));
+    }
+    if options.force {
+        forced.extend(selected.iter().cloned());
+    }
+    if let Some(spec) = registry.first_missing(plan, |id| selected.contains(id)) {
+        return Err(RunError::NoExecutor {
+            stage: spec.id.clone(),
+            kind: spec.kind.clone(),
+            label: spec.label.clone(),
+            known: registry.kinds().join(", "),
+        });
+    }
+
+    let store = CacheStore::open(&options.root)
+        .map_err(|source| RunError::CacheIo { path: options.root.join(".gpl"), source })?;
+    let leftovers = store
+        .remove_stale_temps()
+        .map_err(|source| RunError::CacheIo { path: store.cache_dir(), source })?;
+    let hasher = FileHasher::load(&file_hash_store(&options.root));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let run_id = format!("{now}-{}-{}", std::process::id(), unique_suffix());
+    let log = Arc::new(EventLog::open(&options.root, &run_id, &options.pipeline));
+    let messages = Arc::new(Messages {
+        progress: Progress::new(options.progress),
+        log: log.clone(),
+        warnings: Default::default(),
+    });
+    log.emit(EventKind::RunStarted, None, None, None, Some(&options.pipeline));
+    if leftovers > 0 {
+        messages.notice(None, &format!("removed {leftovers} unfinished cache folder(s) left by an interrupted run"));
+    }
+
+    let worker = Worker {
+        registry,
+        store: &store,
+        hasher: &hasher,
+        messages: messages.clone(),
+        options,
+        runs_dir: options.root.join("runs").join(crate::plan::spec::safe_file_name(&options.pipeline)),
+    };
+    let outcomes = schedule(plan, &selected, &forced, &worker, options);
+
+    if let Err(e) = hasher.save() {
+        messages.warn(None, &format!("cannot save the file hash memo: {e}"));
+    }
+    let mut stages = Vec::with_capacity(selected.len());
+    let mut outcomes = outcomes;
+    for spec in plan.stages().filter(|s| selected.contains(&s.id)) {
+        let outcome = outcomes.remove(&spec.id).unwrap_or_else(|| {
+            let reason = if options.control.scheduling_stopped() {
+                "the run was stopped".to_string()
+            } else {
+                "an input did not complete".to_string()
+            };
+            log.emit(EventKind::StageSkipped, Some(&spec.id), None, None, Some(&reason));
+            StageOutcome {
+                id: spec.id.clone(),
+                kind: spec.kind.clone(),
+                status: StageStatus::Skipped(reason),
+                seconds: 0.0,
+                fingerprint: None,
+                output_digest: None,
+            }
+        });
+        stages.push(outcome);
+    }
+    let summary = RunSummary {
+        run_id,
+        pipeline: options.pipeline.clone(),
+        stages,
+        warnings: std::mem::take(&mut *crate::plan::fingerprint::lock(&messages.warnings)),
+        interrupted: super::control::interrupted(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let failed = summary.stages.iter().filter(|s| !s.status.is_ok()).count();
+    log.emit(
+        EventKind::RunFinished,
+        None,
+        None,
+        Some(summary.seconds),
+        Some(&format!("{} stages, {failed} not completed", summary.stages.len())),
+    );
+    Ok(summary)
+}
+
+/// Dispatches ready stages to scoped threads and collects their outcomes.
+fn schedule(
+    plan: &Plan,
+    selected: &HashSet<StageId>,
+    forced: &HashSet<StageId>,
+    worker: &Worker<'_>,
+    options: &RunOptions,
+) -> HashMap<StageId, StageOutcome> {
+    let jobs = options.effective_jobs();
+    let mut waiting_on: HashMap<&StageId, usize> = HashMap::new();
+    let mut ready: BTreeSet<(usize, &StageId)> = BTreeSet::new();
+    for (position, spec) in plan.stages().enumerate() {
+        if !selected.contains(&spec.id) {
+            continue;
+        }
+        let distinct: BTreeSet<&StageId> = spec.inputs.iter().collect();
+        waiting_on.insert(&spec.id, distinct.len());
+        if distinct.is_empty() {
+            ready.insert((position, &spec.id));
+        }
+    }
+    let mut resolved: HashMap<StageId, Resolved> = HashMap::new();
+    let mut outcomes: HashMap<StageId, StageOutcome> = HashMap::new();
+
+    std::thread::scope(|scope| {
+        let (sender, receiver) = mpsc::channel::<(StageOutcome, Option<Resolved>)>();
+        let mut running = 0usize;
+        loop {
+            while running < jobs && !options.control.scheduling_stopped() {
+                let Some((_, id)) = ready.pop_first() else { break };
+                // Every stage in `ready` comes from the plan, and its inputs are resolved.
+                let Some(spec) = plan.get(id) else { continue };
+                let inputs: Vec<(StageId, Resolved)> =
+                    spec.inputs.iter().filter_map(|i| resolved.get(i).map(|r| (i.clone(), r.clone()))).collect();
+                let force = forced.contains(id);
+                let sender = sender.clone();
+                scope.spawn(move || {
+                    let result = worker.run_stage(spec, &inputs, force);
+                    // The receiver lives until every worker has reported.
+                    let _ = sender.send(result);
+                });
+                running += 1;
+            }
+            if running == 0 {
+                break;
+            }
+            // Workers always send exactly one message, even when the executor panics.
+            let Ok((outcome, result)) = receiver.recv() else { break };
+            running -= 1;
+            if let Some(result) = result {
+                for dependent in plan.dependents(&outcome.id) {
+                    if let Some(count) = waiting_on.get_mut(dependent) {
+                        *count -= 1;
+                        if *count == 0 {
+                            let position = plan.position(dependent).unwrap_or(usize::MAX);
+                            ready.insert((position, dependent));
+                        }
+                    }
+                }
+                resolved.insert(outcome.id.clone(), result);
+            }
+            outcomes.insert(outcome.id.clone(), outcome);
+        }
+    });
+    outcomes
+}
+
+struct Worker<'a> {
+    registry: &'a Registry,
+    store: &'a CacheStore,
+    hasher: &'a FileHasher,
+    messages: Arc<Messages>,
+    options: &'a RunOptions,
+    runs_dir: PathBuf,
+}
+
+impl Worker<'_> {
+    fn run_stage(&self, spec: &StageSpec, inputs: &[(StageId, Resolved)], force: bool) -> (StageOutcome, Option<Resolved>) {
+        let started = Instant::now();
+        let log = &self.messages.log;
+        let outcome = |status: StageStatus, fp: Option<&Fingerprint>, digest: Option<&ContentHash>| StageOutcome {
+            id: spec.id.clone(),
+            kind: spec.kind.clone(),
+            status,
+            seconds: started.elapsed().as_secs_f64(),
+            fingerprint: fp.cloned(),
+            output_digest: digest.cloned(),
+        };
+        let fail = |message: String, fp: Option<&Fingerprint>| {
+            log.emit(EventKind::StageFailed, Some(&spec.id), fp, Some(started.elapsed().as_secs_f64()), Some(&message));
+            self.messages.progress.println(&format!("error: {}: {message}", spec.id));
+            (outcome(StageStatus::Failed(message), fp, None), None)
+        };
+
+        let digests: Vec<(StageId, ContentHash)> = inputs.iter().map(|(id, r)| (id.clone(), r.digest.clone())).collect();
+        let (fp, files_read) = match resolve_fingerprint(spec, &digests, self.hasher, &self.options.root) {
+            Ok(x) => x,
+            Err(message) => return fail(message, None),
+        };
+
+        if !force {
+            match self.store.lookup(&fp, self.options.verify) {
+                Lookup::Hit(manifest) => {
+                    self.mirror(spec, &fp, &manifest);
+                    log.emit(EventKind::StageCached, Some(&spec.id), Some(&fp), Some(started.elapsed().as_secs_f64()), None);
+                    let resolved = Resolved { fingerprint: fp.clone(), digest: manifest.output_digest.clone(), out_dir: self.store.out_dir(&fp) };
+                    return (outcome(StageStatus::Cached, Some(&fp), Some(&manifest.output_digest)), Some(resolved));
+                }
+                Lookup::Miss => {}
+                Lookup::Invalid(reason) => {
+                    self.messages.warn(
+                        Some(&spec.id),
+                        &format!("cache entry {} cannot be trusted: {reason}; recomputing", fp.short()),
+                    );
+                    if let Err(e) = self.store.remove_entry(&fp) {
+                        return fail(format!("cannot remove the damaged cache entry {}: {e}", fp.short()), Some(&fp));
+                    }
+                }
+            }
+        }
+
+        let control = &self.options.control;
+        if control.is_cancelled(&spec.id) {
+            log.emit(EventKind::StageCancelled, Some(&spec.id), Some(&fp), Some(0.0), None);
+            return (outcome(StageStatus::Cancelled, Some(&fp), None), None);
+        }
+        // Checked before the run started (Registry::first_missing).
+        let Some(executor) = self.registry.get(&spec.kind) else {
+            return fail(format!("no executor for kind '{}'", spec.kind), Some(&fp));
+        };
+        let pending = match self.store.begin(&fp) {
+            Ok(p) => p,
+            Err(e) => return fail(format!("cannot create a cache folder: {e}"), Some(&fp)),
+        };
+        let scratch = self.store.scratch_dir(&fp);
+        if let Err(e) = std::fs::create_dir_all(&scratch) {
+            return fail(format!("cannot create {}: {e}", scratch.display()), Some(&fp));
+        }
+
+        log.emit(EventKind::StageStarted, Some(&spec.id), Some(&fp), None, None);
+        control.set_running(&spec.id, Some(&fp));
+        let progress = self.messages.progress.stage(&format!("{} [{}]", spec.id, spec.kind));
+        let ctx = StageContext {
+            spec,
+            fingerprint: fp.clone(),
+            root: self.options.root.clone(),
+            out_dir: pending.out_dir(),
+            public_dir: pending.public_dir(),
+            scratch_dir: scratch.clone(),
+            inputs: inputs.iter().map(|(id, r)| (id.clone(), r.out_dir.clone())).collect::<BTreeMap<_, _>>(),
+            progress: progress.clone(),
+            control: control.clone(),
+            messages: Some(self.messages.clone()),
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| executor.execute(&ctx)));
+        drop(ctx);
+        progress.finish();
+        control.set_running(&spec.id, None);
+
+        let error = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_string());
+                Some(StageError::failed(format!("the executor panicked: {text}")))
+            }
+        };
+        if let Some(error) = error {
+            // `pending` is dropped here: its temp folder is removed, nothing is committed.
+            drop(pending);
+            if matches!(error, StageError::Cancelled) || control.is_cancelled(&spec.id) {
+                log.emit(EventKind::StageCancelled, Some(&spec.id), Some(&fp), Some(started.elapsed().as_secs_f64()), None);
+                return (outcome(StageStatus::Cancelled, Some(&fp), None), None);
+            }
+            return fail(error.to_string(), Some(&fp));
+        }
+
+        let info = CommitInfo {
+            stage: spec.id.clone(),
+            kind: spec.kind.clone(),
+            inputs: inputs
+                .iter()
+                .map(|(id, r)| ManifestInput { stage: id.clone(), fingerprint: r.fingerprint.clone(), output_digest: r.digest.clone() })
+                .collect(),
+            files_read,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let manifest = match self.store.commit(pending, info) {
+            Ok(m) => m,
+            Err(e) => return fail(format!("cannot commit its outputs to the cache: {e}"), Some(&fp)),
+        };
+        let _ = std::fs::remove_dir_all(&scratch);
+        self.mirror(spec, &fp, &manifest);
+        log.emit(EventKind::StageFinished, Some(&spec.id), Some(&fp), Some(started.elapsed().as_secs_f64()), None);
+        let resolved = Resolved { fingerprint: fp.clone(), digest: manifest.output_digest.clone(), out_dir: self.store.out_dir(&fp) };
+        (outcome(StageStatus::Ran, Some(&fp), Some(&manifest.output_digest)), Some(resolved))
+    }
+
+    /// Public files are a convenience copy: failing to mirror them is a warning.
+    fn mirror(&self, spec: &StageSpec, fp: &Fingerprint, manifest: &Manifest) {
+        let has_public = manifest.outputs.iter().any(|o| o.path.starts_with("public/"));
+        let dest = self.runs_dir.join(spec.id.file_name());
+        if !has_public && !dest.exists() {
+            return;
+        }
+        if let Err(e) = mirror_public(&self.store.out_dir(fp), manifest, &dest) {
+            self.messages.warn(Some(&spec.id), &format!("cannot copy its public files to {}: {e}", dest.display()));
+        }
+    }
+}
