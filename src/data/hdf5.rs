@@ -69,6 +69,8 @@ pub fn open(path: &Path) -> Result<::hdf5::File, DataError> {
     if !has_signature {
         return Err(DataError::NotHdf5 { path: path.to_path_buf() });
     }
+    // libhdf5 would print its error stack to stderr; our errors say it better.
+    ::hdf5::silence_errors(true);
     ::hdf5::File::open(path).map_err(|e| {
         let detail = e.to_string();
         if detail.contains("truncated") || detail.contains("eof") || detail.contains("EOF") || detail.contains("end of file") {

@@ -112,15 +112,24 @@ pub fn holdout(labels: &[u32], spec: &HoldoutSpec) -> Result<Split, DataError> {
     Ok(split)
 }
 
-/// How many samples of each class go to each fold: scikit-learn's allocation (sorted labels
-/// dealt to folds in turn), `[fold][class]`.
+/// How many samples of each class go to each fold, `[fold][class]`: scikit-learn's allocation,
+/// which numbers classes by first appearance, sorts the encoded labels and deals them to the
+/// folds in turn.
 pub fn kfold_allocation(labels: &[u32], k: usize) -> Vec<Vec<usize>> {
     let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
-    let mut sorted = labels.to_vec();
-    sorted.sort_unstable();
+    let mut rank = vec![usize::MAX; classes];
+    let mut by_rank = Vec::new();
+    for &l in labels {
+        if rank[l as usize] == usize::MAX {
+            rank[l as usize] = by_rank.len();
+            by_rank.push(l as usize);
+        }
+    }
+    let mut encoded: Vec<usize> = labels.iter().map(|&l| rank[l as usize]).collect();
+    encoded.sort_unstable();
     let mut allocation = vec![vec![0usize; classes]; k];
-    for (position, &l) in sorted.iter().enumerate() {
-        allocation[position % k][l as usize] += 1;
+    for (position, &r) in encoded.iter().enumerate() {
+        allocation[position % k][by_rank[r]] += 1;
     }
     allocation
 }
