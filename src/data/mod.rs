@@ -1,4 +1,26 @@
 //! Everything before a model sees a pixel: loading, synthesis, splits, balancing, augmentation.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `error` | `DataError`, the one diagnostic catalogue of this layer |
+//! | `synth` | the synthetic Galaxy10 (SDSS and DECaLS class lists) |
+//! | `hdf5` | Galaxy10 HDF5 files: load, inspect, write |
+//! | `folder` | one folder per class of PNG/JPEG/TIFF images |
+//! | `augment` | Keras ImageDataGenerator augmentation plus astronomy extras |
+//! | `split` | stratified hold-out and k-fold, class drops and merges |
+//! | `balance` | down/over-sampling as indices plus augment seeds, class weights |
+//! | `artifact` | compact artifact files for cached stages |
+
+pub mod artifact;
+pub mod augment;
+pub mod balance;
+pub mod error;
+pub mod folder;
+pub mod hdf5;
+pub mod split;
+pub mod synth;
+
+pub use error::DataError;
 
 /// A labelled image collection held as uint8 NHWC, the layout of Galaxy10's HDF5 files.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,5 +51,32 @@ impl ImageSet {
     pub fn image(&self, index: usize) -> &[u8] {
         let n = self.image_len();
         &self.images[index * n..(index + 1) * n]
+    }
+
+    /// The samples at `indices`, in that order (indices may repeat).
+    pub fn subset(&self, indices: &[usize]) -> ImageSet {
+        let mut images = Vec::with_capacity(indices.len() * self.image_len());
+        for &i in indices {
+            images.extend_from_slice(self.image(i));
+        }
+        ImageSet {
+            height: self.height,
+            width: self.width,
+            channels: self.channels,
+            images,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            class_names: self.class_names.clone(),
+        }
+    }
+
+    /// Number of samples per class.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.class_names.len()];
+        for &l in &self.labels {
+            if let Some(c) = counts.get_mut(l as usize) {
+                *c += 1;
+            }
+        }
+        counts
     }
 }
