@@ -48,6 +48,12 @@ pub trait Learner {
     fn train_batch(&mut self, batch: &Batch, lr: f32) -> miette::Result<StepStats>;
     /// Class probabilities, `n * classes` row-major, in inference mode.
     fn predict(&mut self, images: &[f32], n: usize) -> miette::Result<Vec<f32>>;
+    /// The L1/L2 penalty of the layer regularizers at the current weights. Keras adds it to
+    /// the validation loss too (`val_loss` = unweighted crossentropy + penalties), so the loop
+    /// asks for it after each epoch. Engines without regularizers keep the default.
+    fn regularization_loss(&self) -> f64 {
+        0.0
+    }
     /// Everything needed to resume bit-exactly: weights, optimizer state, running stats, step counters.
     fn state(&self) -> NamedTensors;
     fn load_state(&mut self, state: &NamedTensors) -> miette::Result<()>;
