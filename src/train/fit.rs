@@ -221,10 +221,12 @@ struct LoopState {
     /// Digest of the config and the data shapes the checkpoint was made with.
     fingerprint: String,
     completed_epochs: usize,
+    #[serde(with = "crate::train::float_serde::f32_exact")]
     lr: f32,
     /// A callback ended training (the run only has its end-of-training work left).
     stopped: bool,
-    history: History,
+    /// `History::to_csv`, which reads back bit-exactly (JSON numbers might not).
+    history_csv: String,
     callbacks: Vec<CallbackState>,
     /// 0-based epochs whose learner states callbacks hold (best weights, saved models).
     held_epochs: Vec<usize>,
@@ -327,7 +329,10 @@ pub fn fit(
             for &epoch in &saved.held_epochs {
                 held.insert(epoch, Arc::new(load_state_file(dir, epoch)?));
             }
-            history = saved.history;
+            history = History::from_csv(&saved.history_csv, &dir.join(LOOP_FILE))?;
+            if history.len() != saved.completed_epochs {
+                return Err(TrainError::BadCheckpoint { dir: dir.into(), message: "history and epoch count differ".into() });
+            }
             lr = saved.lr;
             stopped = saved.stopped;
             if let Some(progress) = ctx.progress.as_mut() {
@@ -455,7 +460,7 @@ pub fn fit(
                 completed_epochs: epoch + 1,
                 lr,
                 stopped,
-                history: history.clone(),
+                history_csv: history.to_csv(),
                 callbacks: callbacks.iter().map(Callback::state).collect(),
                 held_epochs: referenced.iter().copied().collect(),
             };

@@ -8,16 +8,19 @@ use crate::train::error::{Result, TrainError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+// `History` also derives serde for whoever wants it as JSON or YAML; checkpoints store it
+// as CSV text instead, whose numbers read back bit-exactly.
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// 1-based.
     pub epoch: usize,
     /// Mean over the epoch's samples of the weighted training loss plus penalties.
-    #[serde(with = "crate::train::float_serde")]
+    #[serde(with = "crate::train::float_serde::readable")]
     pub loss: f64,
     pub accuracy: f64,
     /// Unweighted crossentropy on the validation set plus penalties (Keras's `val_loss`).
-    #[serde(with = "crate::train::float_serde::option")]
+    #[serde(with = "crate::train::float_serde::readable::option")]
     pub val_loss: Option<f64>,
     pub val_accuracy: Option<f64>,
     pub lr: f32,
@@ -68,6 +71,11 @@ impl History {
 
     pub fn read_csv(path: &Path) -> Result<History> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io("read", path, e))?;
+        Self::from_csv(&text, path)
+    }
+
+    /// Parses `to_csv`'s output exactly (`path` only names the source in errors).
+    pub fn from_csv(text: &str, path: &Path) -> Result<History> {
         let bad = |line: usize, message: String| TrainError::BadHistory {
             path: path.to_path_buf(),
             message: format!("line {line}: {message}"),
@@ -90,7 +98,8 @@ impl History {
                 accuracy: num(cells[2])?,
                 val_loss: opt(cells[3])?,
                 val_accuracy: opt(cells[4])?,
-                lr: num(cells[5])? as f32,
+                // Parsed as f32 directly: the cell is the f32's shortest form.
+                lr: cells[5].parse().map_err(|_| bad(i + 2, format!("bad rate `{}`", cells[5])))?,
                 seconds: num(cells[6])?,
             });
         }
