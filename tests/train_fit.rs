@@ -279,3 +279,57 @@ fn history_csv_round_trips_through_fit_output() {
     run.outcome.history.write_csv(&path).unwrap();
     assert_eq!(gpl::train::history::History::read_csv(&path).unwrap(), run.outcome.history);
 }
+
+#[test]
+fn cancelling_mid_epoch_leaves_the_previous_epoch_checkpoint() {
+    let train = image_set(45, 1);
+    let data = TrainData { images: &train, class_weights: None, augment: None };
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = AtomicBool::new(false);
+    let mut on_progress = |p: EpochProgress| {
+        if let EpochProgress::Batch { epoch: 2, batch: 3, .. } = p {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    };
+    let config = FitConfig { epochs: 4, batch_size: 7, ..Default::default() };
+    let ctx = FitContext { checkpoint_dir: Some(dir.path()), cancel: Some(&cancel), progress: Some(&mut on_progress), prefetch_batches: 3 };
+    let err = fit(&mut SoftmaxRegression::new(16, 3), &config, &data, None, ctx).unwrap_err();
+    assert!(matches!(err, TrainError::Cancelled { epoch: 2 }), "{err:?}");
+    let loop_state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("loop.json")).unwrap()).unwrap();
+    assert_eq!(loop_state["completed_epochs"], 1);
+
+    // Resuming finishes like a run that was never cancelled.
+    let mut resumed = SoftmaxRegression::new(16, 3);
+    let ctx = FitContext { checkpoint_dir: Some(dir.path()), ..Default::default() };
+    let a = fit(&mut resumed, &config, &data, None, ctx).unwrap();
+    let mut straight = SoftmaxRegression::new(16, 3);
+    let b = fit(&mut straight, &config, &data, None, FitContext::default()).unwrap();
+    assert_eq!(bits(&resumed.state()), bits(&straight.state()));
+    assert_eq!(without_seconds(&a), without_seconds(&b));
+}
+
+#[test]
+fn class_weights_must_cover_every_class() {
+    let train = image_set(10, 1);
+    let weights = [1.0, 2.0];
+    let data = TrainData { images: &train, class_weights: Some(&weights), augment: None };
+    let err = fit(&mut SoftmaxRegression::new(16, 3), &FitConfig::default(), &data, None, FitContext::default()).unwrap_err();
+    assert!(matches!(err, TrainError::InvalidConfig { .. }), "{err:?}");
+}
+
+#[test]
+fn load_weights_replaces_named_tensors_and_keeps_the_rest() {
+    let mut learner = SoftmaxRegression::new(16, 3);
+    let train = image_set(20, 1);
+    let data = TrainData { images: &train, class_weights: None, augment: None };
+    fit(&mut learner, &FitConfig { epochs: 1, ..Default::default() }, &data, None, FitContext::default()).unwrap();
+    let before = learner.state();
+    let bias = gpl::train::learner::Tensor { shape: vec![3], data: vec![0.5, -0.5, 0.25] };
+    learner.load_weights(&NamedTensors::from([("dense/bias".to_string(), bias.clone())])).unwrap();
+    let after = learner.state();
+    assert_eq!(after["dense/bias"], bias);
+    assert_eq!(after["dense/kernel"], before["dense/kernel"]);
+    assert_eq!(after["optimizer/iterations"], before["optimizer/iterations"]);
+    let wrong = gpl::train::learner::Tensor { shape: vec![4], data: vec![0.0; 4] };
+    assert!(learner.load_weights(&NamedTensors::from([("dense/bias".to_string(), wrong)])).is_err());
+}

@@ -267,6 +267,11 @@ fn check_config(config: &FitConfig, train: &TrainData, val: Option<&ImageSet>, c
     if let Some(label) = train.images.labels.iter().chain(val.map_or(&[][..], |v| v.labels.as_slice())).find(|&&l| l as usize >= classes) {
         return invalid(format!("label {label} is outside the model's {classes} classes"));
     }
+    if let Some(weights) = train.class_weights {
+        if weights.len() != classes || weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+            return invalid(format!("{} class weights for {classes} classes (each finite and >= 0 is needed)", weights.len()));
+        }
+    }
     if let Some(v) = val {
         if v.image_len() != train.images.image_len() {
             return invalid("validation images differ in size from training images".into());

@@ -57,4 +57,18 @@ pub trait Learner {
     /// Everything needed to resume bit-exactly: weights, optimizer state, running stats, step counters.
     fn state(&self) -> NamedTensors;
     fn load_state(&mut self, state: &NamedTensors) -> miette::Result<()>;
+    /// Replaces some tensors of the state (imported weights for transfer learning) and
+    /// keeps the rest (other layers, optimizer moments). Every name must exist with the
+    /// same shape. Engines may override it with something cheaper.
+    fn load_weights(&mut self, weights: &NamedTensors) -> miette::Result<()> {
+        let mut state = self.state();
+        for (name, tensor) in weights {
+            match state.get_mut(name) {
+                Some(old) if old.shape == tensor.shape => *old = tensor.clone(),
+                Some(old) => miette::bail!("weight `{name}` has shape {:?}, the model's is {:?}", tensor.shape, old.shape),
+                None => miette::bail!("the model has no weight `{name}`"),
+            }
+        }
+        self.load_state(&state)
+    }
 }

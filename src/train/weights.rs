@@ -165,6 +165,15 @@ fn layer_of(name: &str) -> &str {
 ///   stores no variable names.
 pub fn read_keras_h5(path: &Path) -> Result<NamedTensors> {
     let bad = |message: String| TrainError::BadKerasWeights { path: path.to_path_buf(), message };
+    // Checked first so that a wrong file is reported without HDF5's error-stack printout.
+    let mut signature = [0u8; 8];
+    let readable = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut signature));
+    if let Err(e) = readable {
+        return Err(TrainError::io("read", path, e));
+    }
+    if &signature != b"\x89HDF\r\n\x1a\n" {
+        return Err(bad("not an HDF5 file".into()));
+    }
     let file = hdf5::File::open(path).map_err(|e| bad(e.to_string()))?;
     if file.attr_names().map_err(|e| bad(e.to_string()))?.iter().any(|a| a == "layer_names") {
         read_keras2(&file).map_err(bad)
@@ -216,10 +225,10 @@ fn read_keras2(file: &hdf5::File) -> std::result::Result<NamedTensors, String> {
     let mut out = NamedTensors::new();
     for layer in layers {
         let group = file.group(&layer).map_err(|err| format!("layer `{layer}` listed but missing: {err}"))?;
-        let names = match group.attr("weight_names") {
-            Ok(attr) => read_strings(&attr)?,
-            Err(_) => continue,
-        };
+        if !group.attr_names().map_err(e)?.iter().any(|a| a == "weight_names") {
+            continue;
+        }
+        let names = read_strings(&group.attr("weight_names").map_err(e)?)?;
         for weight in names {
             let ds = group.dataset(&weight).map_err(|err| format!("dataset `{layer}/{weight}`: {err}"))?;
             // `block1_conv1/kernel:0` → `kernel`.
@@ -233,17 +242,20 @@ fn read_keras2(file: &hdf5::File) -> std::result::Result<NamedTensors, String> {
 
 fn read_keras3_group(group: &hdf5::Group, out: &mut NamedTensors) -> std::result::Result<(), String> {
     let e = |e: hdf5::Error| e.to_string();
-    for name in group.member_names().map_err(e)? {
-        let Ok(child) = group.group(&name) else { continue };
+    // Only subgroups are visited (opening a dataset as a group would print HDF5 errors).
+    for child in group.groups().map_err(e)? {
+        let path = child.name();
+        let name = path.rsplit('/').next().unwrap_or(&path).to_string();
         if name == "optimizer" {
             continue;
         }
         if child.link_exists("vars") {
             let vars = child.group("vars").map_err(e)?;
             let mut indexed: Vec<(usize, Tensor)> = Vec::new();
-            for var in vars.member_names().map_err(e)? {
-                let Ok(index) = var.parse::<usize>() else { continue };
-                indexed.push((index, read_dataset(&vars.dataset(&var).map_err(e)?)?));
+            for ds in vars.datasets().map_err(e)? {
+                let path = ds.name();
+                let Ok(index) = path.rsplit('/').next().unwrap_or(&path).parse::<usize>() else { continue };
+                indexed.push((index, read_dataset(&ds)?));
             }
             indexed.sort_by_key(|(i, _)| *i);
             let names: &[&str] = match indexed.len() {
