@@ -48,7 +48,27 @@ pub trait Learner {
     fn train_batch(&mut self, batch: &Batch, lr: f32) -> miette::Result<StepStats>;
     /// Class probabilities, `n * classes` row-major, in inference mode.
     fn predict(&mut self, images: &[f32], n: usize) -> miette::Result<Vec<f32>>;
+    /// The L1/L2 penalty of the layer regularizers at the current weights. Keras adds it to
+    /// the validation loss too (`val_loss` = unweighted crossentropy + penalties), so the loop
+    /// asks for it after each epoch. Engines without regularizers keep the default.
+    fn regularization_loss(&self) -> f64 {
+        0.0
+    }
     /// Everything needed to resume bit-exactly: weights, optimizer state, running stats, step counters.
     fn state(&self) -> NamedTensors;
     fn load_state(&mut self, state: &NamedTensors) -> miette::Result<()>;
+    /// Replaces some tensors of the state (imported weights for transfer learning) and
+    /// keeps the rest (other layers, optimizer moments). Every name must exist with the
+    /// same shape. Engines may override it with something cheaper.
+    fn load_weights(&mut self, weights: &NamedTensors) -> miette::Result<()> {
+        let mut state = self.state();
+        for (name, tensor) in weights {
+            match state.get_mut(name) {
+                Some(old) if old.shape == tensor.shape => *old = tensor.clone(),
+                Some(old) => miette::bail!("weight `{name}` has shape {:?}, the model's is {:?}", tensor.shape, old.shape),
+                None => miette::bail!("the model has no weight `{name}`"),
+            }
+        }
+        self.load_state(&state)
+    }
 }
