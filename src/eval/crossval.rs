@@ -1,0 +1,179 @@
+//! Cross-validation summaries: the paired per-fold table of each compared model, mean and
+//! sample standard deviation per metric, and a Wilcoxon signed-rank test for every pair of
+//! models with a plain-words verdict and the warning when the fold count cannot reach α.
+//!
+//! Per-fold differences are rounded to 12 decimals before testing, as SciPy's documentation
+//! advises: accuracies of equal-sized folds that differ by the same count of samples would
+//! otherwise rank as distinct because of floating-point roundoff. The test uses SciPy's `auto`
+//! rules, so tied or zero differences get the exhaustive permutation test (exact given the
+//! ties) rather than the conservatively rounded no-ties distribution.
+
+use serde::{Deserialize, Serialize};
+
+use super::stats::{
+    fmt_p, reachability, summarize, wilcoxon_differences, Alternative, Reachability, Summary, WilcoxonMethod,
+    WilcoxonOptions, WilcoxonResult,
+};
+use super::{EvalError, ModelScores};
+
+/// Which fold score a comparison tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Accuracy,
+    Precision,
+    Recall,
+    F1,
+    Auc,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 5] = [Metric::Accuracy, Metric::Precision, Metric::Recall, Metric::F1, Metric::Auc];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Precision => "macro precision",
+            Metric::Recall => "macro recall",
+            Metric::F1 => "macro F1",
+            Metric::Auc => "macro AUC",
+        }
+    }
+
+    pub fn of(self, s: &ModelScores) -> Option<f64> {
+        match self {
+            Metric::Accuracy => Some(s.accuracy),
+            Metric::Precision => Some(s.precision),
+            Metric::Recall => Some(s.recall),
+            Metric::F1 => Some(s.f1),
+            Metric::Auc => s.auc,
+        }
+    }
+}
+
+/// One compared model's scores, one entry per fold in fold order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelFolds {
+    pub model: String,
+    pub folds: Vec<ModelScores>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSummary {
+    pub metric: Metric,
+    /// `None` when some fold lacks the metric (an AUC undefined on every class).
+    pub summary: Option<Summary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairedComparison {
+    pub a: String,
+    pub b: String,
+    pub metric: Metric,
+    /// a − b per fold, rounded to 12 decimals.
+    pub differences: Vec<f64>,
+    pub mean_difference: f64,
+    /// `None` when the models tie on every fold (nothing to rank).
+    pub test: Option<WilcoxonResult>,
+    pub alpha: f64,
+    pub reachability: Reachability,
+    /// One or two sentences a reader can take away.
+    pub verdict: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrossvalSummary {
+    pub folds: usize,
+    pub models: Vec<ModelFolds>,
+    /// Per model (same order), one summary per metric in `Metric::ALL` order.
+    pub summaries: Vec<Vec<MetricSummary>>,
+    pub comparisons: Vec<PairedComparison>,
+}
+
+/// Summarises the fold table and tests every pair of models on `metric` at level `alpha`
+/// (two-sided).
+pub fn summarize_crossval(models: Vec<ModelFolds>, metric: Metric, alpha: f64) -> Result<CrossvalSummary, EvalError> {
+    let folds = models.first().map(|m| m.folds.len()).ok_or(EvalError::Empty { what: "the model list" })?;
+    if folds == 0 {
+        return Err(EvalError::Empty { what: "the fold table" });
+    }
+    if let Some(m) = models.iter().find(|m| m.folds.len() != folds) {
+        return Err(EvalError::Unpaired { left: folds, right: m.folds.len() });
+    }
+    let summaries = models
+        .iter()
+        .map(|m| {
+            Metric::ALL
+                .iter()
+                .map(|&metric| {
+                    let values: Option<Vec<f64>> = m.folds.iter().map(|s| metric.of(s)).collect();
+                    MetricSummary { metric, summary: values.and_then(|v| summarize(&v)) }
+                })
+                .collect()
+        })
+        .collect();
+
+    let mut comparisons = Vec::new();
+    for i in 0..models.len() {
+        for j in i + 1..models.len() {
+            comparisons.push(compare(&models[i], &models[j], metric, alpha)?);
+        }
+    }
+    Ok(CrossvalSummary { folds, models, summaries, comparisons })
+}
+
+fn compare(a: &ModelFolds, b: &ModelFolds, metric: Metric, alpha: f64) -> Result<PairedComparison, EvalError> {
+    let mut differences = Vec::with_capacity(a.folds.len());
+    for (sa, sb) in a.folds.iter().zip(&b.folds) {
+        let (Some(x), Some(y)) = (metric.of(sa), metric.of(sb)) else {
+            return Err(EvalError::Empty { what: "a fold's AUC (no class had a defined AUC)" });
+        };
+        differences.push(((x - y) * 1e12).round() / 1e12);
+    }
+    let mean_difference = differences.iter().sum::<f64>() / differences.len() as f64;
+    let options = WilcoxonOptions { alternative: Alternative::TwoSided, method: WilcoxonMethod::Auto, correction: false };
+    let test = match wilcoxon_differences(&differences, options) {
+        Ok(t) => Some(t),
+        Err(EvalError::AllDifferencesZero) => None,
+        Err(e) => return Err(e),
+    };
+    let reach = reachability(differences.len(), alpha, Alternative::TwoSided);
+    let (name_a, name_b, label, n) = (&a.model, &b.model, metric.label(), differences.len());
+    let wins = differences.iter().filter(|&&d| d > 0.0).count();
+    let losses = differences.iter().filter(|&&d| d < 0.0).count();
+    let mut verdict = match &test {
+        None => format!("{name_a} and {name_b} have the same {label} on all {n} folds; there is no difference to test."),
+        Some(t) => {
+            let method = match t.method {
+                super::stats::MethodUsed::Exact => "exact",
+                super::stats::MethodUsed::Permutation => "exact permutation, ties present",
+                super::stats::MethodUsed::Asymptotic => "normal approximation",
+            };
+            let conclusion = if t.pvalue <= alpha {
+                format!("a significant difference at α = {alpha}")
+            } else {
+                format!("no significant difference at α = {alpha}")
+            };
+            format!(
+                "{name_a} − {name_b} {label}: mean {mean_difference:+.4} over {n} folds ({wins} higher, {losses} lower); \
+                 Wilcoxon signed-rank ({method}) two-sided p = {}: {conclusion}.",
+                fmt_p(t.pvalue)
+            )
+        }
+    };
+    if !reach.reachable {
+        verdict.push(' ');
+        verdict.push_str(&reach.message);
+    }
+    Ok(PairedComparison {
+        a: a.model.clone(),
+        b: b.model.clone(),
+        metric,
+        differences,
+        mean_difference,
+        test,
+        alpha,
+        reachability: reach,
+        verdict,
+    })
+}

@@ -1,0 +1,149 @@
+//! `ReportModel`: everything the report shows, as plain data the `report` stage fills from the
+//! other stages' artifacts. The HTML, the figures and metrics.yaml are all rendered from it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::eval::crossval::CrossvalSummary;
+use crate::eval::ensemble::WeightSearch;
+use crate::eval::{Evaluation, ModelScores};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportModel {
+    /// The pipeline's name (the report's title).
+    pub pipeline: String,
+    /// The stage graph, in a topological order.
+    pub dag: Vec<DagNode>,
+    /// One section per stage, in the order they should appear.
+    pub stages: Vec<StageReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DagNode {
+    pub name: String,
+    /// The stage kind: dataset, split, train, evaluate, ensemble, crossval, ...
+    pub kind: String,
+    /// Names of the stages this one reads.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// Loaded from the cache rather than executed in this run.
+    #[serde(default)]
+    pub cached: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    pub name: String,
+    pub kind: String,
+    /// Headline numbers or facts (samples, parameters, epochs run, wall time, ...).
+    #[serde(default)]
+    pub key_figures: Vec<KeyFigure>,
+    /// Per-epoch history of a training stage.
+    #[serde(default)]
+    pub history: Vec<EpochRow>,
+    /// Models evaluated by this stage (an evaluate stage, or an ensemble's own evaluation).
+    #[serde(default)]
+    pub evaluations: Vec<ModelEvaluation>,
+    #[serde(default)]
+    pub crossval: Option<CrossvalSummary>,
+    #[serde(default)]
+    pub ensemble: Option<EnsembleReport>,
+}
+
+impl StageReport {
+    /// A section with only a name and a kind; fill the rest field by field.
+    pub fn new(name: impl Into<String>, kind: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            kind: kind.into(),
+            key_figures: Vec::new(),
+            history: Vec::new(),
+            evaluations: Vec::new(),
+            crossval: None,
+            ensemble: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyFigure {
+    pub label: String,
+    pub value: FigureValue,
+}
+
+impl KeyFigure {
+    pub fn number(label: impl Into<String>, value: f64) -> Self {
+        Self { label: label.into(), value: FigureValue::Number(value) }
+    }
+
+    pub fn text(label: impl Into<String>, value: impl Into<String>) -> Self {
+        Self { label: label.into(), value: FigureValue::Text(value.into()) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FigureValue {
+    Number(f64),
+    Text(String),
+}
+
+/// One row of a Keras-style training history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    /// 1-based.
+    pub epoch: usize,
+    pub loss: f64,
+    #[serde(default)]
+    pub accuracy: Option<f64>,
+    #[serde(default)]
+    pub val_loss: Option<f64>,
+    #[serde(default)]
+    pub val_accuracy: Option<f64>,
+    /// Learning rate used during the epoch.
+    #[serde(default)]
+    pub lr: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelEvaluation {
+    pub model: String,
+    /// What it was evaluated on, e.g. "galaxy10.test".
+    pub dataset: String,
+    pub evaluation: Evaluation,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleReport {
+    pub members: Vec<String>,
+    /// Normalised weights, one per member.
+    pub weights: Vec<f64>,
+    /// Present when the weights were searched on validation predictions.
+    #[serde(default)]
+    pub search: Option<WeightSearch>,
+}
+
+/// One row of the comparison table: a model evaluated on a dataset by a stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComparisonRow {
+    pub model: String,
+    pub dataset: String,
+    pub stage: String,
+    pub scores: ModelScores,
+}
+
+impl ReportModel {
+    /// Every evaluated model across the stages, in stage order.
+    pub fn comparison_rows(&self) -> Vec<ComparisonRow> {
+        self.stages
+            .iter()
+            .flat_map(|stage| {
+                stage.evaluations.iter().map(move |e| ComparisonRow {
+                    model: e.model.clone(),
+                    dataset: e.dataset.clone(),
+                    stage: stage.name.clone(),
+                    scores: e.evaluation.summary(),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,405 @@
+//! The report's figures as PNG bytes, drawn with plotters' bitmap backend in the embedded font:
+//! training curves, a confusion-matrix heatmap with counts, ROC curves, and a model comparison
+//! bar chart. Every function returns the encoded PNG so callers can embed or save it.
+
+use plotters::coord::ranged1d::{IntoSegmentedCoord, SegmentValue};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::fonts::{ensure_registered, FAMILY};
+use super::model::{ComparisonRow, EpochRow};
+use super::ReportError;
+use crate::eval::classification::ConfusionMatrix;
+use crate::eval::roc::OvrRoc;
+
+/// Distinct, colour-blind-friendly line colours (Okabe–Ito, then Tableau), cycled.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(140, 86, 75),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(148, 103, 189),
+];
+
+fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// Draws into an RGB buffer with `draw`, then encodes it as PNG.
+fn render(
+    figure: &str,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>,
+) -> Result<Vec<u8>, ReportError> {
+    ensure_registered()?;
+    let plot_error = |reason: String| ReportError::Plot { figure: figure.to_string(), reason };
+    let mut pixels = vec![255u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_error(e.to_string()))?;
+        draw(&root).map_err(plot_error)?;
+        root.present().map_err(|e| plot_error(e.to_string()))?;
+    }
+    let image = image::RgbImage::from_raw(size.0, size.1, pixels).ok_or_else(|| ReportError::Png {
+        figure: figure.to_string(),
+        reason: "pixel buffer does not match the figure size".to_string(),
+    })?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| ReportError::Png { figure: figure.to_string(), reason: e.to_string() })?;
+    Ok(png.into_inner())
+}
+
+fn text_style(size: u32) -> TextStyle<'static> {
+    (FAMILY, size).into_font().color(&BLACK)
+}
+
+/// Pads a value range so flat or single-point series still get a visible axis.
+fn padded(lo: f64, hi: f64) -> (f64, f64) {
+    if !lo.is_finite() || !hi.is_finite() {
+        return (0.0, 1.0);
+    }
+    let span = hi - lo;
+    if span <= f64::EPSILON * hi.abs().max(1.0) {
+        let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
+        (lo - pad, hi + pad)
+    } else {
+        (lo - span * 0.05, hi + span * 0.05)
+    }
+}
+
+type Series<'a> = (&'a str, Vec<(f64, f64)>);
+
+fn line_panel(
+    area: &DrawingArea<BitMapBackend, Shift>,
+    title: &str,
+    y_label: &str,
+    series: &[Series],
+    epochs: usize,
+) -> Result<(), String> {
+    let values = series.iter().flat_map(|(_, pts)| pts.iter().map(|p| p.1));
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = padded(lo, hi);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, text_style(18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(58)
+        .build_cartesian_2d(0.5f64..(epochs as f64 + 0.5), lo..hi)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_label)
+        .label_style(text_style(13))
+        .axis_desc_style(text_style(14))
+        .x_labels(epochs.min(10))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.3}"))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, (name, points)) in series.iter().enumerate() {
+        let c = color(i);
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 2, c.filled())))
+            .map_err(|e| e.to_string())?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font(text_style(13))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
+fn lr_panel(area: &DrawingArea<BitMapBackend, Shift>, points: &[(f64, f64)], epochs: usize) -> Result<(), String> {
+    let (lo, hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    // Learning rates fall by factors (ReduceLROnPlateau): a log axis shows each step evenly.
+    let (lo, hi) = if lo > 0.0 && hi.is_finite() {
+        if hi / lo < 1.5 {
+            (lo / 2.0, hi * 2.0)
+        } else {
+            (lo / 1.2, hi * 1.2)
+        }
+    } else {
+        (1e-6, 1.0)
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption("learning rate", text_style(18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(58)
+        .build_cartesian_2d(0.5f64..(epochs as f64 + 0.5), (lo..hi).log_scale())
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("lr (log scale)")
+        .label_style(text_style(13))
+        .axis_desc_style(text_style(14))
+        .x_labels(epochs.min(10))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(LineSeries::new(points.iter().copied(), color(2).stroke_width(2)))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Loss and val_loss, accuracy and val_accuracy, and the learning rate, side by side.
+pub fn training_curves(history: &[EpochRow], title: &str) -> Result<Vec<u8>, ReportError> {
+    let epochs = history.iter().map(|r| r.epoch).max().unwrap_or(1).max(1);
+    let pick = |f: fn(&EpochRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        history.iter().filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.epoch as f64, v))).collect()
+    };
+    let loss = pick(|r| Some(r.loss));
+    let val_loss = pick(|r| r.val_loss);
+    let acc = pick(|r| r.accuracy);
+    let val_acc = pick(|r| r.val_accuracy);
+    let lr = pick(|r| r.lr.filter(|&v| v > 0.0));
+    let mut panels = 1;
+    if !acc.is_empty() || !val_acc.is_empty() {
+        panels += 1;
+    }
+    if !lr.is_empty() {
+        panels += 1;
+    }
+    render(title, (440 * panels as u32, 340), |root| {
+        let root = root.titled(title, text_style(20)).map_err(|e| e.to_string())?;
+        let areas = root.split_evenly((1, panels));
+        let with_data = |series: Vec<Series<'static>>| series.into_iter().filter(|s| !s.1.is_empty()).collect::<Vec<_>>();
+        line_panel(&areas[0], "loss", "loss", &with_data(vec![("loss", loss), ("val_loss", val_loss)]), epochs)?;
+        let mut next = 1;
+        if !acc.is_empty() || !val_acc.is_empty() {
+            let series = with_data(vec![("accuracy", acc), ("val_accuracy", val_acc)]);
+            line_panel(&areas[next], "accuracy", "accuracy", &series, epochs)?;
+            next += 1;
+        }
+        if !lr.is_empty() {
+            lr_panel(&areas[next], &lr, epochs)?;
+        }
+        Ok(())
+    })
+}
+
+fn shorten(name: &str, max: usize) -> String {
+    if name.chars().count() <= max {
+        name.to_string()
+    } else {
+        let cut: String = name.chars().take(max - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+/// Heatmap of the row-normalised confusion matrix, each cell labelled with its count.
+pub fn confusion_heatmap(confusion: &ConfusionMatrix, class_names: &[String], title: &str) -> Result<Vec<u8>, ReportError> {
+    let c = confusion.counts.len();
+    let cell = (460 / c.max(1)).clamp(26, 70) as u32;
+    let size = (cell * c as u32 + 250, cell * c as u32 + 130);
+    render(title, size, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, text_style(18))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(170)
+            .build_cartesian_2d((0..c).into_segmented(), (0..c).into_segmented())
+            .map_err(|e| e.to_string())?;
+        // Row 0 at the top: draw row r at y = c - 1 - r.
+        let flip = |r: usize| c - 1 - r;
+        let x_names = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(k) if *k < c => format!("{k}"),
+            _ => String::new(),
+        };
+        let y_names = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(k) if *k < c => {
+                let row = flip(*k);
+                format!("{row}: {}", shorten(&class_names[row], 18))
+            }
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("predicted class")
+            .y_desc("true class")
+            .x_labels(c + 1)
+            .y_labels(c + 1)
+            .x_label_formatter(&x_names)
+            .y_label_formatter(&y_names)
+            .label_style(text_style(13))
+            .axis_desc_style(text_style(14))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let mut cells = Vec::new();
+        for r in 0..c {
+            for k in 0..c {
+                let v = confusion.normalized[r][k];
+                // White → dark blue with the share of the true class.
+                let shade = |lo: f64, hi: f64| (lo + (hi - lo) * v).round() as u8;
+                let fill = RGBColor(shade(255.0, 8.0), shade(255.0, 48.0), shade(255.0, 107.0));
+                let (x0, y0) = (SegmentValue::Exact(k), SegmentValue::Exact(flip(r)));
+                let (x1, y1) = (SegmentValue::Exact(k + 1), SegmentValue::Exact(flip(r) + 1));
+                cells.push(Rectangle::new([(x0, y0), (x1, y1)], fill.filled()));
+            }
+        }
+        chart.draw_series(cells).map_err(|e| e.to_string())?;
+        let font_size = (cell / 3).clamp(10, 18);
+        let mut labels = Vec::new();
+        for r in 0..c {
+            for k in 0..c {
+                let v = confusion.normalized[r][k];
+                // References to the constants are 'static, as the text style's colour must be.
+                let ink: &'static RGBColor = if v > 0.5 { &WHITE } else { &BLACK };
+                let style = text_style(font_size).color(ink).pos(Pos::new(HPos::Center, VPos::Center));
+                let at = (SegmentValue::CenterOf(k), SegmentValue::CenterOf(flip(r)));
+                labels.push(Text::new(confusion.counts[r][k].to_string(), at, style));
+            }
+        }
+        chart.draw_series(labels).map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}
+
+/// One-vs-rest ROC curve per class with its AUC, plus the micro and macro averages.
+pub fn roc_curves(roc: &OvrRoc, class_names: &[String], title: &str) -> Result<Vec<u8>, ReportError> {
+    render(title, (720, 560), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, text_style(18))
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..1f64, 0f64..1.0001f64)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("false positive rate")
+            .y_desc("true positive rate")
+            .label_style(text_style(13))
+            .axis_desc_style(text_style(14))
+            .light_line_style(BLACK.mix(0.06))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(DashedLineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], 6, 4, BLACK.mix(0.4).stroke_width(1)))
+            .map_err(|e| e.to_string())?;
+        for (k, curve) in roc.curves.iter().enumerate() {
+            let Some(curve) = curve else { continue };
+            let c = color(k);
+            let auc = roc.auc[k].map(|a| format!("{a:.3}")).unwrap_or_else(|| "n/a".into());
+            let name = class_names.get(k).map(|n| shorten(n, 22)).unwrap_or_else(|| k.to_string());
+            chart
+                .draw_series(LineSeries::new(curve.fpr.iter().copied().zip(curve.tpr.iter().copied()), c.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(format!("{name} (AUC {auc})"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        }
+        if let (Some(curve), Some(auc)) = (&roc.micro_curve, roc.micro_auc) {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    curve.fpr.iter().copied().zip(curve.tpr.iter().copied()),
+                    8,
+                    4,
+                    BLACK.stroke_width(3),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(format!("micro average (AUC {auc:.3})"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(3)));
+        }
+        if let (Some(curve), Some(auc)) = (&roc.macro_curve, roc.macro_auc) {
+            let grey = RGBColor(90, 90, 90);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    curve.fpr.iter().copied().zip(curve.tpr.iter().copied()),
+                    3,
+                    3,
+                    grey.stroke_width(3),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(format!("macro average (AUC {auc:.3})"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey.stroke_width(3)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.4))
+            .label_font(text_style(12))
+            .draw()
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Grouped bars: accuracy, macro F1 and macro AUC of every evaluated model.
+pub fn model_comparison(rows: &[ComparisonRow], title: &str) -> Result<Vec<u8>, ReportError> {
+    let n = rows.len().max(1);
+    let width = (140 * n as u32 + 160).clamp(520, 1400);
+    render(title, (width, 420), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, text_style(18))
+            .margin(14)
+            .x_label_area_size(46)
+            .y_label_area_size(50)
+            .build_cartesian_2d((0..n).into_segmented(), 0f64..1.08f64)
+            .map_err(|e| e.to_string())?;
+        let names = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(k) if *k < rows.len() => shorten(&rows[*k].model, 16),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n + 1)
+            .x_label_formatter(&names)
+            .y_desc("score")
+            .label_style(text_style(13))
+            .axis_desc_style(text_style(14))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let metrics: [(&str, fn(&ComparisonRow) -> Option<f64>); 3] = [
+            ("accuracy", |r| Some(r.scores.accuracy)),
+            ("macro F1", |r| Some(r.scores.f1)),
+            ("macro AUC", |r| r.scores.auc),
+        ];
+        // Bars are drawn in pixel space inside each model's segment: segmented coordinates
+        // only address segment edges and centres.
+        let plot = chart.plotting_area();
+        let (x_px, _) = plot.get_pixel_range();
+        let seg = (x_px.end - x_px.start) as f64 / n as f64;
+        for (m, (label, value)) in metrics.iter().enumerate() {
+            let c = color(m);
+            for (i, row) in rows.iter().enumerate() {
+                let Some(v) = value(row) else { continue };
+                let left = x_px.start as f64 + seg * (i as f64 + 0.15 + 0.24 * m as f64);
+                let right = left + seg * 0.22;
+                let base = plot.map_coordinate(&(SegmentValue::Exact(i), 0.0));
+                let top = plot.map_coordinate(&(SegmentValue::Exact(i), v));
+                let rect = Rectangle::new([(left as i32, top.1), (right as i32, base.1)], c.filled());
+                root.draw(&rect).map_err(|e| e.to_string())?;
+                let style = text_style(11).pos(Pos::new(HPos::Center, VPos::Bottom));
+                root.draw(&Text::new(format!("{v:.3}"), (((left + right) / 2.0) as i32, top.1 - 2), style))
+                    .map_err(|e| e.to_string())?;
+            }
+            // Legend, top left of the figure.
+            let (lx, ly) = (70 + 130 * m as i32, 34);
+            root.draw(&Rectangle::new([(lx, ly), (lx + 14, ly + 14)], c.filled())).map_err(|e| e.to_string())?;
+            root.draw(&Text::new(label.to_string(), (lx + 20, ly), text_style(13))).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+}
