@@ -115,7 +115,7 @@ mod tests {
     fn csv_round_trips_exactly() {
         let history = History {
             epochs: vec![
-                EpochRecord { epoch: 1, loss: 2.302585092994046, accuracy: 0.1, val_loss: Some(f64::INFINITY), val_accuracy: Some(0.125), lr: 1e-3, seconds: 0.25 },
+                EpochRecord { epoch: 1, loss: 2.302585092994047, accuracy: 0.1, val_loss: Some(f64::INFINITY), val_accuracy: Some(0.125), lr: 1e-3, seconds: 0.25 },
                 EpochRecord { epoch: 2, loss: 1.0 / 3.0, accuracy: 0.5, val_loss: None, val_accuracy: None, lr: 5e-4, seconds: 1.5 },
             ],
         };
@@ -123,7 +123,7 @@ mod tests {
         let path = dir.path().join("history.csv");
         history.write_csv(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n1,2.302585092994046,0.1,inf,0.125,0.001,0.25\n"), "{text}");
+        assert!(text.starts_with("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n1,2.302585092994047,0.1,inf,0.125,0.001,0.25\n"), "{text}");
         assert_eq!(History::read_csv(&path).unwrap(), history);
     }
 }
