@@ -614,3 +614,47 @@ fn load_weights_replaces_named_tensors_and_keeps_the_rest() {
         .load_weights(&NamedTensors::from([("dense/bias".to_string(), wrong)]))
         .is_err());
 }
+
+#[test]
+fn a_run_that_stopped_early_resumes_to_the_same_restored_end() {
+    let train = image_set(45, 1);
+    let data = TrainData {
+        images: &train,
+        class_weights: None,
+        augment: None,
+    };
+    let stop = CallbackSpec::EarlyStopping(EarlyStoppingConfig {
+        monitor: "loss".into(),
+        mode: Mode::Max,
+        patience: 1,
+        restore_best_weights: true,
+        ..Default::default()
+    });
+    let config = FitConfig {
+        epochs: 6,
+        batch_size: 8,
+        learning_rate: 0.05,
+        callbacks: vec![stop],
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = SoftmaxRegression::new(16, 3);
+    let ctx = FitContext {
+        checkpoint_dir: Some(dir.path()),
+        ..Default::default()
+    };
+    let a = fit(&mut first, &config, &data, None, ctx).unwrap();
+    assert_eq!(
+        (a.stopped_at, a.restored_from, a.history.len()),
+        (Some(2), Some(1), 2)
+    );
+    // Run again on the finished checkpoint: no epoch is trained, the same weights come back.
+    let mut second = SoftmaxRegression::new(16, 3);
+    let ctx = FitContext {
+        checkpoint_dir: Some(dir.path()),
+        ..Default::default()
+    };
+    let b = fit(&mut second, &config, &data, None, ctx).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(bits(&first.state()), bits(&second.state()));
+}
