@@ -6,8 +6,11 @@ use gpl::train::callbacks::*;
 use serde_json::Value;
 
 fn cases() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/train/callback_cases.json"))
-        .expect("fixture file is committed");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/train/callback_cases.json"
+    ))
+    .expect("fixture file is committed");
     serde_json::from_str(&text).expect("fixture is JSON")
 }
 
@@ -27,7 +30,12 @@ fn same(a: f64, b: f64) -> bool {
 }
 
 fn values(case: &Value) -> Vec<f64> {
-    case["values"].as_array().expect("values").iter().map(num).collect()
+    case["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(num)
+        .collect()
 }
 
 fn opt_usize(v: &Value) -> Option<usize> {
@@ -41,26 +49,59 @@ fn early_stopping_matches_keras_epoch_by_epoch() {
     assert!(list.len() >= 10);
     for case in list {
         let name = case["name"].as_str().expect("name");
-        let config: EarlyStoppingConfig = serde_json::from_value(case["config"].clone()).expect("config");
+        let config: EarlyStoppingConfig =
+            serde_json::from_value(case["config"].clone()).expect("config");
         let mut es = EarlyStopping::new(config);
         let steps = case["steps"].as_array().expect("steps");
         let mut run = 0;
         for (epoch, value) in values(case).into_iter().enumerate() {
             let decision = es.on_epoch_end(epoch, Some(value));
             let want = &steps[epoch];
-            assert_eq!(decision.stop_training, want["stop"].as_bool().expect("bool"), "{name} epoch {epoch} stop");
-            assert_eq!(es.state.wait, want["wait"].as_u64().expect("wait") as usize, "{name} epoch {epoch} wait");
-            assert!(same(es.state.best, num(&want["best"])), "{name} epoch {epoch} best {}", es.state.best);
-            assert_eq!(es.state.best_epoch, want["best_epoch"].as_u64().expect("u64") as usize, "{name} epoch {epoch}");
-            assert_eq!(es.state.best_weights_epoch, opt_usize(&want["best_weights_epoch"]), "{name} epoch {epoch}");
+            assert_eq!(
+                decision.stop_training,
+                want["stop"].as_bool().expect("bool"),
+                "{name} epoch {epoch} stop"
+            );
+            assert_eq!(
+                es.state.wait,
+                want["wait"].as_u64().expect("wait") as usize,
+                "{name} epoch {epoch} wait"
+            );
+            assert!(
+                same(es.state.best, num(&want["best"])),
+                "{name} epoch {epoch} best {}",
+                es.state.best
+            );
+            assert_eq!(
+                es.state.best_epoch,
+                want["best_epoch"].as_u64().expect("u64") as usize,
+                "{name} epoch {epoch}"
+            );
+            assert_eq!(
+                es.state.best_weights_epoch,
+                opt_usize(&want["best_weights_epoch"]),
+                "{name} epoch {epoch}"
+            );
             run += 1;
             if decision.stop_training {
                 break;
             }
         }
-        assert_eq!(run, case["epochs_run"].as_u64().expect("u64") as usize, "{name}: epochs run");
-        assert_eq!(es.state.stopped_epoch, case["stopped_epoch"].as_u64().expect("u64") as usize, "{name}");
-        assert_eq!(es.on_train_end(), opt_usize(&case["restored_epoch"]), "{name}: restored epoch");
+        assert_eq!(
+            run,
+            case["epochs_run"].as_u64().expect("u64") as usize,
+            "{name}: epochs run"
+        );
+        assert_eq!(
+            es.state.stopped_epoch,
+            case["stopped_epoch"].as_u64().expect("u64") as usize,
+            "{name}"
+        );
+        assert_eq!(
+            es.on_train_end(),
+            opt_usize(&case["restored_epoch"]),
+            "{name}: restored epoch"
+        );
     }
 }
 
@@ -71,18 +112,38 @@ fn reduce_lr_on_plateau_matches_keras_epoch_by_epoch() {
     assert!(list.len() >= 8);
     for case in list {
         let name = case["name"].as_str().expect("name");
-        let config: ReduceLrConfig = serde_json::from_value(case["config"].clone()).expect("config");
+        let config: ReduceLrConfig =
+            serde_json::from_value(case["config"].clone()).expect("config");
         let mut rlr = ReduceLrOnPlateau::new(config);
         let mut lr = f32::from_bits(case["initial_lr_f32_bits"].as_u64().expect("bits") as u32);
-        for (epoch, (value, want)) in values(case).into_iter().zip(case["steps"].as_array().expect("steps")).enumerate() {
+        for (epoch, (value, want)) in values(case)
+            .into_iter()
+            .zip(case["steps"].as_array().expect("steps"))
+            .enumerate()
+        {
             if let Some(new_lr) = rlr.on_epoch_end(Some(value), lr) {
                 lr = new_lr;
             }
             // Keras stores the rate in a float32 variable: compare its bits.
-            assert_eq!(lr.to_bits() as u64, want["lr_f32_bits"].as_u64().expect("bits"), "{name} epoch {epoch} lr {lr}");
-            assert_eq!(rlr.state.wait, want["wait"].as_u64().expect("u64") as usize, "{name} epoch {epoch} wait");
-            assert_eq!(rlr.state.cooldown_counter, want["cooldown_counter"].as_u64().expect("u64") as usize, "{name} epoch {epoch} cooldown");
-            assert!(same(rlr.state.best, num(&want["best"])), "{name} epoch {epoch} best");
+            assert_eq!(
+                lr.to_bits() as u64,
+                want["lr_f32_bits"].as_u64().expect("bits"),
+                "{name} epoch {epoch} lr {lr}"
+            );
+            assert_eq!(
+                rlr.state.wait,
+                want["wait"].as_u64().expect("u64") as usize,
+                "{name} epoch {epoch} wait"
+            );
+            assert_eq!(
+                rlr.state.cooldown_counter,
+                want["cooldown_counter"].as_u64().expect("u64") as usize,
+                "{name} epoch {epoch} cooldown"
+            );
+            assert!(
+                same(rlr.state.best, num(&want["best"])),
+                "{name} epoch {epoch} best"
+            );
         }
     }
 }
@@ -94,19 +155,35 @@ fn model_checkpoint_matches_keras_epoch_by_epoch() {
     assert!(list.len() >= 4);
     for case in list {
         let name = case["name"].as_str().expect("name");
-        let config: ModelCheckpointConfig = serde_json::from_value(case["config"].clone()).expect("config");
+        let config: ModelCheckpointConfig =
+            serde_json::from_value(case["config"].clone()).expect("config");
         let mut mc = ModelCheckpoint::new(config);
-        for (epoch, (value, want)) in values(case).into_iter().zip(case["steps"].as_array().expect("steps")).enumerate() {
+        for (epoch, (value, want)) in values(case)
+            .into_iter()
+            .zip(case["steps"].as_array().expect("steps"))
+            .enumerate()
+        {
             let saved = mc.on_epoch_end(epoch, Some(value));
-            assert_eq!(saved, want["saved"].as_bool().expect("bool"), "{name} epoch {epoch} saved");
-            assert!(same(mc.state.best, num(&want["best"])), "{name} epoch {epoch} best");
+            assert_eq!(
+                saved,
+                want["saved"].as_bool().expect("bool"),
+                "{name} epoch {epoch} saved"
+            );
+            assert!(
+                same(mc.state.best, num(&want["best"])),
+                "{name} epoch {epoch} best"
+            );
         }
     }
 }
 
 #[test]
 fn callback_state_survives_a_json_round_trip() {
-    let mut es = EarlyStopping::new(EarlyStoppingConfig { restore_best_weights: true, patience: 2, ..Default::default() });
+    let mut es = EarlyStopping::new(EarlyStoppingConfig {
+        restore_best_weights: true,
+        patience: 2,
+        ..Default::default()
+    });
     let before = Callback::EarlyStopping(es.clone()).state();
     // The starting best is +inf, which JSON cannot hold as a number.
     let text = serde_json::to_string(&before).expect("serialise");

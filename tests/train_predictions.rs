@@ -10,7 +10,9 @@ fn set(n: usize, offset: u8) -> ImageSet {
         height: 2,
         width: 2,
         channels: 1,
-        images: (0..n * 4).map(|i| (i as u8).wrapping_mul(37).wrapping_add(offset)).collect(),
+        images: (0..n * 4)
+            .map(|i| (i as u8).wrapping_mul(37).wrapping_add(offset))
+            .collect(),
         labels: (0..n as u32).map(|i| i % 3).collect(),
         class_names: vec!["a".into(), "b".into(), "c".into()],
     }
@@ -25,7 +27,12 @@ fn predictions_csv_has_one_exact_row_per_sample_and_split() {
     // Batching does not change what is predicted.
     assert_eq!(val_probs, predict_set(&mut learner, &val, 64).unwrap());
     let mut rows = prediction_rows("val", &val.labels, &val_probs, learner.classes());
-    rows.extend(prediction_rows("test", &test.labels, &test_probs, learner.classes()));
+    rows.extend(prediction_rows(
+        "test",
+        &test.labels,
+        &test_probs,
+        learner.classes(),
+    ));
     assert_eq!(rows.len(), 9);
 
     let dir = tempfile::tempdir().unwrap();
@@ -48,8 +55,18 @@ fn ragged_rows_and_bad_files_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("predictions.csv");
     let rows = vec![
-        PredictionRow { split: "val".into(), index: 0, truth: 1, probabilities: vec![0.5, 0.5] },
-        PredictionRow { split: "val".into(), index: 1, truth: 0, probabilities: vec![1.0] },
+        PredictionRow {
+            split: "val".into(),
+            index: 0,
+            truth: 1,
+            probabilities: vec![0.5, 0.5],
+        },
+        PredictionRow {
+            split: "val".into(),
+            index: 1,
+            truth: 0,
+            probabilities: vec![1.0],
+        },
     ];
     assert!(write_predictions_csv(&path, &rows).is_err());
     assert!(!path.exists(), "nothing is written on error");

@@ -130,13 +130,20 @@ impl EarlyStopping {
     }
 
     fn improves(&self, current: f64, reference: f64) -> bool {
-        is_improvement(self.maximise(), self.config.min_delta.abs(), current, reference)
+        is_improvement(
+            self.maximise(),
+            self.config.min_delta.abs(),
+            current,
+            reference,
+        )
     }
 
     /// Keras's `on_epoch_end`; `current` is the monitored value (`None` when not logged).
     pub fn on_epoch_end(&mut self, epoch: usize, current: Option<f64>) -> EarlyStoppingDecision {
         let mut decision = EarlyStoppingDecision::default();
-        let Some(current) = current else { return decision };
+        let Some(current) = current else {
+            return decision;
+        };
         if epoch < self.config.start_from_epoch {
             return decision;
         }
@@ -156,7 +163,11 @@ impl EarlyStopping {
                 decision.snapshot_weights = true;
             }
             // Only restart the wait when the value beats both the baseline and the best.
-            if self.config.baseline.is_none_or(|b| self.improves(current, b)) {
+            if self
+                .config
+                .baseline
+                .is_none_or(|b| self.improves(current, b))
+            {
                 self.state.wait = 0;
             }
             return decision;
@@ -224,7 +235,14 @@ pub struct ReduceLrOnPlateau {
 impl ReduceLrOnPlateau {
     pub fn new(config: ReduceLrConfig) -> Self {
         let maximise = config.mode.maximises(&config.monitor);
-        ReduceLrOnPlateau { state: ReduceLrState { wait: 0, cooldown_counter: 0, best: worst(maximise) }, config }
+        ReduceLrOnPlateau {
+            state: ReduceLrState {
+                wait: 0,
+                cooldown_counter: 0,
+                best: worst(maximise),
+            },
+            config,
+        }
     }
 
     fn in_cooldown(&self) -> bool {
@@ -304,7 +322,13 @@ impl ModelCheckpoint {
     pub fn new(config: ModelCheckpointConfig) -> Self {
         let maximise = config.mode.maximises(&config.monitor);
         let best = config.initial_value_threshold.unwrap_or(worst(maximise));
-        ModelCheckpoint { config, state: ModelCheckpointState { best, saved_epoch: None } }
+        ModelCheckpoint {
+            config,
+            state: ModelCheckpointState {
+                best,
+                saved_epoch: None,
+            },
+        }
     }
 
     /// Keras's `_should_save_model` for `save_freq="epoch"`: true when this epoch's
@@ -369,9 +393,15 @@ pub enum CallbackState {
 impl Callback {
     pub fn new(spec: &CallbackSpec) -> Self {
         match spec {
-            CallbackSpec::EarlyStopping(c) => Callback::EarlyStopping(EarlyStopping::new(c.clone())),
-            CallbackSpec::ReduceLrOnPlateau(c) => Callback::ReduceLrOnPlateau(ReduceLrOnPlateau::new(c.clone())),
-            CallbackSpec::ModelCheckpoint(c) => Callback::ModelCheckpoint(ModelCheckpoint::new(c.clone())),
+            CallbackSpec::EarlyStopping(c) => {
+                Callback::EarlyStopping(EarlyStopping::new(c.clone()))
+            }
+            CallbackSpec::ReduceLrOnPlateau(c) => {
+                Callback::ReduceLrOnPlateau(ReduceLrOnPlateau::new(c.clone()))
+            }
+            CallbackSpec::ModelCheckpoint(c) => {
+                Callback::ModelCheckpoint(ModelCheckpoint::new(c.clone()))
+            }
         }
     }
 
@@ -387,8 +417,12 @@ impl Callback {
     pub fn set_state(&mut self, state: &CallbackState) -> bool {
         match (self, state) {
             (Callback::EarlyStopping(c), CallbackState::EarlyStopping(s)) => c.state = s.clone(),
-            (Callback::ReduceLrOnPlateau(c), CallbackState::ReduceLrOnPlateau(s)) => c.state = s.clone(),
-            (Callback::ModelCheckpoint(c), CallbackState::ModelCheckpoint(s)) => c.state = s.clone(),
+            (Callback::ReduceLrOnPlateau(c), CallbackState::ReduceLrOnPlateau(s)) => {
+                c.state = s.clone()
+            }
+            (Callback::ModelCheckpoint(c), CallbackState::ModelCheckpoint(s)) => {
+                c.state = s.clone()
+            }
             _ => return false,
         }
         true
@@ -412,7 +446,9 @@ mod tests {
     fn callback_specs_read_with_keras_defaults() {
         let spec: CallbackSpec =
             serde_json::from_str(r#"{"kind": "reduce_lr_on_plateau", "factor": 0.5}"#).unwrap();
-        let CallbackSpec::ReduceLrOnPlateau(c) = spec else { panic!("wrong kind") };
+        let CallbackSpec::ReduceLrOnPlateau(c) = spec else {
+            panic!("wrong kind")
+        };
         assert_eq!(c.min_delta, 1e-4);
         assert_eq!(c.patience, 10);
         assert_eq!(c.monitor, "val_loss");

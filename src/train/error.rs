@@ -16,13 +16,15 @@ pub enum TrainError {
         code(gpl::train::non_finite_loss),
         help("lower the learning rate or check the inputs; the last good checkpoint (epoch {last_good_epoch}) is kept")
     )]
-    NonFiniteLoss { epoch: usize, batch: usize, value: f64, last_good_epoch: usize },
+    NonFiniteLoss {
+        epoch: usize,
+        batch: usize,
+        value: f64,
+        last_good_epoch: usize,
+    },
 
     #[error("callback monitors `{monitor}`, which this training does not log")]
-    #[diagnostic(
-        code(gpl::train::unknown_monitor),
-        help("available: {available}")
-    )]
+    #[diagnostic(code(gpl::train::unknown_monitor), help("available: {available}"))]
     UnknownMonitor { monitor: String, available: String },
 
     #[error("invalid training setting: {message}")]
@@ -34,10 +36,17 @@ pub enum TrainError {
         code(gpl::train::checkpoint_mismatch),
         help("remove that directory to start over; its config fingerprint is {found}, this run's is {expected}")
     )]
-    CheckpointMismatch { dir: PathBuf, expected: String, found: String },
+    CheckpointMismatch {
+        dir: PathBuf,
+        expected: String,
+        found: String,
+    },
 
     #[error("cannot read the checkpoint in {}: {message}", dir.display())]
-    #[diagnostic(code(gpl::train::bad_checkpoint), help("remove that directory to start over"))]
+    #[diagnostic(
+        code(gpl::train::bad_checkpoint),
+        help("remove that directory to start over")
+    )]
     BadCheckpoint { dir: PathBuf, message: String },
 
     #[error("cannot {action} {}: {source}", path.display())]
@@ -65,7 +74,11 @@ pub enum TrainError {
         code(gpl::train::missing_layer_weights),
         help("layers in the file: {available}")
     )]
-    MissingLayerWeights { layer: String, path: PathBuf, available: String },
+    MissingLayerWeights {
+        layer: String,
+        path: PathBuf,
+        available: String,
+    },
 
     #[error("weight `{name}` has shape {found:?} in {}, but the model expects {expected:?}", path.display())]
     #[diagnostic(
@@ -82,7 +95,11 @@ pub enum TrainError {
 
     #[error("no layer named `{layer}` in model `{model}`")]
     #[diagnostic(code(gpl::train::unknown_layer), help("layers: {available}"))]
-    UnknownLayer { layer: String, model: String, available: String },
+    UnknownLayer {
+        layer: String,
+        model: String,
+        available: String,
+    },
 
     #[error("{} is not a valid predictions file: {message}", path.display())]
     #[diagnostic(code(gpl::train::bad_predictions))]
@@ -101,11 +118,17 @@ pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 
 impl TrainError {
     pub(crate) fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
-        TrainError::Io { action, path: path.to_path_buf(), source }
+        TrainError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     /// Wraps an engine error (the `Learner` trait reports `miette::Report`s).
     pub(crate) fn learner(report: miette::Report) -> Self {
-        TrainError::Learner { message: report.to_string() }
+        TrainError::Learner {
+            message: report.to_string(),
+        }
     }
 }

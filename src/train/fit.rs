@@ -42,7 +42,14 @@ pub struct FitConfig {
 impl Default for FitConfig {
     /// Keras `fit` defaults (batch 32, shuffle) and Adam's default rate.
     fn default() -> Self {
-        FitConfig { epochs: 1, batch_size: 32, seed: 0, shuffle: true, learning_rate: 1e-3, callbacks: Vec::new() }
+        FitConfig {
+            epochs: 1,
+            batch_size: 32,
+            seed: 0,
+            shuffle: true,
+            learning_rate: 1e-3,
+            callbacks: Vec::new(),
+        }
     }
 }
 
@@ -73,7 +80,12 @@ pub enum EpochProgress {
     /// Training continues from a checkpoint after this many completed epochs.
     Resumed { completed_epochs: usize },
     /// A batch finished; `epoch` and `batch` are 1-based; `loss` is the epoch's running mean.
-    Batch { epoch: usize, batch: usize, batches: usize, loss: f64 },
+    Batch {
+        epoch: usize,
+        batch: usize,
+        batches: usize,
+        loss: f64,
+    },
     /// An epoch finished and (with a checkpoint directory) its checkpoint is on disk.
     Epoch(EpochRecord),
 }
@@ -145,7 +157,13 @@ struct Prepared {
     weights: Vec<f32>,
 }
 
-fn prepare_batch(data: &TrainData, indices: &[usize], seed: u64, epoch: usize, mut into: Prepared) -> Prepared {
+fn prepare_batch(
+    data: &TrainData,
+    indices: &[usize],
+    seed: u64,
+    epoch: usize,
+    mut into: Prepared,
+) -> Prepared {
     use rayon::prelude::*;
     let set = data.images;
     let sample_len = set.image_len();
@@ -156,27 +174,42 @@ fn prepare_batch(data: &TrainData, indices: &[usize], seed: u64, epoch: usize, m
     for &i in indices {
         let label = set.labels[i];
         into.labels.push(label);
-        into.weights.push(data.class_weights.map_or(1.0, |w| w.get(label as usize).copied().unwrap_or(1.0)));
+        into.weights.push(
+            data.class_weights
+                .map_or(1.0, |w| w.get(label as usize).copied().unwrap_or(1.0)),
+        );
     }
-    into.images.par_chunks_mut(sample_len).zip(indices.par_iter()).for_each_init(
-        || vec![0.0f32; if data.augment.is_some() { sample_len } else { 0 }],
-        |scratch, (out, &i)| {
-            let pixels = set.image(i);
-            match data.augment {
-                Some(augment) => {
-                    for (s, &p) in scratch.iter_mut().zip(pixels) {
-                        *s = p as f32 / 255.0;
+    into.images
+        .par_chunks_mut(sample_len)
+        .zip(indices.par_iter())
+        .for_each_init(
+            || {
+                vec![
+                    0.0f32;
+                    if data.augment.is_some() {
+                        sample_len
+                    } else {
+                        0
                     }
-                    augment.augment(scratch, shape, sample_seed(seed, epoch, i), out);
-                }
-                None => {
-                    for (o, &p) in out.iter_mut().zip(pixels) {
-                        *o = p as f32 / 255.0;
+                ]
+            },
+            |scratch, (out, &i)| {
+                let pixels = set.image(i);
+                match data.augment {
+                    Some(augment) => {
+                        for (s, &p) in scratch.iter_mut().zip(pixels) {
+                            *s = p as f32 / 255.0;
+                        }
+                        augment.augment(scratch, shape, sample_seed(seed, epoch, i), out);
+                    }
+                    None => {
+                        for (o, &p) in out.iter_mut().zip(pixels) {
+                            *o = p as f32 / 255.0;
+                        }
                     }
                 }
-            }
-        },
-    );
+            },
+        );
     into
 }
 
@@ -239,7 +272,12 @@ fn state_file(epoch: usize) -> String {
     format!("epoch-{:04}.safetensors", epoch + 1)
 }
 
-fn fingerprint(config: &FitConfig, train: &TrainData, val: Option<&ImageSet>, classes: usize) -> String {
+fn fingerprint(
+    config: &FitConfig,
+    train: &TrainData,
+    val: Option<&ImageSet>,
+    classes: usize,
+) -> String {
     let shape = |s: &ImageSet| format!("{}x{}x{}x{}", s.len(), s.height, s.width, s.channels);
     let text = format!(
         "{}|{}|{}|{}|{:?}|{}",
@@ -253,23 +291,45 @@ fn fingerprint(config: &FitConfig, train: &TrainData, val: Option<&ImageSet>, cl
     blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
 }
 
-fn check_config(config: &FitConfig, train: &TrainData, val: Option<&ImageSet>, classes: usize) -> Result<()> {
+fn check_config(
+    config: &FitConfig,
+    train: &TrainData,
+    val: Option<&ImageSet>,
+    classes: usize,
+) -> Result<()> {
     let invalid = |message: String| Err(TrainError::InvalidConfig { message });
     if config.batch_size == 0 {
         return invalid("batch size must be at least 1".into());
     }
-    if config.learning_rate.is_nan() || config.learning_rate <= 0.0 || config.learning_rate.is_infinite() {
-        return invalid(format!("learning rate {} must be positive", config.learning_rate));
+    if config.learning_rate.is_nan()
+        || config.learning_rate <= 0.0
+        || config.learning_rate.is_infinite()
+    {
+        return invalid(format!(
+            "learning rate {} must be positive",
+            config.learning_rate
+        ));
     }
     if train.images.is_empty() {
         return invalid("the training set is empty".into());
     }
-    if let Some(label) = train.images.labels.iter().chain(val.map_or(&[][..], |v| v.labels.as_slice())).find(|&&l| l as usize >= classes) {
-        return invalid(format!("label {label} is outside the model's {classes} classes"));
+    if let Some(label) = train
+        .images
+        .labels
+        .iter()
+        .chain(val.map_or(&[][..], |v| v.labels.as_slice()))
+        .find(|&&l| l as usize >= classes)
+    {
+        return invalid(format!(
+            "label {label} is outside the model's {classes} classes"
+        ));
     }
     if let Some(weights) = train.class_weights {
         if weights.len() != classes || weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
-            return invalid(format!("{} class weights for {classes} classes (each finite and >= 0 is needed)", weights.len()));
+            return invalid(format!(
+                "{} class weights for {classes} classes (each finite and >= 0 is needed)",
+                weights.len()
+            ));
         }
     }
     if let Some(v) = val {
@@ -283,11 +343,17 @@ fn check_config(config: &FitConfig, train: &TrainData, val: Option<&ImageSet>, c
     }
     for spec in &config.callbacks {
         if !available.contains(&spec.monitor()) {
-            return Err(TrainError::UnknownMonitor { monitor: spec.monitor().into(), available: available.join(", ") });
+            return Err(TrainError::UnknownMonitor {
+                monitor: spec.monitor().into(),
+                available: available.join(", "),
+            });
         }
         if let CallbackSpec::ReduceLrOnPlateau(c) = spec {
             if c.factor.is_nan() || c.factor >= 1.0 {
-                return invalid(format!("ReduceLROnPlateau factor {} must be below 1", c.factor));
+                return invalid(format!(
+                    "ReduceLROnPlateau factor {} must be below 1",
+                    c.factor
+                ));
             }
         }
     }
@@ -320,11 +386,17 @@ pub fn fit(
     if let Some(dir) = ctx.checkpoint_dir {
         if let Some(saved) = read_checkpoint(dir, &fingerprint)? {
             if saved.callbacks.len() != callbacks.len() {
-                return Err(TrainError::BadCheckpoint { dir: dir.into(), message: "callback count differs".into() });
+                return Err(TrainError::BadCheckpoint {
+                    dir: dir.into(),
+                    message: "callback count differs".into(),
+                });
             }
             for (callback, state) in callbacks.iter_mut().zip(&saved.callbacks) {
                 if !callback.set_state(state) {
-                    return Err(TrainError::BadCheckpoint { dir: dir.into(), message: "callback kinds differ".into() });
+                    return Err(TrainError::BadCheckpoint {
+                        dir: dir.into(),
+                        message: "callback kinds differ".into(),
+                    });
                 }
             }
             if saved.completed_epochs > 0 {
@@ -336,19 +408,28 @@ pub fn fit(
             }
             history = History::from_csv(&saved.history_csv, &dir.join(LOOP_FILE))?;
             if history.len() != saved.completed_epochs {
-                return Err(TrainError::BadCheckpoint { dir: dir.into(), message: "history and epoch count differ".into() });
+                return Err(TrainError::BadCheckpoint {
+                    dir: dir.into(),
+                    message: "history and epoch count differ".into(),
+                });
             }
             lr = saved.lr;
             stopped = saved.stopped;
             if let Some(progress) = ctx.progress.as_mut() {
-                progress(EpochProgress::Resumed { completed_epochs: saved.completed_epochs });
+                progress(EpochProgress::Resumed {
+                    completed_epochs: saved.completed_epochs,
+                });
             }
         }
     }
 
     let sample_len = train.images.image_len();
     let batches = train.images.len().div_ceil(config.batch_size);
-    let prefetch = if ctx.prefetch_batches == 0 { 2 } else { ctx.prefetch_batches };
+    let prefetch = if ctx.prefetch_batches == 0 {
+        2
+    } else {
+        ctx.prefetch_batches
+    };
     let start_epoch = history.len();
     let mut stopped_at = None;
     for epoch in start_epoch..config.epochs {
@@ -367,7 +448,11 @@ pub fn fit(
             let order = &order;
             scope.spawn(move || {
                 for indices in order.chunks(config.batch_size) {
-                    let buffers = recycle_rx.try_recv().unwrap_or(Prepared { images: Vec::new(), labels: Vec::new(), weights: Vec::new() });
+                    let buffers = recycle_rx.try_recv().unwrap_or(Prepared {
+                        images: Vec::new(),
+                        labels: Vec::new(),
+                        weights: Vec::new(),
+                    });
                     let prepared = prepare_batch(train, indices, config.seed, epoch, buffers);
                     if batch_tx.send(prepared).is_err() {
                         break; // the loop stopped early (error or cancel)
@@ -380,8 +465,14 @@ pub fn fit(
                 }
                 let n = prepared.labels.len();
                 debug_assert_eq!(prepared.images.len(), n * sample_len);
-                let batch = Batch { images: &prepared.images, labels: &prepared.labels, weights: &prepared.weights };
-                let stats = learner.train_batch(&batch, lr).map_err(TrainError::learner)?;
+                let batch = Batch {
+                    images: &prepared.images,
+                    labels: &prepared.labels,
+                    weights: &prepared.weights,
+                };
+                let stats = learner
+                    .train_batch(&batch, lr)
+                    .map_err(TrainError::learner)?;
                 if !stats.loss.is_finite() {
                     return Err(TrainError::NonFiniteLoss {
                         epoch: epoch + 1,
@@ -394,7 +485,12 @@ pub fn fit(
                 correct += stats.correct;
                 if let Some(progress) = ctx.progress.as_mut() {
                     let seen = (batch_index * config.batch_size + n) as f64;
-                    progress(EpochProgress::Batch { epoch: epoch + 1, batch: batch_index + 1, batches, loss: loss_sum / seen });
+                    progress(EpochProgress::Batch {
+                        epoch: epoch + 1,
+                        batch: batch_index + 1,
+                        batches,
+                        loss: loss_sum / seen,
+                    });
                 }
                 // The receiver may be gone once the producer finished; the buffer is then dropped.
                 let _ = recycle_tx.send(prepared);
@@ -406,7 +502,10 @@ pub fn fit(
         }
 
         let n = train.images.len() as f64;
-        let mut logs = EpochLogs::from([("loss".to_string(), loss_sum / n), ("accuracy".to_string(), correct as f64 / n)]);
+        let mut logs = EpochLogs::from([
+            ("loss".to_string(), loss_sum / n),
+            ("accuracy".to_string(), correct as f64 / n),
+        ]);
         let (val_loss, val_accuracy) = match val {
             Some(v) => {
                 let (l, a) = evaluate(learner, v, config.batch_size)?;
@@ -429,7 +528,11 @@ pub fn fit(
 
         // Callbacks in list order, each deciding from this epoch's logs, as Keras runs them.
         let mut current_state: Option<Arc<NamedTensors>> = None;
-        let mut snapshot = |learner: &dyn Learner| current_state.get_or_insert_with(|| Arc::new(learner.state())).clone();
+        let mut snapshot = |learner: &dyn Learner| {
+            current_state
+                .get_or_insert_with(|| Arc::new(learner.state()))
+                .clone()
+        };
         for callback in callbacks.iter_mut() {
             match callback {
                 Callback::EarlyStopping(es) => {
@@ -443,7 +546,9 @@ pub fn fit(
                     }
                 }
                 Callback::ReduceLrOnPlateau(rlr) => {
-                    if let Some(new_lr) = rlr.on_epoch_end(logs.get(&rlr.config.monitor).copied(), lr) {
+                    if let Some(new_lr) =
+                        rlr.on_epoch_end(logs.get(&rlr.config.monitor).copied(), lr)
+                    {
                         lr = new_lr;
                     }
                 }
@@ -478,7 +583,9 @@ pub fn fit(
     if stopped && stopped_at.is_none() {
         // Resumed after a callback had already stopped training.
         stopped_at = callbacks.iter().find_map(|c| match c {
-            Callback::EarlyStopping(es) if es.state.stopped_epoch > 0 => Some(es.state.stopped_epoch + 1),
+            Callback::EarlyStopping(es) if es.state.stopped_epoch > 0 => {
+                Some(es.state.stopped_epoch + 1)
+            }
             _ => None,
         });
     }
@@ -490,7 +597,10 @@ pub fn fit(
         if let Callback::EarlyStopping(es) = callback {
             if let Some(epoch) = es.on_train_end() {
                 let state = held.get(&epoch).ok_or_else(|| TrainError::BadCheckpoint {
-                    dir: ctx.checkpoint_dir.map(Path::to_path_buf).unwrap_or_default(),
+                    dir: ctx
+                        .checkpoint_dir
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default(),
                     message: format!("the best weights of epoch {} are missing", epoch + 1),
                 })?;
                 learner.load_state(state).map_err(TrainError::learner)?;
@@ -500,11 +610,20 @@ pub fn fit(
     }
     let checkpoint_model = callbacks.iter().find_map(|c| match c {
         Callback::ModelCheckpoint(mc) => mc.state.saved_epoch.and_then(|e| {
-            held.get(&e).map(|s| SavedModel { epoch: e + 1, state: (**s).clone() })
+            held.get(&e).map(|s| SavedModel {
+                epoch: e + 1,
+                state: (**s).clone(),
+            })
         }),
         _ => None,
     });
-    Ok(FitOutcome { history, stopped_at, restored_from, final_lr: lr, checkpoint_model })
+    Ok(FitOutcome {
+        history,
+        stopped_at,
+        restored_from,
+        final_lr: lr,
+        checkpoint_model,
+    })
 }
 
 fn referenced_epochs(callbacks: &[Callback]) -> BTreeSet<usize> {
@@ -529,8 +648,10 @@ fn read_checkpoint(dir: &Path, fingerprint: &str) -> Result<Option<LoopState>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(TrainError::io("read", &path, e)),
     };
-    let state: LoopState = serde_json::from_str(&text)
-        .map_err(|e| TrainError::BadCheckpoint { dir: dir.into(), message: format!("{LOOP_FILE}: {e}") })?;
+    let state: LoopState = serde_json::from_str(&text).map_err(|e| TrainError::BadCheckpoint {
+        dir: dir.into(),
+        message: format!("{LOOP_FILE}: {e}"),
+    })?;
     if state.fingerprint != fingerprint {
         return Err(TrainError::CheckpointMismatch {
             dir: dir.into(),
@@ -543,14 +664,25 @@ fn read_checkpoint(dir: &Path, fingerprint: &str) -> Result<Option<LoopState>> {
 
 /// Writes the epoch's learner state, then commits the loop state (the rename of
 /// `loop.json` is the commit point), then deletes state files nothing refers to.
-fn write_checkpoint(dir: &Path, epoch: usize, state: &NamedTensors, loop_state: &LoopState) -> Result<()> {
+fn write_checkpoint(
+    dir: &Path,
+    epoch: usize,
+    state: &NamedTensors,
+    loop_state: &LoopState,
+) -> Result<()> {
     let metadata = Metadata::from([("epoch".to_string(), (epoch + 1).to_string())]);
     save_safetensors(&dir.join(state_file(epoch)), state, &metadata)?;
-    let json = serde_json::to_string_pretty(loop_state)
-        .map_err(|e| TrainError::BadCheckpoint { dir: dir.into(), message: e.to_string() })?;
+    let json = serde_json::to_string_pretty(loop_state).map_err(|e| TrainError::BadCheckpoint {
+        dir: dir.into(),
+        message: e.to_string(),
+    })?;
     crate::train::write_atomic(&dir.join(LOOP_FILE), json.as_bytes())?;
-    let keep: BTreeSet<String> =
-        loop_state.held_epochs.iter().map(|&e| state_file(e)).chain([state_file(epoch)]).collect();
+    let keep: BTreeSet<String> = loop_state
+        .held_epochs
+        .iter()
+        .map(|&e| state_file(e))
+        .chain([state_file(epoch)])
+        .collect();
     let entries = std::fs::read_dir(dir).map_err(|e| TrainError::io("list", dir, e))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();

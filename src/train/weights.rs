@@ -27,7 +27,10 @@ pub fn to_safetensors_bytes(tensors: &NamedTensors, metadata: &Metadata) -> Vec<
     let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     let mut entries = Vec::with_capacity(tensors.len() + 1);
     if !metadata.is_empty() {
-        let meta: Vec<String> = metadata.iter().map(|(k, v)| format!("{}:{}", quote(k), quote(v))).collect();
+        let meta: Vec<String> = metadata
+            .iter()
+            .map(|(k, v)| format!("{}:{}", quote(k), quote(v)))
+            .collect();
         entries.push(format!("\"__metadata__\":{{{}}}", meta.join(",")));
     }
     let mut offset = 0usize;
@@ -60,27 +63,53 @@ pub fn to_safetensors_bytes(tensors: &NamedTensors, metadata: &Metadata) -> Vec<
 /// Parses safetensors bytes (F32, F64, F16 and BF16 tensors are read as f32).
 pub fn from_safetensors_bytes(bytes: &[u8], path: &Path) -> Result<(NamedTensors, Metadata)> {
     use safetensors::{Dtype, SafeTensors};
-    let bad = |message: String| TrainError::BadSafetensors { path: path.to_path_buf(), message };
+    let bad = |message: String| TrainError::BadSafetensors {
+        path: path.to_path_buf(),
+        message,
+    };
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-    let metadata: Metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata: Metadata = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let file = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let mut tensors = NamedTensors::new();
     for (name, view) in file.tensors() {
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
             Dtype::F64 => raw
                 .chunks_exact(8)
-                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+                .map(|b| {
+                    f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+                })
                 .collect(),
-            Dtype::F16 => raw.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
             Dtype::BF16 => raw
                 .chunks_exact(2)
                 .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
                 .collect(),
-            other => return Err(bad(format!("tensor `{name}` has dtype {other:?}; only float tensors are weights"))),
+            other => {
+                return Err(bad(format!(
+                    "tensor `{name}` has dtype {other:?}; only float tensors are weights"
+                )))
+            }
         };
-        tensors.insert(name, Tensor { shape: view.shape().to_vec(), data });
+        tensors.insert(
+            name,
+            Tensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     Ok((tensors, metadata))
 }
@@ -164,10 +193,14 @@ fn layer_of(name: &str) -> &str {
 ///   2: kernel and bias, 4: gamma, beta, moving_mean, moving_variance), since Keras 3
 ///   stores no variable names.
 pub fn read_keras_h5(path: &Path) -> Result<NamedTensors> {
-    let bad = |message: String| TrainError::BadKerasWeights { path: path.to_path_buf(), message };
+    let bad = |message: String| TrainError::BadKerasWeights {
+        path: path.to_path_buf(),
+        message,
+    };
     // Checked first so that a wrong file is reported without HDF5's error-stack printout.
     let mut signature = [0u8; 8];
-    let readable = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut signature));
+    let readable = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut signature));
     if let Err(e) = readable {
         return Err(TrainError::io("read", path, e));
     }
@@ -175,13 +208,21 @@ pub fn read_keras_h5(path: &Path) -> Result<NamedTensors> {
         return Err(bad("not an HDF5 file".into()));
     }
     let file = hdf5::File::open(path).map_err(|e| bad(e.to_string()))?;
-    if file.attr_names().map_err(|e| bad(e.to_string()))?.iter().any(|a| a == "layer_names") {
+    if file
+        .attr_names()
+        .map_err(|e| bad(e.to_string()))?
+        .iter()
+        .any(|a| a == "layer_names")
+    {
         read_keras2(&file).map_err(bad)
     } else {
         let mut out = NamedTensors::new();
         read_keras3_group(&file, &mut out).map_err(bad)?;
         if out.is_empty() {
-            return Err(bad("neither a `layer_names` attribute (Keras 2) nor `layers/*/vars` groups (Keras 3)".into()));
+            return Err(bad(
+                "neither a `layer_names` attribute (Keras 2) nor `layers/*/vars` groups (Keras 3)"
+                    .into(),
+            ));
         }
         Ok(out)
     }
@@ -215,8 +256,13 @@ fn read_strings(attr: &hdf5::Attribute) -> std::result::Result<Vec<String>, Stri
 }
 
 fn read_dataset(ds: &hdf5::Dataset) -> std::result::Result<Tensor, String> {
-    let data: Vec<f32> = ds.read_raw::<f32>().map_err(|e| format!("{}: {e}", ds.name()))?;
-    Ok(Tensor { shape: ds.shape(), data })
+    let data: Vec<f32> = ds
+        .read_raw::<f32>()
+        .map_err(|e| format!("{}: {e}", ds.name()))?;
+    Ok(Tensor {
+        shape: ds.shape(),
+        data,
+    })
 }
 
 fn read_keras2(file: &hdf5::File) -> std::result::Result<NamedTensors, String> {
@@ -224,13 +270,22 @@ fn read_keras2(file: &hdf5::File) -> std::result::Result<NamedTensors, String> {
     let layers = read_strings(&file.attr("layer_names").map_err(e)?)?;
     let mut out = NamedTensors::new();
     for layer in layers {
-        let group = file.group(&layer).map_err(|err| format!("layer `{layer}` listed but missing: {err}"))?;
-        if !group.attr_names().map_err(e)?.iter().any(|a| a == "weight_names") {
+        let group = file
+            .group(&layer)
+            .map_err(|err| format!("layer `{layer}` listed but missing: {err}"))?;
+        if !group
+            .attr_names()
+            .map_err(e)?
+            .iter()
+            .any(|a| a == "weight_names")
+        {
             continue;
         }
         let names = read_strings(&group.attr("weight_names").map_err(e)?)?;
         for weight in names {
-            let ds = group.dataset(&weight).map_err(|err| format!("dataset `{layer}/{weight}`: {err}"))?;
+            let ds = group
+                .dataset(&weight)
+                .map_err(|err| format!("dataset `{layer}/{weight}`: {err}"))?;
             // `block1_conv1/kernel:0` → `kernel`.
             let short = weight.rsplit('/').next().unwrap_or(&weight);
             let short = short.split(':').next().unwrap_or(short);
@@ -240,7 +295,10 @@ fn read_keras2(file: &hdf5::File) -> std::result::Result<NamedTensors, String> {
     Ok(out)
 }
 
-fn read_keras3_group(group: &hdf5::Group, out: &mut NamedTensors) -> std::result::Result<(), String> {
+fn read_keras3_group(
+    group: &hdf5::Group,
+    out: &mut NamedTensors,
+) -> std::result::Result<(), String> {
     let e = |e: hdf5::Error| e.to_string();
     // Only subgroups are visited (opening a dataset as a group would print HDF5 errors).
     for child in group.groups().map_err(e)? {
@@ -254,7 +312,9 @@ fn read_keras3_group(group: &hdf5::Group, out: &mut NamedTensors) -> std::result
             let mut indexed: Vec<(usize, Tensor)> = Vec::new();
             for ds in vars.datasets().map_err(e)? {
                 let path = ds.name();
-                let Ok(index) = path.rsplit('/').next().unwrap_or(&path).parse::<usize>() else { continue };
+                let Ok(index) = path.rsplit('/').next().unwrap_or(&path).parse::<usize>() else {
+                    continue;
+                };
                 indexed.push((index, read_dataset(&ds)?));
             }
             indexed.sort_by_key(|(i, _)| *i);
@@ -263,7 +323,11 @@ fn read_keras3_group(group: &hdf5::Group, out: &mut NamedTensors) -> std::result
                 1 => &["kernel"],
                 2 => &["kernel", "bias"],
                 4 => &["gamma", "beta", "moving_mean", "moving_variance"],
-                n => return Err(format!("layer `{name}` has {n} variables; cannot tell their names")),
+                n => {
+                    return Err(format!(
+                        "layer `{name}` has {n} variables; cannot tell their names"
+                    ))
+                }
             };
             for ((_, tensor), var) in indexed.into_iter().zip(names) {
                 out.insert(format!("{name}/{var}"), tensor);
@@ -293,7 +357,12 @@ pub fn apply_freeze(model: &mut ModelIr, freeze: &Freeze) -> Result<()> {
         return Err(TrainError::UnknownLayer {
             layer: name.clone(),
             model: model.name.clone(),
-            available: model.layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", "),
+            available: model
+                .layers
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     };
     let first_trainable = match freeze {
