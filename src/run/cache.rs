@@ -358,18 +358,24 @@ fn collect_outputs(root: &Path, dir: &Path, outputs: &mut Vec<OutputFile>, dirs:
     Ok(())
 }
 
-/// Copies the entry's `out/public/` files into `dest` (skipping files already there with the
-/// same size) and removes files in `dest` the entry does not have. Returns files copied.
+/// Names the entry a `runs/` folder mirrors, so a same-size change is still copied.
+const MIRROR_MARKER: &str = ".gpl-entry";
+
+/// Copies the entry's `out/public/` files into `dest` and removes files in `dest` the entry
+/// does not have. When `dest` already mirrors this entry (its marker names the fingerprint)
+/// only missing or resized files are copied. Returns the number of files copied.
 pub fn mirror_public(entry_out: &Path, manifest: &Manifest, dest: &Path) -> io::Result<usize> {
+    let marker = dest.join(MIRROR_MARKER);
+    let same_entry = fs::read_to_string(&marker).is_ok_and(|text| text.trim() == manifest.fingerprint.as_str());
     let prefix = format!("{PUBLIC_DIR}/");
-    let mut wanted = BTreeSet::new();
+    let mut wanted = BTreeSet::from([marker.clone()]);
     let mut copied = 0;
     for output in &manifest.outputs {
         let Some(relative) = output.path.strip_prefix(&prefix) else { continue };
         let Some(relative) = safe_relative(relative) else { continue };
         let target = dest.join(&relative);
         wanted.insert(target.clone());
-        if fs::metadata(&target).is_ok_and(|m| m.len() == output.size) {
+        if same_entry && fs::metadata(&target).is_ok_and(|m| m.len() == output.size) {
             continue;
         }
         if let Some(parent) = target.parent() {
@@ -385,6 +391,9 @@ pub fn mirror_public(entry_out: &Path, manifest: &Manifest, dest: &Path) -> io::
         copied += 1;
     }
     remove_unwanted(dest, &wanted)?;
+    if !same_entry {
+        write_atomic(&marker, manifest.fingerprint.as_str().as_bytes())?;
+    }
     Ok(copied)
 }
 
@@ -523,5 +532,10 @@ mod tests {
         assert_eq!(fs::read(dest.join("metrics.yaml")).unwrap(), b"acc: 1\n");
         assert!(!dest.join("stale.png").exists());
         assert_eq!(mirror_public(&store.out_dir(&fp(1)), &manifest, &dest).unwrap(), 0);
+        // A same-size difference is copied when the folder mirrors another entry.
+        let other = commit(&store, &fp(2), b"b");
+        fs::write(dest.join("metrics.yaml"), b"acc: 9\n").unwrap();
+        assert_eq!(mirror_public(&store.out_dir(&fp(2)), &other, &dest).unwrap(), 1);
+        assert_eq!(fs::read(dest.join("metrics.yaml")).unwrap(), b"acc: 1\n");
     }
 }
