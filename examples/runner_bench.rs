@@ -110,4 +110,52 @@ fn main() {
         let plan = Plan::new(specs(&data)).expect("acyclic");
         plan_states(&plan, &root).expect("states")
     });
+    watch_latency(&root);
+}
+
+/// Time from saving a watched file to the `stage_started` event of the stage reading it.
+fn watch_latency(root: &Path) {
+    use gpl::run::{read_events, EventKind, Reload, WatchOptions};
+    let input = root.join("params.txt");
+    fs::write(&input, "0").expect("write");
+    let reload_root = root.to_path_buf();
+    let reload = move || {
+        let plan = Plan::new(vec![
+            StageSpec::new("reads_params", "toy", json!({})).with_files([reload_root.join("params.txt")]),
+        ])
+        .map_err(|e| e.to_string())?;
+        Ok(Reload { plan, registry: Registry::new().with("toy", Toy), watch: vec![] })
+    };
+    let mut run = RunOptions::new(root, "watch-bench");
+    run.progress = ProgressMode::Silent;
+    let options = WatchOptions::new(run);
+    let stop = options.stop.clone();
+    let watcher = std::thread::spawn(move || gpl::run::watch(reload, options));
+    let started = |count: usize| {
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let events = read_events(root).expect("events");
+            let n = events.iter().filter(|e| e.event == EventKind::StageStarted && e.pipeline.as_deref() == Some("watch-bench")).count();
+            if n >= count || Instant::now() > deadline {
+                return n >= count;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    };
+    assert!(started(1), "the first watch run started");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut samples = Vec::new();
+    for i in 1..=5 {
+        let temp = root.join("params.swp");
+        fs::write(&temp, i.to_string()).expect("write");
+        let saved = Instant::now();
+        fs::rename(&temp, &input).expect("rename");
+        assert!(started(i + 1), "the watch run after save {i} started");
+        samples.push(saved.elapsed().as_secs_f64() * 1e3);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = watcher.join();
+    samples.sort_by(|a, b| a.total_cmp(b));
+    println!("{:58} median {:8.2} ms  (min {:.2}, max {:.2}, n=5)", "watch: save -> stage_started", samples[2], samples[0], samples[4]);
 }

@@ -548,3 +548,35 @@ fn events_are_one_json_object_per_line() {
     assert_eq!(kinds.last().map(String::as_str), Some("run_finished"));
     assert_eq!(kinds.iter().filter(|k| *k == "stage_finished").count(), 4);
 }
+
+#[test]
+fn graph_marks_cached_dirty_and_upstream_dirty_stages() {
+    let root = tempfile::tempdir().unwrap();
+    run(root.path(), diamond(json!({"a": 1}), json!({"b": 1})));
+    let plan = Plan::new(diamond(json!({"a": 1}), json!({"b": 2}))).unwrap();
+    let states = gpl::run::plan_states(&plan, root.path()).unwrap();
+    let label = |id: &str| states[&gpl::plan::StageId::from(id)].label();
+    assert_eq!([label("data"), label("left"), label("right"), label("join")], ["cached", "cached", "dirty", "dirty (upstream)"]);
+    let tree = gpl::run::cli_support::graph_command(&plan, root.path(), "toy", false).unwrap();
+    assert!(tree.starts_with("data  [derive]  cached  "), "{tree}");
+    assert!(tree.contains("right  [derive]  dirty  ") && tree.contains("(not in cache)"), "{tree}");
+    let dot = gpl::run::cli_support::graph_command(&plan, root.path(), "toy", true).unwrap();
+    assert!(dot.contains("\"left\" -> \"join\";"), "{dot}");
+}
+
+#[test]
+fn clean_gc_keeps_what_current_plans_reference() {
+    let root = tempfile::tempdir().unwrap();
+    run(root.path(), diamond(json!({"a": 1}), json!({"b": 1})));
+    run(root.path(), diamond(json!({"a": 1}), json!({"b": 2})));
+    let store = CacheStore::open(root.path()).unwrap();
+    assert_eq!(store.entries().unwrap().len(), 6, "two versions of right and join");
+    let current = Plan::new(diamond(json!({"a": 1}), json!({"b": 2}))).unwrap();
+    let live = gpl::run::live_fingerprints([&current], root.path()).unwrap();
+    let (report, line) = gpl::run::cli_support::clean_command(root.path(), Some(&live)).unwrap();
+    assert_eq!(report.entries_removed, 2, "{line}");
+    assert_eq!(run(root.path(), diamond(json!({"a": 1}), json!({"b": 2}))).with_status("cached").len(), 4);
+    let (report, _) = gpl::run::cli_support::clean_command(root.path(), None).unwrap();
+    assert_eq!(report.entries_removed, 4);
+    assert!(store.entries().unwrap().is_empty());
+}
