@@ -8,7 +8,10 @@
 //! re-hashed), (3) with `--verify` (every output re-hashed), (4) `gpl graph`'s plan_states.
 
 use gpl::plan::{Plan, StageSpec};
-use gpl::run::{plan_states, run_plan, ProgressMode, Registry, RunOptions, StageContext, StageError, StageExecutor, Verify};
+use gpl::run::{
+    plan_states, run_plan, ProgressMode, Registry, RunOptions, StageContext, StageError,
+    StageExecutor, Verify,
+};
 use serde_json::json;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,19 +24,32 @@ impl StageExecutor for Toy {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let mut text = gpl::plan::canonical_json(ctx.config());
         for dir in ctx.input_dirs() {
-            text.push_str(&fs::read_to_string(dir.join("digest.txt")).map_err(StageError::io(dir))?);
+            text.push_str(
+                &fs::read_to_string(dir.join("digest.txt")).map_err(StageError::io(dir))?,
+            );
         }
         let digest = blake3::hash(text.as_bytes()).to_hex().to_string();
         let out = ctx.out_dir();
         fs::write(out.join("digest.txt"), &digest).map_err(StageError::io(out))?;
-        fs::write(out.join("weights.bin"), vec![digest.as_bytes()[0]; 256 << 10]).map_err(StageError::io(out))?;
-        fs::write(ctx.public_dir().join("metrics.yaml"), format!("digest: {digest}\n")).map_err(StageError::io(out))?;
+        fs::write(
+            out.join("weights.bin"),
+            vec![digest.as_bytes()[0]; 256 << 10],
+        )
+        .map_err(StageError::io(out))?;
+        fs::write(
+            ctx.public_dir().join("metrics.yaml"),
+            format!("digest: {digest}\n"),
+        )
+        .map_err(StageError::io(out))?;
         Ok(())
     }
 }
 
 fn specs(data: &Path) -> Vec<StageSpec> {
-    let mut specs = vec![StageSpec::new("dataset", "toy", json!({"source": "galaxy10"})).with_files([data.to_path_buf()])];
+    let mut specs = vec![
+        StageSpec::new("dataset", "toy", json!({"source": "galaxy10"}))
+            .with_files([data.to_path_buf()]),
+    ];
     for i in 1..60 {
         // Layers of a wide DAG: each stage reads the previous one and, every third stage,
         // one further back, like splits → trainings → evaluations → reports.
@@ -45,9 +61,13 @@ fn specs(data: &Path) -> Vec<StageSpec> {
         }
         let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         specs.push(
-            StageSpec::new(format!("s{i}"), "toy", json!({"layer": i, "epochs": 30, "lr": 1e-3, "patience": 5}))
-                .with_inputs(&refs)
-                .with_seed(7),
+            StageSpec::new(
+                format!("s{i}"),
+                "toy",
+                json!({"layer": i, "epochs": 30, "lr": 1e-3, "patience": 5}),
+            )
+            .with_inputs(&refs)
+            .with_seed(7),
         );
     }
     specs
@@ -62,12 +82,19 @@ fn time<T>(label: &str, repeats: usize, mut f: impl FnMut() -> T) -> f64 {
     }
     samples.sort_by(|a, b| a.total_cmp(b));
     let median = samples[samples.len() / 2];
-    println!("{label:58} median {median:8.2} ms  (min {:.2}, max {:.2}, n={repeats})", samples[0], samples[samples.len() - 1]);
+    println!(
+        "{label:58} median {median:8.2} ms  (min {:.2}, max {:.2}, n={repeats})",
+        samples[0],
+        samples[samples.len() - 1]
+    );
     median
 }
 
 fn main() {
-    let data_mb: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(64);
+    let data_mb: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(64);
     let dir = tempfile::tempdir().expect("a temp folder");
     let root: PathBuf = dir.path().to_path_buf();
     let data = root.join("galaxy10.h5");
@@ -78,32 +105,58 @@ fn main() {
     fs::write(&data, &bytes).expect("write the data file");
     // The file-hash memo skips files modified in the last 2 s (same-tick writes), so age it.
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-    fs::File::options().write(true).open(&data).and_then(|f| f.set_modified(old)).expect("set mtime");
+    fs::File::options()
+        .write(true)
+        .open(&data)
+        .and_then(|f| f.set_modified(old))
+        .expect("set mtime");
 
     let registry = Registry::new().with("toy", Toy);
     let mut options = RunOptions::new(&root, "bench");
     options.progress = ProgressMode::Silent;
     let start = Instant::now();
-    let first = run_plan(&Plan::new(specs(&data)).expect("acyclic"), &registry, &options).expect("starts");
+    let first = run_plan(
+        &Plan::new(specs(&data)).expect("acyclic"),
+        &registry,
+        &options,
+    )
+    .expect("starts");
     assert_eq!(first.with_status("ran").len(), 60);
-    println!("cold run of 60 stages (executes and commits everything): {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
-    println!("data file: {data_mb} MB; cores: {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "cold run of 60 stages (executes and commits everything): {:.1} ms",
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    println!(
+        "data file: {data_mb} MB; cores: {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
 
     let cached = || {
         let plan = Plan::new(specs(&data)).expect("acyclic");
         let summary = run_plan(&plan, &registry, &options).expect("starts");
         assert_eq!(summary.with_status("cached").len(), 60);
     };
-    time("plan + cache lookup, fully cached (file-hash memo warm)", 15, cached);
+    time(
+        "plan + cache lookup, fully cached (file-hash memo warm)",
+        15,
+        cached,
+    );
     let memo = root.join(".gpl/filehash.json");
-    time("same, file-hash memo deleted (data file re-hashed)", 5, || {
-        let _ = fs::remove_file(&memo);
-        cached()
-    });
+    time(
+        "same, file-hash memo deleted (data file re-hashed)",
+        5,
+        || {
+            let _ = fs::remove_file(&memo);
+            cached()
+        },
+    );
     let mut full = options.clone();
     full.verify = Verify::Full;
     time("same with --verify (every output re-hashed)", 5, || {
-        let summary = run_plan(&Plan::new(specs(&data)).expect("acyclic"), &registry, &full).expect("starts");
+        let summary =
+            run_plan(&Plan::new(specs(&data)).expect("acyclic"), &registry, &full).expect("starts");
         assert_eq!(summary.with_status("cached").len(), 60);
     });
     time("gpl graph: Plan::new + plan_states", 15, || {
@@ -120,11 +173,14 @@ fn watch_latency(root: &Path) {
     fs::write(&input, "0").expect("write");
     let reload_root = root.to_path_buf();
     let reload = move || {
-        let plan = Plan::new(vec![
-            StageSpec::new("reads_params", "toy", json!({})).with_files([reload_root.join("params.txt")]),
-        ])
+        let plan = Plan::new(vec![StageSpec::new("reads_params", "toy", json!({}))
+            .with_files([reload_root.join("params.txt")])])
         .map_err(|e| e.to_string())?;
-        Ok(Reload { plan, registry: Registry::new().with("toy", Toy), watch: vec![] })
+        Ok(Reload {
+            plan,
+            registry: Registry::new().with("toy", Toy),
+            watch: vec![],
+        })
     };
     let mut run = RunOptions::new(root, "watch-bench");
     run.progress = ProgressMode::Silent;
@@ -135,7 +191,13 @@ fn watch_latency(root: &Path) {
         let deadline = Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let events = read_events(root).expect("events");
-            let n = events.iter().filter(|e| e.event == EventKind::StageStarted && e.pipeline.as_deref() == Some("watch-bench")).count();
+            let n = events
+                .iter()
+                .filter(|e| {
+                    e.event == EventKind::StageStarted
+                        && e.pipeline.as_deref() == Some("watch-bench")
+                })
+                .count();
             if n >= count || Instant::now() > deadline {
                 return n >= count;
             }
@@ -157,5 +219,8 @@ fn watch_latency(root: &Path) {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = watcher.join();
     samples.sort_by(|a, b| a.total_cmp(b));
-    println!("{:58} median {:8.2} ms  (min {:.2}, max {:.2}, n=5)", "watch: save -> stage_started", samples[2], samples[0], samples[4]);
+    println!(
+        "{:58} median {:8.2} ms  (min {:.2}, max {:.2}, n=5)",
+        "watch: save -> stage_started", samples[2], samples[0], samples[4]
+    );
 }
