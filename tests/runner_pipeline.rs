@@ -802,3 +802,66 @@ fn clean_gc_keeps_what_current_plans_reference() {
     assert_eq!(report.entries_removed, 4);
     assert!(store.entries().unwrap().is_empty());
 }
+
+/// Trains `epochs` toy epochs, checkpointing each in the scratch folder and resuming from
+/// the last checkpoint; `result.txt` lists the epochs this process computed.
+struct Epochs;
+
+impl StageExecutor for Epochs {
+    fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let epochs = ctx.config()["epochs"].as_u64().unwrap_or(5);
+        let checkpoint = ctx.scratch_dir().join("last_epoch");
+        let start = fs::read_to_string(&checkpoint)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+            .map_or(0, |e| e + 1);
+        let mut computed = Vec::new();
+        for epoch in start..epochs {
+            ctx.check_cancelled()?;
+            std::thread::sleep(Duration::from_millis(20));
+            computed.push(epoch.to_string());
+            fs::write(&checkpoint, epoch.to_string()).map_err(StageError::io(&checkpoint))?;
+            fs::write(ctx.root().join(format!("epoch{epoch}.done")), b"")
+                .map_err(StageError::io(ctx.root()))?;
+        }
+        let result = ctx.out_dir().join("result.txt");
+        fs::write(&result, computed.join(",")).map_err(StageError::io(&result))
+    }
+}
+
+#[test]
+fn a_cancelled_stage_resumes_from_its_scratch_checkpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let registry = Registry::new().with("epochs", Epochs);
+    let plan = Plan::new(vec![StageSpec::new(
+        "train",
+        "epochs",
+        json!({"epochs": 6}),
+    )])
+    .unwrap();
+    let first_options = options(root.path());
+    let control = first_options.control.clone();
+    let marker = root.path().join("epoch2.done");
+    let canceller = std::thread::spawn(move || {
+        wait_for(&marker);
+        control.cancel();
+    });
+    let first = run_plan(&plan, &registry, &first_options).unwrap();
+    canceller.join().unwrap();
+    assert_eq!(first.with_status("cancelled"), ["train"]);
+
+    let second = run_plan(&plan, &registry, &options(root.path())).unwrap();
+    assert_eq!(second.with_status("ran"), ["train"]);
+    let fp = second.stage("train").unwrap().fingerprint.clone().unwrap();
+    let store = CacheStore::open(root.path()).unwrap();
+    let computed = fs::read_to_string(store.out_dir(&fp).join("result.txt")).unwrap();
+    assert!(
+        !computed.starts_with("0,"),
+        "resumed after epoch 2 or later, computed {computed}"
+    );
+    assert!(computed.ends_with("5"), "{computed}");
+    assert!(
+        !store.scratch_dir(&fp).exists(),
+        "scratch is removed after the commit"
+    );
+}
