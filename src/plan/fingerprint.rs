@@ -135,7 +135,9 @@ pub fn stage_fingerprint(
 
 /// The digest of a stage's whole output: its files' relative paths (with `/`) and hashes,
 /// sorted by path. Two runs that wrote the same bytes under the same names agree.
-pub fn output_digest<'a>(outputs: impl IntoIterator<Item = (&'a str, &'a ContentHash)>) -> ContentHash {
+pub fn output_digest<'a>(
+    outputs: impl IntoIterator<Item = (&'a str, &'a ContentHash)>,
+) -> ContentHash {
     let mut entries: Vec<(&str, &ContentHash)> = outputs.into_iter().collect();
     entries.sort();
     let mut hasher = blake3::Hasher::new();
@@ -203,15 +205,33 @@ impl FileHasher {
     pub fn load(store: &Path) -> Self {
         let entries = fs::read(store)
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<BTreeMap<PathBuf, FileHashEntry>>(&bytes).ok())
+            .and_then(|bytes| {
+                serde_json::from_slice::<BTreeMap<PathBuf, FileHashEntry>>(&bytes).ok()
+            })
             .unwrap_or_default();
-        FileHasher { store: Some(store.to_path_buf()), entries: Mutex::new(entries), changed: Mutex::new(false) }
+        FileHasher {
+            store: Some(store.to_path_buf()),
+            entries: Mutex::new(entries),
+            changed: Mutex::new(false),
+        }
     }
 
     /// The content hash of `path`, read only when its size or mtime changed since last time.
+    /// A folder (an image-folder dataset) hashes to a digest of its entries' names and hashes.
     pub fn hash(&self, path: &Path) -> io::Result<ContentHash> {
         let absolute = fs::canonicalize(path)?;
         let meta = fs::metadata(&absolute)?;
+        if meta.is_dir() {
+            let mut entries = Vec::new();
+            for item in fs::read_dir(&absolute)? {
+                let item = item?;
+                let name = item.file_name().to_string_lossy().into_owned();
+                entries.push((name, self.hash(&item.path())?));
+            }
+            return Ok(output_digest(
+                entries.iter().map(|(name, hash)| (name.as_str(), hash)),
+            ));
+        }
         let (size, mtime) = (meta.len(), mtime_ns(&meta));
         {
             let entries = lock(&self.entries);
@@ -222,9 +242,19 @@ impl FileHasher {
             }
         }
         let hash = hash_file(&absolute)?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
         if now.saturating_sub(mtime) > RACY_WINDOW.as_nanos() as u64 {
-            lock(&self.entries).insert(absolute, FileHashEntry { size, mtime_ns: mtime, hash: hash.clone() });
+            lock(&self.entries).insert(
+                absolute,
+                FileHashEntry {
+                    size,
+                    mtime_ns: mtime,
+                    hash: hash.clone(),
+                },
+            );
             *lock(&self.changed) = true;
         }
         Ok(hash)
@@ -232,7 +262,9 @@ impl FileHasher {
 
     /// Writes the memo back (atomically) if anything new was learnt.
     pub fn save(&self) -> io::Result<()> {
-        let Some(store) = &self.store else { return Ok(()) };
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
         let mut changed = lock(&self.changed);
         if !*changed {
             return Ok(());
@@ -247,7 +279,9 @@ impl FileHasher {
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every value guarded
 /// here stays consistent between statements.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Writes `bytes` to a temp file beside `path`, syncs it, then renames it over `path`.
@@ -255,8 +289,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = dir.join(format!(".{file_name}.tmp-{}-{}", std::process::id(), unique_suffix()));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(
+        ".{file_name}.tmp-{}-{}",
+        std::process::id(),
+        unique_suffix()
+    ));
     let result = (|| {
         let mut file = fs::File::create(&temp)?;
         file.write_all(bytes)?;
@@ -273,7 +314,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{nanos:x}{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -284,9 +328,14 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys_at_every_depth() {
-        let a: serde_json::Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2.5, "x"], "x": null}}"#).unwrap();
-        let b: serde_json::Value = serde_json::from_str(r#"{"a": {"x": null, "y": [1, 2.5, "x"]}, "b": 1}"#).unwrap();
-        assert_eq!(canonical_json(&a), r#"{"a":{"x":null,"y":[1,2.5,"x"]},"b":1}"#);
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2.5, "x"], "x": null}}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"a": {"x": null, "y": [1, 2.5, "x"]}, "b": 1}"#).unwrap();
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"x":null,"y":[1,2.5,"x"]},"b":1}"#
+        );
         assert_eq!(canonical_json(&a), canonical_json(&b));
     }
 
@@ -313,8 +362,14 @@ mod tests {
     fn output_digest_ignores_listing_order() {
         let h1 = ContentHash::from_hash(blake3::hash(b"1"));
         let h2 = ContentHash::from_hash(blake3::hash(b"2"));
-        assert_eq!(output_digest([("a", &h1), ("b", &h2)]), output_digest([("b", &h2), ("a", &h1)]));
-        assert_ne!(output_digest([("a", &h1), ("b", &h2)]), output_digest([("a", &h2), ("b", &h1)]));
+        assert_eq!(
+            output_digest([("a", &h1), ("b", &h2)]),
+            output_digest([("b", &h2), ("a", &h1)])
+        );
+        assert_ne!(
+            output_digest([("a", &h1), ("b", &h2)]),
+            output_digest([("a", &h2), ("b", &h1)])
+        );
     }
 
     #[test]
@@ -327,5 +382,25 @@ mod tests {
         fs::write(&file, b"two").unwrap();
         assert_ne!(first, hasher.hash(&file).unwrap());
         assert_eq!(hasher.hash(&file).unwrap(), hash_file(&file).unwrap());
+    }
+
+    #[test]
+    fn folders_hash_by_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        fs::create_dir_all(images.join("spiral")).unwrap();
+        fs::write(images.join("spiral/1.png"), b"png").unwrap();
+        let hasher = FileHasher::in_memory();
+        let first = hasher.hash(&images).unwrap();
+        assert_eq!(first, hasher.hash(&images).unwrap());
+        fs::write(images.join("spiral/2.png"), b"png").unwrap();
+        let second = hasher.hash(&images).unwrap();
+        assert_ne!(first, second);
+        fs::rename(images.join("spiral/2.png"), images.join("spiral/3.png")).unwrap();
+        assert_ne!(
+            second,
+            hasher.hash(&images).unwrap(),
+            "names count, not only bytes"
+        );
     }
 }

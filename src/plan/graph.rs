@@ -1,30 +1,46 @@
 //! The plan: stage specs checked into a petgraph DAG, with a deterministic topological order
 //! (Kahn's algorithm, ties broken by the order the specs were given in).
 
+use super::fingerprint::{stage_fingerprint, ContentHash, Fingerprint};
 use super::spec::{StageId, StageSpec};
 use miette::Diagnostic;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use thiserror::Error;
 
 #[derive(Debug, Error, Diagnostic, PartialEq)]
 pub enum PlanError {
     #[error("two stages are both named '{stage}'")]
-    #[diagnostic(code(gpl::plan::duplicate_stage), help("stage names must be unique within a pipeline"))]
+    #[diagnostic(
+        code(gpl::plan::duplicate_stage),
+        help("stage names must be unique within a pipeline")
+    )]
     DuplicateStage { stage: StageId },
 
     #[error("stage '{stage}' reads '{input}', which is not a stage of this pipeline")]
-    #[diagnostic(code(gpl::plan::unknown_input), help("define '{input}' or remove it from the inputs of '{stage}'"))]
+    #[diagnostic(
+        code(gpl::plan::unknown_input),
+        help("define '{input}' or remove it from the inputs of '{stage}'")
+    )]
     UnknownInput { stage: StageId, input: StageId },
 
     #[error("stages depend on each other in a cycle: {}", cycle.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" -> "))]
-    #[diagnostic(code(gpl::plan::cycle), help("a stage cannot use its own results, directly or through other stages"))]
+    #[diagnostic(
+        code(gpl::plan::cycle),
+        help("a stage cannot use its own results, directly or through other stages")
+    )]
     Cycle { cycle: Vec<StageId> },
 
     #[error("there is no stage named '{stage}'{}", suggestion.as_ref().map(|s| format!("; did you mean '{s}'?")).unwrap_or_default())]
-    #[diagnostic(code(gpl::plan::unknown_stage), help("`gpl graph FILE` lists the stages"))]
-    UnknownStage { stage: StageId, suggestion: Option<StageId> },
+    #[diagnostic(
+        code(gpl::plan::unknown_stage),
+        help("`gpl graph FILE` lists the stages")
+    )]
+    UnknownStage {
+        stage: StageId,
+        suggestion: Option<StageId>,
+    },
 }
 
 /// A checked DAG of stages. Edges point from an input to the stage that reads it.
@@ -51,7 +67,10 @@ impl Plan {
             let spec = &graph[node];
             for input in &spec.inputs {
                 let Some(&from) = index.get(input) else {
-                    return Err(PlanError::UnknownInput { stage: spec.id.clone(), input: input.clone() });
+                    return Err(PlanError::UnknownInput {
+                        stage: spec.id.clone(),
+                        input: input.clone(),
+                    });
                 };
                 edges.push((from, node));
             }
@@ -63,7 +82,11 @@ impl Plan {
             }
         }
         let order = topological_order(&graph)?;
-        Ok(Plan { graph, index, order })
+        Ok(Plan {
+            graph,
+            index,
+            order,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -99,9 +122,14 @@ impl Plan {
 
     /// Stages that read `id`'s outputs directly.
     pub fn dependents(&self, id: &StageId) -> Vec<&StageId> {
-        let Some(&node) = self.index.get(id) else { return Vec::new() };
-        let mut out: Vec<&StageId> =
-            self.graph.neighbors_directed(node, Direction::Outgoing).map(|n| &self.graph[n].id).collect();
+        let Some(&node) = self.index.get(id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<&StageId> = self
+            .graph
+            .neighbors_directed(node, Direction::Outgoing)
+            .map(|n| &self.graph[n].id)
+            .collect();
         out.sort();
         out
     }
@@ -118,7 +146,9 @@ impl Plan {
 
     fn reach(&self, id: &StageId, direction: Direction) -> BTreeSet<StageId> {
         let mut seen = BTreeSet::new();
-        let Some(&start) = self.index.get(id) else { return seen };
+        let Some(&start) = self.index.get(id) else {
+            return seen;
+        };
         let mut stack = vec![start];
         while let Some(node) = stack.pop() {
             for next in self.graph.neighbors_directed(node, direction) {
@@ -138,14 +168,55 @@ impl Plan {
     pub fn graph(&self) -> &DiGraph<StageSpec, ()> {
         &self.graph
     }
+
+    /// A key per stage that needs no cache and no file contents: the fingerprint computed
+    /// with the inputs' static keys in place of their output digests and the files' paths in
+    /// place of their contents. Equal static keys mean equal fingerprints (given the same
+    /// data files), so two versions of a program can be compared without running anything:
+    /// "this edit touches these stages". Snapshot tests use it; the cache does not.
+    pub fn static_keys(&self) -> BTreeMap<StageId, Fingerprint> {
+        let mut keys: BTreeMap<StageId, Fingerprint> = BTreeMap::new();
+        for spec in self.stages() {
+            let inputs: Vec<(StageId, ContentHash)> = spec
+                .inputs
+                .iter()
+                .filter_map(|id| {
+                    keys.get(id).map(|k| {
+                        (
+                            id.clone(),
+                            ContentHash::from_hash(blake3::hash(k.as_str().as_bytes())),
+                        )
+                    })
+                })
+                .collect();
+            let files: Vec<(std::path::PathBuf, ContentHash)> = spec
+                .files
+                .iter()
+                .map(|p| {
+                    (
+                        p.clone(),
+                        ContentHash::from_hash(blake3::hash(p.to_string_lossy().as_bytes())),
+                    )
+                })
+                .collect();
+            keys.insert(spec.id.clone(), stage_fingerprint(spec, &inputs, &files));
+        }
+        keys
+    }
 }
 
 fn topological_order(graph: &DiGraph<StageSpec, ()>) -> Result<Vec<NodeIndex>, PlanError> {
-    let mut remaining: Vec<usize> =
-        graph.node_indices().map(|n| graph.neighbors_directed(n, Direction::Incoming).count()).collect();
+    let mut remaining: Vec<usize> = graph
+        .node_indices()
+        .map(|n| graph.neighbors_directed(n, Direction::Incoming).count())
+        .collect();
     // Min-heap on the node index, i.e. on the order the specs were given in.
-    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> =
-        remaining.iter().enumerate().filter(|(_, &d)| d == 0).map(|(i, _)| std::cmp::Reverse(i)).collect();
+    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> = remaining
+        .iter()
+        .enumerate()
+        .filter(|(_, &d)| d == 0)
+        .map(|(i, _)| std::cmp::Reverse(i))
+        .collect();
     let mut order = Vec::with_capacity(graph.node_count());
     while let Some(std::cmp::Reverse(i)) = ready.pop() {
         let node = NodeIndex::new(i);
@@ -160,23 +231,32 @@ fn topological_order(graph: &DiGraph<StageSpec, ()>) -> Result<Vec<NodeIndex>, P
     if order.len() == graph.node_count() {
         return Ok(order);
     }
-    Err(PlanError::Cycle { cycle: find_cycle(graph, &remaining) })
+    Err(PlanError::Cycle {
+        cycle: find_cycle(graph, &remaining),
+    })
 }
 
 /// Walks backwards from a stage left over by Kahn's algorithm until a stage repeats.
 fn find_cycle(graph: &DiGraph<StageSpec, ()>, remaining: &[usize]) -> Vec<StageId> {
-    let Some(start) = remaining.iter().position(|&d| d > 0) else { return Vec::new() };
+    let Some(start) = remaining.iter().position(|&d| d > 0) else {
+        return Vec::new();
+    };
     let mut path = vec![NodeIndex::new(start)];
     loop {
         let current = path[path.len() - 1];
         // A leftover stage always has a leftover input: that is why it was left over.
-        let Some(previous) =
-            graph.neighbors_directed(current, Direction::Incoming).find(|n| remaining[n.index()] > 0)
+        let Some(previous) = graph
+            .neighbors_directed(current, Direction::Incoming)
+            .find(|n| remaining[n.index()] > 0)
         else {
             return path.iter().map(|&n| graph[n].id.clone()).collect();
         };
         if let Some(pos) = path.iter().position(|&n| n == previous) {
-            let mut cycle: Vec<StageId> = path[pos..].iter().rev().map(|&n| graph[n].id.clone()).collect();
+            let mut cycle: Vec<StageId> = path[pos..]
+                .iter()
+                .rev()
+                .map(|&n| graph[n].id.clone())
+                .collect();
             cycle.push(cycle[0].clone());
             return cycle;
         }
@@ -185,7 +265,10 @@ fn find_cycle(graph: &DiGraph<StageSpec, ()>, remaining: &[usize]) -> Vec<StageI
 }
 
 /// The candidate within edit distance 2 (or a third of the name) closest to `name`.
-pub fn closest_name<'a>(name: &str, candidates: impl Iterator<Item = &'a StageId>) -> Option<StageId> {
+pub fn closest_name<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a StageId>,
+) -> Option<StageId> {
     let limit = (name.chars().count() / 3).max(2);
     candidates
         .map(|c| (edit_distance(name, c.as_str()), c))
@@ -202,7 +285,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, &cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != cb));
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != cb));
             diagonal = above;
         }
     }
@@ -224,26 +309,67 @@ mod tests {
         let ids: Vec<&str> = plan.stages().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["b", "a", "c"]);
         assert_eq!(plan.ancestors(&"c".into()).len(), 2);
-        assert_eq!(plan.descendants(&"a".into()).into_iter().collect::<Vec<_>>(), [StageId::from("c")]);
+        assert_eq!(
+            plan.descendants(&"a".into())
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [StageId::from("c")]
+        );
     }
 
     #[test]
     fn rejects_unknown_inputs_duplicates_and_cycles() {
         assert_eq!(
             Plan::new(vec![spec("a", &["zz"])]).unwrap_err(),
-            PlanError::UnknownInput { stage: "a".into(), input: "zz".into() }
+            PlanError::UnknownInput {
+                stage: "a".into(),
+                input: "zz".into()
+            }
         );
         assert_eq!(
             Plan::new(vec![spec("a", &[]), spec("a", &[])]).unwrap_err(),
             PlanError::DuplicateStage { stage: "a".into() }
         );
-        let err = Plan::new(vec![spec("x", &[]), spec("a", &["c", "x"]), spec("b", &["a"]), spec("c", &["b"])])
-            .unwrap_err();
-        let PlanError::Cycle { cycle } = &err else { panic!("expected a cycle, got {err:?}") };
+        let err = Plan::new(vec![
+            spec("x", &[]),
+            spec("a", &["c", "x"]),
+            spec("b", &["a"]),
+            spec("c", &["b"]),
+        ])
+        .unwrap_err();
+        let PlanError::Cycle { cycle } = &err else {
+            panic!("expected a cycle, got {err:?}")
+        };
         assert_eq!(cycle.len(), 4, "{cycle:?}");
         assert_eq!(cycle.first(), cycle.last());
         assert!(err.to_string().contains("->"));
-        assert!(matches!(Plan::new(vec![spec("s", &["s"])]), Err(PlanError::Cycle { .. })));
+        assert!(matches!(
+            Plan::new(vec![spec("s", &["s"])]),
+            Err(PlanError::Cycle { .. })
+        ));
+    }
+
+    #[test]
+    fn static_keys_change_for_the_edited_stage_and_its_downstream_only() {
+        let build = |patience: u64| {
+            Plan::new(vec![
+                StageSpec::new("data", "dataset", json!({"path": "g.h5"})),
+                StageSpec::new("train", "train", json!({"patience": patience, "epochs": 3}))
+                    .with_inputs(&["data"]),
+                StageSpec::new("other", "train", json!({})).with_inputs(&["data"]),
+                StageSpec::new("eval", "evaluate", json!({})).with_inputs(&["train"]),
+            ])
+            .unwrap()
+            .static_keys()
+        };
+        let (before, after) = (build(5), build(6));
+        let changed: Vec<&str> = before
+            .keys()
+            .filter(|k| before[*k] != after[*k])
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(changed, ["eval", "train"]);
+        assert_eq!(build(5), before);
     }
 
     #[test]

@@ -14,7 +14,10 @@ pub enum StageState {
     Cached(Fingerprint),
     /// Its fingerprint is known (or cannot be computed, e.g. a file is missing) and no valid
     /// entry exists: it would run.
-    Dirty { fingerprint: Option<Fingerprint>, reason: String },
+    Dirty {
+        fingerprint: Option<Fingerprint>,
+        reason: String,
+    },
     /// An input is dirty, so its fingerprint is known only once that input has run (it may
     /// still turn out cached if the input's outputs come out byte-identical).
     AfterUpstream,
@@ -85,9 +88,20 @@ fn draw<'a>(
         return;
     }
     let _ = writeln!(out, "{prefix}{branch}{}", describe(spec, states));
-    let children: Vec<&StageSpec> = plan.stages().filter(|s| s.inputs.contains(&spec.id)).collect();
+    let children: Vec<&StageSpec> = plan
+        .stages()
+        .filter(|s| s.inputs.contains(&spec.id))
+        .collect();
     for (i, child) in children.iter().enumerate() {
-        draw(plan, states, child, &child_prefix, Some(i + 1 == children.len()), drawn, out);
+        draw(
+            plan,
+            states,
+            child,
+            &child_prefix,
+            Some(i + 1 == children.len()),
+            drawn,
+            out,
+        );
     }
 }
 
@@ -95,7 +109,9 @@ fn draw<'a>(
 pub fn render_dot(plan: &Plan, name: &str, states: &BTreeMap<StageId, StageState>) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph {} {{", quote(name));
-    out.push_str("  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\"];\n");
+    out.push_str(
+        "  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\"];\n",
+    );
     for spec in plan.stages() {
         let state = states.get(&spec.id);
         let (label, color) = match state {
@@ -105,11 +121,21 @@ pub fn render_dot(plan: &Plan, name: &str, states: &BTreeMap<StageId, StageState
             None => ("?", "#ffffff"),
         };
         let text = format!("{}\n{}\n{}", spec.id, spec.kind, label);
-        let _ = writeln!(out, "  {} [label={}, fillcolor=\"{color}\"];", quote(spec.id.as_str()), quote(&text));
+        let _ = writeln!(
+            out,
+            "  {} [label={}, fillcolor=\"{color}\"];",
+            quote(spec.id.as_str()),
+            quote(&text)
+        );
     }
     for spec in plan.stages() {
         for input in &spec.inputs {
-            let _ = writeln!(out, "  {} -> {};", quote(input.as_str()), quote(spec.id.as_str()));
+            let _ = writeln!(
+                out,
+                "  {} -> {};",
+                quote(input.as_str()),
+                quote(spec.id.as_str())
+            );
         }
     }
     out.push_str("}\n");
@@ -151,7 +177,13 @@ mod tests {
         let fp = Fingerprint::parse(&"0".repeat(64)).unwrap();
         let mut states = BTreeMap::new();
         states.insert(StageId::from("data"), StageState::Cached(fp));
-        states.insert(StageId::from("a"), StageState::Dirty { fingerprint: None, reason: "not in cache".into() });
+        states.insert(
+            StageId::from("a"),
+            StageState::Dirty {
+                fingerprint: None,
+                reason: "not in cache".into(),
+            },
+        );
         states.insert(StageId::from("b"), StageState::AfterUpstream);
         states.insert(StageId::from("eval"), StageState::AfterUpstream);
         let tree = render_tree(&plan(), &states);

@@ -100,7 +100,9 @@ pub struct CacheStore {
 impl CacheStore {
     /// Opens (creating if needed) `<project_root>/.gpl/{cache,scratch}`.
     pub fn open(project_root: &Path) -> io::Result<CacheStore> {
-        let store = CacheStore { gpl_dir: project_root.join(".gpl") };
+        let store = CacheStore {
+            gpl_dir: project_root.join(".gpl"),
+        };
         fs::create_dir_all(store.cache_dir())?;
         fs::create_dir_all(store.scratch_root())?;
         Ok(store)
@@ -138,7 +140,9 @@ impl CacheStore {
         for item in fs::read_dir(self.cache_dir())? {
             let item = item?;
             let name = item.file_name().to_string_lossy().into_owned();
-            let Some(pid) = leftover_pid(&name) else { continue };
+            let Some(pid) = leftover_pid(&name) else {
+                continue;
+            };
             if pid == std::process::id() || process_alive(pid) {
                 continue;
             }
@@ -176,16 +180,28 @@ impl CacheStore {
             return Ok(());
         }
         // Move aside first so a half-deleted entry never sits under the trusted name.
-        let aside = self.cache_dir().join(format!("{fp}.old-{}-{}", std::process::id(), unique_suffix()));
+        let aside = self.cache_dir().join(format!(
+            "{fp}.old-{}-{}",
+            std::process::id(),
+            unique_suffix()
+        ));
         fs::rename(&dir, &aside)?;
         remove_path(&aside)
     }
 
     /// A fresh temp folder for a stage's outputs.
     pub fn begin(&self, fp: &Fingerprint) -> io::Result<PendingEntry> {
-        let dir = self.cache_dir().join(format!("{fp}.tmp-{}-{}", std::process::id(), unique_suffix()));
+        let dir = self.cache_dir().join(format!(
+            "{fp}.tmp-{}-{}",
+            std::process::id(),
+            unique_suffix()
+        ));
         fs::create_dir_all(dir.join(OUT_DIR).join(PUBLIC_DIR))?;
-        Ok(PendingEntry { fingerprint: fp.clone(), dir, committed: false })
+        Ok(PendingEntry {
+            fingerprint: fp.clone(),
+            dir,
+            committed: false,
+        })
     }
 
     /// Hashes and fsyncs the outputs, writes the manifest, and renames the folder into place
@@ -198,7 +214,11 @@ impl CacheStore {
         for dir in &dirs {
             sync_dir(dir)?;
         }
-        let digest = output_digest(outputs.iter().map(|o: &OutputFile| (o.path.as_str(), &o.hash)));
+        let digest = output_digest(
+            outputs
+                .iter()
+                .map(|o: &OutputFile| (o.path.as_str(), &o.hash)),
+        );
         let manifest = Manifest {
             stage: info.stage,
             kind: info.kind,
@@ -209,7 +229,10 @@ impl CacheStore {
             output_digest: digest,
             seconds: info.seconds,
             gpl_version: crate::plan::fingerprint::ENGINE_VERSION.to_string(),
-            created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            created_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
         };
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
         write_atomic(&pending.dir.join(MANIFEST_FILE), &bytes)?;
@@ -247,13 +270,18 @@ impl CacheStore {
     /// Leftover temp folders of dead processes go too.
     pub fn gc(&self, live: &HashSet<Fingerprint>) -> io::Result<CleanReport> {
         self.remove_stale_temps()?;
-        self.clean_where(|name| Fingerprint::parse(name).is_some_and(|fp| live.contains(&fp)) || leftover_pid(name).is_some())
+        self.clean_where(|name| {
+            Fingerprint::parse(name).is_some_and(|fp| live.contains(&fp))
+                || leftover_pid(name).is_some()
+        })
     }
 
     fn clean_where(&self, keep: impl Fn(&str) -> bool) -> io::Result<CleanReport> {
         let mut report = CleanReport::default();
         for (root, is_cache) in [(self.cache_dir(), true), (self.scratch_root(), false)] {
-            let Ok(items) = fs::read_dir(&root) else { continue };
+            let Ok(items) = fs::read_dir(&root) else {
+                continue;
+            };
             for item in items {
                 let item = item?;
                 let name = item.file_name().to_string_lossy().into_owned();
@@ -303,25 +331,44 @@ impl Drop for PendingEntry {
     }
 }
 
-fn verify_entry(out: &Path, fp: &Fingerprint, manifest: &Manifest, verify: Verify) -> Result<(), String> {
+fn verify_entry(
+    out: &Path,
+    fp: &Fingerprint,
+    manifest: &Manifest,
+    verify: Verify,
+) -> Result<(), String> {
     if &manifest.fingerprint != fp {
-        return Err(format!("its manifest names fingerprint {}", manifest.fingerprint.short()));
+        return Err(format!(
+            "its manifest names fingerprint {}",
+            manifest.fingerprint.short()
+        ));
     }
     let digest = output_digest(manifest.outputs.iter().map(|o| (o.path.as_str(), &o.hash)));
     if digest != manifest.output_digest {
         return Err("its manifest's output digest does not match its outputs".to_string());
     }
     for output in &manifest.outputs {
-        let relative = safe_relative(&output.path).ok_or_else(|| format!("its manifest lists a bad path '{}'", output.path))?;
+        let relative = safe_relative(&output.path)
+            .ok_or_else(|| format!("its manifest lists a bad path '{}'", output.path))?;
         let path = out.join(relative);
-        let meta = fs::metadata(&path).map_err(|_| format!("output '{}' is missing", output.path))?;
+        let meta =
+            fs::metadata(&path).map_err(|_| format!("output '{}' is missing", output.path))?;
         if meta.len() != output.size {
-            return Err(format!("output '{}' has {} bytes, the manifest says {}", output.path, meta.len(), output.size));
+            return Err(format!(
+                "output '{}' has {} bytes, the manifest says {}",
+                output.path,
+                meta.len(),
+                output.size
+            ));
         }
         if verify == Verify::Full || mtime_ns(&meta) != output.mtime_ns {
-            let hash = hash_file(&path).map_err(|e| format!("output '{}' cannot be read ({e})", output.path))?;
+            let hash = hash_file(&path)
+                .map_err(|e| format!("output '{}' cannot be read ({e})", output.path))?;
             if hash != output.hash {
-                return Err(format!("output '{}' does not match its hash (corrupted)", output.path));
+                return Err(format!(
+                    "output '{}' does not match its hash (corrupted)",
+                    output.path
+                ));
             }
         }
     }
@@ -331,10 +378,17 @@ fn verify_entry(out: &Path, fp: &Fingerprint, manifest: &Manifest, verify: Verif
 /// A manifest path as a relative path that stays inside `out/`.
 fn safe_relative(path: &str) -> Option<PathBuf> {
     let p = Path::new(path);
-    p.components().all(|c| matches!(c, Component::Normal(_))).then(|| p.to_path_buf())
+    p.components()
+        .all(|c| matches!(c, Component::Normal(_)))
+        .then(|| p.to_path_buf())
 }
 
-fn collect_outputs(root: &Path, dir: &Path, outputs: &mut Vec<OutputFile>, dirs: &mut Vec<PathBuf>) -> io::Result<()> {
+fn collect_outputs(
+    root: &Path,
+    dir: &Path,
+    outputs: &mut Vec<OutputFile>,
+    dirs: &mut Vec<PathBuf>,
+) -> io::Result<()> {
     let mut items: Vec<fs::DirEntry> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     items.sort_by_key(|i| i.file_name());
     for item in items {
@@ -349,27 +403,49 @@ fn collect_outputs(root: &Path, dir: &Path, outputs: &mut Vec<OutputFile>, dirs:
             let hash = hash_file(&path)?;
             let meta = file.metadata()?;
             let relative = path.strip_prefix(root).map_err(io::Error::other)?;
-            let parts: Vec<String> = relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-            outputs.push(OutputFile { path: parts.join("/"), hash, size: meta.len(), mtime_ns: mtime_ns(&meta) });
+            let parts: Vec<String> = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            outputs.push(OutputFile {
+                path: parts.join("/"),
+                hash,
+                size: meta.len(),
+                mtime_ns: mtime_ns(&meta),
+            });
         } else {
-            return Err(io::Error::other(format!("output {} is neither a file nor a folder (links are not cached)", path.display())));
+            return Err(io::Error::other(format!(
+                "output {} is neither a file nor a folder (links are not cached)",
+                path.display()
+            )));
         }
     }
     Ok(())
 }
 
-/// Copies the entry's `out/public/` files into `dest` (skipping files already there with the
-/// same size) and removes files in `dest` the entry does not have. Returns files copied.
+/// Names the entry a `runs/` folder mirrors, so a same-size change is still copied.
+const MIRROR_MARKER: &str = ".gpl-entry";
+
+/// Copies the entry's `out/public/` files into `dest` and removes files in `dest` the entry
+/// does not have. When `dest` already mirrors this entry (its marker names the fingerprint)
+/// only missing or resized files are copied. Returns the number of files copied.
 pub fn mirror_public(entry_out: &Path, manifest: &Manifest, dest: &Path) -> io::Result<usize> {
+    let marker = dest.join(MIRROR_MARKER);
+    let same_entry =
+        fs::read_to_string(&marker).is_ok_and(|text| text.trim() == manifest.fingerprint.as_str());
     let prefix = format!("{PUBLIC_DIR}/");
-    let mut wanted = BTreeSet::new();
+    let mut wanted = BTreeSet::from([marker.clone()]);
     let mut copied = 0;
     for output in &manifest.outputs {
-        let Some(relative) = output.path.strip_prefix(&prefix) else { continue };
-        let Some(relative) = safe_relative(relative) else { continue };
+        let Some(relative) = output.path.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(relative) = safe_relative(relative) else {
+            continue;
+        };
         let target = dest.join(&relative);
         wanted.insert(target.clone());
-        if fs::metadata(&target).is_ok_and(|m| m.len() == output.size) {
+        if same_entry && fs::metadata(&target).is_ok_and(|m| m.len() == output.size) {
             continue;
         }
         if let Some(parent) = target.parent() {
@@ -377,7 +453,10 @@ pub fn mirror_public(entry_out: &Path, manifest: &Manifest, dest: &Path) -> io::
         }
         let temp = target.with_file_name(format!(
             ".{}.tmp-{}",
-            target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            target
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             unique_suffix()
         ));
         fs::copy(entry_out.join(&prefix).join(&relative), &temp)?;
@@ -385,11 +464,16 @@ pub fn mirror_public(entry_out: &Path, manifest: &Manifest, dest: &Path) -> io::
         copied += 1;
     }
     remove_unwanted(dest, &wanted)?;
+    if !same_entry {
+        write_atomic(&marker, manifest.fingerprint.as_str().as_bytes())?;
+    }
     Ok(copied)
 }
 
 fn remove_unwanted(dir: &Path, wanted: &BTreeSet<PathBuf>) -> io::Result<()> {
-    let Ok(items) = fs::read_dir(dir) else { return Ok(()) };
+    let Ok(items) = fs::read_dir(dir) else {
+        return Ok(());
+    };
     for item in items {
         let path = item?.path();
         if path.is_dir() {
@@ -406,7 +490,10 @@ fn remove_unwanted(dir: &Path, wanted: &BTreeSet<PathBuf>) -> io::Result<()> {
 
 /// `<fp>.tmp-<pid>-<suffix>` or `<fp>.old-<pid>-<suffix>` → pid.
 fn leftover_pid(name: &str) -> Option<u32> {
-    let rest = name.split_once(".tmp-").or_else(|| name.split_once(".old-"))?.1;
+    let rest = name
+        .split_once(".tmp-")
+        .or_else(|| name.split_once(".old-"))?
+        .1;
     rest.split('-').next()?.parse().ok()
 }
 
@@ -421,7 +508,11 @@ fn process_alive(pid: u32) -> bool {
 }
 
 fn remove_path(path: &Path) -> io::Result<()> {
-    let result = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
+    let result = if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
     match result {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
@@ -429,7 +520,9 @@ fn remove_path(path: &Path) -> io::Result<()> {
 }
 
 fn size_of_tree(path: &Path) -> u64 {
-    let Ok(meta) = fs::symlink_metadata(path) else { return 0 };
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
     if !meta.is_dir() {
         return meta.len();
     }
@@ -463,7 +556,13 @@ mod tests {
         let pending = store.begin(fp).unwrap();
         fs::write(pending.out_dir().join("model.bin"), content).unwrap();
         fs::write(pending.public_dir().join("metrics.yaml"), b"acc: 1\n").unwrap();
-        let info = CommitInfo { stage: "s".into(), kind: "toy".into(), inputs: vec![], files_read: vec![], seconds: 0.5 };
+        let info = CommitInfo {
+            stage: "s".into(),
+            kind: "toy".into(),
+            inputs: vec![],
+            files_read: vec![],
+            seconds: 0.5,
+        };
         store.commit(pending, info).unwrap()
     }
 
@@ -478,13 +577,20 @@ mod tests {
 
         let file = store.out_dir(&fp(1)).join("model.bin");
         fs::write(&file, b"weighTs").unwrap();
-        let Lookup::Invalid(reason) = store.lookup(&fp(1), Verify::Quick) else { panic!("corruption not seen") };
+        let Lookup::Invalid(reason) = store.lookup(&fp(1), Verify::Quick) else {
+            panic!("corruption not seen")
+        };
         assert!(reason.contains("model.bin"), "{reason}");
         fs::write(&file, b"wei").unwrap();
-        let Lookup::Invalid(reason) = store.lookup(&fp(1), Verify::Quick) else { panic!("truncation not seen") };
+        let Lookup::Invalid(reason) = store.lookup(&fp(1), Verify::Quick) else {
+            panic!("truncation not seen")
+        };
         assert!(reason.contains("3 bytes"), "{reason}");
         fs::remove_file(store.entry_dir(&fp(1)).join(MANIFEST_FILE)).unwrap();
-        assert!(matches!(store.lookup(&fp(1), Verify::Quick), Lookup::Invalid(_)));
+        assert!(matches!(
+            store.lookup(&fp(1), Verify::Quick),
+            Lookup::Invalid(_)
+        ));
     }
 
     #[test]
@@ -497,7 +603,12 @@ mod tests {
         }
         assert_eq!(fs::read_dir(store.cache_dir()).unwrap().count(), 0);
         // A temp folder of a process that no longer exists (pid beyond the kernel's maximum).
-        fs::create_dir_all(store.cache_dir().join(format!("{}.tmp-4294967294-1", fp(3)))).unwrap();
+        fs::create_dir_all(
+            store
+                .cache_dir()
+                .join(format!("{}.tmp-4294967294-1", fp(3))),
+        )
+        .unwrap();
         assert_eq!(store.remove_stale_temps().unwrap(), 1);
 
         commit(&store, &fp(1), b"a");
@@ -519,9 +630,23 @@ mod tests {
         let dest = root.path().join("runs/p/s");
         fs::create_dir_all(&dest).unwrap();
         fs::write(dest.join("stale.png"), b"old").unwrap();
-        assert_eq!(mirror_public(&store.out_dir(&fp(1)), &manifest, &dest).unwrap(), 1);
+        assert_eq!(
+            mirror_public(&store.out_dir(&fp(1)), &manifest, &dest).unwrap(),
+            1
+        );
         assert_eq!(fs::read(dest.join("metrics.yaml")).unwrap(), b"acc: 1\n");
         assert!(!dest.join("stale.png").exists());
-        assert_eq!(mirror_public(&store.out_dir(&fp(1)), &manifest, &dest).unwrap(), 0);
+        assert_eq!(
+            mirror_public(&store.out_dir(&fp(1)), &manifest, &dest).unwrap(),
+            0
+        );
+        // A same-size difference is copied when the folder mirrors another entry.
+        let other = commit(&store, &fp(2), b"b");
+        fs::write(dest.join("metrics.yaml"), b"acc: 9\n").unwrap();
+        assert_eq!(
+            mirror_public(&store.out_dir(&fp(2)), &other, &dest).unwrap(),
+            1
+        );
+        assert_eq!(fs::read(dest.join("metrics.yaml")).unwrap(), b"acc: 1\n");
     }
 }

@@ -38,24 +38,46 @@ where
 }
 
 /// `gpl graph`: the tree (or DOT) with each stage's cache state.
-pub fn graph_command(plan: &Plan, root: &Path, pipeline: &str, dot: bool) -> Result<String, RunError> {
+pub fn graph_command(
+    plan: &Plan,
+    root: &Path,
+    pipeline: &str,
+    dot: bool,
+) -> Result<String, RunError> {
     let states = plan_states(plan, root)?;
-    Ok(if dot { render_dot(plan, pipeline, &states) } else { render_tree(plan, &states) })
+    Ok(if dot {
+        render_dot(plan, pipeline, &states)
+    } else {
+        render_tree(plan, &states)
+    })
 }
 
 /// `gpl clean` (no `live`) or `gpl clean --gc` (keep the `live` fingerprints, see
 /// [`super::status::live_fingerprints`]). Returns the report and a line to print.
-pub fn clean_command(root: &Path, live: Option<&HashSet<Fingerprint>>) -> Result<(CleanReport, String), RunError> {
-    let store = CacheStore::open(root).map_err(|source| RunError::CacheIo { path: root.join(".gpl"), source })?;
+pub fn clean_command(
+    root: &Path,
+    live: Option<&HashSet<Fingerprint>>,
+) -> Result<(CleanReport, String), RunError> {
+    let store = CacheStore::open(root).map_err(|source| RunError::CacheIo {
+        path: root.join(".gpl"),
+        source,
+    })?;
     let report = match live {
         Some(live) => store.gc(live),
         None => store.clean_all(),
     }
-    .map_err(|source| RunError::CacheIo { path: store.cache_dir(), source })?;
+    .map_err(|source| RunError::CacheIo {
+        path: store.cache_dir(),
+        source,
+    })?;
     let line = format!(
         "removed {} cache entr{} and {} scratch folder(s), {:.1} MB freed",
         report.entries_removed,
-        if report.entries_removed == 1 { "y" } else { "ies" },
+        if report.entries_removed == 1 {
+            "y"
+        } else {
+            "ies"
+        },
         report.scratch_removed,
         report.bytes_freed as f64 / 1e6
     );

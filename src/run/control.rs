@@ -19,7 +19,9 @@ pub fn install_interrupt_handler() {
             if INTERRUPTED.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupted: stopping running stages (press Ctrl-C again to exit at once)");
+            eprintln!(
+                "\ninterrupted: stopping running stages (press Ctrl-C again to exit at once)"
+            );
         });
     });
 }
@@ -64,7 +66,9 @@ impl RunControl {
     }
 
     pub fn is_cancelled(&self, id: &StageId) -> bool {
-        self.cancel_all.load(Ordering::SeqCst) || interrupted() || lock(&self.cancelled).contains(id)
+        self.cancel_all.load(Ordering::SeqCst)
+            || interrupted()
+            || lock(&self.cancelled).contains(id)
     }
 
     /// Stages executing right now, with the fingerprint they are computing.

@@ -68,8 +68,18 @@ impl EventLog {
             .parent()
             .map(fs::create_dir_all)
             .and_then(|r| r.ok())
-            .and_then(|_| OpenOptions::new().create(true).append(true).open(&path).ok());
-        EventLog { file: file.map(Mutex::new), run: run.to_string(), pipeline: pipeline.to_string() }
+            .and_then(|_| {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .ok()
+            });
+        EventLog {
+            file: file.map(Mutex::new),
+            run: run.to_string(),
+            pipeline: pipeline.to_string(),
+        }
     }
 
     pub fn run_id(&self) -> &str {
@@ -86,7 +96,10 @@ impl EventLog {
     ) {
         let Some(file) = &self.file else { return };
         let record = Event {
-            time: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            time: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
             run: self.run.clone(),
             event,
             pipeline: Some(self.pipeline.clone()),

@@ -26,12 +26,17 @@ pub enum StageError {
 
     #[error("{}: {source}", path.display())]
     #[diagnostic(code(gpl::run::io))]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl StageError {
     pub fn failed(message: impl std::fmt::Display) -> Self {
-        StageError::Failed { message: message.to_string() }
+        StageError::Failed {
+            message: message.to_string(),
+        }
     }
 
     /// Wraps an I/O error with the path it concerns.
@@ -61,7 +66,11 @@ impl Registry {
         Registry::default()
     }
 
-    pub fn register(&mut self, kind: impl Into<String>, executor: Arc<dyn StageExecutor>) -> &mut Self {
+    pub fn register(
+        &mut self,
+        kind: impl Into<String>,
+        executor: Arc<dyn StageExecutor>,
+    ) -> &mut Self {
         self.executors.insert(kind.into(), executor);
         self
     }
@@ -82,8 +91,13 @@ impl Registry {
     }
 
     /// The first stage (in plan order) among `selected` whose kind has no executor.
-    pub fn first_missing<'a>(&self, plan: &'a Plan, selected: impl Fn(&StageId) -> bool) -> Option<&'a StageSpec> {
-        plan.stages().find(|s| selected(&s.id) && !self.executors.contains_key(&s.kind))
+    pub fn first_missing<'a>(
+        &self,
+        plan: &'a Plan,
+        selected: impl Fn(&StageId) -> bool,
+    ) -> Option<&'a StageSpec> {
+        plan.stages()
+            .find(|s| selected(&s.id) && !self.executors.contains_key(&s.kind))
     }
 }
 
@@ -101,7 +115,8 @@ impl Messages {
             None => format!("warning: {message}"),
         };
         self.progress.println(&line);
-        self.log.emit(EventKind::Warning, stage, None, None, Some(message));
+        self.log
+            .emit(EventKind::Warning, stage, None, None, Some(message));
         lock(&self.warnings).push(line);
     }
 
@@ -111,7 +126,8 @@ impl Messages {
             None => message.to_string(),
         };
         self.progress.println(&line);
-        self.log.emit(EventKind::Notice, stage, None, None, Some(message));
+        self.log
+            .emit(EventKind::Notice, stage, None, None, Some(message));
     }
 }
 
@@ -202,13 +218,20 @@ impl<'a> StageContext<'a> {
     /// The committed outputs of one of this stage's inputs.
     pub fn input_dir(&self, id: &StageId) -> Result<&Path, StageError> {
         self.inputs.get(id).map(PathBuf::as_path).ok_or_else(|| {
-            StageError::failed(format!("stage '{}' asked for '{id}', which is not one of its inputs", self.spec.id))
+            StageError::failed(format!(
+                "stage '{}' asked for '{id}', which is not one of its inputs",
+                self.spec.id
+            ))
         })
     }
 
     /// The inputs' output folders in `spec.inputs` order.
     pub fn input_dirs(&self) -> Vec<&Path> {
-        self.spec.inputs.iter().filter_map(|id| self.inputs.get(id).map(PathBuf::as_path)).collect()
+        self.spec
+            .inputs
+            .iter()
+            .filter_map(|id| self.inputs.get(id).map(PathBuf::as_path))
+            .collect()
     }
 
     pub fn progress(&self) -> &StageProgress {

@@ -32,7 +32,10 @@ impl Progress {
     pub fn new(mode: ProgressMode) -> Progress {
         let bars = mode == ProgressMode::Auto && std::io::stderr().is_terminal();
         let multi = bars.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Progress { multi, silent: mode == ProgressMode::Silent }
+        Progress {
+            multi,
+            silent: mode == ProgressMode::Silent,
+        }
     }
 
     /// A bar for one stage, spinning until the executor sets a length.
@@ -47,7 +50,10 @@ impl Progress {
             None => ProgressBar::hidden(),
         };
         bar.set_prefix(label.to_string());
-        StageProgress { bar, multi: self.multi.clone() }
+        StageProgress {
+            bar,
+            multi: self.multi.clone(),
+        }
     }
 
     /// A line above the bars (or on stderr when there are none).
@@ -74,11 +80,16 @@ pub struct StageProgress {
 impl StageProgress {
     /// A handle that draws nothing (for executors called outside a run).
     pub fn hidden() -> StageProgress {
-        StageProgress { bar: ProgressBar::hidden(), multi: None }
+        StageProgress {
+            bar: ProgressBar::hidden(),
+            multi: None,
+        }
     }
 
     pub fn set_length(&self, len: u64) {
-        self.bar.set_style(style("  {prefix:.bold} [{bar:30}] {pos}/{len} {wide_msg} {elapsed}"));
+        self.bar.set_style(style(
+            "  {prefix:.bold} [{bar:30}] {pos}/{len} {wide_msg} {elapsed}",
+        ));
         self.bar.set_length(len);
     }
 

@@ -5,13 +5,17 @@
 //! Fingerprints resolve during the run: a stage's key needs its inputs' output digests, which
 //! are known once the inputs ran or were found in the cache (early cutoff).
 
-use super::cache::{mirror_public, CacheStore, CommitInfo, FileRead, Lookup, Manifest, ManifestInput, Verify};
+use super::cache::{
+    mirror_public, CacheStore, CommitInfo, FileRead, Lookup, Manifest, ManifestInput, Verify,
+};
 use super::control::RunControl;
 use super::events::{EventKind, EventLog};
 use super::executor::{Messages, Registry, StageContext, StageError};
 use super::progress::{Progress, ProgressMode};
 use crate::plan::fingerprint::unique_suffix;
-use crate::plan::{stage_fingerprint, ContentHash, FileHasher, Fingerprint, Plan, PlanError, StageId, StageSpec};
+use crate::plan::{
+    stage_fingerprint, ContentHash, FileHasher, Fingerprint, Plan, PlanError, StageId, StageSpec,
+};
 use miette::Diagnostic;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -23,20 +27,37 @@ use thiserror::Error;
 /// Problems found before any stage runs.
 #[derive(Debug, Error, Diagnostic)]
 pub enum RunError {
-    #[error("{} has kind '{kind}', which gpl cannot run yet", describe_stage(stage, label))]
+    #[error(
+        "{} has kind '{kind}', which gpl cannot run yet",
+        describe_stage(stage, label)
+    )]
     #[diagnostic(code(gpl::run::no_executor), help("runnable kinds: {known}"))]
-    NoExecutor { stage: StageId, kind: String, label: Option<String>, known: String },
+    NoExecutor {
+        stage: StageId,
+        kind: String,
+        label: Option<String>,
+        known: String,
+    },
 
     #[error(transparent)]
     #[diagnostic(transparent)]
     Plan(#[from] PlanError),
 
     #[error("cannot use the cache folder {}: {source}", path.display())]
-    #[diagnostic(code(gpl::run::cache_io), help("check that the project folder is writable"))]
-    CacheIo { path: PathBuf, source: std::io::Error },
+    #[diagnostic(
+        code(gpl::run::cache_io),
+        help("check that the project folder is writable")
+    )]
+    CacheIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("cannot watch files: {message}")]
-    #[diagnostic(code(gpl::run::watch), help("on Linux, raising fs.inotify.max_user_watches may help"))]
+    #[diagnostic(
+        code(gpl::run::watch),
+        help("on Linux, raising fs.inotify.max_user_watches may help")
+    )]
     Watch { message: String },
 }
 
@@ -83,7 +104,9 @@ impl RunOptions {
 
     fn effective_jobs(&self) -> usize {
         match self.jobs {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             n => n,
         }
     }
@@ -147,7 +170,11 @@ impl RunSummary {
 
     /// Ids of the stages with a given status label (`"ran"`, `"cached"`, ...).
     pub fn with_status(&self, label: &str) -> Vec<&str> {
-        self.stages.iter().filter(|s| s.status.label() == label).map(|s| s.id.as_str()).collect()
+        self.stages
+            .iter()
+            .filter(|s| s.status.label() == label)
+            .map(|s| s.id.as_str())
+            .collect()
     }
 
     /// 0 all stages succeeded, 130 interrupted by Ctrl-C, 1 otherwise.
@@ -163,12 +190,35 @@ impl RunSummary {
 
     /// The table printed at the end of `gpl run`.
     pub fn render_table(&self) -> String {
-        let id_width = self.stages.iter().map(|s| s.id.as_str().len()).max().unwrap_or(0).max(5);
-        let kind_width = self.stages.iter().map(|s| s.kind.len()).max().unwrap_or(0).max(4);
+        let id_width = self
+            .stages
+            .iter()
+            .map(|s| s.id.as_str().len())
+            .max()
+            .unwrap_or(0)
+            .max(5);
+        let kind_width = self
+            .stages
+            .iter()
+            .map(|s| s.kind.len())
+            .max()
+            .unwrap_or(0)
+            .max(4);
         let mut out = String::new();
-        let _ = writeln!(out, "{:id_width$}  {:kind_width$}  {:9}  {:>8}", "stage", "kind", "status", "seconds");
+        let _ = writeln!(
+            out,
+            "{:id_width$}  {:kind_width$}  {:9}  {:>8}",
+            "stage", "kind", "status", "seconds"
+        );
         for s in &self.stages {
-            let _ = write!(out, "{:id_width$}  {:kind_width$}  {:9}  {:>8.2}", s.id.as_str(), s.kind, s.status.label(), s.seconds);
+            let _ = write!(
+                out,
+                "{:id_width$}  {:kind_width$}  {:9}  {:>8.2}",
+                s.id.as_str(),
+                s.kind,
+                s.status.label(),
+                s.seconds
+            );
             match &s.status {
                 StageStatus::Failed(m) | StageStatus::Skipped(m) => {
                     let _ = write!(out, "  {}", m.lines().next().unwrap_or(""));
@@ -177,7 +227,12 @@ impl RunSummary {
             }
             out.push('\n');
         }
-        let count = |label: &str| self.stages.iter().filter(|s| s.status.label() == label).count();
+        let count = |label: &str| {
+            self.stages
+                .iter()
+                .filter(|s| s.status.label() == label)
+                .count()
+        };
         let _ = write!(
             out,
             "{} stages: {} ran, {} cached, {} failed in {:.2} s",
@@ -230,10 +285,18 @@ pub(crate) fn resolve_fingerprint(
     let mut files = Vec::with_capacity(spec.files.len());
     for file in &spec.files {
         let path = root.join(file);
-        let hash = hasher.hash(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        files.push(FileRead { path: file.clone(), hash });
+        let hash = hasher
+            .hash(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        files.push(FileRead {
+            path: file.clone(),
+            hash,
+        });
     }
-    let pairs: Vec<(PathBuf, ContentHash)> = files.iter().map(|f| (f.path.clone(), f.hash.clone())).collect();
+    let pairs: Vec<(PathBuf, ContentHash)> = files
+        .iter()
+        .map(|f| (f.path.clone(), f.hash.clone()))
+        .collect();
     Ok((stage_fingerprint(spec, input_digests, &pairs), files))
 }
 
@@ -242,7 +305,11 @@ pub(crate) fn file_hash_store(root: &Path) -> PathBuf {
 }
 
 /// Runs `plan`. Errors are only what prevents starting; stage failures are in the summary.
-pub fn run_plan(plan: &Plan, registry: &Registry, options: &RunOptions) -> Result<RunSummary, RunError> {
+pub fn run_plan(
+    plan: &Plan,
+    registry: &Registry,
+    options: &RunOptions,
+) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let selected = selected_stages(plan, options.only.as_ref())?;
     let mut forced: HashSet<StageId> = HashSet::new();
@@ -263,13 +330,21 @@ pub fn run_plan(plan: &Plan, registry: &Registry, options: &RunOptions) -> Resul
         });
     }
 
-    let store = CacheStore::open(&options.root)
-        .map_err(|source| RunError::CacheIo { path: options.root.join(".gpl"), source })?;
+    let store = CacheStore::open(&options.root).map_err(|source| RunError::CacheIo {
+        path: options.root.join(".gpl"),
+        source,
+    })?;
     let leftovers = store
         .remove_stale_temps()
-        .map_err(|source| RunError::CacheIo { path: store.cache_dir(), source })?;
+        .map_err(|source| RunError::CacheIo {
+            path: store.cache_dir(),
+            source,
+        })?;
     let hasher = FileHasher::load(&file_hash_store(&options.root));
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let run_id = format!("{now}-{}-{}", std::process::id(), unique_suffix());
     let log = Arc::new(EventLog::open(&options.root, &run_id, &options.pipeline));
     let messages = Arc::new(Messages {
@@ -277,9 +352,18 @@ pub fn run_plan(plan: &Plan, registry: &Registry, options: &RunOptions) -> Resul
         log: log.clone(),
         warnings: Default::default(),
     });
-    log.emit(EventKind::RunStarted, None, None, None, Some(&options.pipeline));
+    log.emit(
+        EventKind::RunStarted,
+        None,
+        None,
+        None,
+        Some(&options.pipeline),
+    );
     if leftovers > 0 {
-        messages.notice(None, &format!("removed {leftovers} unfinished cache folder(s) left by an interrupted run"));
+        messages.notice(
+            None,
+            &format!("removed {leftovers} unfinished cache folder(s) left by an interrupted run"),
+        );
     }
 
     let worker = Worker {
@@ -288,7 +372,10 @@ pub fn run_plan(plan: &Plan, registry: &Registry, options: &RunOptions) -> Resul
         hasher: &hasher,
         messages: messages.clone(),
         options,
-        runs_dir: options.root.join("runs").join(crate::plan::spec::safe_file_name(&options.pipeline)),
+        runs_dir: options
+            .root
+            .join("runs")
+            .join(crate::plan::spec::safe_file_name(&options.pipeline)),
     };
     let outcomes = schedule(plan, &selected, &forced, &worker, options);
 
@@ -304,7 +391,13 @@ pub fn run_plan(plan: &Plan, registry: &Registry, options: &RunOptions) -> Resul
             } else {
                 "an input did not complete".to_string()
             };
-            log.emit(EventKind::StageSkipped, Some(&spec.id), None, None, Some(&reason));
+            log.emit(
+                EventKind::StageSkipped,
+                Some(&spec.id),
+                None,
+                None,
+                Some(&reason),
+            );
             StageOutcome {
                 id: spec.id.clone(),
                 kind: spec.kind.clone(),
@@ -330,7 +423,10 @@ pub fn run_plan(plan: &Plan, registry: &Registry, options: &RunOptions) -> Resul
         None,
         None,
         Some(summary.seconds),
-        Some(&format!("{} stages, {failed} not completed", summary.stages.len())),
+        Some(&format!(
+            "{} stages, {failed} not completed",
+            summary.stages.len()
+        )),
     );
     Ok(summary)
 }
@@ -364,15 +460,37 @@ fn schedule(
         let mut running = 0usize;
         loop {
             while running < jobs && !options.control.scheduling_stopped() {
-                let Some((_, id)) = ready.pop_first() else { break };
+                let Some((_, id)) = ready.pop_first() else {
+                    break;
+                };
                 // Every stage in `ready` comes from the plan, and its inputs are resolved.
                 let Some(spec) = plan.get(id) else { continue };
-                let inputs: Vec<(StageId, Resolved)> =
-                    spec.inputs.iter().filter_map(|i| resolved.get(i).map(|r| (i.clone(), r.clone()))).collect();
+                let inputs: Vec<(StageId, Resolved)> = spec
+                    .inputs
+                    .iter()
+                    .filter_map(|i| resolved.get(i).map(|r| (i.clone(), r.clone())))
+                    .collect();
                 let force = forced.contains(id);
                 let sender = sender.clone();
                 scope.spawn(move || {
-                    let result = worker.run_stage(spec, &inputs, force);
+                    // Executor panics are caught inside run_stage; this catches the runner's
+                    // own, so the scheduler always hears back and never waits forever.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        worker.run_stage(spec, &inputs, force)
+                    }))
+                    .unwrap_or_else(|_| {
+                        let outcome = StageOutcome {
+                            id: spec.id.clone(),
+                            kind: spec.kind.clone(),
+                            status: StageStatus::Failed(
+                                "internal error in the runner (panic)".to_string(),
+                            ),
+                            seconds: 0.0,
+                            fingerprint: None,
+                            output_digest: None,
+                        };
+                        (outcome, None)
+                    });
                     // The receiver lives until every worker has reported.
                     let _ = sender.send(result);
                 });
@@ -382,7 +500,9 @@ fn schedule(
                 break;
             }
             // Workers always send exactly one message, even when the executor panics.
-            let Ok((outcome, result)) = receiver.recv() else { break };
+            let Ok((outcome, result)) = receiver.recv() else {
+                break;
+            };
             running -= 1;
             if let Some(result) = result {
                 for dependent in plan.dependents(&outcome.id) {
@@ -412,10 +532,17 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    fn run_stage(&self, spec: &StageSpec, inputs: &[(StageId, Resolved)], force: bool) -> (StageOutcome, Option<Resolved>) {
+    fn run_stage(
+        &self,
+        spec: &StageSpec,
+        inputs: &[(StageId, Resolved)],
+        force: bool,
+    ) -> (StageOutcome, Option<Resolved>) {
         let started = Instant::now();
         let log = &self.messages.log;
-        let outcome = |status: StageStatus, fp: Option<&Fingerprint>, digest: Option<&ContentHash>| StageOutcome {
+        let outcome = |status: StageStatus,
+                       fp: Option<&Fingerprint>,
+                       digest: Option<&ContentHash>| StageOutcome {
             id: spec.id.clone(),
             kind: spec.kind.clone(),
             status,
@@ -424,33 +551,68 @@ impl Worker<'_> {
             output_digest: digest.cloned(),
         };
         let fail = |message: String, fp: Option<&Fingerprint>| {
-            log.emit(EventKind::StageFailed, Some(&spec.id), fp, Some(started.elapsed().as_secs_f64()), Some(&message));
-            self.messages.progress.println(&format!("error: {}: {message}", spec.id));
+            log.emit(
+                EventKind::StageFailed,
+                Some(&spec.id),
+                fp,
+                Some(started.elapsed().as_secs_f64()),
+                Some(&message),
+            );
+            self.messages
+                .progress
+                .println(&format!("error: {}: {message}", spec.id));
             (outcome(StageStatus::Failed(message), fp, None), None)
         };
 
-        let digests: Vec<(StageId, ContentHash)> = inputs.iter().map(|(id, r)| (id.clone(), r.digest.clone())).collect();
-        let (fp, files_read) = match resolve_fingerprint(spec, &digests, self.hasher, &self.options.root) {
-            Ok(x) => x,
-            Err(message) => return fail(message, None),
-        };
+        let digests: Vec<(StageId, ContentHash)> = inputs
+            .iter()
+            .map(|(id, r)| (id.clone(), r.digest.clone()))
+            .collect();
+        let (fp, files_read) =
+            match resolve_fingerprint(spec, &digests, self.hasher, &self.options.root) {
+                Ok(x) => x,
+                Err(message) => return fail(message, None),
+            };
 
         if !force {
             match self.store.lookup(&fp, self.options.verify) {
                 Lookup::Hit(manifest) => {
                     self.mirror(spec, &fp, &manifest);
-                    log.emit(EventKind::StageCached, Some(&spec.id), Some(&fp), Some(started.elapsed().as_secs_f64()), None);
-                    let resolved = Resolved { fingerprint: fp.clone(), digest: manifest.output_digest.clone(), out_dir: self.store.out_dir(&fp) };
-                    return (outcome(StageStatus::Cached, Some(&fp), Some(&manifest.output_digest)), Some(resolved));
+                    log.emit(
+                        EventKind::StageCached,
+                        Some(&spec.id),
+                        Some(&fp),
+                        Some(started.elapsed().as_secs_f64()),
+                        None,
+                    );
+                    let resolved = Resolved {
+                        fingerprint: fp.clone(),
+                        digest: manifest.output_digest.clone(),
+                        out_dir: self.store.out_dir(&fp),
+                    };
+                    return (
+                        outcome(
+                            StageStatus::Cached,
+                            Some(&fp),
+                            Some(&manifest.output_digest),
+                        ),
+                        Some(resolved),
+                    );
                 }
                 Lookup::Miss => {}
                 Lookup::Invalid(reason) => {
                     self.messages.warn(
                         Some(&spec.id),
-                        &format!("cache entry {} cannot be trusted: {reason}; recomputing", fp.short()),
+                        &format!(
+                            "cache entry {} cannot be trusted: {reason}; recomputing",
+                            fp.short()
+                        ),
                     );
                     if let Err(e) = self.store.remove_entry(&fp) {
-                        return fail(format!("cannot remove the damaged cache entry {}: {e}", fp.short()), Some(&fp));
+                        return fail(
+                            format!("cannot remove the damaged cache entry {}: {e}", fp.short()),
+                            Some(&fp),
+                        );
                     }
                 }
             }
@@ -458,7 +620,13 @@ impl Worker<'_> {
 
         let control = &self.options.control;
         if control.is_cancelled(&spec.id) {
-            log.emit(EventKind::StageCancelled, Some(&spec.id), Some(&fp), Some(0.0), None);
+            log.emit(
+                EventKind::StageCancelled,
+                Some(&spec.id),
+                Some(&fp),
+                Some(0.0),
+                None,
+            );
             return (outcome(StageStatus::Cancelled, Some(&fp), None), None);
         }
         // Checked before the run started (Registry::first_missing).
@@ -471,12 +639,24 @@ impl Worker<'_> {
         };
         let scratch = self.store.scratch_dir(&fp);
         if let Err(e) = std::fs::create_dir_all(&scratch) {
-            return fail(format!("cannot create {}: {e}", scratch.display()), Some(&fp));
+            return fail(
+                format!("cannot create {}: {e}", scratch.display()),
+                Some(&fp),
+            );
         }
 
-        log.emit(EventKind::StageStarted, Some(&spec.id), Some(&fp), None, None);
+        log.emit(
+            EventKind::StageStarted,
+            Some(&spec.id),
+            Some(&fp),
+            None,
+            None,
+        );
         control.set_running(&spec.id, Some(&fp));
-        let progress = self.messages.progress.stage(&format!("{} [{}]", spec.id, spec.kind));
+        let progress = self
+            .messages
+            .progress
+            .stage(&format!("{} [{}]", spec.id, spec.kind));
         let ctx = StageContext {
             spec,
             fingerprint: fp.clone(),
@@ -484,12 +664,16 @@ impl Worker<'_> {
             out_dir: pending.out_dir(),
             public_dir: pending.public_dir(),
             scratch_dir: scratch.clone(),
-            inputs: inputs.iter().map(|(id, r)| (id.clone(), r.out_dir.clone())).collect::<BTreeMap<_, _>>(),
+            inputs: inputs
+                .iter()
+                .map(|(id, r)| (id.clone(), r.out_dir.clone()))
+                .collect::<BTreeMap<_, _>>(),
             progress: progress.clone(),
             control: control.clone(),
             messages: Some(self.messages.clone()),
         };
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| executor.execute(&ctx)));
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| executor.execute(&ctx)));
         drop(ctx);
         progress.finish();
         control.set_running(&spec.id, None);
@@ -510,7 +694,13 @@ impl Worker<'_> {
             // `pending` is dropped here: its temp folder is removed, nothing is committed.
             drop(pending);
             if matches!(error, StageError::Cancelled) || control.is_cancelled(&spec.id) {
-                log.emit(EventKind::StageCancelled, Some(&spec.id), Some(&fp), Some(started.elapsed().as_secs_f64()), None);
+                log.emit(
+                    EventKind::StageCancelled,
+                    Some(&spec.id),
+                    Some(&fp),
+                    Some(started.elapsed().as_secs_f64()),
+                    None,
+                );
                 return (outcome(StageStatus::Cancelled, Some(&fp), None), None);
             }
             return fail(error.to_string(), Some(&fp));
@@ -521,31 +711,59 @@ impl Worker<'_> {
             kind: spec.kind.clone(),
             inputs: inputs
                 .iter()
-                .map(|(id, r)| ManifestInput { stage: id.clone(), fingerprint: r.fingerprint.clone(), output_digest: r.digest.clone() })
+                .map(|(id, r)| ManifestInput {
+                    stage: id.clone(),
+                    fingerprint: r.fingerprint.clone(),
+                    output_digest: r.digest.clone(),
+                })
                 .collect(),
             files_read,
             seconds: started.elapsed().as_secs_f64(),
         };
         let manifest = match self.store.commit(pending, info) {
             Ok(m) => m,
-            Err(e) => return fail(format!("cannot commit its outputs to the cache: {e}"), Some(&fp)),
+            Err(e) => {
+                return fail(
+                    format!("cannot commit its outputs to the cache: {e}"),
+                    Some(&fp),
+                )
+            }
         };
         let _ = std::fs::remove_dir_all(&scratch);
         self.mirror(spec, &fp, &manifest);
-        log.emit(EventKind::StageFinished, Some(&spec.id), Some(&fp), Some(started.elapsed().as_secs_f64()), None);
-        let resolved = Resolved { fingerprint: fp.clone(), digest: manifest.output_digest.clone(), out_dir: self.store.out_dir(&fp) };
-        (outcome(StageStatus::Ran, Some(&fp), Some(&manifest.output_digest)), Some(resolved))
+        log.emit(
+            EventKind::StageFinished,
+            Some(&spec.id),
+            Some(&fp),
+            Some(started.elapsed().as_secs_f64()),
+            None,
+        );
+        let resolved = Resolved {
+            fingerprint: fp.clone(),
+            digest: manifest.output_digest.clone(),
+            out_dir: self.store.out_dir(&fp),
+        };
+        (
+            outcome(StageStatus::Ran, Some(&fp), Some(&manifest.output_digest)),
+            Some(resolved),
+        )
     }
 
     /// Public files are a convenience copy: failing to mirror them is a warning.
     fn mirror(&self, spec: &StageSpec, fp: &Fingerprint, manifest: &Manifest) {
-        let has_public = manifest.outputs.iter().any(|o| o.path.starts_with("public/"));
+        let has_public = manifest
+            .outputs
+            .iter()
+            .any(|o| o.path.starts_with("public/"));
         let dest = self.runs_dir.join(spec.id.file_name());
         if !has_public && !dest.exists() {
             return;
         }
         if let Err(e) = mirror_public(&self.store.out_dir(fp), manifest, &dest) {
-            self.messages.warn(Some(&spec.id), &format!("cannot copy its public files to {}: {e}", dest.display()));
+            self.messages.warn(
+                Some(&spec.id),
+                &format!("cannot copy its public files to {}: {e}", dest.display()),
+            );
         }
     }
 }

@@ -8,10 +8,10 @@
 //! cached in it, so only what the edit invalidated runs again.
 
 use super::control::{interrupted, RunControl};
+use super::executor::Registry;
 use super::progress::ProgressMode;
 use super::runner::{run_plan, RunError, RunOptions, RunSummary};
 use super::status::plan_states;
-use super::executor::Registry;
 use crate::plan::Plan;
 use notify::{RecursiveMode, Watcher};
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,7 +41,11 @@ pub struct WatchOptions {
 
 impl WatchOptions {
     pub fn new(run: RunOptions) -> WatchOptions {
-        WatchOptions { run, debounce: Duration::from_millis(100), stop: Arc::new(AtomicBool::new(false)) }
+        WatchOptions {
+            run,
+            debounce: Duration::from_millis(100),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
     }
 }
 
@@ -63,8 +67,12 @@ where
         }
     };
     let (sender, receiver) = mpsc::channel();
-    let mut debouncer = notify_debouncer_mini::new_debouncer(options.debounce, sender)
-        .map_err(|e| RunError::Watch { message: e.to_string() })?;
+    let mut debouncer =
+        notify_debouncer_mini::new_debouncer(options.debounce, sender).map_err(|e| {
+            RunError::Watch {
+                message: e.to_string(),
+            }
+        })?;
     // Watched folder → recursive?; watched path (file or folder) → how to match events.
     let mut watched_dirs: BTreeMap<PathBuf, RecursiveMode> = BTreeMap::new();
     let mut targets: BTreeSet<Target> = BTreeSet::new();
@@ -91,7 +99,10 @@ where
                 Ok(next) => {
                     let mut paths = next.watch.clone();
                     paths.extend(next.plan.stages().flat_map(|s| s.files.iter().cloned()));
-                    targets = paths.iter().filter_map(|p| Target::new(&root.join(p))).collect();
+                    targets = paths
+                        .iter()
+                        .filter_map(|p| Target::new(&root.join(p)))
+                        .collect();
                     update_watches(debouncer.watcher(), &mut watched_dirs, &targets, &say);
                     if let Some(run) = current.take() {
                         cancel_invalidated(&run.control, &next.plan, &root, &say);
@@ -110,7 +121,10 @@ where
         }
         match receiver.recv_timeout(Duration::from_millis(50)) {
             Ok(Ok(events)) => {
-                if let Some(event) = events.iter().find(|e| targets.iter().any(|t| t.matches(&e.path))) {
+                if let Some(event) = events
+                    .iter()
+                    .find(|e| targets.iter().any(|t| t.matches(&e.path)))
+                {
                     say(&format!("watch: {} changed", event.path.display()));
                     need_reload = true;
                 }
@@ -118,7 +132,9 @@ where
             Ok(Err(error)) => say(&format!("watch: {error}")),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(RunError::Watch { message: "the file watcher stopped".to_string() });
+                return Err(RunError::Watch {
+                    message: "the file watcher stopped".to_string(),
+                });
             }
         }
     }
@@ -149,7 +165,11 @@ fn cancel_invalidated(control: &RunControl, plan: &Plan, root: &Path, say: &dyn 
     }
     let states = plan_states(plan, root).ok();
     for (id, fp) in running {
-        let unchanged = states.as_ref().and_then(|s| s.get(&id)).and_then(|s| s.fingerprint()) == Some(&fp);
+        let unchanged = states
+            .as_ref()
+            .and_then(|s| s.get(&id))
+            .and_then(|s| s.fingerprint())
+            == Some(&fp);
         if !unchanged {
             say(&format!("watch: {id} is out of date; restarting it"));
             control.cancel_stage(&id);
@@ -169,10 +189,15 @@ impl Target {
         let absolute = match std::fs::canonicalize(path) {
             Ok(p) => p,
             // A file that does not exist yet: watch its folder for it to appear.
-            Err(_) => std::fs::canonicalize(path.parent()?).ok()?.join(path.file_name()?),
+            Err(_) => std::fs::canonicalize(path.parent()?)
+                .ok()?
+                .join(path.file_name()?),
         };
         let is_dir = absolute.is_dir();
-        Some(Target { path: absolute, is_dir })
+        Some(Target {
+            path: absolute,
+            is_dir,
+        })
     }
 
     fn matches(&self, event_path: &Path) -> bool {
@@ -188,7 +213,10 @@ impl Target {
         if self.is_dir {
             Some((self.path.clone(), RecursiveMode::Recursive))
         } else {
-            Some((self.path.parent()?.to_path_buf(), RecursiveMode::NonRecursive))
+            Some((
+                self.path.parent()?.to_path_buf(),
+                RecursiveMode::NonRecursive,
+            ))
         }
     }
 }
@@ -206,8 +234,11 @@ fn update_watches(
             *entry = mode;
         }
     }
-    let stale: Vec<PathBuf> =
-        watched.iter().filter(|(dir, mode)| wanted.get(*dir) != Some(*mode)).map(|(dir, _)| dir.clone()).collect();
+    let stale: Vec<PathBuf> = watched
+        .iter()
+        .filter(|(dir, mode)| wanted.get(*dir) != Some(*mode))
+        .map(|(dir, _)| dir.clone())
+        .collect();
     for dir in stale {
         let _ = watcher.unwatch(&dir);
         watched.remove(&dir);
