@@ -1,3 +1,24 @@
-//! The compute engine: model IR, operators with forward and backward kernels, autograd, optimizers.
+//! The compute engine: model IR, operators with forward and backward kernels, the network
+//! that compiles an IR into preallocated buffers and runs training steps, optimizers, and
+//! safetensors checkpoints.
+//!
+//! ```text
+//! let mut net = Network::new(&ir, seed, OptimizerConfig::adam())?;   // compile
+//! net.train_batch(&batch, lr)?;                                      // Learner
+//! net.class_score_gradients(&images, &classes, Some(layer))?;        // Grad-CAM
+//! net.save(path)?; let net = Network::load(path)?;                   // safetensors + IR
+//! ```
 
+pub mod bench;
+pub mod error;
+pub mod gemm;
+pub mod io;
 pub mod ir;
+pub mod network;
+pub mod ops;
+pub mod optim;
+pub mod real;
+
+pub use error::EngineError;
+pub use network::{ActivationGradients, MemoryReport, Network};
+pub use optim::OptimizerConfig;

@@ -1,0 +1,139 @@
+//! Element-wise activations (in place) and softmax over the last axis. Every backward uses
+//! only the activation's output, so no pre-activation buffer is kept.
+
+use super::super::ir::Activation;
+use super::super::real::Real;
+use rayon::prelude::*;
+
+const CHUNK: usize = 1 << 14;
+
+/// Applies `act` in place; `last` is the size of the last axis (softmax normalises over it).
+pub fn activate<T: Real>(act: Activation, y: &mut [T], last: usize) {
+    match act {
+        Activation::Linear => {}
+        Activation::Softmax => y.par_chunks_mut(last).for_each(softmax_row),
+        _ => y.par_chunks_mut(CHUNK).for_each(|ys| {
+            for v in ys.iter_mut() {
+                *v = apply(act, *v);
+            }
+        }),
+    }
+}
+
+#[inline(always)]
+fn apply<T: Real>(act: Activation, x: T) -> T {
+    match act {
+        Activation::Relu => x.max(T::ZERO),
+        Activation::LeakyRelu { alpha } => {
+            if x > T::ZERO {
+                x
+            } else {
+                x * T::from_f64(alpha as f64)
+            }
+        }
+        Activation::Elu { alpha } => {
+            if x > T::ZERO {
+                x
+            } else {
+                T::from_f64(alpha as f64) * (x.exp() - T::ONE)
+            }
+        }
+        Activation::Sigmoid => T::ONE / (T::ONE + (-x).exp()),
+        Activation::Tanh => x.tanh(),
+        Activation::Linear | Activation::Softmax => x,
+    }
+}
+
+pub fn softmax_row<T: Real>(row: &mut [T]) {
+    let max = row.iter().fold(T::NEG_INFINITY, |m, v| m.max(*v));
+    let mut sum = T::ZERO;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in row.iter_mut() {
+        *v /= sum;
+    }
+}
+
+/// Turns `dy` (gradient w.r.t. the activation's output `y`) into the gradient w.r.t. its input,
+/// in place. Leaky ReLU and ELU need alpha > 0 so the output's sign tells the branch.
+pub fn activate_backward<T: Real>(act: Activation, y: &[T], dy: &mut [T], last: usize) {
+    match act {
+        Activation::Linear => {}
+        Activation::Softmax => dy.par_chunks_mut(last).zip(y.par_chunks(last)).for_each(|(d, y)| {
+            let dot: T = d.iter().zip(y).map(|(a, b)| *a * *b).sum();
+            for (dv, yv) in d.iter_mut().zip(y) {
+                *dv = *yv * (*dv - dot);
+            }
+        }),
+        _ => dy.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(ds, ys)| {
+            for (d, y) in ds.iter_mut().zip(ys) {
+                *d *= derivative(act, *y);
+            }
+        }),
+    }
+}
+
+#[inline(always)]
+fn derivative<T: Real>(act: Activation, y: T) -> T {
+    match act {
+        Activation::Relu => {
+            if y > T::ZERO {
+                T::ONE
+            } else {
+                T::ZERO
+            }
+        }
+        Activation::LeakyRelu { alpha } => {
+            if y > T::ZERO {
+                T::ONE
+            } else {
+                T::from_f64(alpha as f64)
+            }
+        }
+        Activation::Elu { alpha } => {
+            if y > T::ZERO {
+                T::ONE
+            } else {
+                y + T::from_f64(alpha as f64)
+            }
+        }
+        Activation::Sigmoid => y * (T::ONE - y),
+        Activation::Tanh => T::ONE - y * y,
+        Activation::Linear | Activation::Softmax => T::ONE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::check::{assert_gradient, dot, values};
+    use super::*;
+
+    #[test]
+    fn activation_gradients_match_finite_differences() {
+        let last = 5;
+        // Keep inputs away from the kinks at 0, where central differences are undefined.
+        let x: Vec<f64> = values(4 * last, 1).iter().map(|v| if v.abs() < 0.05 { v + 0.1 } else { *v } * 2.0).collect();
+        let r = values(x.len(), 2);
+        for act in [
+            Activation::Relu,
+            Activation::LeakyRelu { alpha: 0.3 },
+            Activation::Elu { alpha: 1.0 },
+            Activation::Sigmoid,
+            Activation::Tanh,
+            Activation::Softmax,
+            Activation::Linear,
+        ] {
+            let mut y = x.clone();
+            activate(act, &mut y, last);
+            let mut d = r.clone();
+            activate_backward(act, &y, &mut d, last);
+            assert_gradient(&format!("{act:?}"), &x, &d, |x| {
+                let mut y = x.to_vec();
+                activate(act, &mut y, last);
+                dot(&y, &r)
+            });
+        }
+    }
+}

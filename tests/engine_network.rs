@@ -1,0 +1,239 @@
+//! The network as a whole: wiring of gradients through every layer kind, frozen layers,
+//! bit-exact resume, checkpoints, input gradients, errors, thread-count determinism, learning.
+
+use gpl::nn::ir::{Activation, LayerOp, ModelIr, Padding, Regularizer};
+use gpl::nn::{EngineError, Network, OptimizerConfig};
+use gpl::train::learner::{Batch, Learner};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn conv(filters: usize, k: usize, stride: usize, padding: Padding, activation: Activation) -> LayerOp {
+    LayerOp::Conv2d { filters, kernel: [k, k], stride: [stride, stride], padding, dilation: [1, 1], groups: 1, activation, regularizer: Regularizer { l1: 0.001, l2: 0.01 } }
+}
+
+/// A small model touching every layer kind the IR has.
+fn small_model(dropout: f32) -> ModelIr {
+    let ops = vec![
+        conv(4, 3, 1, Padding::Same, Activation::Elu { alpha: 1.0 }),
+        LayerOp::BatchNorm { momentum: 0.9, epsilon: 1e-3 },
+        LayerOp::MaxPool { size: [2, 2], stride: [2, 2], padding: Padding::Same },
+        LayerOp::Conv2d { filters: 4, kernel: [3, 3], stride: [1, 1], padding: Padding::Valid, dilation: [1, 1], groups: 2, activation: Activation::Tanh, regularizer: Regularizer::default() },
+        LayerOp::Upsample { factor: 2 },
+        LayerOp::AvgPool { size: [3, 3], stride: [2, 2], padding: Padding::Valid },
+        LayerOp::Activation(Activation::LeakyRelu { alpha: 0.2 }),
+        LayerOp::Flatten,
+        LayerOp::Dropout { rate: dropout },
+        LayerOp::Dense { units: 6, activation: Activation::Sigmoid, regularizer: Regularizer { l1: 0.0, l2: 0.02 } },
+        LayerOp::Dense { units: 3, activation: Activation::Softmax, regularizer: Regularizer::default() },
+    ];
+    ModelIr::build("small", vec![9, 7, 2], ops.into_iter().map(|o| (None, o)).collect()).unwrap()
+}
+
+struct Data {
+    images: Vec<f32>,
+    labels: Vec<u32>,
+    weights: Vec<f32>,
+}
+
+fn data(n: usize, per: usize, classes: u32, seed: u64) -> Data {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Data {
+        images: (0..n * per).map(|_| rng.gen()).collect(),
+        labels: (0..n).map(|_| rng.gen_range(0..classes)).collect(),
+        weights: (0..n).map(|_| rng.gen_range(0.5..1.5)).collect(),
+    }
+}
+
+impl Data {
+    fn batch(&self) -> Batch<'_> {
+        Batch { images: &self.images, labels: &self.labels, weights: &self.weights }
+    }
+}
+
+#[test]
+fn parameter_gradients_match_finite_differences_through_every_layer_kind() {
+    let ir = small_model(0.0);
+    let d = data(5, 9 * 7 * 2, 3, 1);
+    let mut net = Network::new(&ir, 3, OptimizerConfig::adam()).unwrap();
+    net.compute_gradients(&d.batch()).unwrap();
+    let names: Vec<String> = net.params().iter().filter(|p| p.trainable).map(|p| p.name.clone()).collect();
+    let base = net.named_state();
+    for name in names {
+        let analytic = net.gradient(&name).unwrap().to_vec();
+        // A few elements per tensor in f32: a wiring check (kernels are checked in f64).
+        // Skip weights next to the L1 kink at zero, where differences straddle two slopes.
+        let values = &base[&name].data;
+        let picks = (0..analytic.len()).filter(|&i| values[i].abs() > 0.02).step_by((analytic.len() / 3).max(1));
+        for idx in picks {
+            let eval = |delta: f32| {
+                let mut probe = Network::new(&ir, 3, OptimizerConfig::adam()).unwrap();
+                let mut state = base.clone();
+                state.get_mut(&name).unwrap().data[idx] += delta;
+                probe.load_state(&state).unwrap();
+                probe.compute_gradients(&d.batch()).unwrap().loss
+            };
+            let h = 3e-3;
+            let numeric = (eval(h) - eval(-h)) / (2.0 * h as f64);
+            let err = (numeric - analytic[idx] as f64).abs();
+            assert!(err < 2e-3 + 2e-2 * numeric.abs(), "{name}[{idx}]: numeric {numeric} vs analytic {}", analytic[idx]);
+        }
+    }
+}
+
+#[test]
+fn resume_from_state_is_bit_exact_with_dropout_and_batchnorm() {
+    let ir = small_model(0.3);
+    let batches: Vec<Data> = (0..5).map(|s| data(6, 9 * 7 * 2, 3, 10 + s)).collect();
+    let mut a = Network::new(&ir, 5, OptimizerConfig::adam()).unwrap();
+    for b in &batches[..3] {
+        a.train_batch(&b.batch(), 1e-2).unwrap();
+    }
+    let saved = a.state();
+    for b in &batches[3..] {
+        a.train_batch(&b.batch(), 5e-3).unwrap();
+    }
+    let mut b = Network::new(&ir, 5, OptimizerConfig::adam()).unwrap();
+    b.load_state(&saved).unwrap();
+    for batch in &batches[3..] {
+        b.train_batch(&batch.batch(), 5e-3).unwrap();
+    }
+    assert_eq!(a.state(), b.state());
+    assert_eq!(a.step(), 5);
+}
+
+#[test]
+fn checkpoint_round_trip_rebuilds_the_network() {
+    let ir = small_model(0.3);
+    let d = data(4, 9 * 7 * 2, 3, 2);
+    let mut net = Network::new(&ir, 1, OptimizerConfig::sgd(0.9, true)).unwrap();
+    net.train_batch(&d.batch(), 0.1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    net.save(&path).unwrap();
+    let mut back = Network::load(&path).unwrap();
+    assert_eq!(back.ir(), net.ir());
+    assert_eq!(back.state(), net.state());
+    assert_eq!(back.predict(&d.images, 4).unwrap(), net.predict(&d.images, 4).unwrap());
+    let err = Network::load(&dir.path().join("missing.safetensors")).err().expect("missing file is an error");
+    assert!(matches!(err, EngineError::Io { .. }));
+}
+
+#[test]
+fn frozen_layers_keep_their_weights_and_get_no_gradient() {
+    let mut ir = small_model(0.0);
+    ir.layers[0].trainable = false;
+    ir.layers[1].trainable = false;
+    let d = data(4, 9 * 7 * 2, 3, 3);
+    let mut net = Network::new(&ir, 2, OptimizerConfig::adam()).unwrap();
+    let before = net.state();
+    net.train_batch(&d.batch(), 0.1).unwrap();
+    let after = net.state();
+    for name in ["conv2d_1/kernel", "conv2d_1/bias", "batch_normalization_1/gamma", "batch_normalization_1/moving_mean"] {
+        assert_eq!(before[name], after[name], "{name} changed");
+        assert!(net.gradient(name).is_none());
+    }
+    assert_ne!(before["conv2d_2/kernel"], after["conv2d_2/kernel"]);
+}
+
+#[test]
+fn input_and_activation_gradients_match_finite_differences() {
+    let ir = small_model(0.5);
+    let d = data(2, 9 * 7 * 2, 3, 4);
+    let mut net = Network::new(&ir, 6, OptimizerConfig::adam()).unwrap();
+    net.train_batch(&d.batch(), 0.01).unwrap();
+    let classes = [2u32, 0];
+    let input = net.class_score_gradients(&d.images, &classes, None).unwrap();
+    assert_eq!(input.gradients.shape, vec![2, 9, 7, 2]);
+    let score = |net: &mut Network, images: &[f32]| -> f64 {
+        let logits = net.logits(images, 2).unwrap();
+        (logits[2] + logits[3]) as f64
+    };
+    for idx in [0, 40, 125] {
+        let h = 1e-2;
+        let mut x = d.images.clone();
+        x[idx] += h;
+        let up = score(&mut net, &x);
+        x[idx] -= 2.0 * h;
+        let down = score(&mut net, &x);
+        let numeric = (up - down) / (2.0 * h as f64);
+        let analytic = input.gradients.data[idx] as f64;
+        assert!((numeric - analytic).abs() < 1e-3 + 2e-2 * numeric.abs(), "input[{idx}]: {numeric} vs {analytic}");
+    }
+    let at = net.class_score_gradients(&d.images, &classes, Some(3)).unwrap();
+    assert_eq!(at.activations.shape, vec![2, 3, 2, 4]);
+    assert_eq!(at.gradients.data.len(), at.activations.data.len());
+    assert!(at.gradients.data.iter().any(|g| *g != 0.0));
+    assert_eq!(at.logits.data, net.logits(&d.images, 2).unwrap());
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let mut ir = small_model(0.0);
+    let mut net = Network::new(&ir, 0, OptimizerConfig::adam()).unwrap();
+    let d = data(2, 9 * 7 * 2, 3, 5);
+    let short = Batch { images: &d.images[1..], labels: &d.labels, weights: &d.weights };
+    assert!(matches!(net.compute_gradients(&short), Err(EngineError::Batch { .. })));
+    let bad_label = Batch { images: &d.images, labels: &[0, 3], weights: &d.weights };
+    assert!(matches!(net.compute_gradients(&bad_label), Err(EngineError::Label { label: 3, .. })));
+
+    let mut nan = d.images.clone();
+    nan[3] = f32::NAN;
+    let before = net.state();
+    let err = net.compute_gradients(&Batch { images: &nan, labels: &d.labels, weights: &d.weights }).unwrap_err();
+    assert!(matches!(err, EngineError::NonFiniteLoss { .. }), "{err}");
+    assert_eq!(net.state(), before, "a diverged step must not touch the weights or running stats");
+
+    ir.layers[4].output = vec![7, 7, 4];
+    let err = Network::new(&ir, 0, OptimizerConfig::adam()).err().expect("stale shape is caught");
+    assert!(err.to_string().contains("up_sampling2d_1"), "{err}");
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let ir = small_model(0.2);
+    let d = data(16, 9 * 7 * 2, 3, 6);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut net = Network::new(&ir, 9, OptimizerConfig::rmsprop()).unwrap();
+            for _ in 0..3 {
+                net.train_batch(&d.batch(), 1e-2).unwrap();
+            }
+            net.state()
+        })
+    };
+    assert_eq!(run(1), run(3));
+}
+
+#[test]
+fn a_small_cnn_learns_a_separable_problem() {
+    // Class = which half of the image is bright.
+    let ops = vec![
+        conv(4, 3, 2, Padding::Same, Activation::Relu),
+        LayerOp::GlobalAvgPool,
+        LayerOp::Dense { units: 2, activation: Activation::Softmax, regularizer: Regularizer::default() },
+    ];
+    let ir = ModelIr::build("tiny", vec![8, 8, 1], ops.into_iter().map(|o| (None, o)).collect()).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let n = 32;
+    let labels: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
+    let images: Vec<f32> = (0..n * 64)
+        .map(|i| {
+            let (s, x) = (i / 64, i % 8);
+            let bright = (x < 4) == (labels[s] == 0);
+            (if bright { 0.8 } else { 0.1 }) + rng.gen::<f32>() * 0.1
+        })
+        .collect();
+    let weights = vec![1.0; n];
+    let mut net = Network::new(&ir, 1, OptimizerConfig::adam()).unwrap();
+    let batch = Batch { images: &images, labels: &labels, weights: &weights };
+    let first = net.train_batch(&batch, 0.05).unwrap().loss;
+    let mut last = first;
+    for _ in 0..150 {
+        last = net.train_batch(&batch, 0.05).unwrap().loss;
+    }
+    assert!(last < first * 0.3, "loss {first} → {last}");
+    let probs = net.predict(&images, n).unwrap();
+    let correct = probs.chunks(2).zip(&labels).filter(|(p, &l)| (p[1] > p[0]) == (l == 1)).count();
+    assert!(correct >= 30, "{correct}/32");
+}
