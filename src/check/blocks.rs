@@ -714,7 +714,7 @@ impl<'a> Checker<'a> {
             o.weight_decay = 0.004;
         }
         let opt = name.text.clone();
-        o.lr = match a.positional.first().copied().or(a.get("lr")) {
+        o.lr = match a.positional.iter().copied().find(|v| v.as_word().is_none()).or(a.get("lr")) {
             Some(x) => self.positive(x, "learning rate")?,
             None => {
                 self.note_default(b, "optimizer.lr", fmt_num(default_lr), &format!("Keras's {opt} default"));

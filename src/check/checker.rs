@@ -24,6 +24,8 @@ pub(super) struct Checker<'a> {
     pub callback_defs: BTreeMap<&'a str, &'a Block>,
     /// Instantiated models by `def(args)` key, so each is built (and reports errors) once.
     pub instances: BTreeMap<String, Option<crate::nn::ir::ModelIr>>,
+    /// `use` cycles already reported (as sorted model names), so each is reported once.
+    pub cycles: std::collections::BTreeSet<Vec<String>>,
     pub out: Resolved,
 }
 
@@ -124,6 +126,8 @@ pub(super) fn describe(v: &Value) -> String {
 pub(super) fn fmt_num(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 {
         format!("{}", x as i64)
+    } else if x.abs() < 1e-3 {
+        format!("{x:e}")
     } else {
         format!("{x}")
     }

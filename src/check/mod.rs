@@ -43,6 +43,7 @@ pub fn load_program(path: &Path, profile: Option<&str>) -> Result<Program, Diagn
         augment_defs: BTreeMap::new(),
         callback_defs: BTreeMap::new(),
         instances: BTreeMap::new(),
+        cycles: Default::default(),
         out: Resolved::default(),
     };
     collect(&mut checker, &files, loaded.root);

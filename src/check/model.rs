@@ -20,6 +20,8 @@ struct Collect {
     ops: Vec<(Option<String>, LayerOp, Span)>,
     /// Models being expanded, for `use` recursion.
     stack: Vec<String>,
+    /// Set when an error was found but deliberately not reported again.
+    failed: bool,
 }
 
 impl<'a> Checker<'a> {
@@ -112,10 +114,10 @@ impl<'a> Checker<'a> {
 
     /// Builds a model's IR with its parameters bound; `site` is where it was instantiated.
     pub fn build_model(&mut self, def: &Block, env: &Env, site: Option<Span>) -> Option<ModelIr> {
-        let mut c = Collect { input: None, ops: Vec::new(), stack: vec![def.name.text.clone()] };
+        let mut c = Collect { input: None, ops: Vec::new(), stack: vec![def.name.text.clone()], failed: false };
         let errors_before = self.errors.len();
         self.walk(&def.body, env, &mut c);
-        if self.errors.len() > errors_before {
+        if self.errors.len() > errors_before || c.failed {
             return None;
         }
         let Some((input, _)) = c.input.clone() else {
@@ -249,7 +251,13 @@ impl<'a> Checker<'a> {
         if c.stack.contains(&def.name.text) {
             let mut chain = c.stack.clone();
             chain.push(def.name.text.clone());
-            self.err(Error::ModelRecursion { name: def.name.text.clone(), chain: chain.join(" → "), span: name.span });
+            let mut key = chain.clone();
+            key.sort();
+            key.dedup();
+            if self.cycles.insert(key) {
+                self.err(Error::ModelRecursion { name: def.name.text.clone(), chain: chain.join(" → "), span: name.span });
+            }
+            c.failed = true;
             return;
         }
         let Some(inner_env) = self.bind(def, Args::new(args, v.span), &Env::new(), v.span) else { return };

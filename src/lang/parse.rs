@@ -331,10 +331,10 @@ fn phrase(rule: Rule) -> &'static str {
         Rule::blank => "a blank line",
         Rule::comment | Rule::trailing | Rule::open_trailing => "a comment",
         Rule::nl => "a new line",
-        Rule::import => "`import \"file.gpl\"`",
+        Rule::import => "`import`",
         Rule::block => "a block (`dataset`, `model`, `train`, ...)",
         Rule::block_kind => {
-            "a block kind (dataset, augment, balance, model, train, evaluate, crossval, ensemble, explain, search, chain, detect, callbacks), `import` or `profile`"
+            "a block kind (dataset, augment, balance, model, train, evaluate, crossval, ensemble, explain, search, chain, detect, callbacks)"
         }
         Rule::params => "a parameter list `(a, b: 1)`",
         Rule::param => "a parameter name",
@@ -345,7 +345,7 @@ fn phrase(rule: Rule) -> &'static str {
         Rule::statement => "a statement",
         Rule::group | Rule::item => "an argument",
         Rule::named => "a named argument `name: value`",
-        Rule::profile => "`profile name { ... }`",
+        Rule::profile => "`profile`",
         Rule::profile_entry | Rule::override_ => "an override like `train *.epochs = 3`",
         Rule::target => "a block name or `*`",
         Rule::star => "`*`",
@@ -374,7 +374,12 @@ fn syntax_error(text: &str, file: FileId, err: pest::error::Error<Rule>) -> Erro
     let span = Span::new(file, pos, pos + len);
     let (expected, help) = match &err.variant {
         ErrorVariant::ParsingError { positives, .. } => {
-            let mut phrases: Vec<&str> = positives.iter().map(|r| phrase(*r)).collect();
+            // Blank lines, comments and end of file are possible almost everywhere; naming
+            // them only buries what was really expected.
+            let noise = [Rule::blank, Rule::comment, Rule::trailing, Rule::open_trailing, Rule::EOI];
+            let useful: Vec<Rule> = positives.iter().copied().filter(|r| !noise.contains(r)).collect();
+            let shown = if useful.is_empty() { positives.clone() } else { useful };
+            let mut phrases: Vec<&str> = shown.iter().map(|r| phrase(*r)).collect();
             phrases.dedup();
             let mut seen = std::collections::BTreeSet::new();
             phrases.retain(|p| seen.insert(*p));
@@ -387,6 +392,14 @@ fn syntax_error(text: &str, file: FileId, err: pest::error::Error<Rule>) -> Erro
         }
         ErrorVariant::CustomError { message } => (message.clone(), None),
     };
+    if found == "end of file" {
+        return Error::Syntax {
+            message: "unexpected end of file".into(),
+            span,
+            label: "the file ends here".into(),
+            help: Some(syntax_help(&found)),
+        };
+    }
     Error::Syntax {
         message: format!("expected {expected}, found {found}"),
         span,
