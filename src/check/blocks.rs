@@ -880,7 +880,11 @@ impl<'a> Checker<'a> {
             Some(i) => Some((i, text)),
             None => {
                 let help = suggest(&text, ir.layers.iter().map(|l| l.name.as_str()));
-                self.err(Error::UnknownName { what: format!("layer of model `{}`", ir.name), name: text, span: v.span, help });
+                let help = Some(match help {
+                    Some(h) => format!("{h} (a layer of model `{}`)", ir.name),
+                    None => format!("model `{}` has no layer of that name; `gpl check` lists its layers", ir.name),
+                });
+                self.err(Error::UnknownName { what: "layer".into(), name: text, span: v.span, help });
                 None
             }
         }
@@ -1126,7 +1130,8 @@ impl<'a> Checker<'a> {
                 self.err(Error::WrongType { expected: "`name in lo..hi` or `name in [a, b]`".into(), found: "something else".into(), span: a.span, help: None });
                 continue;
             };
-            let num = |v: &Value| -> Value { v.clone() };
+            // Corner values carry the dimension's span, so errors point at its line's name.
+            let at = |v: &Value, span: Span| -> Value { Value { kind: v.kind.clone(), span } };
             let domain = match &dom_v.kind {
                 ValueKind::Range(lo, hi) => {
                     let is_int = |v: &Value| matches!(&v.kind, ValueKind::Number { text, .. } if !text.contains(['.', 'e', 'E']));
@@ -1135,8 +1140,8 @@ impl<'a> Checker<'a> {
                         self.err(Error::OutOfRange { what: "the range".into(), value: format!("{}..{}", fmt_num(l), fmt_num(h)), range: "lo <= hi".into(), span: dom_v.span, help: None });
                         continue;
                     }
-                    lo_env.insert(st.head.text.clone(), num(lo));
-                    hi_env.insert(st.head.text.clone(), num(hi));
+                    lo_env.insert(st.head.text.clone(), at(lo, st.head.span));
+                    hi_env.insert(st.head.text.clone(), at(hi, st.head.span));
                     if is_int(lo) && is_int(hi) {
                         Domain::Int { lo: l as i64, hi: h as i64 }
                     } else {
@@ -1145,8 +1150,8 @@ impl<'a> Checker<'a> {
                 }
                 ValueKind::List(items) if !items.is_empty() => {
                     let values: Vec<f64> = items.iter().filter_map(|v| self.num(v, "a choice")).collect();
-                    lo_env.insert(st.head.text.clone(), items[0].clone());
-                    hi_env.insert(st.head.text.clone(), items[items.len() - 1].clone());
+                    lo_env.insert(st.head.text.clone(), at(&items[0], st.head.span));
+                    hi_env.insert(st.head.text.clone(), at(&items[items.len() - 1], st.head.span));
                     Domain::Choice { values }
                 }
                 _ => {

@@ -75,7 +75,7 @@ impl Loader {
         let file = match parse_file(&text, id) {
             Ok(f) => f,
             Err(e) => {
-                self.errors.push(e);
+                self.errors.push(*e);
                 return Some(id);
             }
         };

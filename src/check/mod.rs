@@ -156,6 +156,6 @@ pub fn parse_for_fmt(path: &Path) -> Result<(String, File), Diagnostics> {
     let id = sources.add(path.to_path_buf(), text.clone());
     match crate::lang::parse::parse_file(&text, id) {
         Ok(file) => Ok((text, file)),
-        Err(e) => Err(Diagnostics { errors: vec![e], sources }),
+        Err(e) => Err(Diagnostics { errors: vec![*e], sources }),
     }
 }

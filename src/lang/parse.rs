@@ -13,10 +13,10 @@ use pest::Parser;
 struct GplParser;
 
 /// Parses one source file. `file` is stamped on every span.
-pub fn parse_file(text: &str, file: FileId) -> Result<File, Error> {
-    let mut pairs = GplParser::parse(Rule::file, text).map_err(|e| syntax_error(text, file, e))?;
+pub fn parse_file(text: &str, file: FileId) -> Result<File, Box<Error>> {
+    let mut pairs = GplParser::parse(Rule::file, text).map_err(|e| Box::new(syntax_error(text, file, e)))?;
     let Some(root) = pairs.next() else {
-        return Err(Error::bug("the parser returned no file node"));
+        return Err(Box::new(Error::bug("the parser returned no file node")));
     };
     let cx = Cx { file };
     Ok(cx.file(root))
@@ -392,6 +392,14 @@ fn syntax_error(text: &str, file: FileId, err: pest::error::Error<Rule>) -> Erro
         }
         ErrorVariant::CustomError { message } => (message.clone(), None),
     };
+    if found == "`\"`" {
+        return Error::Syntax {
+            message: "unterminated string".into(),
+            span,
+            label: "this string has no closing `\"` on its line".into(),
+            help: Some("a string ends with `\"` on the same line; write `\\\"` for a quote inside it".into()),
+        };
+    }
     if found == "end of file" {
         return Error::Syntax {
             message: "unexpected end of file".into(),
