@@ -38,7 +38,10 @@ pub struct Program {
 impl Program {
     /// The span of a block's name, to point diagnostics at it.
     pub fn span_of(&self, name: &str) -> Option<Span> {
-        self.blocks.iter().find(|b| b.name == name && b.stage).map(|b| b.span)
+        self.blocks
+            .iter()
+            .find(|b| b.name == name && b.stage)
+            .map(|b| b.span)
     }
 
     pub fn block(&self, name: &str) -> Option<&BlockRef> {
@@ -68,7 +71,11 @@ impl Program {
     }
     /// Renders a diagnostic-free note `file:line` for a span.
     pub fn location(&self, span: Span) -> String {
-        format!("{}:{}", self.sources.display_path(span.file), self.sources.line_of(span))
+        format!(
+            "{}:{}",
+            self.sources.display_path(span.file),
+            self.sources.line_of(span)
+        )
     }
 }
 
@@ -76,7 +83,10 @@ impl BlockKind {
     /// Stages become nodes of the plan; the others (model, augment, callbacks) are
     /// definitions other blocks use.
     pub fn is_stage(self) -> bool {
-        !matches!(self, BlockKind::Model | BlockKind::Augment | BlockKind::Callbacks)
+        !matches!(
+            self,
+            BlockKind::Model | BlockKind::Augment | BlockKind::Callbacks
+        )
     }
 }
 
@@ -131,9 +141,21 @@ pub struct Dataset {
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Source {
-    Hdf5 { path: String, resolved: PathBuf, images: String, labels: String },
-    Folder { path: String, resolved: PathBuf },
-    Synthetic { generator: SyntheticKind, count: usize, seed: u64 },
+    Hdf5 {
+        path: String,
+        resolved: PathBuf,
+        images: String,
+        labels: String,
+    },
+    Folder {
+        path: String,
+        resolved: PathBuf,
+    },
+    Synthetic {
+        generator: SyntheticKind,
+        count: usize,
+        seed: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -186,7 +208,9 @@ impl DataRef {
     /// The dataset the images come from in the end.
     pub fn dataset(&self) -> &str {
         match self {
-            DataRef::Dataset { dataset } | DataRef::Split { dataset, .. } | DataRef::Balance { dataset, .. } => dataset,
+            DataRef::Dataset { dataset }
+            | DataRef::Split { dataset, .. }
+            | DataRef::Balance { dataset, .. } => dataset,
         }
     }
 
@@ -282,7 +306,9 @@ pub struct Resample {
 pub enum WeightsSpec {
     /// N / (C * n_c) on the resampled data.
     Balanced,
-    Explicit { weights: Vec<f64> },
+    Explicit {
+        weights: Vec<f64>,
+    },
 }
 
 // ---------------------------------------------------------------- models and training
@@ -346,10 +372,14 @@ pub enum LossKind {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ClassWeights {
     /// The weights a balance block computes.
-    Balance { balance: String },
+    Balance {
+        balance: String,
+    },
     /// N / (C * n_c) on this train's data.
     Balanced,
-    Explicit { weights: Vec<f64> },
+    Explicit {
+        weights: Vec<f64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -475,9 +505,14 @@ pub struct Ensemble {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EnsembleWeights {
-    Fixed { weights: Vec<f64> },
+    Fixed {
+        weights: Vec<f64>,
+    },
     /// Grid over the simplex with this step, maximising accuracy on `on`.
-    Search { on: DataRef, step: f64 },
+    Search {
+        on: DataRef,
+        step: f64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -131,7 +131,9 @@ fn inline_body(body: &Body) -> Option<String> {
     let mut parts = Vec::new();
     for e in &body.entries {
         match &e.kind {
-            EntryKind::Statement(s) if !e.blank_before && s.body.is_none() && s.trailing.is_none() => {
+            EntryKind::Statement(s)
+                if !e.blank_before && s.body.is_none() && s.trailing.is_none() =>
+            {
                 parts.push(statement_line(s))
             }
             _ => return None,
@@ -160,13 +162,26 @@ pub fn value(v: &Value) -> String {
     match &v.kind {
         ValueKind::Number { text, .. } => text.clone(),
         ValueKind::Str(s) => quote(s),
-        ValueKind::Path(parts) => parts.iter().map(|p| p.text.as_str()).collect::<Vec<_>>().join("."),
+        ValueKind::Path(parts) => parts
+            .iter()
+            .map(|p| p.text.as_str())
+            .collect::<Vec<_>>()
+            .join("."),
         ValueKind::Call { name, args } => format!("{}({})", name.text, args_list(args)),
-        ValueKind::List(items) => format!("[{}]", items.iter().map(value).collect::<Vec<_>>().join(", ")),
+        ValueKind::List(items) => format!(
+            "[{}]",
+            items.iter().map(value).collect::<Vec<_>>().join(", ")
+        ),
         ValueKind::Range(lo, hi) => format!("{}..{}", value(lo), value(hi)),
         ValueKind::Dims(parts) => {
-            let all_numbers = parts.iter().all(|p| matches!(p.kind, ValueKind::Number { .. }));
-            let sep = if all_numbers && parts.len() == 2 { "x" } else { " x " };
+            let all_numbers = parts
+                .iter()
+                .all(|p| matches!(p.kind, ValueKind::Number { .. }));
+            let sep = if all_numbers && parts.len() == 2 {
+                "x"
+            } else {
+                " x "
+            };
             parts.iter().map(value).collect::<Vec<_>>().join(sep)
         }
     }
