@@ -194,3 +194,31 @@ fn galaxy10_pipeline_checks_with_and_without_the_quick_profile() {
     assert!(full.span_of("scratch").is_some());
     assert!(full.source_files().len() >= 6);
 }
+
+#[test]
+fn stdlib_imports_fall_back_to_the_built_in_copy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("p.gpl");
+    let text = "import \"stdlib/cnn.gpl\"\nimport \"stdlib/balance.gpl\"\n\ndataset d {\n  source synthetic(galaxy10, count: 100, seed: 1)\n  split holdout(train: 0.8, val: 0.1, test: 0.1)\n}\n\ntrain t {\n  model scratch_big(10)\n  data d.train\n  epochs 1\n}\n";
+    std::fs::write(&path, text).expect("write");
+    let program = load_program(&path, None).unwrap_or_else(|d| panic!("{}", d.render_plain()));
+    let files: Vec<String> = program
+        .source_files()
+        .iter()
+        .map(|f| f.path.display().to_string())
+        .collect();
+    assert!(files.contains(&"<stdlib>/cnn.gpl".to_string()), "{files:?}");
+    // balance.gpl imports augment.gpl as a sibling, which must resolve inside the built-in copy.
+    assert!(
+        files.contains(&"<stdlib>/augment.gpl".to_string()),
+        "{files:?}"
+    );
+    // Keras's counts: convs 896 + 18,496 + 73,856 + 147,584; dense 262,656; head 5,130.
+    assert_eq!(
+        program.train("t").map(|t| t.ir.total_params()),
+        Some(508_618)
+    );
+    // The program serialises (spans skipped) for the planner's fingerprints.
+    let json = serde_json::to_string(&program).expect("program serialises");
+    assert!(json.contains("\"scratch_big\""));
+}

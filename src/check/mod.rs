@@ -109,6 +109,17 @@ pub fn load_program(path: &Path, profile: Option<&str>) -> Result<Program, Diagn
             span: b.name.span,
         })
         .collect();
+    // A setting noted twice (a preset's callback replaced by the block's own) keeps the last.
+    let mut defaults: Vec<DefaultNote> = Vec::new();
+    for note in checker.defaults.into_iter().rev() {
+        if !defaults
+            .iter()
+            .any(|d| d.block == note.block && d.setting == note.setting)
+        {
+            defaults.push(note);
+        }
+    }
+    defaults.reverse();
     let out = checker.out;
     Ok(Program {
         root: path.to_path_buf(),
@@ -127,7 +138,7 @@ pub fn load_program(path: &Path, profile: Option<&str>) -> Result<Program, Diagn
         searches: out.searches,
         chains: out.chains,
         detects: out.detects,
-        defaults: checker.defaults,
+        defaults,
         sources: loaded.sources,
     })
 }
