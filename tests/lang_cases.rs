@@ -221,4 +221,8 @@ fn stdlib_imports_fall_back_to_the_built_in_copy() {
     // The program serialises (spans skipped) for the planner's fingerprints.
     let json = serde_json::to_string(&program).expect("program serialises");
     assert!(json.contains("\"scratch_big\""));
+    assert!(
+        !json.contains(&dir.path().display().to_string()),
+        "serialised program names its folder"
+    );
 }

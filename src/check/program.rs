@@ -10,9 +10,13 @@ use std::path::PathBuf;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Program {
-    /// The pipeline file that was loaded (imports are in `sources`).
+    /// The pipeline file that was loaded (imports are in `sources`). Absolute and resolved
+    /// paths are not serialised, so the serialised program does not depend on where the
+    /// repository lives (it can feed fingerprints).
+    #[serde(skip)]
     pub root: PathBuf,
     /// Directory that relative data and weight paths are resolved against.
+    #[serde(skip)]
     pub project_root: PathBuf,
     pub profile: Option<String>,
     /// Every block of the program and its imports, in load order (imports first).
@@ -442,6 +446,7 @@ pub enum Callback {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct InitWeights {
     pub path: String,
+    #[serde(skip)]
     pub resolved: PathBuf,
     pub format: WeightsFormat,
     /// `or random`: a missing file starts from random initialisation (with a notice).
