@@ -192,6 +192,19 @@ fn galaxy10_pipeline_checks_with_and_without_the_quick_profile() {
         131_721 + 3 * (3 * 3 * 512 * 512 + 512)
     );
     assert!(full.span_of("scratch").is_some());
+    assert_eq!(full.depends_on("partial"), ["galaxy10"]);
+    assert_eq!(full.depends_on("scratch"), ["partial", "galaxy10"]);
+    assert_eq!(
+        full.depends_on("combo_searched"),
+        ["scratch", "vgg_ft", "galaxy10"]
+    );
+    assert_eq!(full.depends_on("cv"), ["galaxy10"]);
+    // Every dependency is a stage of the program.
+    for stage in full.stages() {
+        for dep in full.depends_on(&stage.name) {
+            assert!(full.block(&dep).is_some(), "{} -> {dep}", stage.name);
+        }
+    }
     assert!(full.source_files().len() >= 6);
 }
 
