@@ -137,7 +137,7 @@ pub enum Error {
         help: Option<String>,
     },
 
-    #[error("{what} is {value}, outside {range}")]
+    #[error("{what} is {value}; allowed: {range}")]
     #[diagnostic(code(gpl::arg::range))]
     OutOfRange {
         what: String,
