@@ -119,7 +119,7 @@ impl Loader {
     fn import(&mut self, from: &Path, target: &str, span: Span) {
         let Some((path, builtin)) = resolve(from, target) else {
             let help = if target.ends_with(".gpl") {
-                format!("looked next to {} and, for `stdlib/` paths, in each parent folder and the built-in stdlib", from.display())
+                "imports are looked up next to the importing file and, for `stdlib/...` paths, in each parent folder and the built-in stdlib".to_string()
             } else {
                 "imports name a .gpl file, e.g. `import \"stdlib/cnn.gpl\"`".to_string()
             };
