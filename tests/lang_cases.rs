@@ -20,7 +20,9 @@ fn gpl_files(dir: &str) -> Vec<PathBuf> {
 /// `# key: value` from the file's leading comment lines.
 fn header(text: &str, key: &str) -> Option<String> {
     let prefix = format!("# {key}: ");
-    text.lines().take_while(|l| l.starts_with('#')).find_map(|l| l.strip_prefix(&prefix).map(|s| s.trim().to_string()))
+    text.lines()
+        .take_while(|l| l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(&prefix).map(|s| s.trim().to_string()))
 }
 
 #[test]
@@ -29,7 +31,8 @@ fn bad_cases_fail_with_their_diagnostic_at_the_marked_line() {
     assert!(cases.len() >= 25, "only {} bad cases", cases.len());
     for path in &cases {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        let expected = header(&text, "expect").unwrap_or_else(|| panic!("{}: no `# expect:` line", path.display()));
+        let expected = header(&text, "expect")
+            .unwrap_or_else(|| panic!("{}: no `# expect:` line", path.display()));
         let profile = header(&text, "profile");
         let diags = match load_program(path, profile.as_deref()) {
             Ok(_) => panic!("{} checked without errors", path.display()),
@@ -37,15 +40,37 @@ fn bad_cases_fail_with_their_diagnostic_at_the_marked_line() {
         };
         let first = &diags.errors[0];
         let code = first.code().map(|c| c.to_string()).unwrap_or_default();
-        assert_eq!(code, expected, "{}: {}", path.display(), diags.render_plain());
+        assert_eq!(
+            code,
+            expected,
+            "{}: {}",
+            path.display(),
+            diags.render_plain()
+        );
         if let Some(span) = first.span() {
-            let file = diags.sources.get(span.file).expect("span's file is in the source map");
-            let marked = file.text.lines().position(|l| l.contains("# <- error")).map(|i| i + 1);
+            let file = diags
+                .sources
+                .get(span.file)
+                .expect("span's file is in the source map");
+            let marked = file
+                .text
+                .lines()
+                .position(|l| l.contains("# <- error"))
+                .map(|i| i + 1);
             if let Some(line) = marked {
-                assert_eq!(diags.sources.line_of(span), line, "{}: wrong line\n{}", path.display(), diags.render_plain());
+                assert_eq!(
+                    diags.sources.line_of(span),
+                    line,
+                    "{}: wrong line\n{}",
+                    path.display(),
+                    diags.render_plain()
+                );
             }
         }
-        let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
         insta::with_settings!({ snapshot_path => "cases/snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {
             insta::assert_snapshot!(format!("bad__{name}"), diags.render_plain());
         });
@@ -59,15 +84,22 @@ fn good_cases_check() {
     for path in &cases {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let profile = header(&text, "profile");
-        let program = load_program(path, profile.as_deref()).unwrap_or_else(|d| panic!("{}:\n{}", path.display(), d.render_plain()));
-        let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let program = load_program(path, profile.as_deref())
+            .unwrap_or_else(|d| panic!("{}:\n{}", path.display(), d.render_plain()));
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
         let mut report = String::new();
         for t in &program.trains {
             report.push_str(&summary::summary(&format!("train {}", t.name), &t.ir));
         }
         report.push_str("defaults:\n");
         for d in &program.defaults {
-            report.push_str(&format!("  {} {} = {} ({})\n", d.block, d.setting, d.value, d.reason));
+            report.push_str(&format!(
+                "  {} {} = {} ({})\n",
+                d.block, d.setting, d.value, d.reason
+            ));
         }
         insta::with_settings!({ snapshot_path => "cases/snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {
             insta::assert_snapshot!(format!("good__{name}"), report);
@@ -78,7 +110,13 @@ fn good_cases_check() {
 /// Every .gpl file of the repository: pipelines, stdlib and the corpus.
 fn all_sources() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for dir in ["pipelines", "stdlib", "tests/cases/good", "tests/cases/bad", "tests/cases/bad/lib"] {
+    for dir in [
+        "pipelines",
+        "stdlib",
+        "tests/cases/good",
+        "tests/cases/bad",
+        "tests/cases/bad/lib",
+    ] {
         if Path::new(dir).is_dir() {
             files.extend(gpl_files(dir));
         }
@@ -90,14 +128,23 @@ fn all_sources() -> Vec<PathBuf> {
 fn fmt_is_idempotent_and_keeps_the_tree() {
     let mut checked = 0;
     for path in all_sources() {
-        let Ok((_, tree)) = gpl::check::parse_for_fmt(&path) else { continue };
+        let Ok((_, tree)) = gpl::check::parse_for_fmt(&path) else {
+            continue;
+        };
         let once = gpl::lang::fmt::format_file(&tree);
-        let reparsed = gpl::lang::parse::parse_file(&once, gpl::lang::FileId(0))
-            .unwrap_or_else(|e| panic!("{}: fmt output does not parse: {e}\n{once}", path.display()));
+        let reparsed =
+            gpl::lang::parse::parse_file(&once, gpl::lang::FileId(0)).unwrap_or_else(|e| {
+                panic!("{}: fmt output does not parse: {e}\n{once}", path.display())
+            });
         let a = serde_json::to_string(&tree).expect("AST serialises");
         let b = serde_json::to_string(&reparsed).expect("AST serialises");
         assert_eq!(a, b, "{}: fmt changed the tree\n{once}", path.display());
-        assert_eq!(gpl::lang::fmt::format_file(&reparsed), once, "{}: fmt is not idempotent", path.display());
+        assert_eq!(
+            gpl::lang::fmt::format_file(&reparsed),
+            once,
+            "{}: fmt is not idempotent",
+            path.display()
+        );
         checked += 1;
     }
     assert!(checked >= 40, "only {checked} files formatted");
@@ -107,29 +154,88 @@ fn fmt_is_idempotent_and_keeps_the_tree() {
 fn stdlib_and_pipelines_are_already_formatted() {
     for dir in ["pipelines", "stdlib"] {
         for path in gpl_files(dir) {
-            let (text, tree) = gpl::check::parse_for_fmt(&path).unwrap_or_else(|d| panic!("{}", d.render_plain()));
-            assert_eq!(gpl::lang::fmt::format_file(&tree), text, "{} is not in canonical layout: run `gpl fmt`", path.display());
+            let (text, tree) =
+                gpl::check::parse_for_fmt(&path).unwrap_or_else(|d| panic!("{}", d.render_plain()));
+            assert!(
+                gpl::lang::fmt::format_file(&tree) == text,
+                "{} is not in canonical layout: run `gpl fmt`",
+                path.display()
+            );
         }
     }
 }
 
 #[test]
 fn galaxy10_pipeline_checks_with_and_without_the_quick_profile() {
-    let full = load_program(Path::new("pipelines/galaxy10.gpl"), None).unwrap_or_else(|d| panic!("{}", d.render_plain()));
-    let quick = load_program(Path::new("pipelines/galaxy10.gpl"), Some("quick")).unwrap_or_else(|d| panic!("{}", d.render_plain()));
+    let full = load_program(Path::new("pipelines/galaxy10.gpl"), None)
+        .unwrap_or_else(|d| panic!("{}", d.render_plain()));
+    let quick = load_program(Path::new("pipelines/galaxy10.gpl"), Some("quick"))
+        .unwrap_or_else(|d| panic!("{}", d.render_plain()));
     assert!(full.trains.iter().all(|t| t.classes == Some(9)));
     assert!(quick.trains.iter().all(|t| t.epochs == 3));
-    let count = |p: &gpl::check::Program| match &p.dataset("galaxy10").and_then(|d| d.fallback.clone()) {
-        Some(gpl::check::Source::Synthetic { count, .. }) => *count,
-        _ => 0,
-    };
+    let count =
+        |p: &gpl::check::Program| match &p.dataset("galaxy10").and_then(|d| d.fallback.clone()) {
+            Some(gpl::check::Source::Synthetic { count, .. }) => *count,
+            _ => 0,
+        };
     assert_eq!((count(&full), count(&quick)), (21785, 3000));
     assert_eq!(quick.crossvals[0].folds, 3);
     // The report's trainable parameter counts for VGG16 feature extraction.
     let fe = full.train("vgg_fe").expect("vgg_fe");
-    assert_eq!((fe.ir.trainable_params(), fe.ir.total_params()), (131_721, 14_846_409));
+    assert_eq!(
+        (fe.ir.trainable_params(), fe.ir.total_params()),
+        (131_721, 14_846_409)
+    );
     let ft = full.train("vgg_ft").expect("vgg_ft");
-    assert_eq!(ft.ir.trainable_params(), 131_721 + 3 * (3 * 3 * 512 * 512 + 512));
+    assert_eq!(
+        ft.ir.trainable_params(),
+        131_721 + 3 * (3 * 3 * 512 * 512 + 512)
+    );
     assert!(full.span_of("scratch").is_some());
+    assert_eq!(full.depends_on("partial"), ["galaxy10"]);
+    assert_eq!(full.depends_on("scratch"), ["partial", "galaxy10"]);
+    assert_eq!(
+        full.depends_on("combo_searched"),
+        ["scratch", "vgg_ft", "galaxy10"]
+    );
+    assert_eq!(full.depends_on("cv"), ["galaxy10"]);
+    // Every dependency is a stage of the program.
+    for stage in full.stages() {
+        for dep in full.depends_on(&stage.name) {
+            assert!(full.block(&dep).is_some(), "{} -> {dep}", stage.name);
+        }
+    }
     assert!(full.source_files().len() >= 6);
+}
+
+#[test]
+fn stdlib_imports_fall_back_to_the_built_in_copy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("p.gpl");
+    let text = "import \"stdlib/cnn.gpl\"\nimport \"stdlib/balance.gpl\"\n\ndataset d {\n  source synthetic(galaxy10, count: 100, seed: 1)\n  split holdout(train: 0.8, val: 0.1, test: 0.1)\n}\n\ntrain t {\n  model scratch_big(10)\n  data d.train\n  epochs 1\n}\n";
+    std::fs::write(&path, text).expect("write");
+    let program = load_program(&path, None).unwrap_or_else(|d| panic!("{}", d.render_plain()));
+    let files: Vec<String> = program
+        .source_files()
+        .iter()
+        .map(|f| f.path.display().to_string())
+        .collect();
+    assert!(files.contains(&"<stdlib>/cnn.gpl".to_string()), "{files:?}");
+    // balance.gpl imports augment.gpl as a sibling, which must resolve inside the built-in copy.
+    assert!(
+        files.contains(&"<stdlib>/augment.gpl".to_string()),
+        "{files:?}"
+    );
+    // Keras's counts: convs 896 + 18,496 + 73,856 + 147,584; dense 262,656; head 5,130.
+    assert_eq!(
+        program.train("t").map(|t| t.ir.total_params()),
+        Some(508_618)
+    );
+    // The program serialises (spans skipped) for the planner's fingerprints.
+    let json = serde_json::to_string(&program).expect("program serialises");
+    assert!(json.contains("\"scratch_big\""));
+    assert!(
+        !json.contains(&dir.path().display().to_string()),
+        "serialised program names its folder"
+    );
 }

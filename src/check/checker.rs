@@ -24,6 +24,8 @@ pub(super) struct Checker<'a> {
     pub callback_defs: BTreeMap<&'a str, &'a Block>,
     /// Instantiated models by `def(args)` key, so each is built (and reports errors) once.
     pub instances: BTreeMap<String, Option<crate::nn::ir::ModelIr>>,
+    /// `use` cycles already reported (as sorted model names), so each is reported once.
+    pub cycles: std::collections::BTreeSet<Vec<String>>,
     pub out: Resolved,
 }
 
@@ -72,7 +74,11 @@ pub(super) struct Args<'v> {
 
 impl<'v> Args<'v> {
     pub fn new(args: impl IntoIterator<Item = &'v Arg>, span: Span) -> Args<'v> {
-        let mut out = Args { positional: Vec::new(), named: Vec::new(), span };
+        let mut out = Args {
+            positional: Vec::new(),
+            named: Vec::new(),
+            span,
+        };
         for a in args {
             match &a.kind {
                 ArgKind::Positional(v) => out.positional.push(v),
@@ -83,16 +89,25 @@ impl<'v> Args<'v> {
     }
 
     pub fn of_statement(st: &'v Statement) -> Args<'v> {
-        Args::new(st.call.iter().flatten().chain(st.args()), statement_span(st))
+        Args::new(
+            st.call.iter().flatten().chain(st.args()),
+            statement_span(st),
+        )
     }
 
     pub fn get(&self, key: &str) -> Option<&'v Value> {
-        self.named.iter().rev().find(|(n, _)| n.text == key).map(|(_, v)| *v)
+        self.named
+            .iter()
+            .rev()
+            .find(|(n, _)| n.text == key)
+            .map(|(_, v)| *v)
     }
 
     /// True when `word` is given as a bare positional flag (`stratify`, `restore_best`).
     pub fn has_flag(&self, word: &str) -> bool {
-        self.positional.iter().any(|v| v.as_word().is_some_and(|n| n.text == word))
+        self.positional
+            .iter()
+            .any(|v| v.as_word().is_some_and(|n| n.text == word))
     }
 }
 
@@ -113,7 +128,13 @@ pub(super) fn describe(v: &Value) -> String {
     match &v.kind {
         ValueKind::Number { text, .. } => format!("the number {text}"),
         ValueKind::Str(s) => format!("the string {s:?}"),
-        ValueKind::Path(p) => format!("`{}`", p.iter().map(|n| n.text.as_str()).collect::<Vec<_>>().join(".")),
+        ValueKind::Path(p) => format!(
+            "`{}`",
+            p.iter()
+                .map(|n| n.text.as_str())
+                .collect::<Vec<_>>()
+                .join(".")
+        ),
         ValueKind::Call { name, .. } => format!("a call `{}(...)`", name.text),
         ValueKind::List(_) => "a list".into(),
         ValueKind::Range(..) => "a range".into(),
@@ -124,6 +145,8 @@ pub(super) fn describe(v: &Value) -> String {
 pub(super) fn fmt_num(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 {
         format!("{}", x as i64)
+    } else if x.abs() < 1e-3 {
+        format!("{x:e}")
     } else {
         format!("{x}")
     }
@@ -134,7 +157,13 @@ impl<'a> Checker<'a> {
         self.errors.push(e);
     }
 
-    pub fn note_default(&mut self, block: &Block, setting: &str, value: impl ToString, reason: &str) {
+    pub fn note_default(
+        &mut self,
+        block: &Block,
+        setting: &str,
+        value: impl ToString,
+        reason: &str,
+    ) {
         self.defaults.push(DefaultNote {
             block: format!("{} {}", block.kind, block.name.text),
             setting: setting.to_string(),
@@ -145,7 +174,13 @@ impl<'a> Checker<'a> {
 
     /// Groups a body's statements by head, reporting unknown heads and repeats of
     /// statements that may appear once.
-    pub fn statements<'b>(&mut self, what: &str, body: &'b Body, allowed: &[&str], repeatable: &[&str]) -> Stmts<'b> {
+    pub fn statements<'b>(
+        &mut self,
+        what: &str,
+        body: &'b Body,
+        allowed: &[&str],
+        repeatable: &[&str],
+    ) -> Stmts<'b> {
         let mut by_head: BTreeMap<String, Vec<&'b Statement>> = BTreeMap::new();
         for st in body.statements() {
             let head = st.head.text.as_str();
@@ -161,7 +196,11 @@ impl<'a> Checker<'a> {
             let entry = by_head.entry(head.to_string()).or_default();
             if let Some(first) = entry.first() {
                 if !repeatable.contains(&head) {
-                    self.err(Error::Repeated { statement: head.to_string(), span: st.head.span, first: first.head.span });
+                    self.err(Error::Repeated {
+                        statement: head.to_string(),
+                        span: st.head.span,
+                        first: first.head.span,
+                    });
                     continue;
                 }
             }
@@ -170,7 +209,13 @@ impl<'a> Checker<'a> {
         Stmts { by_head }
     }
 
-    pub fn require<'b>(&mut self, block: &Block, stmts: &Stmts<'b>, head: &str, example: &str) -> Option<&'b Statement> {
+    pub fn require<'b>(
+        &mut self,
+        block: &Block,
+        stmts: &Stmts<'b>,
+        head: &str,
+        example: &str,
+    ) -> Option<&'b Statement> {
         let st = stmts.one(head);
         if st.is_none() {
             self.err(Error::MissingStatement {
@@ -199,7 +244,12 @@ impl<'a> Checker<'a> {
     }
 
     pub fn wrong_type(&mut self, v: &Value, expected: &str, help: Option<String>) {
-        self.err(Error::WrongType { expected: expected.to_string(), found: describe(v), span: v.span, help });
+        self.err(Error::WrongType {
+            expected: expected.to_string(),
+            found: describe(v),
+            span: v.span,
+            help,
+        });
     }
 
     pub fn num(&mut self, v: &Value, what: &str) -> Option<f64> {
@@ -215,7 +265,11 @@ impl<'a> Checker<'a> {
     pub fn int(&mut self, v: &Value, what: &str) -> Option<i64> {
         let x = self.num(v, what)?;
         if x.fract() != 0.0 {
-            self.wrong_type(v, "a whole number", Some(format!("{what} is a whole number")));
+            self.wrong_type(
+                v,
+                "a whole number",
+                Some(format!("{what} is a whole number")),
+            );
             return None;
         }
         Some(x as i64)
@@ -238,16 +292,34 @@ impl<'a> Checker<'a> {
     }
 
     /// A number in `[lo, hi]` (or `[lo, hi)` when `open_hi`).
-    pub fn ranged(&mut self, v: &Value, what: &str, lo: f64, hi: f64, open_hi: bool) -> Option<f64> {
+    pub fn ranged(
+        &mut self,
+        v: &Value,
+        what: &str,
+        lo: f64,
+        hi: f64,
+        open_hi: bool,
+    ) -> Option<f64> {
         let x = self.num(v, what)?;
         let ok = x >= lo && (if open_hi { x < hi } else { x <= hi });
         if !ok {
             let range = if hi.is_infinite() {
                 format!("{} or more", fmt_num(lo))
             } else {
-                format!("[{}, {}{}", fmt_num(lo), fmt_num(hi), if open_hi { ")" } else { "]" })
+                format!(
+                    "[{}, {}{}",
+                    fmt_num(lo),
+                    fmt_num(hi),
+                    if open_hi { ")" } else { "]" }
+                )
             };
-            self.err(Error::OutOfRange { what: what.to_string(), value: fmt_num(x), range, span: v.span, help: None });
+            self.err(Error::OutOfRange {
+                what: what.to_string(),
+                value: fmt_num(x),
+                range,
+                span: v.span,
+                help: None,
+            });
             return None;
         }
         Some(x)
@@ -288,7 +360,12 @@ impl<'a> Checker<'a> {
         if choices.contains(&text.as_str()) {
             Some(text)
         } else {
-            self.err(Error::UnknownName { what: what.to_string(), name: text.clone(), span: v.span, help: suggest(&text, choices.iter().copied()) });
+            self.err(Error::UnknownName {
+                what: what.to_string(),
+                name: text.clone(),
+                span: v.span,
+                help: suggest(&text, choices.iter().copied()),
+            });
             None
         }
     }
@@ -297,7 +374,11 @@ impl<'a> Checker<'a> {
         match &v.kind {
             ValueKind::Str(s) => Some(s.clone()),
             _ => {
-                self.wrong_type(v, "a string", Some(format!("write {what} in double quotes")));
+                self.wrong_type(
+                    v,
+                    "a string",
+                    Some(format!("write {what} in double quotes")),
+                );
                 None
             }
         }
@@ -329,12 +410,22 @@ impl<'a> Checker<'a> {
         match found {
             Some(b) if kinds.contains(&b.kind) => Some(b),
             found => {
-                let candidates: Vec<&str> = self.stages.iter().filter(|(_, b)| kinds.contains(&b.kind)).map(|(n, _)| *n).collect();
+                let candidates: Vec<&str> = self
+                    .stages
+                    .iter()
+                    .filter(|(_, b)| kinds.contains(&b.kind))
+                    .map(|(n, _)| *n)
+                    .collect();
                 let mut help = suggest(&name.text, candidates.iter().copied());
                 if let Some(b) = found {
                     help = Some(format!("`{}` is a {} block, not {what}", name.text, b.kind));
                 }
-                self.err(Error::UnknownName { what: what.to_string(), name: name.text.clone(), span: name.span, help });
+                self.err(Error::UnknownName {
+                    what: what.to_string(),
+                    name: name.text.clone(),
+                    span: name.span,
+                    help,
+                });
                 None
             }
         }
@@ -351,9 +442,14 @@ impl<'a> Checker<'a> {
         match (block.kind, parts.get(1), parts.len()) {
             (BlockKind::Balance, None, _) => {
                 let dataset = balance_dataset(block).unwrap_or_default();
-                Some(DataRef::Balance { balance: first.text.clone(), dataset })
+                Some(DataRef::Balance {
+                    balance: first.text.clone(),
+                    dataset,
+                })
             }
-            (BlockKind::Dataset, None, _) => Some(DataRef::Dataset { dataset: first.text.clone() }),
+            (BlockKind::Dataset, None, _) => Some(DataRef::Dataset {
+                dataset: first.text.clone(),
+            }),
             (BlockKind::Dataset, Some(part), 2) => {
                 let parsed = match part.text.as_str() {
                     "train" => Part::Train,
@@ -375,11 +471,18 @@ impl<'a> Checker<'a> {
                         name: first.text.clone(),
                         statement: "split".into(),
                         span: v.span,
-                        help: Some(format!("`{}` refers to a split part; add `split holdout(...)` to dataset {}", crate::lang::fmt::value(v), first.text)),
+                        help: Some(format!(
+                            "`{}` refers to a split part; add `split holdout(...)` to dataset {}",
+                            crate::lang::fmt::value(v),
+                            first.text
+                        )),
                     });
                     return None;
                 }
-                Some(DataRef::Split { dataset: first.text.clone(), part: parsed })
+                Some(DataRef::Split {
+                    dataset: first.text.clone(),
+                    part: parsed,
+                })
             }
             _ => {
                 self.wrong_type(v, "a dataset, `dataset.part` or a balance", None);
@@ -391,10 +494,18 @@ impl<'a> Checker<'a> {
     /// A train or ensemble name.
     pub fn predictor(&mut self, v: &Value) -> Option<Predictor> {
         let name = self.word(v, "a train or ensemble name")?;
-        let block = self.stage_ref(name, "model (train or ensemble)", &[BlockKind::Train, BlockKind::Ensemble])?;
+        let block = self.stage_ref(
+            name,
+            "model (train or ensemble)",
+            &[BlockKind::Train, BlockKind::Ensemble],
+        )?;
         Some(match block.kind {
-            BlockKind::Ensemble => Predictor::Ensemble { name: name.text.clone() },
-            _ => Predictor::Train { name: name.text.clone() },
+            BlockKind::Ensemble => Predictor::Ensemble {
+                name: name.text.clone(),
+            },
+            _ => Predictor::Train {
+                name: name.text.clone(),
+            },
         })
     }
 

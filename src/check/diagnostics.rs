@@ -37,7 +37,10 @@ pub enum Error {
     },
 
     #[error("import cycle: {chain}")]
-    #[diagnostic(code(gpl::import::cycle), help("imports must form a tree; move the shared definitions into a file both can import"))]
+    #[diagnostic(
+        code(gpl::import::cycle),
+        help("imports must form a tree; move the shared definitions into a file both can import")
+    )]
     ImportCycle {
         chain: String,
         #[label("this import closes the cycle")]
@@ -134,7 +137,7 @@ pub enum Error {
         help: Option<String>,
     },
 
-    #[error("{what} is {value}, outside {range}")]
+    #[error("{what} is {value}; allowed: {range}")]
     #[diagnostic(code(gpl::arg::range))]
     OutOfRange {
         what: String,
@@ -147,7 +150,10 @@ pub enum Error {
     },
 
     #[error("split fractions add up to {sum}, not 1")]
-    #[diagnostic(code(gpl::data::split_sum), help("make train + val + test equal 1 (e.g. 0.7, 0.15, 0.15)"))]
+    #[diagnostic(
+        code(gpl::data::split_sum),
+        help("make train + val + test equal 1 (e.g. 0.7, 0.15, 0.15)")
+    )]
     SplitSum {
         sum: String,
         #[label("these fractions")]
@@ -215,7 +221,10 @@ pub enum Error {
     },
 
     #[error("model `{name}` uses itself: {chain}")]
-    #[diagnostic(code(gpl::model::recursion), help("a `use` chain must end in a model that uses no other"))]
+    #[diagnostic(
+        code(gpl::model::recursion),
+        help("a `use` chain must end in a model that uses no other")
+    )]
     ModelRecursion {
         name: String,
         chain: String,
@@ -242,13 +251,18 @@ pub enum Error {
     },
 
     #[error("internal error: {message}")]
-    #[diagnostic(code(gpl::bug), help("this is a bug in gpl; please report it with the file that caused it"))]
+    #[diagnostic(
+        code(gpl::bug),
+        help("this is a bug in gpl; please report it with the file that caused it")
+    )]
     Bug { message: String },
 }
 
 impl Error {
     pub fn bug(message: impl Into<String>) -> Error {
-        Error::Bug { message: message.into() }
+        Error::Bug {
+            message: message.into(),
+        }
     }
 
     /// The primary span, which decides the file the diagnostic is rendered against.
@@ -296,7 +310,10 @@ pub struct Sources {
 
 impl Sources {
     pub fn add(&mut self, path: PathBuf, text: String) -> FileId {
-        self.files.push(SourceFile { path, text: Arc::new(text) });
+        self.files.push(SourceFile {
+            path,
+            text: Arc::new(text),
+        });
         FileId((self.files.len() - 1) as u32)
     }
 
@@ -322,7 +339,10 @@ impl Sources {
 
 fn display(path: &Path) -> String {
     let cwd = std::env::current_dir().ok();
-    let shown = cwd.as_deref().and_then(|c| path.strip_prefix(c).ok()).unwrap_or(path);
+    let shown = cwd
+        .as_deref()
+        .and_then(|c| path.strip_prefix(c).ok())
+        .unwrap_or(path);
     shown.display().to_string()
 }
 
@@ -338,9 +358,13 @@ impl Diagnostics {
     pub fn render_with(&self, handler: &GraphicalReportHandler) -> String {
         let mut out = String::new();
         for err in &self.errors {
-            let report = match err.span().and_then(|s| self.sources.get(s.file).map(|f| (s, f))) {
+            let report = match err
+                .span()
+                .and_then(|s| self.sources.get(s.file).map(|f| (s, f)))
+            {
                 Some((span, file)) => {
-                    let source = NamedSource::new(self.sources.display_path(span.file), file.text.clone());
+                    let source =
+                        NamedSource::new(self.sources.display_path(span.file), file.text.clone());
                     miette::Report::new(err.clone()).with_source_code(source)
                 }
                 None => miette::Report::new(err.clone()),
@@ -353,7 +377,8 @@ impl Diagnostics {
 
     /// Plain unicode, no colour, fixed width: what tests snapshot.
     pub fn render_plain(&self) -> String {
-        let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
+        let handler =
+            GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
         self.render_with(&handler)
     }
 
@@ -372,7 +397,10 @@ impl std::fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// The closest candidate to `word` by edit distance, if close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let limit = (word.chars().count() / 3).max(1) + usize::from(word.len() > 8);
     candidates
         .into_iter()
@@ -384,7 +412,10 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
 }
 
 /// `did you mean ...?` help text, or a list of what exists when nothing is close.
-pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str> + Clone) -> Option<String> {
+pub fn suggest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str> + Clone,
+) -> Option<String> {
     if let Some(s) = did_you_mean(word, candidates.clone()) {
         return Some(format!("did you mean `{s}`?"));
     }
@@ -421,7 +452,10 @@ mod tests {
     #[test]
     fn edit_distance_and_suggestions() {
         assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(did_you_mean("scrach", ["scratch", "vgg_ft"]).as_deref(), Some("scratch"));
+        assert_eq!(
+            did_you_mean("scrach", ["scratch", "vgg_ft"]).as_deref(),
+            Some("scratch")
+        );
         assert_eq!(did_you_mean("zzz", ["scratch"]), None);
     }
 }

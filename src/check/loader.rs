@@ -15,9 +15,18 @@ use std::path::{Path, PathBuf};
 const BUILTIN_STDLIB: &[(&str, &str)] = &[
     ("stdlib/cnn.gpl", include_str!("../../stdlib/cnn.gpl")),
     ("stdlib/vgg16.gpl", include_str!("../../stdlib/vgg16.gpl")),
-    ("stdlib/augment.gpl", include_str!("../../stdlib/augment.gpl")),
-    ("stdlib/balance.gpl", include_str!("../../stdlib/balance.gpl")),
-    ("stdlib/callbacks.gpl", include_str!("../../stdlib/callbacks.gpl")),
+    (
+        "stdlib/augment.gpl",
+        include_str!("../../stdlib/augment.gpl"),
+    ),
+    (
+        "stdlib/balance.gpl",
+        include_str!("../../stdlib/balance.gpl"),
+    ),
+    (
+        "stdlib/callbacks.gpl",
+        include_str!("../../stdlib/callbacks.gpl"),
+    ),
 ];
 
 pub struct Loaded {
@@ -39,11 +48,23 @@ struct Loader {
 }
 
 pub fn load(root: &Path) -> Result<Loaded, (Vec<Error>, Sources)> {
-    let mut loader = Loader { sources: Sources::default(), files: Vec::new(), seen: Vec::new(), stack: Vec::new(), errors: Vec::new() };
+    let mut loader = Loader {
+        sources: Sources::default(),
+        files: Vec::new(),
+        seen: Vec::new(),
+        stack: Vec::new(),
+        errors: Vec::new(),
+    };
     let text = match std::fs::read_to_string(root) {
         Ok(t) => t,
         Err(e) => {
-            return Err((vec![Error::Io { path: root.display().to_string(), reason: e.to_string() }], loader.sources));
+            return Err((
+                vec![Error::Io {
+                    path: root.display().to_string(),
+                    reason: e.to_string(),
+                }],
+                loader.sources,
+            ));
         }
     };
     let canonical = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
@@ -52,7 +73,12 @@ pub fn load(root: &Path) -> Result<Loaded, (Vec<Error>, Sources)> {
         return Err((loader.errors, loader.sources));
     }
     let root_id = root_id.unwrap_or(FileId(0));
-    Ok(Loaded { sources: loader.sources, files: loader.files, root: root_id, project_root: project_root(&canonical) })
+    Ok(Loaded {
+        sources: loader.sources,
+        files: loader.files,
+        root: root_id,
+        project_root: project_root(&canonical),
+    })
 }
 
 /// The nearest ancestor holding a `stdlib` directory or a `.gpl` cache; else the file's folder.
@@ -75,7 +101,7 @@ impl Loader {
         let file = match parse_file(&text, id) {
             Ok(f) => f,
             Err(e) => {
-                self.errors.push(e);
+                self.errors.push(*e);
                 return Some(id);
             }
         };
@@ -93,17 +119,24 @@ impl Loader {
     fn import(&mut self, from: &Path, target: &str, span: Span) {
         let Some((path, builtin)) = resolve(from, target) else {
             let help = if target.ends_with(".gpl") {
-                format!("looked next to {} and, for `stdlib/` paths, in each parent folder and the built-in stdlib", from.display())
+                "imports are looked up next to the importing file and, for `stdlib/...` paths, in each parent folder and the built-in stdlib".to_string()
             } else {
                 "imports name a .gpl file, e.g. `import \"stdlib/cnn.gpl\"`".to_string()
             };
-            self.errors.push(Error::ImportNotFound { path: target.to_string(), span, help: Some(help) });
+            self.errors.push(Error::ImportNotFound {
+                path: target.to_string(),
+                span,
+                help: Some(help),
+            });
             return;
         };
         if let Some(pos) = self.stack.iter().position(|p| *p == path) {
             let mut chain: Vec<String> = self.stack[pos..].iter().map(|p| file_name(p)).collect();
             chain.push(file_name(&path));
-            self.errors.push(Error::ImportCycle { chain: chain.join(" → "), span });
+            self.errors.push(Error::ImportCycle {
+                chain: chain.join(" → "),
+                span,
+            });
             return;
         }
         if self.seen.iter().any(|(p, _)| *p == path) {
@@ -114,7 +147,10 @@ impl Loader {
             None => match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(e) => {
-                    self.errors.push(Error::Io { path: path.display().to_string(), reason: e.to_string() });
+                    self.errors.push(Error::Io {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    });
                     return;
                 }
             },
@@ -124,7 +160,9 @@ impl Loader {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
 }
 
 /// The canonical path of an import, and its text when it is the built-in stdlib copy.
@@ -145,13 +183,19 @@ fn resolve(from: &Path, target: &str) -> Option<(PathBuf, Option<&'static str>)>
             }
         }
         if let Some((name, text)) = BUILTIN_STDLIB.iter().find(|(n, _)| *n == target) {
-            return Some((PathBuf::from("<stdlib>").join(&name["stdlib/".len()..]), Some(text)));
+            return Some((
+                PathBuf::from("<stdlib>").join(&name["stdlib/".len()..]),
+                Some(text),
+            ));
         }
     }
     if from.starts_with("<stdlib>") {
         let sibling = format!("stdlib/{target}");
         if let Some((name, text)) = BUILTIN_STDLIB.iter().find(|(n, _)| *n == sibling) {
-            return Some((PathBuf::from("<stdlib>").join(&name["stdlib/".len()..]), Some(text)));
+            return Some((
+                PathBuf::from("<stdlib>").join(&name["stdlib/".len()..]),
+                Some(text),
+            ));
         }
     }
     None

@@ -30,7 +30,10 @@ pub fn load_program(path: &Path, profile: Option<&str>) -> Result<Program, Diagn
     if let Some(name) = profile {
         profile::apply(&mut files, name, &mut errors);
         if !errors.is_empty() {
-            return Err(Diagnostics { errors, sources: loaded.sources });
+            return Err(Diagnostics {
+                errors,
+                sources: loaded.sources,
+            });
         }
     }
     let mut checker = Checker {
@@ -43,6 +46,7 @@ pub fn load_program(path: &Path, profile: Option<&str>) -> Result<Program, Diagn
         augment_defs: BTreeMap::new(),
         callback_defs: BTreeMap::new(),
         instances: BTreeMap::new(),
+        cycles: Default::default(),
         out: Resolved::default(),
     };
     collect(&mut checker, &files, loaded.root);
@@ -82,10 +86,17 @@ pub fn load_program(path: &Path, profile: Option<&str>) -> Result<Program, Diagn
         }
     }
     // Errors in file order, so the first one shown is the first in the file.
-    checker.errors.sort_by_key(|e| e.span().map(|s| (s.file, s.start)));
-    checker.errors.dedup_by(|a, b| a.to_string() == b.to_string() && a.span() == b.span());
+    checker
+        .errors
+        .sort_by_key(|e| e.span().map(|s| (s.file, s.start)));
+    checker
+        .errors
+        .dedup_by(|a, b| a.to_string() == b.to_string() && a.span() == b.span());
     if !checker.errors.is_empty() {
-        return Err(Diagnostics { errors: checker.errors, sources: loaded.sources });
+        return Err(Diagnostics {
+            errors: checker.errors,
+            sources: loaded.sources,
+        });
     }
     let blocks = checker
         .blocks
@@ -98,6 +109,17 @@ pub fn load_program(path: &Path, profile: Option<&str>) -> Result<Program, Diagn
             span: b.name.span,
         })
         .collect();
+    // A setting noted twice (a preset's callback replaced by the block's own) keeps the last.
+    let mut defaults: Vec<DefaultNote> = Vec::new();
+    for note in checker.defaults.into_iter().rev() {
+        if !defaults
+            .iter()
+            .any(|d| d.block == note.block && d.setting == note.setting)
+        {
+            defaults.push(note);
+        }
+    }
+    defaults.reverse();
     let out = checker.out;
     Ok(Program {
         root: path.to_path_buf(),
@@ -116,16 +138,22 @@ pub fn load_program(path: &Path, profile: Option<&str>) -> Result<Program, Diagn
         searches: out.searches,
         chains: out.chains,
         detects: out.detects,
-        defaults: checker.defaults,
+        defaults,
         sources: loaded.sources,
     })
 }
 
 /// Puts every block in its namespace, reporting duplicates.
-fn collect<'a>(checker: &mut Checker<'a>, files: &'a [(crate::lang::FileId, File)], root: crate::lang::FileId) {
+fn collect<'a>(
+    checker: &mut Checker<'a>,
+    files: &'a [(crate::lang::FileId, File)],
+    root: crate::lang::FileId,
+) {
     for (id, file) in files {
         for item in &file.items {
-            let ItemKind::Block(b) = &item.kind else { continue };
+            let ItemKind::Block(b) = &item.kind else {
+                continue;
+            };
             checker.blocks.push((b, *id == root));
             let (table, what) = match b.kind {
                 BlockKind::Model => (&mut checker.models, "model"),
@@ -135,9 +163,17 @@ fn collect<'a>(checker: &mut Checker<'a>, files: &'a [(crate::lang::FileId, File
             };
             if let Some(first) = table.get(b.name.text.as_str()) {
                 let same_file = first.name.span.file == b.name.span.file;
-                let help = (!same_file).then(|| "the first definition is in another file; rename one of them".to_string());
+                let help = (!same_file).then(|| {
+                    "the first definition is in another file; rename one of them".to_string()
+                });
                 let first_span = same_file.then_some(first.name.span);
-                checker.errors.push(Error::Duplicate { what: what.into(), name: b.name.text.clone(), span: b.name.span, first: first_span, help });
+                checker.errors.push(Error::Duplicate {
+                    what: what.into(),
+                    name: b.name.text.clone(),
+                    span: b.name.span,
+                    first: first_span,
+                    help,
+                });
                 continue;
             }
             table.insert(b.name.text.as_str(), b);
@@ -149,12 +185,18 @@ fn collect<'a>(checker: &mut Checker<'a>, files: &'a [(crate::lang::FileId, File
 pub fn parse_for_fmt(path: &Path) -> Result<(String, File), Diagnostics> {
     let mut sources = Sources::default();
     let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
-        errors: vec![Error::Io { path: path.display().to_string(), reason: e.to_string() }],
+        errors: vec![Error::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }],
         sources: Sources::default(),
     })?;
     let id = sources.add(path.to_path_buf(), text.clone());
     match crate::lang::parse::parse_file(&text, id) {
         Ok(file) => Ok((text, file)),
-        Err(e) => Err(Diagnostics { errors: vec![e], sources }),
+        Err(e) => Err(Diagnostics {
+            errors: vec![*e],
+            sources,
+        }),
     }
 }

@@ -9,10 +9,29 @@ use crate::lang::{Name, Span};
 use crate::nn::ir::{Activation, LayerOp, ModelIr, Padding, Regularizer};
 
 pub(super) const LAYERS: &[&str] = &[
-    "input", "conv", "dense", "maxpool", "avgpool", "globalavgpool", "batchnorm", "dropout", "flatten", "activation",
-    "upsample", "for", "use",
+    "input",
+    "conv",
+    "dense",
+    "maxpool",
+    "avgpool",
+    "globalavgpool",
+    "batchnorm",
+    "dropout",
+    "flatten",
+    "activation",
+    "upsample",
+    "for",
+    "use",
 ];
-const ACTIVATIONS: &[&str] = &["linear", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax"];
+const ACTIVATIONS: &[&str] = &[
+    "linear",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+];
 
 /// Layers collected while walking a body: (name, op, span of the statement).
 struct Collect {
@@ -20,12 +39,18 @@ struct Collect {
     ops: Vec<(Option<String>, LayerOp, Span)>,
     /// Models being expanded, for `use` recursion.
     stack: Vec<String>,
+    /// Set when an error was found but deliberately not reported again.
+    failed: bool,
 }
 
 impl<'a> Checker<'a> {
     /// Instantiates `model` written as `name` or `name(args)` at `site`. `extra` binds further
     /// parameters (search dimensions). Returns the IR and the bound arguments as text.
-    pub fn instantiate(&mut self, v: &Value, extra: &Env) -> Option<(ModelIr, Vec<(String, String)>)> {
+    pub fn instantiate(
+        &mut self,
+        v: &Value,
+        extra: &Env,
+    ) -> Option<(ModelIr, Vec<(String, String)>)> {
         let (name, args): (&Name, Vec<&Arg>) = match &v.kind {
             ValueKind::Call { name, args } => (name, args.iter().collect()),
             ValueKind::Path(p) if p.len() == 1 => (&p[0], Vec::new()),
@@ -39,10 +64,19 @@ impl<'a> Checker<'a> {
         let key = format!(
             "{}({})",
             def.name.text,
-            env.iter().map(|(k, v)| format!("{k}={}", crate::lang::fmt::value(v))).collect::<Vec<_>>().join(",")
+            env.iter()
+                .map(|(k, v)| format!("{k}={}", crate::lang::fmt::value(v)))
+                .collect::<Vec<_>>()
+                .join(",")
         );
-        let bound: Vec<(String, String)> =
-            def.params.iter().filter_map(|p| env.get(&p.name.text).map(|v| (p.name.text.clone(), crate::lang::fmt::value(v)))).collect();
+        let bound: Vec<(String, String)> = def
+            .params
+            .iter()
+            .filter_map(|p| {
+                env.get(&p.name.text)
+                    .map(|v| (p.name.text.clone(), crate::lang::fmt::value(v)))
+            })
+            .collect();
         if let Some(cached) = self.instances.get(&key) {
             return cached.clone().map(|ir| (ir, bound));
         }
@@ -56,7 +90,12 @@ impl<'a> Checker<'a> {
             Some(b) => Some(*b),
             None => {
                 let help = suggest(&name.text, self.models.keys().copied());
-                self.err(Error::UnknownName { what: "model".into(), name: name.text.clone(), span: name.span, help });
+                self.err(Error::UnknownName {
+                    what: "model".into(),
+                    name: name.text.clone(),
+                    span: name.span,
+                    help,
+                });
                 None
             }
         }
@@ -68,9 +107,21 @@ impl<'a> Checker<'a> {
         let mut ok = true;
         if args.positional.len() > def.params.len() {
             self.err(Error::ModelArgs {
-                message: format!("model `{}` takes {} parameters but gets {}", def.name.text, def.params.len(), args.positional.len()),
+                message: format!(
+                    "model `{}` takes {} parameters but gets {}",
+                    def.name.text,
+                    def.params.len(),
+                    args.positional.len()
+                ),
                 span: site,
-                help: Some(format!("its parameters: ({})", def.params.iter().map(|p| p.name.text.as_str()).collect::<Vec<_>>().join(", "))),
+                help: Some(format!(
+                    "its parameters: ({})",
+                    def.params
+                        .iter()
+                        .map(|p| p.name.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
             });
             return None;
         }
@@ -80,7 +131,12 @@ impl<'a> Checker<'a> {
         for (n, v) in &args.named {
             if !def.params.iter().any(|p| p.name.text == n.text) {
                 let help = suggest(&n.text, def.params.iter().map(|p| p.name.text.as_str()));
-                self.err(Error::UnknownArg { what: format!("model `{}`", def.name.text), name: n.text.clone(), span: n.span, help });
+                self.err(Error::UnknownArg {
+                    what: format!("model `{}`", def.name.text),
+                    name: n.text.clone(),
+                    span: n.span,
+                    help,
+                });
                 ok = false;
             } else {
                 env.insert(n.text.clone(), (*v).clone());
@@ -99,7 +155,10 @@ impl<'a> Checker<'a> {
                 }
                 None => {
                     self.err(Error::ModelArgs {
-                        message: format!("model `{}` needs a value for `{}`", def.name.text, p.name.text),
+                        message: format!(
+                            "model `{}` needs a value for `{}`",
+                            def.name.text, p.name.text
+                        ),
                         span: site,
                         help: Some(format!("write `{}({}: ...)`", def.name.text, p.name.text)),
                     });
@@ -112,10 +171,15 @@ impl<'a> Checker<'a> {
 
     /// Builds a model's IR with its parameters bound; `site` is where it was instantiated.
     pub fn build_model(&mut self, def: &Block, env: &Env, site: Option<Span>) -> Option<ModelIr> {
-        let mut c = Collect { input: None, ops: Vec::new(), stack: vec![def.name.text.clone()] };
+        let mut c = Collect {
+            input: None,
+            ops: Vec::new(),
+            stack: vec![def.name.text.clone()],
+            failed: false,
+        };
         let errors_before = self.errors.len();
         self.walk(&def.body, env, &mut c);
-        if self.errors.len() > errors_before {
+        if self.errors.len() > errors_before || c.failed {
             return None;
         }
         let Some((input, _)) = c.input.clone() else {
@@ -134,7 +198,13 @@ impl<'a> Checker<'a> {
         for (name, _, span) in &c.ops {
             if let Some(n) = name {
                 if let Some((_, first)) = seen.iter().find(|(s, _)| *s == n.as_str()) {
-                    self.err(Error::Duplicate { what: "layer".into(), name: n.clone(), span: *span, first: Some(*first), help: None });
+                    self.err(Error::Duplicate {
+                        what: "layer".into(),
+                        name: n.clone(),
+                        span: *span,
+                        first: Some(*first),
+                        help: None,
+                    });
                     return None;
                 }
                 seen.push((n, *span));
@@ -146,7 +216,10 @@ impl<'a> Checker<'a> {
             Err(e) => {
                 let span = spans.get(e.layer).copied().unwrap_or(def.name.span);
                 let help = if e.message.contains("flatten") {
-                    Some("insert `flatten` (or `globalavgpool`) before the first dense layer".to_string())
+                    Some(
+                        "insert `flatten` (or `globalavgpool`) before the first dense layer"
+                            .to_string(),
+                    )
                 } else if e.message.contains("window does not fit") {
                     Some("use `padding: same`, a smaller kernel, or fewer pooling layers before this one".to_string())
                 } else {
@@ -183,7 +256,12 @@ impl<'a> Checker<'a> {
                 "input" => self.input(st, env, c),
                 _ => {
                     if st.body.is_some() {
-                        self.err(Error::WrongType { expected: "a layer".into(), found: "a body `{ ... }`".into(), span: st.head.span, help: None });
+                        self.err(Error::WrongType {
+                            expected: "a layer".into(),
+                            found: "a body `{ ... }`".into(),
+                            span: st.head.span,
+                            help: None,
+                        });
                         continue;
                     }
                     if c.input.is_none() && c.ops.is_empty() {
@@ -196,7 +274,13 @@ impl<'a> Checker<'a> {
                         });
                         c.input = Some((vec![], st.head.span));
                     }
-                    let args: Vec<Arg> = st.call.iter().flatten().chain(st.args()).map(|a| subst_arg(a, env)).collect();
+                    let args: Vec<Arg> = st
+                        .call
+                        .iter()
+                        .flatten()
+                        .chain(st.args())
+                        .map(|a| subst_arg(a, env))
+                        .collect();
                     let args = Args::new(args.iter(), statement_span(st));
                     if let Some((name, op)) = self.layer(head, &args) {
                         c.ops.push((name, op, statement_span(st)));
@@ -209,7 +293,10 @@ impl<'a> Checker<'a> {
     fn for_loop(&mut self, st: &Statement, env: &Env, c: &mut Collect) {
         let args: Vec<&Arg> = st.args().collect();
         let var = args.first().and_then(|a| a.value().as_word());
-        let is_in = args.get(1).and_then(|a| a.value().as_word()).is_some_and(|n| n.text == "in");
+        let is_in = args
+            .get(1)
+            .and_then(|a| a.value().as_word())
+            .is_some_and(|n| n.text == "in");
         let (Some(var), true, Some(list), Some(body)) = (var, is_in, args.get(2), &st.body) else {
             self.err(Error::WrongType {
                 expected: "`for NAME in [values] { layers }`".into(),
@@ -221,7 +308,11 @@ impl<'a> Checker<'a> {
         };
         let list = subst(list.value(), env);
         let ValueKind::List(items) = &list.kind else {
-            self.wrong_type(&list, "a list `[32, 64]`", Some("`for` loops over a list of values".into()));
+            self.wrong_type(
+                &list,
+                "a list `[32, 64]`",
+                Some("`for` loops over a list of values".into()),
+            );
             return;
         };
         for item in items {
@@ -233,7 +324,12 @@ impl<'a> Checker<'a> {
 
     fn use_model(&mut self, st: &Statement, env: &Env, c: &mut Collect) {
         let Some(arg) = st.args().next() else {
-            self.err(Error::MissingArg { what: "use".into(), needed: "a model name".into(), span: st.head.span, help: None });
+            self.err(Error::MissingArg {
+                what: "use".into(),
+                needed: "a model name".into(),
+                span: st.head.span,
+                help: None,
+            });
             return;
         };
         let v = subst(arg.value(), env);
@@ -245,14 +341,28 @@ impl<'a> Checker<'a> {
                 return;
             }
         };
-        let Some(def) = self.model_def(name) else { return };
+        let Some(def) = self.model_def(name) else {
+            return;
+        };
         if c.stack.contains(&def.name.text) {
             let mut chain = c.stack.clone();
             chain.push(def.name.text.clone());
-            self.err(Error::ModelRecursion { name: def.name.text.clone(), chain: chain.join(" → "), span: name.span });
+            let mut key = chain.clone();
+            key.sort();
+            key.dedup();
+            if self.cycles.insert(key) {
+                self.err(Error::ModelRecursion {
+                    name: def.name.text.clone(),
+                    chain: chain.join(" → "),
+                    span: name.span,
+                });
+            }
+            c.failed = true;
             return;
         }
-        let Some(inner_env) = self.bind(def, Args::new(args, v.span), &Env::new(), v.span) else { return };
+        let Some(inner_env) = self.bind(def, Args::new(args, v.span), &Env::new(), v.span) else {
+            return;
+        };
         c.stack.push(def.name.text.clone());
         self.walk(&def.body, &inner_env, c);
         c.stack.pop();
@@ -265,11 +375,20 @@ impl<'a> Checker<'a> {
                 return;
             }
             let first = c.input.as_ref().map(|(_, s)| *s).unwrap_or(st.head.span);
-            self.err(Error::Repeated { statement: "input".into(), span: st.head.span, first });
+            self.err(Error::Repeated {
+                statement: "input".into(),
+                span: st.head.span,
+                first,
+            });
             return;
         }
         let Some(arg) = st.args().next() else {
-            self.err(Error::MissingArg { what: "input".into(), needed: "a shape like `69 x 69 x 3`".into(), span: st.head.span, help: None });
+            self.err(Error::MissingArg {
+                what: "input".into(),
+                needed: "a shape like `69 x 69 x 3`".into(),
+                span: st.head.span,
+                help: None,
+            });
             return;
         };
         let v = subst(arg.value(), env);
@@ -297,8 +416,26 @@ impl<'a> Checker<'a> {
         let pos = &a.positional;
         let op = match kind {
             "conv" => {
-                self.only_named(a, "conv", &["name", "stride", "padding", "dilation", "groups", "activation", "l1", "l2"]);
-                let filters = self.need(pos.first(), a, "conv", "a filter count (`conv 32 3x3 relu`)")?;
+                self.only_named(
+                    a,
+                    "conv",
+                    &[
+                        "name",
+                        "stride",
+                        "padding",
+                        "dilation",
+                        "groups",
+                        "activation",
+                        "l1",
+                        "l2",
+                    ],
+                );
+                let filters = self.need(
+                    pos.first(),
+                    a,
+                    "conv",
+                    "a filter count (`conv 32 3x3 relu`)",
+                )?;
                 let filters = self.count(filters, "filters", 1)?;
                 let kernel = self.need(pos.get(1), a, "conv", "a kernel size (`3x3`)")?;
                 let kernel = self.pair(kernel, "kernel size")?;
@@ -315,14 +452,28 @@ impl<'a> Checker<'a> {
                     Some(v) => self.count(v, "groups", 1)?,
                     None => 1,
                 };
-                LayerOp::Conv2d { filters, kernel, stride, padding, dilation, groups, activation, regularizer }
+                LayerOp::Conv2d {
+                    filters,
+                    kernel,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                    activation,
+                    regularizer,
+                }
             }
             "dense" => {
                 self.only_named(a, "dense", &["name", "activation", "l1", "l2"]);
-                let units = self.need(pos.first(), a, "dense", "a unit count (`dense 512 relu`)")?;
+                let units =
+                    self.need(pos.first(), a, "dense", "a unit count (`dense 512 relu`)")?;
                 let units = self.count(units, "units", 1)?;
                 let (activation, _, regularizer) = self.layer_words(&pos[1..], a)?;
-                LayerOp::Dense { units, activation, regularizer }
+                LayerOp::Dense {
+                    units,
+                    activation,
+                    regularizer,
+                }
             }
             "maxpool" | "avgpool" => {
                 self.only_named(a, kind, &["name", "stride", "padding"]);
@@ -336,9 +487,17 @@ impl<'a> Checker<'a> {
                 };
                 let (_, padding, _) = self.layer_words(pos.get(1..).unwrap_or(&[]), a)?;
                 if kind == "maxpool" {
-                    LayerOp::MaxPool { size, stride, padding }
+                    LayerOp::MaxPool {
+                        size,
+                        stride,
+                        padding,
+                    }
                 } else {
-                    LayerOp::AvgPool { size, stride, padding }
+                    LayerOp::AvgPool {
+                        size,
+                        stride,
+                        padding,
+                    }
                 }
             }
             "globalavgpool" => {
@@ -370,7 +529,12 @@ impl<'a> Checker<'a> {
             }
             "activation" => {
                 self.only_named(a, kind, &["name", "alpha"]);
-                let act = self.need(pos.first(), a, "activation", "a function (`activation relu`)")?;
+                let act = self.need(
+                    pos.first(),
+                    a,
+                    "activation",
+                    "a function (`activation relu`)",
+                )?;
                 let (activation, _, _) = self.layer_words(&[act], a)?;
                 LayerOp::Activation(activation)
             }
@@ -387,9 +551,20 @@ impl<'a> Checker<'a> {
         Some((name, op))
     }
 
-    fn need<'v>(&mut self, v: Option<&&'v Value>, a: &Args, what: &str, needed: &str) -> Option<&'v Value> {
+    fn need<'v>(
+        &mut self,
+        v: Option<&&'v Value>,
+        a: &Args,
+        what: &str,
+        needed: &str,
+    ) -> Option<&'v Value> {
         if v.is_none() {
-            self.err(Error::MissingArg { what: what.to_string(), needed: needed.to_string(), span: a.span, help: None });
+            self.err(Error::MissingArg {
+                what: what.to_string(),
+                needed: needed.to_string(),
+                span: a.span,
+                help: None,
+            });
         }
         v.copied()
     }
@@ -412,7 +587,9 @@ impl<'a> Checker<'a> {
                 let k = self.count(v, what, 1)?;
                 Some([k, k])
             }
-            ValueKind::Dims(d) if d.len() == 2 => Some([self.count(&d[0], what, 1)?, self.count(&d[1], what, 1)?]),
+            ValueKind::Dims(d) if d.len() == 2 => {
+                Some([self.count(&d[0], what, 1)?, self.count(&d[1], what, 1)?])
+            }
             _ => {
                 self.wrong_type(v, &format!("a {what} like `3` or `3x3`"), None);
                 None
@@ -422,7 +599,11 @@ impl<'a> Checker<'a> {
 
     /// Positional words after the sizes (activation, padding, regularizer calls) and the
     /// named `activation`, `padding`, `l1`, `l2`.
-    fn layer_words(&mut self, words: &[&Value], a: &Args) -> Option<(Activation, Padding, Regularizer)> {
+    fn layer_words(
+        &mut self,
+        words: &[&Value],
+        a: &Args,
+    ) -> Option<(Activation, Padding, Regularizer)> {
         let mut activation = Activation::Linear;
         let mut padding = Padding::Valid;
         let mut reg = Regularizer::default();
@@ -431,15 +612,24 @@ impl<'a> Checker<'a> {
             activation = match n.text.as_str() {
                 "linear" => Activation::Linear,
                 "relu" => Activation::Relu,
-                "leaky_relu" => Activation::LeakyRelu { alpha: alpha.unwrap_or(0.2) as f32 },
-                "elu" => Activation::Elu { alpha: alpha.unwrap_or(1.0) as f32 },
+                "leaky_relu" => Activation::LeakyRelu {
+                    alpha: alpha.unwrap_or(0.2) as f32,
+                },
+                "elu" => Activation::Elu {
+                    alpha: alpha.unwrap_or(1.0) as f32,
+                },
                 "sigmoid" => Activation::Sigmoid,
                 "tanh" => Activation::Tanh,
                 "softmax" => Activation::Softmax,
                 other => {
                     let mut all: Vec<&str> = ACTIVATIONS.to_vec();
                     all.extend(["same", "valid"]);
-                    this.err(Error::UnknownName { what: "activation".into(), name: other.into(), span: n.span, help: suggest(other, all) });
+                    this.err(Error::UnknownName {
+                        what: "activation".into(),
+                        name: other.into(),
+                        span: n.span,
+                        help: suggest(other, all),
+                    });
                     return None;
                 }
             };
@@ -447,25 +637,45 @@ impl<'a> Checker<'a> {
         };
         for v in words {
             match &v.kind {
-                ValueKind::Path(p) if p.len() == 1 && (p[0].text == "same" || p[0].text == "valid") => {
-                    padding = if p[0].text == "same" { Padding::Same } else { Padding::Valid };
+                ValueKind::Path(p)
+                    if p.len() == 1 && (p[0].text == "same" || p[0].text == "valid") =>
+                {
+                    padding = if p[0].text == "same" {
+                        Padding::Same
+                    } else {
+                        Padding::Valid
+                    };
                 }
                 ValueKind::Path(p) if p.len() == 1 => set_activation(self, &p[0])?,
-                ValueKind::Call { name, args } if ["l1", "l2", "l1_l2"].contains(&name.text.as_str()) => {
+                ValueKind::Call { name, args }
+                    if ["l1", "l2", "l1_l2"].contains(&name.text.as_str()) =>
+                {
                     let inner = Args::new(args.iter(), v.span);
                     self.only_named(&inner, &name.text, &["l1", "l2"]);
-                    let first = inner.positional.first().and_then(|x| self.ranged(x, "regularization factor", 0.0, f64::INFINITY, false));
+                    let first = inner.positional.first().and_then(|x| {
+                        self.ranged(x, "regularization factor", 0.0, f64::INFINITY, false)
+                    });
                     match name.text.as_str() {
                         "l1" => reg.l1 = first.unwrap_or(0.01) as f32,
                         "l2" => reg.l2 = first.unwrap_or(0.01) as f32,
                         _ => {
-                            reg.l1 = inner.get("l1").and_then(|x| self.num(x, "l1")).unwrap_or(0.01) as f32;
-                            reg.l2 = inner.get("l2").and_then(|x| self.num(x, "l2")).unwrap_or(0.01) as f32;
+                            reg.l1 = inner
+                                .get("l1")
+                                .and_then(|x| self.num(x, "l1"))
+                                .unwrap_or(0.01) as f32;
+                            reg.l2 = inner
+                                .get("l2")
+                                .and_then(|x| self.num(x, "l2"))
+                                .unwrap_or(0.01) as f32;
                         }
                     }
                 }
                 _ => {
-                    self.wrong_type(v, "an activation, `same`/`valid` or a regularizer `l2(1e-4)`", None);
+                    self.wrong_type(
+                        v,
+                        "an activation, `same`/`valid` or a regularizer `l2(1e-4)`",
+                        None,
+                    );
                     return None;
                 }
             }
@@ -475,7 +685,11 @@ impl<'a> Checker<'a> {
             set_activation(self, n)?;
         }
         if let Some(v) = a.get("padding") {
-            padding = if self.choice(v, "padding", &["same", "valid"])? == "same" { Padding::Same } else { Padding::Valid };
+            padding = if self.choice(v, "padding", &["same", "valid"])? == "same" {
+                Padding::Same
+            } else {
+                Padding::Valid
+            };
         }
         if let Some(v) = a.get("l1") {
             reg.l1 = self.ranged(v, "l1 factor", 0.0, f64::INFINITY, false)? as f32;
@@ -491,13 +705,23 @@ impl<'a> Checker<'a> {
 pub(super) fn subst(v: &Value, env: &Env) -> Value {
     let kind = match &v.kind {
         ValueKind::Path(p) if p.len() == 1 => match env.get(&p[0].text) {
-            Some(bound) => return Value { kind: bound.kind.clone(), span: v.span },
+            Some(bound) => {
+                return Value {
+                    kind: bound.kind.clone(),
+                    span: v.span,
+                }
+            }
             None => return v.clone(),
         },
         ValueKind::Dims(parts) => ValueKind::Dims(parts.iter().map(|p| subst(p, env)).collect()),
         ValueKind::List(items) => ValueKind::List(items.iter().map(|p| subst(p, env)).collect()),
-        ValueKind::Range(lo, hi) => ValueKind::Range(Box::new(subst(lo, env)), Box::new(subst(hi, env))),
-        ValueKind::Call { name, args } => ValueKind::Call { name: name.clone(), args: args.iter().map(|a| subst_arg(a, env)).collect() },
+        ValueKind::Range(lo, hi) => {
+            ValueKind::Range(Box::new(subst(lo, env)), Box::new(subst(hi, env)))
+        }
+        ValueKind::Call { name, args } => ValueKind::Call {
+            name: name.clone(),
+            args: args.iter().map(|a| subst_arg(a, env)).collect(),
+        },
         other => other.clone(),
     };
     Value { kind, span: v.span }

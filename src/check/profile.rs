@@ -27,11 +27,17 @@ pub fn apply(files: &mut [(crate::lang::FileId, File)], name: &str, errors: &mut
     }
     let Some(profile) = chosen else {
         let help = if all.is_empty() {
-            Some("this pipeline defines no profiles; add `profile NAME { train *.epochs = 3 }`".to_string())
+            Some(
+                "this pipeline defines no profiles; add `profile NAME { train *.epochs = 3 }`"
+                    .to_string(),
+            )
         } else {
             suggest(name, all.iter().map(|s| s.as_str()))
         };
-        errors.push(Error::UnknownProfile { name: name.to_string(), help });
+        errors.push(Error::UnknownProfile {
+            name: name.to_string(),
+            help,
+        });
         return;
     };
     for entry in &profile.entries {
@@ -41,7 +47,12 @@ pub fn apply(files: &mut [(crate::lang::FileId, File)], name: &str, errors: &mut
     }
 }
 
-fn apply_one(files: &mut [(crate::lang::FileId, File)], ov: &Override, span: Span, errors: &mut Vec<Error>) {
+fn apply_one(
+    files: &mut [(crate::lang::FileId, File)],
+    ov: &Override,
+    span: Span,
+    errors: &mut Vec<Error>,
+) {
     if ov.path.len() > 2 {
         errors.push(Error::ProfileNoMatch {
             message: "an override path is `block.statement` or `block.statement.argument`".into(),
@@ -56,7 +67,9 @@ fn apply_one(files: &mut [(crate::lang::FileId, File)], ov: &Override, span: Spa
     let mut names = Vec::new();
     for (_, file) in files.iter_mut() {
         for item in &mut file.items {
-            let ItemKind::Block(block) = &mut item.kind else { continue };
+            let ItemKind::Block(block) = &mut item.kind else {
+                continue;
+            };
             names.push(block.name.text.clone());
             if ov.kind_filter.is_some_and(|k| k != block.kind) {
                 continue;
@@ -78,19 +91,38 @@ fn apply_one(files: &mut [(crate::lang::FileId, File)], ov: &Override, span: Spa
                 Target::All(_) => "*".to_string(),
                 Target::Block(n) => n.text.clone(),
             };
-            (format!("no block `{target}`"), suggest(&target, names.iter().map(|s| s.as_str())))
+            (
+                format!("no block `{target}`"),
+                suggest(&target, names.iter().map(|s| s.as_str())),
+            )
         } else {
-            (format!("no matching block has a `{}` statement", statement.text), None)
+            (
+                format!("no matching block has a `{}` statement", statement.text),
+                None,
+            )
         };
-        errors.push(Error::ProfileNoMatch { message, span, help });
+        errors.push(Error::ProfileNoMatch {
+            message,
+            span,
+            help,
+        });
     }
 }
 
 /// Edits one block; true when something was set.
-fn edit_block(block: &mut Block, statement: &Name, arg: Option<&Name>, value: &[Group], specific: bool, span: Span) -> bool {
+fn edit_block(
+    block: &mut Block,
+    statement: &Name,
+    arg: Option<&Name>,
+    value: &[Group],
+    specific: bool,
+    span: Span,
+) -> bool {
     let mut done = false;
     for entry in &mut block.body.entries {
-        let EntryKind::Statement(st) = &mut entry.kind else { continue };
+        let EntryKind::Statement(st) = &mut entry.kind else {
+            continue;
+        };
         if st.head.text != statement.text {
             continue;
         }
@@ -126,9 +158,15 @@ fn set_arg(st: &mut Statement, arg: &Name, value: &[Group]) {
     let span = value.first().map(|g| g.span).unwrap_or(arg.span);
     let new_value = match items.as_slice() {
         [single] => single.value().clone(),
-        _ => Value { kind: ValueKind::List(items.iter().map(|a| a.value().clone()).collect()), span },
+        _ => Value {
+            kind: ValueKind::List(items.iter().map(|a| a.value().clone()).collect()),
+            span,
+        },
     };
-    let new_arg = Arg { kind: ArgKind::Named(arg.clone(), new_value), span };
+    let new_arg = Arg {
+        kind: ArgKind::Named(arg.clone(), new_value),
+        span,
+    };
     if let Some(call) = &mut st.call {
         set_in(call, arg, new_arg);
         return;
@@ -143,17 +181,27 @@ fn set_arg(st: &mut Statement, arg: &Name, value: &[Group]) {
     }
     for group in &mut st.groups {
         for item in &mut group.items {
-            if let ArgKind::Positional(Value { kind: ValueKind::Call { args, .. }, .. }) = &mut item.kind {
+            if let ArgKind::Positional(Value {
+                kind: ValueKind::Call { args, .. },
+                ..
+            }) = &mut item.kind
+            {
                 set_in(args, arg, new_arg);
                 return;
             }
         }
     }
-    st.groups.push(Group { items: vec![new_arg], span });
+    st.groups.push(Group {
+        items: vec![new_arg],
+        span,
+    });
 }
 
 fn set_in(args: &mut Vec<Arg>, arg: &Name, new_arg: Arg) {
-    match args.iter_mut().find(|a| a.name().is_some_and(|n| n.text == arg.text)) {
+    match args
+        .iter_mut()
+        .find(|a| a.name().is_some_and(|n| n.text == arg.text))
+    {
         Some(existing) => *existing = new_arg,
         None => args.push(new_arg),
     }

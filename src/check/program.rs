@@ -10,9 +10,13 @@ use std::path::PathBuf;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Program {
-    /// The pipeline file that was loaded (imports are in `sources`).
+    /// The pipeline file that was loaded (imports are in `sources`). Absolute and resolved
+    /// paths are not serialised, so the serialised program does not depend on where the
+    /// repository lives (it can feed fingerprints).
+    #[serde(skip)]
     pub root: PathBuf,
     /// Directory that relative data and weight paths are resolved against.
+    #[serde(skip)]
     pub project_root: PathBuf,
     pub profile: Option<String>,
     /// Every block of the program and its imports, in load order (imports first).
@@ -38,7 +42,10 @@ pub struct Program {
 impl Program {
     /// The span of a block's name, to point diagnostics at it.
     pub fn span_of(&self, name: &str) -> Option<Span> {
-        self.blocks.iter().find(|b| b.name == name && b.stage).map(|b| b.span)
+        self.blocks
+            .iter()
+            .find(|b| b.name == name && b.stage)
+            .map(|b| b.span)
     }
 
     pub fn block(&self, name: &str) -> Option<&BlockRef> {
@@ -66,9 +73,83 @@ impl Program {
     pub fn ensemble(&self, name: &str) -> Option<&Ensemble> {
         self.ensembles.iter().find(|d| d.name == name)
     }
+    /// The stages, in load order.
+    pub fn stages(&self) -> impl Iterator<Item = &BlockRef> {
+        self.blocks.iter().filter(|b| b.stage)
+    }
+
+    /// The stages whose outputs stage `name` reads, in a stable order. Configurations a stage
+    /// only copies (a crossval's or search's train settings, models, presets) are not edges:
+    /// a crossval retrains its `compare` configs per fold and needs no trained model.
+    pub fn depends_on(&self, name: &str) -> Vec<String> {
+        let mut deps: Vec<String> = Vec::new();
+        let mut add = |s: &str| {
+            if s != name && !deps.iter().any(|d| d == s) {
+                deps.push(s.to_string());
+            }
+        };
+        if let Some(b) = self.balances.iter().find(|b| b.name == name) {
+            add(b.from.stage());
+        }
+        if let Some(t) = self.train(name) {
+            add(t.data.stage());
+            if let Some(v) = &t.validation {
+                add(v.stage());
+            }
+            if let Some(ClassWeights::Balance { balance }) = &t.loss.class_weights {
+                add(balance);
+            }
+        }
+        if let Some(e) = self.ensemble(name) {
+            e.members.iter().for_each(|m| add(m));
+            if let EnsembleWeights::Search { on, .. } = &e.weights {
+                add(on.stage());
+            }
+        }
+        if let Some(e) = self.evaluates.iter().find(|e| e.name == name) {
+            e.models.iter().for_each(|m| add(m.name()));
+            add(e.data.stage());
+        }
+        if let Some(c) = self.crossvals.iter().find(|c| c.name == name) {
+            add(c.data.stage());
+        }
+        if let Some(x) = self.explains.iter().find(|x| x.name == name) {
+            add(&x.model);
+            add(x.data.stage());
+        }
+        if let Some(s) = self.searches.iter().find(|s| s.name == name) {
+            if let Some(t) = self.train(&s.train) {
+                add(t.data.stage());
+                if let Some(v) = &t.validation {
+                    add(v.stage());
+                }
+                if let Some(ClassWeights::Balance { balance }) = &t.loss.class_weights {
+                    add(balance);
+                }
+            }
+        }
+        if let Some(d) = self.detects.iter().find(|d| d.name == name) {
+            add(d.data.stage());
+        }
+        if let Some(c) = self.chains.iter().find(|c| c.name == name) {
+            for step in &c.steps {
+                match step {
+                    ChainStep::Detect { detector, .. } => add(detector),
+                    ChainStep::Classify { model } => add(model.name()),
+                    _ => {}
+                }
+            }
+        }
+        deps
+    }
+
     /// Renders a diagnostic-free note `file:line` for a span.
     pub fn location(&self, span: Span) -> String {
-        format!("{}:{}", self.sources.display_path(span.file), self.sources.line_of(span))
+        format!(
+            "{}:{}",
+            self.sources.display_path(span.file),
+            self.sources.line_of(span)
+        )
     }
 }
 
@@ -76,7 +157,10 @@ impl BlockKind {
     /// Stages become nodes of the plan; the others (model, augment, callbacks) are
     /// definitions other blocks use.
     pub fn is_stage(self) -> bool {
-        !matches!(self, BlockKind::Model | BlockKind::Augment | BlockKind::Callbacks)
+        !matches!(
+            self,
+            BlockKind::Model | BlockKind::Augment | BlockKind::Callbacks
+        )
     }
 }
 
@@ -131,9 +215,21 @@ pub struct Dataset {
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Source {
-    Hdf5 { path: String, resolved: PathBuf, images: String, labels: String },
-    Folder { path: String, resolved: PathBuf },
-    Synthetic { generator: SyntheticKind, count: usize, seed: u64 },
+    Hdf5 {
+        path: String,
+        resolved: PathBuf,
+        images: String,
+        labels: String,
+    },
+    Folder {
+        path: String,
+        resolved: PathBuf,
+    },
+    Synthetic {
+        generator: SyntheticKind,
+        count: usize,
+        seed: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -186,7 +282,9 @@ impl DataRef {
     /// The dataset the images come from in the end.
     pub fn dataset(&self) -> &str {
         match self {
-            DataRef::Dataset { dataset } | DataRef::Split { dataset, .. } | DataRef::Balance { dataset, .. } => dataset,
+            DataRef::Dataset { dataset }
+            | DataRef::Split { dataset, .. }
+            | DataRef::Balance { dataset, .. } => dataset,
         }
     }
 
@@ -282,7 +380,9 @@ pub struct Resample {
 pub enum WeightsSpec {
     /// N / (C * n_c) on the resampled data.
     Balanced,
-    Explicit { weights: Vec<f64> },
+    Explicit {
+        weights: Vec<f64>,
+    },
 }
 
 // ---------------------------------------------------------------- models and training
@@ -346,10 +446,14 @@ pub enum LossKind {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ClassWeights {
     /// The weights a balance block computes.
-    Balance { balance: String },
+    Balance {
+        balance: String,
+    },
     /// N / (C * n_c) on this train's data.
     Balanced,
-    Explicit { weights: Vec<f64> },
+    Explicit {
+        weights: Vec<f64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -412,6 +516,7 @@ pub enum Callback {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct InitWeights {
     pub path: String,
+    #[serde(skip)]
     pub resolved: PathBuf,
     pub format: WeightsFormat,
     /// `or random`: a missing file starts from random initialisation (with a notice).
@@ -475,9 +580,14 @@ pub struct Ensemble {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EnsembleWeights {
-    Fixed { weights: Vec<f64> },
+    Fixed {
+        weights: Vec<f64>,
+    },
     /// Grid over the simplex with this step, maximising accuracy on `on`.
-    Search { on: DataRef, step: f64 },
+    Search {
+        on: DataRef,
+        step: f64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize)]

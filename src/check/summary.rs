@@ -3,8 +3,18 @@
 use crate::nn::ir::{fmt_shape, ModelIr};
 
 pub fn summary(title: &str, ir: &ModelIr) -> String {
-    let mut rows: Vec<[String; 4]> = vec![["Layer (type)".into(), "Output shape".into(), "Params".into(), "MFLOPs".into()]];
-    rows.push(["input".into(), fmt_shape(&ir.input), "0".into(), "0.00".into()]);
+    let mut rows: Vec<[String; 4]> = vec![[
+        "Layer (type)".into(),
+        "Output shape".into(),
+        "Params".into(),
+        "MFLOPs".into(),
+    ]];
+    rows.push([
+        "input".into(),
+        fmt_shape(&ir.input),
+        "0".into(),
+        "0.00".into(),
+    ]);
     for l in &ir.layers {
         let frozen = if l.trainable { "" } else { " *" };
         rows.push([
@@ -14,11 +24,23 @@ pub fn summary(title: &str, ir: &ModelIr) -> String {
             format!("{:.2}", l.flops as f64 / 1e6),
         ]);
     }
-    let widths: Vec<usize> = (0..4).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..4)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
     let total_width = widths.iter().sum::<usize>() + 6;
     let mut out = format!("{title}\n{}\n", "=".repeat(total_width));
     for (n, r) in rows.iter().enumerate() {
-        out.push_str(&format!("{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}\n", r[0], r[1], r[2], r[3], w0 = widths[0], w1 = widths[1], w2 = widths[2], w3 = widths[3]));
+        out.push_str(&format!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}\n",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3]
+        ));
         if n == 0 {
             out.push_str(&format!("{}\n", "-".repeat(total_width)));
         }
@@ -28,8 +50,14 @@ pub fn summary(title: &str, ir: &ModelIr) -> String {
     let trainable = ir.trainable_params();
     out.push_str(&format!("Total params: {}\n", group_digits(total)));
     out.push_str(&format!("Trainable params: {}\n", group_digits(trainable)));
-    out.push_str(&format!("Non-trainable params: {}\n", group_digits(total - trainable)));
-    out.push_str(&format!("Forward MFLOPs per image: {:.2}\n", ir.total_flops() as f64 / 1e6));
+    out.push_str(&format!(
+        "Non-trainable params: {}\n",
+        group_digits(total - trainable)
+    ));
+    out.push_str(&format!(
+        "Forward MFLOPs per image: {:.2}\n",
+        ir.total_flops() as f64 / 1e6
+    ));
     if trainable != total {
         out.push_str("(* frozen)\n");
     }
@@ -40,7 +68,7 @@ fn group_digits(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -34,15 +34,35 @@ pub fn check(args: CheckArgs) -> miette::Result<ExitCode> {
     };
     let mut out = String::new();
     for train in &program.trains {
-        let args_text: Vec<String> = train.model.args.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let title = format!("train {}: model {}({})", train.name, train.model.def, args_text.join(", "));
+        let args_text: Vec<String> = train
+            .model
+            .args
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let title = format!(
+            "train {}: model {}({})",
+            train.name,
+            train.model.def,
+            args_text.join(", ")
+        );
         out.push_str(&summary(&title, &train.ir));
         out.push('\n');
     }
-    let used: Vec<&str> = program.trains.iter().map(|t| t.model.def.as_str()).collect();
-    let root_models = program.blocks.iter().filter(|b| b.in_root && b.kind == crate::lang::BlockKind::Model).map(|b| b.name.as_str());
+    let used: Vec<&str> = program
+        .trains
+        .iter()
+        .map(|t| t.model.def.as_str())
+        .collect();
+    let root_models = program
+        .blocks
+        .iter()
+        .filter(|b| b.in_root && b.kind == crate::lang::BlockKind::Model)
+        .map(|b| b.name.as_str());
     for name in root_models {
-        let Some(def) = program.models.iter().find(|m| m.name == name) else { continue };
+        let Some(def) = program.models.iter().find(|m| m.name == name) else {
+            continue;
+        };
         if let (Some(ir), false) = (&def.default_ir, used.contains(&name)) {
             out.push_str(&summary(&format!("model {name}"), ir));
             out.push('\n');
@@ -51,14 +71,22 @@ pub fn check(args: CheckArgs) -> miette::Result<ExitCode> {
     if args.explain {
         out.push_str("Defaults filled in:\n");
         for d in &program.defaults {
-            out.push_str(&format!("  {:<28} {:<32} = {:<24} ({})\n", d.block, d.setting, d.value, d.reason));
+            out.push_str(&format!(
+                "  {:<28} {:<32} = {:<24} ({})\n",
+                d.block, d.setting, d.value, d.reason
+            ));
         }
         if program.defaults.is_empty() {
             out.push_str("  none: every setting is written in the file\n");
         }
     }
     let stages = program.blocks.iter().filter(|b| b.stage).count();
-    out.push_str(&format!("ok: {} ({} stages, {} files read)\n", args.file.display(), stages, program.source_files().len()));
+    out.push_str(&format!(
+        "ok: {} ({} stages, {} files read)\n",
+        args.file.display(),
+        stages,
+        program.source_files().len()
+    ));
     // A closed stdout (`gpl check | head`) is not an error worth reporting.
     let _ = std::io::stdout().write_all(out.as_bytes());
     Ok(ExitCode::SUCCESS)
@@ -75,18 +103,34 @@ pub fn fmt(args: FmtArgs) -> miette::Result<ExitCode> {
     let formatted = crate::lang::fmt::format_file(&file);
     if args.check {
         let _ = std::io::stdout().write_all(formatted.as_bytes());
-        return Ok(if formatted == text { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        return Ok(if formatted == text {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     if formatted != text {
-        write_atomic(&args.file, &formatted).map_err(|e| miette::miette!(code = "gpl::io::write", "cannot write {}: {e}", args.file.display()))?;
+        write_atomic(&args.file, &formatted).map_err(|e| {
+            miette::miette!(
+                code = "gpl::io::write",
+                "cannot write {}: {e}",
+                args.file.display()
+            )
+        })?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Temp file in the same folder, then rename, so a crash never leaves half a pipeline.
 fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.fmt-{}", std::process::id()));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)

@@ -230,11 +230,17 @@ pub struct Value {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum ValueKind {
     /// As written (`1e-3` stays `1e-3` under `gpl fmt`), and its value.
-    Number { text: String, value: f64 },
+    Number {
+        text: String,
+        value: f64,
+    },
     Str(String),
     /// `a` or `galaxy10.train`.
     Path(Vec<Name>),
-    Call { name: Name, args: Vec<Arg> },
+    Call {
+        name: Name,
+        args: Vec<Arg>,
+    },
     List(Vec<Value>),
     Range(Box<Value>, Box<Value>),
     /// `3x3`, `69 x 69 x 3`, `k x k`: each part a number or a name.

@@ -131,7 +131,9 @@ fn inline_body(body: &Body) -> Option<String> {
     let mut parts = Vec::new();
     for e in &body.entries {
         match &e.kind {
-            EntryKind::Statement(s) if !e.blank_before && s.body.is_none() && s.trailing.is_none() => {
+            EntryKind::Statement(s)
+                if !e.blank_before && s.body.is_none() && s.trailing.is_none() =>
+            {
                 parts.push(statement_line(s))
             }
             _ => return None,
@@ -160,13 +162,26 @@ pub fn value(v: &Value) -> String {
     match &v.kind {
         ValueKind::Number { text, .. } => text.clone(),
         ValueKind::Str(s) => quote(s),
-        ValueKind::Path(parts) => parts.iter().map(|p| p.text.as_str()).collect::<Vec<_>>().join("."),
+        ValueKind::Path(parts) => parts
+            .iter()
+            .map(|p| p.text.as_str())
+            .collect::<Vec<_>>()
+            .join("."),
         ValueKind::Call { name, args } => format!("{}({})", name.text, args_list(args)),
-        ValueKind::List(items) => format!("[{}]", items.iter().map(value).collect::<Vec<_>>().join(", ")),
+        ValueKind::List(items) => format!(
+            "[{}]",
+            items.iter().map(value).collect::<Vec<_>>().join(", ")
+        ),
         ValueKind::Range(lo, hi) => format!("{}..{}", value(lo), value(hi)),
         ValueKind::Dims(parts) => {
-            let all_numbers = parts.iter().all(|p| matches!(p.kind, ValueKind::Number { .. }));
-            let sep = if all_numbers && parts.len() == 2 { "x" } else { " x " };
+            let all_numbers = parts
+                .iter()
+                .all(|p| matches!(p.kind, ValueKind::Number { .. }));
+            let sep = if all_numbers && parts.len() == 2 {
+                "x"
+            } else {
+                " x "
+            };
             parts.iter().map(value).collect::<Vec<_>>().join(sep)
         }
     }
@@ -228,4 +243,30 @@ fn profile(out: &mut String, p: &Profile) {
     }
     out.push('}');
     push_trailing(out, &p.trailing);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lang::parse::parse_file;
+    use crate::lang::FileId;
+
+    fn fmt(text: &str) -> String {
+        format_file(&parse_file(text, FileId(0)).unwrap_or_else(|e| panic!("{e:?}")))
+    }
+
+    #[test]
+    fn canonical_layout() {
+        let messy = "import   \"a.gpl\"   # presets\n\n\n\nmodel m(c, w: [8,16]) {   # net\n  input 8 x 8 x 3\n  for f in w {conv f 3 x 3 relu,l2:1e-4;maxpool 2}\n\n\n  # head\n  flatten ; dense c softmax\n}\nprofile p { train *.epochs = 3 ;  g.source.count = 10 }\n";
+        let expected = "import \"a.gpl\"  # presets\n\nmodel m(c, w: [8, 16]) {  # net\n  input 8 x 8 x 3\n  for f in w { conv f 3x3 relu, l2: 1e-4; maxpool 2 }\n\n  # head\n  flatten\n  dense c softmax\n}\nprofile p {\n  train *.epochs = 3\n  g.source.count = 10\n}\n";
+        assert_eq!(fmt(messy), expected);
+        assert_eq!(fmt(expected), expected);
+    }
+
+    #[test]
+    fn long_or_commented_nested_bodies_break_into_lines() {
+        let text = "search s {\n  space { a in 1..2; b in [3, 5, 7]; c in 0.0..0.5; d in 16..256; e in 8..64 }\n}\n";
+        let out = fmt(text);
+        assert!(out.contains("  space {\n    a in 1..2\n"), "{out}");
+    }
 }

@@ -13,10 +13,11 @@ use pest::Parser;
 struct GplParser;
 
 /// Parses one source file. `file` is stamped on every span.
-pub fn parse_file(text: &str, file: FileId) -> Result<File, Error> {
-    let mut pairs = GplParser::parse(Rule::file, text).map_err(|e| syntax_error(text, file, e))?;
+pub fn parse_file(text: &str, file: FileId) -> Result<File, Box<Error>> {
+    let mut pairs =
+        GplParser::parse(Rule::file, text).map_err(|e| Box::new(syntax_error(text, file, e)))?;
     let Some(root) = pairs.next() else {
-        return Err(Error::bug("the parser returned no file node"));
+        return Err(Box::new(Error::bug("the parser returned no file node")));
     };
     let cx = Cx { file };
     Ok(cx.file(root))
@@ -29,7 +30,9 @@ struct Cx {
 /// The next child of a node the grammar guarantees to exist.
 fn child<'i>(pairs: &mut Pairs<'i, Rule>, what: &str) -> Pair<'i, Rule> {
     // The grammar makes this child mandatory, so a missing one is a bug in this file.
-    pairs.next().unwrap_or_else(|| panic!("grammar guarantees {what}"))
+    pairs
+        .next()
+        .unwrap_or_else(|| panic!("grammar guarantees {what}"))
 }
 
 impl Cx {
@@ -54,7 +57,11 @@ impl Cx {
                 Rule::profile => ItemKind::Profile(self.profile(p)),
                 _ => continue, // EOI
             };
-            items.push(Item { kind, blank_before: blank && !items.is_empty(), span });
+            items.push(Item {
+                kind,
+                blank_before: blank && !items.is_empty(),
+                span,
+            });
             blank = false;
         }
         File { items }
@@ -69,7 +76,11 @@ impl Cx {
         let path = child(&mut inner, "import path");
         let path_span = self.span(&path);
         let trailing = inner.next().map(|t| self.trailing(t));
-        Import { path: self.string(path), path_span, trailing }
+        Import {
+            path: self.string(path),
+            path_span,
+            trailing,
+        }
     }
 
     fn block(&self, pair: Pair<Rule>) -> Block {
@@ -77,7 +88,8 @@ impl Cx {
         let kind_pair = child(&mut inner, "block kind");
         let kind_span = self.span(&kind_pair);
         // The grammar only accepts the keywords BlockKind lists.
-        let kind = BlockKind::from_keyword(kind_pair.as_str()).unwrap_or_else(|| panic!("grammar block kind"));
+        let kind = BlockKind::from_keyword(kind_pair.as_str())
+            .unwrap_or_else(|| panic!("grammar block kind"));
         let name = self.name(child(&mut inner, "block name"));
         let mut block = Block {
             kind,
@@ -85,7 +97,11 @@ impl Cx {
             name,
             params: Vec::new(),
             header: None,
-            body: Body { open_trailing: None, entries: Vec::new(), span: kind_span },
+            body: Body {
+                open_trailing: None,
+                entries: Vec::new(),
+                span: kind_span,
+            },
             trailing: None,
         };
         for p in inner {
@@ -106,7 +122,10 @@ impl Cx {
     fn param(&self, pair: Pair<Rule>) -> Param {
         let mut inner = pair.into_inner();
         let name = self.name(child(&mut inner, "parameter name"));
-        Param { name, default: inner.next().map(|v| self.value(v)) }
+        Param {
+            name,
+            default: inner.next().map(|v| self.value(v)),
+        }
     }
 
     fn header_ref(&self, pair: Pair<Rule>) -> HeaderRef {
@@ -115,13 +134,20 @@ impl Cx {
             "from" => HeaderWord::From,
             _ => HeaderWord::On,
         };
-        HeaderRef { word, value: self.value(child(&mut inner, "header value")) }
+        HeaderRef {
+            word,
+            value: self.value(child(&mut inner, "header value")),
+        }
     }
 
     /// A body and the comment after its closing brace.
     fn body(&self, pair: Pair<Rule>) -> (Body, Option<String>) {
         let span = self.span(&pair);
-        let mut body = Body { open_trailing: None, entries: Vec::new(), span };
+        let mut body = Body {
+            open_trailing: None,
+            entries: Vec::new(),
+            span,
+        };
         let mut after = None;
         let mut blank = false;
         for p in pair.into_inner() {
@@ -143,7 +169,11 @@ impl Cx {
                 Rule::statement => EntryKind::Statement(self.statement(p)),
                 _ => continue,
             };
-            body.entries.push(Entry { kind, blank_before: blank && !body.entries.is_empty(), span: entry_span });
+            body.entries.push(Entry {
+                kind,
+                blank_before: blank && !body.entries.is_empty(),
+                span: entry_span,
+            });
             blank = false;
         }
         (body, after)
@@ -153,7 +183,14 @@ impl Cx {
         let span = self.span(&pair);
         let mut inner = pair.into_inner();
         let head = self.name(child(&mut inner, "statement head"));
-        let mut st = Statement { head, call: None, groups: Vec::new(), body: None, trailing: None, span };
+        let mut st = Statement {
+            head,
+            call: None,
+            groups: Vec::new(),
+            body: None,
+            trailing: None,
+            span,
+        };
         for p in inner {
             match p.as_rule() {
                 Rule::call_args => st.call = Some(self.call_args(p)),
@@ -172,7 +209,10 @@ impl Cx {
 
     fn group(&self, pair: Pair<Rule>) -> Group {
         let span = self.span(&pair);
-        Group { items: pair.into_inner().map(|p| self.item(p)).collect(), span }
+        Group {
+            items: pair.into_inner().map(|p| self.item(p)).collect(),
+            span,
+        }
     }
 
     fn item(&self, pair: Pair<Rule>) -> Arg {
@@ -192,13 +232,21 @@ impl Cx {
     }
 
     fn call_args(&self, pair: Pair<Rule>) -> Vec<Arg> {
-        pair.into_inner().filter(|p| p.as_rule() == Rule::item).map(|p| self.item(p)).collect()
+        pair.into_inner()
+            .filter(|p| p.as_rule() == Rule::item)
+            .map(|p| self.item(p))
+            .collect()
     }
 
     fn profile(&self, pair: Pair<Rule>) -> Profile {
         let mut inner = pair.into_inner();
         let name = self.name(child(&mut inner, "profile name"));
-        let mut profile = Profile { name, open_trailing: None, entries: Vec::new(), trailing: None };
+        let mut profile = Profile {
+            name,
+            open_trailing: None,
+            entries: Vec::new(),
+            trailing: None,
+        };
         let mut blank = false;
         for p in inner {
             let span = self.span(&p);
@@ -219,7 +267,11 @@ impl Cx {
                 Rule::override_ => ProfileEntryKind::Override(self.override_(p)),
                 _ => continue,
             };
-            profile.entries.push(ProfileEntry { kind, blank_before: blank && !profile.entries.is_empty(), span });
+            profile.entries.push(ProfileEntry {
+                kind,
+                blank_before: blank && !profile.entries.is_empty(),
+                span,
+            });
             blank = false;
         }
         profile
@@ -254,7 +306,11 @@ impl Cx {
 
     fn value(&self, pair: Pair<Rule>) -> Value {
         let span = self.span(&pair);
-        let inner = if pair.as_rule() == Rule::value { child(&mut pair.into_inner(), "value") } else { pair };
+        let inner = if pair.as_rule() == Rule::value {
+            child(&mut pair.into_inner(), "value")
+        } else {
+            pair
+        };
         let kind = match inner.as_rule() {
             Rule::dims => ValueKind::Dims(inner.into_inner().map(|p| self.dim(p)).collect()),
             Rule::range => {
@@ -282,7 +338,10 @@ impl Cx {
         match pair.as_rule() {
             Rule::name => {
                 let name = self.name(pair);
-                Value { span: name.span, kind: ValueKind::Path(vec![name]) }
+                Value {
+                    span: name.span,
+                    kind: ValueKind::Path(vec![name]),
+                }
             }
             _ => self.number(pair),
         }
@@ -292,7 +351,10 @@ impl Cx {
         let text = pair.as_str().to_string();
         // The grammar only admits decimal literals, which f64 parses.
         let value = text.parse::<f64>().unwrap_or(f64::NAN);
-        Value { kind: ValueKind::Number { text, value }, span: self.span(&pair) }
+        Value {
+            kind: ValueKind::Number { text, value },
+            span: self.span(&pair),
+        }
     }
 
     fn string(&self, pair: Pair<Rule>) -> String {
@@ -315,7 +377,10 @@ impl Cx {
     }
 
     fn name(&self, pair: Pair<Rule>) -> Name {
-        Name { text: pair.as_str().to_string(), span: self.span(&pair) }
+        Name {
+            text: pair.as_str().to_string(),
+            span: self.span(&pair),
+        }
     }
 }
 
@@ -331,10 +396,10 @@ fn phrase(rule: Rule) -> &'static str {
         Rule::blank => "a blank line",
         Rule::comment | Rule::trailing | Rule::open_trailing => "a comment",
         Rule::nl => "a new line",
-        Rule::import => "`import \"file.gpl\"`",
+        Rule::import => "`import`",
         Rule::block => "a block (`dataset`, `model`, `train`, ...)",
         Rule::block_kind => {
-            "a block kind (dataset, augment, balance, model, train, evaluate, crossval, ensemble, explain, search, chain, detect, callbacks), `import` or `profile`"
+            "a block kind (dataset, augment, balance, model, train, evaluate, crossval, ensemble, explain, search, chain, detect, callbacks)"
         }
         Rule::params => "a parameter list `(a, b: 1)`",
         Rule::param => "a parameter name",
@@ -345,7 +410,7 @@ fn phrase(rule: Rule) -> &'static str {
         Rule::statement => "a statement",
         Rule::group | Rule::item => "an argument",
         Rule::named => "a named argument `name: value`",
-        Rule::profile => "`profile name { ... }`",
+        Rule::profile => "`profile`",
         Rule::profile_entry | Rule::override_ => "an override like `train *.epochs = 3`",
         Rule::target => "a block name or `*`",
         Rule::star => "`*`",
@@ -374,12 +439,46 @@ fn syntax_error(text: &str, file: FileId, err: pest::error::Error<Rule>) -> Erro
     let span = Span::new(file, pos, pos + len);
     let (expected, help) = match &err.variant {
         ErrorVariant::ParsingError { positives, .. } => {
-            let mut phrases: Vec<&str> = positives.iter().map(|r| phrase(*r)).collect();
+            // Blank lines, comments and end of file are possible almost everywhere; naming
+            // them only buries what was really expected.
+            let noise = [
+                Rule::blank,
+                Rule::comment,
+                Rule::trailing,
+                Rule::open_trailing,
+                Rule::EOI,
+            ];
+            // A failure at the very start is reported against the whole file: say what a
+            // file may start with instead.
+            let expanded: Vec<Rule> = positives
+                .iter()
+                .flat_map(|r| match r {
+                    Rule::file => vec![Rule::import, Rule::block_kind, Rule::profile],
+                    other => vec![*other],
+                })
+                .collect();
+            let useful: Vec<Rule> = expanded
+                .iter()
+                .copied()
+                .filter(|r| !noise.contains(r))
+                .collect();
+            let shown = if useful.is_empty() {
+                expanded.clone()
+            } else {
+                useful
+            };
+            let mut phrases: Vec<&str> = shown.iter().map(|r| phrase(*r)).collect();
             phrases.dedup();
             let mut seen = std::collections::BTreeSet::new();
             phrases.retain(|p| seen.insert(*p));
-            let help = if positives.contains(&Rule::block_kind) {
-                did_you_mean(found.trim_matches('`'), BlockKind::ALL.iter().map(|k| k.keyword()).chain(["import", "profile"]))
+            let help = if shown.contains(&Rule::block_kind) {
+                did_you_mean(
+                    found.trim_matches('`'),
+                    BlockKind::ALL
+                        .iter()
+                        .map(|k| k.keyword())
+                        .chain(["import", "profile"]),
+                )
             } else {
                 None
             };
@@ -387,11 +486,32 @@ fn syntax_error(text: &str, file: FileId, err: pest::error::Error<Rule>) -> Erro
         }
         ErrorVariant::CustomError { message } => (message.clone(), None),
     };
+    if found == "`\"`" {
+        return Error::Syntax {
+            message: "unterminated string".into(),
+            span,
+            label: "this string has no closing `\"` on its line".into(),
+            help: Some(
+                "a string ends with `\"` on the same line; write `\\\"` for a quote inside it"
+                    .into(),
+            ),
+        };
+    }
+    if found == "end of file" {
+        return Error::Syntax {
+            message: "unexpected end of file".into(),
+            span,
+            label: "the file ends here".into(),
+            help: Some(syntax_help(&found)),
+        };
+    }
     Error::Syntax {
         message: format!("expected {expected}, found {found}"),
         span,
         label: format!("expected {}", short_expected(&expected)),
-        help: help.map(|s| format!("did you mean `{s}`?")).or_else(|| Some(syntax_help(&found))),
+        help: help
+            .map(|s| format!("did you mean `{s}`?"))
+            .or_else(|| Some(syntax_help(&found))),
     }
 }
 
@@ -418,7 +538,10 @@ fn found_at(text: &str, pos: usize) -> (String, usize) {
         None => ("end of file".into(), 0),
         Some('\n') | Some('\r') => ("end of line".into(), 1),
         Some(c) if c.is_alphanumeric() || c == '_' => {
-            let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.').collect();
+            let word: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+                .collect();
             let len = word.len();
             (format!("`{word}`"), len)
         }
@@ -445,24 +568,37 @@ mod tests {
     #[test]
     fn statements_groups_and_values() {
         let f = parse("model m(classes, size: 69) {\n  input size x size x 3\n  for f in [32, 64] { conv f 3x3 relu; maxpool 2 }\n  dense classes softmax  # head\n}\n");
-        let ItemKind::Block(b) = &f.items[0].kind else { panic!() };
+        let ItemKind::Block(b) = &f.items[0].kind else {
+            panic!()
+        };
         assert_eq!(b.kind, BlockKind::Model);
         assert_eq!(b.params.len(), 2);
         let sts: Vec<_> = b.body.statements().collect();
         assert_eq!(sts.len(), 3);
-        assert!(matches!(sts[0].groups[0].items[0].value().kind, ValueKind::Dims(ref d) if d.len() == 3));
-        assert_eq!(sts[1].body.as_ref().map(|b| b.statements().count()), Some(2));
+        assert!(
+            matches!(sts[0].groups[0].items[0].value().kind, ValueKind::Dims(ref d) if d.len() == 3)
+        );
+        assert_eq!(
+            sts[1].body.as_ref().map(|b| b.statements().count()),
+            Some(2)
+        );
         assert_eq!(sts[2].trailing.as_deref(), Some("# head"));
     }
 
     #[test]
     fn numbers_ranges_calls_and_profiles() {
         let f = parse("search s {\n space { lr in 1e-4..1e-2; k in [3, 5] }\n strategy bayes(trials: 30, init: 8)\n}\nprofile quick {\n  train *.epochs = 3\n  galaxy10.fallback.count = 3000\n}\n");
-        let ItemKind::Profile(p) = &f.items[1].kind else { panic!() };
-        let ProfileEntryKind::Override(o) = &p.entries[0].kind else { panic!() };
+        let ItemKind::Profile(p) = &f.items[1].kind else {
+            panic!()
+        };
+        let ProfileEntryKind::Override(o) = &p.entries[0].kind else {
+            panic!()
+        };
         assert_eq!(o.kind_filter, Some(BlockKind::Train));
         assert!(matches!(o.target, Target::All(_)));
-        let ProfileEntryKind::Override(o) = &p.entries[1].kind else { panic!() };
+        let ProfileEntryKind::Override(o) = &p.entries[1].kind else {
+            panic!()
+        };
         assert_eq!(o.path.len(), 2);
     }
 
