@@ -156,7 +156,7 @@ fn report_lists_every_model_and_is_self_contained() {
     let html = std::fs::read_to_string(&files.html).unwrap();
 
     for row in model.comparison_rows() {
-        assert!(html.contains(&format!("<tr><td>{}</td><td>galaxy10.test</td>", row.model)), "row for {}", row.model);
+        assert!(html.contains(&format!("<tr><td>{}</td><td class=\"text\">galaxy10.test</td>", row.model)), "row for {}", row.model);
     }
     assert_eq!(model.comparison_rows().len(), 3);
     // Names are escaped, never interpreted as markup.

@@ -50,7 +50,7 @@ h2 .kind { font-weight: normal; color: #5b6575; font-size: 1rem; }
 h3 { font-size: 1.1rem; margin-top: 1.4rem; }
 table { border-collapse: collapse; margin: .6rem 0; font-size: .92rem; }
 th, td { border: 1px solid #d9dde3; padding: .25rem .6rem; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child, td.text { text-align: left; }
 thead th { background: #eef1f5; }
 tr.summary td { font-weight: bold; background: #f7f8fa; }
 td.best { background: #e3f4e8; font-weight: bold; }
@@ -88,6 +88,9 @@ fn slug(text: &str) -> String {
 }
 
 fn fmt_num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        return format!("{v:.0}");
+    }
     if v == 0.0 || (v.abs() >= 1e-3 && v.abs() < 1e6) {
         let s = format!("{v:.4}");
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -277,7 +280,7 @@ fn comparison_section(page: &mut Page, model: &ReportModel) -> Result<(), Report
     for row in &rows {
         let _ = write!(
             page.html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td>",
+            "<tr><td>{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td>",
             escape(&row.model),
             escape(&row.dataset),
             escape(&row.stage)
