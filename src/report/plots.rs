@@ -43,7 +43,10 @@ struct CellAxis {
 
 impl CellAxis {
     fn new(cells: usize) -> Self {
-        Self { cells, linear: (0f64..cells.max(1) as f64).into() }
+        Self {
+            cells,
+            linear: (0f64..cells.max(1) as f64).into(),
+        }
     }
 }
 
@@ -71,7 +74,10 @@ fn render(
     draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>,
 ) -> Result<Vec<u8>, ReportError> {
     ensure_registered()?;
-    let plot_error = |reason: String| ReportError::Plot { figure: figure.to_string(), reason };
+    let plot_error = |reason: String| ReportError::Plot {
+        figure: figure.to_string(),
+        reason,
+    };
     let mut pixels = vec![255u8; (size.0 * size.1 * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
@@ -79,14 +85,18 @@ fn render(
         draw(&root).map_err(plot_error)?;
         root.present().map_err(|e| plot_error(e.to_string()))?;
     }
-    let image = image::RgbImage::from_raw(size.0, size.1, pixels).ok_or_else(|| ReportError::Png {
-        figure: figure.to_string(),
-        reason: "pixel buffer does not match the figure size".to_string(),
-    })?;
+    let image =
+        image::RgbImage::from_raw(size.0, size.1, pixels).ok_or_else(|| ReportError::Png {
+            figure: figure.to_string(),
+            reason: "pixel buffer does not match the figure size".to_string(),
+        })?;
     let mut png = std::io::Cursor::new(Vec::new());
     image
         .write_to(&mut png, image::ImageFormat::Png)
-        .map_err(|e| ReportError::Png { figure: figure.to_string(), reason: e.to_string() })?;
+        .map_err(|e| ReportError::Png {
+            figure: figure.to_string(),
+            reason: e.to_string(),
+        })?;
     Ok(png.into_inner())
 }
 
@@ -119,7 +129,9 @@ fn line_panel(
     legend_at: SeriesLabelPosition,
 ) -> Result<(), String> {
     let values = series.iter().flat_map(|(_, pts)| pts.iter().map(|p| p.1));
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
     let (lo, hi) = padded(lo, hi);
     let mut chart = ChartBuilder::on(area)
         .caption(title, text_style(18))
@@ -161,8 +173,16 @@ fn line_panel(
         .map_err(|e| e.to_string())
 }
 
-fn lr_panel(area: &DrawingArea<BitMapBackend, Shift>, points: &[(f64, f64)], epochs: usize) -> Result<(), String> {
-    let (lo, hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+fn lr_panel(
+    area: &DrawingArea<BitMapBackend, Shift>,
+    points: &[(f64, f64)],
+    epochs: usize,
+) -> Result<(), String> {
+    let (lo, hi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
     let x_range = 0.5f64..(epochs as f64 + 0.5);
     let series = LineSeries::new(points.iter().copied(), color(2).stroke_width(2));
     // ReduceLROnPlateau can fall by decades: a log axis then, a linear one for a step or two
@@ -218,7 +238,10 @@ fn lr_panel(area: &DrawingArea<BitMapBackend, Shift>, points: &[(f64, f64)], epo
 pub fn training_curves(history: &[EpochRow], title: &str) -> Result<Vec<u8>, ReportError> {
     let epochs = history.iter().map(|r| r.epoch).max().unwrap_or(1).max(1);
     let pick = |f: fn(&EpochRow) -> Option<f64>| -> Vec<(f64, f64)> {
-        history.iter().filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.epoch as f64, v))).collect()
+        history
+            .iter()
+            .filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.epoch as f64, v)))
+            .collect()
     };
     let loss = pick(|r| Some(r.loss));
     let val_loss = pick(|r| r.val_loss);
@@ -233,14 +256,35 @@ pub fn training_curves(history: &[EpochRow], title: &str) -> Result<Vec<u8>, Rep
         panels += 1;
     }
     render(title, (440 * panels as u32, 340), |root| {
-        let root = root.titled(title, text_style(20)).map_err(|e| e.to_string())?;
+        let root = root
+            .titled(title, text_style(20))
+            .map_err(|e| e.to_string())?;
         let areas = root.split_evenly((1, panels));
-        let with_data = |series: Vec<Series<'static>>| series.into_iter().filter(|s| !s.1.is_empty()).collect::<Vec<_>>();
-        line_panel(&areas[0], "loss", "loss", &with_data(vec![("loss", loss), ("val_loss", val_loss)]), epochs, SeriesLabelPosition::UpperRight)?;
+        let with_data = |series: Vec<Series<'static>>| {
+            series
+                .into_iter()
+                .filter(|s| !s.1.is_empty())
+                .collect::<Vec<_>>()
+        };
+        line_panel(
+            &areas[0],
+            "loss",
+            "loss",
+            &with_data(vec![("loss", loss), ("val_loss", val_loss)]),
+            epochs,
+            SeriesLabelPosition::UpperRight,
+        )?;
         let mut next = 1;
         if !acc.is_empty() || !val_acc.is_empty() {
             let series = with_data(vec![("accuracy", acc), ("val_accuracy", val_acc)]);
-            line_panel(&areas[next], "accuracy", "accuracy", &series, epochs, SeriesLabelPosition::LowerRight)?;
+            line_panel(
+                &areas[next],
+                "accuracy",
+                "accuracy",
+                &series,
+                epochs,
+                SeriesLabelPosition::LowerRight,
+            )?;
             next += 1;
         }
         if !lr.is_empty() {
@@ -260,7 +304,11 @@ fn shorten(name: &str, max: usize) -> String {
 }
 
 /// Heatmap of the row-normalised confusion matrix, each cell labelled with its count.
-pub fn confusion_heatmap(confusion: &ConfusionMatrix, class_names: &[String], title: &str) -> Result<Vec<u8>, ReportError> {
+pub fn confusion_heatmap(
+    confusion: &ConfusionMatrix,
+    class_names: &[String],
+    title: &str,
+) -> Result<Vec<u8>, ReportError> {
     let c = confusion.counts.len();
     let cell = (460 / c.max(1)).clamp(26, 70) as u32;
     let size = (cell * c as u32 + 260, cell * c as u32 + 130);
@@ -299,7 +347,10 @@ pub fn confusion_heatmap(confusion: &ConfusionMatrix, class_names: &[String], ti
                 // White → the dark end of matplotlib's "Blues" with the share of the true class.
                 let shade = |lo: f64, hi: f64| (lo + (hi - lo) * v).round() as u8;
                 let fill = RGBColor(shade(247.0, 8.0), shade(251.0, 48.0), shade(255.0, 107.0));
-                cells.push(Rectangle::new([(k as f64, top(r) - 1.0), (k as f64 + 1.0, top(r))], fill.filled()));
+                cells.push(Rectangle::new(
+                    [(k as f64, top(r) - 1.0), (k as f64 + 1.0, top(r))],
+                    fill.filled(),
+                ));
             }
         }
         chart.draw_series(cells).map_err(|e| e.to_string())?;
@@ -310,8 +361,14 @@ pub fn confusion_heatmap(confusion: &ConfusionMatrix, class_names: &[String], ti
                 let v = confusion.normalized[r][k];
                 // References to the constants are 'static, as the text style's colour must be.
                 let ink: &'static RGBColor = if v > 0.5 { &WHITE } else { &BLACK };
-                let style = text_style(font_size).color(ink).pos(Pos::new(HPos::Center, VPos::Center));
-                labels.push(Text::new(confusion.counts[r][k].to_string(), (k as f64 + 0.5, top(r) - 0.5), style));
+                let style = text_style(font_size)
+                    .color(ink)
+                    .pos(Pos::new(HPos::Center, VPos::Center));
+                labels.push(Text::new(
+                    confusion.counts[r][k].to_string(),
+                    (k as f64 + 0.5, top(r) - 0.5),
+                    style,
+                ));
             }
         }
         chart.draw_series(labels).map_err(|e| e.to_string())?;
@@ -320,7 +377,11 @@ pub fn confusion_heatmap(confusion: &ConfusionMatrix, class_names: &[String], ti
 }
 
 /// One-vs-rest ROC curve per class with its AUC, plus the micro and macro averages.
-pub fn roc_curves(roc: &OvrRoc, class_names: &[String], title: &str) -> Result<Vec<u8>, ReportError> {
+pub fn roc_curves(
+    roc: &OvrRoc,
+    class_names: &[String],
+    title: &str,
+) -> Result<Vec<u8>, ReportError> {
     render(title, (720, 560), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, text_style(18))
@@ -339,18 +400,33 @@ pub fn roc_curves(roc: &OvrRoc, class_names: &[String], title: &str) -> Result<V
             .draw()
             .map_err(|e| e.to_string())?;
         chart
-            .draw_series(DashedLineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], 6, 4, BLACK.mix(0.4).stroke_width(1)))
+            .draw_series(DashedLineSeries::new(
+                vec![(0.0, 0.0), (1.0, 1.0)],
+                6,
+                4,
+                BLACK.mix(0.4).stroke_width(1),
+            ))
             .map_err(|e| e.to_string())?;
         for (k, curve) in roc.curves.iter().enumerate() {
             let Some(curve) = curve else { continue };
             let c = color(k);
-            let auc = roc.auc[k].map(|a| format!("{a:.3}")).unwrap_or_else(|| "n/a".into());
-            let name = class_names.get(k).map(|n| shorten(n, 22)).unwrap_or_else(|| k.to_string());
+            let auc = roc.auc[k]
+                .map(|a| format!("{a:.3}"))
+                .unwrap_or_else(|| "n/a".into());
+            let name = class_names
+                .get(k)
+                .map(|n| shorten(n, 22))
+                .unwrap_or_else(|| k.to_string());
             chart
-                .draw_series(LineSeries::new(curve.fpr.iter().copied().zip(curve.tpr.iter().copied()), c.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    curve.fpr.iter().copied().zip(curve.tpr.iter().copied()),
+                    c.stroke_width(2),
+                ))
                 .map_err(|e| e.to_string())?
                 .label(format!("{name} (AUC {auc})"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
         }
         if let (Some(curve), Some(auc)) = (&roc.micro_curve, roc.micro_auc) {
             chart
@@ -362,7 +438,9 @@ pub fn roc_curves(roc: &OvrRoc, class_names: &[String], title: &str) -> Result<V
                 ))
                 .map_err(|e| e.to_string())?
                 .label(format!("micro average (AUC {auc:.3})"))
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(3)));
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(3))
+                });
         }
         if let (Some(curve), Some(auc)) = (&roc.macro_curve, roc.macro_auc) {
             let grey = RGBColor(90, 90, 90);
@@ -375,7 +453,9 @@ pub fn roc_curves(roc: &OvrRoc, class_names: &[String], title: &str) -> Result<V
                 ))
                 .map_err(|e| e.to_string())?
                 .label(format!("macro average (AUC {auc:.3})"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey.stroke_width(3)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], grey.stroke_width(3))
+                });
         }
         chart
             .configure_series_labels()
@@ -387,6 +467,9 @@ pub fn roc_curves(roc: &OvrRoc, class_names: &[String], title: &str) -> Result<V
             .map_err(|e| e.to_string())
     })
 }
+
+/// Reads one score of a comparison row.
+type ScoreOf = fn(&ComparisonRow) -> Option<f64>;
 
 /// Grouped bars: accuracy, macro F1 and macro AUC of every evaluated model.
 pub fn model_comparison(rows: &[ComparisonRow], title: &str) -> Result<Vec<u8>, ReportError> {
@@ -400,20 +483,30 @@ pub fn model_comparison(rows: &[ComparisonRow], title: &str) -> Result<Vec<u8>, 
             .y_label_area_size(50)
             .build_cartesian_2d(CellAxis::new(n), 0f64..1.32f64)
             .map_err(|e| e.to_string())?;
-        let names = |v: &f64| rows.get(v.floor() as usize).map(|r| shorten(&r.model, 18)).unwrap_or_default();
+        let names = |v: &f64| {
+            rows.get(v.floor() as usize)
+                .map(|r| shorten(&r.model, 18))
+                .unwrap_or_default()
+        };
         chart
             .configure_mesh()
             .disable_x_mesh()
             .light_line_style(TRANSPARENT)
             .x_label_formatter(&names)
             .y_labels(7)
-            .y_label_formatter(&|v| if *v <= 1.0 + 1e-9 { format!("{v:.1}") } else { String::new() })
+            .y_label_formatter(&|v| {
+                if *v <= 1.0 + 1e-9 {
+                    format!("{v:.1}")
+                } else {
+                    String::new()
+                }
+            })
             .y_desc("score")
             .label_style(text_style(13))
             .axis_desc_style(text_style(14))
             .draw()
             .map_err(|e| e.to_string())?;
-        let metrics: [(&str, fn(&ComparisonRow) -> Option<f64>); 3] = [
+        let metrics: [(&str, ScoreOf); 3] = [
             ("accuracy", |r| Some(r.scores.accuracy)),
             ("macro F1", |r| Some(r.scores.f1)),
             ("macro AUC", |r| r.scores.auc),
@@ -422,15 +515,26 @@ pub fn model_comparison(rows: &[ComparisonRow], title: &str) -> Result<Vec<u8>, 
             let c = color(m);
             // Group i spans [i, i+1]: three bars of width 0.24 with gaps.
             let left = |i: usize| i as f64 + 0.13 + 0.25 * m as f64;
-            let bars = rows.iter().enumerate().filter_map(|(i, r)| value(r).map(|v| (i, v)));
+            let bars = rows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| value(r).map(|v| (i, v)));
             chart
-                .draw_series(bars.clone().map(|(i, v)| Rectangle::new([(left(i), 0.0), (left(i) + 0.23, v)], c.filled())))
+                .draw_series(bars.clone().map(|(i, v)| {
+                    Rectangle::new([(left(i), 0.0), (left(i) + 0.23, v)], c.filled())
+                }))
                 .map_err(|e| e.to_string())?
                 .label(*label)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
             let style = text_style(11).pos(Pos::new(HPos::Center, VPos::Bottom));
             chart
-                .draw_series(bars.map(|(i, v)| Text::new(format!("{v:.3}"), (left(i) + 0.115, v + 0.01), style.clone())))
+                .draw_series(bars.map(|(i, v)| {
+                    Text::new(
+                        format!("{v:.3}"),
+                        (left(i) + 0.115, v + 0.01),
+                        style.clone(),
+                    )
+                }))
                 .map_err(|e| e.to_string())?;
         }
         chart
