@@ -82,6 +82,13 @@ pub enum EvalError {
     )]
     AllDifferencesZero,
 
+    #[error("the exact Wilcoxon distribution for {n} non-zero differences is too large to build")]
+    #[diagnostic(
+        code(gpl::eval::exact_too_large),
+        help("above {max} pairs use the normal approximation (method auto or asymptotic)")
+    )]
+    ExactTooLarge { n: usize, max: usize },
+
     #[error("a sample value is {value}, not a finite number")]
     #[diagnostic(code(gpl::eval::non_finite_sample))]
     NonFiniteSample { value: f64 },

@@ -80,6 +80,10 @@ pub struct WilcoxonResult {
     pub has_ties: bool,
 }
 
+/// Largest number of non-zero differences the exact method accepts: building the null
+/// distribution costs about n³/6 operations and n²/2 numbers (SciPy has no limit).
+pub const MAX_EXACT_PAIRS: usize = 1000;
+
 /// Wilcoxon signed-rank test on paired samples, d = x − y, as `scipy.stats.wilcoxon(x, y)`.
 pub fn wilcoxon(
     x: &[f64],
@@ -139,6 +143,12 @@ pub fn wilcoxon_differences(
         WilcoxonMethod::Auto => MethodUsed::Asymptotic,
     };
 
+    if method == MethodUsed::Exact && nonzero.len() > MAX_EXACT_PAIRS {
+        return Err(EvalError::ExactTooLarge {
+            n: nonzero.len(),
+            max: MAX_EXACT_PAIRS,
+        });
+    }
     let count = nonzero.len() as f64;
     let alternative = options.alternative;
     let (pvalue, zstatistic) = match method {
@@ -434,5 +444,20 @@ mod tests {
             Err(EvalError::AllDifferencesZero)
         );
         assert!(wilcoxon_differences(&[f64::NAN], WilcoxonOptions::default()).is_err());
+        let many: Vec<f64> = (1..=1001).map(f64::from).collect();
+        let exact = WilcoxonOptions {
+            method: WilcoxonMethod::Exact,
+            ..WilcoxonOptions::default()
+        };
+        assert!(matches!(
+            wilcoxon_differences(&many, exact),
+            Err(EvalError::ExactTooLarge { .. })
+        ));
+        assert_eq!(
+            wilcoxon_differences(&many, WilcoxonOptions::default())
+                .unwrap()
+                .method,
+            MethodUsed::Asymptotic
+        );
     }
 }

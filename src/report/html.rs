@@ -482,7 +482,7 @@ fn evaluation_block(page: &mut Page, e: &ModelEvaluation, id: &str) -> Result<()
             .roc
             .undefined_classes
             .iter()
-            .map(|&k| ev.class_names[k].as_str())
+            .map(|&k| ev.class_names.get(k).map_or("?", String::as_str))
             .collect();
         let _ = writeln!(
             page.html,
@@ -528,7 +528,11 @@ fn crossval_block(html: &mut String, cv: &CrossvalSummary) {
         let _ = write!(html, "<tr><td>{}</td>", fold + 1);
         for m in &cv.models {
             for metric in Metric::ALL {
-                let _ = write!(html, "<td>{}</td>", fmt_opt(metric.of(&m.folds[fold])));
+                let _ = write!(
+                    html,
+                    "<td>{}</td>",
+                    fmt_opt(m.folds.get(fold).and_then(|s| metric.of(s)))
+                );
             }
         }
         html.push_str("</tr>\n");
@@ -608,4 +612,57 @@ pub fn write_report(dir: &Path, model: &ReportModel) -> Result<ReportFiles, Repo
         metrics_yaml,
         figures,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+        assert_eq!(slug("galaxy10.test/a b"), "galaxy10-test-a-b");
+    }
+
+    #[test]
+    fn dag_columns_follow_the_longest_input_chain() {
+        let node = |name: &str, inputs: &[&str]| DagNode {
+            name: name.into(),
+            kind: "k".into(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            cached: false,
+        };
+        let dag = vec![
+            node("d", &[]),
+            node("t", &["d"]),
+            node("e", &["t", "d"]),
+            node("x", &["missing"]),
+        ];
+        assert_eq!(dag_layers(&dag), vec![0, 1, 2, 0]);
+        // A cycle (never produced by a plan) still terminates.
+        let cyclic = vec![node("a", &["b"]), node("b", &["a"])];
+        assert_eq!(dag_layers(&cyclic).len(), 2);
+    }
+
+    #[test]
+    fn an_empty_report_still_renders() {
+        let model = ReportModel {
+            pipeline: "empty".into(),
+            dag: vec![],
+            stages: vec![],
+        };
+        let page = render_report(&model).unwrap();
+        assert!(page.html.contains("No model was evaluated."));
+        assert!(page.figures.is_empty());
+    }
+
+    #[test]
+    fn numbers_read_naturally() {
+        assert_eq!(fmt_num(1_234_567.0), "1234567");
+        assert_eq!(fmt_num(0.81), "0.81");
+        assert_eq!(fmt_num(1e-5), "1.000e-5");
+    }
 }

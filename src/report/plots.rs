@@ -310,7 +310,16 @@ pub fn confusion_heatmap(
     title: &str,
 ) -> Result<Vec<u8>, ReportError> {
     let c = confusion.counts.len();
-    let cell = (460 / c.max(1)).clamp(26, 70) as u32;
+    let square = |m: usize, rows: &[usize]| m == c && rows.iter().all(|&r| r == c);
+    let count_rows: Vec<usize> = confusion.counts.iter().map(Vec::len).collect();
+    let share_rows: Vec<usize> = confusion.normalized.iter().map(Vec::len).collect();
+    if c == 0 || !square(c, &count_rows) || !square(confusion.normalized.len(), &share_rows) {
+        return Err(ReportError::Plot {
+            figure: title.to_string(),
+            reason: format!("the confusion matrix is not a non-empty square ({c} rows)"),
+        });
+    }
+    let cell = (460 / c).clamp(26, 70) as u32;
     let size = (cell * c as u32 + 260, cell * c as u32 + 130);
     render(title, size, |root| {
         // Cell (row r, column k) spans [k, k+1] × [c-1-r, c-r]: row 0 on top. Ticks sit at
@@ -326,7 +335,11 @@ pub fn confusion_heatmap(
         let x_names = |v: &f64| index(*v).to_string();
         let y_names = |v: &f64| {
             let row = c - 1 - index(*v);
-            format!("{row}: {}", shorten(&class_names[row], 20))
+            let name = class_names
+                .get(row)
+                .map(|n| shorten(n, 20))
+                .unwrap_or_default();
+            format!("{row}: {name}")
         };
         chart
             .configure_mesh()
@@ -546,4 +559,70 @@ pub fn model_comparison(rows: &[ComparisonRow], title: &str) -> Result<Vec<u8>, 
             .draw()
             .map_err(|e| e.to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::roc::OvrRoc;
+    use crate::eval::ModelScores;
+
+    fn is_png(bytes: &[u8]) -> bool {
+        image::load_from_memory_with_format(bytes, image::ImageFormat::Png).is_ok()
+    }
+
+    #[test]
+    fn degenerate_inputs_draw_or_refuse_without_panicking() {
+        assert!(is_png(&training_curves(&[], "empty").unwrap()));
+        let one = EpochRow {
+            epoch: 1,
+            loss: 0.5,
+            accuracy: None,
+            val_loss: None,
+            val_accuracy: None,
+            lr: Some(0.0),
+        };
+        assert!(is_png(&training_curves(&[one], "one epoch").unwrap()));
+        let single = ConfusionMatrix {
+            counts: vec![vec![3]],
+            normalized: vec![vec![1.0]],
+        };
+        assert!(is_png(
+            &confusion_heatmap(&single, &[], "one class, no names").unwrap()
+        ));
+        let ragged = ConfusionMatrix {
+            counts: vec![vec![1, 2], vec![3]],
+            normalized: vec![vec![0.5, 0.5], vec![1.0]],
+        };
+        assert!(confusion_heatmap(&ragged, &[], "ragged").is_err());
+        let empty = ConfusionMatrix {
+            counts: vec![],
+            normalized: vec![],
+        };
+        assert!(confusion_heatmap(&empty, &[], "empty").is_err());
+        let no_curves = OvrRoc {
+            curves: vec![None],
+            auc: vec![None],
+            macro_auc: None,
+            micro_auc: None,
+            micro_curve: None,
+            macro_curve: None,
+            undefined_classes: vec![0],
+        };
+        assert!(is_png(&roc_curves(&no_curves, &[], "no curves").unwrap()));
+        assert!(is_png(&model_comparison(&[], "no models").unwrap()));
+        let row = ComparisonRow {
+            model: "m".into(),
+            dataset: "d".into(),
+            stage: "s".into(),
+            scores: ModelScores {
+                accuracy: 1.0,
+                precision: 1.0,
+                recall: 1.0,
+                f1: 1.0,
+                auc: None,
+            },
+        };
+        assert!(is_png(&model_comparison(&[row], "no AUC").unwrap()));
+    }
 }
