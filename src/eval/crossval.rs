@@ -83,8 +83,10 @@ pub struct PairedComparison {
     pub test: Option<WilcoxonResult>,
     pub alpha: f64,
     pub reachability: Reachability,
-    /// One or two sentences a reader can take away.
+    /// The conclusion in one sentence.
     pub verdict: String,
+    /// Present when the number of folds cannot reach α: why, in plain words.
+    pub warning: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,7 +182,7 @@ fn compare(
     let (name_a, name_b, label, n) = (&a.model, &b.model, metric.label(), differences.len());
     let wins = differences.iter().filter(|&&d| d > 0.0).count();
     let losses = differences.iter().filter(|&&d| d < 0.0).count();
-    let mut verdict = match &test {
+    let verdict = match &test {
         None => format!("{name_a} and {name_b} have the same {label} on all {n} folds; there is no difference to test."),
         Some(t) => {
             let method = match t.method {
@@ -200,10 +202,7 @@ fn compare(
             )
         }
     };
-    if !reach.reachable {
-        verdict.push(' ');
-        verdict.push_str(&reach.message);
-    }
+    let warning = (!reach.reachable).then(|| reach.message.clone());
     Ok(PairedComparison {
         a: a.model.clone(),
         b: b.model.clone(),
@@ -214,5 +213,6 @@ fn compare(
         alpha,
         reachability: reach,
         verdict,
+        warning,
     })
 }

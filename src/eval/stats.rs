@@ -120,18 +120,16 @@ pub fn wilcoxon_differences(
         return Err(EvalError::AllDifferencesZero);
     }
     let (ranks, tie_sizes) = average_ranks(&nonzero.iter().map(|v| v.abs()).collect::<Vec<_>>());
-    let r_plus: f64 = nonzero
-        .iter()
-        .zip(&ranks)
-        .filter(|(v, _)| **v > 0.0)
-        .map(|(_, r)| r)
-        .sum();
-    let r_minus: f64 = nonzero
-        .iter()
-        .zip(&ranks)
-        .filter(|(v, _)| **v < 0.0)
-        .map(|(_, r)| r)
-        .sum();
+    // Rank sums start from +0.0: Rust's float `sum` of nothing is -0.0, SciPy's is 0.0.
+    let rank_sum = |keep: fn(f64) -> bool| -> f64 {
+        nonzero
+            .iter()
+            .zip(&ranks)
+            .filter(|(v, _)| keep(**v))
+            .fold(0.0, |acc, (_, r)| acc + r)
+    };
+    let r_plus = rank_sum(|v| v > 0.0);
+    let r_minus = rank_sum(|v| v < 0.0);
     let has_ties = tie_sizes.iter().any(|&t| t > 1);
 
     let method = match options.method {

@@ -584,12 +584,8 @@ fn crossval_block(html: &mut String, cv: &CrossvalSummary) {
             );
         }
         let _ = writeln!(html, "<p class=\"verdict\">{}</p>", escape(&c.verdict));
-        if !c.reachability.reachable {
-            let _ = writeln!(
-                html,
-                "<p class=\"warning\">{}</p>",
-                escape(&c.reachability.message)
-            );
+        if let Some(warning) = &c.warning {
+            let _ = writeln!(html, "<p class=\"warning\">{}</p>", escape(warning));
         }
     }
 }
