@@ -247,6 +247,26 @@ fn report_lists_every_model_and_is_self_contained() {
         .is_some());
 }
 
+#[test]
+fn report_model_round_trips_exactly() {
+    // The report stage reads the model back from stage artifacts: +inf ROC thresholds and
+    // undefined AUCs must survive formats without infinity or NaN (written as null). YAML is
+    // used here because serde_yaml parses floats exactly; serde_json without its
+    // `float_roundtrip` feature can be one ulp off (seen: 1.6064306967143829 → …827).
+    let model = synthetic_report();
+    let yaml = serde_yaml::to_string(&model).unwrap();
+    let back: ReportModel = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(back, model);
+    let json = serde_json::to_string(&model).unwrap();
+    let back: ReportModel = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.comparison_rows().len(), model.comparison_rows().len());
+    let threshold = &back.stages[4].evaluations[0].evaluation.roc.curves[0]
+        .as_ref()
+        .unwrap()
+        .thresholds;
+    assert_eq!(threshold[0], f64::INFINITY);
+}
+
 fn find_chromium() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
