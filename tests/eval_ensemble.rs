@@ -11,7 +11,11 @@ fn member(y: &[u32], classes: usize, skill: f64, seed: u64) -> ProbMatrix {
     let mut values = Vec::with_capacity(y.len() * classes);
     for &label in y {
         let mut row: Vec<f64> = (0..classes).map(|_| rng.gen_range(0.05..1.0)).collect();
-        let target = if rng.gen_bool(skill) { label as usize } else { (label as usize + 1) % classes };
+        let target = if rng.gen_bool(skill) {
+            label as usize
+        } else {
+            (label as usize + 1) % classes
+        };
         row[target] += 2.0;
         let total: f64 = row.iter().sum();
         values.extend(row.iter().map(|v| v / total));
@@ -50,7 +54,11 @@ fn search_prefers_the_skilled_member_and_beats_every_single_member() {
     let result = search_weights(&members, &y, &SearchOptions::default()).unwrap();
     assert_eq!(result.weights.len(), 3);
     assert!((result.weights.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-    assert!(result.weights[0] > result.weights[2], "weights {:?}", result.weights);
+    assert!(
+        result.weights[0] > result.weights[2],
+        "weights {:?}",
+        result.weights
+    );
     assert_eq!(result.grid_step, 0.05);
     // Each single member is a grid vertex, so the search can only do at least as well.
     for m in members {
@@ -60,15 +68,24 @@ fn search_prefers_the_skilled_member_and_beats_every_single_member() {
     let blended = soft_vote(&members, &result.weights).unwrap();
     assert!((accuracy(&blended, &y) - result.accuracy).abs() < 1e-12);
     // Deterministic.
-    assert_eq!(search_weights(&members, &y, &SearchOptions::default()).unwrap(), result);
+    assert_eq!(
+        search_weights(&members, &y, &SearchOptions::default()).unwrap(),
+        result
+    );
 }
 
 #[test]
 fn log_loss_objective_and_many_members() {
     let y = labels(120, 3, 9);
-    let ms: Vec<ProbMatrix> = (0..5).map(|i| member(&y, 3, 0.3 + 0.1 * i as f64, 10 + i)).collect();
+    let ms: Vec<ProbMatrix> = (0..5)
+        .map(|i| member(&y, 3, 0.3 + 0.1 * i as f64, 10 + i))
+        .collect();
     let refs: Vec<&ProbMatrix> = ms.iter().collect();
-    let options = SearchOptions { objective: SearchObjective::LogLoss, max_grid_points: 1000, ..SearchOptions::default() };
+    let options = SearchOptions {
+        objective: SearchObjective::LogLoss,
+        max_grid_points: 1000,
+        ..SearchOptions::default()
+    };
     let result = search_weights(&refs, &y, &options).unwrap();
     // 5 members at step 0.05 would be 10,626 points: the grid was coarsened.
     assert!(result.grid_step > 0.05);
@@ -83,7 +100,10 @@ fn log_loss_objective_and_many_members() {
 fn search_refuses_bad_options() {
     let y = vec![0, 1];
     let a = ProbMatrix::new(2, 2, vec![0.9, 0.1, 0.2, 0.8]).unwrap();
-    let bad = SearchOptions { step: 0.3, ..SearchOptions::default() };
+    let bad = SearchOptions {
+        step: 0.3,
+        ..SearchOptions::default()
+    };
     assert!(search_weights(&[&a], &y, &bad).is_err());
     assert!(search_weights(&[], &y, &SearchOptions::default()).is_err());
 }

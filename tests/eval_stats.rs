@@ -2,26 +2,35 @@
 //! tests/fixtures/eval/stats_fixtures.json (made by make_stats_fixtures.py), within 1e-9.
 
 use gpl::eval::crossval::{summarize_crossval, Metric, ModelFolds};
-use gpl::eval::stats::{summarize, wilcoxon, Alternative, MethodUsed, WilcoxonMethod, WilcoxonOptions};
+use gpl::eval::stats::{
+    summarize, wilcoxon, Alternative, MethodUsed, WilcoxonMethod, WilcoxonOptions,
+};
 use gpl::eval::ModelScores;
 use serde_json::Value;
 
 const TOL: f64 = 1e-9;
 
 fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect()
 }
 
 #[test]
 fn wilcoxon_matches_scipy() {
-    let doc: Value = serde_json::from_str(include_str!("fixtures/eval/stats_fixtures.json")).unwrap();
+    let doc: Value =
+        serde_json::from_str(include_str!("fixtures/eval/stats_fixtures.json")).unwrap();
     let mut checked = 0;
     for case in doc["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let (x, y) = (f64s(&case["x"]), f64s(&case["y"]));
-        for (alt_name, alternative) in
-            [("two-sided", Alternative::TwoSided), ("greater", Alternative::Greater), ("less", Alternative::Less)]
-        {
+        for (alt_name, alternative) in [
+            ("two-sided", Alternative::TwoSided),
+            ("greater", Alternative::Greater),
+            ("less", Alternative::Less),
+        ] {
             let variants = [
                 ("exact", WilcoxonMethod::Exact, false),
                 ("auto", WilcoxonMethod::Auto, false),
@@ -30,11 +39,38 @@ fn wilcoxon_matches_scipy() {
             ];
             for (key, method, correction) in variants {
                 let want = &case["results"][alt_name][key];
-                let got = wilcoxon(&x, &y, WilcoxonOptions { alternative, method, correction }).unwrap();
+                let got = wilcoxon(
+                    &x,
+                    &y,
+                    WilcoxonOptions {
+                        alternative,
+                        method,
+                        correction,
+                    },
+                )
+                .unwrap();
                 let what = format!("{name} {alt_name} {key}");
-                let (ws, wp) = (want["statistic"].as_f64().unwrap(), want["pvalue"].as_f64().unwrap());
-                assert!((got.statistic - ws).abs() <= TOL, "{what}: statistic {} vs {ws}", got.statistic);
-                assert!((got.pvalue - wp).abs() <= TOL, "{what}: p {} vs {wp} ({:?})", got.pvalue, got.method);
+                let (ws, wp) = (
+                    want["statistic"].as_f64().unwrap(),
+                    want["pvalue"].as_f64().unwrap(),
+                );
+                assert!(
+                    (got.statistic - ws).abs() <= TOL,
+                    "{what}: statistic {} vs {ws}",
+                    got.statistic
+                );
+                // SciPy prints 0.0, never -0.0.
+                assert_eq!(
+                    got.statistic.is_sign_negative(),
+                    ws.is_sign_negative(),
+                    "{what}: sign"
+                );
+                assert!(
+                    (got.pvalue - wp).abs() <= TOL,
+                    "{what}: p {} vs {wp} ({:?})",
+                    got.pvalue,
+                    got.method
+                );
                 if let Some(wz) = want["zstatistic"].as_f64() {
                     let z = got.zstatistic.expect("z with the normal approximation");
                     assert!((z - wz).abs() <= TOL, "{what}: z {z} vs {wz}");
@@ -43,8 +79,14 @@ fn wilcoxon_matches_scipy() {
             }
         }
         let s = summarize(&x).unwrap();
-        assert!((s.mean - case["mean_x"].as_f64().unwrap()).abs() <= TOL, "{name} mean");
-        assert!((s.std.unwrap() - case["std_x_ddof1"].as_f64().unwrap()).abs() <= TOL, "{name} std");
+        assert!(
+            (s.mean - case["mean_x"].as_f64().unwrap()).abs() <= TOL,
+            "{name} mean"
+        );
+        assert!(
+            (s.std.unwrap() - case["std_x_ddof1"].as_f64().unwrap()).abs() <= TOL,
+            "{name} std"
+        );
     }
     assert_eq!(checked, 9 * 12);
 }
@@ -61,17 +103,32 @@ fn auto_switches_method_like_scipy() {
     assert_eq!((r.method, r.zeros), (MethodUsed::Permutation, 1));
     // Ties with n = 14: normal approximation.
     let x: Vec<f64> = (0..14).map(|i| (i / 2 + 1) as f64).collect();
-    assert_eq!(wilcoxon(&x, &[0.0; 14], auto).unwrap().method, MethodUsed::Asymptotic);
+    assert_eq!(
+        wilcoxon(&x, &[0.0; 14], auto).unwrap().method,
+        MethodUsed::Asymptotic
+    );
 }
 
 fn scores(accuracy: f64) -> ModelScores {
-    ModelScores { accuracy, precision: accuracy - 0.01, recall: accuracy - 0.02, f1: accuracy - 0.015, auc: Some(0.9) }
+    ModelScores {
+        accuracy,
+        precision: accuracy - 0.01,
+        recall: accuracy - 0.02,
+        f1: accuracy - 0.015,
+        auc: Some(0.9),
+    }
 }
 
 #[test]
 fn five_fold_comparison_warns_in_plain_words() {
-    let a = ModelFolds { model: "scratch".into(), folds: [0.81, 0.83, 0.80, 0.85, 0.82].map(scores).to_vec() };
-    let b = ModelFolds { model: "vgg_ft".into(), folds: [0.78, 0.79, 0.77, 0.80, 0.815].map(scores).to_vec() };
+    let a = ModelFolds {
+        model: "scratch".into(),
+        folds: [0.81, 0.83, 0.80, 0.85, 0.82].map(scores).to_vec(),
+    };
+    let b = ModelFolds {
+        model: "vgg_ft".into(),
+        folds: [0.78, 0.79, 0.77, 0.80, 0.815].map(scores).to_vec(),
+    };
     let cv = summarize_crossval(vec![a, b], Metric::Accuracy, 0.05).unwrap();
     assert_eq!(cv.folds, 5);
     let c = &cv.comparisons[0];
@@ -79,8 +136,19 @@ fn five_fold_comparison_warns_in_plain_words() {
     // scratch wins every fold: the smallest two-sided p 5 folds allow.
     assert_eq!(test.pvalue, 0.0625);
     assert!(!c.reachability.reachable);
-    assert!(c.verdict.contains("cannot give a p-value below 0.0625"), "{}", c.verdict);
-    assert!(c.verdict.contains("no significant difference"), "{}", c.verdict);
+    assert!(
+        c.warning
+            .as_deref()
+            .unwrap_or("")
+            .contains("cannot give a p-value below 0.0625"),
+        "{}",
+        c.verdict
+    );
+    assert!(
+        c.verdict.contains("no significant difference"),
+        "{}",
+        c.verdict
+    );
     let acc = cv.summaries[0][0].summary.unwrap();
     assert!((acc.mean - 0.822).abs() < 1e-12);
     // Sample std (ddof = 1) of the fold accuracies, from numpy.
@@ -89,9 +157,17 @@ fn five_fold_comparison_warns_in_plain_words() {
 
 #[test]
 fn identical_models_have_nothing_to_test() {
-    let a = ModelFolds { model: "a".into(), folds: [0.8, 0.9].map(scores).to_vec() };
-    let b = ModelFolds { model: "b".into(), folds: [0.8, 0.9].map(scores).to_vec() };
+    let a = ModelFolds {
+        model: "a".into(),
+        folds: [0.8, 0.9].map(scores).to_vec(),
+    };
+    let b = ModelFolds {
+        model: "b".into(),
+        folds: [0.8, 0.9].map(scores).to_vec(),
+    };
     let cv = summarize_crossval(vec![a, b], Metric::Accuracy, 0.05).unwrap();
     assert!(cv.comparisons[0].test.is_none());
-    assert!(cv.comparisons[0].verdict.contains("same accuracy on all 2 folds"));
+    assert!(cv.comparisons[0]
+        .verdict
+        .contains("same accuracy on all 2 folds"));
 }

@@ -11,12 +11,19 @@ use base64::Engine as _;
 use gpl::eval::crossval::{summarize_crossval, Metric, ModelFolds};
 use gpl::eval::ensemble::{search_weights, soft_vote, SearchOptions};
 use gpl::eval::{evaluate, ProbMatrix};
-use gpl::report::model::{EnsembleReport, EpochRow, KeyFigure, ModelEvaluation, ReportModel, StageReport};
+use gpl::report::model::{
+    EnsembleReport, EpochRow, KeyFigure, ModelEvaluation, ReportModel, StageReport,
+};
 use gpl::report::{write_report, DagNode};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const CLASSES: [&str; 4] = ["Disk, Face-on, Tight Spiral", "Smooth, Round", "Edge-on & <boxy> bulge", "Merger"];
+const CLASSES: [&str; 4] = [
+    "Disk, Face-on, Tight Spiral",
+    "Smooth, Round",
+    "Edge-on & <boxy> bulge",
+    "Merger",
+];
 
 fn predictions(y: &[u32], skill: f64, seed: u64) -> ProbMatrix {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -24,7 +31,11 @@ fn predictions(y: &[u32], skill: f64, seed: u64) -> ProbMatrix {
     let mut values = Vec::new();
     for &label in y {
         let mut row: Vec<f64> = (0..c).map(|_| rng.gen_range(0.05..1.0)).collect();
-        let target = if rng.gen_bool(skill) { label as usize } else { rng.gen_range(0..c) };
+        let target = if rng.gen_bool(skill) {
+            label as usize
+        } else {
+            rng.gen_range(0..c)
+        };
         row[target] += 1.5;
         let total: f64 = row.iter().sum();
         values.extend(row.iter().map(|v| v / total));
@@ -62,7 +73,8 @@ fn synthetic_report() -> ReportModel {
     let scratch_test = predictions(&y_test, 0.7, 21);
     let vgg_test = predictions(&y_test, 0.6, 22);
 
-    let search = search_weights(&[&scratch_val, &vgg_val], &y_val, &SearchOptions::default()).unwrap();
+    let search =
+        search_weights(&[&scratch_val, &vgg_val], &y_val, &SearchOptions::default()).unwrap();
     let combo_test = soft_vote(&[&scratch_test, &vgg_test], &search.weights).unwrap();
     let eval = |model: &str, p: &ProbMatrix| ModelEvaluation {
         model: model.to_string(),
@@ -74,14 +86,22 @@ fn synthetic_report() -> ReportModel {
         (0..5)
             .map(|f| {
                 let y: Vec<u32> = (0..40).map(|i| ((i + f) % 4) as u32).collect();
-                evaluate(&y, &predictions(&y, skill, seed + f as u64), &names()).unwrap().summary()
+                evaluate(&y, &predictions(&y, skill, seed + f as u64), &names())
+                    .unwrap()
+                    .summary()
             })
             .collect::<Vec<_>>()
     };
     let cv = summarize_crossval(
         vec![
-            ModelFolds { model: "scratch".into(), folds: folds(0.75, 100) },
-            ModelFolds { model: "vgg_ft".into(), folds: folds(0.55, 200) },
+            ModelFolds {
+                model: "scratch".into(),
+                folds: folds(0.75, 100),
+            },
+            ModelFolds {
+                model: "vgg_ft".into(),
+                folds: folds(0.55, 200),
+            },
         ],
         Metric::Accuracy,
         0.05,
@@ -89,10 +109,16 @@ fn synthetic_report() -> ReportModel {
     .unwrap();
 
     let mut dataset = StageReport::new("galaxy10", "dataset");
-    dataset.key_figures = vec![KeyFigure::number("images", 140.0), KeyFigure::text("source", "synthetic(galaxy10, seed: 1)")];
+    dataset.key_figures = vec![
+        KeyFigure::number("images", 140.0),
+        KeyFigure::text("source", "synthetic(galaxy10, seed: 1)"),
+    ];
     let mut scratch = StageReport::new("scratch", "train");
     scratch.history = history(12, 1);
-    scratch.key_figures = vec![KeyFigure::number("parameters", 1_234_567.0), KeyFigure::number("best val_accuracy", 0.81)];
+    scratch.key_figures = vec![
+        KeyFigure::number("parameters", 1_234_567.0),
+        KeyFigure::number("best val_accuracy", 0.81),
+    ];
     let mut vgg = StageReport::new("vgg_ft", "train");
     vgg.history = history(8, 2);
     let mut combo = StageReport::new("combo", "ensemble");
@@ -102,8 +128,11 @@ fn synthetic_report() -> ReportModel {
         search: Some(search),
     });
     let mut evaluate_stage = StageReport::new("evaluate_test", "evaluate");
-    evaluate_stage.evaluations =
-        vec![eval("scratch", &scratch_test), eval("vgg_ft", &vgg_test), eval("combo", &combo_test)];
+    evaluate_stage.evaluations = vec![
+        eval("scratch", &scratch_test),
+        eval("vgg_ft", &vgg_test),
+        eval("combo", &combo_test),
+    ];
     let mut cv_stage = StageReport::new("cv", "crossval");
     cv_stage.crossval = Some(cv);
 
@@ -143,7 +172,9 @@ fn embedded_pngs(html: &str) -> Vec<Vec<u8>> {
         .skip(1)
         .map(|rest| {
             let end = rest.find('"').expect("closing quote after the data URI");
-            base64::engine::general_purpose::STANDARD.decode(&rest[..end]).expect("valid base64")
+            base64::engine::general_purpose::STANDARD
+                .decode(&rest[..end])
+                .expect("valid base64")
         })
         .collect()
 }
@@ -156,33 +187,84 @@ fn report_lists_every_model_and_is_self_contained() {
     let html = std::fs::read_to_string(&files.html).unwrap();
 
     for row in model.comparison_rows() {
-        assert!(html.contains(&format!("<tr><td>{}</td><td>galaxy10.test</td>", row.model)), "row for {}", row.model);
+        assert!(
+            html.contains(&format!(
+                "<tr><td>{}</td><td class=\"text\">galaxy10.test</td>",
+                row.model
+            )),
+            "row for {}",
+            row.model
+        );
     }
     assert_eq!(model.comparison_rows().len(), 3);
     // Names are escaped, never interpreted as markup.
     assert!(html.contains("quick &lt;galaxy10&gt;") && !html.contains("<boxy>"));
     // Self-contained: no scripts, stylesheets, or remote URLs (the SVG namespace is not fetched).
-    for forbidden in ["<script", "<link", "src=\"http", "href=\"http", "url(http", "@import"] {
-        assert!(!html.contains(forbidden), "report.html contains {forbidden}");
+    for forbidden in [
+        "<script",
+        "<link",
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "@import",
+    ] {
+        assert!(
+            !html.contains(forbidden),
+            "report.html contains {forbidden}"
+        );
     }
     let pngs = embedded_pngs(&html);
     // comparison + 2 training curves + 3 × (confusion, ROC)
     assert_eq!(pngs.len(), 9);
     assert_eq!(files.figures.len(), 9);
     for png in &pngs {
-        let img = image::load_from_memory_with_format(png, image::ImageFormat::Png).expect("embedded PNG decodes");
+        let img = image::load_from_memory_with_format(png, image::ImageFormat::Png)
+            .expect("embedded PNG decodes");
         assert!(img.width() > 300 && img.height() > 200);
     }
-    assert!(html.contains("cannot give a p-value below 0.0625"), "five-fold warning");
+    assert!(
+        html.contains("cannot give a p-value below 0.0625"),
+        "five-fold warning"
+    );
     assert!(html.contains("Ensemble weights"));
 
-    let yaml: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&files.metrics_yaml).unwrap()).unwrap();
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&files.metrics_yaml).unwrap()).unwrap();
     let stages = &yaml["stages"];
-    let acc = stages["evaluate_test"]["evaluations"]["combo on galaxy10.test"]["accuracy"].as_f64().unwrap();
+    let acc = stages["evaluate_test"]["evaluations"]["combo on galaxy10.test"]["accuracy"]
+        .as_f64()
+        .unwrap();
     assert_eq!(acc, model.stages[4].evaluations[2].evaluation.accuracy);
-    assert_eq!(stages["scratch"]["history"].as_sequence().unwrap().len(), 12);
-    assert!(stages["cv"]["crossval"]["comparisons"][0]["test"]["pvalue"].as_f64().is_some());
-    assert!(stages["combo"]["ensemble"]["weights"].as_sequence().is_some());
+    assert_eq!(
+        stages["scratch"]["history"].as_sequence().unwrap().len(),
+        12
+    );
+    assert!(stages["cv"]["crossval"]["comparisons"][0]["test"]["pvalue"]
+        .as_f64()
+        .is_some());
+    assert!(stages["combo"]["ensemble"]["weights"]
+        .as_sequence()
+        .is_some());
+}
+
+#[test]
+fn report_model_round_trips_exactly() {
+    // The report stage reads the model back from stage artifacts: +inf ROC thresholds and
+    // undefined AUCs must survive formats without infinity or NaN (written as null). YAML is
+    // used here because serde_yaml parses floats exactly; serde_json without its
+    // `float_roundtrip` feature can be one ulp off (seen: 1.6064306967143829 → …827).
+    let model = synthetic_report();
+    let yaml = serde_yaml::to_string(&model).unwrap();
+    let back: ReportModel = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(back, model);
+    let json = serde_json::to_string(&model).unwrap();
+    let back: ReportModel = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.comparison_rows().len(), model.comparison_rows().len());
+    let threshold = &back.stages[4].evaluations[0].evaluation.roc.curves[0]
+        .as_ref()
+        .unwrap()
+        .thresholds;
+    assert_eq!(threshold[0], f64::INFINITY);
 }
 
 fn find_chromium() -> Option<PathBuf> {
@@ -238,19 +320,41 @@ fn report_renders_in_headless_chromium_without_console_errors() {
         .expect("chromium starts");
     let dom = String::from_utf8_lossy(&output.stdout);
     let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "chromium failed ({:?}):\n{log}", output.status);
+    assert!(
+        output.status.success(),
+        "chromium failed ({:?}):\n{log}",
+        output.status
+    );
     // Console messages and failed loads as Chromium logs them.
     let problems: Vec<&str> = log
         .lines()
         .filter(|l| {
-            l.contains("CONSOLE") || l.contains("Uncaught") || l.contains("net::ERR") || l.contains("Failed to load")
+            l.contains("CONSOLE")
+                || l.contains("Uncaught")
+                || l.contains("net::ERR")
+                || l.contains("Failed to load")
         })
         .collect();
-    assert!(problems.is_empty(), "console errors while rendering report.html:\n{}", problems.join("\n"));
-    assert!(dom.contains("<h1>quick &lt;galaxy10&gt;</h1>"), "the DOM holds the rendered page");
+    assert!(
+        problems.is_empty(),
+        "console errors while rendering report.html:\n{}",
+        problems.join("\n")
+    );
+    assert!(
+        dom.contains("<h1>quick &lt;galaxy10&gt;</h1>"),
+        "the DOM holds the rendered page"
+    );
     for row in model.comparison_rows() {
-        assert!(dom.contains(&format!("<td>{}</td>", row.model)), "{} in the rendered DOM", row.model);
+        assert!(
+            dom.contains(&format!("<td>{}</td>", row.model)),
+            "{} in the rendered DOM",
+            row.model
+        );
     }
-    assert_eq!(dom.matches("<img ").count(), 9, "every figure reaches the DOM");
+    assert_eq!(
+        dom.matches("<img ").count(),
+        9,
+        "every figure reaches the DOM"
+    );
     assert!(dom.contains("<svg"), "the stage graph is drawn");
 }

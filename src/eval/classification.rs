@@ -63,11 +63,18 @@ pub struct Evaluation {
 pub const MAX_REPORTED_K: usize = 5;
 
 /// Computes every metric for true labels and predicted probabilities.
-pub fn evaluate(y_true: &[u32], probs: &ProbMatrix, class_names: &[String]) -> Result<Evaluation, EvalError> {
+pub fn evaluate(
+    y_true: &[u32],
+    probs: &ProbMatrix,
+    class_names: &[String],
+) -> Result<Evaluation, EvalError> {
     probs.check_labels(y_true)?;
     let classes = probs.classes();
     if class_names.len() != classes {
-        return Err(EvalError::ClassNames { names: class_names.len(), classes });
+        return Err(EvalError::ClassNames {
+            names: class_names.len(),
+            classes,
+        });
     }
     let y_pred = probs.argmax();
     let confusion = confusion_matrix(y_true, &y_pred, classes);
@@ -101,7 +108,15 @@ pub fn confusion_matrix(y_true: &[u32], y_pred: &[u32], classes: usize) -> Confu
         .iter()
         .map(|row| {
             let total: u64 = row.iter().sum();
-            row.iter().map(|&c| if total == 0 { 0.0 } else { c as f64 / total as f64 }).collect()
+            row.iter()
+                .map(|&c| {
+                    if total == 0 {
+                        0.0
+                    } else {
+                        c as f64 / total as f64
+                    }
+                })
+                .collect()
         })
         .collect();
     ConfusionMatrix { counts, normalized }
@@ -132,8 +147,12 @@ pub fn precision_recall_f1(
         .collect();
     let total: u64 = per_class.iter().map(|m| m.support).sum();
     let mean = |f: fn(&ClassMetrics) -> f64| per_class.iter().map(f).sum::<f64>() / classes as f64;
-    let weighted =
-        |f: fn(&ClassMetrics) -> f64| ratio(per_class.iter().map(|m| f(m) * m.support as f64).sum(), total as f64);
+    let weighted = |f: fn(&ClassMetrics) -> f64| {
+        ratio(
+            per_class.iter().map(|m| f(m) * m.support as f64).sum(),
+            total as f64,
+        )
+    };
     let macro_avg = AverageMetrics {
         precision: mean(|m| m.precision),
         recall: mean(|m| m.recall),
@@ -154,7 +173,10 @@ pub fn precision_recall_f1(
 pub fn top_k_accuracy(y_true: &[u32], probs: &ProbMatrix, k: usize) -> Result<f64, EvalError> {
     probs.check_labels(y_true)?;
     if k == 0 {
-        return Err(EvalError::TopK { k, classes: probs.classes() });
+        return Err(EvalError::TopK {
+            k,
+            classes: probs.classes(),
+        });
     }
     let hits = y_true
         .iter()
@@ -162,7 +184,9 @@ pub fn top_k_accuracy(y_true: &[u32], probs: &ProbMatrix, k: usize) -> Result<f6
         .filter(|&(i, &y)| {
             let row = probs.row(i);
             let y = y as usize;
-            let ranked_above = (0..row.len()).filter(|&j| row[j] > row[y] || (row[j] == row[y] && j > y)).count();
+            let ranked_above = (0..row.len())
+                .filter(|&j| row[j] > row[y] || (row[j] == row[y] && j > y))
+                .count();
             ranked_above < k
         })
         .count();
@@ -173,8 +197,11 @@ pub fn top_k_accuracy(y_true: &[u32], probs: &ProbMatrix, k: usize) -> Result<f6
 pub fn log_loss(y_true: &[u32], probs: &ProbMatrix) -> Result<f64, EvalError> {
     probs.check_labels(y_true)?;
     let eps = f64::EPSILON;
-    let total: f64 =
-        y_true.iter().enumerate().map(|(i, &y)| -probs.row(i)[y as usize].clamp(eps, 1.0 - eps).ln()).sum();
+    let total: f64 = y_true
+        .iter()
+        .enumerate()
+        .map(|(i, &y)| -probs.row(i)[y as usize].clamp(eps, 1.0 - eps).ln())
+        .sum();
     Ok(total / y_true.len() as f64)
 }
 
@@ -182,7 +209,12 @@ impl Evaluation {
     /// The text of scikit-learn's `classification_report(digits=digits)`.
     pub fn report_text(&self, digits: usize) -> String {
         const LAST_HEADING: &str = "weighted avg";
-        let name_width = self.per_class.iter().map(|m| m.name.chars().count()).max().unwrap_or(0);
+        let name_width = self
+            .per_class
+            .iter()
+            .map(|m| m.name.chars().count())
+            .max()
+            .unwrap_or(0);
         let width = name_width.max(LAST_HEADING.len()).max(digits);
         let mut out = format!("{:>width$} ", "");
         for header in ["precision", "recall", "f1-score", "support"] {
@@ -197,7 +229,10 @@ impl Evaluation {
         }
         out += "\n";
         let total = self.macro_avg.support;
-        out += &format!("{:>width$}  {:>9} {:>9} {:>9.digits$} {total:>9}\n", "accuracy", "", "", self.accuracy);
+        out += &format!(
+            "{:>width$}  {:>9} {:>9} {:>9.digits$} {total:>9}\n",
+            "accuracy", "", "", self.accuracy
+        );
         let (m, w) = (&self.macro_avg, &self.weighted_avg);
         out += &row("macro avg", m.precision, m.recall, m.f1, m.support);
         out += &row(LAST_HEADING, w.precision, w.recall, w.f1, w.support);

@@ -11,8 +11,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::stats::{
-    fmt_p, reachability, summarize, wilcoxon_differences, Alternative, Reachability, Summary, WilcoxonMethod,
-    WilcoxonOptions, WilcoxonResult,
+    fmt_p, reachability, summarize, wilcoxon_differences, Alternative, Reachability, Summary,
+    WilcoxonMethod, WilcoxonOptions, WilcoxonResult,
 };
 use super::{EvalError, ModelScores};
 
@@ -28,7 +28,13 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 5] = [Metric::Accuracy, Metric::Precision, Metric::Recall, Metric::F1, Metric::Auc];
+    pub const ALL: [Metric; 5] = [
+        Metric::Accuracy,
+        Metric::Precision,
+        Metric::Recall,
+        Metric::F1,
+        Metric::Auc,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -77,8 +83,10 @@ pub struct PairedComparison {
     pub test: Option<WilcoxonResult>,
     pub alpha: f64,
     pub reachability: Reachability,
-    /// One or two sentences a reader can take away.
+    /// The conclusion in one sentence.
     pub verdict: String,
+    /// Present when the number of folds cannot reach α: why, in plain words.
+    pub warning: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,13 +100,27 @@ pub struct CrossvalSummary {
 
 /// Summarises the fold table and tests every pair of models on `metric` at level `alpha`
 /// (two-sided).
-pub fn summarize_crossval(models: Vec<ModelFolds>, metric: Metric, alpha: f64) -> Result<CrossvalSummary, EvalError> {
-    let folds = models.first().map(|m| m.folds.len()).ok_or(EvalError::Empty { what: "the model list" })?;
+pub fn summarize_crossval(
+    models: Vec<ModelFolds>,
+    metric: Metric,
+    alpha: f64,
+) -> Result<CrossvalSummary, EvalError> {
+    let folds = models
+        .first()
+        .map(|m| m.folds.len())
+        .ok_or(EvalError::Empty {
+            what: "the model list",
+        })?;
     if folds == 0 {
-        return Err(EvalError::Empty { what: "the fold table" });
+        return Err(EvalError::Empty {
+            what: "the fold table",
+        });
     }
     if let Some(m) = models.iter().find(|m| m.folds.len() != folds) {
-        return Err(EvalError::Unpaired { left: folds, right: m.folds.len() });
+        return Err(EvalError::Unpaired {
+            left: folds,
+            right: m.folds.len(),
+        });
     }
     let summaries = models
         .iter()
@@ -107,7 +129,10 @@ pub fn summarize_crossval(models: Vec<ModelFolds>, metric: Metric, alpha: f64) -
                 .iter()
                 .map(|&metric| {
                     let values: Option<Vec<f64>> = m.folds.iter().map(|s| metric.of(s)).collect();
-                    MetricSummary { metric, summary: values.and_then(|v| summarize(&v)) }
+                    MetricSummary {
+                        metric,
+                        summary: values.and_then(|v| summarize(&v)),
+                    }
                 })
                 .collect()
         })
@@ -119,19 +144,35 @@ pub fn summarize_crossval(models: Vec<ModelFolds>, metric: Metric, alpha: f64) -
             comparisons.push(compare(&models[i], &models[j], metric, alpha)?);
         }
     }
-    Ok(CrossvalSummary { folds, models, summaries, comparisons })
+    Ok(CrossvalSummary {
+        folds,
+        models,
+        summaries,
+        comparisons,
+    })
 }
 
-fn compare(a: &ModelFolds, b: &ModelFolds, metric: Metric, alpha: f64) -> Result<PairedComparison, EvalError> {
+fn compare(
+    a: &ModelFolds,
+    b: &ModelFolds,
+    metric: Metric,
+    alpha: f64,
+) -> Result<PairedComparison, EvalError> {
     let mut differences = Vec::with_capacity(a.folds.len());
     for (sa, sb) in a.folds.iter().zip(&b.folds) {
         let (Some(x), Some(y)) = (metric.of(sa), metric.of(sb)) else {
-            return Err(EvalError::Empty { what: "a fold's AUC (no class had a defined AUC)" });
+            return Err(EvalError::Empty {
+                what: "a fold's AUC (no class had a defined AUC)",
+            });
         };
         differences.push(((x - y) * 1e12).round() / 1e12);
     }
     let mean_difference = differences.iter().sum::<f64>() / differences.len() as f64;
-    let options = WilcoxonOptions { alternative: Alternative::TwoSided, method: WilcoxonMethod::Auto, correction: false };
+    let options = WilcoxonOptions {
+        alternative: Alternative::TwoSided,
+        method: WilcoxonMethod::Auto,
+        correction: false,
+    };
     let test = match wilcoxon_differences(&differences, options) {
         Ok(t) => Some(t),
         Err(EvalError::AllDifferencesZero) => None,
@@ -141,7 +182,7 @@ fn compare(a: &ModelFolds, b: &ModelFolds, metric: Metric, alpha: f64) -> Result
     let (name_a, name_b, label, n) = (&a.model, &b.model, metric.label(), differences.len());
     let wins = differences.iter().filter(|&&d| d > 0.0).count();
     let losses = differences.iter().filter(|&&d| d < 0.0).count();
-    let mut verdict = match &test {
+    let verdict = match &test {
         None => format!("{name_a} and {name_b} have the same {label} on all {n} folds; there is no difference to test."),
         Some(t) => {
             let method = match t.method {
@@ -161,10 +202,7 @@ fn compare(a: &ModelFolds, b: &ModelFolds, metric: Metric, alpha: f64) -> Result
             )
         }
     };
-    if !reach.reachable {
-        verdict.push(' ');
-        verdict.push_str(&reach.message);
-    }
+    let warning = (!reach.reachable).then(|| reach.message.clone());
     Ok(PairedComparison {
         a: a.model.clone(),
         b: b.model.clone(),
@@ -175,5 +213,6 @@ fn compare(a: &ModelFolds, b: &ModelFolds, metric: Metric, alpha: f64) -> Result
         alpha,
         reachability: reach,
         verdict,
+        warning,
     })
 }

@@ -36,7 +36,12 @@ pub struct SearchOptions {
 
 impl Default for SearchOptions {
     fn default() -> Self {
-        Self { objective: SearchObjective::AccuracyThenLogLoss, step: 0.05, max_grid_points: 5000, refine_rounds: 4 }
+        Self {
+            objective: SearchObjective::AccuracyThenLogLoss,
+            step: 0.05,
+            max_grid_points: 5000,
+            refine_rounds: 4,
+        }
     }
 }
 
@@ -58,11 +63,15 @@ pub fn normalize_weights(weights: &[f64]) -> Result<Vec<f64>, EvalError> {
         return Err(EvalError::EnsembleEmpty);
     }
     if let Some(w) = weights.iter().find(|w| !w.is_finite() || **w < 0.0) {
-        return Err(EvalError::EnsembleWeights { reason: format!("{w} is not a finite non-negative number") });
+        return Err(EvalError::EnsembleWeights {
+            reason: format!("{w} is not a finite non-negative number"),
+        });
     }
     let total: f64 = weights.iter().sum();
     if total <= 0.0 {
-        return Err(EvalError::EnsembleWeights { reason: "they sum to zero".to_string() });
+        return Err(EvalError::EnsembleWeights {
+            reason: "they sum to zero".to_string(),
+        });
     }
     Ok(weights.iter().map(|w| w / total).collect())
 }
@@ -110,7 +119,9 @@ struct Score {
 
 fn better(a: Score, b: Score, objective: SearchObjective) -> bool {
     match objective {
-        SearchObjective::AccuracyThenLogLoss => a.correct > b.correct || (a.correct == b.correct && a.log_loss < b.log_loss),
+        SearchObjective::AccuracyThenLogLoss => {
+            a.correct > b.correct || (a.correct == b.correct && a.log_loss < b.log_loss)
+        }
         SearchObjective::LogLoss => a.log_loss < b.log_loss,
     }
 }
@@ -132,9 +143,14 @@ fn score(members: &[&ProbMatrix], weights: &[f64], y: &[u32], row: &mut [f64]) -
             }
         }
         correct += usize::from(best == label as usize);
-        loss -= row[label as usize].clamp(f64::EPSILON, 1.0 - f64::EPSILON).ln();
+        loss -= row[label as usize]
+            .clamp(f64::EPSILON, 1.0 - f64::EPSILON)
+            .ln();
     }
-    Score { correct, log_loss: loss / y.len() as f64 }
+    Score {
+        correct,
+        log_loss: loss / y.len() as f64,
+    }
 }
 
 /// Number of points of the simplex grid with `divisions` steps per unit and `members` weights.
@@ -177,8 +193,12 @@ pub fn search_weights(
     check_members(members)?;
     members[0].check_labels(y_val)?;
     let divisions_asked = (1.0 / options.step).round();
-    if !(options.step > 0.0 && options.step <= 1.0) || ((1.0 / options.step) - divisions_asked).abs() > 1e-9 {
-        return Err(EvalError::SearchOptions { reason: format!("step {} does not divide 1 evenly", options.step) });
+    if !(options.step > 0.0 && options.step <= 1.0)
+        || ((1.0 / options.step) - divisions_asked).abs() > 1e-9
+    {
+        return Err(EvalError::SearchOptions {
+            reason: format!("step {} does not divide 1 evenly", options.step),
+        });
     }
     let m = members.len();
     let mut divisions = divisions_asked as usize;
@@ -194,7 +214,10 @@ pub fn search_weights(
         let weights: Vec<f64> = parts.iter().map(|&p| p as f64 / divisions as f64).collect();
         let s = score(members, &weights, y_val, &mut row);
         evaluated += 1;
-        if best.as_ref().is_none_or(|(_, b)| better(s, *b, options.objective)) {
+        if best
+            .as_ref()
+            .is_none_or(|(_, b)| better(s, *b, options.objective))
+        {
             best = Some((weights, s));
         }
     });

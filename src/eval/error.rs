@@ -6,12 +6,18 @@ use thiserror::Error;
 
 #[derive(Debug, Error, Diagnostic, Clone, PartialEq)]
 pub enum EvalError {
-    #[error("the probability matrix has {values} values, which is not {rows} rows × {classes} classes")]
+    #[error(
+        "the probability matrix has {values} values, which is not {rows} rows × {classes} classes"
+    )]
     #[diagnostic(
         code(gpl::eval::shape_mismatch),
         help("probabilities are stored row-major: one row per sample, one column per class")
     )]
-    ShapeMismatch { values: usize, rows: usize, classes: usize },
+    ShapeMismatch {
+        values: usize,
+        rows: usize,
+        classes: usize,
+    },
 
     #[error("there are {labels} true labels but {rows} rows of probabilities")]
     #[diagnostic(
@@ -21,10 +27,15 @@ pub enum EvalError {
     LengthMismatch { labels: usize, rows: usize },
 
     #[error("nothing to evaluate: {what} is empty")]
-    #[diagnostic(code(gpl::eval::empty), help("evaluate on a split with at least one sample"))]
+    #[diagnostic(
+        code(gpl::eval::empty),
+        help("evaluate on a split with at least one sample")
+    )]
     Empty { what: &'static str },
 
-    #[error("a classifier needs at least one class, got a probability matrix with {classes} columns")]
+    #[error(
+        "a classifier needs at least one class, got a probability matrix with {classes} columns"
+    )]
     #[diagnostic(code(gpl::eval::no_classes))]
     NoClasses { classes: usize },
 
@@ -33,10 +44,17 @@ pub enum EvalError {
         code(gpl::eval::label_out_of_range),
         help("labels are 0-based class indices into the probability columns")
     )]
-    LabelOutOfRange { sample: usize, label: u32, classes: usize },
+    LabelOutOfRange {
+        sample: usize,
+        label: u32,
+        classes: usize,
+    },
 
     #[error("{names} class names were given for {classes} classes")]
-    #[diagnostic(code(gpl::eval::class_names), help("give one name per probability column"))]
+    #[diagnostic(
+        code(gpl::eval::class_names),
+        help("give one name per probability column")
+    )]
     ClassNames { names: usize, classes: usize },
 
     #[error("the score of sample {row}, class {class} is {value}, not a finite number")]
@@ -44,7 +62,11 @@ pub enum EvalError {
         code(gpl::eval::non_finite),
         help("a NaN or infinite probability usually means the model diverged during training")
     )]
-    NonFinite { row: usize, class: usize, value: f64 },
+    NonFinite {
+        row: usize,
+        class: usize,
+        value: f64,
+    },
 
     #[error("the paired samples have different lengths ({left} and {right})")]
     #[diagnostic(
@@ -59,6 +81,13 @@ pub enum EvalError {
         help("the two models scored identically on every fold; there is no difference to test")
     )]
     AllDifferencesZero,
+
+    #[error("the exact Wilcoxon distribution for {n} non-zero differences is too large to build")]
+    #[diagnostic(
+        code(gpl::eval::exact_too_large),
+        help("above {max} pairs use the normal approximation (method auto or asymptotic)")
+    )]
+    ExactTooLarge { n: usize, max: usize },
 
     #[error("a sample value is {value}, not a finite number")]
     #[diagnostic(code(gpl::eval::non_finite_sample))]
@@ -76,7 +105,13 @@ pub enum EvalError {
         code(gpl::eval::ensemble_shapes),
         help("members must predict the same samples over the same classes")
     )]
-    EnsembleShapes { member: usize, rows: usize, classes: usize, rows0: usize, classes0: usize },
+    EnsembleShapes {
+        member: usize,
+        rows: usize,
+        classes: usize,
+        rows0: usize,
+        classes0: usize,
+    },
 
     #[error("an ensemble needs at least one member")]
     #[diagnostic(code(gpl::eval::ensemble_empty))]
@@ -87,6 +122,9 @@ pub enum EvalError {
     SearchOptions { reason: String },
 
     #[error("k = {k} is not a valid top-k size for {classes} classes")]
-    #[diagnostic(code(gpl::eval::top_k), help("k counts the best-scored classes, from 1"))]
+    #[diagnostic(
+        code(gpl::eval::top_k),
+        help("k counts the best-scored classes, from 1")
+    )]
     TopK { k: usize, classes: usize },
 }

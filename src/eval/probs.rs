@@ -19,17 +19,33 @@ impl ProbMatrix {
             return Err(EvalError::NoClasses { classes });
         }
         if rows.checked_mul(classes) != Some(values.len()) {
-            return Err(EvalError::ShapeMismatch { values: values.len(), rows, classes });
+            return Err(EvalError::ShapeMismatch {
+                values: values.len(),
+                rows,
+                classes,
+            });
         }
         if let Some(at) = values.iter().position(|v| !v.is_finite()) {
-            return Err(EvalError::NonFinite { row: at / classes, class: at % classes, value: values[at] });
+            return Err(EvalError::NonFinite {
+                row: at / classes,
+                class: at % classes,
+                value: values[at],
+            });
         }
-        Ok(Self { rows, classes, values })
+        Ok(Self {
+            rows,
+            classes,
+            values,
+        })
     }
 
     /// Widens f32 model outputs to f64 (exactly), so the metrics match a float64 reference.
     pub fn from_f32(rows: usize, classes: usize, values: &[f32]) -> Result<Self, EvalError> {
-        Self::new(rows, classes, values.iter().map(|&v| f64::from(v)).collect())
+        Self::new(
+            rows,
+            classes,
+            values.iter().map(|&v| f64::from(v)).collect(),
+        )
     }
 
     pub fn rows(&self) -> usize {
@@ -50,7 +66,9 @@ impl ProbMatrix {
 
     /// The scores of one class across all samples.
     pub fn column(&self, class: usize) -> Vec<f64> {
-        (0..self.rows).map(|i| self.values[i * self.classes + class]).collect()
+        (0..self.rows)
+            .map(|i| self.values[i * self.classes + class])
+            .collect()
     }
 
     /// Predicted class per sample: the first index of the row maximum, as numpy's argmax.
@@ -72,13 +90,22 @@ impl ProbMatrix {
     /// Checks that labels pair with the rows and index a column.
     pub fn check_labels(&self, y_true: &[u32]) -> Result<(), EvalError> {
         if y_true.len() != self.rows {
-            return Err(EvalError::LengthMismatch { labels: y_true.len(), rows: self.rows });
+            return Err(EvalError::LengthMismatch {
+                labels: y_true.len(),
+                rows: self.rows,
+            });
         }
         if self.rows == 0 {
-            return Err(EvalError::Empty { what: "the prediction set" });
+            return Err(EvalError::Empty {
+                what: "the prediction set",
+            });
         }
         if let Some(sample) = y_true.iter().position(|&y| y as usize >= self.classes) {
-            return Err(EvalError::LabelOutOfRange { sample, label: y_true[sample], classes: self.classes });
+            return Err(EvalError::LabelOutOfRange {
+                sample,
+                label: y_true[sample],
+                classes: self.classes,
+            });
         }
         Ok(())
     }

@@ -77,15 +77,26 @@ pub fn roc_curve(is_positive: &[bool], scores: &[f64]) -> Option<RocCurve> {
     }
 
     let (fp_total, tp_total) = (fps[fps.len() - 1], tps[tps.len() - 1]);
-    let fpr = std::iter::once(0.0).chain(fps.iter().map(|f| f / fp_total)).collect();
-    let tpr = std::iter::once(0.0).chain(tps.iter().map(|t| t / tp_total)).collect();
+    let fpr = std::iter::once(0.0)
+        .chain(fps.iter().map(|f| f / fp_total))
+        .collect();
+    let tpr = std::iter::once(0.0)
+        .chain(tps.iter().map(|t| t / tp_total))
+        .collect();
     thresholds.insert(0, f64::INFINITY);
-    Some(RocCurve { fpr, tpr, thresholds })
+    Some(RocCurve {
+        fpr,
+        tpr,
+        thresholds,
+    })
 }
 
 /// Area under a curve by the trapezoid rule (scikit-learn's `auc` for increasing x).
 pub fn auc(x: &[f64], y: &[f64]) -> f64 {
-    x.windows(2).zip(y.windows(2)).map(|(dx, ys)| (dx[1] - dx[0]) * (ys[1] + ys[0]) / 2.0).sum()
+    x.windows(2)
+        .zip(y.windows(2))
+        .map(|(dx, ys)| (dx[1] - dx[0]) * (ys[1] + ys[0]) / 2.0)
+        .sum()
 }
 
 /// numpy's `interp(x, xp, fp)` for increasing `xp` that may repeat values: at a repeated
@@ -131,11 +142,16 @@ pub fn one_vs_rest(y_true: &[u32], probs: &ProbMatrix) -> Result<OvrRoc, EvalErr
             roc_curve(&is_positive, &probs.column(k))
         })
         .collect();
-    let auc_per_class: Vec<Option<f64>> =
-        curves.iter().map(|c| c.as_ref().map(|c| auc(&c.fpr, &c.tpr))).collect();
+    let auc_per_class: Vec<Option<f64>> = curves
+        .iter()
+        .map(|c| c.as_ref().map(|c| auc(&c.fpr, &c.tpr)))
+        .collect();
     let defined: Vec<f64> = auc_per_class.iter().flatten().copied().collect();
-    let macro_auc = (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64);
-    let undefined_classes = (0..classes).filter(|&k| auc_per_class[k].is_none()).collect();
+    let macro_auc =
+        (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64);
+    let undefined_classes = (0..classes)
+        .filter(|&k| auc_per_class[k].is_none())
+        .collect();
 
     // Micro: the binarized label matrix and the scores, both ravelled row-major.
     let pooled_labels: Vec<bool> = y_true
@@ -152,12 +168,26 @@ pub fn one_vs_rest(y_true: &[u32], probs: &ProbMatrix) -> Result<OvrRoc, EvalErr
         grid.dedup();
         let tpr = grid
             .iter()
-            .map(|&x| present.iter().map(|c| interp(x, &c.fpr, &c.tpr)).sum::<f64>() / present.len() as f64)
+            .map(|&x| {
+                present
+                    .iter()
+                    .map(|c| interp(x, &c.fpr, &c.tpr))
+                    .sum::<f64>()
+                    / present.len() as f64
+            })
             .collect();
         MeanCurve { fpr: grid, tpr }
     });
 
-    Ok(OvrRoc { curves, auc: auc_per_class, macro_auc, micro_auc, micro_curve, macro_curve, undefined_classes })
+    Ok(OvrRoc {
+        curves,
+        auc: auc_per_class,
+        macro_auc,
+        micro_auc,
+        micro_curve,
+        macro_curve,
+        undefined_classes,
+    })
 }
 
 /// JSON has no infinity: thresholds are written with +inf as null and read back as +inf.
@@ -165,13 +195,17 @@ mod infinite_as_null {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(values: &[f64], s: S) -> Result<S::Ok, S::Error> {
-        let as_options: Vec<Option<f64>> = values.iter().map(|v| v.is_finite().then_some(*v)).collect();
+        let as_options: Vec<Option<f64>> =
+            values.iter().map(|v| v.is_finite().then_some(*v)).collect();
         as_options.serialize(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
         let as_options = Vec::<Option<f64>>::deserialize(d)?;
-        Ok(as_options.into_iter().map(|v| v.unwrap_or(f64::INFINITY)).collect())
+        Ok(as_options
+            .into_iter()
+            .map(|v| v.unwrap_or(f64::INFINITY))
+            .collect())
     }
 }
 

@@ -55,7 +55,11 @@ pub struct WilcoxonOptions {
 
 impl Default for WilcoxonOptions {
     fn default() -> Self {
-        Self { alternative: Alternative::TwoSided, method: WilcoxonMethod::Auto, correction: false }
+        Self {
+            alternative: Alternative::TwoSided,
+            method: WilcoxonMethod::Auto,
+            correction: false,
+        }
     }
 }
 
@@ -76,19 +80,35 @@ pub struct WilcoxonResult {
     pub has_ties: bool,
 }
 
+/// Largest number of non-zero differences the exact method accepts: building the null
+/// distribution costs about n³/6 operations and n²/2 numbers (SciPy has no limit).
+pub const MAX_EXACT_PAIRS: usize = 1000;
+
 /// Wilcoxon signed-rank test on paired samples, d = x − y, as `scipy.stats.wilcoxon(x, y)`.
-pub fn wilcoxon(x: &[f64], y: &[f64], options: WilcoxonOptions) -> Result<WilcoxonResult, EvalError> {
+pub fn wilcoxon(
+    x: &[f64],
+    y: &[f64],
+    options: WilcoxonOptions,
+) -> Result<WilcoxonResult, EvalError> {
     if x.len() != y.len() {
-        return Err(EvalError::Unpaired { left: x.len(), right: y.len() });
+        return Err(EvalError::Unpaired {
+            left: x.len(),
+            right: y.len(),
+        });
     }
     let d: Vec<f64> = x.iter().zip(y).map(|(a, b)| a - b).collect();
     wilcoxon_differences(&d, options)
 }
 
 /// Wilcoxon signed-rank test on differences, as `scipy.stats.wilcoxon(d)`.
-pub fn wilcoxon_differences(d: &[f64], options: WilcoxonOptions) -> Result<WilcoxonResult, EvalError> {
+pub fn wilcoxon_differences(
+    d: &[f64],
+    options: WilcoxonOptions,
+) -> Result<WilcoxonResult, EvalError> {
     if d.is_empty() {
-        return Err(EvalError::Empty { what: "the paired sample" });
+        return Err(EvalError::Empty {
+            what: "the paired sample",
+        });
     }
     if let Some(&value) = d.iter().find(|v| !v.is_finite()) {
         return Err(EvalError::NonFiniteSample { value });
@@ -100,8 +120,16 @@ pub fn wilcoxon_differences(d: &[f64], options: WilcoxonOptions) -> Result<Wilco
         return Err(EvalError::AllDifferencesZero);
     }
     let (ranks, tie_sizes) = average_ranks(&nonzero.iter().map(|v| v.abs()).collect::<Vec<_>>());
-    let r_plus: f64 = nonzero.iter().zip(&ranks).filter(|(v, _)| **v > 0.0).map(|(_, r)| r).sum();
-    let r_minus: f64 = nonzero.iter().zip(&ranks).filter(|(v, _)| **v < 0.0).map(|(_, r)| r).sum();
+    // Rank sums start from +0.0: Rust's float `sum` of nothing is -0.0, SciPy's is 0.0.
+    let rank_sum = |keep: fn(f64) -> bool| -> f64 {
+        nonzero
+            .iter()
+            .zip(&ranks)
+            .filter(|(v, _)| keep(**v))
+            .fold(0.0, |acc, (_, r)| acc + r)
+    };
+    let r_plus = rank_sum(|v| v > 0.0);
+    let r_minus = rank_sum(|v| v < 0.0);
     let has_ties = tie_sizes.iter().any(|&t| t > 1);
 
     let method = match options.method {
@@ -113,6 +141,12 @@ pub fn wilcoxon_differences(d: &[f64], options: WilcoxonOptions) -> Result<Wilco
         WilcoxonMethod::Auto => MethodUsed::Asymptotic,
     };
 
+    if method == MethodUsed::Exact && nonzero.len() > MAX_EXACT_PAIRS {
+        return Err(EvalError::ExactTooLarge {
+            n: nonzero.len(),
+            max: MAX_EXACT_PAIRS,
+        });
+    }
     let count = nonzero.len() as f64;
     let alternative = options.alternative;
     let (pvalue, zstatistic) = match method {
@@ -121,7 +155,8 @@ pub fn wilcoxon_differences(d: &[f64], options: WilcoxonOptions) -> Result<Wilco
         MethodUsed::Asymptotic => {
             let mean = count * (count + 1.0) * 0.25;
             let tie_correction: f64 = tie_sizes.iter().map(|&t| (t * t * t - t) as f64).sum();
-            let se = ((count * (count + 1.0) * (2.0 * count + 1.0) - tie_correction / 2.0) / 24.0).sqrt();
+            let se = ((count * (count + 1.0) * (2.0 * count + 1.0) - tie_correction / 2.0) / 24.0)
+                .sqrt();
             let mut z = (r_plus - mean) / se;
             if options.correction {
                 let sign = match alternative {
@@ -136,12 +171,31 @@ pub fn wilcoxon_differences(d: &[f64], options: WilcoxonOptions) -> Result<Wilco
                 Alternative::Greater => normal_sf(z),
                 Alternative::TwoSided => 2.0 * normal_sf(z.abs()),
             };
-            let reported_z = if alternative == Alternative::TwoSided { -z.abs() } else { z };
+            let reported_z = if alternative == Alternative::TwoSided {
+                -z.abs()
+            } else {
+                z
+            };
             (p, Some(reported_z))
         }
     };
-    let statistic = if alternative == Alternative::TwoSided { r_plus.min(r_minus) } else { r_plus };
-    Ok(WilcoxonResult { statistic, pvalue, r_plus, r_minus, zstatistic, method, alternative, n, zeros, has_ties })
+    let statistic = if alternative == Alternative::TwoSided {
+        r_plus.min(r_minus)
+    } else {
+        r_plus
+    };
+    Ok(WilcoxonResult {
+        statistic,
+        pvalue,
+        r_plus,
+        r_minus,
+        zstatistic,
+        method,
+        alternative,
+        n,
+        zeros,
+        has_ties,
+    })
 }
 
 fn sign_or_zero(z: f64) -> f64 {
@@ -204,8 +258,20 @@ fn exact_pvalue(count: usize, r_plus: f64, alternative: Alternative) -> f64 {
         }
     };
     // SciPy's WilcoxonDistribution: sum the short tail directly, the long one by complement.
-    let cdf = |k: usize| if k as f64 <= mean { sum(0..k + 1) } else { 1.0 - sum(k + 1..pmf.len()) };
-    let sf = |k: usize| if k as f64 <= mean { sum(k..pmf.len()) } else { 1.0 - sum(0..k) };
+    let cdf = |k: usize| {
+        if k as f64 <= mean {
+            sum(0..k + 1)
+        } else {
+            1.0 - sum(k + 1..pmf.len())
+        }
+    };
+    let sf = |k: usize| {
+        if k as f64 <= mean {
+            sum(k..pmf.len())
+        } else {
+            1.0 - sum(0..k)
+        }
+    };
     // With ties r⁺ may be a half-integer: round towards the conservative side.
     let (up, down) = (r_plus.ceil() as usize, r_plus.floor() as usize);
     match alternative {
@@ -265,7 +331,9 @@ pub struct Reachability {
 pub fn reachability(n: usize, alpha: f64, alternative: Alternative) -> Reachability {
     let min_pvalue = min_exact_pvalue(n, alternative);
     let reachable = min_pvalue <= alpha;
-    let pairs_needed = (1..=64).find(|&m| min_exact_pvalue(m, alternative) <= alpha).unwrap_or(64);
+    let pairs_needed = (1..=64)
+        .find(|&m| min_exact_pvalue(m, alternative) <= alpha)
+        .unwrap_or(64);
     let sided = match alternative {
         Alternative::TwoSided => "two-sided",
         Alternative::Greater | Alternative::Less => "one-sided",
@@ -285,7 +353,14 @@ pub fn reachability(n: usize, alpha: f64, alternative: Alternative) -> Reachabil
             fmt_p(min_pvalue)
         )
     };
-    Reachability { n, alpha, min_pvalue, reachable, pairs_needed, message }
+    Reachability {
+        n,
+        alpha,
+        min_pvalue,
+        reachable,
+        pairs_needed,
+        message,
+    }
 }
 
 /// p-values in plain text: 4 significant digits, no exponent for the usual range.
@@ -314,7 +389,9 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
     }
     let n = values.len();
     let mean = values.iter().sum::<f64>() / n as f64;
-    let std = (n >= 2).then(|| (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64).sqrt());
+    let std = (n >= 2).then(|| {
+        (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64).sqrt()
+    });
     Some(Summary { n, mean, std })
 }
 
@@ -328,7 +405,11 @@ mod tests {
         assert_eq!(r.min_pvalue, 0.0625);
         assert!(!r.reachable);
         assert_eq!(r.pairs_needed, 6);
-        assert!(r.message.contains("cannot give a p-value below 0.0625"), "{}", r.message);
+        assert!(
+            r.message.contains("cannot give a p-value below 0.0625"),
+            "{}",
+            r.message
+        );
         assert!(reachability(6, 0.05, Alternative::TwoSided).reachable);
         assert!(reachability(5, 0.05, Alternative::Greater).reachable);
     }
@@ -352,8 +433,29 @@ mod tests {
 
     #[test]
     fn refuses_bad_input() {
-        assert_eq!(wilcoxon(&[1.0], &[1.0, 2.0], WilcoxonOptions::default()), Err(EvalError::Unpaired { left: 1, right: 2 }));
-        assert_eq!(wilcoxon(&[1.0, 2.0], &[1.0, 2.0], WilcoxonOptions::default()), Err(EvalError::AllDifferencesZero));
+        assert_eq!(
+            wilcoxon(&[1.0], &[1.0, 2.0], WilcoxonOptions::default()),
+            Err(EvalError::Unpaired { left: 1, right: 2 })
+        );
+        assert_eq!(
+            wilcoxon(&[1.0, 2.0], &[1.0, 2.0], WilcoxonOptions::default()),
+            Err(EvalError::AllDifferencesZero)
+        );
         assert!(wilcoxon_differences(&[f64::NAN], WilcoxonOptions::default()).is_err());
+        let many: Vec<f64> = (1..=1001).map(f64::from).collect();
+        let exact = WilcoxonOptions {
+            method: WilcoxonMethod::Exact,
+            ..WilcoxonOptions::default()
+        };
+        assert!(matches!(
+            wilcoxon_differences(&many, exact),
+            Err(EvalError::ExactTooLarge { .. })
+        ));
+        assert_eq!(
+            wilcoxon_differences(&many, WilcoxonOptions::default())
+                .unwrap()
+                .method,
+            MethodUsed::Asymptotic
+        );
     }
 }

@@ -8,15 +8,24 @@ use thiserror::Error;
 #[derive(Debug, Error, Diagnostic)]
 pub enum ReportError {
     #[error("could not draw the figure {figure}: {reason}")]
-    #[diagnostic(code(gpl::report::plot), help("this is a bug in the report's plotting code; please report it"))]
+    #[diagnostic(
+        code(gpl::report::plot),
+        help("this is a bug in the report's plotting code; please report it")
+    )]
     Plot { figure: String, reason: String },
 
     #[error("the embedded font could not be loaded")]
-    #[diagnostic(code(gpl::report::font), help("assets/DejaVuSans.ttf is compiled into gpl; rebuild from a clean checkout"))]
+    #[diagnostic(
+        code(gpl::report::font),
+        help("assets/DejaVuSans.ttf is compiled into gpl; rebuild from a clean checkout")
+    )]
     Font,
 
     #[error("could not write {path}")]
-    #[diagnostic(code(gpl::report::io), help("check that the run directory exists and is writable"))]
+    #[diagnostic(
+        code(gpl::report::io),
+        help("check that the run directory exists and is writable")
+    )]
     Io {
         path: PathBuf,
         #[source]

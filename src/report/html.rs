@@ -10,7 +10,9 @@ use base64::Engine as _;
 
 use super::files::write_atomic;
 use super::metrics_yaml::write_metrics_yaml;
-use super::model::{ComparisonRow, DagNode, EnsembleReport, FigureValue, ModelEvaluation, ReportModel, StageReport};
+use super::model::{
+    ComparisonRow, DagNode, EnsembleReport, FigureValue, ModelEvaluation, ReportModel, StageReport,
+};
 use super::plots;
 use super::ReportError;
 use crate::eval::crossval::{CrossvalSummary, Metric};
@@ -50,7 +52,7 @@ h2 .kind { font-weight: normal; color: #5b6575; font-size: 1rem; }
 h3 { font-size: 1.1rem; margin-top: 1.4rem; }
 table { border-collapse: collapse; margin: .6rem 0; font-size: .92rem; }
 th, td { border: 1px solid #d9dde3; padding: .25rem .6rem; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child, td.text { text-align: left; }
 thead th { background: #eef1f5; }
 tr.summary td { font-weight: bold; background: #f7f8fa; }
 td.best { background: #e3f4e8; font-weight: bold; }
@@ -84,10 +86,21 @@ pub fn escape(text: &str) -> String {
 
 /// A fragment safe for ids and file names: letters, digits, '-' and '_'.
 fn slug(text: &str) -> String {
-    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect()
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 fn fmt_num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        return format!("{v:.0}");
+    }
     if v == 0.0 || (v.abs() >= 1e-3 && v.abs() < 1e6) {
         let s = format!("{v:.4}");
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -97,7 +110,8 @@ fn fmt_num(v: f64) -> String {
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "—".to_string())
+    v.map(|v| format!("{v:.4}"))
+        .unwrap_or_else(|| "—".to_string())
 }
 
 struct Page {
@@ -108,14 +122,21 @@ struct Page {
 impl Page {
     fn image(&mut self, file_name: String, png: Vec<u8>, alt: &str) {
         let data = base64::engine::general_purpose::STANDARD.encode(&png);
-        let _ = write!(self.html, r#"<img alt="{}" src="data:image/png;base64,{data}">"#, escape(alt));
+        let _ = write!(
+            self.html,
+            r#"<img alt="{}" src="data:image/png;base64,{data}">"#,
+            escape(alt)
+        );
         self.figures.push(Figure { file_name, png });
     }
 }
 
 /// Renders the page and its figures.
 pub fn render_report(model: &ReportModel) -> Result<RenderedReport, ReportError> {
-    let mut page = Page { html: String::new(), figures: Vec::new() };
+    let mut page = Page {
+        html: String::new(),
+        figures: Vec::new(),
+    };
     let title = format!("gpl report — {}", model.pipeline);
     let _ = write!(
         page.html,
@@ -135,7 +156,10 @@ pub fn render_report(model: &ReportModel) -> Result<RenderedReport, ReportError>
         stage_section(&mut page, stage)?;
     }
     page.html.push_str("</main>\n</body>\n</html>\n");
-    Ok(RenderedReport { html: page.html, figures: page.figures })
+    Ok(RenderedReport {
+        html: page.html,
+        figures: page.figures,
+    })
 }
 
 fn contents(html: &mut String, model: &ReportModel) {
@@ -155,7 +179,11 @@ fn contents(html: &mut String, model: &ReportModel) {
 
 /// Column of each node: the length of the longest input chain leading to it.
 fn dag_layers(dag: &[DagNode]) -> Vec<usize> {
-    let index: HashMap<&str, usize> = dag.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = dag
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
     let mut layer = vec![0usize; dag.len()];
     // Relax edges |V| times: terminates on cycles too (which a plan never has).
     for _ in 0..dag.len() {
@@ -189,10 +217,14 @@ fn dag_section(html: &mut String, dag: &[DagNode]) {
     let mut pos = Vec::with_capacity(dag.len());
     for &l in &layers {
         let row = row_in_layer.entry(l).or_insert(0usize);
-        pos.push((10.0 + l as f64 * (box_w + gap_x), 10.0 + *row as f64 * (box_h + gap_y)));
+        pos.push((
+            10.0 + l as f64 * (box_w + gap_x),
+            10.0 + *row as f64 * (box_h + gap_y),
+        ));
         *row += 1;
     }
-    let width = 20.0 + (layers.iter().max().copied().unwrap_or(0) + 1) as f64 * (box_w + gap_x) - gap_x;
+    let width =
+        20.0 + (layers.iter().max().copied().unwrap_or(0) + 1) as f64 * (box_w + gap_x) - gap_x;
     let rows = row_in_layer.values().max().copied().unwrap_or(1);
     let height = 20.0 + rows as f64 * (box_h + gap_y) - gap_y;
     let _ = write!(
@@ -202,7 +234,11 @@ fn dag_section(html: &mut String, dag: &[DagNode]) {
          <defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"7\" \
          markerHeight=\"7\" orient=\"auto-start-reverse\"><path d=\"M 0 0 L 10 5 L 0 10 z\" fill=\"#5b6575\"/></marker></defs>\n"
     );
-    let index: HashMap<&str, usize> = dag.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = dag
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
     for (i, node) in dag.iter().enumerate() {
         for input in &node.inputs {
             if let Some(&j) = index.get(input.as_str()) {
@@ -233,7 +269,11 @@ fn dag_section(html: &mut String, dag: &[DagNode]) {
     }
     html.push_str("</svg>\n<ul>\n");
     for node in dag {
-        let inputs = if node.inputs.is_empty() { String::new() } else { format!(" ← {}", escape(&node.inputs.join(", "))) };
+        let inputs = if node.inputs.is_empty() {
+            String::new()
+        } else {
+            format!(" ← {}", escape(&node.inputs.join(", ")))
+        };
         let _ = writeln!(
             html,
             "<li><b>{}</b> <span class=\"muted\">{}{}</span>{inputs}</li>",
@@ -255,9 +295,11 @@ fn truncate(text: &str, max: usize) -> String {
 
 fn comparison_section(page: &mut Page, model: &ReportModel) -> Result<(), ReportError> {
     let rows = model.comparison_rows();
-    page.html.push_str("<section id=\"comparison\"><h2>Model comparison</h2>\n");
+    page.html
+        .push_str("<section id=\"comparison\"><h2>Model comparison</h2>\n");
     if rows.is_empty() {
-        page.html.push_str("<p class=\"muted\">No model was evaluated.</p></section>\n");
+        page.html
+            .push_str("<p class=\"muted\">No model was evaluated.</p></section>\n");
         return Ok(());
     }
     page.html.push_str(
@@ -272,26 +314,40 @@ fn comparison_section(page: &mut Page, model: &ReportModel) -> Result<(), Report
         |r| Some(r.scores.f1),
         |r| r.scores.auc,
     ];
-    let best: Vec<Option<f64>> =
-        columns.iter().map(|f| rows.iter().filter_map(f).fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.max(v))))).collect();
+    let best: Vec<Option<f64>> = columns
+        .iter()
+        .map(|f| {
+            rows.iter()
+                .filter_map(f)
+                .fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.max(v))))
+        })
+        .collect();
     for row in &rows {
         let _ = write!(
             page.html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td>",
+            "<tr><td>{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td>",
             escape(&row.model),
             escape(&row.dataset),
             escape(&row.stage)
         );
         for (f, b) in columns.iter().zip(&best) {
             let v = f(row);
-            let class = if v.is_some() && v == *b && rows.len() > 1 { " class=\"best\"" } else { "" };
+            let class = if v.is_some() && v == *b && rows.len() > 1 {
+                " class=\"best\""
+            } else {
+                ""
+            };
             let _ = write!(page.html, "<td{class}>{}</td>", fmt_opt(v));
         }
         page.html.push_str("</tr>\n");
     }
     page.html.push_str("</tbody></table>\n");
     let png = plots::model_comparison(&rows, "Evaluated models")?;
-    page.image("comparison.png".to_string(), png, "bar chart comparing the evaluated models");
+    page.image(
+        "comparison.png".to_string(),
+        png,
+        "bar chart comparing the evaluated models",
+    );
     page.html.push_str("</section>\n");
     Ok(())
 }
@@ -311,7 +367,12 @@ fn stage_section(page: &mut Page, stage: &StageReport) -> Result<(), ReportError
                 FigureValue::Number(v) => fmt_num(*v),
                 FigureValue::Text(t) => t.clone(),
             };
-            let _ = writeln!(page.html, "<dt>{}</dt><dd>{}</dd>", escape(&f.label), escape(&value));
+            let _ = writeln!(
+                page.html,
+                "<dt>{}</dt><dd>{}</dd>",
+                escape(&f.label),
+                escape(&value)
+            );
         }
         page.html.push_str("</dl>\n");
     }
@@ -334,7 +395,11 @@ fn stage_section(page: &mut Page, stage: &StageReport) -> Result<(), ReportError
 fn history_block(page: &mut Page, stage: &StageReport, id: &str) -> Result<(), ReportError> {
     page.html.push_str("<h3>Training curves</h3>\n");
     let png = plots::training_curves(&stage.history, &format!("{} training history", stage.name))?;
-    page.image(format!("{id}-training.png"), png, &format!("training curves of {}", stage.name));
+    page.image(
+        format!("{id}-training.png"),
+        png,
+        &format!("training curves of {}", stage.name),
+    );
     page.html.push_str(
         "<details><summary>History table</summary><table><thead><tr><th>epoch</th><th>loss</th><th>accuracy</th>\
          <th>val_loss</th><th>val_accuracy</th><th>lr</th></tr></thead><tbody>\n",
@@ -348,7 +413,8 @@ fn history_block(page: &mut Page, stage: &StageReport, id: &str) -> Result<(), R
             fmt_opt(r.accuracy),
             fmt_opt(r.val_loss),
             fmt_opt(r.val_accuracy),
-            r.lr.map(|v| format!("{v:.2e}")).unwrap_or_else(|| "—".into())
+            r.lr.map(|v| format!("{v:.2e}"))
+                .unwrap_or_else(|| "—".into())
         );
     }
     page.html.push_str("</tbody></table></details>\n");
@@ -358,13 +424,19 @@ fn history_block(page: &mut Page, stage: &StageReport, id: &str) -> Result<(), R
 fn ensemble_block(html: &mut String, ensemble: &EnsembleReport) {
     html.push_str("<h3>Ensemble weights</h3>\n<table><thead><tr><th>member</th><th>weight</th></tr></thead><tbody>\n");
     for (member, weight) in ensemble.members.iter().zip(&ensemble.weights) {
-        let _ = writeln!(html, "<tr><td>{}</td><td>{weight:.4}</td></tr>", escape(member));
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{weight:.4}</td></tr>",
+            escape(member)
+        );
     }
     html.push_str("</tbody></table>\n");
     match &ensemble.search {
         Some(s) => {
             let objective = match s.objective {
-                crate::eval::ensemble::SearchObjective::AccuracyThenLogLoss => "validation accuracy (log-loss breaks ties)",
+                crate::eval::ensemble::SearchObjective::AccuracyThenLogLoss => {
+                    "validation accuracy (log-loss breaks ties)"
+                }
                 crate::eval::ensemble::SearchObjective::LogLoss => "validation log-loss",
             };
             let _ = writeln!(
@@ -377,7 +449,9 @@ fn ensemble_block(html: &mut String, ensemble: &EnsembleReport) {
                 s.log_loss
             );
         }
-        None => html.push_str("<p>Fixed weights, as written in the pipeline (normalised to sum to 1).</p>\n"),
+        None => html.push_str(
+            "<p>Fixed weights, as written in the pipeline (normalised to sum to 1).</p>\n",
+        ),
     }
 }
 
@@ -396,11 +470,20 @@ fn evaluation_block(page: &mut Page, e: &ModelEvaluation, id: &str) -> Result<()
         ev.log_loss
     );
     if !ev.top_k.is_empty() {
-        let list: Vec<String> = ev.top_k.iter().map(|t| format!("top-{} {:.4}", t.k, t.accuracy)).collect();
+        let list: Vec<String> = ev
+            .top_k
+            .iter()
+            .map(|t| format!("top-{} {:.4}", t.k, t.accuracy))
+            .collect();
         let _ = writeln!(page.html, "<p>{}</p>", list.join(" · "));
     }
     if !ev.roc.undefined_classes.is_empty() {
-        let names: Vec<&str> = ev.roc.undefined_classes.iter().map(|&k| ev.class_names[k].as_str()).collect();
+        let names: Vec<&str> = ev
+            .roc
+            .undefined_classes
+            .iter()
+            .map(|&k| ev.class_names.get(k).map_or("?", String::as_str))
+            .collect();
         let _ = writeln!(
             page.html,
             "<p class=\"warning\">No true samples of {}: their one-vs-rest AUC is undefined and the macro AUC \
@@ -412,10 +495,22 @@ fn evaluation_block(page: &mut Page, e: &ModelEvaluation, id: &str) -> Result<()
     page.html.push_str("<div class=\"figures\">");
     let base = format!("{id}-{}-{}", slug(&e.model), slug(&e.dataset));
     let title = format!("{} on {}", e.model, e.dataset);
-    let png = plots::confusion_heatmap(&ev.confusion, &ev.class_names, &format!("Confusion matrix: {title}"))?;
-    page.image(format!("{base}-confusion.png"), png, &format!("confusion matrix of {title}"));
+    let png = plots::confusion_heatmap(
+        &ev.confusion,
+        &ev.class_names,
+        &format!("Confusion matrix: {title}"),
+    )?;
+    page.image(
+        format!("{base}-confusion.png"),
+        png,
+        &format!("confusion matrix of {title}"),
+    );
     let png = plots::roc_curves(&ev.roc, &ev.class_names, &format!("ROC curves: {title}"))?;
-    page.image(format!("{base}-roc.png"), png, &format!("ROC curves of {title}"));
+    page.image(
+        format!("{base}-roc.png"),
+        png,
+        &format!("ROC curves of {title}"),
+    );
     page.html.push_str("</div>\n");
     Ok(())
 }
@@ -433,7 +528,11 @@ fn crossval_block(html: &mut String, cv: &CrossvalSummary) {
         let _ = write!(html, "<tr><td>{}</td>", fold + 1);
         for m in &cv.models {
             for metric in Metric::ALL {
-                let _ = write!(html, "<td>{}</td>", fmt_opt(metric.of(&m.folds[fold])));
+                let _ = write!(
+                    html,
+                    "<td>{}</td>",
+                    fmt_opt(m.folds.get(fold).and_then(|s| metric.of(s)))
+                );
             }
         }
         html.push_str("</tr>\n");
@@ -442,7 +541,13 @@ fn crossval_block(html: &mut String, cv: &CrossvalSummary) {
     for summaries in &cv.summaries {
         for s in summaries {
             let cell = match s.summary {
-                Some(s) => format!("{:.4} ± {}", s.mean, s.std.map(|v| format!("{v:.4}")).unwrap_or_else(|| "—".into())),
+                Some(s) => format!(
+                    "{:.4} ± {}",
+                    s.mean,
+                    s.std
+                        .map(|v| format!("{v:.4}"))
+                        .unwrap_or_else(|| "—".into())
+                ),
                 None => "—".to_string(),
             };
             let _ = write!(html, "<td>{cell}</td>");
@@ -450,11 +555,19 @@ fn crossval_block(html: &mut String, cv: &CrossvalSummary) {
     }
     html.push_str("</tr>\n</tbody></table>\n<p class=\"muted\">std is the sample standard deviation (ddof = 1).</p>\n");
     for c in &cv.comparisons {
-        let _ = writeln!(html, "<h3>{} vs {} ({})</h3>", escape(&c.a), escape(&c.b), c.metric.label());
+        let _ = writeln!(
+            html,
+            "<h3>{} vs {} ({})</h3>",
+            escape(&c.a),
+            escape(&c.b),
+            c.metric.label()
+        );
         if let Some(t) = &c.test {
             let method = match t.method {
                 MethodUsed::Exact => "exact null distribution",
-                MethodUsed::Permutation => "exhaustive sign-flip permutation (ties or zero differences present)",
+                MethodUsed::Permutation => {
+                    "exhaustive sign-flip permutation (ties or zero differences present)"
+                }
                 MethodUsed::Asymptotic => "normal approximation",
             };
             let _ = writeln!(
@@ -471,8 +584,8 @@ fn crossval_block(html: &mut String, cv: &CrossvalSummary) {
             );
         }
         let _ = writeln!(html, "<p class=\"verdict\">{}</p>", escape(&c.verdict));
-        if !c.reachability.reachable {
-            let _ = writeln!(html, "<p class=\"warning\">{}</p>", escape(&c.reachability.message));
+        if let Some(warning) = &c.warning {
+            let _ = writeln!(html, "<p class=\"warning\">{}</p>", escape(warning));
         }
     }
 }
@@ -490,5 +603,62 @@ pub fn write_report(dir: &Path, model: &ReportModel) -> Result<ReportFiles, Repo
     write_metrics_yaml(&metrics_yaml, model)?;
     let html = dir.join("report.html");
     write_atomic(&html, rendered.html.as_bytes())?;
-    Ok(ReportFiles { html, metrics_yaml, figures })
+    Ok(ReportFiles {
+        html,
+        metrics_yaml,
+        figures,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+        assert_eq!(slug("galaxy10.test/a b"), "galaxy10-test-a-b");
+    }
+
+    #[test]
+    fn dag_columns_follow_the_longest_input_chain() {
+        let node = |name: &str, inputs: &[&str]| DagNode {
+            name: name.into(),
+            kind: "k".into(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            cached: false,
+        };
+        let dag = vec![
+            node("d", &[]),
+            node("t", &["d"]),
+            node("e", &["t", "d"]),
+            node("x", &["missing"]),
+        ];
+        assert_eq!(dag_layers(&dag), vec![0, 1, 2, 0]);
+        // A cycle (never produced by a plan) still terminates.
+        let cyclic = vec![node("a", &["b"]), node("b", &["a"])];
+        assert_eq!(dag_layers(&cyclic).len(), 2);
+    }
+
+    #[test]
+    fn an_empty_report_still_renders() {
+        let model = ReportModel {
+            pipeline: "empty".into(),
+            dag: vec![],
+            stages: vec![],
+        };
+        let page = render_report(&model).unwrap();
+        assert!(page.html.contains("No model was evaluated."));
+        assert!(page.figures.is_empty());
+    }
+
+    #[test]
+    fn numbers_read_naturally() {
+        assert_eq!(fmt_num(1_234_567.0), "1234567");
+        assert_eq!(fmt_num(0.81), "0.81");
+        assert_eq!(fmt_num(1e-5), "1.000e-5");
+    }
 }

@@ -65,7 +65,12 @@ pub fn metrics_document(model: &ReportModel) -> MetricsDocument {
                 .iter()
                 .map(|e| {
                     let ev = &e.evaluation;
-                    let auc = ev.class_names.iter().cloned().zip(ev.roc.auc.iter().copied()).collect();
+                    let auc = ev
+                        .class_names
+                        .iter()
+                        .cloned()
+                        .zip(ev.roc.auc.iter().copied())
+                        .collect();
                     let numbers = EvaluationMetrics {
                         model: e.model.clone(),
                         dataset: e.dataset.clone(),
@@ -87,7 +92,11 @@ pub fn metrics_document(model: &ReportModel) -> MetricsDocument {
                 .collect();
             let metrics = StageMetrics {
                 kind: stage.kind.clone(),
-                key_figures: stage.key_figures.iter().map(|f| (f.label.clone(), f.value.clone())).collect(),
+                key_figures: stage
+                    .key_figures
+                    .iter()
+                    .map(|f| (f.label.clone(), f.value.clone()))
+                    .collect(),
                 history: stage.history.clone(),
                 evaluations,
                 crossval: stage.crossval.clone(),
@@ -96,11 +105,16 @@ pub fn metrics_document(model: &ReportModel) -> MetricsDocument {
             (stage.name.clone(), metrics)
         })
         .collect();
-    MetricsDocument { pipeline: model.pipeline.clone(), stages }
+    MetricsDocument {
+        pipeline: model.pipeline.clone(),
+        stages,
+    }
 }
 
 pub fn to_yaml(model: &ReportModel) -> Result<String, ReportError> {
-    serde_yaml::to_string(&metrics_document(model)).map_err(|e| ReportError::Yaml { reason: e.to_string() })
+    serde_yaml::to_string(&metrics_document(model)).map_err(|e| ReportError::Yaml {
+        reason: e.to_string(),
+    })
 }
 
 /// Writes metrics.yaml atomically.

@@ -13,4 +13,6 @@ pub mod plots;
 pub use error::ReportError;
 pub use html::{render_report, write_report, ReportFiles};
 pub use metrics_yaml::write_metrics_yaml;
-pub use model::{DagNode, EnsembleReport, EpochRow, KeyFigure, ModelEvaluation, ReportModel, StageReport};
+pub use model::{
+    DagNode, EnsembleReport, EpochRow, KeyFigure, ModelEvaluation, ReportModel, StageReport,
+};

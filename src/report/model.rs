@@ -72,11 +72,17 @@ pub struct KeyFigure {
 
 impl KeyFigure {
     pub fn number(label: impl Into<String>, value: f64) -> Self {
-        Self { label: label.into(), value: FigureValue::Number(value) }
+        Self {
+            label: label.into(),
+            value: FigureValue::Number(value),
+        }
     }
 
     pub fn text(label: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { label: label.into(), value: FigureValue::Text(value.into()) }
+        Self {
+            label: label.into(),
+            value: FigureValue::Text(value.into()),
+        }
     }
 }
 

@@ -2,7 +2,10 @@
 //! training curves, a confusion-matrix heatmap with counts, ROC curves, and a model comparison
 //! bar chart. Every function returns the encoded PNG so callers can embed or save it.
 
-use plotters::coord::ranged1d::{IntoSegmentedCoord, SegmentValue};
+use std::ops::Range;
+
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -31,6 +34,39 @@ fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
+/// A 0..n axis of n unit cells (matrix cells, bar groups) whose ticks sit at the cell centres,
+/// where labels name the cells; plotters' own ranges put ticks at round numbers.
+struct CellAxis {
+    cells: usize,
+    linear: RangedCoordf64,
+}
+
+impl CellAxis {
+    fn new(cells: usize) -> Self {
+        Self {
+            cells,
+            linear: (0f64..cells.max(1) as f64).into(),
+        }
+    }
+}
+
+impl Ranged for CellAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.linear.map(value, limit)
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, _hint: Hint) -> Vec<f64> {
+        (0..self.cells).map(|k| k as f64 + 0.5).collect()
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.linear.range()
+    }
+}
+
 /// Draws into an RGB buffer with `draw`, then encodes it as PNG.
 fn render(
     figure: &str,
@@ -38,7 +74,10 @@ fn render(
     draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>,
 ) -> Result<Vec<u8>, ReportError> {
     ensure_registered()?;
-    let plot_error = |reason: String| ReportError::Plot { figure: figure.to_string(), reason };
+    let plot_error = |reason: String| ReportError::Plot {
+        figure: figure.to_string(),
+        reason,
+    };
     let mut pixels = vec![255u8; (size.0 * size.1 * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
@@ -46,14 +85,18 @@ fn render(
         draw(&root).map_err(plot_error)?;
         root.present().map_err(|e| plot_error(e.to_string()))?;
     }
-    let image = image::RgbImage::from_raw(size.0, size.1, pixels).ok_or_else(|| ReportError::Png {
-        figure: figure.to_string(),
-        reason: "pixel buffer does not match the figure size".to_string(),
-    })?;
+    let image =
+        image::RgbImage::from_raw(size.0, size.1, pixels).ok_or_else(|| ReportError::Png {
+            figure: figure.to_string(),
+            reason: "pixel buffer does not match the figure size".to_string(),
+        })?;
     let mut png = std::io::Cursor::new(Vec::new());
     image
         .write_to(&mut png, image::ImageFormat::Png)
-        .map_err(|e| ReportError::Png { figure: figure.to_string(), reason: e.to_string() })?;
+        .map_err(|e| ReportError::Png {
+            figure: figure.to_string(),
+            reason: e.to_string(),
+        })?;
     Ok(png.into_inner())
 }
 
@@ -83,9 +126,12 @@ fn line_panel(
     y_label: &str,
     series: &[Series],
     epochs: usize,
+    legend_at: SeriesLabelPosition,
 ) -> Result<(), String> {
     let values = series.iter().flat_map(|(_, pts)| pts.iter().map(|p| p.1));
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
     let (lo, hi) = padded(lo, hi);
     let mut chart = ChartBuilder::on(area)
         .caption(title, text_style(18))
@@ -100,6 +146,7 @@ fn line_panel(
         .y_desc(y_label)
         .label_style(text_style(13))
         .axis_desc_style(text_style(14))
+        .light_line_style(BLACK.mix(0.04))
         .x_labels(epochs.min(10))
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.3}"))
@@ -118,7 +165,7 @@ fn line_panel(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend_at)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .label_font(text_style(13))
@@ -126,39 +173,64 @@ fn line_panel(
         .map_err(|e| e.to_string())
 }
 
-fn lr_panel(area: &DrawingArea<BitMapBackend, Shift>, points: &[(f64, f64)], epochs: usize) -> Result<(), String> {
-    let (lo, hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
-    // Learning rates fall by factors (ReduceLROnPlateau): a log axis shows each step evenly.
-    let (lo, hi) = if lo > 0.0 && hi.is_finite() {
-        if hi / lo < 1.5 {
-            (lo / 2.0, hi * 2.0)
-        } else {
-            (lo / 1.2, hi * 1.2)
-        }
+fn lr_panel(
+    area: &DrawingArea<BitMapBackend, Shift>,
+    points: &[(f64, f64)],
+    epochs: usize,
+) -> Result<(), String> {
+    let (lo, hi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
+    let x_range = 0.5f64..(epochs as f64 + 0.5);
+    let series = LineSeries::new(points.iter().copied(), color(2).stroke_width(2));
+    // ReduceLROnPlateau can fall by decades: a log axis then, a linear one for a step or two
+    // (a log axis only labels powers of ten, which would leave such a plot unlabelled).
+    if hi / lo > 20.0 {
+        let mut chart = ChartBuilder::on(area)
+            .caption("learning rate", text_style(18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(62)
+            .build_cartesian_2d(x_range, (lo / 1.5..hi * 1.5).log_scale())
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("lr (log scale)")
+            .label_style(text_style(13))
+            .axis_desc_style(text_style(14))
+            .light_line_style(BLACK.mix(0.04))
+            .x_labels(epochs.min(10))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0e}"))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart.draw_series(series).map_err(|e| e.to_string())?;
     } else {
-        (1e-6, 1.0)
-    };
-    let mut chart = ChartBuilder::on(area)
-        .caption("learning rate", text_style(18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(58)
-        .build_cartesian_2d(0.5f64..(epochs as f64 + 0.5), (lo..hi).log_scale())
-        .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("lr (log scale)")
-        .label_style(text_style(13))
-        .axis_desc_style(text_style(14))
-        .x_labels(epochs.min(10))
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v:.0e}"))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    chart
-        .draw_series(LineSeries::new(points.iter().copied(), color(2).stroke_width(2)))
-        .map_err(|e| e.to_string())?;
+        let (lo, hi) = padded(0.0f64.min(lo), hi);
+        let mut chart = ChartBuilder::on(area)
+            .caption("learning rate", text_style(18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(62)
+            .build_cartesian_2d(x_range, lo.max(0.0)..hi)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("lr")
+            .label_style(text_style(13))
+            .axis_desc_style(text_style(14))
+            .light_line_style(BLACK.mix(0.04))
+            .x_labels(epochs.min(10))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.1e}"))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart.draw_series(series).map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 
@@ -166,7 +238,10 @@ fn lr_panel(area: &DrawingArea<BitMapBackend, Shift>, points: &[(f64, f64)], epo
 pub fn training_curves(history: &[EpochRow], title: &str) -> Result<Vec<u8>, ReportError> {
     let epochs = history.iter().map(|r| r.epoch).max().unwrap_or(1).max(1);
     let pick = |f: fn(&EpochRow) -> Option<f64>| -> Vec<(f64, f64)> {
-        history.iter().filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.epoch as f64, v))).collect()
+        history
+            .iter()
+            .filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.epoch as f64, v)))
+            .collect()
     };
     let loss = pick(|r| Some(r.loss));
     let val_loss = pick(|r| r.val_loss);
@@ -181,14 +256,35 @@ pub fn training_curves(history: &[EpochRow], title: &str) -> Result<Vec<u8>, Rep
         panels += 1;
     }
     render(title, (440 * panels as u32, 340), |root| {
-        let root = root.titled(title, text_style(20)).map_err(|e| e.to_string())?;
+        let root = root
+            .titled(title, text_style(20))
+            .map_err(|e| e.to_string())?;
         let areas = root.split_evenly((1, panels));
-        let with_data = |series: Vec<Series<'static>>| series.into_iter().filter(|s| !s.1.is_empty()).collect::<Vec<_>>();
-        line_panel(&areas[0], "loss", "loss", &with_data(vec![("loss", loss), ("val_loss", val_loss)]), epochs)?;
+        let with_data = |series: Vec<Series<'static>>| {
+            series
+                .into_iter()
+                .filter(|s| !s.1.is_empty())
+                .collect::<Vec<_>>()
+        };
+        line_panel(
+            &areas[0],
+            "loss",
+            "loss",
+            &with_data(vec![("loss", loss), ("val_loss", val_loss)]),
+            epochs,
+            SeriesLabelPosition::UpperRight,
+        )?;
         let mut next = 1;
         if !acc.is_empty() || !val_acc.is_empty() {
             let series = with_data(vec![("accuracy", acc), ("val_accuracy", val_acc)]);
-            line_panel(&areas[next], "accuracy", "accuracy", &series, epochs)?;
+            line_panel(
+                &areas[next],
+                "accuracy",
+                "accuracy",
+                &series,
+                epochs,
+                SeriesLabelPosition::LowerRight,
+            )?;
             next += 1;
         }
         if !lr.is_empty() {
@@ -208,54 +304,66 @@ fn shorten(name: &str, max: usize) -> String {
 }
 
 /// Heatmap of the row-normalised confusion matrix, each cell labelled with its count.
-pub fn confusion_heatmap(confusion: &ConfusionMatrix, class_names: &[String], title: &str) -> Result<Vec<u8>, ReportError> {
+pub fn confusion_heatmap(
+    confusion: &ConfusionMatrix,
+    class_names: &[String],
+    title: &str,
+) -> Result<Vec<u8>, ReportError> {
     let c = confusion.counts.len();
-    let cell = (460 / c.max(1)).clamp(26, 70) as u32;
-    let size = (cell * c as u32 + 250, cell * c as u32 + 130);
+    let square = |m: usize, rows: &[usize]| m == c && rows.iter().all(|&r| r == c);
+    let count_rows: Vec<usize> = confusion.counts.iter().map(Vec::len).collect();
+    let share_rows: Vec<usize> = confusion.normalized.iter().map(Vec::len).collect();
+    if c == 0 || !square(c, &count_rows) || !square(confusion.normalized.len(), &share_rows) {
+        return Err(ReportError::Plot {
+            figure: title.to_string(),
+            reason: format!("the confusion matrix is not a non-empty square ({c} rows)"),
+        });
+    }
+    let cell = (460 / c).clamp(26, 70) as u32;
+    let size = (cell * c as u32 + 260, cell * c as u32 + 130);
     render(title, size, |root| {
+        // Cell (row r, column k) spans [k, k+1] × [c-1-r, c-r]: row 0 on top. Ticks sit at
+        // the cell centres, labelled with the class index (x) and index: name (y).
         let mut chart = ChartBuilder::on(root)
             .caption(title, text_style(18))
             .margin(14)
             .x_label_area_size(44)
-            .y_label_area_size(170)
-            .build_cartesian_2d((0..c).into_segmented(), (0..c).into_segmented())
+            .y_label_area_size(180)
+            .build_cartesian_2d(CellAxis::new(c), CellAxis::new(c))
             .map_err(|e| e.to_string())?;
-        // Row 0 at the top: draw row r at y = c - 1 - r.
-        let flip = |r: usize| c - 1 - r;
-        let x_names = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(k) if *k < c => format!("{k}"),
-            _ => String::new(),
-        };
-        let y_names = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(k) if *k < c => {
-                let row = flip(*k);
-                format!("{row}: {}", shorten(&class_names[row], 18))
-            }
-            _ => String::new(),
+        let index = |v: f64| (v.floor().max(0.0) as usize).min(c.saturating_sub(1));
+        let x_names = |v: &f64| index(*v).to_string();
+        let y_names = |v: &f64| {
+            let row = c - 1 - index(*v);
+            let name = class_names
+                .get(row)
+                .map(|n| shorten(n, 20))
+                .unwrap_or_default();
+            format!("{row}: {name}")
         };
         chart
             .configure_mesh()
             .disable_mesh()
             .x_desc("predicted class")
             .y_desc("true class")
-            .x_labels(c + 1)
-            .y_labels(c + 1)
             .x_label_formatter(&x_names)
             .y_label_formatter(&y_names)
             .label_style(text_style(13))
             .axis_desc_style(text_style(14))
             .draw()
             .map_err(|e| e.to_string())?;
+        let top = |r: usize| (c - r) as f64;
         let mut cells = Vec::new();
         for r in 0..c {
             for k in 0..c {
                 let v = confusion.normalized[r][k];
-                // White → dark blue with the share of the true class.
+                // White → the dark end of matplotlib's "Blues" with the share of the true class.
                 let shade = |lo: f64, hi: f64| (lo + (hi - lo) * v).round() as u8;
-                let fill = RGBColor(shade(255.0, 8.0), shade(255.0, 48.0), shade(255.0, 107.0));
-                let (x0, y0) = (SegmentValue::Exact(k), SegmentValue::Exact(flip(r)));
-                let (x1, y1) = (SegmentValue::Exact(k + 1), SegmentValue::Exact(flip(r) + 1));
-                cells.push(Rectangle::new([(x0, y0), (x1, y1)], fill.filled()));
+                let fill = RGBColor(shade(247.0, 8.0), shade(251.0, 48.0), shade(255.0, 107.0));
+                cells.push(Rectangle::new(
+                    [(k as f64, top(r) - 1.0), (k as f64 + 1.0, top(r))],
+                    fill.filled(),
+                ));
             }
         }
         chart.draw_series(cells).map_err(|e| e.to_string())?;
@@ -266,9 +374,14 @@ pub fn confusion_heatmap(confusion: &ConfusionMatrix, class_names: &[String], ti
                 let v = confusion.normalized[r][k];
                 // References to the constants are 'static, as the text style's colour must be.
                 let ink: &'static RGBColor = if v > 0.5 { &WHITE } else { &BLACK };
-                let style = text_style(font_size).color(ink).pos(Pos::new(HPos::Center, VPos::Center));
-                let at = (SegmentValue::CenterOf(k), SegmentValue::CenterOf(flip(r)));
-                labels.push(Text::new(confusion.counts[r][k].to_string(), at, style));
+                let style = text_style(font_size)
+                    .color(ink)
+                    .pos(Pos::new(HPos::Center, VPos::Center));
+                labels.push(Text::new(
+                    confusion.counts[r][k].to_string(),
+                    (k as f64 + 0.5, top(r) - 0.5),
+                    style,
+                ));
             }
         }
         chart.draw_series(labels).map_err(|e| e.to_string())?;
@@ -277,7 +390,11 @@ pub fn confusion_heatmap(confusion: &ConfusionMatrix, class_names: &[String], ti
 }
 
 /// One-vs-rest ROC curve per class with its AUC, plus the micro and macro averages.
-pub fn roc_curves(roc: &OvrRoc, class_names: &[String], title: &str) -> Result<Vec<u8>, ReportError> {
+pub fn roc_curves(
+    roc: &OvrRoc,
+    class_names: &[String],
+    title: &str,
+) -> Result<Vec<u8>, ReportError> {
     render(title, (720, 560), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, text_style(18))
@@ -292,22 +409,37 @@ pub fn roc_curves(roc: &OvrRoc, class_names: &[String], title: &str) -> Result<V
             .y_desc("true positive rate")
             .label_style(text_style(13))
             .axis_desc_style(text_style(14))
-            .light_line_style(BLACK.mix(0.06))
+            .light_line_style(BLACK.mix(0.03))
             .draw()
             .map_err(|e| e.to_string())?;
         chart
-            .draw_series(DashedLineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], 6, 4, BLACK.mix(0.4).stroke_width(1)))
+            .draw_series(DashedLineSeries::new(
+                vec![(0.0, 0.0), (1.0, 1.0)],
+                6,
+                4,
+                BLACK.mix(0.4).stroke_width(1),
+            ))
             .map_err(|e| e.to_string())?;
         for (k, curve) in roc.curves.iter().enumerate() {
             let Some(curve) = curve else { continue };
             let c = color(k);
-            let auc = roc.auc[k].map(|a| format!("{a:.3}")).unwrap_or_else(|| "n/a".into());
-            let name = class_names.get(k).map(|n| shorten(n, 22)).unwrap_or_else(|| k.to_string());
+            let auc = roc.auc[k]
+                .map(|a| format!("{a:.3}"))
+                .unwrap_or_else(|| "n/a".into());
+            let name = class_names
+                .get(k)
+                .map(|n| shorten(n, 22))
+                .unwrap_or_else(|| k.to_string());
             chart
-                .draw_series(LineSeries::new(curve.fpr.iter().copied().zip(curve.tpr.iter().copied()), c.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    curve.fpr.iter().copied().zip(curve.tpr.iter().copied()),
+                    c.stroke_width(2),
+                ))
                 .map_err(|e| e.to_string())?
                 .label(format!("{name} (AUC {auc})"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
         }
         if let (Some(curve), Some(auc)) = (&roc.micro_curve, roc.micro_auc) {
             chart
@@ -319,7 +451,9 @@ pub fn roc_curves(roc: &OvrRoc, class_names: &[String], title: &str) -> Result<V
                 ))
                 .map_err(|e| e.to_string())?
                 .label(format!("micro average (AUC {auc:.3})"))
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(3)));
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(3))
+                });
         }
         if let (Some(curve), Some(auc)) = (&roc.macro_curve, roc.macro_auc) {
             let grey = RGBColor(90, 90, 90);
@@ -332,7 +466,9 @@ pub fn roc_curves(roc: &OvrRoc, class_names: &[String], title: &str) -> Result<V
                 ))
                 .map_err(|e| e.to_string())?
                 .label(format!("macro average (AUC {auc:.3})"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey.stroke_width(3)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], grey.stroke_width(3))
+                });
         }
         chart
             .configure_series_labels()
@@ -345,61 +481,148 @@ pub fn roc_curves(roc: &OvrRoc, class_names: &[String], title: &str) -> Result<V
     })
 }
 
+/// Reads one score of a comparison row.
+type ScoreOf = fn(&ComparisonRow) -> Option<f64>;
+
 /// Grouped bars: accuracy, macro F1 and macro AUC of every evaluated model.
 pub fn model_comparison(rows: &[ComparisonRow], title: &str) -> Result<Vec<u8>, ReportError> {
     let n = rows.len().max(1);
-    let width = (140 * n as u32 + 160).clamp(520, 1400);
-    render(title, (width, 420), |root| {
+    let width = (150 * n as u32 + 160).clamp(560, 1400);
+    render(title, (width, 440), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, text_style(18))
             .margin(14)
-            .x_label_area_size(46)
+            .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d((0..n).into_segmented(), 0f64..1.08f64)
+            .build_cartesian_2d(CellAxis::new(n), 0f64..1.32f64)
             .map_err(|e| e.to_string())?;
-        let names = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(k) if *k < rows.len() => shorten(&rows[*k].model, 16),
-            _ => String::new(),
+        let names = |v: &f64| {
+            rows.get(v.floor() as usize)
+                .map(|r| shorten(&r.model, 18))
+                .unwrap_or_default()
         };
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(n + 1)
+            .light_line_style(TRANSPARENT)
             .x_label_formatter(&names)
+            .y_labels(7)
+            .y_label_formatter(&|v| {
+                if *v <= 1.0 + 1e-9 {
+                    format!("{v:.1}")
+                } else {
+                    String::new()
+                }
+            })
             .y_desc("score")
             .label_style(text_style(13))
             .axis_desc_style(text_style(14))
             .draw()
             .map_err(|e| e.to_string())?;
-        let metrics: [(&str, fn(&ComparisonRow) -> Option<f64>); 3] = [
+        let metrics: [(&str, ScoreOf); 3] = [
             ("accuracy", |r| Some(r.scores.accuracy)),
             ("macro F1", |r| Some(r.scores.f1)),
             ("macro AUC", |r| r.scores.auc),
         ];
-        // Bars are drawn in pixel space inside each model's segment: segmented coordinates
-        // only address segment edges and centres.
-        let plot = chart.plotting_area();
-        let (x_px, _) = plot.get_pixel_range();
-        let seg = (x_px.end - x_px.start) as f64 / n as f64;
         for (m, (label, value)) in metrics.iter().enumerate() {
             let c = color(m);
-            for (i, row) in rows.iter().enumerate() {
-                let Some(v) = value(row) else { continue };
-                let left = x_px.start as f64 + seg * (i as f64 + 0.15 + 0.24 * m as f64);
-                let right = left + seg * 0.22;
-                let base = plot.map_coordinate(&(SegmentValue::Exact(i), 0.0));
-                let top = plot.map_coordinate(&(SegmentValue::Exact(i), v));
-                let rect = Rectangle::new([(left as i32, top.1), (right as i32, base.1)], c.filled());
-                root.draw(&rect).map_err(|e| e.to_string())?;
-                let style = text_style(11).pos(Pos::new(HPos::Center, VPos::Bottom));
-                root.draw(&Text::new(format!("{v:.3}"), (((left + right) / 2.0) as i32, top.1 - 2), style))
-                    .map_err(|e| e.to_string())?;
-            }
-            // Legend, top left of the figure.
-            let (lx, ly) = (70 + 130 * m as i32, 34);
-            root.draw(&Rectangle::new([(lx, ly), (lx + 14, ly + 14)], c.filled())).map_err(|e| e.to_string())?;
-            root.draw(&Text::new(label.to_string(), (lx + 20, ly), text_style(13))).map_err(|e| e.to_string())?;
+            // Group i spans [i, i+1]: three bars of width 0.24 with gaps.
+            let left = |i: usize| i as f64 + 0.13 + 0.25 * m as f64;
+            let bars = rows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| value(r).map(|v| (i, v)));
+            chart
+                .draw_series(bars.clone().map(|(i, v)| {
+                    Rectangle::new([(left(i), 0.0), (left(i) + 0.23, v)], c.filled())
+                }))
+                .map_err(|e| e.to_string())?
+                .label(*label)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
+            let style = text_style(11).pos(Pos::new(HPos::Center, VPos::Bottom));
+            chart
+                .draw_series(bars.map(|(i, v)| {
+                    Text::new(
+                        format!("{v:.3}"),
+                        (left(i) + 0.115, v + 0.01),
+                        style.clone(),
+                    )
+                }))
+                .map_err(|e| e.to_string())?;
         }
-        Ok(())
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.4))
+            .label_font(text_style(13))
+            .draw()
+            .map_err(|e| e.to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::roc::OvrRoc;
+    use crate::eval::ModelScores;
+
+    fn is_png(bytes: &[u8]) -> bool {
+        image::load_from_memory_with_format(bytes, image::ImageFormat::Png).is_ok()
+    }
+
+    #[test]
+    fn degenerate_inputs_draw_or_refuse_without_panicking() {
+        assert!(is_png(&training_curves(&[], "empty").unwrap()));
+        let one = EpochRow {
+            epoch: 1,
+            loss: 0.5,
+            accuracy: None,
+            val_loss: None,
+            val_accuracy: None,
+            lr: Some(0.0),
+        };
+        assert!(is_png(&training_curves(&[one], "one epoch").unwrap()));
+        let single = ConfusionMatrix {
+            counts: vec![vec![3]],
+            normalized: vec![vec![1.0]],
+        };
+        assert!(is_png(
+            &confusion_heatmap(&single, &[], "one class, no names").unwrap()
+        ));
+        let ragged = ConfusionMatrix {
+            counts: vec![vec![1, 2], vec![3]],
+            normalized: vec![vec![0.5, 0.5], vec![1.0]],
+        };
+        assert!(confusion_heatmap(&ragged, &[], "ragged").is_err());
+        let empty = ConfusionMatrix {
+            counts: vec![],
+            normalized: vec![],
+        };
+        assert!(confusion_heatmap(&empty, &[], "empty").is_err());
+        let no_curves = OvrRoc {
+            curves: vec![None],
+            auc: vec![None],
+            macro_auc: None,
+            micro_auc: None,
+            micro_curve: None,
+            macro_curve: None,
+            undefined_classes: vec![0],
+        };
+        assert!(is_png(&roc_curves(&no_curves, &[], "no curves").unwrap()));
+        assert!(is_png(&model_comparison(&[], "no models").unwrap()));
+        let row = ComparisonRow {
+            model: "m".into(),
+            dataset: "d".into(),
+            stage: "s".into(),
+            scores: ModelScores {
+                accuracy: 1.0,
+                precision: 1.0,
+                recall: 1.0,
+                f1: 1.0,
+                auc: None,
+            },
+        };
+        assert!(is_png(&model_comparison(&[row], "no AUC").unwrap()));
+    }
 }
