@@ -250,6 +250,18 @@ pub enum Error {
         help: Option<String>,
     },
 
+    #[error("{kind} `{name}` cannot run yet")]
+    #[diagnostic(
+        code(gpl::run::not_runnable),
+        help("gpl checks this block but has no executor for `{kind}` stages yet; remove it from the pipeline (or move it to another file) to run the rest")
+    )]
+    NotRunnable {
+        kind: String,
+        name: String,
+        #[label("this {kind} block")]
+        span: Span,
+    },
+
     #[error("internal error: {message}")]
     #[diagnostic(
         code(gpl::bug),
@@ -286,6 +298,7 @@ impl Error {
             | Shape { span, .. }
             | ClassCount { span, .. }
             | InputShape { span, .. }
+            | NotRunnable { span, .. }
             | ModelArgs { span, .. }
             | ModelRecursion { span, .. }
             | ProfileNoMatch { span, .. } => Some(*span),

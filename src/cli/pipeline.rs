@@ -1,7 +1,12 @@
-//! `gpl run | watch | graph | clean` (owner: the runner; stage kinds come from `stages`).
+//! `gpl run | watch | graph | clean`: load and check the pipeline, compile it into stages
+//! (`stages::compile`), then hand the plan to the runner's command helpers.
 
+use crate::check::{self, Program};
+use crate::run::cli_support::{clean_command, graph_command, run_command, watch_command};
+use crate::run::{live_fingerprints, Reload, RunOptions, WatchOptions};
+use crate::stages::{self, Compiled, REPORT_STAGE};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
@@ -15,9 +20,12 @@ pub struct RunArgs {
     /// Re-run this stage and everything downstream of it.
     #[arg(long)]
     pub from: Option<String>,
-    /// Stages run in parallel at most.
+    /// Stages run in parallel at most (default: one per core).
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
+    /// Re-hash every cached output instead of trusting sizes and times.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Args, Debug)]
@@ -46,18 +54,122 @@ pub struct CleanArgs {
     pub gc: bool,
 }
 
-pub fn run(_args: RunArgs) -> miette::Result<ExitCode> {
-    Err(miette::miette!("gpl run is not built yet"))
+/// Loads, checks and compiles; diagnostics are rendered into the error string.
+fn load(file: &Path, profile: Option<&str>) -> Result<(Program, Compiled), String> {
+    let program = check::load_program(file, profile).map_err(|d| d.render())?;
+    let compiled = stages::compile(&program).map_err(|d| d.render())?;
+    Ok((program, compiled))
 }
 
-pub fn watch(_args: WatchArgs) -> miette::Result<ExitCode> {
-    Err(miette::miette!("gpl watch is not built yet"))
+fn options(program: &Program, compiled: &Compiled, jobs: Option<usize>) -> RunOptions {
+    let mut options = RunOptions::new(&program.project_root, &compiled.pipeline);
+    options.jobs = jobs.unwrap_or(0);
+    options
 }
 
-pub fn graph(_args: GraphArgs) -> miette::Result<ExitCode> {
-    Err(miette::miette!("gpl graph is not built yet"))
+pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
+    let (program, compiled) = match load(&args.file, args.profile.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(rendered) => {
+            eprint!("{rendered}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut options = options(&program, &compiled, args.jobs);
+    options.only = args.only.map(crate::plan::StageId::new);
+    options.from = args.from.map(crate::plan::StageId::new);
+    if args.verify {
+        options.verify = crate::run::Verify::Full;
+    }
+    let code = run_command(&compiled.plan, &stages::registry(), &options)?;
+    publish_report(&program.project_root, &compiled.pipeline)?;
+    Ok(ExitCode::from(code))
 }
 
-pub fn clean(_args: CleanArgs) -> miette::Result<ExitCode> {
-    Err(miette::miette!("gpl clean is not built yet"))
+/// `runs/<pipeline>/report.html` and `metrics.yaml` beside the stage folders, where people
+/// look first (the runner mirrors them into `runs/<pipeline>/report/`).
+fn publish_report(root: &Path, pipeline: &str) -> miette::Result<()> {
+    let runs = root.join("runs").join(crate::plan::spec::safe_file_name(pipeline));
+    for name in ["report.html", "metrics.yaml"] {
+        let from = runs.join(REPORT_STAGE).join(name);
+        if let Ok(bytes) = std::fs::read(&from) {
+            crate::train::write_atomic(&runs.join(name), &bytes).map_err(|e| miette::miette!("{e}"))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn watch(args: WatchArgs) -> miette::Result<ExitCode> {
+    let (program, compiled) = match load(&args.file, args.profile.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(rendered) => {
+            eprint!("{rendered}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let options = WatchOptions::new(options(&program, &compiled, args.jobs));
+    let file = args.file.clone();
+    let profile = args.profile.clone();
+    let reload = move || {
+        let (_, compiled) = load(&file, profile.as_deref())?;
+        let mut watch = compiled.watch;
+        watch.push(file.clone());
+        Ok(Reload { plan: compiled.plan, registry: stages::registry(), watch })
+    };
+    let code = watch_command(reload, options)?;
+    Ok(ExitCode::from(code))
+}
+
+pub fn graph(args: GraphArgs) -> miette::Result<ExitCode> {
+    let (program, compiled) = match load(&args.file, args.profile.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(rendered) => {
+            eprint!("{rendered}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    print!("{}", graph_command(&compiled.plan, &program.project_root, &compiled.pipeline, args.dot)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn clean(args: CleanArgs) -> miette::Result<ExitCode> {
+    let root = std::env::current_dir().map_err(|e| miette::miette!("{e}"))?;
+    let live = if args.gc {
+        let mut plans = Vec::new();
+        let dir = root.join("pipelines");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| miette::miette!("cannot list {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "gpl"))
+            .collect();
+        files.sort();
+        for file in files {
+            // Every profile a pipeline declares keeps its entries too.
+            for profile in profiles(&file) {
+                if let Ok((_, compiled)) = load(&file, profile.as_deref()) {
+                    plans.push(compiled.plan);
+                }
+            }
+        }
+        Some(live_fingerprints(&plans, &root)?)
+    } else {
+        None
+    };
+    let (_, line) = clean_command(&root, live.as_ref())?;
+    println!("{line}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `None` (no profile) plus each `profile NAME` the file declares.
+fn profiles(file: &Path) -> Vec<Option<String>> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut out = vec![None];
+    for line in text.lines() {
+        if let Some(rest) = line.trim_start().strip_prefix("profile ") {
+            if let Some(name) = rest.split_whitespace().next() {
+                out.push(Some(name.to_string()));
+            }
+        }
+    }
+    out
 }
