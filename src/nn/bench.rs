@@ -198,6 +198,8 @@ fn torch_figures(options: &BenchOptions) -> Result<Vec<TorchLine>, String> {
 pub fn run(options: &BenchOptions) -> miette::Result<()> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(options.threads).build().map_err(|e| miette::miette!("thread pool: {e}"))?;
     println!("gpl bench engine: batch {}, {} threads, ≥{} s per figure (shared machine: expect noise)", options.batch, options.threads, options.seconds);
+    // One thread per GEMM call for both backends: the engine threads over batch parts.
+    gemm::configure();
     println!("GEMM backends, single thread, GFLOP/s (gemm 0.17 | matrixmultiply 0.3):");
     let mut wins = 0i32;
     for (label, g, m) in gemm_comparison(options.seconds) {

@@ -173,6 +173,7 @@ impl Network {
     /// zero biases, unit gammas). Every layer's shapes are re-inferred and compared with the
     /// IR, so a hand-edited or stale IR fails here, naming the layer, before anything runs.
     pub fn new(ir: &ModelIr, seed: u64, optimizer: OptimizerConfig) -> Result<Network, EngineError> {
+        super::gemm::configure();
         let rebuilt = ModelIr::build(&ir.name, ir.input.clone(), ir.layers.iter().map(|l| (Some(l.name.clone()), l.op.clone())).collect())
             .map_err(|e| shape_error(ir, e.layer, e.message))?;
         for (i, (have, want)) in ir.layers.iter().zip(&rebuilt.layers).enumerate() {

@@ -67,10 +67,11 @@ pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: &mut
                                 }
                                 first = false;
                             } else {
-                                for ch in 0..c {
-                                    if xr[ch] > yr[ch] {
-                                        yr[ch] = xr[ch];
-                                        ar[ch] = (base + ch) as u32;
+                                // Strict `>`: the first maximum in scan order keeps the gradient.
+                                for ((yv, av), (xv, index)) in yr.iter_mut().zip(ar.iter_mut()).zip(xr.iter().zip(base as u32..)) {
+                                    if *xv > *yv {
+                                        *yv = *xv;
+                                        *av = index;
                                     }
                                 }
                             }
