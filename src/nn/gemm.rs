@@ -24,7 +24,11 @@ impl<'a, T> MatRef<'a, T> {
     }
     /// The transpose, without copying.
     pub fn t(self) -> Self {
-        MatRef { data: self.data, rs: self.cs, cs: self.rs }
+        MatRef {
+            data: self.data,
+            rs: self.cs,
+            cs: self.rs,
+        }
     }
 }
 

@@ -9,7 +9,15 @@ use rayon::prelude::*;
 /// c[m, n] = a[m, k] × b[k, n] (+ c), with the rows of `c` computed in parallel blocks.
 /// `a_at(row)` is the lhs view starting at that row.
 #[allow(clippy::too_many_arguments)]
-fn par_rows<'a, T: Real>(m: usize, k: usize, n: usize, a_at: impl Fn(usize) -> MatRef<'a, T> + Sync, b: MatRef<T>, c: &mut [T], accumulate: bool) {
+fn par_rows<'a, T: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a_at: impl Fn(usize) -> MatRef<'a, T> + Sync,
+    b: MatRef<T>,
+    c: &mut [T],
+    accumulate: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -24,7 +32,15 @@ pub fn dense_forward<T: Real>(n: usize, inputs: usize, units: usize, x: &[T], ke
     for row in y.chunks_mut(units) {
         row.copy_from_slice(bias);
     }
-    par_rows(n, inputs, units, |r| MatRef::rows(&x[r * inputs..], inputs), MatRef::rows(kernel, units), y, true);
+    par_rows(
+        n,
+        inputs,
+        units,
+        |r| MatRef::rows(&x[r * inputs..], inputs),
+        MatRef::rows(kernel, units),
+        y,
+        true,
+    );
 }
 
 /// `dy` is already through the activation; outputs are optional as for conv.
@@ -41,7 +57,19 @@ pub fn dense_backward<T: Real>(
 ) {
     if let Some((dkernel, dbias)) = params {
         // dW[inputs, units] = x^T [inputs, n] × dy [n, units]; row r of x^T is column r of x.
-        par_rows(inputs, n, units, |r| MatRef { data: &x[r..], rs: 1, cs: inputs }, MatRef::rows(dy, units), dkernel, false);
+        par_rows(
+            inputs,
+            n,
+            units,
+            |r| MatRef {
+                data: &x[r..],
+                rs: 1,
+                cs: inputs,
+            },
+            MatRef::rows(dy, units),
+            dkernel,
+            false,
+        );
         dbias.fill(T::ZERO);
         for row in dy.chunks(units) {
             for (b, d) in dbias.iter_mut().zip(row) {
@@ -50,7 +78,15 @@ pub fn dense_backward<T: Real>(
         }
     }
     if let Some(dx) = dx {
-        par_rows(n, units, inputs, |r| MatRef::rows(&dy[r * units..], units), MatRef::rows(kernel, units).t(), dx, false);
+        par_rows(
+            n,
+            units,
+            inputs,
+            |r| MatRef::rows(&dy[r * units..], units),
+            MatRef::rows(kernel, units).t(),
+            dx,
+            false,
+        );
     }
 }
 

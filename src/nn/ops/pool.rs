@@ -26,7 +26,19 @@ impl PoolGeom {
         let [h, w, c] = input;
         let (oh, pad_top) = axis_geometry(h, size[0], stride[0], padding);
         let (ow, pad_left) = axis_geometry(w, size[1], stride[1], padding);
-        PoolGeom { h, w, c, oh, ow, kh: size[0], kw: size[1], sh: stride[0], sw: stride[1], pad_top, pad_left }
+        PoolGeom {
+            h,
+            w,
+            c,
+            oh,
+            ow,
+            kh: size[0],
+            kw: size[1],
+            sh: stride[0],
+            sw: stride[1],
+            pad_top,
+            pad_left,
+        }
     }
     pub fn in_len(&self) -> usize {
         self.h * self.w * self.c
@@ -68,11 +80,13 @@ pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: &mut
                                 first = false;
                             } else {
                                 // Strict `>`: the first maximum in scan order keeps the gradient.
-                                for ((yv, av), (xv, index)) in yr.iter_mut().zip(ar.iter_mut()).zip(xr.iter().zip(base as u32..)) {
-                                    if *xv > *yv {
-                                        *yv = *xv;
-                                        *av = index;
-                                    }
+                                // Written as selects, not branches: random data mispredicts half of them.
+                                for ((yv, av), (xv, index)) in
+                                    yr.iter_mut().zip(ar.iter_mut()).zip(xr.iter().zip(base as u32..))
+                                {
+                                    let greater = *xv > *yv;
+                                    *yv = if greater { *xv } else { *yv };
+                                    *av = if greater { index } else { *av };
                                 }
                             }
                         }
@@ -95,47 +109,51 @@ pub fn maxpool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u32], dx: &mu
 
 pub fn avgpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
     let c = g.c;
-    x.par_chunks(g.in_len()).zip(y.par_chunks_mut(g.out_len())).for_each(|(xs, ys)| {
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let yr = &mut ys[(oy * g.ow + ox) * c..][..c];
-                yr.fill(T::ZERO);
-                let (rows, cols) = g.window(oy, ox);
-                let count = T::from_usize(rows.len() * cols.len());
-                for iy in rows {
-                    for ix in cols.clone() {
-                        for (a, b) in yr.iter_mut().zip(&xs[(iy * g.w + ix) * c..][..c]) {
-                            *a += *b;
+    x.par_chunks(g.in_len())
+        .zip(y.par_chunks_mut(g.out_len()))
+        .for_each(|(xs, ys)| {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let yr = &mut ys[(oy * g.ow + ox) * c..][..c];
+                    yr.fill(T::ZERO);
+                    let (rows, cols) = g.window(oy, ox);
+                    let count = T::from_usize(rows.len() * cols.len());
+                    for iy in rows {
+                        for ix in cols.clone() {
+                            for (a, b) in yr.iter_mut().zip(&xs[(iy * g.w + ix) * c..][..c]) {
+                                *a += *b;
+                            }
                         }
                     }
-                }
-                for a in yr.iter_mut() {
-                    *a /= count;
+                    for a in yr.iter_mut() {
+                        *a /= count;
+                    }
                 }
             }
-        }
-    });
+        });
 }
 
 pub fn avgpool_backward<T: Real>(g: &PoolGeom, dy: &[T], dx: &mut [T]) {
     let c = g.c;
-    dx.par_chunks_mut(g.in_len()).zip(dy.par_chunks(g.out_len())).for_each(|(dxs, dys)| {
-        dxs.fill(T::ZERO);
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let dr = &dys[(oy * g.ow + ox) * c..][..c];
-                let (rows, cols) = g.window(oy, ox);
-                let count = T::from_usize(rows.len() * cols.len());
-                for iy in rows {
-                    for ix in cols.clone() {
-                        for (a, b) in dxs[(iy * g.w + ix) * c..][..c].iter_mut().zip(dr) {
-                            *a += *b / count;
+    dx.par_chunks_mut(g.in_len())
+        .zip(dy.par_chunks(g.out_len()))
+        .for_each(|(dxs, dys)| {
+            dxs.fill(T::ZERO);
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let dr = &dys[(oy * g.ow + ox) * c..][..c];
+                    let (rows, cols) = g.window(oy, ox);
+                    let count = T::from_usize(rows.len() * cols.len());
+                    for iy in rows {
+                        for ix in cols.clone() {
+                            for (a, b) in dxs[(iy * g.w + ix) * c..][..c].iter_mut().zip(dr) {
+                                *a += *b / count;
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// [n, h·w, c] → [n, c] mean over pixels.
@@ -181,10 +199,19 @@ mod tests {
     fn pool_gradients_match_finite_differences() {
         let n = 2;
         for (name, g) in [
-            ("2x2 odd input", PoolGeom::new([5, 7, 3], [2, 2], [2, 2], Padding::Valid)),
-            ("3x3 stride 2 overlapping", PoolGeom::new([7, 6, 2], [3, 3], [2, 2], Padding::Valid)),
+            (
+                "2x2 odd input",
+                PoolGeom::new([5, 7, 3], [2, 2], [2, 2], Padding::Valid),
+            ),
+            (
+                "3x3 stride 2 overlapping",
+                PoolGeom::new([7, 6, 2], [3, 3], [2, 2], Padding::Valid),
+            ),
             ("same odd", PoolGeom::new([5, 5, 2], [2, 2], [2, 2], Padding::Same)),
-            ("same 3x3 stride 1", PoolGeom::new([4, 5, 1], [3, 3], [1, 1], Padding::Same)),
+            (
+                "same 3x3 stride 1",
+                PoolGeom::new([4, 5, 1], [3, 3], [1, 1], Padding::Same),
+            ),
         ] {
             let x = values(n * g.in_len(), 7);
             let r = values(n * g.out_len(), 8);
