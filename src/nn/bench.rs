@@ -10,6 +10,8 @@ use super::optim::OptimizerConfig;
 use crate::train::learner::{Batch, Learner};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// This machine's fp32 peak: 2 cores × 2 FMA units × 8 lanes × 2 flops × 2.45 GHz.
@@ -165,6 +167,82 @@ fn gemm_comparison(seconds: f64) -> Vec<(String, f64, f64)> {
     out
 }
 
+/// One of our layers as a luminal 0.2 operator: luminal hands it the input tensor, it
+/// allocates the output (luminal's `Operator` API returns fresh tensors) and runs our kernel.
+struct HostedLayer {
+    net: Rc<RefCell<Network>>,
+    index: usize,
+    n: usize,
+}
+
+impl std::fmt::Debug for HostedLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostedLayer({})", self.index)
+    }
+}
+
+impl PartialEq for HostedLayer {
+    fn eq(&self, other: &Self) -> bool {
+        self.index == other.index
+    }
+}
+
+impl luminal::op::Operator for HostedLayer {
+    fn process(&mut self, inp: Vec<(luminal::op::InputTensor, luminal::prelude::ShapeTracker)>) -> Vec<luminal::prelude::Tensor> {
+        let mut net = self.net.borrow_mut();
+        let x = inp[0].0.borrowed().data.as_any().downcast_ref::<Vec<f32>>().expect("hosted layers pass f32 vectors");
+        let mut y = vec![0.0f32; self.n * net.layer_output_len(self.index)];
+        net.run_layer(self.index, self.n, x, &mut y);
+        vec![luminal::prelude::Tensor::new(y)]
+    }
+}
+
+/// Feeds the images into the graph.
+#[derive(Debug, PartialEq)]
+struct Source;
+
+impl luminal::op::Operator for Source {
+    fn process(&mut self, _: Vec<(luminal::op::InputTensor, luminal::prelude::ShapeTracker)>) -> Vec<luminal::prelude::Tensor> {
+        unreachable!("the source tensor is set before every execution")
+    }
+}
+
+/// Inference images/s with every layer hosted as a luminal operator, against the same
+/// kernels run directly by `Network` (same process, same thread pool, back to back).
+fn luminal_comparison(ir: &ModelIr, options: &BenchOptions) -> miette::Result<(f64, f64)> {
+    use luminal::prelude::{Graph, ShapeTracker, Tensor};
+    let n = options.batch;
+    let mut direct = Network::new(ir, 7, OptimizerConfig::adam())?;
+    let net = Rc::new(RefCell::new(Network::new(ir, 7, OptimizerConfig::adam())?));
+    let per: usize = ir.input.iter().product();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let images: Vec<f32> = (0..n * per).map(|_| rng.gen()).collect();
+    let mut cx = Box::new(Graph::new());
+    let source = cx.add_op(Source).finish();
+    let mut last = source;
+    let layers = net.borrow().layer_count();
+    for index in 0..layers {
+        last = cx.add_op(HostedLayer { net: net.clone(), index, n }).input(last, 0, ShapeTracker::new(&[])).finish();
+    }
+    cx.no_delete.insert(last);
+    cx.to_retrieve.insert(last);
+    let mut hosted_out = Vec::new();
+    let hosted = rate(options.seconds, n, || {
+        cx.set_tensor(source, 0, Tensor::new(images.clone()));
+        cx.execute();
+        let out = cx.get_tensor(last, 0).expect("retrieved output");
+        hosted_out = out.data.as_any().downcast_ref::<Vec<f32>>().expect("f32 output").clone();
+    });
+    let direct_rate = rate(options.seconds, n, || {
+        direct.logits(&images, n).expect("benchmark batch is well-formed");
+    });
+    let want = direct.logits(&images, n)?;
+    if hosted_out != want {
+        return Err(miette::miette!("the luminal-hosted forward differs from the direct one"));
+    }
+    Ok((hosted, direct_rate))
+}
+
 struct NetFigures {
     infer: f64,
     train: f64,
@@ -299,6 +377,11 @@ pub fn run(options: &BenchOptions) -> miette::Result<()> {
         }
         Ok(out)
     })?;
+    let (hosted, direct) = pool.install(|| luminal_comparison(&bigger_cnn(), options))?;
+    println!(
+        "luminal 0.2 hosting (bigger_cnn forward, each layer a luminal Operator): {hosted:.1} images/s vs {direct:.1} direct ({:+.1}%)",
+        100.0 * (hosted / direct - 1.0)
+    );
     if let Some(rss) = peak_rss() {
         println!("peak resident memory of the benchmark process: {:.1} MiB", mib(rss));
     }

@@ -514,72 +514,69 @@ impl Network {
 
     /// Forward pass; in training mode batchnorm uses batch statistics and dropout draws masks.
     fn forward(&self, ws: &mut Workspace, images: &[f32], n: usize, train: bool) {
-        for (i, layer) in self.layers.iter().enumerate() {
+        for i in 0..self.layers.len() {
             let started = self.profiling.then(Instant::now);
             let (before, after) = ws.acts.split_at_mut(i);
             let x: &[f32] = if i == 0 { images } else { &before[i - 1] };
-            let y = &mut after[0];
-            let p = &self.params;
-            match (layer.kernel, &mut ws.scratch[i]) {
-                (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) => {
-                    conv2d_forward(&geom, n, x, &p[kernel].value, &p[bias].value, y, s)
-                }
-                (
-                    Kernel::Dense {
-                        inputs,
-                        units,
-                        kernel,
-                        bias,
-                    },
-                    _,
-                ) => dense_forward(n, inputs, units, x, &p[kernel].value, &p[bias].value, y),
-                (Kernel::MaxPool(g), Scratch::Argmax(am)) => maxpool_forward(&g, x, y, am),
-                (Kernel::AvgPool(g), _) => avgpool_forward(&g, x, y),
-                (Kernel::GlobalAvgPool { pixels, c }, _) => global_avgpool_forward(pixels, c, x, y),
-                (
-                    Kernel::BatchNorm {
-                        c,
-                        eps,
-                        gamma,
-                        beta,
-                        mean,
-                        var,
-                        ..
-                    },
-                    Scratch::Norm {
-                        mean: bm,
-                        inv_std,
-                        var: bv,
-                    },
-                ) => {
-                    if layer.bn_training(train) {
-                        batchnorm_train_forward(c, eps, x, &p[gamma].value, &p[beta].value, y, bm, inv_std, bv);
-                    } else {
-                        batchnorm_infer_forward(
-                            c,
-                            eps,
-                            x,
-                            &p[gamma].value,
-                            &p[beta].value,
-                            &p[mean].value,
-                            &p[var].value,
-                            y,
-                        );
-                    }
-                }
-                (Kernel::Dropout { rate }, Scratch::Mask(mask)) if train => {
-                    fill_mask(rate, mask_seed(self.seed, self.step, i), mask);
-                    apply_mask(x, mask, y);
-                }
-                (Kernel::Upsample { h, w, c, factor }, _) => upsample_forward(h, w, c, factor, x, y),
-                (Kernel::Dropout { .. } | Kernel::Copy, _) => y.copy_from_slice(x),
-                (kernel, _) => unreachable!("workspace scratch does not match kernel {kernel:?}"),
-            }
-            activation::activate(layer.act, y, layer.last);
+            self.forward_layer(i, &mut ws.scratch[i], x, &mut after[0], n, train);
             if let Some(t) = started {
                 ws.times[i][0] += t.elapsed().as_secs_f64();
             }
         }
+    }
+
+    /// One layer's kernel and activation, `x` → `y`.
+    fn forward_layer(&self, i: usize, scratch: &mut Scratch, x: &[f32], y: &mut [f32], n: usize, train: bool) {
+        let layer = &self.layers[i];
+        let p = &self.params;
+        match (layer.kernel, scratch) {
+            (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) => {
+                conv2d_forward(&geom, n, x, &p[kernel].value, &p[bias].value, y, s)
+            }
+            (Kernel::Dense { inputs, units, kernel, bias }, _) => {
+                dense_forward(n, inputs, units, x, &p[kernel].value, &p[bias].value, y)
+            }
+            (Kernel::MaxPool(g), Scratch::Argmax(am)) => maxpool_forward(&g, x, y, am),
+            (Kernel::AvgPool(g), _) => avgpool_forward(&g, x, y),
+            (Kernel::GlobalAvgPool { pixels, c }, _) => global_avgpool_forward(pixels, c, x, y),
+            (
+                Kernel::BatchNorm { c, eps, gamma, beta, mean, var, .. },
+                Scratch::Norm { mean: bm, inv_std, var: bv },
+            ) => {
+                if layer.bn_training(train) {
+                    batchnorm_train_forward(c, eps, x, &p[gamma].value, &p[beta].value, y, bm, inv_std, bv);
+                } else {
+                    let (g, b) = (&p[gamma].value, &p[beta].value);
+                    batchnorm_infer_forward(c, eps, x, g, b, &p[mean].value, &p[var].value, y);
+                }
+            }
+            (Kernel::Dropout { rate }, Scratch::Mask(mask)) if train => {
+                fill_mask(rate, mask_seed(self.seed, self.step, i), mask);
+                apply_mask(x, mask, y);
+            }
+            (Kernel::Upsample { h, w, c, factor }, _) => upsample_forward(h, w, c, factor, x, y),
+            (Kernel::Dropout { .. } | Kernel::Copy, _) => y.copy_from_slice(x),
+            (kernel, _) => unreachable!("workspace scratch does not match kernel {kernel:?}"),
+        }
+        activation::activate(layer.act, y, layer.last);
+    }
+
+    /// Runs layer `i` alone in inference mode on a batch of `n` (`x` and `y` sized for it):
+    /// lets another executor host the kernels (the luminal comparison in `gpl bench engine`).
+    pub fn run_layer(&mut self, i: usize, n: usize, x: &[f32], y: &mut [f32]) {
+        let mut ws = self.workspace(n, false);
+        self.forward_layer(i, &mut ws.scratch[i], x, y, n, false);
+        self.workspaces.insert((n, false), ws);
+    }
+
+    /// Elements per sample of layer `i`'s output.
+    pub fn layer_output_len(&self, i: usize) -> usize {
+        self.layers[i].out_len
+    }
+
+    /// Number of compiled layers (one per IR layer).
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
     }
 
     /// Backward pass from `ws.grads[last]`. Layers below the lowest one that needs work are
