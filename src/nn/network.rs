@@ -18,7 +18,7 @@ use super::ops::norm::{
 };
 use super::ops::pool::{
     avgpool_backward, avgpool_forward, global_avgpool_backward, global_avgpool_forward, maxpool_backward,
-    maxpool_forward, PoolGeom,
+    maxpool_backward_recompute, maxpool_forward, PoolGeom,
 };
 use super::ops::shape::{upsample_backward, upsample_forward};
 use super::ops::{activation, loss};
@@ -111,13 +111,13 @@ impl Layer {
 enum Scratch {
     None,
     Conv(ConvScratch<f32>),
-    Argmax(Vec<u32>),
     Norm {
         mean: Vec<f32>,
         inv_std: Vec<f32>,
         var: Vec<f32>,
     },
     Mask(Vec<f32>),
+    Argmax(Vec<u32>),
 }
 
 /// All buffers of one (batch size, mode).
@@ -142,9 +142,9 @@ impl Workspace {
             .map(|s| match s {
                 Scratch::None => 0,
                 Scratch::Conv(c) => c.bytes(),
-                Scratch::Argmax(a) => a.len() * 4,
                 Scratch::Norm { mean, inv_std, var } => (mean.len() + inv_std.len() + var.len()) * 4,
                 Scratch::Mask(m) => m.len() * 4,
+                Scratch::Argmax(a) => a.len() * 4,
             })
             .sum();
         floats * 4 + scratch
@@ -490,7 +490,7 @@ impl Network {
             .iter()
             .map(|l| match l.kernel {
                 Kernel::Conv { geom, .. } => Scratch::Conv(ConvScratch::new(&geom, n, train)),
-                Kernel::MaxPool(g) => Scratch::Argmax(vec![0; n * g.out_len()]),
+                Kernel::MaxPool(g) if train => Scratch::Argmax(vec![0; n * g.out_len()]),
                 Kernel::BatchNorm { c, .. } => Scratch::Norm {
                     mean: vec![0.0; c],
                     inv_std: vec![0.0; c],
@@ -536,7 +536,8 @@ impl Network {
             (Kernel::Dense { inputs, units, kernel, bias }, _) => {
                 dense_forward(n, inputs, units, x, &p[kernel].value, &p[bias].value, y)
             }
-            (Kernel::MaxPool(g), Scratch::Argmax(am)) => maxpool_forward(&g, x, y, am),
+            (Kernel::MaxPool(g), Scratch::Argmax(am)) => maxpool_forward(&g, x, y, Some(am)),
+            (Kernel::MaxPool(g), _) => maxpool_forward(&g, x, y, None),
             (Kernel::AvgPool(g), _) => avgpool_forward(&g, x, y),
             (Kernel::GlobalAvgPool { pixels, c }, _) => global_avgpool_forward(pixels, c, x, y),
             (
@@ -662,9 +663,12 @@ impl Network {
                     );
                     (p[kernel].grad, p[bias].grad) = (gk, gb);
                 }
-                (Kernel::MaxPool(g), Scratch::Argmax(am)) => {
+                (Kernel::MaxPool(g), scratch) => {
                     if let Some(dx) = dx {
-                        maxpool_backward(&g, dy, am, dx);
+                        match scratch {
+                            Scratch::Argmax(am) => maxpool_backward(&g, dy, am, dx),
+                            _ => maxpool_backward_recompute(&g, x, y, dy, dx),
+                        }
                     }
                 }
                 (Kernel::AvgPool(g), _) => {

@@ -56,46 +56,67 @@ impl PoolGeom {
     }
 }
 
-/// `argmax` receives, per output element, the index of its maximum inside the sample.
-pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: &mut [u32]) {
+/// Max over each window. With `argmax` (training) it also records, per output element, the
+/// index inside the sample of the first maximum in scan order (ties go to the first, like
+/// PyTorch); without it (inference) it is a plain vectorisable max.
+pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: Option<&mut [u32]>) {
     let c = g.c;
-    x.par_chunks(g.in_len())
-        .zip(y.par_chunks_mut(g.out_len()).zip(argmax.par_chunks_mut(g.out_len())))
-        .for_each(|(xs, (ys, am))| {
+    match argmax {
+        None => x.par_chunks(g.in_len()).zip(y.par_chunks_mut(g.out_len())).for_each(|(xs, ys)| {
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
-                    let o = (oy * g.ow + ox) * c;
-                    let (yr, ar) = (&mut ys[o..o + c], &mut am[o..o + c]);
+                    let yr = &mut ys[(oy * g.ow + ox) * c..][..c];
+                    yr.fill(T::NEG_INFINITY);
                     let (rows, cols) = g.window(oy, ox);
-                    let mut first = true;
                     for iy in rows {
                         for ix in cols.clone() {
-                            let base = (iy * g.w + ix) * c;
-                            let xr = &xs[base..base + c];
-                            if first {
-                                yr.copy_from_slice(xr);
-                                for (ch, a) in ar.iter_mut().enumerate() {
-                                    *a = (base + ch) as u32;
-                                }
-                                first = false;
-                            } else {
-                                // Strict `>`: the first maximum in scan order keeps the gradient.
-                                // Written as selects, not branches: random data mispredicts half of them.
-                                for ((yv, av), (xv, index)) in
-                                    yr.iter_mut().zip(ar.iter_mut()).zip(xr.iter().zip(base as u32..))
-                                {
-                                    let greater = *xv > *yv;
-                                    *yv = if greater { *xv } else { *yv };
-                                    *av = if greater { index } else { *av };
-                                }
+                            let xr = &xs[(iy * g.w + ix) * c..][..c];
+                            for ch in 0..c {
+                                yr[ch] = yr[ch].max(xr[ch]);
                             }
                         }
                     }
                 }
             }
-        });
+        }),
+        Some(argmax) => x
+            .par_chunks(g.in_len())
+            .zip(y.par_chunks_mut(g.out_len()).zip(argmax.par_chunks_mut(g.out_len())))
+            .for_each(|(xs, (ys, am))| {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let o = (oy * g.ow + ox) * c;
+                        let (yr, ar) = (&mut ys[o..o + c], &mut am[o..o + c]);
+                        let (rows, cols) = g.window(oy, ox);
+                        let mut first = true;
+                        for iy in rows {
+                            for ix in cols.clone() {
+                                let base = (iy * g.w + ix) * c;
+                                let xr = &xs[base..base + c];
+                                if first {
+                                    yr.copy_from_slice(xr);
+                                    for (ch, a) in ar.iter_mut().enumerate() {
+                                        *a = (base + ch) as u32;
+                                    }
+                                    first = false;
+                                    continue;
+                                }
+                                // Strict `>` keeps the first maximum; selects, not branches,
+                                // because random data mispredicts half of them.
+                                for ch in 0..c {
+                                    let greater = xr[ch] > yr[ch];
+                                    yr[ch] = if greater { xr[ch] } else { yr[ch] };
+                                    ar[ch] = if greater { (base + ch) as u32 } else { ar[ch] };
+                                }
+                            }
+                        }
+                    }
+                }
+            }),
+    }
 }
 
+/// Training backward: scatter through the stored argmax.
 pub fn maxpool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u32], dx: &mut [T]) {
     dx.par_chunks_mut(g.in_len())
         .zip(dy.par_chunks(g.out_len()).zip(argmax.par_chunks(g.out_len())))
@@ -103,6 +124,39 @@ pub fn maxpool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u32], dx: &mu
             dxs.fill(T::ZERO);
             for (d, &a) in dys.iter().zip(am) {
                 dxs[a as usize] += *d;
+            }
+        });
+}
+
+/// Inference-mode backward (saliency, Grad-CAM), where no argmax was stored: routes each
+/// output gradient to the first input of its window equal to the output.
+pub fn maxpool_backward_recompute<T: Real>(g: &PoolGeom, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) {
+    let c = g.c;
+    dx.par_chunks_mut(g.in_len())
+        .zip(x.par_chunks(g.in_len()).zip(y.par_chunks(g.out_len()).zip(dy.par_chunks(g.out_len()))))
+        .for_each(|(dxs, (xs, (ys, dys)))| {
+            dxs.fill(T::ZERO);
+            let mut routed = vec![false; c];
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let o = (oy * g.ow + ox) * c;
+                    let (yr, dr) = (&ys[o..o + c], &dys[o..o + c]);
+                    routed.fill(false);
+                    let (rows, cols) = g.window(oy, ox);
+                    for iy in rows {
+                        for ix in cols.clone() {
+                            let base = (iy * g.w + ix) * c;
+                            let (xr, dxr) = (&xs[base..base + c], &mut dxs[base..base + c]);
+                            for ch in 0..c {
+                                let hit = !routed[ch] && xr[ch] == yr[ch];
+                                if hit {
+                                    dxr[ch] += dr[ch];
+                                }
+                                routed[ch] |= hit;
+                            }
+                        }
+                    }
+                }
             }
         });
 }
@@ -190,8 +244,7 @@ mod tests {
 
     fn max_loss(g: &PoolGeom, n: usize, x: &[f64], r: &[f64]) -> f64 {
         let mut y = vec![0.0; n * g.out_len()];
-        let mut am = vec![0; y.len()];
-        maxpool_forward(g, x, &mut y, &mut am);
+        maxpool_forward(g, x, &mut y, None);
         dot(&y, r)
     }
 
@@ -217,9 +270,12 @@ mod tests {
             let r = values(n * g.out_len(), 8);
             let mut y = vec![0.0; n * g.out_len()];
             let mut am = vec![0; y.len()];
-            maxpool_forward(&g, &x, &mut y, &mut am);
+            maxpool_forward(&g, &x, &mut y, Some(&mut am));
             let mut dx = vec![0.0; x.len()];
             maxpool_backward(&g, &r, &am, &mut dx);
+            let mut dx2 = vec![0.0; x.len()];
+            maxpool_backward_recompute(&g, &x, &y, &r, &mut dx2);
+            assert_eq!(dx, dx2, "{name}: both backward routes agree");
             assert_gradient(&format!("maxpool {name}"), &x, &dx, |x| max_loss(&g, n, x, &r));
 
             avgpool_forward(&g, &x, &mut y);
@@ -237,10 +293,22 @@ mod tests {
         let g = PoolGeom::new([2, 2, 1], [2, 2], [2, 2], Padding::Valid);
         let x = [1.0f64, 3.0, 3.0, 3.0];
         let (mut y, mut am) = (vec![0.0; 1], vec![0; 1]);
-        maxpool_forward(&g, &x, &mut y, &mut am);
+        maxpool_forward(&g, &x, &mut y, Some(&mut am));
         let mut dx = vec![0.0; 4];
         maxpool_backward(&g, &[1.0], &am, &mut dx);
         assert_eq!(dx, vec![0.0, 1.0, 0.0, 0.0]);
+        maxpool_backward_recompute(&g, &x, &y, &[1.0], &mut dx);
+        assert_eq!(dx, vec![0.0, 1.0, 0.0, 0.0]);
+        // Overlapping windows: each output routes to its own first maximum.
+        let g = PoolGeom::new([1, 3, 1], [1, 2], [1, 1], Padding::Valid);
+        let x = [5.0f64, 5.0, 5.0];
+        let (mut y, mut am) = (vec![0.0; 2], vec![0; 2]);
+        maxpool_forward(&g, &x, &mut y, Some(&mut am));
+        let mut dx = vec![0.0; 3];
+        maxpool_backward(&g, &[1.0, 10.0], &am, &mut dx);
+        assert_eq!(dx, vec![1.0, 10.0, 0.0]);
+        maxpool_backward_recompute(&g, &x, &y, &[1.0, 10.0], &mut dx);
+        assert_eq!(dx, vec![1.0, 10.0, 0.0]);
     }
 
     #[test]
