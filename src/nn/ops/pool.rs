@@ -103,10 +103,11 @@ pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: Opti
                                 }
                                 // Strict `>` keeps the first maximum; selects, not branches,
                                 // because random data mispredicts half of them.
-                                for ch in 0..c {
-                                    let greater = xr[ch] > yr[ch];
-                                    yr[ch] = if greater { xr[ch] } else { yr[ch] };
-                                    ar[ch] = if greater { (base + ch) as u32 } else { ar[ch] };
+                                let base32 = base as u32;
+                                for (ch, ((yv, av), xv)) in yr.iter_mut().zip(ar.iter_mut()).zip(xr).enumerate() {
+                                    let greater = *xv > *yv;
+                                    *yv = if greater { *xv } else { *yv };
+                                    *av = if greater { base32 + ch as u32 } else { *av };
                                 }
                             }
                         }
