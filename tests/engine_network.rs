@@ -8,23 +8,60 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn conv(filters: usize, k: usize, stride: usize, padding: Padding, activation: Activation) -> LayerOp {
-    LayerOp::Conv2d { filters, kernel: [k, k], stride: [stride, stride], padding, dilation: [1, 1], groups: 1, activation, regularizer: Regularizer { l1: 0.001, l2: 0.01 } }
+    LayerOp::Conv2d {
+        filters,
+        kernel: [k, k],
+        stride: [stride, stride],
+        padding,
+        dilation: [1, 1],
+        groups: 1,
+        activation,
+        regularizer: Regularizer { l1: 0.001, l2: 0.01 },
+    }
 }
 
 /// A small model touching every layer kind the IR has.
 fn small_model(dropout: f32) -> ModelIr {
     let ops = vec![
         conv(4, 3, 1, Padding::Same, Activation::Elu { alpha: 1.0 }),
-        LayerOp::BatchNorm { momentum: 0.9, epsilon: 1e-3 },
-        LayerOp::MaxPool { size: [2, 2], stride: [2, 2], padding: Padding::Same },
-        LayerOp::Conv2d { filters: 4, kernel: [3, 3], stride: [1, 1], padding: Padding::Valid, dilation: [1, 1], groups: 2, activation: Activation::Tanh, regularizer: Regularizer::default() },
+        LayerOp::BatchNorm {
+            momentum: 0.9,
+            epsilon: 1e-3,
+        },
+        LayerOp::MaxPool {
+            size: [2, 2],
+            stride: [2, 2],
+            padding: Padding::Same,
+        },
+        LayerOp::Conv2d {
+            filters: 4,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: Padding::Valid,
+            dilation: [1, 1],
+            groups: 2,
+            activation: Activation::Tanh,
+            regularizer: Regularizer::default(),
+        },
         LayerOp::Upsample { factor: 2 },
-        LayerOp::AvgPool { size: [3, 3], stride: [2, 2], padding: Padding::Valid },
+        LayerOp::AvgPool {
+            size: [3, 3],
+            stride: [2, 2],
+            padding: Padding::Valid,
+        },
         LayerOp::Activation(Activation::LeakyRelu { alpha: 0.2 }),
         LayerOp::Flatten,
         LayerOp::Dropout { rate: dropout },
-        LayerOp::Dense { units: 6, activation: Activation::Sigmoid, regularizer: Regularizer { l1: 0.0, l2: 0.02 } },
-        LayerOp::Dense { units: 3, activation: Activation::Softmax, regularizer: Regularizer::default() },
+        LayerOp::Dense {
+            units: 6,
+            activation: Activation::Sigmoid,
+            regularizer: Regularizer { l1: 0.0, l2: 0.02 },
+        },
+        LayerOp::Dense {
+            units: 3,
+            activation: Activation::Softmax,
+            regularizer: Regularizer::default(),
+        },
     ];
     ModelIr::build("small", vec![9, 7, 2], ops.into_iter().map(|o| (None, o)).collect()).unwrap()
 }
@@ -46,7 +83,11 @@ fn data(n: usize, per: usize, classes: u32, seed: u64) -> Data {
 
 impl Data {
     fn batch(&self) -> Batch<'_> {
-        Batch { images: &self.images, labels: &self.labels, weights: &self.weights }
+        Batch {
+            images: &self.images,
+            labels: &self.labels,
+            weights: &self.weights,
+        }
     }
 }
 
@@ -56,14 +97,21 @@ fn parameter_gradients_match_finite_differences_through_every_layer_kind() {
     let d = data(5, 9 * 7 * 2, 3, 1);
     let mut net = Network::new(&ir, 3, OptimizerConfig::adam()).unwrap();
     net.compute_gradients(&d.batch()).unwrap();
-    let names: Vec<String> = net.params().iter().filter(|p| p.trainable).map(|p| p.name.clone()).collect();
+    let names: Vec<String> = net
+        .params()
+        .iter()
+        .filter(|p| p.trainable)
+        .map(|p| p.name.clone())
+        .collect();
     let base = net.named_state();
     for name in names {
         let analytic = net.gradient(&name).unwrap().to_vec();
         // A few elements per tensor in f32: a wiring check (kernels are checked in f64).
         // Skip weights next to the L1 kink at zero, where differences straddle two slopes.
         let values = &base[&name].data;
-        let picks = (0..analytic.len()).filter(|&i| values[i].abs() > 0.02).step_by((analytic.len() / 3).max(1));
+        let picks = (0..analytic.len())
+            .filter(|&i| values[i].abs() > 0.02)
+            .step_by((analytic.len() / 3).max(1));
         for idx in picks {
             let eval = |delta: f32| {
                 let mut probe = Network::new(&ir, 3, OptimizerConfig::adam()).unwrap();
@@ -75,7 +123,11 @@ fn parameter_gradients_match_finite_differences_through_every_layer_kind() {
             let h = 3e-3;
             let numeric = (eval(h) - eval(-h)) / (2.0 * h as f64);
             let err = (numeric - analytic[idx] as f64).abs();
-            assert!(err < 2e-3 + 2e-2 * numeric.abs(), "{name}[{idx}]: numeric {numeric} vs analytic {}", analytic[idx]);
+            assert!(
+                err < 2e-3 + 2e-2 * numeric.abs(),
+                "{name}[{idx}]: numeric {numeric} vs analytic {}",
+                analytic[idx]
+            );
         }
     }
 }
@@ -114,7 +166,9 @@ fn checkpoint_round_trip_rebuilds_the_network() {
     assert_eq!(back.ir(), net.ir());
     assert_eq!(back.state(), net.state());
     assert_eq!(back.predict(&d.images, 4).unwrap(), net.predict(&d.images, 4).unwrap());
-    let err = Network::load(&dir.path().join("missing.safetensors")).err().expect("missing file is an error");
+    let err = Network::load(&dir.path().join("missing.safetensors"))
+        .err()
+        .expect("missing file is an error");
     assert!(matches!(err, EngineError::Io { .. }));
 }
 
@@ -128,7 +182,12 @@ fn frozen_layers_keep_their_weights_and_get_no_gradient() {
     let before = net.state();
     net.train_batch(&d.batch(), 0.1).unwrap();
     let after = net.state();
-    for name in ["conv2d_1/kernel", "conv2d_1/bias", "batch_normalization_1/gamma", "batch_normalization_1/moving_mean"] {
+    for name in [
+        "conv2d_1/kernel",
+        "conv2d_1/bias",
+        "batch_normalization_1/gamma",
+        "batch_normalization_1/moving_mean",
+    ] {
         assert_eq!(before[name], after[name], "{name} changed");
         assert!(net.gradient(name).is_none());
     }
@@ -157,7 +216,10 @@ fn input_and_activation_gradients_match_finite_differences() {
         let down = score(&mut net, &x);
         let numeric = (up - down) / (2.0 * h as f64);
         let analytic = input.gradients.data[idx] as f64;
-        assert!((numeric - analytic).abs() < 1e-3 + 2e-2 * numeric.abs(), "input[{idx}]: {numeric} vs {analytic}");
+        assert!(
+            (numeric - analytic).abs() < 1e-3 + 2e-2 * numeric.abs(),
+            "input[{idx}]: {numeric} vs {analytic}"
+        );
     }
     let at = net.class_score_gradients(&d.images, &classes, Some(3)).unwrap();
     assert_eq!(at.activations.shape, vec![2, 3, 2, 4]);
@@ -171,20 +233,43 @@ fn bad_inputs_are_errors_not_panics() {
     let mut ir = small_model(0.0);
     let mut net = Network::new(&ir, 0, OptimizerConfig::adam()).unwrap();
     let d = data(2, 9 * 7 * 2, 3, 5);
-    let short = Batch { images: &d.images[1..], labels: &d.labels, weights: &d.weights };
+    let short = Batch {
+        images: &d.images[1..],
+        labels: &d.labels,
+        weights: &d.weights,
+    };
     assert!(matches!(net.compute_gradients(&short), Err(EngineError::Batch { .. })));
-    let bad_label = Batch { images: &d.images, labels: &[0, 3], weights: &d.weights };
-    assert!(matches!(net.compute_gradients(&bad_label), Err(EngineError::Label { label: 3, .. })));
+    let bad_label = Batch {
+        images: &d.images,
+        labels: &[0, 3],
+        weights: &d.weights,
+    };
+    assert!(matches!(
+        net.compute_gradients(&bad_label),
+        Err(EngineError::Label { label: 3, .. })
+    ));
 
     let mut nan = d.images.clone();
     nan[3] = f32::NAN;
     let before = net.state();
-    let err = net.compute_gradients(&Batch { images: &nan, labels: &d.labels, weights: &d.weights }).unwrap_err();
+    let err = net
+        .compute_gradients(&Batch {
+            images: &nan,
+            labels: &d.labels,
+            weights: &d.weights,
+        })
+        .unwrap_err();
     assert!(matches!(err, EngineError::NonFiniteLoss { .. }), "{err}");
-    assert_eq!(net.state(), before, "a diverged step must not touch the weights or running stats");
+    assert_eq!(
+        net.state(),
+        before,
+        "a diverged step must not touch the weights or running stats"
+    );
 
     ir.layers[4].output = vec![7, 7, 4];
-    let err = Network::new(&ir, 0, OptimizerConfig::adam()).err().expect("stale shape is caught");
+    let err = Network::new(&ir, 0, OptimizerConfig::adam())
+        .err()
+        .expect("stale shape is caught");
     assert!(err.to_string().contains("up_sampling2d_1"), "{err}");
 }
 
@@ -211,7 +296,11 @@ fn a_small_cnn_learns_a_separable_problem() {
     let ops = vec![
         conv(4, 3, 2, Padding::Same, Activation::Relu),
         LayerOp::GlobalAvgPool,
-        LayerOp::Dense { units: 2, activation: Activation::Softmax, regularizer: Regularizer::default() },
+        LayerOp::Dense {
+            units: 2,
+            activation: Activation::Softmax,
+            regularizer: Regularizer::default(),
+        },
     ];
     let ir = ModelIr::build("tiny", vec![8, 8, 1], ops.into_iter().map(|o| (None, o)).collect()).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -226,7 +315,11 @@ fn a_small_cnn_learns_a_separable_problem() {
         .collect();
     let weights = vec![1.0; n];
     let mut net = Network::new(&ir, 1, OptimizerConfig::adam()).unwrap();
-    let batch = Batch { images: &images, labels: &labels, weights: &weights };
+    let batch = Batch {
+        images: &images,
+        labels: &labels,
+        weights: &weights,
+    };
     let first = net.train_batch(&batch, 0.05).unwrap().loss;
     let mut last = first;
     for _ in 0..150 {
@@ -234,6 +327,10 @@ fn a_small_cnn_learns_a_separable_problem() {
     }
     assert!(last < first * 0.3, "loss {first} → {last}");
     let probs = net.predict(&images, n).unwrap();
-    let correct = probs.chunks(2).zip(&labels).filter(|(p, &l)| (p[1] > p[0]) == (l == 1)).count();
+    let correct = probs
+        .chunks(2)
+        .zip(&labels)
+        .filter(|(p, &l)| (p[1] > p[0]) == (l == 1))
+        .count();
     assert!(correct >= 30, "{correct}/32");
 }

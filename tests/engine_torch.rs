@@ -14,7 +14,10 @@ const FILTERS: [usize; 4] = [32, 64, 128, 128];
 fn det(seed: u64, len: usize) -> Vec<f32> {
     (0..len as u64)
         .map(|i| {
-            let mut z = seed.wrapping_mul(1_000_003).wrapping_add(i).wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(i)
+                .wrapping_add(0x9E37_79B9_7F4A_7C15);
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^= z >> 31;
@@ -24,7 +27,10 @@ fn det(seed: u64, len: usize) -> Vec<f32> {
 }
 
 fn signed(seed: u64, len: usize, scale: f64) -> Vec<f32> {
-    det(seed, len).into_iter().map(|v| (v * 2.0 - 1.0) * scale as f32).collect()
+    det(seed, len)
+        .into_iter()
+        .map(|v| (v * 2.0 - 1.0) * scale as f32)
+        .collect()
 }
 
 fn model() -> ModelIr {
@@ -40,13 +46,33 @@ fn model() -> ModelIr {
             activation: Activation::Relu,
             regularizer: Regularizer::default(),
         });
-        ops.push(LayerOp::BatchNorm { momentum: 0.99, epsilon: 1e-3 });
-        ops.push(LayerOp::MaxPool { size: [2, 2], stride: [2, 2], padding: Padding::Valid });
+        ops.push(LayerOp::BatchNorm {
+            momentum: 0.99,
+            epsilon: 1e-3,
+        });
+        ops.push(LayerOp::MaxPool {
+            size: [2, 2],
+            stride: [2, 2],
+            padding: Padding::Valid,
+        });
     }
     ops.push(LayerOp::Flatten);
-    ops.push(LayerOp::Dense { units: 512, activation: Activation::Relu, regularizer: Regularizer::default() });
-    ops.push(LayerOp::Dense { units: 10, activation: Activation::Softmax, regularizer: Regularizer::default() });
-    ModelIr::build("bigger_cnn", vec![SIDE, SIDE, 3], ops.into_iter().map(|o| (None, o)).collect()).expect("valid model")
+    ops.push(LayerOp::Dense {
+        units: 512,
+        activation: Activation::Relu,
+        regularizer: Regularizer::default(),
+    });
+    ops.push(LayerOp::Dense {
+        units: 10,
+        activation: Activation::Softmax,
+        regularizer: Regularizer::default(),
+    });
+    ModelIr::build(
+        "bigger_cnn",
+        vec![SIDE, SIDE, 3],
+        ops.into_iter().map(|o| (None, o)).collect(),
+    )
+    .expect("valid model")
 }
 
 /// The script's `initial_params`, same names, order and seeds.
@@ -58,7 +84,10 @@ fn initial_params() -> Vec<(String, Vec<f32>)> {
         let limit = (6.0 / (9 * cin + 9 * f) as f64).sqrt();
         out.push((format!("conv2d_{i}/kernel"), signed(seed, 9 * cin * f, limit)));
         out.push((format!("conv2d_{i}/bias"), signed(seed + 1, *f, 0.05)));
-        out.push((format!("batch_normalization_{i}/gamma"), signed(seed + 2, *f, 0.1).into_iter().map(|v| 1.0 + v).collect()));
+        out.push((
+            format!("batch_normalization_{i}/gamma"),
+            signed(seed + 2, *f, 0.1).into_iter().map(|v| 1.0 + v).collect(),
+        ));
         out.push((format!("batch_normalization_{i}/beta"), signed(seed + 3, *f, 0.1)));
         seed += 4;
         cin = *f;
@@ -84,7 +113,11 @@ fn sampled(values: &[f32], samples: usize) -> Vec<f32> {
 /// max |ours − theirs| / scale, the tensor-wise relative error.
 fn rel_error(ours: &[f32], theirs: &[f32], scale: f64) -> f64 {
     assert_eq!(ours.len(), theirs.len());
-    ours.iter().zip(theirs).map(|(a, b)| (*a as f64 - *b as f64).abs()).fold(0.0, f64::max) / scale.max(1e-30)
+    ours.iter()
+        .zip(theirs)
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .fold(0.0, f64::max)
+        / scale.max(1e-30)
 }
 
 #[test]
@@ -93,10 +126,25 @@ fn bigger_cnn_matches_pytorch_forward_gradients_and_three_adam_steps() {
     let (fixture, metadata) = gpl::nn::io::from_bytes(&bytes).expect("fixture parses");
     let reference: serde_json::Value = serde_json::from_str(&metadata["reference"]).expect("metadata json");
     let samples = reference["samples"].as_u64().unwrap() as usize;
-    let labels: Vec<u32> = reference["labels"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-    let weights: Vec<f32> = reference["weights"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let labels: Vec<u32> = reference["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let weights: Vec<f32> = reference["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
     let lr = reference["lr"].as_f64().unwrap() as f32;
-    let losses: Vec<f64> = reference["losses"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let losses: Vec<f64> = reference["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
 
     let mut net = Network::new(&model(), 0, OptimizerConfig::adam()).expect("network builds");
     let params = initial_params();
@@ -104,7 +152,11 @@ fn bigger_cnn_matches_pytorch_forward_gradients_and_three_adam_steps() {
         net.set_param(name, values).expect("parameter exists");
     }
     let images = det(1000, N * SIDE * SIDE * 3);
-    let batch = Batch { images: &images, labels: &labels, weights: &weights };
+    let batch = Batch {
+        images: &images,
+        labels: &labels,
+        weights: &weights,
+    };
 
     let mut report = Vec::new();
     for (step, want_loss) in losses.iter().enumerate() {
@@ -133,7 +185,11 @@ fn bigger_cnn_matches_pytorch_forward_gradients_and_three_adam_steps() {
     let mut worst_after = 0.0f64;
     for (name, _) in &params {
         let scale = reference[format!("after_maxabs/{name}")].as_f64().unwrap();
-        let err = rel_error(&sampled(&state[name].data, samples), &fixture[&format!("after/{name}")].data, scale);
+        let err = rel_error(
+            &sampled(&state[name].data, samples),
+            &fixture[&format!("after/{name}")].data,
+            scale,
+        );
         report.push(format!("after 3 steps {name}: {err:.2e}"));
         worst_after = worst_after.max(err);
     }
@@ -148,5 +204,8 @@ fn bigger_cnn_matches_pytorch_forward_gradients_and_three_adam_steps() {
         }
     }
     println!("{}", report.join("\n"));
-    assert!(worst_after < 1e-4, "parameters after three Adam steps: worst relative error {worst_after}");
+    assert!(
+        worst_after < 1e-4,
+        "parameters after three Adam steps: worst relative error {worst_after}"
+    );
 }

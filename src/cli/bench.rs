@@ -31,7 +31,13 @@ pub fn run(command: BenchCommand) -> miette::Result<ExitCode> {
         BenchCommand::Data(a) => super::data::bench(a),
         BenchCommand::Engine(a) => {
             let python = std::env::var("GPL_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-            crate::nn::bench::run(&crate::nn::bench::BenchOptions { threads: a.threads, batch: a.batch, seconds: a.seconds, python, skip_torch: a.no_torch })?;
+            crate::nn::bench::run(&crate::nn::bench::BenchOptions {
+                threads: a.threads,
+                batch: a.batch,
+                seconds: a.seconds,
+                python,
+                skip_torch: a.no_torch,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }

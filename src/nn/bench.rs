@@ -10,6 +10,8 @@ use super::optim::OptimizerConfig;
 use crate::train::learner::{Batch, Learner};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// This machine's fp32 peak: 2 cores × 2 FMA units × 8 lanes × 2 flops × 2.45 GHz.
@@ -37,27 +39,67 @@ fn conv(filters: usize) -> LayerOp {
 }
 
 fn pool() -> LayerOp {
-    LayerOp::MaxPool { size: [2, 2], stride: [2, 2], padding: Padding::Valid }
+    LayerOp::MaxPool {
+        size: [2, 2],
+        stride: [2, 2],
+        padding: Padding::Valid,
+    }
 }
 
 fn dense(units: usize, activation: Activation) -> LayerOp {
-    LayerOp::Dense { units, activation, regularizer: Regularizer::default() }
+    LayerOp::Dense {
+        units,
+        activation,
+        regularizer: Regularizer::default(),
+    }
 }
 
 /// DESIGN.md's benchmark net (69.3 MFLOP per image).
 pub fn design_net() -> ModelIr {
-    let ops = vec![conv(32), pool(), conv(64), pool(), conv(128), pool(), LayerOp::Flatten, dense(128, Activation::Relu), dense(10, Activation::Softmax)];
-    ModelIr::build("design_net", vec![69, 69, 3], ops.into_iter().map(|o| (None, o)).collect()).expect("fixed valid model")
+    let ops = vec![
+        conv(32),
+        pool(),
+        conv(64),
+        pool(),
+        conv(128),
+        pool(),
+        LayerOp::Flatten,
+        dense(128, Activation::Relu),
+        dense(10, Activation::Softmax),
+    ];
+    ModelIr::build(
+        "design_net",
+        vec![69, 69, 3],
+        ops.into_iter().map(|o| (None, o)).collect(),
+    )
+    .expect("fixed valid model")
 }
 
 /// The report's bigger CNN: conv 32-64-128-128 relu + batchnorm + maxpool, dropout, dense 512.
 pub fn bigger_cnn() -> ModelIr {
     let mut ops = Vec::new();
     for f in [32, 64, 128, 128] {
-        ops.extend([conv(f), LayerOp::BatchNorm { momentum: 0.99, epsilon: 1e-3 }, pool()]);
+        ops.extend([
+            conv(f),
+            LayerOp::BatchNorm {
+                momentum: 0.99,
+                epsilon: 1e-3,
+            },
+            pool(),
+        ]);
     }
-    ops.extend([LayerOp::Flatten, LayerOp::Dropout { rate: 0.5 }, dense(512, Activation::Relu), dense(10, Activation::Softmax)]);
-    ModelIr::build("bigger_cnn", vec![69, 69, 3], ops.into_iter().map(|o| (None, o)).collect()).expect("fixed valid model")
+    ops.extend([
+        LayerOp::Flatten,
+        LayerOp::Dropout { rate: 0.5 },
+        dense(512, Activation::Relu),
+        dense(10, Activation::Softmax),
+    ]);
+    ModelIr::build(
+        "bigger_cnn",
+        vec![69, 69, 3],
+        ops.into_iter().map(|o| (None, o)).collect(),
+    )
+    .expect("fixed valid model")
 }
 
 fn rate(seconds: f64, batch: usize, mut f: impl FnMut()) -> f64 {
@@ -79,7 +121,11 @@ fn rate(seconds: f64, batch: usize, mut f: impl FnMut()) -> f64 {
 fn peak_rss() -> Option<usize> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse::<usize>().ok().map(|kb| kb * 1024)
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<usize>()
+        .ok()
+        .map(|kb| kb * 1024)
 }
 
 fn mib(bytes: usize) -> f64 {
@@ -106,13 +152,95 @@ fn gemm_comparison(seconds: f64) -> Vec<(String, f64, f64)> {
         let mut measured = [0.0; 2];
         for (slot, backend) in [Backend::Gemm, Backend::MatrixMultiply].into_iter().enumerate() {
             gemm::set_backend(backend);
-            let a_ref = if trans { MatRef::rows(&a, m).t() } else { MatRef::rows(&a, k) };
-            let per_second = rate(seconds / 6.0, 1, || gemm(m, k, n, a_ref, MatRef::rows(&b, n), &mut c, n, false, 1));
+            let a_ref = if trans {
+                MatRef::rows(&a, m).t()
+            } else {
+                MatRef::rows(&a, k)
+            };
+            let per_second = rate(seconds / 6.0, 1, || {
+                gemm(m, k, n, a_ref, MatRef::rows(&b, n), &mut c, n, false, 1)
+            });
             measured[slot] = per_second * 2.0 * (m * k * n) as f64 / 1e9;
         }
         out.push((label.to_string(), measured[0], measured[1]));
     }
     out
+}
+
+/// One of our layers as a luminal 0.2 operator: luminal hands it the input tensor, it
+/// allocates the output (luminal's `Operator` API returns fresh tensors) and runs our kernel.
+struct HostedLayer {
+    net: Rc<RefCell<Network>>,
+    index: usize,
+    n: usize,
+}
+
+impl std::fmt::Debug for HostedLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostedLayer({})", self.index)
+    }
+}
+
+impl PartialEq for HostedLayer {
+    fn eq(&self, other: &Self) -> bool {
+        self.index == other.index
+    }
+}
+
+impl luminal::op::Operator for HostedLayer {
+    fn process(&mut self, inp: Vec<(luminal::op::InputTensor, luminal::prelude::ShapeTracker)>) -> Vec<luminal::prelude::Tensor> {
+        let mut net = self.net.borrow_mut();
+        let x = inp[0].0.borrowed().data.as_any().downcast_ref::<Vec<f32>>().expect("hosted layers pass f32 vectors");
+        let mut y = vec![0.0f32; self.n * net.layer_output_len(self.index)];
+        net.run_layer(self.index, self.n, x, &mut y);
+        vec![luminal::prelude::Tensor::new(y)]
+    }
+}
+
+/// Feeds the images into the graph.
+#[derive(Debug, PartialEq)]
+struct Source;
+
+impl luminal::op::Operator for Source {
+    fn process(&mut self, _: Vec<(luminal::op::InputTensor, luminal::prelude::ShapeTracker)>) -> Vec<luminal::prelude::Tensor> {
+        unreachable!("the source tensor is set before every execution")
+    }
+}
+
+/// Inference images/s with every layer hosted as a luminal operator, against the same
+/// kernels run directly by `Network` (same process, same thread pool, back to back).
+fn luminal_comparison(ir: &ModelIr, options: &BenchOptions) -> miette::Result<(f64, f64)> {
+    use luminal::prelude::{Graph, ShapeTracker, Tensor};
+    let n = options.batch;
+    let mut direct = Network::new(ir, 7, OptimizerConfig::adam())?;
+    let net = Rc::new(RefCell::new(Network::new(ir, 7, OptimizerConfig::adam())?));
+    let per: usize = ir.input.iter().product();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let images: Vec<f32> = (0..n * per).map(|_| rng.gen()).collect();
+    let mut cx = Box::new(Graph::new());
+    let source = cx.add_op(Source).finish();
+    let mut last = source;
+    let layers = net.borrow().layer_count();
+    for index in 0..layers {
+        last = cx.add_op(HostedLayer { net: net.clone(), index, n }).input(last, 0, ShapeTracker::new(&[])).finish();
+    }
+    cx.no_delete.insert(last);
+    cx.to_retrieve.insert(last);
+    let mut hosted_out = Vec::new();
+    let hosted = rate(options.seconds, n, || {
+        cx.set_tensor(source, 0, Tensor::new(images.clone()));
+        cx.execute();
+        let out = cx.get_tensor(last, 0).expect("retrieved output");
+        hosted_out = out.data.as_any().downcast_ref::<Vec<f32>>().expect("f32 output").clone();
+    });
+    let direct_rate = rate(options.seconds, n, || {
+        direct.logits(&images, n).expect("benchmark batch is well-formed");
+    });
+    let want = direct.logits(&images, n)?;
+    if hosted_out != want {
+        return Err(miette::miette!("the luminal-hosted forward differs from the direct one"));
+    }
+    Ok((hosted, direct_rate))
 }
 
 struct NetFigures {
@@ -133,13 +261,22 @@ fn bench_net(ir: &ModelIr, options: &BenchOptions) -> miette::Result<NetFigures>
     let infer = rate(options.seconds, n, || {
         net.predict(&images, n).expect("benchmark batch is well-formed");
     });
-    let batch = Batch { images: &images, labels: &labels, weights: &weights };
+    let batch = Batch {
+        images: &images,
+        labels: &labels,
+        weights: &weights,
+    };
     net.set_profiling(true);
     let train = rate(options.seconds, n, || {
         net.train_batch(&batch, 1e-3).expect("benchmark batch is well-formed");
     });
     let memory = net.memory(n, true);
-    println!("{} ({:.1} MFLOP/image forward, {} parameters)", ir.name, flops / 1e6, ir.total_params());
+    println!(
+        "{} ({:.1} MFLOP/image forward, {} parameters)",
+        ir.name,
+        flops / 1e6,
+        ir.total_params()
+    );
     println!(
         "  forward   {:8.1} images/s  {:6.1} GFLOP/s  ({:.0}% of peak)",
         infer,
@@ -165,7 +302,12 @@ fn bench_net(ir: &ModelIr, options: &BenchOptions) -> miette::Result<NetFigures>
     let total: f64 = profile.iter().map(|(_, f, b)| f + b).sum();
     println!("  where a training step's time goes (forward / backward, share of step):");
     for (name, f, b) in profile.iter().filter(|(_, f, b)| (f + b) / total > 0.01) {
-        println!("    {name:<24} {:6.1} / {:6.1} ms  {:4.1}%", f * 1e3, b * 1e3, 100.0 * (f + b) / total);
+        println!(
+            "    {name:<24} {:6.1} / {:6.1} ms  {:4.1}%",
+            f * 1e3,
+            b * 1e3,
+            100.0 * (f + b) / total
+        );
     }
     Ok(NetFigures { infer, train })
 }
@@ -180,33 +322,53 @@ struct TorchLine {
 
 fn torch_figures(options: &BenchOptions) -> Result<Vec<TorchLine>, String> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_torch.py");
-    let probe = std::process::Command::new(&options.python).args(["-c", "import torch"]).output().map_err(|e| format!("cannot run `{}`: {e}", options.python))?;
+    let probe = std::process::Command::new(&options.python)
+        .args(["-c", "import torch"])
+        .output()
+        .map_err(|e| format!("cannot run `{}`: {e}", options.python))?;
     if !probe.status.success() {
         return Err(format!("torch is not importable by `{}`", options.python));
     }
     let out = std::process::Command::new(&options.python)
         .arg(&script)
-        .args([options.threads.to_string(), options.batch.to_string(), options.seconds.to_string()])
+        .args([
+            options.threads.to_string(),
+            options.batch.to_string(),
+            options.seconds.to_string(),
+        ])
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
     if !out.status.success() {
-        return Err(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).map_err(|e| format!("bad line `{l}`: {e}"))).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("bad line `{l}`: {e}")))
+        .collect()
 }
 
 pub fn run(options: &BenchOptions) -> miette::Result<()> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(options.threads).build().map_err(|e| miette::miette!("thread pool: {e}"))?;
-    println!("gpl bench engine: batch {}, {} threads, ≥{} s per figure (shared machine: expect noise)", options.batch, options.threads, options.seconds);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.threads)
+        .build()
+        .map_err(|e| miette::miette!("thread pool: {e}"))?;
+    println!(
+        "gpl bench engine: batch {}, {} threads, ≥{} s per figure (shared machine: expect noise)",
+        options.batch, options.threads, options.seconds
+    );
+    // One thread per GEMM call for both backends: the engine threads over batch parts.
+    gemm::configure();
     println!("GEMM backends, single thread, GFLOP/s (gemm 0.17 | matrixmultiply 0.3):");
-    let mut wins = 0i32;
     for (label, g, m) in gemm_comparison(options.seconds) {
         println!("  {label:<26} {g:7.1} | {m:7.1}");
-        wins += if g >= m { 1 } else { -1 };
     }
-    let chosen = if wins >= 0 { Backend::Gemm } else { Backend::MatrixMultiply };
-    gemm::set_backend(chosen);
-    println!("  using {chosen:?}");
+    // The comparison leaves the last backend set; restore the engine's default choice.
+    gemm::set_backend(Backend::MatrixMultiply);
+    println!("  the engine uses {:?} (docs/decisions/engine.md)", gemm::backend());
     let ours = pool.install(|| -> miette::Result<Vec<(String, NetFigures)>> {
         let mut out = Vec::new();
         for ir in [design_net(), bigger_cnn()] {
@@ -215,6 +377,11 @@ pub fn run(options: &BenchOptions) -> miette::Result<()> {
         }
         Ok(out)
     })?;
+    let (hosted, direct) = pool.install(|| luminal_comparison(&bigger_cnn(), options))?;
+    println!(
+        "luminal 0.2 hosting (bigger_cnn forward, each layer a luminal Operator): {hosted:.1} images/s vs {direct:.1} direct ({:+.1}%)",
+        100.0 * (hosted / direct - 1.0)
+    );
     if let Some(rss) = peak_rss() {
         println!("peak resident memory of the benchmark process: {:.1} MiB", mib(rss));
     }

@@ -1,6 +1,9 @@
 //! Matrix multiply behind one function, with two interchangeable backends
 //! (`gemm` 0.17 and `matrixmultiply` 0.3) so `gpl bench engine` can compare them on
-//! the convolution shapes. The default is the one that measured faster (docs/decisions/engine.md).
+//! the convolution shapes. The default, matrixmultiply, measured faster single-threaded on
+//! every conv shape (docs/decisions/engine.md). The engine parallelises over batch parts with
+//! rayon and calls GEMM single-threaded inside them, so matrixmultiply's global pool (sized
+//! once from MATMUL_NUM_THREADS) is pinned to one thread by `configure` before first use.
 
 use super::real::Real;
 use std::any::TypeId;
@@ -21,7 +24,11 @@ impl<'a, T> MatRef<'a, T> {
     }
     /// The transpose, without copying.
     pub fn t(self) -> Self {
-        MatRef { data: self.data, rs: self.cs, cs: self.rs }
+        MatRef {
+            data: self.data,
+            rs: self.cs,
+            cs: self.rs,
+        }
     }
 }
 
@@ -31,7 +38,18 @@ pub enum Backend {
     MatrixMultiply,
 }
 
-static BACKEND: AtomicU8 = AtomicU8::new(0);
+static BACKEND: AtomicU8 = AtomicU8::new(Backend::MatrixMultiply as u8);
+static CONFIGURE: std::sync::Once = std::sync::Once::new();
+
+/// Pins matrixmultiply to one thread per call unless the user set MATMUL_NUM_THREADS.
+/// Called when a network is built, before any product runs.
+pub fn configure() {
+    CONFIGURE.call_once(|| {
+        if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+            std::env::set_var("MATMUL_NUM_THREADS", "1");
+        }
+    });
+}
 
 pub fn set_backend(backend: Backend) {
     BACKEND.store(backend as u8, Ordering::Relaxed);
@@ -171,6 +189,7 @@ mod tests {
 
     #[test]
     fn both_backends_match_naive_with_transposes_and_accumulation() {
+        configure();
         let (m, k, n) = (7, 5, 3);
         let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
         let bt: Vec<f64> = (0..n * k).map(|i| (i as f64 * 0.91).cos()).collect();
@@ -189,6 +208,6 @@ mod tests {
                 assert!((got - w).abs() < 1e-12, "{backend_choice:?}");
             }
         }
-        set_backend(Backend::Gemm);
+        set_backend(Backend::MatrixMultiply);
     }
 }

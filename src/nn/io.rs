@@ -16,22 +16,39 @@ const OPTIMIZER_KEY: &str = "gpl_optimizer";
 const SEED_KEY: &str = "gpl_seed";
 
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> EngineError + 'a {
-    move |source| EngineError::Io { action, path: path.display().to_string(), source }
+    move |source| EngineError::Io {
+        action,
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn format_error(path: &Path, message: impl Into<String>) -> EngineError {
-    EngineError::Checkpoint { path: path.display().to_string(), message: message.into() }
+    EngineError::Checkpoint {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
 }
 
 /// Serialises named tensors with string metadata into safetensors bytes.
 pub fn to_bytes(tensors: &NamedTensors, metadata: HashMap<String, String>) -> Result<Vec<u8>, String> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(name, t)| (name.clone(), t.shape.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .map(|(name, t)| {
+            (
+                name.clone(),
+                t.shape.clone(),
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views: Vec<(String, TensorView)> = bytes
         .iter()
-        .map(|(name, shape, data)| TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.clone(), v)).map_err(|e| format!("{name}: {e:?}")))
+        .map(|(name, shape, data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| format!("{name}: {e:?}"))
+        })
         .collect::<Result<_, _>>()?;
     safetensors::serialize(views, &Some(metadata)).map_err(|e| format!("{e:?}"))
 }
@@ -46,17 +63,33 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(NamedTensors, HashMap<String, String>
         if view.dtype() != Dtype::F32 {
             return Err(format!("tensor `{name}` is {:?}, gpl reads f32", view.dtype()));
         }
-        let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        out.insert(name, Tensor { shape: view.shape().to_vec(), data });
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        out.insert(
+            name,
+            Tensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     Ok((out, metadata))
 }
 
 /// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_error("create the folder of", path))?;
-    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(io_error("write", path))?;
     std::fs::rename(&tmp, path).map_err(io_error("rename into", path))
@@ -68,7 +101,10 @@ impl Network {
         let mut metadata = HashMap::new();
         let json = |v: Result<String, serde_json::Error>| v.map_err(|e| format_error(path, e.to_string()));
         metadata.insert(IR_KEY.to_string(), json(serde_json::to_string(self.ir()))?);
-        metadata.insert(OPTIMIZER_KEY.to_string(), json(serde_json::to_string(&self.optimizer()))?);
+        metadata.insert(
+            OPTIMIZER_KEY.to_string(),
+            json(serde_json::to_string(&self.optimizer()))?,
+        );
         metadata.insert(SEED_KEY.to_string(), self.seed().to_string());
         let bytes = to_bytes(&self.named_state(), metadata).map_err(|m| format_error(path, m))?;
         write_atomic(path, &bytes)
@@ -78,8 +114,11 @@ impl Network {
     pub fn load(path: &Path) -> Result<Network, EngineError> {
         let bytes = std::fs::read(path).map_err(io_error("read", path))?;
         let (tensors, metadata) = from_bytes(&bytes).map_err(|m| format_error(path, m))?;
-        let ir_json = metadata.get(IR_KEY).ok_or_else(|| format_error(path, "no `gpl_ir` metadata"))?;
-        let ir: ModelIr = serde_json::from_str(ir_json).map_err(|e| format_error(path, format!("bad model IR: {e}")))?;
+        let ir_json = metadata
+            .get(IR_KEY)
+            .ok_or_else(|| format_error(path, "no `gpl_ir` metadata"))?;
+        let ir: ModelIr =
+            serde_json::from_str(ir_json).map_err(|e| format_error(path, format!("bad model IR: {e}")))?;
         let optimizer: OptimizerConfig = match metadata.get(OPTIMIZER_KEY) {
             Some(j) => serde_json::from_str(j).map_err(|e| format_error(path, format!("bad optimizer: {e}")))?,
             None => OptimizerConfig::adam(),

@@ -7,25 +7,63 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum OptimizerConfig {
-    Sgd { momentum: f32, nesterov: bool, weight_decay: f32 },
-    Adam { beta1: f32, beta2: f32, epsilon: f32, weight_decay: f32 },
-    AdamW { beta1: f32, beta2: f32, epsilon: f32, weight_decay: f32 },
-    RmsProp { rho: f32, momentum: f32, epsilon: f32, weight_decay: f32 },
+    Sgd {
+        momentum: f32,
+        nesterov: bool,
+        weight_decay: f32,
+    },
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        epsilon: f32,
+        weight_decay: f32,
+    },
+    AdamW {
+        beta1: f32,
+        beta2: f32,
+        epsilon: f32,
+        weight_decay: f32,
+    },
+    RmsProp {
+        rho: f32,
+        momentum: f32,
+        epsilon: f32,
+        weight_decay: f32,
+    },
 }
 
 impl OptimizerConfig {
     /// Keras defaults.
     pub fn adam() -> Self {
-        OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.0 }
+        OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-7,
+            weight_decay: 0.0,
+        }
     }
     pub fn adamw() -> Self {
-        OptimizerConfig::AdamW { beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.004 }
+        OptimizerConfig::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-7,
+            weight_decay: 0.004,
+        }
     }
     pub fn sgd(momentum: f32, nesterov: bool) -> Self {
-        OptimizerConfig::Sgd { momentum, nesterov, weight_decay: 0.0 }
+        OptimizerConfig::Sgd {
+            momentum,
+            nesterov,
+            weight_decay: 0.0,
+        }
     }
     pub fn rmsprop() -> Self {
-        OptimizerConfig::RmsProp { rho: 0.9, momentum: 0.0, epsilon: 1e-7, weight_decay: 0.0 }
+        OptimizerConfig::RmsProp {
+            rho: 0.9,
+            momentum: 0.0,
+            epsilon: 1e-7,
+            weight_decay: 0.0,
+        }
     }
 
     /// Names of the per-parameter state slots, in the order `update` uses them.
@@ -75,7 +113,12 @@ impl OptimizerConfig {
                     }
                 }
             }
-            OptimizerConfig::Adam { beta1, beta2, epsilon, .. } | OptimizerConfig::AdamW { beta1, beta2, epsilon, .. } => {
+            OptimizerConfig::Adam {
+                beta1, beta2, epsilon, ..
+            }
+            | OptimizerConfig::AdamW {
+                beta1, beta2, epsilon, ..
+            } => {
                 let t = step as f64;
                 let alpha = (lr as f64 * (1.0 - (beta2 as f64).powf(t)).sqrt() / (1.0 - (beta1 as f64).powf(t))) as f32;
                 let (ms, vs) = slots.split_at_mut(1);
@@ -85,7 +128,9 @@ impl OptimizerConfig {
                     *w -= alpha * *m / (v.sqrt() + epsilon);
                 }
             }
-            OptimizerConfig::RmsProp { rho, momentum, epsilon, .. } => {
+            OptimizerConfig::RmsProp {
+                rho, momentum, epsilon, ..
+            } => {
                 let (vs, ms) = slots.split_at_mut(1);
                 for (i, (w, g)) in w.iter_mut().zip(g).enumerate() {
                     let v = &mut vs[0][i];
@@ -126,9 +171,19 @@ mod tests {
             OptimizerConfig::sgd(0.9, false),
             OptimizerConfig::sgd(0.9, true),
             OptimizerConfig::adam(),
-            OptimizerConfig::AdamW { beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.001 },
+            OptimizerConfig::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 1e-7,
+                weight_decay: 0.001,
+            },
             OptimizerConfig::rmsprop(),
-            OptimizerConfig::RmsProp { rho: 0.9, momentum: 0.5, epsilon: 1e-7, weight_decay: 0.0 },
+            OptimizerConfig::RmsProp {
+                rho: 0.9,
+                momentum: 0.5,
+                epsilon: 1e-7,
+                weight_decay: 0.0,
+            },
         ] {
             let w = run(config, 2000);
             assert!((w - 3.0).abs() < 0.1, "{config:?}: {w}");

@@ -114,7 +114,10 @@ mod tests {
     fn activation_gradients_match_finite_differences() {
         let last = 5;
         // Keep inputs away from the kinks at 0, where central differences are undefined.
-        let x: Vec<f64> = values(4 * last, 1).iter().map(|v| if v.abs() < 0.05 { v + 0.1 } else { *v } * 2.0).collect();
+        let x: Vec<f64> = values(4 * last, 1)
+            .iter()
+            .map(|v| if v.abs() < 0.05 { v + 0.1 } else { *v } * 2.0)
+            .collect();
         let r = values(x.len(), 2);
         for act in [
             Activation::Relu,

@@ -148,6 +148,9 @@ impl ConvGeom {
     }
 }
 
+/// One part's inputs (x, dy) and outputs (scratch, dx) in the backward pass.
+type PartWork<'a, T> = ((&'a [T], &'a [T]), (&'a mut ConvPart<T>, &'a mut [T]));
+
 /// Per-part buffers, allocated once per (model, batch size, mode) and reused every step.
 pub struct ConvScratch<T> {
     parts: Vec<ConvPart<T>>,
@@ -167,7 +170,11 @@ impl<T: Real> ConvScratch<T> {
         let parts = (0..parts)
             .map(|_| ConvPart {
                 cols: vec![T::ZERO; cols],
-                dkernel: if backward { vec![T::ZERO; g.kernel_len()] } else { Vec::new() },
+                dkernel: if backward {
+                    vec![T::ZERO; g.kernel_len()]
+                } else {
+                    Vec::new()
+                },
                 dbias: if backward { vec![T::ZERO; g.filters] } else { Vec::new() },
             })
             .collect();
@@ -175,12 +182,23 @@ impl<T: Real> ConvScratch<T> {
     }
 
     pub fn bytes(&self) -> usize {
-        self.parts.iter().map(|p| (p.cols.len() + p.dkernel.len() + p.dbias.len()) * std::mem::size_of::<T>()).sum()
+        self.parts
+            .iter()
+            .map(|p| (p.cols.len() + p.dkernel.len() + p.dbias.len()) * std::mem::size_of::<T>())
+            .sum()
     }
 }
 
 /// y = conv(x, kernel) + bias for a batch of `n`; `y` is [n, oh, ow, filters].
-pub fn conv2d_forward<T: Real>(g: &ConvGeom, n: usize, x: &[T], kernel: &[T], bias: &[T], y: &mut [T], scratch: &mut ConvScratch<T>) {
+pub fn conv2d_forward<T: Real>(
+    g: &ConvGeom,
+    n: usize,
+    x: &[T],
+    kernel: &[T],
+    bias: &[T],
+    y: &mut [T],
+    scratch: &mut ConvScratch<T>,
+) {
     let per_part = samples_per_part(n);
     let chunk = g.chunk(per_part);
     let (pixels, patch, fg, f) = (g.pixels(), g.patch(), g.fg(), g.filters);
@@ -197,7 +215,11 @@ pub fn conv2d_forward<T: Real>(g: &ConvGeom, n: usize, x: &[T], kernel: &[T], bi
                 let rows = (s1 - s0) * pixels;
                 for group in 0..g.groups {
                     for s in s0..s1 {
-                        g.im2col(group, &xp[s * g.in_len()..][..g.in_len()], &mut part.cols[(s - s0) * pixels * patch..][..pixels * patch]);
+                        g.im2col(
+                            group,
+                            &xp[s * g.in_len()..][..g.in_len()],
+                            &mut part.cols[(s - s0) * pixels * patch..][..pixels * patch],
+                        );
                     }
                     gemm(
                         rows,
@@ -237,7 +259,7 @@ pub fn conv2d_backward<T: Real>(
         Some(d) => (d, per_part * g.in_len()),
         None => (empty.as_mut_slice(), 0),
     };
-    let work = |((xp, dyp), (part, dxp)): ((&[T], &[T]), (&mut ConvPart<T>, &mut [T]))| {
+    let work = |((xp, dyp), (part, dxp)): PartWork<T>| {
         if want_params {
             part.dkernel.fill(T::ZERO);
             part.dbias.fill(T::ZERO);
@@ -256,7 +278,11 @@ pub fn conv2d_backward<T: Real>(
             for group in 0..g.groups {
                 if want_params {
                     for s in s0..s1 {
-                        g.im2col(group, &xp[s * g.in_len()..][..g.in_len()], &mut part.cols[(s - s0) * pixels * patch..][..pixels * patch]);
+                        g.im2col(
+                            group,
+                            &xp[s * g.in_len()..][..g.in_len()],
+                            &mut part.cols[(s - s0) * pixels * patch..][..pixels * patch],
+                        );
                     }
                     // dK[patch, fg] += cols^T [patch, rows] × dy [rows, fg]
                     gemm(
@@ -285,7 +311,11 @@ pub fn conv2d_backward<T: Real>(
                         1,
                     );
                     for s in s0..s1 {
-                        g.col2im(group, &part.cols[(s - s0) * pixels * patch..][..pixels * patch], &mut dxp[s * g.in_len()..][..g.in_len()]);
+                        g.col2im(
+                            group,
+                            &part.cols[(s - s0) * pixels * patch..][..pixels * patch],
+                            &mut dxp[s * g.in_len()..][..g.in_len()],
+                        );
                     }
                 }
             }
@@ -344,7 +374,8 @@ mod tests {
                                     continue;
                                 }
                                 for ci in 0..cg {
-                                    let xv = x[s * g.in_len() + (iy as usize * g.w + ix as usize) * g.c + group * cg + ci];
+                                    let xv =
+                                        x[s * g.in_len() + (iy as usize * g.w + ix as usize) * g.c + group * cg + ci];
                                     acc += xv * k[((ky * g.kw + kx) * cg + ci) * g.filters + o];
                                 }
                             }
@@ -374,7 +405,9 @@ mod tests {
         let mut db = vec![0.0; b.len()];
         conv2d_backward(&g, n, &x, &k, &r, Some(&mut dx), Some((&mut dk, &mut db)), &mut scratch);
         assert_gradient(&format!("{name} dx"), &x, &dx, |x| dot(&naive(&g, n, x, &k, &b), &r));
-        assert_gradient(&format!("{name} dkernel"), &k, &dk, |k| dot(&naive(&g, n, &x, k, &b), &r));
+        assert_gradient(&format!("{name} dkernel"), &k, &dk, |k| {
+            dot(&naive(&g, n, &x, k, &b), &r)
+        });
         assert_gradient(&format!("{name} dbias"), &b, &db, |b| dot(&naive(&g, n, &x, &k, b), &r));
         // Frozen layer path: only dx, same values.
         let mut dx2 = vec![0.0; x.len()];
@@ -384,12 +417,36 @@ mod tests {
 
     #[test]
     fn conv_gradients_match_finite_differences() {
-        check("valid 3x3", ConvGeom::new([5, 6, 3], 4, [3, 3], [1, 1], Padding::Valid, [1, 1], 1), 3);
-        check("same stride 2 odd", ConvGeom::new([7, 5, 2], 3, [3, 3], [2, 2], Padding::Same, [1, 1], 1), 2);
-        check("same even kernel asymmetric", ConvGeom::new([6, 6, 2], 2, [4, 2], [1, 1], Padding::Same, [1, 1], 1), 2);
-        check("dilated", ConvGeom::new([9, 8, 2], 3, [3, 3], [1, 2], Padding::Valid, [2, 2], 1), 2);
-        check("grouped", ConvGeom::new([5, 5, 4], 6, [3, 3], [1, 1], Padding::Same, [1, 1], 2), 2);
-        check("depthwise", ConvGeom::new([6, 5, 3], 3, [3, 3], [2, 1], Padding::Same, [1, 1], 3), 9);
+        check(
+            "valid 3x3",
+            ConvGeom::new([5, 6, 3], 4, [3, 3], [1, 1], Padding::Valid, [1, 1], 1),
+            3,
+        );
+        check(
+            "same stride 2 odd",
+            ConvGeom::new([7, 5, 2], 3, [3, 3], [2, 2], Padding::Same, [1, 1], 1),
+            2,
+        );
+        check(
+            "same even kernel asymmetric",
+            ConvGeom::new([6, 6, 2], 2, [4, 2], [1, 1], Padding::Same, [1, 1], 1),
+            2,
+        );
+        check(
+            "dilated",
+            ConvGeom::new([9, 8, 2], 3, [3, 3], [1, 2], Padding::Valid, [2, 2], 1),
+            2,
+        );
+        check(
+            "grouped",
+            ConvGeom::new([5, 5, 4], 6, [3, 3], [1, 1], Padding::Same, [1, 1], 2),
+            2,
+        );
+        check(
+            "depthwise",
+            ConvGeom::new([6, 5, 3], 3, [3, 3], [2, 1], Padding::Same, [1, 1], 3),
+            9,
+        );
     }
 
     #[test]

@@ -1,15 +1,46 @@
 //! Fully connected layer: y = x·W + b with a Keras (in, out) kernel, forward and backward.
-//! Whole-batch GEMMs; the `gemm` backend threads them over rayon.
+//! Each product is split by output rows over rayon (single-threaded GEMM per block, no split
+//! of the reduction, so results do not depend on the thread count).
 
 use super::super::gemm::{gemm, MatRef};
 use super::super::real::Real;
+use rayon::prelude::*;
+
+/// c[m, n] = a[m, k] × b[k, n] (+ c), with the rows of `c` computed in parallel blocks.
+/// `a_at(row)` is the lhs view starting at that row.
+#[allow(clippy::too_many_arguments)]
+fn par_rows<'a, T: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a_at: impl Fn(usize) -> MatRef<'a, T> + Sync,
+    b: MatRef<T>,
+    c: &mut [T],
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let block = m.div_ceil(2 * rayon::current_num_threads()).max(16);
+    c[..m * n].par_chunks_mut(block * n).enumerate().for_each(|(i, cb)| {
+        let rows = cb.len() / n;
+        gemm(rows, k, n, a_at(i * block), b, cb, n, accumulate, 1);
+    });
+}
 
 pub fn dense_forward<T: Real>(n: usize, inputs: usize, units: usize, x: &[T], kernel: &[T], bias: &[T], y: &mut [T]) {
     for row in y.chunks_mut(units) {
         row.copy_from_slice(bias);
     }
-    let threads = rayon::current_num_threads();
-    gemm(n, inputs, units, MatRef::rows(x, inputs), MatRef::rows(kernel, units), y, units, true, threads);
+    par_rows(
+        n,
+        inputs,
+        units,
+        |r| MatRef::rows(&x[r * inputs..], inputs),
+        MatRef::rows(kernel, units),
+        y,
+        true,
+    );
 }
 
 /// `dy` is already through the activation; outputs are optional as for conv.
@@ -24,9 +55,21 @@ pub fn dense_backward<T: Real>(
     dx: Option<&mut [T]>,
     params: Option<(&mut [T], &mut [T])>,
 ) {
-    let threads = rayon::current_num_threads();
     if let Some((dkernel, dbias)) = params {
-        gemm(inputs, n, units, MatRef::rows(x, inputs).t(), MatRef::rows(dy, units), dkernel, units, false, threads);
+        // dW[inputs, units] = x^T [inputs, n] × dy [n, units]; row r of x^T is column r of x.
+        par_rows(
+            inputs,
+            n,
+            units,
+            |r| MatRef {
+                data: &x[r..],
+                rs: 1,
+                cs: inputs,
+            },
+            MatRef::rows(dy, units),
+            dkernel,
+            false,
+        );
         dbias.fill(T::ZERO);
         for row in dy.chunks(units) {
             for (b, d) in dbias.iter_mut().zip(row) {
@@ -35,7 +78,15 @@ pub fn dense_backward<T: Real>(
         }
     }
     if let Some(dx) = dx {
-        gemm(n, units, inputs, MatRef::rows(dy, units), MatRef::rows(kernel, units).t(), dx, inputs, false, threads);
+        par_rows(
+            n,
+            units,
+            inputs,
+            |r| MatRef::rows(&dy[r * units..], units),
+            MatRef::rows(kernel, units).t(),
+            dx,
+            false,
+        );
     }
 }
 
@@ -46,7 +97,8 @@ mod tests {
 
     #[test]
     fn dense_gradients_match_finite_differences() {
-        let (n, i, u) = (3, 7, 5);
+        // 37 rows: several parallel row blocks, the last one short.
+        let (n, i, u) = (37, 7, 5);
         let x = values(n * i, 1);
         let k = values(i * u, 2);
         let b = values(u, 3);

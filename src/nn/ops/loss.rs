@@ -109,7 +109,10 @@ mod tests {
 
     #[test]
     fn penalties_and_smooth_l1_gradients() {
-        let w: Vec<f64> = values(9, 3).iter().map(|v| if v.abs() < 0.05 { 0.3 } else { *v }).collect();
+        let w: Vec<f64> = values(9, 3)
+            .iter()
+            .map(|v| if v.abs() < 0.05 { 0.3 } else { *v })
+            .collect();
         let mut g = vec![0.0; 9];
         penalty_backward(0.01, 0.02, &w, &mut g);
         assert_gradient("l1 l2", &w, &g, |w| penalty(0.01, 0.02, w));
@@ -118,6 +121,8 @@ mod tests {
         let target = values(9, 4);
         let pred: Vec<f64> = w.iter().zip(&target).map(|(a, b)| b + a * 2.0).collect();
         smooth_l1(1.0, &pred, &target, &mut g);
-        assert_gradient("smooth l1", &pred, &g, |p| smooth_l1(1.0, p, &target, &mut vec![0.0; 9]));
+        assert_gradient("smooth l1", &pred, &g, |p| {
+            smooth_l1(1.0, p, &target, &mut [0.0; 9])
+        });
     }
 }

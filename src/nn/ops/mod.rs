@@ -48,7 +48,9 @@ pub(crate) mod check {
         let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
             })
             .collect()
@@ -71,7 +73,11 @@ pub(crate) mod check {
             let numeric = (up - down) / (2.0 * h);
             let err = (numeric - analytic[i]).abs() / (1.0 + numeric.abs().max(analytic[i].abs()));
             worst = worst.max(err);
-            assert!(err < 1e-6, "{name}: element {i}: numeric {numeric} vs analytic {}", analytic[i]);
+            assert!(
+                err < 1e-6,
+                "{name}: element {i}: numeric {numeric} vs analytic {}",
+                analytic[i]
+            );
         }
         assert!(worst.is_finite());
     }

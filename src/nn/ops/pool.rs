@@ -26,7 +26,19 @@ impl PoolGeom {
         let [h, w, c] = input;
         let (oh, pad_top) = axis_geometry(h, size[0], stride[0], padding);
         let (ow, pad_left) = axis_geometry(w, size[1], stride[1], padding);
-        PoolGeom { h, w, c, oh, ow, kh: size[0], kw: size[1], sh: stride[0], sw: stride[1], pad_top, pad_left }
+        PoolGeom {
+            h,
+            w,
+            c,
+            oh,
+            ow,
+            kh: size[0],
+            kw: size[1],
+            sh: stride[0],
+            sw: stride[1],
+            pad_top,
+            pad_left,
+        }
     }
     pub fn in_len(&self) -> usize {
         self.h * self.w * self.c
@@ -44,43 +56,68 @@ impl PoolGeom {
     }
 }
 
-/// `argmax` receives, per output element, the index of its maximum inside the sample.
-pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: &mut [u32]) {
+/// Max over each window. With `argmax` (training) it also records, per output element, the
+/// index inside the sample of the first maximum in scan order (ties go to the first, like
+/// PyTorch); without it (inference) it is a plain vectorisable max.
+pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: Option<&mut [u32]>) {
     let c = g.c;
-    x.par_chunks(g.in_len())
-        .zip(y.par_chunks_mut(g.out_len()).zip(argmax.par_chunks_mut(g.out_len())))
-        .for_each(|(xs, (ys, am))| {
+    match argmax {
+        None => x.par_chunks(g.in_len()).zip(y.par_chunks_mut(g.out_len())).for_each(|(xs, ys)| {
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
-                    let o = (oy * g.ow + ox) * c;
-                    let (yr, ar) = (&mut ys[o..o + c], &mut am[o..o + c]);
+                    let yr = &mut ys[(oy * g.ow + ox) * c..][..c];
+                    yr.fill(T::NEG_INFINITY);
                     let (rows, cols) = g.window(oy, ox);
-                    let mut first = true;
                     for iy in rows {
                         for ix in cols.clone() {
-                            let base = (iy * g.w + ix) * c;
-                            let xr = &xs[base..base + c];
-                            if first {
-                                yr.copy_from_slice(xr);
-                                for (ch, a) in ar.iter_mut().enumerate() {
-                                    *a = (base + ch) as u32;
-                                }
-                                first = false;
-                            } else {
-                                for ch in 0..c {
-                                    if xr[ch] > yr[ch] {
-                                        yr[ch] = xr[ch];
-                                        ar[ch] = (base + ch) as u32;
-                                    }
-                                }
+                            let xr = &xs[(iy * g.w + ix) * c..][..c];
+                            for ch in 0..c {
+                                yr[ch] = yr[ch].max(xr[ch]);
                             }
                         }
                     }
                 }
             }
-        });
+        }),
+        Some(argmax) => x
+            .par_chunks(g.in_len())
+            .zip(y.par_chunks_mut(g.out_len()).zip(argmax.par_chunks_mut(g.out_len())))
+            .for_each(|(xs, (ys, am))| {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let o = (oy * g.ow + ox) * c;
+                        let (yr, ar) = (&mut ys[o..o + c], &mut am[o..o + c]);
+                        let (rows, cols) = g.window(oy, ox);
+                        let mut first = true;
+                        for iy in rows {
+                            for ix in cols.clone() {
+                                let base = (iy * g.w + ix) * c;
+                                let xr = &xs[base..base + c];
+                                if first {
+                                    yr.copy_from_slice(xr);
+                                    for (ch, a) in ar.iter_mut().enumerate() {
+                                        *a = (base + ch) as u32;
+                                    }
+                                    first = false;
+                                    continue;
+                                }
+                                // Strict `>` keeps the first maximum; selects, not branches,
+                                // because random data mispredicts half of them.
+                                let base32 = base as u32;
+                                for (ch, ((yv, av), xv)) in yr.iter_mut().zip(ar.iter_mut()).zip(xr).enumerate() {
+                                    let greater = *xv > *yv;
+                                    *yv = if greater { *xv } else { *yv };
+                                    *av = if greater { base32 + ch as u32 } else { *av };
+                                }
+                            }
+                        }
+                    }
+                }
+            }),
+    }
 }
 
+/// Training backward: scatter through the stored argmax.
 pub fn maxpool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u32], dx: &mut [T]) {
     dx.par_chunks_mut(g.in_len())
         .zip(dy.par_chunks(g.out_len()).zip(argmax.par_chunks(g.out_len())))
@@ -92,49 +129,86 @@ pub fn maxpool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u32], dx: &mu
         });
 }
 
-pub fn avgpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
+/// Inference-mode backward (saliency, Grad-CAM), where no argmax was stored: routes each
+/// output gradient to the first input of its window equal to the output.
+pub fn maxpool_backward_recompute<T: Real>(g: &PoolGeom, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) {
     let c = g.c;
-    x.par_chunks(g.in_len()).zip(y.par_chunks_mut(g.out_len())).for_each(|(xs, ys)| {
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let yr = &mut ys[(oy * g.ow + ox) * c..][..c];
-                yr.fill(T::ZERO);
-                let (rows, cols) = g.window(oy, ox);
-                let count = T::from_usize(rows.len() * cols.len());
-                for iy in rows {
-                    for ix in cols.clone() {
-                        for (a, b) in yr.iter_mut().zip(&xs[(iy * g.w + ix) * c..][..c]) {
-                            *a += *b;
+    dx.par_chunks_mut(g.in_len())
+        .zip(x.par_chunks(g.in_len()).zip(y.par_chunks(g.out_len()).zip(dy.par_chunks(g.out_len()))))
+        .for_each(|(dxs, (xs, (ys, dys)))| {
+            dxs.fill(T::ZERO);
+            let mut routed = vec![false; c];
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let o = (oy * g.ow + ox) * c;
+                    let (yr, dr) = (&ys[o..o + c], &dys[o..o + c]);
+                    routed.fill(false);
+                    let (rows, cols) = g.window(oy, ox);
+                    for iy in rows {
+                        for ix in cols.clone() {
+                            let base = (iy * g.w + ix) * c;
+                            let (xr, dxr) = (&xs[base..base + c], &mut dxs[base..base + c]);
+                            for ch in 0..c {
+                                let hit = !routed[ch] && xr[ch] == yr[ch];
+                                if hit {
+                                    dxr[ch] += dr[ch];
+                                }
+                                routed[ch] |= hit;
+                            }
                         }
                     }
                 }
-                for a in yr.iter_mut() {
-                    *a /= count;
+            }
+        });
+}
+
+pub fn avgpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
+    let c = g.c;
+    x.par_chunks(g.in_len())
+        .zip(y.par_chunks_mut(g.out_len()))
+        .for_each(|(xs, ys)| {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let yr = &mut ys[(oy * g.ow + ox) * c..][..c];
+                    yr.fill(T::ZERO);
+                    let (rows, cols) = g.window(oy, ox);
+                    let count = T::from_usize(rows.len() * cols.len());
+                    for iy in rows {
+                        for ix in cols.clone() {
+                            for (a, b) in yr.iter_mut().zip(&xs[(iy * g.w + ix) * c..][..c]) {
+                                *a += *b;
+                            }
+                        }
+                    }
+                    for a in yr.iter_mut() {
+                        *a /= count;
+                    }
                 }
             }
-        }
-    });
+        });
 }
 
 pub fn avgpool_backward<T: Real>(g: &PoolGeom, dy: &[T], dx: &mut [T]) {
     let c = g.c;
-    dx.par_chunks_mut(g.in_len()).zip(dy.par_chunks(g.out_len())).for_each(|(dxs, dys)| {
-        dxs.fill(T::ZERO);
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let dr = &dys[(oy * g.ow + ox) * c..][..c];
-                let (rows, cols) = g.window(oy, ox);
-                let count = T::from_usize(rows.len() * cols.len());
-                for iy in rows {
-                    for ix in cols.clone() {
-                        for (a, b) in dxs[(iy * g.w + ix) * c..][..c].iter_mut().zip(dr) {
-                            *a += *b / count;
+    dx.par_chunks_mut(g.in_len())
+        .zip(dy.par_chunks(g.out_len()))
+        .for_each(|(dxs, dys)| {
+            dxs.fill(T::ZERO);
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let dr = &dys[(oy * g.ow + ox) * c..][..c];
+                    let (rows, cols) = g.window(oy, ox);
+                    let count = T::from_usize(rows.len() * cols.len());
+                    for iy in rows {
+                        for ix in cols.clone() {
+                            for (a, b) in dxs[(iy * g.w + ix) * c..][..c].iter_mut().zip(dr) {
+                                *a += *b / count;
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// [n, h·w, c] → [n, c] mean over pixels.
@@ -171,8 +245,7 @@ mod tests {
 
     fn max_loss(g: &PoolGeom, n: usize, x: &[f64], r: &[f64]) -> f64 {
         let mut y = vec![0.0; n * g.out_len()];
-        let mut am = vec![0; y.len()];
-        maxpool_forward(g, x, &mut y, &mut am);
+        maxpool_forward(g, x, &mut y, None);
         dot(&y, r)
     }
 
@@ -180,18 +253,30 @@ mod tests {
     fn pool_gradients_match_finite_differences() {
         let n = 2;
         for (name, g) in [
-            ("2x2 odd input", PoolGeom::new([5, 7, 3], [2, 2], [2, 2], Padding::Valid)),
-            ("3x3 stride 2 overlapping", PoolGeom::new([7, 6, 2], [3, 3], [2, 2], Padding::Valid)),
+            (
+                "2x2 odd input",
+                PoolGeom::new([5, 7, 3], [2, 2], [2, 2], Padding::Valid),
+            ),
+            (
+                "3x3 stride 2 overlapping",
+                PoolGeom::new([7, 6, 2], [3, 3], [2, 2], Padding::Valid),
+            ),
             ("same odd", PoolGeom::new([5, 5, 2], [2, 2], [2, 2], Padding::Same)),
-            ("same 3x3 stride 1", PoolGeom::new([4, 5, 1], [3, 3], [1, 1], Padding::Same)),
+            (
+                "same 3x3 stride 1",
+                PoolGeom::new([4, 5, 1], [3, 3], [1, 1], Padding::Same),
+            ),
         ] {
             let x = values(n * g.in_len(), 7);
             let r = values(n * g.out_len(), 8);
             let mut y = vec![0.0; n * g.out_len()];
             let mut am = vec![0; y.len()];
-            maxpool_forward(&g, &x, &mut y, &mut am);
+            maxpool_forward(&g, &x, &mut y, Some(&mut am));
             let mut dx = vec![0.0; x.len()];
             maxpool_backward(&g, &r, &am, &mut dx);
+            let mut dx2 = vec![0.0; x.len()];
+            maxpool_backward_recompute(&g, &x, &y, &r, &mut dx2);
+            assert_eq!(dx, dx2, "{name}: both backward routes agree");
             assert_gradient(&format!("maxpool {name}"), &x, &dx, |x| max_loss(&g, n, x, &r));
 
             avgpool_forward(&g, &x, &mut y);
@@ -209,10 +294,22 @@ mod tests {
         let g = PoolGeom::new([2, 2, 1], [2, 2], [2, 2], Padding::Valid);
         let x = [1.0f64, 3.0, 3.0, 3.0];
         let (mut y, mut am) = (vec![0.0; 1], vec![0; 1]);
-        maxpool_forward(&g, &x, &mut y, &mut am);
+        maxpool_forward(&g, &x, &mut y, Some(&mut am));
         let mut dx = vec![0.0; 4];
         maxpool_backward(&g, &[1.0], &am, &mut dx);
         assert_eq!(dx, vec![0.0, 1.0, 0.0, 0.0]);
+        maxpool_backward_recompute(&g, &x, &y, &[1.0], &mut dx);
+        assert_eq!(dx, vec![0.0, 1.0, 0.0, 0.0]);
+        // Overlapping windows: each output routes to its own first maximum.
+        let g = PoolGeom::new([1, 3, 1], [1, 2], [1, 1], Padding::Valid);
+        let x = [5.0f64, 5.0, 5.0];
+        let (mut y, mut am) = (vec![0.0; 2], vec![0; 2]);
+        maxpool_forward(&g, &x, &mut y, Some(&mut am));
+        let mut dx = vec![0.0; 3];
+        maxpool_backward(&g, &[1.0, 10.0], &am, &mut dx);
+        assert_eq!(dx, vec![1.0, 10.0, 0.0]);
+        maxpool_backward_recompute(&g, &x, &y, &[1.0, 10.0], &mut dx);
+        assert_eq!(dx, vec![1.0, 10.0, 0.0]);
     }
 
     #[test]
