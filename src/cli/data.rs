@@ -140,7 +140,7 @@ fn preview_cmd(a: PreviewArgs) -> miette::Result<ExitCode> {
     let set = load_any(&a.file, &a.images, &a.labels)?;
     let sheet = contact_sheet(&set, a.per_class.max(1));
     let tmp = a.out.with_file_name(format!(".{}.tmp.png", a.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
-    sheet.save(&tmp).into_diagnostic()?;
+    save_png(&sheet, &tmp)?;
     std::fs::rename(&tmp, &a.out).into_diagnostic()?;
     println!("wrote {} ({} classes, up to {} examples each); rows:", a.out.display(), set.class_names.len(), a.per_class);
     let counts = set.class_counts();
@@ -148,6 +148,16 @@ fn preview_cmd(a: PreviewArgs) -> miette::Result<ExitCode> {
         println!("  {c}: {name} ({} images)", counts[c]);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// PNG at the best compression: contact sheets of noisy sky compress poorly otherwise.
+fn save_png(img: &image::RgbImage, path: &Path) -> miette::Result<()> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    use image::ImageEncoder;
+    let file = std::io::BufWriter::new(std::fs::File::create(path).into_diagnostic()?);
+    PngEncoder::new_with_quality(file, CompressionType::Best, FilterType::Adaptive)
+        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
+        .into_diagnostic()
 }
 
 /// One row per class: the class id drawn in a left margin, then the first `per_class`

@@ -488,7 +488,7 @@ fn log_uniform(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> f32 {
 /// A smooth spheroid with axis ratio drawn from [q_lo, q_hi].
 fn elliptical(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs, q: f32, n_range: (f32, f32), flux: f32) {
     let frame = centre_frame(rng, k, 1.0);
-    let re = log_uniform(rng, 2.5, 8.5) * k.scale;
+    let re = log_uniform(rng, 3.0, 10.0) * k.scale;
     let n = rng.gen_range(n_range.0..=n_range.1);
     let colour = tint(rng, OLD_STARS, 0.12);
     scene.profiles.push(Profile::sersic(frame, re, n, q.clamp(0.12, 1.0), flux, colour));
@@ -518,7 +518,7 @@ struct ArmSpec {
 fn disc_galaxy(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs, spec: &DiscSpec, flux: f32) -> Frame {
     let cos_incl = rng.gen_range(spec.cos_incl.0..=spec.cos_incl.1).clamp(0.05, 1.0);
     let frame = centre_frame(rng, k, cos_incl);
-    let h = log_uniform(rng, 3.0, 8.0) * k.scale;
+    let h = log_uniform(rng, 3.5, 10.0) * k.scale;
     let bt = rng.gen_range(spec.bulge_fraction.0..=spec.bulge_fraction.1).clamp(0.0, 0.9);
     let disc_colour = tint(rng, DISC_STARS, 0.1);
     let mut disc = Profile::exponential(frame, h, 1.0, flux * (1.0 - bt), disc_colour);
@@ -581,7 +581,7 @@ fn edge_on(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs, bulge: EdgeBulge,
     let thickness = rng.gen_range(0.07..0.16);
     let q = (incl.cos().powi(2) + (thickness * incl.sin()).powi(2)).sqrt();
     let frame = centre_frame(rng, k, 1.0);
-    let h = log_uniform(rng, 3.5, 9.0) * k.scale;
+    let h = log_uniform(rng, 4.0, 11.0) * k.scale;
     let bt = match bulge {
         EdgeBulge::None => k.blur(rng, 0.0, 0.04, 0.05).max(0.0),
         EdgeBulge::Rounded | EdgeBulge::Boxy => k.blur(rng, 0.18, 0.55, 0.06),
@@ -787,7 +787,7 @@ fn render_scene(scene: &Scene, side: usize, noise: f32, rng: &mut ChaCha8Rng, k:
     // Brightness: the galaxy's peak surface brightness in sky sigmas, over a wide range, so
     // faint galaxies hide their arms in the noise.
     let peak = bands[1].iter().cloned().fold(0f32, f32::max).max(1e-12);
-    let snr = log_uniform(rng, 6.0, 140.0) / noise;
+    let snr = log_uniform(rng, 10.0, 200.0) / noise;
     let gain = snr * SKY_SIGMA / peak;
     for band in bands.iter_mut() {
         band.iter_mut().for_each(|v| *v *= gain);
