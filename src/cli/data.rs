@@ -46,6 +46,9 @@ pub struct SynthArgs {
     /// Class-boundary overlap (0 = disjoint parameter ranges, 1 = calibrated default).
     #[arg(long, default_value_t = 1.0)]
     pub ambiguity: f32,
+    /// Equal class proportions instead of the real file's.
+    #[arg(long)]
+    pub equal_classes: bool,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -112,7 +115,7 @@ fn synth_cmd(a: SynthArgs) -> miette::Result<ExitCode> {
         KindArg::Galaxy10 => SynthKind::Galaxy10,
         KindArg::Galaxy10Decals => SynthKind::Galaxy10Decals,
     };
-    let config = SynthConfig { kind, count: a.count, seed: a.seed, size: a.size, proportions: None, noise: a.noise, ambiguity: a.ambiguity };
+    let config = SynthConfig { kind, count: a.count, seed: a.seed, size: a.size, proportions: a.equal_classes.then(|| vec![1.0; 10]), noise: a.noise, ambiguity: a.ambiguity };
     let start = Instant::now();
     let set = synthesize(&config)?;
     let made = start.elapsed();
@@ -276,7 +279,7 @@ pub fn bench(a: BenchDataArgs) -> miette::Result<ExitCode> {
         augment_batch(&spec, &loaded, &indices, &seeds, &mut buffer[..n * loaded.image_len()]);
         done += n;
     }
-    report(&format!("augment {} images (rotate, shift, shear, zoom, flips)", a.augment), start.elapsed().as_secs_f64(), 1.0);
+    report(&format!("augment {} images (Keras affine + flips)", a.augment), start.elapsed().as_secs_f64(), 1.0);
 
     let start = Instant::now();
     let art = dir.join("set.gplimg");

@@ -669,7 +669,7 @@ fn sdss_scene(class: u32, rng: &mut ChaCha8Rng, k: &Knobs) -> Scene {
     match class {
         0 => {
             let weak = if rng.gen_bool(0.35) { Some(spiral((8.0, 30.0), (0.0, 0.08 + 0.06 * k.ambiguity), &[2.0], 0)) } else { None };
-            let spec = DiscSpec { cos_incl: (0.45, 1.0), bulge_fraction: (0.05, 0.55), arms: weak, bar_probability: 0.2 };
+            let spec = DiscSpec { cos_incl: (0.45, 1.0), bulge_fraction: (0.05, 0.4), arms: weak, bar_probability: 0.2 };
             disc_galaxy(&mut scene, rng, k, &spec, flux);
         }
         1 => {
@@ -696,7 +696,7 @@ fn sdss_scene(class: u32, rng: &mut ChaCha8Rng, k: &Knobs) -> Scene {
             let spec = DiscSpec {
                 cos_incl: (0.4, 1.0),
                 bulge_fraction: bulge,
-                arms: Some(spiral(pitch, (0.2, 0.85), counts, clumps)),
+                arms: Some(spiral(pitch, (0.3, 0.85), counts, clumps)),
                 bar_probability: 0.3,
             };
             disc_galaxy(&mut scene, rng, k, &spec, flux);
@@ -764,8 +764,8 @@ const SKY_SIGMA: f32 = 10.0;
 const SKY_LEVEL: f32 = SKY_SIGMA * SKY_SIGMA;
 const READ_NOISE: f32 = 3.0;
 /// Display softening and full scale of the asinh stretch, in sky sigmas.
-const SOFTENING: f32 = 2.5;
-const FULL_SCALE: f32 = 150.0;
+const SOFTENING: f32 = 2.0;
+const FULL_SCALE: f32 = 80.0;
 
 fn render_scene(scene: &Scene, side: usize, noise: f32, rng: &mut ChaCha8Rng, k: &Knobs) -> [Vec<f32>; 3] {
     let n = side * side;
