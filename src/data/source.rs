@@ -10,8 +10,16 @@ use super::{folder, hdf5, DataError, ImageSet};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceSpec {
-    Hdf5 { path: PathBuf, images: String, labels: String },
-    Folder { path: PathBuf, height: usize, width: usize },
+    Hdf5 {
+        path: PathBuf,
+        images: String,
+        labels: String,
+    },
+    Folder {
+        path: PathBuf,
+        height: usize,
+        width: usize,
+    },
     Synthetic(SynthConfig),
 }
 
@@ -32,8 +40,16 @@ pub struct Loaded {
 
 pub fn load_source(source: &SourceSpec) -> Result<ImageSet, DataError> {
     match source {
-        SourceSpec::Hdf5 { path, images, labels } => hdf5::load_galaxy10(path, images, labels),
-        SourceSpec::Folder { path, height, width } => folder::load_folder(path, *height, *width),
+        SourceSpec::Hdf5 {
+            path,
+            images,
+            labels,
+        } => hdf5::load_galaxy10(path, images, labels),
+        SourceSpec::Folder {
+            path,
+            height,
+            width,
+        } => folder::load_folder(path, *height, *width),
         SourceSpec::Synthetic(config) => synthesize(config),
     }
 }
@@ -52,9 +68,15 @@ pub fn load_dataset(spec: &DatasetSpec) -> Result<Loaded, DataError> {
                 fallback.count,
                 fallback.seed
             );
-            Ok(Loaded { set, notice: Some(notice) })
+            Ok(Loaded {
+                set,
+                notice: Some(notice),
+            })
         }
-        (result, _) => Ok(Loaded { set: result?, notice: None }),
+        (result, _) => Ok(Loaded {
+            set: result?,
+            notice: None,
+        }),
     }
 }
 
@@ -65,7 +87,11 @@ mod tests {
     #[test]
     fn missing_file_falls_back_with_a_notice_but_damage_does_not() {
         let spec = DatasetSpec {
-            source: SourceSpec::Hdf5 { path: "/nonexistent/Galaxy10.h5".into(), images: "images".into(), labels: "ans".into() },
+            source: SourceSpec::Hdf5 {
+                path: "/nonexistent/Galaxy10.h5".into(),
+                images: "images".into(),
+                labels: "ans".into(),
+            },
             fallback: Some(SynthConfig::galaxy10(5, 1)),
         };
         let loaded = load_dataset(&spec).unwrap();
@@ -74,9 +100,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bad = dir.path().join("bad.h5");
         std::fs::write(&bad, "not hdf5").unwrap();
-        let spec = DatasetSpec { source: SourceSpec::Hdf5 { path: bad, images: "images".into(), labels: "ans".into() }, ..spec };
-        assert!(matches!(load_dataset(&spec), Err(DataError::NotHdf5 { .. })));
-        let none = DatasetSpec { source: SourceSpec::Folder { path: "/nonexistent".into(), height: 4, width: 4 }, fallback: None };
-        assert!(matches!(load_dataset(&none), Err(DataError::MissingFile { .. })));
+        let spec = DatasetSpec {
+            source: SourceSpec::Hdf5 {
+                path: bad,
+                images: "images".into(),
+                labels: "ans".into(),
+            },
+            ..spec
+        };
+        assert!(matches!(
+            load_dataset(&spec),
+            Err(DataError::NotHdf5 { .. })
+        ));
+        let none = DatasetSpec {
+            source: SourceSpec::Folder {
+                path: "/nonexistent".into(),
+                height: 4,
+                width: 4,
+            },
+            fallback: None,
+        };
+        assert!(matches!(
+            load_dataset(&none),
+            Err(DataError::MissingFile { .. })
+        ));
     }
 }
