@@ -132,13 +132,15 @@ fn descriptor(ds: &::hdf5::Dataset, path: &Path) -> Result<TypeDescriptor, DataE
         .map_err(|e| h5_err(path, e))
 }
 
-/// Which Galaxy10 layout a file has (DECaLS if it carries `ra`, else SDSS if its images are 69 px).
+/// Which Galaxy10 layout a file has: DECaLS if it carries `ra` and `pxscale` or its images
+/// are 256×256 (a synthetic DECaLS set has no coordinates), SDSS if they are 69×69.
 pub fn detect_layout(file: &::hdf5::File, images: &str) -> Layout {
     if file.link_exists("ra") && file.link_exists("pxscale") {
         return Layout::Decals;
     }
     match file.dataset(images).map(|d| d.shape()) {
         Ok(s) if s.len() == 4 && s[1] == 69 && s[2] == 69 => Layout::Sdss,
+        Ok(s) if s.len() == 4 && s[1] == 256 && s[2] == 256 => Layout::Decals,
         _ => Layout::Other,
     }
 }
