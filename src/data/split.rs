@@ -31,6 +31,14 @@ pub struct Split {
     pub test: Vec<usize>,
 }
 
+/// Stratified k-fold settings, as a stage config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KFoldSpec {
+    pub k: usize,
+    pub seed: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fold {
     pub train: Vec<usize>,
