@@ -592,6 +592,34 @@ mod tests {
     }
 
     #[test]
+    fn parallel_batch_equals_one_by_one() {
+        let set = ImageSet {
+            height: 12,
+            width: 12,
+            channels: 3,
+            images: (0..5 * 432).map(|i| (i % 253) as u8).collect(),
+            labels: vec![0; 5],
+            class_names: vec!["a".into()],
+        };
+        let spec = AugmentSpec {
+            rotation_range: 90.0,
+            shear_range: 10.0,
+            vertical_flip: true,
+            noise_std: 2.0,
+            ..Default::default()
+        };
+        let indices = [4, 0, 2, 2];
+        let seeds: Vec<u64> = (0..4).map(|i| sample_seed(5, 1, i)).collect();
+        let mut batch = vec![0f32; 4 * 432];
+        augment_batch(&spec, &set, &indices, &seeds, &mut batch);
+        for (k, (&i, &seed)) in indices.iter().zip(&seeds).enumerate() {
+            let mut one = vec![0f32; 432];
+            augment_into(&spec, set.image(i), 12, 12, 3, seed, &mut one);
+            assert_eq!(&batch[k * 432..(k + 1) * 432], one.as_slice());
+        }
+    }
+
+    #[test]
     fn seeds_differ_across_epochs_and_samples() {
         let s = [
             sample_seed(7, 0, 0),
