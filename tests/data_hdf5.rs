@@ -7,19 +7,27 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/data")
+        .join(name)
 }
 
 fn expected() -> Value {
-    let text = std::fs::read_to_string(fixture("expected_h5.json")).expect("fixture expected_h5.json");
+    let text =
+        std::fs::read_to_string(fixture("expected_h5.json")).expect("fixture expected_h5.json");
     serde_json::from_str(&text).expect("valid JSON")
 }
 
 fn check_matches(name: &str) {
-    let set = load_galaxy10(fixture(name), "images", "ans").unwrap_or_else(|e| panic!("{name}: {e}"));
+    let set =
+        load_galaxy10(fixture(name), "images", "ans").unwrap_or_else(|e| panic!("{name}: {e}"));
     let exp = &expected()[name];
     let shape: Vec<usize> = serde_json::from_value(exp["shape"].clone()).unwrap();
-    assert_eq!(vec![set.len(), set.height, set.width, set.channels], shape, "{name}");
+    assert_eq!(
+        vec![set.len(), set.height, set.width, set.channels],
+        shape,
+        "{name}"
+    );
     let labels: Vec<u32> = serde_json::from_value(exp["labels"].clone()).unwrap();
     assert_eq!(set.labels, labels, "{name}");
     let sum: u64 = set.images.iter().map(|&v| v as u64).sum();
@@ -27,7 +35,11 @@ fn check_matches(name: &str) {
     let first: Vec<u8> = serde_json::from_value(exp["first_pixels"].clone()).unwrap();
     let last: Vec<u8> = serde_json::from_value(exp["last_pixels"].clone()).unwrap();
     assert_eq!(&set.images[..16], first.as_slice(), "{name}");
-    assert_eq!(&set.images[set.images.len() - 16..], last.as_slice(), "{name}");
+    assert_eq!(
+        &set.images[set.images.len() - 16..],
+        last.as_slice(),
+        "{name}"
+    );
 }
 
 #[test]
@@ -67,8 +79,14 @@ fn inspect_reports_layout_datasets_and_class_counts() {
     assert_eq!(images.chunks, Some(vec![2, 69, 69, 3]));
     let ans = s.datasets.iter().find(|d| d.name == "ans").unwrap();
     assert_eq!(ans.dtype, "int64");
-    assert_eq!(s.class_counts, Some(vec![(0, 1), (1, 2), (7, 1), (8, 1), (9, 1)]));
-    assert_eq!(inspect(fixture("decals_small.h5")).unwrap().layout, Layout::Decals);
+    assert_eq!(
+        s.class_counts,
+        Some(vec![(0, 1), (1, 2), (7, 1), (8, 1), (9, 1)])
+    );
+    assert_eq!(
+        inspect(fixture("decals_small.h5")).unwrap().layout,
+        Layout::Decals
+    );
 }
 
 fn err(name: &str, images: &str, labels: &str) -> DataError {
@@ -102,7 +120,9 @@ fn every_bad_file_gets_its_own_error() {
 
     let e = err("sdss_contiguous.h5", "images", "labels");
     match &e {
-        DataError::MissingDataset { dataset, available, .. } => {
+        DataError::MissingDataset {
+            dataset, available, ..
+        } => {
             assert_eq!(dataset, "labels");
             assert!(available.contains("ans"));
         }
@@ -111,16 +131,30 @@ fn every_bad_file_gets_its_own_error() {
     assert!(e.to_string().contains("`labels`"));
 
     let e = err("wrong_rank.h5", "images", "ans");
-    assert!(matches!(&e, DataError::WrongRank { dataset, found, .. } if dataset == "images" && found == &vec![4, 48]), "{e:?}");
+    assert!(
+        matches!(&e, DataError::WrongRank { dataset, found, .. } if dataset == "images" && found == &vec![4, 48]),
+        "{e:?}"
+    );
 
     let e = err("wrong_dtype.h5", "images", "ans");
-    assert!(matches!(&e, DataError::WrongDtype { dataset, found, .. } if dataset == "ans" && found == "float32"), "{e:?}");
+    assert!(
+        matches!(&e, DataError::WrongDtype { dataset, found, .. } if dataset == "ans" && found == "float32"),
+        "{e:?}"
+    );
 
     let e = err("bad_pixels.h5", "images", "ans");
     let exp = expected();
     match &e {
-        DataError::PixelOutOfRange { index, value, dataset, .. } => {
-            assert_eq!(*index as u64, exp["bad_pixels.h5"]["index"].as_u64().unwrap());
+        DataError::PixelOutOfRange {
+            index,
+            value,
+            dataset,
+            ..
+        } => {
+            assert_eq!(
+                *index as u64,
+                exp["bad_pixels.h5"]["index"].as_u64().unwrap()
+            );
             assert_eq!(*value, 300.0);
             assert_eq!(dataset, "images");
         }
@@ -128,12 +162,43 @@ fn every_bad_file_gets_its_own_error() {
     }
 
     let e = err("bad_label.h5", "images", "ans");
-    assert!(matches!(e, DataError::LabelOutOfRange { index: 1, value: 10, classes: 10, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            DataError::LabelOutOfRange {
+                index: 1,
+                value: 10,
+                classes: 10,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     let e = err("negative_label.h5", "images", "ans");
-    assert!(matches!(e, DataError::LabelOutOfRange { index: 2, value: -1, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            DataError::LabelOutOfRange {
+                index: 2,
+                value: -1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 
     let e = err("count_mismatch.h5", "images", "ans");
-    assert!(matches!(e, DataError::CountMismatch { n_images: 5, n_labels: 4, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            DataError::CountMismatch {
+                n_images: 5,
+                n_labels: 4,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert_eq!(code(&e), "gpl::data::count_mismatch");
 }
 
@@ -147,7 +212,13 @@ fn synthetic_file_round_trips_through_the_real_layout() {
     assert_eq!(back, set);
     let s = inspect(&path).unwrap();
     assert_eq!(s.layout, Layout::Sdss);
-    assert_eq!(s.datasets.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), vec!["ans", "images"]);
+    assert_eq!(
+        s.datasets
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["ans", "images"]
+    );
     // No temp file left behind.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }

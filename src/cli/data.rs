@@ -14,9 +14,7 @@ use crate::data::{artifact, ImageSet};
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
     /// Print an HDF5 file's layout, datasets (shape, dtype, chunks, compression) and class counts.
-    Inspect {
-        file: PathBuf,
-    },
+    Inspect { file: PathBuf },
     /// Write a synthetic Galaxy10 in the real file layout.
     Synth(SynthArgs),
     /// Draw a contact sheet: one row of examples per class.
@@ -46,6 +44,9 @@ pub struct SynthArgs {
     /// Class-boundary overlap (0 = disjoint parameter ranges, 1 = calibrated default).
     #[arg(long, default_value_t = 1.0)]
     pub ambiguity: f32,
+    /// Equal class proportions instead of the real file's.
+    #[arg(long)]
+    pub equal_classes: bool,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -90,8 +91,19 @@ fn inspect_cmd(file: &Path) -> miette::Result<ExitCode> {
     let s = inspect(file)?;
     println!("{}: layout {:?}", s.path.display(), s.layout);
     for d in &s.datasets {
-        let chunks = d.chunks.as_ref().map(|c| format!(" chunks {c:?}")).unwrap_or_else(|| " contiguous".into());
-        println!("  {:<10} {:<8} {:?}{}{}", d.name, d.dtype, d.shape, chunks, if d.compressed { " compressed" } else { "" });
+        let chunks = d
+            .chunks
+            .as_ref()
+            .map(|c| format!(" chunks {c:?}"))
+            .unwrap_or_else(|| " contiguous".into());
+        println!(
+            "  {:<10} {:<8} {:?}{}{}",
+            d.name,
+            d.dtype,
+            d.shape,
+            chunks,
+            if d.compressed { " compressed" } else { "" }
+        );
     }
     if let Some(counts) = &s.class_counts {
         let names = match s.layout {
@@ -100,7 +112,11 @@ fn inspect_cmd(file: &Path) -> miette::Result<ExitCode> {
         };
         println!("  class counts (ans):");
         for (label, n) in counts {
-            let name = usize::try_from(*label).ok().and_then(|l| names.get(l)).copied().unwrap_or("?");
+            let name = usize::try_from(*label)
+                .ok()
+                .and_then(|l| names.get(l))
+                .copied()
+                .unwrap_or("?");
             println!("    {label:>3} {n:>6}  {name}");
         }
     }
@@ -112,7 +128,15 @@ fn synth_cmd(a: SynthArgs) -> miette::Result<ExitCode> {
         KindArg::Galaxy10 => SynthKind::Galaxy10,
         KindArg::Galaxy10Decals => SynthKind::Galaxy10Decals,
     };
-    let config = SynthConfig { kind, count: a.count, seed: a.seed, size: a.size, proportions: None, noise: a.noise, ambiguity: a.ambiguity };
+    let config = SynthConfig {
+        kind,
+        count: a.count,
+        seed: a.seed,
+        size: a.size,
+        proportions: a.equal_classes.then(|| vec![1.0; 10]),
+        noise: a.noise,
+        ambiguity: a.ambiguity,
+    };
     let start = Instant::now();
     let set = synthesize(&config)?;
     let made = start.elapsed();
@@ -132,17 +156,35 @@ fn synth_cmd(a: SynthArgs) -> miette::Result<ExitCode> {
 
 fn load_any(file: &Path, images: &str, labels: &str) -> miette::Result<ImageSet> {
     let mut magic = [0u8; 8];
-    let is_artifact = std::fs::File::open(file).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && &magic == b"GPLIMG01";
-    Ok(if is_artifact { artifact::load_image_set(file)? } else { load_galaxy10(file, images, labels)? })
+    let is_artifact = std::fs::File::open(file)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"GPLIMG01";
+    Ok(if is_artifact {
+        artifact::load_image_set(file)?
+    } else {
+        load_galaxy10(file, images, labels)?
+    })
 }
 
 fn preview_cmd(a: PreviewArgs) -> miette::Result<ExitCode> {
     let set = load_any(&a.file, &a.images, &a.labels)?;
     let sheet = contact_sheet(&set, a.per_class.max(1));
-    let tmp = a.out.with_file_name(format!(".{}.tmp.png", a.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
-    sheet.save(&tmp).into_diagnostic()?;
+    let tmp = a.out.with_file_name(format!(
+        ".{}.tmp.png",
+        a.out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    save_png(&sheet, &tmp)?;
     std::fs::rename(&tmp, &a.out).into_diagnostic()?;
-    println!("wrote {} ({} classes, up to {} examples each); rows:", a.out.display(), set.class_names.len(), a.per_class);
+    println!(
+        "wrote {} ({} classes, up to {} examples each); rows:",
+        a.out.display(),
+        set.class_names.len(),
+        a.per_class
+    );
     let counts = set.class_counts();
     for (c, name) in set.class_names.iter().enumerate() {
         println!("  {c}: {name} ({} images)", counts[c]);
@@ -150,12 +192,31 @@ fn preview_cmd(a: PreviewArgs) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// PNG at the best compression: contact sheets of noisy sky compress poorly otherwise.
+fn save_png(img: &image::RgbImage, path: &Path) -> miette::Result<()> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    use image::ImageEncoder;
+    let file = std::io::BufWriter::new(std::fs::File::create(path).into_diagnostic()?);
+    PngEncoder::new_with_quality(file, CompressionType::Best, FilterType::Adaptive)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .into_diagnostic()
+}
+
 /// One row per class: the class id drawn in a left margin, then the first `per_class`
 /// examples of that class.
 pub fn contact_sheet(set: &ImageSet, per_class: usize) -> image::RgbImage {
     let (h, w, gap, margin) = (set.height as u32, set.width as u32, 2u32, 16u32);
     let rows = set.class_names.len() as u32;
-    let mut sheet = image::RgbImage::from_pixel(margin + per_class as u32 * (w + gap), rows * (h + gap), image::Rgb([40, 40, 40]));
+    let mut sheet = image::RgbImage::from_pixel(
+        margin + per_class as u32 * (w + gap),
+        rows * (h + gap),
+        image::Rgb([40, 40, 40]),
+    );
     let mut filled = vec![0usize; set.class_names.len()];
     for i in 0..set.len() {
         let c = set.labels[i] as usize;
@@ -167,7 +228,11 @@ pub fn contact_sheet(set: &ImageSet, per_class: usize) -> image::RgbImage {
         for y in 0..h {
             for x in 0..w {
                 let p = ((y * w + x) as usize) * set.channels;
-                let rgb = if set.channels >= 3 { [img[p], img[p + 1], img[p + 2]] } else { [img[p]; 3] };
+                let rgb = if set.channels >= 3 {
+                    [img[p], img[p + 1], img[p + 2]]
+                } else {
+                    [img[p]; 3]
+                };
                 sheet.put_pixel(x0 + x, y0 + y, image::Rgb(rgb));
             }
         }
@@ -211,7 +276,11 @@ fn draw_number(img: &mut image::RgbImage, n: usize, x0: u32, y0: u32) {
 }
 
 fn report(what: &str, seconds: f64, target: f64) {
-    let verdict = if seconds <= target { "ok" } else { "OVER TARGET" };
+    let verdict = if seconds <= target {
+        "ok"
+    } else {
+        "OVER TARGET"
+    };
     println!("{what:<44} {seconds:>8.3} s   target < {target} s   {verdict}");
 }
 
@@ -232,18 +301,30 @@ pub fn bench(a: BenchDataArgs) -> miette::Result<ExitCode> {
 
     let start = Instant::now();
     let set = synthesize(&SynthConfig::galaxy10(a.count, 1))?;
-    report(&format!("synthesize {} images 69x69x3", a.count), start.elapsed().as_secs_f64(), 60.0);
+    report(
+        &format!("synthesize {} images 69x69x3", a.count),
+        start.elapsed().as_secs_f64(),
+        60.0,
+    );
 
     let start = Instant::now();
     write_galaxy10_h5(&set, &path)?;
-    println!("{:<44} {:>8.3} s", format!("write {} MB HDF5", set.images.len() / 1_000_000), start.elapsed().as_secs_f64());
+    println!(
+        "{:<44} {:>8.3} s",
+        format!("write {} MB HDF5", set.images.len() / 1_000_000),
+        start.elapsed().as_secs_f64()
+    );
     drop(set);
 
     // Cold-ish first read, then the warm read the target is about.
     let _ = load_galaxy10(&path, "images", "ans")?;
     let start = Instant::now();
     let loaded = load_galaxy10(&path, "images", "ans")?;
-    report(&format!("load {} images (warm)", loaded.len()), start.elapsed().as_secs_f64(), 2.0);
+    report(
+        &format!("load {} images (warm)", loaded.len()),
+        start.elapsed().as_secs_f64(),
+        2.0,
+    );
 
     let spec = AugmentSpec {
         rotation_range: 45.0,
@@ -262,11 +343,23 @@ pub fn bench(a: BenchDataArgs) -> miette::Result<ExitCode> {
     while done < a.augment {
         let n = batch.min(a.augment - done);
         let indices: Vec<usize> = (done..done + n).map(|i| i % loaded.len()).collect();
-        let seeds: Vec<u64> = (done..done + n).map(|i| sample_seed(7, 0, i as u64)).collect();
-        augment_batch(&spec, &loaded, &indices, &seeds, &mut buffer[..n * loaded.image_len()]);
+        let seeds: Vec<u64> = (done..done + n)
+            .map(|i| sample_seed(7, 0, i as u64))
+            .collect();
+        augment_batch(
+            &spec,
+            &loaded,
+            &indices,
+            &seeds,
+            &mut buffer[..n * loaded.image_len()],
+        );
         done += n;
     }
-    report(&format!("augment {} images (rotate, shift, shear, zoom, flips)", a.augment), start.elapsed().as_secs_f64(), 1.0);
+    report(
+        &format!("augment {} images (Keras affine + flips)", a.augment),
+        start.elapsed().as_secs_f64(),
+        1.0,
+    );
 
     let start = Instant::now();
     let art = dir.join("set.gplimg");
@@ -274,7 +367,12 @@ pub fn bench(a: BenchDataArgs) -> miette::Result<ExitCode> {
     let saved = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let _ = artifact::load_image_set(&art)?;
-    println!("{:<44} {:>8.3} s save, {:.3} s load", "image-set artifact", saved, start.elapsed().as_secs_f64());
+    println!(
+        "{:<44} {:>8.3} s save, {:.3} s load",
+        "image-set artifact",
+        saved,
+        start.elapsed().as_secs_f64()
+    );
     if a.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -86,20 +86,42 @@ impl AugmentSpec {
     }
 
     pub fn validate(&self) -> Result<(), DataError> {
-        let finite = [self.rotation_range, self.width_shift_range, self.height_shift_range, self.shear_range, self.cval, self.noise_std, self.rescale];
-        if finite.iter().any(|v| !v.is_finite()) || self.zoom_range.iter().any(|z| !z.is_finite() || *z <= 0.0) {
-            return Err(DataError::invalid("augmentation", "ranges must be finite and zoom positive"));
+        let finite = [
+            self.rotation_range,
+            self.width_shift_range,
+            self.height_shift_range,
+            self.shear_range,
+            self.cval,
+            self.noise_std,
+            self.rescale,
+        ];
+        if finite.iter().any(|v| !v.is_finite())
+            || self.zoom_range.iter().any(|z| !z.is_finite() || *z <= 0.0)
+        {
+            return Err(DataError::invalid(
+                "augmentation",
+                "ranges must be finite and zoom positive",
+            ));
         }
         if self.zoom_range[0] > self.zoom_range[1] {
-            return Err(DataError::invalid("augmentation", format!("zoom_range {:?} has lo > hi", self.zoom_range)));
+            return Err(DataError::invalid(
+                "augmentation",
+                format!("zoom_range {:?} has lo > hi", self.zoom_range),
+            ));
         }
         if let Some([lo, hi]) = self.brightness_range {
             if !(lo.is_finite() && hi.is_finite() && lo <= hi && lo >= 0.0) {
-                return Err(DataError::invalid("augmentation", "brightness_range must be 0 <= lo <= hi"));
+                return Err(DataError::invalid(
+                    "augmentation",
+                    "brightness_range must be 0 <= lo <= hi",
+                ));
             }
         }
         if self.noise_std < 0.0 || self.rotation_range < 0.0 || self.shear_range < 0.0 {
-            return Err(DataError::invalid("augmentation", "ranges must be non-negative"));
+            return Err(DataError::invalid(
+                "augmentation",
+                "ranges must be non-negative",
+            ));
         }
         Ok(())
     }
@@ -126,7 +148,19 @@ pub struct Transform {
 
 impl Transform {
     pub fn identity() -> Self {
-        Transform { theta: 0.0, tx: 0.0, ty: 0.0, shear: 0.0, zx: 1.0, zy: 1.0, flip_horizontal: false, flip_vertical: false, brightness: None, rot90: 0, noise_seed: None }
+        Transform {
+            theta: 0.0,
+            tx: 0.0,
+            ty: 0.0,
+            shear: 0.0,
+            zx: 1.0,
+            zy: 1.0,
+            flip_horizontal: false,
+            flip_vertical: false,
+            brightness: None,
+            rot90: 0,
+            noise_seed: None,
+        }
     }
 }
 
@@ -150,11 +184,25 @@ fn splitmix(mut z: u64) -> u64 {
 /// Draws a transform like Keras's `get_random_transform` (its distributions, our RNG).
 pub fn random_transform(spec: &AugmentSpec, h: usize, w: usize, seed: u64) -> Transform {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let sym = |r: f32, rng: &mut ChaCha8Rng| if r > 0.0 { rng.gen_range(-(r as f64)..=r as f64) } else { 0.0 };
+    let sym = |r: f32, rng: &mut ChaCha8Rng| {
+        if r > 0.0 {
+            rng.gen_range(-(r as f64)..=r as f64)
+        } else {
+            0.0
+        }
+    };
     let theta = sym(spec.rotation_range, &mut rng);
     let shift = |range: f32, size: usize, v: f64| if range < 1.0 { v * size as f64 } else { v };
-    let tx = shift(spec.height_shift_range, h, sym(spec.height_shift_range, &mut rng));
-    let ty = shift(spec.width_shift_range, w, sym(spec.width_shift_range, &mut rng));
+    let tx = shift(
+        spec.height_shift_range,
+        h,
+        sym(spec.height_shift_range, &mut rng),
+    );
+    let ty = shift(
+        spec.width_shift_range,
+        w,
+        sym(spec.width_shift_range, &mut rng),
+    );
     let shear = sym(spec.shear_range, &mut rng);
     let (zx, zy) = if spec.zoom_range == [1.0, 1.0] {
         (1.0, 1.0)
@@ -167,7 +215,19 @@ pub fn random_transform(spec: &AugmentSpec, h: usize, w: usize, seed: u64) -> Tr
     let brightness = spec.brightness_range.map(|[lo, hi]| rng.gen_range(lo..=hi));
     let rot90 = if spec.rot90 { rng.gen_range(0..4u8) } else { 0 };
     let noise_seed = (spec.noise_std > 0.0).then(|| rng.gen());
-    Transform { theta, tx, ty, shear, zx, zy, flip_horizontal, flip_vertical, brightness, rot90, noise_seed }
+    Transform {
+        theta,
+        tx,
+        ty,
+        shear,
+        zx,
+        zy,
+        flip_horizontal,
+        flip_vertical,
+        brightness,
+        rot90,
+        noise_seed,
+    }
 }
 
 type Mat3 = [[f64; 3]; 3];
@@ -190,7 +250,11 @@ pub fn keras_affine_matrix(t: &Transform, h: usize, w: usize) -> Option<[[f64; 3
     let mut compose = |next: Mat3| m = Some(m.map_or(next, |cur| matmul(&cur, &next)));
     if t.theta != 0.0 {
         let th = t.theta.to_radians();
-        compose([[th.cos(), -th.sin(), 0.0], [th.sin(), th.cos(), 0.0], [0.0, 0.0, 1.0]]);
+        compose([
+            [th.cos(), -th.sin(), 0.0],
+            [th.sin(), th.cos(), 0.0],
+            [0.0, 0.0, 1.0],
+        ]);
     }
     if t.tx != 0.0 || t.ty != 0.0 {
         compose([[1.0, 0.0, t.tx], [0.0, 1.0, t.ty], [0.0, 0.0, 1.0]]);
@@ -211,9 +275,23 @@ pub fn keras_affine_matrix(t: &Transform, h: usize, w: usize) -> Option<[[f64; 3
     Some([[c[1][1], c[1][0], c[1][2]], [c[0][1], c[0][0], c[0][2]]])
 }
 
+/// A borrowed HWC uint8 image.
+struct Source<'a> {
+    pixels: &'a [u8],
+    h: usize,
+    w: usize,
+    ch: usize,
+}
+
 /// Bilinear sampling of one channel-interleaved image at (r, c), scipy `order=1` semantics.
 #[inline]
-fn sample(src: &[u8], h: usize, w: usize, ch: usize, r: f64, c: f64, mode: FillMode, cval: f32, out: &mut [f32]) {
+fn sample(img: &Source, r: f64, c: f64, mode: FillMode, cval: f32, out: &mut [f32]) {
+    let Source {
+        pixels: src,
+        h,
+        w,
+        ch,
+    } = *img;
     let (r, c) = match mode {
         FillMode::Constant => {
             if !(0.0..=(h - 1) as f64).contains(&r) || !(0.0..=(w - 1) as f64).contains(&c) {
@@ -237,7 +315,12 @@ fn sample(src: &[u8], h: usize, w: usize, ch: usize, r: f64, c: f64, mode: FillM
     };
     let (ra, rb) = (index(r0, h), index(r0 + 1, h));
     let (ca, cb) = (index(c0, w), index(c0 + 1, w));
-    let (p00, p01, p10, p11) = ((ra * w + ca) * ch, (ra * w + cb) * ch, (rb * w + ca) * ch, (rb * w + cb) * ch);
+    let (p00, p01, p10, p11) = (
+        (ra * w + ca) * ch,
+        (ra * w + cb) * ch,
+        (rb * w + ca) * ch,
+        (rb * w + cb) * ch,
+    );
     for (k, o) in out.iter_mut().enumerate() {
         let top = src[p00 + k] as f32 * (1.0 - fc) + src[p01 + k] as f32 * fc;
         let bottom = src[p10 + k] as f32 * (1.0 - fc) + src[p11 + k] as f32 * fc;
@@ -265,15 +348,34 @@ fn reflect_index(i: i64, n: usize) -> usize {
 }
 
 /// Augments one HWC uint8 image into `dst` (same size, f32, 0..255 times `rescale`).
-pub fn augment_into(spec: &AugmentSpec, src: &[u8], h: usize, w: usize, c: usize, seed: u64, dst: &mut [f32]) {
+pub fn augment_into(
+    spec: &AugmentSpec,
+    src: &[u8],
+    h: usize,
+    w: usize,
+    c: usize,
+    seed: u64,
+    dst: &mut [f32],
+) {
     let t = random_transform(spec, h, w, seed);
     apply_transform(spec, &t, src, h, w, c, dst);
 }
 
 /// Augments one image into uint8 (rounded and clipped), for previews and stored copies.
-pub fn augment_into_u8(spec: &AugmentSpec, src: &[u8], h: usize, w: usize, c: usize, seed: u64, dst: &mut [u8]) {
+pub fn augment_into_u8(
+    spec: &AugmentSpec,
+    src: &[u8],
+    h: usize,
+    w: usize,
+    c: usize,
+    seed: u64,
+    dst: &mut [u8],
+) {
     let mut tmp = vec![0f32; h * w * c];
-    let unscaled = AugmentSpec { rescale: 1.0, ..spec.clone() };
+    let unscaled = AugmentSpec {
+        rescale: 1.0,
+        ..spec.clone()
+    };
     augment_into(&unscaled, src, h, w, c, seed, &mut tmp);
     for (d, v) in dst.iter_mut().zip(tmp) {
         *d = v.round().clamp(0.0, 255.0) as u8;
@@ -281,18 +383,32 @@ pub fn augment_into_u8(spec: &AugmentSpec, src: &[u8], h: usize, w: usize, c: us
 }
 
 /// Applies drawn parameters: affine warp, flips, brightness, rot90, noise, rescale.
-pub fn apply_transform(spec: &AugmentSpec, t: &Transform, src: &[u8], h: usize, w: usize, c: usize, dst: &mut [f32]) {
+pub fn apply_transform(
+    spec: &AugmentSpec,
+    t: &Transform,
+    src: &[u8],
+    h: usize,
+    w: usize,
+    c: usize,
+    dst: &mut [f32],
+) {
     assert_eq!(src.len(), h * w * c, "source is not h×w×c");
     assert_eq!(dst.len(), h * w * c, "destination is not h×w×c");
     match keras_affine_matrix(t, h, w) {
         Some(m) => {
+            let img = Source {
+                pixels: src,
+                h,
+                w,
+                ch: c,
+            };
             for r in 0..h {
                 for col in 0..w {
                     let (rf, cf) = (r as f64, col as f64);
                     let ir = m[0][0] * rf + m[0][1] * cf + m[0][2];
                     let ic = m[1][0] * rf + m[1][1] * cf + m[1][2];
                     let o = (r * w + col) * c;
-                    sample(src, h, w, c, ir, ic, spec.fill_mode, spec.cval, &mut dst[o..o + c]);
+                    sample(&img, ir, ic, spec.fill_mode, spec.cval, &mut dst[o..o + c]);
                 }
             }
         }
@@ -319,7 +435,11 @@ pub fn apply_transform(spec: &AugmentSpec, t: &Transform, src: &[u8], h: usize, 
     if let Some(b) = t.brightness {
         // Keras: array_to_img(scale=True) stretches min..max to 0..255 and truncates to uint8,
         // then PIL's Brightness multiplies and truncates again.
-        let (lo, hi) = dst.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let (lo, hi) = dst
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
         let span = if hi > lo { hi - lo } else { 1.0 };
         for v in dst.iter_mut() {
             let stretched = ((*v - lo) / span * 255.0).trunc();
@@ -355,13 +475,34 @@ pub fn apply_transform(spec: &AugmentSpec, t: &Transform, src: &[u8], h: usize, 
 
 /// Augments the images at `indices` of `set` with one seed each into `dst` (len × h×w×c f32),
 /// in parallel.
-pub fn augment_batch(spec: &AugmentSpec, set: &ImageSet, indices: &[usize], seeds: &[u64], dst: &mut [f32]) {
+pub fn augment_batch(
+    spec: &AugmentSpec,
+    set: &ImageSet,
+    indices: &[usize],
+    seeds: &[u64],
+    dst: &mut [f32],
+) {
     assert_eq!(indices.len(), seeds.len(), "one seed per index");
     let n = set.image_len();
-    assert_eq!(dst.len(), indices.len() * n, "destination holds len × image_len values");
-    dst.par_chunks_mut(n).zip(indices.par_iter().zip(seeds.par_iter())).with_min_len(16).for_each(|(out, (&i, &seed))| {
-        augment_into(spec, set.image(i), set.height, set.width, set.channels, seed, out);
-    });
+    assert_eq!(
+        dst.len(),
+        indices.len() * n,
+        "destination holds len × image_len values"
+    );
+    dst.par_chunks_mut(n)
+        .zip(indices.par_iter().zip(seeds.par_iter()))
+        .with_min_len(16)
+        .for_each(|(out, (&i, &seed))| {
+            augment_into(
+                spec,
+                set.image(i),
+                set.height,
+                set.width,
+                set.channels,
+                seed,
+                out,
+            );
+        });
 }
 
 #[cfg(test)]
@@ -382,9 +523,18 @@ mod tests {
 
     #[test]
     fn same_seed_same_result_and_different_seed_differs() {
-        let spec = AugmentSpec { rotation_range: 30.0, zoom_range: AugmentSpec::zoom(0.2), horizontal_flip: true, ..Default::default() };
+        let spec = AugmentSpec {
+            rotation_range: 30.0,
+            zoom_range: AugmentSpec::zoom(0.2),
+            horizontal_flip: true,
+            ..Default::default()
+        };
         let src = ramp(16, 16, 3);
-        let (mut a, mut b, mut d) = (vec![0f32; src.len()], vec![0f32; src.len()], vec![0f32; src.len()]);
+        let (mut a, mut b, mut d) = (
+            vec![0f32; src.len()],
+            vec![0f32; src.len()],
+            vec![0f32; src.len()],
+        );
         augment_into(&spec, &src, 16, 16, 3, sample_seed(1, 2, 3), &mut a);
         augment_into(&spec, &src, 16, 16, 3, sample_seed(1, 2, 3), &mut b);
         augment_into(&spec, &src, 16, 16, 3, sample_seed(1, 2, 4), &mut d);
@@ -395,7 +545,10 @@ mod tests {
     #[test]
     fn rot90_four_times_is_identity_and_once_moves_corners() {
         let src = ramp(5, 5, 1);
-        let spec = AugmentSpec { rot90: true, ..Default::default() };
+        let spec = AugmentSpec {
+            rot90: true,
+            ..Default::default()
+        };
         let mut t = Transform::identity();
         t.rot90 = 1;
         let mut once = vec![0f32; 25];
@@ -425,14 +578,55 @@ mod tests {
 
     #[test]
     fn reflect_and_wrap_index_rules() {
-        assert_eq!((reflect_index(-1, 4), reflect_index(-2, 4), reflect_index(4, 4), reflect_index(5, 4)), (0, 1, 3, 2));
+        assert_eq!(
+            (
+                reflect_index(-1, 4),
+                reflect_index(-2, 4),
+                reflect_index(4, 4),
+                reflect_index(5, 4)
+            ),
+            (0, 1, 3, 2)
+        );
         assert_eq!(wrap_coordinate(-0.5, 5), 3.5);
         assert_eq!(wrap_coordinate(4.5, 5), 0.5);
     }
 
     #[test]
+    fn parallel_batch_equals_one_by_one() {
+        let set = ImageSet {
+            height: 12,
+            width: 12,
+            channels: 3,
+            images: (0..5 * 432).map(|i| (i % 253) as u8).collect(),
+            labels: vec![0; 5],
+            class_names: vec!["a".into()],
+        };
+        let spec = AugmentSpec {
+            rotation_range: 90.0,
+            shear_range: 10.0,
+            vertical_flip: true,
+            noise_std: 2.0,
+            ..Default::default()
+        };
+        let indices = [4, 0, 2, 2];
+        let seeds: Vec<u64> = (0..4).map(|i| sample_seed(5, 1, i)).collect();
+        let mut batch = vec![0f32; 4 * 432];
+        augment_batch(&spec, &set, &indices, &seeds, &mut batch);
+        for (k, (&i, &seed)) in indices.iter().zip(&seeds).enumerate() {
+            let mut one = vec![0f32; 432];
+            augment_into(&spec, set.image(i), 12, 12, 3, seed, &mut one);
+            assert_eq!(&batch[k * 432..(k + 1) * 432], one.as_slice());
+        }
+    }
+
+    #[test]
     fn seeds_differ_across_epochs_and_samples() {
-        let s = [sample_seed(7, 0, 0), sample_seed(7, 0, 1), sample_seed(7, 1, 0), sample_seed(8, 0, 0)];
+        let s = [
+            sample_seed(7, 0, 0),
+            sample_seed(7, 0, 1),
+            sample_seed(7, 1, 0),
+            sample_seed(8, 0, 0),
+        ];
         for i in 0..4 {
             for j in i + 1..4 {
                 assert_ne!(s[i], s[j]);

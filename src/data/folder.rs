@@ -19,35 +19,69 @@ fn read_dir_sorted(path: &Path) -> Result<Vec<PathBuf>, DataError> {
 }
 
 /// Loads `root/<class>/<image>` into an `ImageSet` of `height`×`width`×3.
-pub fn load_folder(root: impl AsRef<Path>, height: usize, width: usize) -> Result<ImageSet, DataError> {
+pub fn load_folder(
+    root: impl AsRef<Path>,
+    height: usize,
+    width: usize,
+) -> Result<ImageSet, DataError> {
     let root = root.as_ref();
     let mut class_names = Vec::new();
     let mut files: Vec<(PathBuf, u32)> = Vec::new();
     for dir in read_dir_sorted(root)?.into_iter().filter(|p| p.is_dir()) {
         let images: Vec<PathBuf> = read_dir_sorted(&dir)?
             .into_iter()
-            .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            })
             .collect();
         let label = class_names.len() as u32;
-        class_names.push(dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        class_names.push(
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
         files.extend(images.into_iter().map(|p| (p, label)));
     }
     if files.is_empty() {
-        return Err(DataError::EmptyFolder { path: root.to_path_buf() });
+        return Err(DataError::EmptyFolder {
+            path: root.to_path_buf(),
+        });
     }
     let n = height * width * 3;
     let mut images = vec![0u8; files.len() * n];
-    images.par_chunks_mut(n).zip(files.par_iter()).try_for_each(|(out, (path, _))| -> Result<(), DataError> {
-        let img = image::open(path).map_err(|e| DataError::BadImage { path: path.clone(), detail: e.to_string() })?.to_rgb8();
-        let resized = if img.width() as usize == width && img.height() as usize == height {
-            img
-        } else {
-            image::imageops::resize(&img, width as u32, height as u32, image::imageops::FilterType::Triangle)
-        };
-        out.copy_from_slice(resized.as_raw());
-        Ok(())
-    })?;
-    Ok(ImageSet { height, width, channels: 3, images, labels: files.iter().map(|(_, l)| *l).collect(), class_names })
+    images
+        .par_chunks_mut(n)
+        .zip(files.par_iter())
+        .try_for_each(|(out, (path, _))| -> Result<(), DataError> {
+            let img = image::open(path)
+                .map_err(|e| DataError::BadImage {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?
+                .to_rgb8();
+            let resized = if img.width() as usize == width && img.height() as usize == height {
+                img
+            } else {
+                image::imageops::resize(
+                    &img,
+                    width as u32,
+                    height as u32,
+                    image::imageops::FilterType::Triangle,
+                )
+            };
+            out.copy_from_slice(resized.as_raw());
+            Ok(())
+        })?;
+    Ok(ImageSet {
+        height,
+        width,
+        channels: 3,
+        images,
+        labels: files.iter().map(|(_, l)| *l).collect(),
+        class_names,
+    })
 }
 
 #[cfg(test)]
@@ -76,10 +110,19 @@ mod tests {
     #[test]
     fn empty_and_corrupt_folders_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(load_folder(dir.path(), 4, 4), Err(DataError::EmptyFolder { .. })));
+        assert!(matches!(
+            load_folder(dir.path(), 4, 4),
+            Err(DataError::EmptyFolder { .. })
+        ));
         std::fs::create_dir(dir.path().join("c")).unwrap();
         std::fs::write(dir.path().join("c").join("bad.png"), "not a png").unwrap();
-        assert!(matches!(load_folder(dir.path(), 4, 4), Err(DataError::BadImage { .. })));
-        assert!(matches!(load_folder(dir.path().join("missing"), 4, 4), Err(DataError::MissingFile { .. })));
+        assert!(matches!(
+            load_folder(dir.path(), 4, 4),
+            Err(DataError::BadImage { .. })
+        ));
+        assert!(matches!(
+            load_folder(dir.path().join("missing"), 4, 4),
+            Err(DataError::MissingFile { .. })
+        ));
     }
 }

@@ -56,7 +56,10 @@ pub struct DecalsMeta {
 }
 
 fn h5_err(path: &Path, e: ::hdf5::Error) -> DataError {
-    DataError::Hdf5 { path: path.to_path_buf(), detail: e.to_string() }
+    DataError::Hdf5 {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
 }
 
 /// Opens an HDF5 file, telling a missing file, a non-HDF5 file and a truncated one apart.
@@ -64,27 +67,49 @@ pub fn open(path: &Path) -> Result<::hdf5::File, DataError> {
     let mut file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
     let mut head = vec![0u8; len.min(8192) as usize];
-    file.read_exact(&mut head).map_err(|e| DataError::io(path, e))?;
-    let has_signature = [0usize, 512, 1024, 2048, 4096].iter().any(|&at| head.get(at..at + 8) == Some(&SIGNATURE[..]));
+    file.read_exact(&mut head)
+        .map_err(|e| DataError::io(path, e))?;
+    let has_signature = [0usize, 512, 1024, 2048, 4096]
+        .iter()
+        .any(|&at| head.get(at..at + 8) == Some(&SIGNATURE[..]));
     if !has_signature {
-        return Err(DataError::NotHdf5 { path: path.to_path_buf() });
+        return Err(DataError::NotHdf5 {
+            path: path.to_path_buf(),
+        });
     }
     // libhdf5 would print its error stack to stderr; our errors say it better.
     ::hdf5::silence_errors(true);
     ::hdf5::File::open(path).map_err(|e| {
         let detail = e.to_string();
-        if detail.contains("truncated") || detail.contains("eof") || detail.contains("EOF") || detail.contains("end of file") {
-            DataError::Truncated { path: path.to_path_buf(), detail }
+        if detail.contains("truncated")
+            || detail.contains("eof")
+            || detail.contains("EOF")
+            || detail.contains("end of file")
+        {
+            DataError::Truncated {
+                path: path.to_path_buf(),
+                detail,
+            }
         } else {
-            DataError::Hdf5 { path: path.to_path_buf(), detail }
+            DataError::Hdf5 {
+                path: path.to_path_buf(),
+                detail,
+            }
         }
     })
 }
 
 fn dataset(file: &::hdf5::File, path: &Path, name: &str) -> Result<::hdf5::Dataset, DataError> {
     if !file.link_exists(name) {
-        let available = file.member_names().map(|n| n.join(", ")).unwrap_or_default();
-        return Err(DataError::MissingDataset { path: path.to_path_buf(), dataset: name.to_string(), available });
+        let available = file
+            .member_names()
+            .map(|n| n.join(", "))
+            .unwrap_or_default();
+        return Err(DataError::MissingDataset {
+            path: path.to_path_buf(),
+            dataset: name.to_string(),
+            available,
+        });
     }
     file.dataset(name).map_err(|e| h5_err(path, e))
 }
@@ -102,23 +127,31 @@ fn dtype_name(td: &TypeDescriptor) -> String {
 }
 
 fn descriptor(ds: &::hdf5::Dataset, path: &Path) -> Result<TypeDescriptor, DataError> {
-    ds.dtype().and_then(|t| t.to_descriptor()).map_err(|e| h5_err(path, e))
+    ds.dtype()
+        .and_then(|t| t.to_descriptor())
+        .map_err(|e| h5_err(path, e))
 }
 
-/// Which Galaxy10 layout a file has (DECaLS if it carries `ra`, else SDSS if its images are 69 px).
+/// Which Galaxy10 layout a file has: DECaLS if it carries `ra` and `pxscale` or its images
+/// are 256×256 (a synthetic DECaLS set has no coordinates), SDSS if they are 69×69.
 pub fn detect_layout(file: &::hdf5::File, images: &str) -> Layout {
     if file.link_exists("ra") && file.link_exists("pxscale") {
         return Layout::Decals;
     }
     match file.dataset(images).map(|d| d.shape()) {
         Ok(s) if s.len() == 4 && s[1] == 69 && s[2] == 69 => Layout::Sdss,
+        Ok(s) if s.len() == 4 && s[1] == 256 && s[2] == 256 => Layout::Decals,
         _ => Layout::Other,
     }
 }
 
 /// Loads a Galaxy10 file: `images` (N×H×W×C or N×H×W; uint8, or float in [0,1] or [0,255])
 /// and `labels` (N, any integer type, values in 0..10).
-pub fn load_galaxy10(path: impl AsRef<Path>, images: &str, labels: &str) -> Result<ImageSet, DataError> {
+pub fn load_galaxy10(
+    path: impl AsRef<Path>,
+    images: &str,
+    labels: &str,
+) -> Result<ImageSet, DataError> {
     let path = path.as_ref();
     let file = open(path)?;
     let layout = detect_layout(&file, images);
@@ -130,19 +163,30 @@ pub fn load_galaxy10(path: impl AsRef<Path>, images: &str, labels: &str) -> Resu
 }
 
 /// Loads any HDF5 image set with the given class names (labels must be below their count).
-pub fn load_hdf5(path: impl AsRef<Path>, images: &str, labels: &str, class_names: Vec<String>) -> Result<ImageSet, DataError> {
+pub fn load_hdf5(
+    path: impl AsRef<Path>,
+    images: &str,
+    labels: &str,
+    class_names: Vec<String>,
+) -> Result<ImageSet, DataError> {
     let path = path.as_ref();
     let file = open(path)?;
     load_with_classes(&file, path, images, labels, class_names)
 }
 
-fn load_with_classes(file: &::hdf5::File, path: &Path, images: &str, labels: &str, class_names: Vec<String>) -> Result<ImageSet, DataError> {
+fn load_with_classes(
+    file: &::hdf5::File,
+    path: &Path,
+    images: &str,
+    labels: &str,
+    class_names: Vec<String>,
+) -> Result<ImageSet, DataError> {
     let image_ds = dataset(file, path, images)?;
     let label_ds = dataset(file, path, labels)?;
     let shape = image_ds.shape();
-    let (n, height, width, channels) = match shape.as_slice() {
-        &[n, h, w] => (n, h, w, 1),
-        &[n, h, w, c] if (1..=4).contains(&c) => (n, h, w, c),
+    let (n, height, width, channels) = match *shape.as_slice() {
+        [n, h, w] => (n, h, w, 1),
+        [n, h, w, c] if (1..=4).contains(&c) => (n, h, w, c),
         _ => {
             return Err(DataError::WrongRank {
                 path: path.to_path_buf(),
@@ -153,11 +197,16 @@ fn load_with_classes(file: &::hdf5::File, path: &Path, images: &str, labels: &st
         }
     };
     let label_shape = label_ds.shape();
-    let n_labels = match label_shape.as_slice() {
-        &[m] => m,
-        &[m, 1] => m,
+    let n_labels = match *label_shape.as_slice() {
+        [m] => m,
+        [m, 1] => m,
         _ => {
-            return Err(DataError::WrongRank { path: path.to_path_buf(), dataset: labels.to_string(), expected: "N".into(), found: label_shape })
+            return Err(DataError::WrongRank {
+                path: path.to_path_buf(),
+                dataset: labels.to_string(),
+                expected: "N".into(),
+                found: label_shape,
+            })
         }
     };
     if n_labels != n {
@@ -171,28 +220,56 @@ fn load_with_classes(file: &::hdf5::File, path: &Path, images: &str, labels: &st
     }
     let labels_vec = read_labels(&label_ds, path, labels, class_names.len())?;
     let pixels = read_pixels(&image_ds, path, images)?;
-    Ok(ImageSet { height, width, channels, images: pixels, labels: labels_vec, class_names })
+    Ok(ImageSet {
+        height,
+        width,
+        channels,
+        images: pixels,
+        labels: labels_vec,
+        class_names,
+    })
 }
 
-fn read_labels(ds: &::hdf5::Dataset, path: &Path, name: &str, classes: usize) -> Result<Vec<u32>, DataError> {
+fn read_labels(
+    ds: &::hdf5::Dataset,
+    path: &Path,
+    name: &str,
+    classes: usize,
+) -> Result<Vec<u32>, DataError> {
     let td = descriptor(ds, path)?;
     let raw: Vec<i64> = match td {
-        TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(IntSize::U1 | IntSize::U2 | IntSize::U4) => {
+        TypeDescriptor::Integer(_)
+        | TypeDescriptor::Unsigned(IntSize::U1 | IntSize::U2 | IntSize::U4) => {
             ds.read_raw::<i64>().map_err(|e| h5_err(path, e))?
         }
         TypeDescriptor::Unsigned(IntSize::U8) => {
             // u64 labels above i64::MAX are out of range anyway; saturate rather than wrap.
-            ds.read_raw::<u64>().map_err(|e| h5_err(path, e))?.into_iter().map(|v| v.min(i64::MAX as u64) as i64).collect()
+            ds.read_raw::<u64>()
+                .map_err(|e| h5_err(path, e))?
+                .into_iter()
+                .map(|v| v.min(i64::MAX as u64) as i64)
+                .collect()
         }
         other => {
-            return Err(DataError::WrongDtype { path: path.to_path_buf(), dataset: name.to_string(), expected: "an integer type".into(), found: dtype_name(&other) })
+            return Err(DataError::WrongDtype {
+                path: path.to_path_buf(),
+                dataset: name.to_string(),
+                expected: "an integer type".into(),
+                found: dtype_name(&other),
+            })
         }
     };
     raw.iter()
         .enumerate()
         .map(|(index, &value)| {
             if value < 0 || value as usize >= classes {
-                Err(DataError::LabelOutOfRange { path: path.to_path_buf(), dataset: name.to_string(), index, value, classes })
+                Err(DataError::LabelOutOfRange {
+                    path: path.to_path_buf(),
+                    dataset: name.to_string(),
+                    index,
+                    value,
+                    classes,
+                })
             } else {
                 Ok(value as u32)
             }
@@ -224,11 +301,21 @@ fn read_pixels(ds: &::hdf5::Dataset, path: &Path, name: &str) -> Result<Vec<u8>,
 
 /// Float pixels in [0, 1] (when none exceeds 1) are scaled by 255; otherwise they must lie in
 /// [0, 255]. Rounded to nearest.
-fn floats_to_u8(values: impl Iterator<Item = f64> + Clone, len: usize, path: &Path, name: &str) -> Result<Vec<u8>, DataError> {
+fn floats_to_u8(
+    values: impl Iterator<Item = f64> + Clone,
+    len: usize,
+    path: &Path,
+    name: &str,
+) -> Result<Vec<u8>, DataError> {
     let mut max = 0f64;
     for (index, v) in values.clone().enumerate() {
         if !(0.0..=255.0).contains(&v) {
-            return Err(DataError::PixelOutOfRange { path: path.to_path_buf(), dataset: name.to_string(), index, value: v });
+            return Err(DataError::PixelOutOfRange {
+                path: path.to_path_buf(),
+                dataset: name.to_string(),
+                index,
+                value: v,
+            });
         }
         max = max.max(v);
     }
@@ -245,11 +332,23 @@ pub fn read_decals_meta(path: impl AsRef<Path>) -> Result<DecalsMeta, DataError>
     let read = |name: &str| -> Result<Vec<f64>, DataError> {
         let ds = dataset(&file, path, name)?;
         match descriptor(&ds, path)? {
-            TypeDescriptor::Float(_) | TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) => ds.read_raw::<f64>().map_err(|e| h5_err(path, e)),
-            other => Err(DataError::WrongDtype { path: path.to_path_buf(), dataset: name.into(), expected: "a number".into(), found: dtype_name(&other) }),
+            TypeDescriptor::Float(_) | TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) => {
+                ds.read_raw::<f64>().map_err(|e| h5_err(path, e))
+            }
+            other => Err(DataError::WrongDtype {
+                path: path.to_path_buf(),
+                dataset: name.into(),
+                expected: "a number".into(),
+                found: dtype_name(&other),
+            }),
         }
     };
-    Ok(DecalsMeta { ra: read("ra")?, dec: read("dec")?, redshift: read("redshift")?, pxscale: read("pxscale")? })
+    Ok(DecalsMeta {
+        ra: read("ra")?,
+        dec: read("dec")?,
+        redshift: read("redshift")?,
+        pxscale: read("pxscale")?,
+    })
 }
 
 /// Everything `gpl data inspect` shows: layout, datasets with shape, dtype, chunking and
@@ -262,8 +361,16 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Hdf5Summary, DataError> {
     let mut datasets = Vec::new();
     for name in &names {
         let Ok(ds) = file.dataset(name) else { continue };
-        let dtype = descriptor(&ds, path).map(|t| dtype_name(&t)).unwrap_or_else(|_| "unknown".into());
-        datasets.push(DatasetInfo { name: name.clone(), shape: ds.shape(), dtype, chunks: ds.chunk(), compressed: !ds.filters().is_empty() });
+        let dtype = descriptor(&ds, path)
+            .map(|t| dtype_name(&t))
+            .unwrap_or_else(|_| "unknown".into());
+        datasets.push(DatasetInfo {
+            name: name.clone(),
+            shape: ds.shape(),
+            dtype,
+            chunks: ds.chunk(),
+            compressed: !ds.filters().is_empty(),
+        });
     }
     let class_counts = file.dataset("ans").ok().and_then(|ds| {
         let shape = ds.shape();
@@ -277,7 +384,12 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Hdf5Summary, DataError> {
         }
         Some(counts.into_iter().collect())
     });
-    Ok(Hdf5Summary { path: path.to_path_buf(), layout: detect_layout(&file, "images"), datasets, class_counts })
+    Ok(Hdf5Summary {
+        path: path.to_path_buf(),
+        layout: detect_layout(&file, "images"),
+        datasets,
+        class_counts,
+    })
 }
 
 /// Writes the real Galaxy10 layout (`images` uint8 N×H×W×C, `ans` uint8 N), contiguous and
@@ -285,12 +397,18 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Hdf5Summary, DataError> {
 pub fn write_galaxy10_h5(set: &ImageSet, path: impl AsRef<Path>) -> Result<(), DataError> {
     let path = path.as_ref();
     if set.class_names.len() > 256 {
-        return Err(DataError::invalid("image set", "more than 256 classes do not fit uint8 labels"));
+        return Err(DataError::invalid(
+            "image set",
+            "more than 256 classes do not fit uint8 labels",
+        ));
     }
     let tmp = temp_path(path);
     let result = (|| -> Result<(), ::hdf5::Error> {
         let file = ::hdf5::File::create(&tmp)?;
-        let images = file.new_dataset::<u8>().shape([set.len(), set.height, set.width, set.channels]).create("images")?;
+        let images = file
+            .new_dataset::<u8>()
+            .shape([set.len(), set.height, set.width, set.channels])
+            .create("images")?;
         if !set.is_empty() {
             images.write_raw(set.images.as_slice())?;
         }
@@ -311,6 +429,9 @@ pub fn write_galaxy10_h5(set: &ImageSet, path: impl AsRef<Path>) -> Result<(), D
 
 /// A temp name in the same directory, so the final rename is atomic.
 pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }

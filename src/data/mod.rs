@@ -9,6 +9,7 @@
 //! | `augment` | Keras ImageDataGenerator augmentation plus astronomy extras |
 //! | `split` | stratified hold-out and k-fold, class drops and merges |
 //! | `balance` | down/over-sampling as indices plus augment seeds, class weights |
+//! | `source` | a dataset's source with the synthetic fallback and its notice |
 //! | `artifact` | compact artifact files for cached stages |
 
 pub mod artifact;
@@ -17,6 +18,7 @@ pub mod balance;
 pub mod error;
 pub mod folder;
 pub mod hdf5;
+pub mod source;
 pub mod split;
 pub mod synth;
 

@@ -31,6 +31,14 @@ pub struct Split {
     pub test: Vec<usize>,
 }
 
+/// Stratified k-fold settings, as a stage config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KFoldSpec {
+    pub k: usize,
+    pub seed: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fold {
     pub train: Vec<usize>,
@@ -53,11 +61,22 @@ fn apportion(available: &[usize], total: usize) -> Vec<usize> {
     if n == 0 {
         return vec![0; available.len()];
     }
-    let exact: Vec<f64> = available.iter().map(|&a| a as f64 * total as f64 / n as f64).collect();
-    let mut take: Vec<usize> = exact.iter().zip(available).map(|(e, &a)| (e.floor() as usize).min(a)).collect();
+    let exact: Vec<f64> = available
+        .iter()
+        .map(|&a| a as f64 * total as f64 / n as f64)
+        .collect();
+    let mut take: Vec<usize> = exact
+        .iter()
+        .zip(available)
+        .map(|(e, &a)| (e.floor() as usize).min(a))
+        .collect();
     let mut left = total.saturating_sub(take.iter().sum());
     let mut order: Vec<usize> = (0..available.len()).collect();
-    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        (exact[b] - exact[b].floor())
+            .total_cmp(&(exact[a] - exact[a].floor()))
+            .then(a.cmp(&b))
+    });
     while left > 0 {
         let mut progressed = false;
         for &c in &order {
@@ -80,8 +99,13 @@ fn apportion(available: &[usize], total: usize) -> Vec<usize> {
 /// Stratified train/val/test split of `labels`.
 pub fn holdout(labels: &[u32], spec: &HoldoutSpec) -> Result<Split, DataError> {
     let fractions = [spec.train, spec.val, spec.test];
-    if fractions.iter().any(|f| !f.is_finite() || *f < 0.0) || (fractions.iter().sum::<f64>() - 1.0).abs() > 1e-6 {
-        return Err(DataError::invalid("holdout split", format!("fractions {fractions:?} must be non-negative and sum to 1")));
+    if fractions.iter().any(|f| !f.is_finite() || *f < 0.0)
+        || (fractions.iter().sum::<f64>() - 1.0).abs() > 1e-6
+    {
+        return Err(DataError::invalid(
+            "holdout split",
+            format!("fractions {fractions:?} must be non-negative and sum to 1"),
+        ));
     }
     let n = labels.len();
     let groups = by_class(labels);
@@ -97,9 +121,17 @@ pub fn holdout(labels: &[u32], spec: &HoldoutSpec) -> Result<Split, DataError> {
     let n_test = (n as f64 * spec.test).round() as usize;
     let n_val = ((n as f64 * spec.val).round() as usize).min(n - n_test);
     let test_per_class = apportion(&sizes, n_test);
-    let remaining: Vec<usize> = sizes.iter().zip(&test_per_class).map(|(s, t)| s - t).collect();
+    let remaining: Vec<usize> = sizes
+        .iter()
+        .zip(&test_per_class)
+        .map(|(s, t)| s - t)
+        .collect();
     let val_per_class = apportion(&remaining, n_val);
-    let mut split = Split { train: Vec::new(), val: Vec::new(), test: Vec::new() };
+    let mut split = Split {
+        train: Vec::new(),
+        val: Vec::new(),
+        test: Vec::new(),
+    };
     for (c, group) in shuffled.iter().enumerate() {
         let (t, v) = (test_per_class[c], val_per_class[c]);
         split.test.extend_from_slice(&group[..t]);
@@ -138,14 +170,22 @@ pub fn kfold_allocation(labels: &[u32], k: usize) -> Vec<Vec<usize>> {
 /// in exactly one test fold; fold sizes per class match scikit-learn's exactly.
 pub fn kfold(labels: &[u32], k: usize, seed: u64) -> Result<Vec<Fold>, DataError> {
     if k < 2 || k > labels.len() {
-        return Err(DataError::invalid("k-fold", format!("k = {k} needs 2 <= k <= number of samples ({})", labels.len())));
+        return Err(DataError::invalid(
+            "k-fold",
+            format!(
+                "k = {k} needs 2 <= k <= number of samples ({})",
+                labels.len()
+            ),
+        ));
     }
     let allocation = kfold_allocation(labels, k);
     let groups = by_class(labels);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut fold_of = vec![0usize; labels.len()];
     for (c, group) in groups.iter().enumerate() {
-        let mut folds: Vec<usize> = (0..k).flat_map(|f| std::iter::repeat(f).take(allocation[f][c])).collect();
+        let mut folds: Vec<usize> = (0..k)
+            .flat_map(|f| std::iter::repeat_n(f, allocation[f][c]))
+            .collect();
         folds.shuffle(&mut rng);
         for (&i, &f) in group.iter().zip(&folds) {
             fold_of[i] = f;
@@ -206,23 +246,38 @@ impl ClassMapping {
 /// place of its smallest member.
 pub fn class_mapping(class_names: &[String], spec: &ClassSpec) -> Result<ClassMapping, DataError> {
     let classes = class_names.len();
-    let check = |c: u32| if (c as usize) < classes { Ok(()) } else { Err(DataError::UnknownClass { class: c, classes }) };
+    let check = |c: u32| {
+        if (c as usize) < classes {
+            Ok(())
+        } else {
+            Err(DataError::UnknownClass { class: c, classes })
+        }
+    };
     let mut group_of: Vec<usize> = (0..classes).collect();
     let mut merged_name: Vec<Option<String>> = vec![None; classes];
     for (g, m) in spec.merge.iter().enumerate() {
         if m.classes.is_empty() {
-            return Err(DataError::invalid("class merge", format!("merge group {g} is empty")));
+            return Err(DataError::invalid(
+                "class merge",
+                format!("merge group {g} is empty"),
+            ));
         }
         for &c in &m.classes {
             check(c)?;
             if spec.drop.contains(&c) {
-                return Err(DataError::invalid("class merge", format!("class {c} is both dropped and merged")));
+                return Err(DataError::invalid(
+                    "class merge",
+                    format!("class {c} is both dropped and merged"),
+                ));
             }
         }
         let head = *m.classes.iter().min().unwrap_or(&0) as usize;
         for &c in &m.classes {
             if group_of[c as usize] != c as usize && group_of[c as usize] != head {
-                return Err(DataError::invalid("class merge", format!("class {c} is in two merge groups")));
+                return Err(DataError::invalid(
+                    "class merge",
+                    format!("class {c} is in two merge groups"),
+                ));
             }
             group_of[c as usize] = head;
         }
@@ -230,7 +285,11 @@ pub fn class_mapping(class_names: &[String], spec: &ClassSpec) -> Result<ClassMa
             let mut members = m.classes.clone();
             members.sort_unstable();
             members.dedup();
-            members.iter().map(|&c| class_names[c as usize].as_str()).collect::<Vec<_>>().join(" + ")
+            members
+                .iter()
+                .map(|&c| class_names[c as usize].as_str())
+                .collect::<Vec<_>>()
+                .join(" + ")
         });
         merged_name[head] = Some(name);
     }
@@ -242,18 +301,38 @@ pub fn class_mapping(class_names: &[String], spec: &ClassSpec) -> Result<ClassMa
     for c in 0..classes {
         if group_of[c] == c && !spec.drop.contains(&(c as u32)) {
             new_id_of_head[c] = Some(names.len() as u32);
-            names.push(merged_name[c].clone().unwrap_or_else(|| class_names[c].clone()));
+            names.push(
+                merged_name[c]
+                    .clone()
+                    .unwrap_or_else(|| class_names[c].clone()),
+            );
         }
     }
-    let old_to_new = (0..classes).map(|c| if spec.drop.contains(&(c as u32)) { None } else { new_id_of_head[group_of[c]] }).collect();
-    Ok(ClassMapping { old_to_new, class_names: names })
+    let old_to_new = (0..classes)
+        .map(|c| {
+            if spec.drop.contains(&(c as u32)) {
+                None
+            } else {
+                new_id_of_head[group_of[c]]
+            }
+        })
+        .collect();
+    Ok(ClassMapping {
+        old_to_new,
+        class_names: names,
+    })
 }
 
 /// Drops and merges classes of a set: returns the new set (dropped samples removed, labels
 /// renumbered), the mapping, and the kept samples' indices in the old set.
-pub fn apply_classes(set: &ImageSet, spec: &ClassSpec) -> Result<(ImageSet, ClassMapping, Vec<usize>), DataError> {
+pub fn apply_classes(
+    set: &ImageSet,
+    spec: &ClassSpec,
+) -> Result<(ImageSet, ClassMapping, Vec<usize>), DataError> {
     let mapping = class_mapping(&set.class_names, spec)?;
-    let kept: Vec<usize> = (0..set.len()).filter(|&i| mapping.old_to_new[set.labels[i] as usize].is_some()).collect();
+    let kept: Vec<usize> = (0..set.len())
+        .filter(|&i| mapping.old_to_new[set.labels[i] as usize].is_some())
+        .collect();
     let mut out = set.subset(&kept);
     for l in out.labels.iter_mut() {
         // Kept samples have a mapped class by construction of `kept`.
@@ -278,14 +357,33 @@ mod tests {
 
     fn labels() -> Vec<u32> {
         let counts = [50, 120, 7, 3, 20];
-        counts.iter().enumerate().flat_map(|(c, &n)| std::iter::repeat(c as u32).take(n)).collect()
+        counts
+            .iter()
+            .enumerate()
+            .flat_map(|(c, &n)| std::iter::repeat_n(c as u32, n))
+            .collect()
     }
 
     #[test]
     fn holdout_is_disjoint_covering_and_stratified() {
         let y = labels();
-        let split = holdout(&y, &HoldoutSpec { train: 0.7, val: 0.15, test: 0.15, seed: 1 }).unwrap();
-        let mut all: Vec<usize> = split.train.iter().chain(&split.val).chain(&split.test).copied().collect();
+        let split = holdout(
+            &y,
+            &HoldoutSpec {
+                train: 0.7,
+                val: 0.15,
+                test: 0.15,
+                seed: 1,
+            },
+        )
+        .unwrap();
+        let mut all: Vec<usize> = split
+            .train
+            .iter()
+            .chain(&split.val)
+            .chain(&split.test)
+            .copied()
+            .collect();
         all.sort_unstable();
         assert_eq!(all, (0..y.len()).collect::<Vec<_>>());
         assert_eq!(split.test.len(), (200.0f64 * 0.15).round() as usize);
@@ -294,18 +392,49 @@ mod tests {
         for part in [&split.train, &split.val, &split.test] {
             let frac = part.len() as f64 / y.len() as f64;
             for (c, &n) in class_counts(&y, part, 5).iter().enumerate() {
-                assert!((n as f64 - totals[c] as f64 * frac).abs() <= 1.0 + 1e-9, "class {c}: {n} vs {}", totals[c] as f64 * frac);
+                assert!(
+                    (n as f64 - totals[c] as f64 * frac).abs() <= 1.0 + 1e-9,
+                    "class {c}: {n} vs {}",
+                    totals[c] as f64 * frac
+                );
             }
         }
-        let again = holdout(&y, &HoldoutSpec { train: 0.7, val: 0.15, test: 0.15, seed: 1 }).unwrap();
+        let again = holdout(
+            &y,
+            &HoldoutSpec {
+                train: 0.7,
+                val: 0.15,
+                test: 0.15,
+                seed: 1,
+            },
+        )
+        .unwrap();
         assert_eq!(split, again);
-        let other = holdout(&y, &HoldoutSpec { train: 0.7, val: 0.15, test: 0.15, seed: 2 }).unwrap();
+        let other = holdout(
+            &y,
+            &HoldoutSpec {
+                train: 0.7,
+                val: 0.15,
+                test: 0.15,
+                seed: 2,
+            },
+        )
+        .unwrap();
         assert_ne!(split, other);
     }
 
     #[test]
     fn holdout_rejects_bad_fractions() {
-        assert!(holdout(&labels(), &HoldoutSpec { train: 0.7, val: 0.2, test: 0.2, seed: 1 }).is_err());
+        assert!(holdout(
+            &labels(),
+            &HoldoutSpec {
+                train: 0.7,
+                val: 0.2,
+                test: 0.2,
+                seed: 1
+            }
+        )
+        .is_err());
     }
 
     #[test]
@@ -326,10 +455,26 @@ mod tests {
     #[test]
     fn merge_and_drop_renumber() {
         let names: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
-        let spec = ClassSpec { drop: vec![5], merge: vec![MergeSpec { classes: vec![3, 1], name: None }] };
+        let spec = ClassSpec {
+            drop: vec![5],
+            merge: vec![MergeSpec {
+                classes: vec![3, 1],
+                name: None,
+            }],
+        };
         let m = class_mapping(&names, &spec).unwrap();
-        assert_eq!(m.old_to_new, vec![Some(0), Some(1), Some(2), Some(1), Some(3), None]);
+        assert_eq!(
+            m.old_to_new,
+            vec![Some(0), Some(1), Some(2), Some(1), Some(3), None]
+        );
         assert_eq!(m.class_names, vec!["c0", "c1 + c3", "c2", "c4"]);
-        assert!(class_mapping(&names, &ClassSpec { drop: vec![9], merge: vec![] }).is_err());
+        assert!(class_mapping(
+            &names,
+            &ClassSpec {
+                drop: vec![9],
+                merge: vec![]
+            }
+        )
+        .is_err());
     }
 }

@@ -134,15 +134,31 @@ impl SynthConfig {
 
     fn validate(&self) -> Result<(), DataError> {
         if self.side() < 16 || self.side() > 1024 {
-            return Err(DataError::invalid("synth size", format!("{} px is outside 16..=1024", self.side())));
+            return Err(DataError::invalid(
+                "synth size",
+                format!("{} px is outside 16..=1024", self.side()),
+            ));
         }
         if let Some(p) = &self.proportions {
-            if p.len() != 10 || p.iter().any(|x| !x.is_finite() || *x < 0.0) || p.iter().sum::<f64>() <= 0.0 {
-                return Err(DataError::invalid("synth proportions", "need 10 non-negative numbers with a positive sum"));
+            if p.len() != 10
+                || p.iter().any(|x| !x.is_finite() || *x < 0.0)
+                || p.iter().sum::<f64>() <= 0.0
+            {
+                return Err(DataError::invalid(
+                    "synth proportions",
+                    "need 10 non-negative numbers with a positive sum",
+                ));
             }
         }
-        if !(self.noise.is_finite() && self.noise > 0.0) || !(self.ambiguity.is_finite() && self.ambiguity >= 0.0) {
-            return Err(DataError::invalid("synth knobs", "noise must be > 0 and ambiguity >= 0"));
+        if !(self.noise.is_finite()
+            && self.noise > 0.0
+            && self.ambiguity.is_finite()
+            && self.ambiguity >= 0.0)
+        {
+            return Err(DataError::invalid(
+                "synth knobs",
+                "noise must be > 0 and ambiguity >= 0",
+            ));
         }
         Ok(())
     }
@@ -175,10 +191,19 @@ pub fn class_counts(weights: &[f64], count: usize) -> Vec<usize> {
 pub fn synth_labels(config: &SynthConfig) -> Vec<u32> {
     let weights: Vec<f64> = match &config.proportions {
         Some(p) => p.clone(),
-        None => config.kind.real_counts().iter().map(|&c| c as f64).collect(),
+        None => config
+            .kind
+            .real_counts()
+            .iter()
+            .map(|&c| c as f64)
+            .collect(),
     };
     let counts = class_counts(&weights, config.count);
-    let mut labels: Vec<u32> = counts.iter().enumerate().flat_map(|(c, &n)| std::iter::repeat(c as u32).take(n)).collect();
+    let mut labels: Vec<u32> = counts
+        .iter()
+        .enumerate()
+        .flat_map(|(c, &n)| std::iter::repeat_n(c as u32, n))
+        .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     rng.set_stream(u64::MAX);
     use rand::seq::SliceRandom;
@@ -193,16 +218,25 @@ pub fn synthesize(config: &SynthConfig) -> Result<ImageSet, DataError> {
     let labels = synth_labels(config);
     let image_len = side * side * 3;
     let mut images = vec![0u8; config.count * image_len];
-    images.par_chunks_mut(image_len).enumerate().with_min_len(8).for_each(|(index, out)| {
-        render_into(config, index, labels[index], out);
-    });
+    images
+        .par_chunks_mut(image_len)
+        .enumerate()
+        .with_min_len(8)
+        .for_each(|(index, out)| {
+            render_into(config, index, labels[index], out);
+        });
     Ok(ImageSet {
         height: side,
         width: side,
         channels: 3,
         images,
         labels,
-        class_names: config.kind.class_names().iter().map(|s| s.to_string()).collect(),
+        class_names: config
+            .kind
+            .class_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
     })
 }
 
@@ -211,7 +245,11 @@ pub fn render_into(config: &SynthConfig, index: usize, class: u32, out: &mut [u8
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     rng.set_stream(index as u64);
     let side = config.side();
-    let knobs = Knobs { scale: side as f32 / 69.0, ambiguity: config.ambiguity, centre: (side as f32 - 1.0) / 2.0 };
+    let knobs = Knobs {
+        scale: side as f32 / 69.0,
+        ambiguity: config.ambiguity,
+        centre: (side as f32 - 1.0) / 2.0,
+    };
     let scene = match config.kind {
         SynthKind::Galaxy10 => sdss_scene(class, &mut rng, &knobs),
         SynthKind::Galaxy10Decals => decals_scene(class, &mut rng, &knobs),
@@ -256,19 +294,31 @@ struct Frame {
 
 impl Frame {
     fn new(cx: f32, cy: f32, angle: f32, cos_incl: f32) -> Self {
-        Frame { cx, cy, cos: angle.cos(), sin: angle.sin(), deproject: 1.0 / cos_incl.max(1e-3) }
+        Frame {
+            cx,
+            cy,
+            cos: angle.cos(),
+            sin: angle.sin(),
+            deproject: 1.0 / cos_incl.max(1e-3),
+        }
     }
 
     #[inline]
     fn plane(&self, x: f32, y: f32) -> (f32, f32) {
         let (dx, dy) = (x - self.cx, y - self.cy);
-        (dx * self.cos + dy * self.sin, (-dx * self.sin + dy * self.cos) * self.deproject)
+        (
+            dx * self.cos + dy * self.sin,
+            (-dx * self.sin + dy * self.cos) * self.deproject,
+        )
     }
 
     /// Image position of a point given in plane coordinates.
     fn image(&self, u: f32, v: f32) -> (f32, f32) {
         let v = v / self.deproject;
-        (self.cx + u * self.cos - v * self.sin, self.cy + u * self.sin + v * self.cos)
+        (
+            self.cx + u * self.cos - v * self.sin,
+            self.cy + u * self.sin + v * self.cos,
+        )
     }
 }
 
@@ -361,13 +411,22 @@ impl Profile {
         let bn = sersic_bn(n);
         // Total flux of a Sérsic profile with I(re) = 1 and axis ratio q.
         let (nf, bf) = (n as f64, bn as f64);
-        let unit = 2.0 * std::f64::consts::PI * (q * re * re) as f64 * nf * bf.exp() * (ln_gamma(2.0 * nf) - 2.0 * nf * bf.ln()).exp();
+        let unit = 2.0
+            * std::f64::consts::PI
+            * (q * re * re) as f64
+            * nf
+            * bf.exp()
+            * (ln_gamma(2.0 * nf) - 2.0 * nf * bf.ln()).exp();
         Profile {
             frame,
             in_plane: (1.0, 0.0),
             q,
             boxy: 2.0,
-            radial: Radial::Sersic { re, inv_n: 1.0 / n, bn },
+            radial: Radial::Sersic {
+                re,
+                inv_n: 1.0 / n,
+                bn,
+            },
             amp: flux / unit as f32,
             colour,
             arms: None,
@@ -398,10 +457,14 @@ impl Profile {
                 let r = if self.boxy == 2.0 {
                     (a * a + b * b * inv_q * inv_q + 0.25).sqrt()
                 } else {
-                    (a.abs().powf(self.boxy) + (b * inv_q).abs().powf(self.boxy)).powf(1.0 / self.boxy) + 0.3
+                    (a.abs().powf(self.boxy) + (b * inv_q).abs().powf(self.boxy))
+                        .powf(1.0 / self.boxy)
+                        + 0.3
                 };
                 let base = match self.radial {
-                    Radial::Sersic { re, inv_n, bn } => self.amp * (-bn * ((r / re).powf(inv_n) - 1.0)).exp(),
+                    Radial::Sersic { re, inv_n, bn } => {
+                        self.amp * (-bn * ((r / re).powf(inv_n) - 1.0)).exp()
+                    }
                     Radial::Exponential { h } => self.amp * (-r / h).exp(),
                 };
                 if base < 1e-7 {
@@ -410,8 +473,8 @@ impl Profile {
                 let i = y * side + x;
                 match &self.arms {
                     None => {
-                        for band in 0..3 {
-                            bands[band][i] += base * self.colour[band];
+                        for (band, colour) in bands.iter_mut().zip(self.colour) {
+                            band[i] += base * colour;
                         }
                     }
                     Some(arms) => {
@@ -426,7 +489,8 @@ impl Profile {
                         let arm_light = base * moved * pattern * 2.5;
                         let disc_light = base * (1.0 - moved);
                         for band in 0..3 {
-                            bands[band][i] += disc_light * self.colour[band] + arm_light * YOUNG_STARS[band];
+                            bands[band][i] +=
+                                disc_light * self.colour[band] + arm_light * YOUNG_STARS[band];
                         }
                     }
                 }
@@ -445,8 +509,8 @@ fn render_blob(blob: &Blob, side: usize, bands: &mut [Vec<f32>; 3]) {
             let (dx, dy) = (x as f32 - blob.x, y as f32 - blob.y);
             let w = norm * (k * (dx * dx + dy * dy)).exp();
             let i = y as usize * side + x as usize;
-            for band in 0..3 {
-                bands[band][i] += w * blob.colour[band];
+            for (band, colour) in bands.iter_mut().zip(blob.colour) {
+                band[i] += w * colour;
             }
         }
     }
@@ -456,13 +520,14 @@ fn apply_dust(dust: &Dust, side: usize, bands: &mut [Vec<f32>; 3]) {
     for y in 0..side {
         for x in 0..side {
             let (u, v) = dust.frame.plane(x as f32, y as f32);
-            let depth = (-0.5 * (v / dust.width).powi(2)).exp() * (-(u / dust.length).powi(2)).exp();
+            let depth =
+                (-0.5 * (v / dust.width).powi(2)).exp() * (-(u / dust.length).powi(2)).exp();
             if depth < 1e-4 {
                 continue;
             }
             let i = y * side + x;
-            for band in 0..3 {
-                bands[band][i] *= (-dust.tau[band] * depth).exp();
+            for (band, tau) in bands.iter_mut().zip(dust.tau) {
+                band[i] *= (-tau * depth).exp();
             }
         }
     }
@@ -471,7 +536,11 @@ fn apply_dust(dust: &Dust, side: usize, bands: &mut [Vec<f32>; 3]) {
 fn tint(rng: &mut ChaCha8Rng, colour: [f32; 3], amount: f32) -> [f32; 3] {
     // Redder or bluer overall (dust, redshift, population age).
     let t: f32 = rng.gen_range(-amount..=amount);
-    [colour[0] * (1.0 - t), colour[1], colour[2] * (1.0 + 0.7 * t)]
+    [
+        colour[0] * (1.0 - t),
+        colour[1],
+        colour[2] * (1.0 + 0.7 * t),
+    ]
 }
 
 fn centre_frame(rng: &mut ChaCha8Rng, k: &Knobs, cos_incl: f32) -> Frame {
@@ -486,16 +555,37 @@ fn log_uniform(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> f32 {
 }
 
 /// A smooth spheroid with axis ratio drawn from [q_lo, q_hi].
-fn elliptical(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs, q: f32, n_range: (f32, f32), flux: f32) {
+fn elliptical(
+    scene: &mut Scene,
+    rng: &mut ChaCha8Rng,
+    k: &Knobs,
+    q: f32,
+    n_range: (f32, f32),
+    flux: f32,
+) {
     let frame = centre_frame(rng, k, 1.0);
-    let re = log_uniform(rng, 2.5, 8.5) * k.scale;
+    let re = log_uniform(rng, 3.0, 10.0) * k.scale;
     let n = rng.gen_range(n_range.0..=n_range.1);
     let colour = tint(rng, OLD_STARS, 0.12);
-    scene.profiles.push(Profile::sersic(frame, re, n, q.clamp(0.12, 1.0), flux, colour));
+    scene.profiles.push(Profile::sersic(
+        frame,
+        re,
+        n,
+        q.clamp(0.12, 1.0),
+        flux,
+        colour,
+    ));
     // Some ellipticals have a faint outer envelope, rounder than the core.
     if rng.gen_bool(0.3) {
         let q_env = (q + rng.gen_range(0.0..0.15)).min(1.0);
-        scene.profiles.push(Profile::sersic(frame, re * 2.5, 1.0, q_env, flux * 0.3, colour));
+        scene.profiles.push(Profile::sersic(
+            frame,
+            re * 2.5,
+            1.0,
+            q_env,
+            flux * 0.3,
+            colour,
+        ));
     }
 }
 
@@ -515,11 +605,21 @@ struct ArmSpec {
 
 /// An exponential disc with an optional Sérsic bulge, bar and spiral arms, at a random
 /// orientation and inclination.
-fn disc_galaxy(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs, spec: &DiscSpec, flux: f32) -> Frame {
-    let cos_incl = rng.gen_range(spec.cos_incl.0..=spec.cos_incl.1).clamp(0.05, 1.0);
+fn disc_galaxy(
+    scene: &mut Scene,
+    rng: &mut ChaCha8Rng,
+    k: &Knobs,
+    spec: &DiscSpec,
+    flux: f32,
+) -> Frame {
+    let cos_incl = rng
+        .gen_range(spec.cos_incl.0..=spec.cos_incl.1)
+        .clamp(0.05, 1.0);
     let frame = centre_frame(rng, k, cos_incl);
-    let h = log_uniform(rng, 3.0, 8.0) * k.scale;
-    let bt = rng.gen_range(spec.bulge_fraction.0..=spec.bulge_fraction.1).clamp(0.0, 0.9);
+    let h = log_uniform(rng, 3.5, 10.0) * k.scale;
+    let bt = rng
+        .gen_range(spec.bulge_fraction.0..=spec.bulge_fraction.1)
+        .clamp(0.0, 0.9);
     let disc_colour = tint(rng, DISC_STARS, 0.1);
     let mut disc = Profile::exponential(frame, h, 1.0, flux * (1.0 - bt), disc_colour);
     let bulge_re = h * rng.gen_range(0.25..0.5);
@@ -527,7 +627,14 @@ fn disc_galaxy(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs, spec: &DiscSp
     if rng.gen_bool(spec.bar_probability) {
         let bar_len = h * rng.gen_range(0.9..1.8);
         let angle: f32 = rng.gen_range(0.0..PI);
-        let mut bar = Profile::sersic(frame, bar_len * 0.55, 0.5, rng.gen_range(0.2..0.35), flux * rng.gen_range(0.08..0.16), tint(rng, OLD_STARS, 0.1));
+        let mut bar = Profile::sersic(
+            frame,
+            bar_len * 0.55,
+            0.5,
+            rng.gen_range(0.2..0.35),
+            flux * rng.gen_range(0.08..0.16),
+            tint(rng, OLD_STARS, 0.1),
+        );
         bar.in_plane = (angle.cos(), angle.sin());
         scene.profiles.push(bar);
         r_in = r_in.max(bar_len);
@@ -546,23 +653,42 @@ fn disc_galaxy(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs, spec: &DiscSp
         for _ in 0..spec_arms.clumps {
             let rp = rng.gen_range(arms.r_in..(3.0 * h).max(arms.r_in + 1.0));
             let j = rng.gen_range(0..arms.m as usize) as f32;
-            let theta = arms.cot_pitch * (rp / h).ln() + arms.phase + 2.0 * PI * j / arms.m + rng.gen_range(-0.15..0.15);
+            let theta = arms.cot_pitch * (rp / h).ln()
+                + arms.phase
+                + 2.0 * PI * j / arms.m
+                + rng.gen_range(-0.15..0.15);
             let (x, y) = frame.image(rp * theta.cos(), rp * theta.sin());
             let clump_flux = flux * rng.gen_range(0.004..0.015);
-            scene.blobs.push(Blob { x, y, sigma: rng.gen_range(0.4..0.9) * k.scale, flux: clump_flux, colour: YOUNG_STARS });
+            scene.blobs.push(Blob {
+                x,
+                y,
+                sigma: rng.gen_range(0.4..0.9) * k.scale,
+                flux: clump_flux,
+                colour: YOUNG_STARS,
+            });
         }
     }
     scene.profiles.push(disc);
     if bt > 0.0 {
         let bulge_frame = Frame::new(frame.cx, frame.cy, frame.sin.atan2(frame.cos), 1.0);
         let q = rng.gen_range(0.75..1.0);
-        scene.profiles.push(Profile::sersic(bulge_frame, bulge_re, rng.gen_range(1.5..4.0), q, flux * bt, tint(rng, OLD_STARS, 0.1)));
+        scene.profiles.push(Profile::sersic(
+            bulge_frame,
+            bulge_re,
+            rng.gen_range(1.5..4.0),
+            q,
+            flux * bt,
+            tint(rng, OLD_STARS, 0.1),
+        ));
     }
     frame
 }
 
 fn draw_arms(rng: &mut ChaCha8Rng, spec: &ArmSpec, h: f32, r_in: f32, k: &Knobs) -> Arms {
-    let pitch = k.blur(rng, spec.pitch_deg.0, spec.pitch_deg.1, 2.5).clamp(4.0, 50.0).to_radians();
+    let pitch = k
+        .blur(rng, spec.pitch_deg.0, spec.pitch_deg.1, 2.5)
+        .clamp(4.0, 50.0)
+        .to_radians();
     let m = spec.arm_counts[rng.gen_range(0..spec.arm_counts.len())];
     Arms {
         m,
@@ -581,15 +707,28 @@ fn edge_on(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs, bulge: EdgeBulge,
     let thickness = rng.gen_range(0.07..0.16);
     let q = (incl.cos().powi(2) + (thickness * incl.sin()).powi(2)).sqrt();
     let frame = centre_frame(rng, k, 1.0);
-    let h = log_uniform(rng, 3.5, 9.0) * k.scale;
+    let h = log_uniform(rng, 4.0, 11.0) * k.scale;
     let bt = match bulge {
         EdgeBulge::None => k.blur(rng, 0.0, 0.04, 0.05).max(0.0),
         EdgeBulge::Rounded | EdgeBulge::Boxy => k.blur(rng, 0.18, 0.55, 0.06),
     };
-    scene.profiles.push(Profile::exponential(frame, h, q, flux * (1.0 - bt), tint(rng, DISC_STARS, 0.1)));
+    scene.profiles.push(Profile::exponential(
+        frame,
+        h,
+        q,
+        flux * (1.0 - bt),
+        tint(rng, DISC_STARS, 0.1),
+    ));
     if bt > 0.0 {
         let re = h * rng.gen_range(0.3..0.55);
-        let mut b = Profile::sersic(frame, re, rng.gen_range(1.5..4.0), rng.gen_range(0.6..0.95), flux * bt, tint(rng, OLD_STARS, 0.1));
+        let mut b = Profile::sersic(
+            frame,
+            re,
+            rng.gen_range(1.5..4.0),
+            rng.gen_range(0.6..0.95),
+            flux * bt,
+            tint(rng, OLD_STARS, 0.1),
+        );
         if bulge == EdgeBulge::Boxy {
             b.boxy = rng.gen_range(2.8..4.5);
         }
@@ -597,7 +736,12 @@ fn edge_on(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs, bulge: EdgeBulge,
     }
     if rng.gen_bool(0.5) {
         let tau = rng.gen_range(0.4..1.5);
-        scene.dust.push(Dust { frame, width: (h * q * 0.35).max(0.4 * k.scale), length: h * 2.5, tau: [tau * 1.3, tau, tau * 0.75] });
+        scene.dust.push(Dust {
+            frame,
+            width: (h * q * 0.35).max(0.4 * k.scale),
+            length: h * 2.5,
+            tau: [tau * 1.3, tau, tau * 0.75],
+        });
     }
 }
 
@@ -614,12 +758,26 @@ fn merger(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs, flux: f32) {
     let sep = rng.gen_range(4.0..14.0) * k.scale;
     let angle: f32 = rng.gen_range(0.0..2.0 * PI);
     let (c, s) = (k.centre, sep * 0.5);
-    let centres = [(c - s * angle.cos(), c - s * angle.sin()), (c + s * angle.cos(), c + s * angle.sin())];
+    let centres = [
+        (c - s * angle.cos(), c - s * angle.sin()),
+        (c + s * angle.cos(), c + s * angle.sin()),
+    ];
     for (j, &(cx, cy)) in centres.iter().enumerate() {
-        let f = if j == 0 { flux / (1.0 + ratio) } else { flux * ratio / (1.0 + ratio) };
+        let f = if j == 0 {
+            flux / (1.0 + ratio)
+        } else {
+            flux * ratio / (1.0 + ratio)
+        };
         let frame = Frame::new(cx, cy, rng.gen_range(0.0..PI), rng.gen_range(0.4..1.0));
         let re = log_uniform(rng, 2.0, 6.0) * k.scale;
-        scene.profiles.push(Profile::sersic(frame, re, rng.gen_range(1.0..4.0), rng.gen_range(0.5..1.0), f, tint(rng, OLD_STARS, 0.15)));
+        scene.profiles.push(Profile::sersic(
+            frame,
+            re,
+            rng.gen_range(1.0..4.0),
+            rng.gen_range(0.5..1.0),
+            f,
+            tint(rng, OLD_STARS, 0.15),
+        ));
         // A tidal tail: a curved, fading stream of light leaving each galaxy.
         if j == 0 || rng.gen_bool(0.6) {
             let dir = rng.gen_range(0.0..2.0 * PI);
@@ -644,7 +802,12 @@ fn merger(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs, flux: f32) {
 
 /// A lopsided disc with bright asymmetric clumps.
 fn disturbed(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs, flux: f32) {
-    let spec = DiscSpec { cos_incl: (0.4, 1.0), bulge_fraction: (0.0, 0.2), arms: None, bar_probability: 0.0 };
+    let spec = DiscSpec {
+        cos_incl: (0.4, 1.0),
+        bulge_fraction: (0.0, 0.2),
+        arms: None,
+        bar_probability: 0.0,
+    };
     let frame = disc_galaxy(scene, rng, k, &spec, flux * 0.7);
     let side_angle: f32 = rng.gen_range(0.0..2.0 * PI);
     let clumps = rng.gen_range(3..10);
@@ -665,11 +828,31 @@ fn disturbed(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs, flux: f32) {
 fn sdss_scene(class: u32, rng: &mut ChaCha8Rng, k: &Knobs) -> Scene {
     let mut scene = Scene::default();
     let flux = 1.0;
-    let spiral = |pitch: (f32, f32), strength: (f32, f32), counts: &'static [f32], clumps: usize| ArmSpec { pitch_deg: pitch, strength, arm_counts: counts, clumps };
+    let spiral =
+        |pitch: (f32, f32), strength: (f32, f32), counts: &'static [f32], clumps: usize| ArmSpec {
+            pitch_deg: pitch,
+            strength,
+            arm_counts: counts,
+            clumps,
+        };
     match class {
         0 => {
-            let weak = if rng.gen_bool(0.35) { Some(spiral((8.0, 30.0), (0.0, 0.08 + 0.06 * k.ambiguity), &[2.0], 0)) } else { None };
-            let spec = DiscSpec { cos_incl: (0.45, 1.0), bulge_fraction: (0.05, 0.55), arms: weak, bar_probability: 0.2 };
+            let weak = if rng.gen_bool(0.35) {
+                Some(spiral(
+                    (8.0, 30.0),
+                    (0.0, 0.08 + 0.06 * k.ambiguity),
+                    &[2.0],
+                    0,
+                ))
+            } else {
+                None
+            };
+            let spec = DiscSpec {
+                cos_incl: (0.45, 1.0),
+                bulge_fraction: (0.05, 0.4),
+                arms: weak,
+                bar_probability: 0.2,
+            };
             disc_galaxy(&mut scene, rng, k, &spec, flux);
         }
         1 => {
@@ -687,16 +870,17 @@ fn sdss_scene(class: u32, rng: &mut ChaCha8Rng, k: &Knobs) -> Scene {
         4 => edge_on(&mut scene, rng, k, EdgeBulge::Rounded, flux),
         5 => edge_on(&mut scene, rng, k, EdgeBulge::Boxy, flux),
         6 => edge_on(&mut scene, rng, k, EdgeBulge::None, flux),
-        7 | 8 | 9 => {
-            let (pitch, bulge, counts, clumps): ((f32, f32), (f32, f32), &'static [f32], usize) = match class {
-                7 => ((6.0, 14.0), (0.15, 0.5), &[2.0, 2.0, 2.0, 3.0], 2),
-                8 => ((14.0, 23.0), (0.08, 0.35), &[2.0, 2.0, 3.0, 4.0], 4),
-                _ => ((23.0, 38.0), (0.0, 0.2), &[2.0, 3.0, 4.0], 8),
-            };
+        7..=9 => {
+            let (pitch, bulge, counts, clumps): ((f32, f32), (f32, f32), &'static [f32], usize) =
+                match class {
+                    7 => ((6.0, 14.0), (0.15, 0.5), &[2.0, 2.0, 2.0, 3.0], 2),
+                    8 => ((14.0, 23.0), (0.08, 0.35), &[2.0, 2.0, 3.0, 4.0], 4),
+                    _ => ((23.0, 38.0), (0.0, 0.2), &[2.0, 3.0, 4.0], 8),
+                };
             let spec = DiscSpec {
                 cos_incl: (0.4, 1.0),
                 bulge_fraction: bulge,
-                arms: Some(spiral(pitch, (0.2, 0.85), counts, clumps)),
+                arms: Some(spiral(pitch, (0.3, 0.85), counts, clumps)),
                 bar_probability: 0.3,
             };
             disc_galaxy(&mut scene, rng, k, &spec, flux);
@@ -710,7 +894,12 @@ fn sdss_scene(class: u32, rng: &mut ChaCha8Rng, k: &Knobs) -> Scene {
 fn decals_scene(class: u32, rng: &mut ChaCha8Rng, k: &Knobs) -> Scene {
     let mut scene = Scene::default();
     let flux = 1.0;
-    let arms = |pitch: (f32, f32), clumps: usize| ArmSpec { pitch_deg: pitch, strength: (0.25, 0.85), arm_counts: &[2.0, 2.0, 3.0], clumps };
+    let arms = |pitch: (f32, f32), clumps: usize| ArmSpec {
+        pitch_deg: pitch,
+        strength: (0.25, 0.85),
+        arm_counts: &[2.0, 2.0, 3.0],
+        clumps,
+    };
     match class {
         0 => disturbed(&mut scene, rng, k, flux),
         1 => merger(&mut scene, rng, k, flux),
@@ -727,17 +916,35 @@ fn decals_scene(class: u32, rng: &mut ChaCha8Rng, k: &Knobs) -> Scene {
             elliptical(&mut scene, rng, k, q, (1.0, 4.0), flux);
         }
         5 => {
-            let spec = DiscSpec { cos_incl: (0.45, 1.0), bulge_fraction: (0.05, 0.35), arms: Some(arms((8.0, 30.0), 4)), bar_probability: 1.0 };
+            let spec = DiscSpec {
+                cos_incl: (0.45, 1.0),
+                bulge_fraction: (0.05, 0.35),
+                arms: Some(arms((8.0, 30.0), 4)),
+                bar_probability: 1.0,
+            };
             disc_galaxy(&mut scene, rng, k, &spec, flux);
         }
         6 | 7 => {
-            let (pitch, bulge, clumps) = if class == 6 { ((6.0, 17.0), (0.1, 0.45), 2) } else { ((17.0, 38.0), (0.0, 0.25), 8) };
-            let spec = DiscSpec { cos_incl: (0.45, 1.0), bulge_fraction: bulge, arms: Some(arms(pitch, clumps)), bar_probability: 0.0 };
+            let (pitch, bulge, clumps) = if class == 6 {
+                ((6.0, 17.0), (0.1, 0.45), 2)
+            } else {
+                ((17.0, 38.0), (0.0, 0.25), 8)
+            };
+            let spec = DiscSpec {
+                cos_incl: (0.45, 1.0),
+                bulge_fraction: bulge,
+                arms: Some(arms(pitch, clumps)),
+                bar_probability: 0.0,
+            };
             disc_galaxy(&mut scene, rng, k, &spec, flux);
         }
         8 => edge_on(&mut scene, rng, k, EdgeBulge::None, flux),
         9 => {
-            let bulge = if rng.gen_bool(0.8) { EdgeBulge::Rounded } else { EdgeBulge::Boxy };
+            let bulge = if rng.gen_bool(0.8) {
+                EdgeBulge::Rounded
+            } else {
+                EdgeBulge::Boxy
+            };
             edge_on(&mut scene, rng, k, bulge, flux)
         }
         _ => unreachable!("labels come from synth_labels, always < 10"),
@@ -753,7 +960,14 @@ fn add_surroundings(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs) {
         let (x, y) = (rng.gen_range(0.0..side), rng.gen_range(0.0..side));
         let frame = Frame::new(x, y, rng.gen_range(0.0..PI), 1.0);
         let re = log_uniform(rng, 0.8, 2.5) * k.scale;
-        scene.profiles.push(Profile::sersic(frame, re, rng.gen_range(1.0..4.0), rng.gen_range(0.4..1.0), rng.gen_range(0.02..0.1), tint(rng, OLD_STARS, 0.2)));
+        scene.profiles.push(Profile::sersic(
+            frame,
+            re,
+            rng.gen_range(1.0..4.0),
+            rng.gen_range(0.4..1.0),
+            rng.gen_range(0.02..0.1),
+            tint(rng, OLD_STARS, 0.2),
+        ));
     }
 }
 
@@ -764,10 +978,16 @@ const SKY_SIGMA: f32 = 10.0;
 const SKY_LEVEL: f32 = SKY_SIGMA * SKY_SIGMA;
 const READ_NOISE: f32 = 3.0;
 /// Display softening and full scale of the asinh stretch, in sky sigmas.
-const SOFTENING: f32 = 2.5;
-const FULL_SCALE: f32 = 150.0;
+const SOFTENING: f32 = 2.0;
+const FULL_SCALE: f32 = 80.0;
 
-fn render_scene(scene: &Scene, side: usize, noise: f32, rng: &mut ChaCha8Rng, k: &Knobs) -> [Vec<f32>; 3] {
+fn render_scene(
+    scene: &Scene,
+    side: usize,
+    noise: f32,
+    rng: &mut ChaCha8Rng,
+    k: &Knobs,
+) -> [Vec<f32>; 3] {
     let n = side * side;
     let mut bands = [vec![0f32; n], vec![0f32; n], vec![0f32; n]];
     for p in &scene.profiles {
@@ -787,13 +1007,15 @@ fn render_scene(scene: &Scene, side: usize, noise: f32, rng: &mut ChaCha8Rng, k:
     // Brightness: the galaxy's peak surface brightness in sky sigmas, over a wide range, so
     // faint galaxies hide their arms in the noise.
     let peak = bands[1].iter().cloned().fold(0f32, f32::max).max(1e-12);
-    let snr = log_uniform(rng, 6.0, 140.0) / noise;
+    let snr = log_uniform(rng, 10.0, 200.0) / noise;
     let gain = snr * SKY_SIGMA / peak;
     for band in bands.iter_mut() {
         band.iter_mut().for_each(|v| *v *= gain);
     }
     // Field stars: point sources through the same PSF.
-    let stars = Poisson::new(0.7 * k.scale * k.scale).map(|p| p.sample(rng) as usize).unwrap_or(0);
+    let stars = Poisson::new(0.7 * k.scale * k.scale)
+        .map(|p| p.sample(rng) as usize)
+        .unwrap_or(0);
     for _ in 0..stars {
         let colour = [rng.gen_range(0.5..1.4), 1.0, rng.gen_range(0.8..1.3)];
         let star_peak = log_uniform(rng, 3.0, 300.0) * SKY_SIGMA;
@@ -812,7 +1034,9 @@ fn render_scene(scene: &Scene, side: usize, noise: f32, rng: &mut ChaCha8Rng, k:
         for v in band.iter_mut() {
             let expected = (*v + SKY_LEVEL).max(0.0);
             let photons = if expected < 30.0 {
-                Poisson::new(expected.max(1e-6)).map(|p| p.sample(rng)).unwrap_or(0.0)
+                Poisson::new(expected.max(1e-6))
+                    .map(|p| p.sample(rng))
+                    .unwrap_or(0.0)
             } else {
                 expected + expected.sqrt() * rng.sample::<f32, _>(StandardNormal)
             };
@@ -824,7 +1048,9 @@ fn render_scene(scene: &Scene, side: usize, noise: f32, rng: &mut ChaCha8Rng, k:
 
 fn gaussian_blur(band: &mut [f32], side: usize, sigma: f32) {
     let radius = (3.0 * sigma).ceil().max(1.0) as i64;
-    let mut kernel: Vec<f32> = (-radius..=radius).map(|i| (-0.5 * (i as f32 / sigma).powi(2)).exp()).collect();
+    let mut kernel: Vec<f32> = (-radius..=radius)
+        .map(|i| (-0.5 * (i as f32 / sigma).powi(2)).exp())
+        .collect();
     let sum: f32 = kernel.iter().sum();
     kernel.iter_mut().for_each(|k| *k /= sum);
     let mut tmp = vec![0f32; band.len()];
@@ -859,7 +1085,11 @@ fn to_rgb(bands: &[Vec<f32>; 3], out: &mut [u8]) {
     let soft = SOFTENING * SKY_SIGMA;
     let norm = 1.0 / (FULL_SCALE / SOFTENING).asinh();
     for (i, px) in out.chunks_exact_mut(3).enumerate() {
-        let (g, r, ii) = (bands[0][i] * balance[0], bands[1][i] * balance[1], bands[2][i] * balance[2]);
+        let (g, r, ii) = (
+            bands[0][i] * balance[0],
+            bands[1][i] * balance[1],
+            bands[2][i] * balance[2],
+        );
         let intensity = (g + r + ii) / 3.0;
         if intensity <= 0.0 {
             px.copy_from_slice(&[0, 0, 0]);
@@ -894,7 +1124,10 @@ mod tests {
 
     #[test]
     fn deterministic_per_seed_and_index() {
-        let config = SynthConfig { proportions: Some(vec![1.0; 10]), ..SynthConfig::galaxy10(20, 3) };
+        let config = SynthConfig {
+            proportions: Some(vec![1.0; 10]),
+            ..SynthConfig::galaxy10(20, 3)
+        };
         let a = synthesize(&config).unwrap();
         let b = synthesize(&config).unwrap();
         assert_eq!(a, b);
@@ -908,7 +1141,10 @@ mod tests {
 
     #[test]
     fn images_have_a_galaxy_in_the_middle_and_dark_sky() {
-        let config = SynthConfig { proportions: Some(vec![1.0; 10]), ..SynthConfig::galaxy10(30, 11) };
+        let config = SynthConfig {
+            proportions: Some(vec![1.0; 10]),
+            ..SynthConfig::galaxy10(30, 11)
+        };
         let set = synthesize(&config).unwrap();
         for i in 0..set.len() {
             let img = set.image(i);
@@ -922,14 +1158,25 @@ mod tests {
                 s / 25.0
             };
             let centre = mean_at(32, 32);
-            let corner = mean_at(0, 0).min(mean_at(64, 0)).min(mean_at(0, 64)).min(mean_at(64, 64));
-            assert!(centre > corner + 10.0, "image {i} (class {}): centre {centre}, corner {corner}", set.labels[i]);
+            let corner = mean_at(0, 0)
+                .min(mean_at(64, 0))
+                .min(mean_at(0, 64))
+                .min(mean_at(64, 64));
+            assert!(
+                centre > corner + 10.0,
+                "image {i} (class {}): centre {centre}, corner {corner}",
+                set.labels[i]
+            );
         }
     }
 
     #[test]
     fn decals_kind_renders_at_its_size() {
-        let config = SynthConfig { kind: SynthKind::Galaxy10Decals, size: Some(48), ..SynthConfig::galaxy10(10, 1) };
+        let config = SynthConfig {
+            kind: SynthKind::Galaxy10Decals,
+            size: Some(48),
+            ..SynthConfig::galaxy10(10, 1)
+        };
         let set = synthesize(&config).unwrap();
         assert_eq!((set.height, set.width, set.channels), (48, 48, 3));
         assert_eq!(set.class_names[1], "Merging");
@@ -937,9 +1184,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_configs() {
-        let bad = SynthConfig { proportions: Some(vec![1.0; 3]), ..SynthConfig::galaxy10(10, 1) };
-        assert!(matches!(synthesize(&bad), Err(DataError::InvalidConfig { .. })));
-        let bad = SynthConfig { size: Some(4), ..SynthConfig::galaxy10(10, 1) };
+        let bad = SynthConfig {
+            proportions: Some(vec![1.0; 3]),
+            ..SynthConfig::galaxy10(10, 1)
+        };
+        assert!(matches!(
+            synthesize(&bad),
+            Err(DataError::InvalidConfig { .. })
+        ));
+        let bad = SynthConfig {
+            size: Some(4),
+            ..SynthConfig::galaxy10(10, 1)
+        };
         assert!(synthesize(&bad).is_err());
     }
 }
