@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod error;
+pub mod frozen;
 pub mod gemm;
 pub mod io;
 pub mod ir;

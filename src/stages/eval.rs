@@ -200,7 +200,7 @@ impl StageExecutor for CrossvalFoldStage {
         let val = set.subset(&val_idx);
         let mut network = fit_recipe(ctx, &config.recipe, &train, weights.as_deref(), &val)?;
         let test = set.subset(&fold.test);
-        let rows = predictions(&mut network, "test", &test, &fold.test, config.recipe.fit.batch_size)?;
+        let rows = predictions(network.as_mut(), "test", &test, &fold.test, config.recipe.fit.batch_size)?;
         write_predictions_csv(&ctx.public_dir().join(PREDICTIONS_FILE), &rows).map_err(stage_error)?;
         let (truth, probs, _) = part_rows(&rows, "test");
         let scores = evaluate(&truth, &probs, &set.class_names).map_err(stage_error)?.summary();

@@ -10,6 +10,7 @@ use crate::data::balance::materialize;
 use crate::data::ImageSet;
 use crate::nn::ir::ModelIr;
 use crate::nn::optim::OptimizerConfig;
+use crate::nn::frozen::FrozenPrefix;
 use crate::nn::Network;
 use crate::report::model::EpochRow;
 use crate::run::{StageContext, StageError, StageExecutor};
@@ -83,25 +84,34 @@ impl StageExecutor for TrainStage {
         };
         let val = set.subset(&split.val);
         let mut network = fit_recipe(ctx, &config.recipe, &train, balance_weights.as_deref(), &val)?;
-        let mut rows = predictions(&mut network, "val", &val, &split.val, config.recipe.fit.batch_size)?;
+        let mut rows = predictions(network.as_mut(), "val", &val, &split.val, config.recipe.fit.batch_size)?;
         let test = set.subset(&split.test);
-        rows.extend(predictions(&mut network, "test", &test, &split.test, config.recipe.fit.batch_size)?);
+        rows.extend(predictions(network.as_mut(), "test", &test, &split.test, config.recipe.fit.batch_size)?);
         write_predictions_csv(&ctx.public_dir().join(PREDICTIONS_FILE), &rows).map_err(stage_error)?;
-        save_model(ctx, &network)
+        save_model(ctx, network.as_ref(), &config.recipe.model)
     }
 }
 
 /// Builds, initialises and fits a network; checkpoints go to the stage's scratch folder.
+/// A frozen base whose input is not augmented runs once per image, not once per epoch.
 pub fn fit_recipe(
     ctx: &StageContext,
     recipe: &Recipe,
     train: &ImageSet,
     balance_weights: Option<&[f64]>,
     val: &ImageSet,
-) -> Result<Network, StageError> {
-    let mut network = Network::new(&recipe.model, recipe.fit.seed, recipe.optimizer).map_err(stage_error)?;
+) -> Result<Box<dyn Learner>, StageError> {
+    let split = FrozenPrefix::split_point(&recipe.model).filter(|_| recipe.augment.is_none());
+    let mut network: Box<dyn Learner> = match split {
+        Some(at) => {
+            let model = &recipe.model.layers[at].name;
+            ctx.notice(format!("layers before {model} are frozen: their outputs are computed once per image"));
+            Box::new(FrozenPrefix::new(&recipe.model, at, recipe.fit.seed, recipe.optimizer).map_err(stage_error)?)
+        }
+        None => Box::new(Network::new(&recipe.model, recipe.fit.seed, recipe.optimizer).map_err(stage_error)?),
+    };
     if let Some(init) = &recipe.init {
-        load_initial_weights(ctx, &mut network, init)?;
+        load_initial_weights(ctx, network.as_mut(), init)?;
     }
     let classes = recipe.model.output().last().copied().unwrap_or(0);
     let weights: Option<Vec<f32>> = match &recipe.class_weights {
@@ -159,7 +169,7 @@ pub fn fit_recipe(
         }
     };
     let outcome = fit(
-        &mut network,
+        network.as_mut(),
         &recipe.fit,
         &data,
         Some(val),
@@ -182,7 +192,7 @@ pub fn fit_recipe(
     Ok(network)
 }
 
-fn load_initial_weights(ctx: &StageContext, network: &mut Network, init: &InitConfig) -> Result<(), StageError> {
+fn load_initial_weights(ctx: &StageContext, network: &mut dyn Learner, init: &InitConfig) -> Result<(), StageError> {
     let path = ctx.resolve(&init.path);
     if !path.exists() {
         if init.optional {
@@ -222,7 +232,7 @@ fn is_weight(name: &str) -> bool {
 }
 
 pub fn predictions(
-    network: &mut Network,
+    network: &mut dyn Learner,
     part: &str,
     set: &ImageSet,
     indices: &[usize],
@@ -236,10 +246,10 @@ pub fn predictions(
     Ok(rows)
 }
 
-fn save_model(ctx: &StageContext, network: &Network) -> Result<(), StageError> {
+fn save_model(ctx: &StageContext, network: &dyn Learner, model: &ModelIr) -> Result<(), StageError> {
     let weights: BTreeMap<_, _> = network.state().into_iter().filter(|(name, _)| is_weight(name)).collect();
     let mut metadata = BTreeMap::new();
-    metadata.insert("gpl.ir".to_string(), serde_json::to_string(network.ir()).map_err(stage_error)?);
+    metadata.insert("gpl.ir".to_string(), serde_json::to_string(model).map_err(stage_error)?);
     save_safetensors(&ctx.out_dir().join(MODEL_FILE), &weights, &metadata).map_err(stage_error)
 }
 
