@@ -8,7 +8,7 @@
 //! convolved with a Gaussian PSF, sits on a sky with Poisson and read noise, and is mapped to
 //! RGB with Lupton's asinh stretch like SDSS colour cutouts. Class parameter ranges overlap a
 //! little near the boundaries and faint, small galaxies hide their arms, so the task is
-//! learnable but not trivial (see docs/decisions/data.md for the knobs and measured figures).
+//! learnable but not trivial (see docs/decisions.md, data for the knobs and measured figures).
 //!
 //! Image `i` of a set depends only on (seed, i, its class): every image has its own ChaCha
 //! stream, so synthesis is deterministic and parallel.

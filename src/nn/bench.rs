@@ -368,7 +368,7 @@ pub fn run(options: &BenchOptions) -> miette::Result<()> {
     }
     // The comparison leaves the last backend set; restore the engine's default choice.
     gemm::set_backend(Backend::MatrixMultiply);
-    println!("  the engine uses {:?} (docs/decisions/engine.md)", gemm::backend());
+    println!("  the engine uses {:?} (docs/decisions.md, engine)", gemm::backend());
     let ours = pool.install(|| -> miette::Result<Vec<(String, NetFigures)>> {
         let mut out = Vec::new();
         for ir in [design_net(), bigger_cnn()] {

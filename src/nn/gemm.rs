@@ -1,7 +1,7 @@
 //! Matrix multiply behind one function, with two interchangeable backends
 //! (`gemm` 0.17 and `matrixmultiply` 0.3) so `gpl bench engine` can compare them on
 //! the convolution shapes. The default, matrixmultiply, measured faster single-threaded on
-//! every conv shape (docs/decisions/engine.md). The engine parallelises over batch parts with
+//! every conv shape (docs/decisions.md, engine). The engine parallelises over batch parts with
 //! rayon and calls GEMM single-threaded inside them, so matrixmultiply's global pool (sized
 //! once from MATMUL_NUM_THREADS) is pinned to one thread by `configure` before first use.
 
