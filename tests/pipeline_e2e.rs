@@ -2,6 +2,8 @@
 //! report.html, then re-runs that must reuse the cache (everything, or all but the stages an
 //! edit touched).
 
+mod common;
+
 use gpl::check::load_program;
 use gpl::run::{run_plan, ProgressMode, RunOptions, RunSummary, StageStatus};
 use gpl::stages::{compile, registry};
@@ -53,6 +55,10 @@ fn tiny_study_runs_caches_and_reruns_only_what_an_edit_touched() {
         assert!(report.contains(&format!(">{model}<")), "report lists model {model}");
     }
     assert!(report.contains("Wilcoxon"));
+    let dom = common::render_dom(&runs.join("report/report.html"));
+    for model in ["a", "b", "ab", "searched"] {
+        assert!(dom.contains(&format!(">{model}<")), "rendered report lists model {model}");
+    }
 
     let second = run(&file);
     assert!(ran(&second).is_empty(), "nothing changed, nothing runs: {:?}", ran(&second));
