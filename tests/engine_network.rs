@@ -7,7 +7,13 @@ use gpl::train::learner::{Batch, Learner};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn conv(filters: usize, k: usize, stride: usize, padding: Padding, activation: Activation) -> LayerOp {
+fn conv(
+    filters: usize,
+    k: usize,
+    stride: usize,
+    padding: Padding,
+    activation: Activation,
+) -> LayerOp {
     LayerOp::Conv2d {
         filters,
         kernel: [k, k],
@@ -16,7 +22,10 @@ fn conv(filters: usize, k: usize, stride: usize, padding: Padding, activation: A
         dilation: [1, 1],
         groups: 1,
         activation,
-        regularizer: Regularizer { l1: 0.001, l2: 0.01 },
+        regularizer: Regularizer {
+            l1: 0.001,
+            l2: 0.01,
+        },
     }
 }
 
@@ -63,7 +72,12 @@ fn small_model(dropout: f32) -> ModelIr {
             regularizer: Regularizer::default(),
         },
     ];
-    ModelIr::build("small", vec![9, 7, 2], ops.into_iter().map(|o| (None, o)).collect()).unwrap()
+    ModelIr::build(
+        "small",
+        vec![9, 7, 2],
+        ops.into_iter().map(|o| (None, o)).collect(),
+    )
+    .unwrap()
 }
 
 struct Data {
@@ -165,7 +179,10 @@ fn checkpoint_round_trip_rebuilds_the_network() {
     let mut back = Network::load(&path).unwrap();
     assert_eq!(back.ir(), net.ir());
     assert_eq!(back.state(), net.state());
-    assert_eq!(back.predict(&d.images, 4).unwrap(), net.predict(&d.images, 4).unwrap());
+    assert_eq!(
+        back.predict(&d.images, 4).unwrap(),
+        net.predict(&d.images, 4).unwrap()
+    );
     let err = Network::load(&dir.path().join("missing.safetensors"))
         .err()
         .expect("missing file is an error");
@@ -201,7 +218,9 @@ fn input_and_activation_gradients_match_finite_differences() {
     let mut net = Network::new(&ir, 6, OptimizerConfig::adam()).unwrap();
     net.train_batch(&d.batch(), 0.01).unwrap();
     let classes = [2u32, 0];
-    let input = net.class_score_gradients(&d.images, &classes, None).unwrap();
+    let input = net
+        .class_score_gradients(&d.images, &classes, None)
+        .unwrap();
     assert_eq!(input.gradients.shape, vec![2, 9, 7, 2]);
     let score = |net: &mut Network, images: &[f32]| -> f64 {
         let logits = net.logits(images, 2).unwrap();
@@ -221,7 +240,9 @@ fn input_and_activation_gradients_match_finite_differences() {
             "input[{idx}]: {numeric} vs {analytic}"
         );
     }
-    let at = net.class_score_gradients(&d.images, &classes, Some(3)).unwrap();
+    let at = net
+        .class_score_gradients(&d.images, &classes, Some(3))
+        .unwrap();
     assert_eq!(at.activations.shape, vec![2, 3, 2, 4]);
     assert_eq!(at.gradients.data.len(), at.activations.data.len());
     assert!(at.gradients.data.iter().any(|g| *g != 0.0));
@@ -238,7 +259,10 @@ fn bad_inputs_are_errors_not_panics() {
         labels: &d.labels,
         weights: &d.weights,
     };
-    assert!(matches!(net.compute_gradients(&short), Err(EngineError::Batch { .. })));
+    assert!(matches!(
+        net.compute_gradients(&short),
+        Err(EngineError::Batch { .. })
+    ));
     let bad_label = Batch {
         images: &d.images,
         labels: &[0, 3],
@@ -278,7 +302,10 @@ fn results_do_not_depend_on_the_thread_count() {
     let ir = small_model(0.2);
     let d = data(16, 9 * 7 * 2, 3, 6);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut net = Network::new(&ir, 9, OptimizerConfig::rmsprop()).unwrap();
             for _ in 0..3 {
@@ -302,7 +329,12 @@ fn a_small_cnn_learns_a_separable_problem() {
             regularizer: Regularizer::default(),
         },
     ];
-    let ir = ModelIr::build("tiny", vec![8, 8, 1], ops.into_iter().map(|o| (None, o)).collect()).unwrap();
+    let ir = ModelIr::build(
+        "tiny",
+        vec![8, 8, 1],
+        ops.into_iter().map(|o| (None, o)).collect(),
+    )
+    .unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let n = 32;
     let labels: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();

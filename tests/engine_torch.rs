@@ -82,13 +82,22 @@ fn initial_params() -> Vec<(String, Vec<f32>)> {
     for (i, f) in FILTERS.iter().enumerate() {
         let i = i + 1;
         let limit = (6.0 / (9 * cin + 9 * f) as f64).sqrt();
-        out.push((format!("conv2d_{i}/kernel"), signed(seed, 9 * cin * f, limit)));
+        out.push((
+            format!("conv2d_{i}/kernel"),
+            signed(seed, 9 * cin * f, limit),
+        ));
         out.push((format!("conv2d_{i}/bias"), signed(seed + 1, *f, 0.05)));
         out.push((
             format!("batch_normalization_{i}/gamma"),
-            signed(seed + 2, *f, 0.1).into_iter().map(|v| 1.0 + v).collect(),
+            signed(seed + 2, *f, 0.1)
+                .into_iter()
+                .map(|v| 1.0 + v)
+                .collect(),
         ));
-        out.push((format!("batch_normalization_{i}/beta"), signed(seed + 3, *f, 0.1)));
+        out.push((
+            format!("batch_normalization_{i}/beta"),
+            signed(seed + 3, *f, 0.1),
+        ));
         seed += 4;
         cin = *f;
         side = (side - 2) / 2;
@@ -96,8 +105,14 @@ fn initial_params() -> Vec<(String, Vec<f32>)> {
     let flat = side * side * cin;
     for (i, (fan_in, units)) in [(flat, 512usize), (512, 10)].into_iter().enumerate() {
         let limit = (6.0 / (fan_in + units) as f64).sqrt();
-        out.push((format!("dense_{}/kernel", i + 1), signed(seed, fan_in * units, limit)));
-        out.push((format!("dense_{}/bias", i + 1), signed(seed + 1, units, 0.05)));
+        out.push((
+            format!("dense_{}/kernel", i + 1),
+            signed(seed, fan_in * units, limit),
+        ));
+        out.push((
+            format!("dense_{}/bias", i + 1),
+            signed(seed + 1, units, 0.05),
+        ));
         seed += 2;
     }
     out
@@ -107,7 +122,9 @@ fn sampled(values: &[f32], samples: usize) -> Vec<f32> {
     if values.len() <= samples {
         return values.to_vec();
     }
-    (0..samples).map(|k| values[k * values.len() / samples]).collect()
+    (0..samples)
+        .map(|k| values[k * values.len() / samples])
+        .collect()
 }
 
 /// max |ours − theirs| / scale, the tensor-wise relative error.
@@ -122,9 +139,11 @@ fn rel_error(ours: &[f32], theirs: &[f32], scale: f64) -> f64 {
 
 #[test]
 fn bigger_cnn_matches_pytorch_forward_gradients_and_three_adam_steps() {
-    let bytes = std::fs::read("tests/fixtures/engine/torch_bigcnn.safetensors").expect("fixture present");
+    let bytes =
+        std::fs::read("tests/fixtures/engine/torch_bigcnn.safetensors").expect("fixture present");
     let (fixture, metadata) = gpl::nn::io::from_bytes(&bytes).expect("fixture parses");
-    let reference: serde_json::Value = serde_json::from_str(&metadata["reference"]).expect("metadata json");
+    let reference: serde_json::Value =
+        serde_json::from_str(&metadata["reference"]).expect("metadata json");
     let samples = reference["samples"].as_u64().unwrap() as usize;
     let labels: Vec<u32> = reference["labels"]
         .as_array()
@@ -163,7 +182,12 @@ fn bigger_cnn_matches_pytorch_forward_gradients_and_three_adam_steps() {
         let stats = net.compute_gradients(&batch).expect("step runs");
         let err = (stats.loss - want_loss).abs() / want_loss.abs();
         report.push(format!("loss step {}: {err:.2e}", step + 1));
-        assert!(err < 1e-4, "loss at step {}: {} vs {want_loss}", step + 1, stats.loss);
+        assert!(
+            err < 1e-4,
+            "loss at step {}: {} vs {want_loss}",
+            step + 1,
+            stats.loss
+        );
         if step == 0 {
             let logits = net.train_outputs(N).expect("train workspace exists");
             let want = &fixture["logits"].data;
@@ -174,7 +198,11 @@ fn bigger_cnn_matches_pytorch_forward_gradients_and_three_adam_steps() {
             for (name, _) in &params {
                 let grad = net.gradient(name).expect("trainable");
                 let scale = reference[format!("grad_maxabs/{name}")].as_f64().unwrap();
-                let err = rel_error(&sampled(grad, samples), &fixture[&format!("grad/{name}")].data, scale);
+                let err = rel_error(
+                    &sampled(grad, samples),
+                    &fixture[&format!("grad/{name}")].data,
+                    scale,
+                );
                 report.push(format!("grad {name}: {err:.2e}"));
                 assert!(err < 1e-4, "gradient of {name}: relative error {err}");
             }

@@ -23,18 +23,27 @@ fn conv(filters: usize) -> LayerOp {
 }
 
 fn dense(units: usize, activation: Activation) -> LayerOp {
-    LayerOp::Dense { units, activation, regularizer: Regularizer::default() }
+    LayerOp::Dense {
+        units,
+        activation,
+        regularizer: Regularizer::default(),
+    }
 }
 
 fn pool() -> LayerOp {
-    LayerOp::MaxPool { size: [2, 2], stride: [2, 2], padding: Padding::Valid }
+    LayerOp::MaxPool {
+        size: [2, 2],
+        stride: [2, 2],
+        padding: Padding::Valid,
+    }
 }
 
 #[test]
 fn keras_h5_weights_reproduce_the_reference_forward_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/train");
     let fixture: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("keras_forward.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("keras_forward.json")).unwrap())
+            .unwrap();
     let ir = ModelIr::build(
         "vgg_like",
         vec![8, 8, 3],
@@ -56,7 +65,12 @@ fn keras_h5_weights_reproduce_the_reference_forward_pass() {
             .as_array()
             .unwrap()
             .iter()
-            .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32))
+            .flat_map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+            })
             .collect();
         let probs = network.predict(&images, 4).unwrap();
         let want: Vec<f64> = fixture["probabilities"]
@@ -76,7 +90,13 @@ fn frozen_prefix_trains_like_the_network_with_frozen_layers() {
     let mut ir = ModelIr::build(
         "ft",
         vec![10, 10, 2],
-        vec![(None, conv(3)), (None, pool()), (None, LayerOp::Flatten), (None, dense(8, Activation::Relu)), (None, dense(3, Activation::Softmax))],
+        vec![
+            (None, conv(3)),
+            (None, pool()),
+            (None, LayerOp::Flatten),
+            (None, dense(8, Activation::Relu)),
+            (None, dense(3, Activation::Softmax)),
+        ],
     )
     .unwrap();
     ir.layers[0].trainable = false;
@@ -85,20 +105,38 @@ fn frozen_prefix_trains_like_the_network_with_frozen_layers() {
     assert_eq!(at, 2);
     let mut whole = Network::new(&ir, 5, OptimizerConfig::adam()).unwrap();
     let mut split = FrozenPrefix::new(&ir, at, 5, OptimizerConfig::adam()).unwrap();
-    let weights = whole.state().into_iter().filter(|(k, _)| !k.starts_with("optimizer/")).collect();
+    let weights = whole
+        .state()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("optimizer/"))
+        .collect();
     split.load_weights(&weights).unwrap();
 
     let n = 6;
-    let images: Vec<f32> = (0..n * 200).map(|i| ((i * 37 % 101) as f32) / 101.0).collect();
+    let images: Vec<f32> = (0..n * 200)
+        .map(|i| ((i * 37 % 101) as f32) / 101.0)
+        .collect();
     let labels: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
     let sample_weights = vec![1.0f32; n];
     for _ in 0..4 {
-        let batch = Batch { images: &images, labels: &labels, weights: &sample_weights };
+        let batch = Batch {
+            images: &images,
+            labels: &labels,
+            weights: &sample_weights,
+        };
         let a = whole.train_batch(&batch, 1e-2).unwrap();
         let b = split.train_batch(&batch, 1e-2).unwrap();
-        assert!((a.loss - b.loss).abs() < 1e-6, "loss {} vs {}", a.loss, b.loss);
+        assert!(
+            (a.loss - b.loss).abs() < 1e-6,
+            "loss {} vs {}",
+            a.loss,
+            b.loss
+        );
     }
-    let (pa, pb) = (whole.predict(&images, n).unwrap(), split.predict(&images, n).unwrap());
+    let (pa, pb) = (
+        whole.predict(&images, n).unwrap(),
+        split.predict(&images, n).unwrap(),
+    );
     for (a, b) in pa.iter().zip(&pb) {
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }

@@ -26,8 +26,12 @@ fn run(file: &Path) -> RunSummary {
 }
 
 fn ran(summary: &RunSummary) -> Vec<String> {
-    let mut ids: Vec<String> =
-        summary.stages.iter().filter(|s| s.status == StageStatus::Ran).map(|s| s.id.to_string()).collect();
+    let mut ids: Vec<String> = summary
+        .stages
+        .iter()
+        .filter(|s| s.status == StageStatus::Ran)
+        .map(|s| s.id.to_string())
+        .collect();
     ids.sort();
     ids
 }
@@ -40,7 +44,11 @@ fn tiny_study_runs_caches_and_reruns_only_what_an_edit_touched() {
 
     let first = run(&file);
     assert!(first.succeeded(), "{}", first.render_table());
-    assert_eq!(ran(&first).len(), first.stages.len(), "a cold run executes every stage");
+    assert_eq!(
+        ran(&first).len(),
+        first.stages.len(),
+        "a cold run executes every stage"
+    );
 
     let runs = dir.path().join("runs/tiny");
     let predictions = fs::read_to_string(runs.join("a/predictions.csv")).unwrap();
@@ -49,22 +57,40 @@ fn tiny_study_runs_caches_and_reruns_only_what_an_edit_touched() {
     assert!(predictions.lines().skip(1).any(|l| l.starts_with("val,")));
     assert!(predictions.lines().skip(1).any(|l| l.starts_with("test,")));
     let history = fs::read_to_string(runs.join("a/history.csv")).unwrap();
-    assert_eq!(history.lines().count(), 3, "header and two epochs:\n{history}");
+    assert_eq!(
+        history.lines().count(),
+        3,
+        "header and two epochs:\n{history}"
+    );
     let report = fs::read_to_string(runs.join("report/report.html")).unwrap();
     for model in ["a", "b", "ab", "searched"] {
-        assert!(report.contains(&format!(">{model}<")), "report lists model {model}");
+        assert!(
+            report.contains(&format!(">{model}<")),
+            "report lists model {model}"
+        );
     }
     assert!(report.contains("Wilcoxon"));
     let dom = common::render_dom(&runs.join("report/report.html"));
     for model in ["a", "b", "ab", "searched"] {
-        assert!(dom.contains(&format!(">{model}<")), "rendered report lists model {model}");
+        assert!(
+            dom.contains(&format!(">{model}<")),
+            "rendered report lists model {model}"
+        );
     }
 
     let second = run(&file);
-    assert!(ran(&second).is_empty(), "nothing changed, nothing runs: {:?}", ran(&second));
+    assert!(
+        ran(&second).is_empty(),
+        "nothing changed, nothing runs: {:?}",
+        ran(&second)
+    );
 
     // Only the fixed-weight ensemble, what evaluates it and the report re-run.
-    fs::write(&file, text.replace("members a: 0.6, b: 0.4", "members a: 0.7, b: 0.3")).unwrap();
+    fs::write(
+        &file,
+        text.replace("members a: 0.6, b: 0.4", "members a: 0.7, b: 0.3"),
+    )
+    .unwrap();
     let third = run(&file);
     assert_eq!(ran(&third), vec!["ab", "final", "report"]);
 }
@@ -76,16 +102,34 @@ fn a_comment_changes_nothing_and_patience_dirties_only_downstream() {
     let keys = |text: &str| {
         let file = project(dir.path(), text);
         let program = load_program(&file, None).unwrap_or_else(|d| panic!("{d}"));
-        compile(&program).unwrap_or_else(|d| panic!("{d}")).plan.static_keys()
+        compile(&program)
+            .unwrap_or_else(|d| panic!("{d}"))
+            .plan
+            .static_keys()
     };
     let base = keys(text);
     let commented = keys(&text.replace("train b {", "# a new comment\ntrain b {  # and another"));
     assert_eq!(base, commented);
 
     let patience = keys(&text.replace("patience: 2", "patience: 5"));
-    let mut changed: Vec<String> =
-        base.iter().filter(|(id, key)| patience.get(*id) != Some(*key)).map(|(id, _)| id.to_string()).collect();
+    let mut changed: Vec<String> = base
+        .iter()
+        .filter(|(id, key)| patience.get(*id) != Some(*key))
+        .map(|(id, _)| id.to_string())
+        .collect();
     changed.sort();
     // `a` and everything reading it: ensembles, the evaluation, a's folds, the crossval, the report.
-    assert_eq!(changed, vec!["a", "ab", "cv", "cv.a.fold1", "cv.a.fold2", "final", "report", "searched"]);
+    assert_eq!(
+        changed,
+        vec![
+            "a",
+            "ab",
+            "cv",
+            "cv.a.fold1",
+            "cv.a.fold2",
+            "final",
+            "report",
+            "searched"
+        ]
+    );
 }

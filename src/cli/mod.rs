@@ -10,7 +10,11 @@ pub mod lang;
 pub mod pipeline;
 
 #[derive(Parser, Debug)]
-#[command(name = "gpl", version, about = "A declarative pipeline language for deep learning on galaxy images")]
+#[command(
+    name = "gpl",
+    version,
+    about = "A declarative pipeline language for deep learning on galaxy images"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -89,11 +89,14 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
 /// `runs/<pipeline>/report.html` and `metrics.yaml` beside the stage folders, where people
 /// look first (the runner mirrors them into `runs/<pipeline>/report/`).
 fn publish_report(root: &Path, pipeline: &str) -> miette::Result<()> {
-    let runs = root.join("runs").join(crate::plan::spec::safe_file_name(pipeline));
+    let runs = root
+        .join("runs")
+        .join(crate::plan::spec::safe_file_name(pipeline));
     for name in ["report.html", "metrics.yaml"] {
         let from = runs.join(REPORT_STAGE).join(name);
         if let Ok(bytes) = std::fs::read(&from) {
-            crate::train::write_atomic(&runs.join(name), &bytes).map_err(|e| miette::miette!("{e}"))?;
+            crate::train::write_atomic(&runs.join(name), &bytes)
+                .map_err(|e| miette::miette!("{e}"))?;
         }
     }
     Ok(())
@@ -114,7 +117,11 @@ pub fn watch(args: WatchArgs) -> miette::Result<ExitCode> {
         let (_, compiled) = load(&file, profile.as_deref())?;
         let mut watch = compiled.watch;
         watch.push(file.clone());
-        Ok(Reload { plan: compiled.plan, registry: stages::registry(), watch })
+        Ok(Reload {
+            plan: compiled.plan,
+            registry: stages::registry(),
+            watch,
+        })
     };
     let code = watch_command(reload, options)?;
     Ok(ExitCode::from(code))
@@ -128,7 +135,15 @@ pub fn graph(args: GraphArgs) -> miette::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    print!("{}", graph_command(&compiled.plan, &program.project_root, &compiled.pipeline, args.dot)?);
+    print!(
+        "{}",
+        graph_command(
+            &compiled.plan,
+            &program.project_root,
+            &compiled.pipeline,
+            args.dot
+        )?
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -150,7 +150,10 @@ fn gemm_comparison(seconds: f64) -> Vec<(String, f64, f64)> {
         let b: Vec<f32> = (0..k * n).map(|_| rng.gen()).collect();
         let mut c = vec![0.0f32; m * n];
         let mut measured = [0.0; 2];
-        for (slot, backend) in [Backend::Gemm, Backend::MatrixMultiply].into_iter().enumerate() {
+        for (slot, backend) in [Backend::Gemm, Backend::MatrixMultiply]
+            .into_iter()
+            .enumerate()
+        {
             gemm::set_backend(backend);
             let a_ref = if trans {
                 MatRef::rows(&a, m).t()
@@ -188,9 +191,18 @@ impl PartialEq for HostedLayer {
 }
 
 impl luminal::op::Operator for HostedLayer {
-    fn process(&mut self, inp: Vec<(luminal::op::InputTensor, luminal::prelude::ShapeTracker)>) -> Vec<luminal::prelude::Tensor> {
+    fn process(
+        &mut self,
+        inp: Vec<(luminal::op::InputTensor, luminal::prelude::ShapeTracker)>,
+    ) -> Vec<luminal::prelude::Tensor> {
         let mut net = self.net.borrow_mut();
-        let x = inp[0].0.borrowed().data.as_any().downcast_ref::<Vec<f32>>().expect("hosted layers pass f32 vectors");
+        let x = inp[0]
+            .0
+            .borrowed()
+            .data
+            .as_any()
+            .downcast_ref::<Vec<f32>>()
+            .expect("hosted layers pass f32 vectors");
         let mut y = vec![0.0f32; self.n * net.layer_output_len(self.index)];
         net.run_layer(self.index, self.n, x, &mut y);
         vec![luminal::prelude::Tensor::new(y)]
@@ -202,7 +214,10 @@ impl luminal::op::Operator for HostedLayer {
 struct Source;
 
 impl luminal::op::Operator for Source {
-    fn process(&mut self, _: Vec<(luminal::op::InputTensor, luminal::prelude::ShapeTracker)>) -> Vec<luminal::prelude::Tensor> {
+    fn process(
+        &mut self,
+        _: Vec<(luminal::op::InputTensor, luminal::prelude::ShapeTracker)>,
+    ) -> Vec<luminal::prelude::Tensor> {
         unreachable!("the source tensor is set before every execution")
     }
 }
@@ -222,7 +237,14 @@ fn luminal_comparison(ir: &ModelIr, options: &BenchOptions) -> miette::Result<(f
     let mut last = source;
     let layers = net.borrow().layer_count();
     for index in 0..layers {
-        last = cx.add_op(HostedLayer { net: net.clone(), index, n }).input(last, 0, ShapeTracker::new(&[])).finish();
+        last = cx
+            .add_op(HostedLayer {
+                net: net.clone(),
+                index,
+                n,
+            })
+            .input(last, 0, ShapeTracker::new(&[]))
+            .finish();
     }
     cx.no_delete.insert(last);
     cx.to_retrieve.insert(last);
@@ -231,14 +253,23 @@ fn luminal_comparison(ir: &ModelIr, options: &BenchOptions) -> miette::Result<(f
         cx.set_tensor(source, 0, Tensor::new(images.clone()));
         cx.execute();
         let out = cx.get_tensor(last, 0).expect("retrieved output");
-        hosted_out = out.data.as_any().downcast_ref::<Vec<f32>>().expect("f32 output").clone();
+        hosted_out = out
+            .data
+            .as_any()
+            .downcast_ref::<Vec<f32>>()
+            .expect("f32 output")
+            .clone();
     });
     let direct_rate = rate(options.seconds, n, || {
-        direct.logits(&images, n).expect("benchmark batch is well-formed");
+        direct
+            .logits(&images, n)
+            .expect("benchmark batch is well-formed");
     });
     let want = direct.logits(&images, n)?;
     if hosted_out != want {
-        return Err(miette::miette!("the luminal-hosted forward differs from the direct one"));
+        return Err(miette::miette!(
+            "the luminal-hosted forward differs from the direct one"
+        ));
     }
     Ok((hosted, direct_rate))
 }
@@ -259,7 +290,8 @@ fn bench_net(ir: &ModelIr, options: &BenchOptions) -> miette::Result<NetFigures>
     let flops = ir.total_flops() as f64;
 
     let infer = rate(options.seconds, n, || {
-        net.predict(&images, n).expect("benchmark batch is well-formed");
+        net.predict(&images, n)
+            .expect("benchmark batch is well-formed");
     });
     let batch = Batch {
         images: &images,
@@ -268,7 +300,8 @@ fn bench_net(ir: &ModelIr, options: &BenchOptions) -> miette::Result<NetFigures>
     };
     net.set_profiling(true);
     let train = rate(options.seconds, n, || {
-        net.train_batch(&batch, 1e-3).expect("benchmark batch is well-formed");
+        net.train_batch(&batch, 1e-3)
+            .expect("benchmark batch is well-formed");
     });
     let memory = net.memory(n, true);
     println!(
@@ -368,7 +401,10 @@ pub fn run(options: &BenchOptions) -> miette::Result<()> {
     }
     // The comparison leaves the last backend set; restore the engine's default choice.
     gemm::set_backend(Backend::MatrixMultiply);
-    println!("  the engine uses {:?} (docs/decisions.md, engine)", gemm::backend());
+    println!(
+        "  the engine uses {:?} (docs/decisions.md, engine)",
+        gemm::backend()
+    );
     let ours = pool.install(|| -> miette::Result<Vec<(String, NetFigures)>> {
         let mut out = Vec::new();
         for ir in [design_net(), bigger_cnn()] {
@@ -383,7 +419,10 @@ pub fn run(options: &BenchOptions) -> miette::Result<()> {
         100.0 * (hosted / direct - 1.0)
     );
     if let Some(rss) = peak_rss() {
-        println!("peak resident memory of the benchmark process: {:.1} MiB", mib(rss));
+        println!(
+            "peak resident memory of the benchmark process: {:.1} MiB",
+            mib(rss)
+        );
     }
     if options.skip_torch {
         println!("pytorch: skipped (--no-torch)");

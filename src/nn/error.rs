@@ -24,7 +24,10 @@ pub enum EngineError {
     },
 
     #[error("label {label} is outside the model's {classes} classes")]
-    #[diagnostic(code(gpl::engine::label), help("the final dense layer needs one unit per class"))]
+    #[diagnostic(
+        code(gpl::engine::label),
+        help("the final dense layer needs one unit per class")
+    )]
     Label { label: u32, classes: usize },
 
     #[error("the loss became {loss} (not finite); the weights were not updated")]

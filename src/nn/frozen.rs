@@ -25,22 +25,45 @@ impl FrozenPrefix {
     pub fn split_point(ir: &ModelIr) -> Option<usize> {
         let first = ir.layers.iter().position(|l| l.trainable)?;
         let prefix = &ir.layers[..first];
-        (first > 0 && !prefix.iter().any(|l| matches!(l.op, LayerOp::Dropout { .. }))).then_some(first)
+        (first > 0
+            && !prefix
+                .iter()
+                .any(|l| matches!(l.op, LayerOp::Dropout { .. })))
+        .then_some(first)
     }
 
     /// Splits `ir` at `at`; both halves keep the layer names, so Keras weights map unchanged.
-    pub fn new(ir: &ModelIr, at: usize, seed: u64, optimizer: OptimizerConfig) -> Result<FrozenPrefix, EngineError> {
+    pub fn new(
+        ir: &ModelIr,
+        at: usize,
+        seed: u64,
+        optimizer: OptimizerConfig,
+    ) -> Result<FrozenPrefix, EngineError> {
         let part = |name: &str, input: Vec<usize>, range: &[crate::nn::ir::LayerIr]| {
-            ModelIr::build(name, input, range.iter().map(|l| (Some(l.name.clone()), l.op.clone())).collect())
-                .map(|mut part| {
-                    for (layer, original) in part.layers.iter_mut().zip(range) {
-                        layer.trainable = original.trainable;
-                    }
-                    part
-                })
-                .map_err(|e| EngineError::Shape { layer: range[e.layer].name.clone(), message: e.message })
+            ModelIr::build(
+                name,
+                input,
+                range
+                    .iter()
+                    .map(|l| (Some(l.name.clone()), l.op.clone()))
+                    .collect(),
+            )
+            .map(|mut part| {
+                for (layer, original) in part.layers.iter_mut().zip(range) {
+                    layer.trainable = original.trainable;
+                }
+                part
+            })
+            .map_err(|e| EngineError::Shape {
+                layer: range[e.layer].name.clone(),
+                message: e.message,
+            })
         };
-        let prefix_ir = part(&format!("{}_frozen", ir.name), ir.input.clone(), &ir.layers[..at])?;
+        let prefix_ir = part(
+            &format!("{}_frozen", ir.name),
+            ir.input.clone(),
+            &ir.layers[..at],
+        )?;
         let suffix_ir = part(&ir.name, prefix_ir.output().clone(), &ir.layers[at..])?;
         let prefix = Network::new(&prefix_ir, seed, optimizer)?;
         let suffix = Network::new(&suffix_ir, seed, optimizer)?;
@@ -63,13 +86,18 @@ impl FrozenPrefix {
                 *blake3::hash(&bytes).as_bytes()
             })
             .collect();
-        let missing: Vec<usize> = (0..n).filter(|&i| !self.features.contains_key(&keys[i])).collect();
+        let missing: Vec<usize> = (0..n)
+            .filter(|&i| !self.features.contains_key(&keys[i]))
+            .collect();
         if !missing.is_empty() {
             let mut batch = Vec::with_capacity(missing.len() * self.image_len);
             for &i in &missing {
                 batch.extend_from_slice(&images[i * self.image_len..(i + 1) * self.image_len]);
             }
-            let out = self.prefix.logits(&batch, missing.len()).map_err(miette::Report::new)?;
+            let out = self
+                .prefix
+                .logits(&batch, missing.len())
+                .map_err(miette::Report::new)?;
             for (&i, feature) in missing.iter().zip(out.chunks(self.feature_len)) {
                 self.features.insert(keys[i], feature.to_vec());
             }
@@ -90,7 +118,14 @@ impl Learner for FrozenPrefix {
 
     fn train_batch(&mut self, batch: &Batch, lr: f32) -> miette::Result<StepStats> {
         let features = self.features(batch.images, batch.len())?;
-        self.suffix.train_batch(&Batch { images: &features, labels: batch.labels, weights: batch.weights }, lr)
+        self.suffix.train_batch(
+            &Batch {
+                images: &features,
+                labels: batch.labels,
+                weights: batch.weights,
+            },
+            lr,
+        )
     }
 
     fn predict(&mut self, images: &[f32], n: usize) -> miette::Result<Vec<f32>> {
@@ -130,7 +165,11 @@ impl FrozenPrefix {
     fn split(&self, tensors: &NamedTensors) -> (NamedTensors, NamedTensors) {
         let (prefix_names, suffix_names) = (self.prefix.state(), self.suffix.state());
         let pick = |names: &NamedTensors| {
-            tensors.iter().filter(|(k, _)| names.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+            tensors
+                .iter()
+                .filter(|(k, _)| names.contains_key(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
         };
         (pick(&prefix_names), pick(&suffix_names))
     }

@@ -20,7 +20,11 @@ pub struct MatRef<'a, T> {
 impl<'a, T> MatRef<'a, T> {
     /// A row-major matrix whose rows are `ld` apart.
     pub fn rows(data: &'a [T], ld: usize) -> Self {
-        MatRef { data, rs: ld, cs: 1 }
+        MatRef {
+            data,
+            rs: ld,
+            cs: 1,
+        }
     }
     /// The transpose, without copying.
     pub fn t(self) -> Self {
@@ -93,8 +97,14 @@ pub fn gemm<T: Real>(
         return;
     }
     // These bounds make the raw-pointer calls below sound.
-    assert!(a.data.len() > last_index(m, k, a.rs, a.cs), "gemm: lhs too small");
-    assert!(b.data.len() > last_index(k, n, b.rs, b.cs), "gemm: rhs too small");
+    assert!(
+        a.data.len() > last_index(m, k, a.rs, a.cs),
+        "gemm: lhs too small"
+    );
+    assert!(
+        b.data.len() > last_index(k, n, b.rs, b.cs),
+        "gemm: rhs too small"
+    );
     let beta = if accumulate { T::ONE } else { T::ZERO };
     match backend() {
         Backend::Gemm => {

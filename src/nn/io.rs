@@ -15,7 +15,10 @@ const IR_KEY: &str = "gpl_ir";
 const OPTIMIZER_KEY: &str = "gpl_optimizer";
 const SEED_KEY: &str = "gpl_seed";
 
-fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> EngineError + 'a {
+fn io_error<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> EngineError + 'a {
     move |source| EngineError::Io {
         action,
         path: path.display().to_string(),
@@ -31,7 +34,10 @@ fn format_error(path: &Path, message: impl Into<String>) -> EngineError {
 }
 
 /// Serialises named tensors with string metadata into safetensors bytes.
-pub fn to_bytes(tensors: &NamedTensors, metadata: HashMap<String, String>) -> Result<Vec<u8>, String> {
+pub fn to_bytes(
+    tensors: &NamedTensors,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>, String> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, t)| {
@@ -61,7 +67,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(NamedTensors, HashMap<String, String>
     let mut out = NamedTensors::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
-            return Err(format!("tensor `{name}` is {:?}, gpl reads f32", view.dtype()));
+            return Err(format!(
+                "tensor `{name}` is {:?}, gpl reads f32",
+                view.dtype()
+            ));
         }
         let data = view
             .data()
@@ -99,7 +108,8 @@ impl Network {
     /// Saves weights, running statistics, optimizer state and the IR to one safetensors file.
     pub fn save(&self, path: &Path) -> Result<(), EngineError> {
         let mut metadata = HashMap::new();
-        let json = |v: Result<String, serde_json::Error>| v.map_err(|e| format_error(path, e.to_string()));
+        let json =
+            |v: Result<String, serde_json::Error>| v.map_err(|e| format_error(path, e.to_string()));
         metadata.insert(IR_KEY.to_string(), json(serde_json::to_string(self.ir()))?);
         metadata.insert(
             OPTIMIZER_KEY.to_string(),
@@ -117,13 +127,17 @@ impl Network {
         let ir_json = metadata
             .get(IR_KEY)
             .ok_or_else(|| format_error(path, "no `gpl_ir` metadata"))?;
-        let ir: ModelIr =
-            serde_json::from_str(ir_json).map_err(|e| format_error(path, format!("bad model IR: {e}")))?;
+        let ir: ModelIr = serde_json::from_str(ir_json)
+            .map_err(|e| format_error(path, format!("bad model IR: {e}")))?;
         let optimizer: OptimizerConfig = match metadata.get(OPTIMIZER_KEY) {
-            Some(j) => serde_json::from_str(j).map_err(|e| format_error(path, format!("bad optimizer: {e}")))?,
+            Some(j) => serde_json::from_str(j)
+                .map_err(|e| format_error(path, format!("bad optimizer: {e}")))?,
             None => OptimizerConfig::adam(),
         };
-        let seed = metadata.get(SEED_KEY).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let seed = metadata
+            .get(SEED_KEY)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let mut network = Network::new(&ir, seed, optimizer)?;
         network.load_named_state(&tensors)?;
         Ok(network)

@@ -122,8 +122,10 @@ impl ModelIr {
         let mut shape = input.clone();
         let mut counters: std::collections::BTreeMap<&'static str, usize> = Default::default();
         for (index, (given_name, op)) in ops.into_iter().enumerate() {
-            let (output, params, flops) =
-                infer(&shape, &op).map_err(|message| ShapeError { layer: index, message })?;
+            let (output, params, flops) = infer(&shape, &op).map_err(|message| ShapeError {
+                layer: index,
+                message,
+            })?;
             let kind = op.kind();
             let counter = counters.entry(kind).or_insert(0);
             *counter += 1;
@@ -155,7 +157,11 @@ impl ModelIr {
     }
 
     pub fn trainable_params(&self) -> usize {
-        self.layers.iter().filter(|l| l.trainable).map(|l| l.params).sum()
+        self.layers
+            .iter()
+            .filter(|l| l.trainable)
+            .map(|l| l.params)
+            .sum()
     }
 
     pub fn total_flops(&self) -> u64 {
@@ -186,7 +192,12 @@ impl LayerOp {
     }
 }
 
-fn spatial_out(input: usize, window: usize, stride: usize, padding: Padding) -> Result<usize, String> {
+fn spatial_out(
+    input: usize,
+    window: usize,
+    stride: usize,
+    padding: Padding,
+) -> Result<usize, String> {
     match padding {
         Padding::Same => Ok(input.div_ceil(stride)),
         Padding::Valid if window > input => Err(format!(
@@ -208,7 +219,11 @@ fn image_shape(shape: &Shape, what: &str) -> Result<(usize, usize, usize), Strin
 
 /// `69 x 69 x 3` style, as summaries print it.
 pub fn fmt_shape(shape: &Shape) -> String {
-    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" x ")
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(" x ")
 }
 
 fn infer(input: &Shape, op: &LayerOp) -> Result<(Shape, usize, u64), String> {
@@ -296,26 +311,53 @@ mod tests {
     }
 
     fn pool() -> LayerOp {
-        LayerOp::MaxPool { size: [2, 2], stride: [2, 2], padding: Padding::Valid }
+        LayerOp::MaxPool {
+            size: [2, 2],
+            stride: [2, 2],
+            padding: Padding::Valid,
+        }
     }
 
     #[test]
     fn design_net_shapes_params_and_flops() {
         // DESIGN.md's benchmark net: 69.3 MFLOP per image forward.
         let ops = vec![
-            conv(32, 3), pool(), conv(64, 3), pool(), conv(128, 3), pool(),
+            conv(32, 3),
+            pool(),
+            conv(64, 3),
+            pool(),
+            conv(128, 3),
+            pool(),
             LayerOp::Flatten,
-            LayerOp::Dense { units: 128, activation: Activation::Relu, regularizer: Regularizer::default() },
-            LayerOp::Dense { units: 10, activation: Activation::Softmax, regularizer: Regularizer::default() },
+            LayerOp::Dense {
+                units: 128,
+                activation: Activation::Relu,
+                regularizer: Regularizer::default(),
+            },
+            LayerOp::Dense {
+                units: 10,
+                activation: Activation::Softmax,
+                regularizer: Regularizer::default(),
+            },
         ];
-        let ir = ModelIr::build("net", vec![69, 69, 3], ops.into_iter().map(|o| (None, o)).collect()).unwrap();
+        let ir = ModelIr::build(
+            "net",
+            vec![69, 69, 3],
+            ops.into_iter().map(|o| (None, o)).collect(),
+        )
+        .unwrap();
         assert_eq!(ir.layers[6].output, vec![4608]);
         assert_eq!(ir.output(), &vec![10]);
         assert_eq!(ir.layers[0].name, "conv2d_1");
         assert_eq!(ir.layers[4].name, "conv2d_3");
         assert_eq!(ir.layers[0].params, 3 * 3 * 3 * 32 + 32);
-        let mflop = ir.layers.iter().filter(|l| matches!(l.op, LayerOp::Conv2d { .. } | LayerOp::Dense { .. }))
-            .map(|l| l.flops).sum::<u64>() as f64 / 1e6;
+        let mflop = ir
+            .layers
+            .iter()
+            .filter(|l| matches!(l.op, LayerOp::Conv2d { .. } | LayerOp::Dense { .. }))
+            .map(|l| l.flops)
+            .sum::<u64>() as f64
+            / 1e6;
         assert!((mflop - 69.3).abs() < 0.1, "{mflop}");
     }
 
@@ -324,14 +366,22 @@ mod tests {
         let err = ModelIr::build("m", vec![4, 4, 8], vec![(None, conv(8, 7))]).unwrap_err();
         assert_eq!(err.layer, 0);
         assert!(err.message.contains("7x7 conv on a 4x4"), "{}", err.message);
-        let dense = LayerOp::Dense { units: 3, activation: Activation::Linear, regularizer: Regularizer::default() };
+        let dense = LayerOp::Dense {
+            units: 3,
+            activation: Activation::Linear,
+            regularizer: Regularizer::default(),
+        };
         let err = ModelIr::build("m", vec![4, 4, 8], vec![(None, dense)]).unwrap_err();
         assert!(err.message.contains("flatten"));
     }
 
     #[test]
     fn same_padding_rounds_up() {
-        let op = LayerOp::MaxPool { size: [2, 2], stride: [2, 2], padding: Padding::Same };
+        let op = LayerOp::MaxPool {
+            size: [2, 2],
+            stride: [2, 2],
+            padding: Padding::Same,
+        };
         let ir = ModelIr::build("m", vec![5, 5, 1], vec![(None, op)]).unwrap();
         assert_eq!(ir.output(), &vec![3, 3, 1]);
     }

@@ -13,12 +13,12 @@ use super::ops::conv::{conv2d_backward, conv2d_forward, ConvGeom, ConvScratch};
 use super::ops::dense::{dense_backward, dense_forward};
 use super::ops::dropout::{apply_mask, fill_mask, mask_seed};
 use super::ops::norm::{
-    batchnorm_infer_backward, batchnorm_infer_forward, batchnorm_train_backward, batchnorm_train_forward,
-    update_running,
+    batchnorm_infer_backward, batchnorm_infer_forward, batchnorm_train_backward,
+    batchnorm_train_forward, update_running,
 };
 use super::ops::pool::{
-    avgpool_backward, avgpool_forward, global_avgpool_backward, global_avgpool_forward, maxpool_backward,
-    maxpool_backward_recompute, maxpool_forward, PoolGeom,
+    avgpool_backward, avgpool_forward, global_avgpool_backward, global_avgpool_forward,
+    maxpool_backward, maxpool_backward_recompute, maxpool_forward, PoolGeom,
 };
 use super::ops::shape::{upsample_backward, upsample_forward};
 use super::ops::{activation, loss};
@@ -134,15 +134,23 @@ struct Workspace {
 
 impl Workspace {
     fn bytes(&self) -> usize {
-        let floats: usize =
-            self.acts.iter().chain(&self.grads).map(Vec::len).sum::<usize>() + self.input_grad.len() + self.probs.len();
+        let floats: usize = self
+            .acts
+            .iter()
+            .chain(&self.grads)
+            .map(Vec::len)
+            .sum::<usize>()
+            + self.input_grad.len()
+            + self.probs.len();
         let scratch: usize = self
             .scratch
             .iter()
             .map(|s| match s {
                 Scratch::None => 0,
                 Scratch::Conv(c) => c.bytes(),
-                Scratch::Norm { mean, inv_std, var } => (mean.len() + inv_std.len() + var.len()) * 4,
+                Scratch::Norm { mean, inv_std, var } => {
+                    (mean.len() + inv_std.len() + var.len()) * 4
+                }
                 Scratch::Mask(m) => m.len() * 4,
                 Scratch::Argmax(a) => a.len() * 4,
             })
@@ -213,12 +221,19 @@ impl Network {
     /// Compiles `ir`, initialising parameters Keras-style from `seed` (glorot-uniform kernels,
     /// zero biases, unit gammas). Every layer's shapes are re-inferred and compared with the
     /// IR, so a hand-edited or stale IR fails here, naming the layer, before anything runs.
-    pub fn new(ir: &ModelIr, seed: u64, optimizer: OptimizerConfig) -> Result<Network, EngineError> {
+    pub fn new(
+        ir: &ModelIr,
+        seed: u64,
+        optimizer: OptimizerConfig,
+    ) -> Result<Network, EngineError> {
         super::gemm::configure();
         let rebuilt = ModelIr::build(
             &ir.name,
             ir.input.clone(),
-            ir.layers.iter().map(|l| (Some(l.name.clone()), l.op.clone())).collect(),
+            ir.layers
+                .iter()
+                .map(|l| (Some(l.name.clone()), l.op.clone()))
+                .collect(),
         )
         .map_err(|e| shape_error(ir, e.layer, e.message))?;
         for (i, (have, want)) in ir.layers.iter().zip(&rebuilt.layers).enumerate() {
@@ -252,20 +267,29 @@ impl Network {
         let mut params = Vec::new();
         let mut layers = Vec::new();
         for (index, layer) in ir.layers.iter().enumerate() {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let mut add =
-                |suffix: &str, shape: Vec<usize>, value: Vec<f32>, trainable: bool, regularizer: Regularizer| {
-                    params.push(Param {
-                        name: format!("{}/{suffix}", layer.name),
-                        grad: if trainable { vec![0.0; value.len()] } else { Vec::new() },
-                        shape,
-                        value,
-                        trainable,
-                        regularizer,
-                        slots: Vec::new(),
-                    });
-                    params.len() - 1
-                };
+            let mut rng = ChaCha8Rng::seed_from_u64(
+                seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            let mut add = |suffix: &str,
+                           shape: Vec<usize>,
+                           value: Vec<f32>,
+                           trainable: bool,
+                           regularizer: Regularizer| {
+                params.push(Param {
+                    name: format!("{}/{suffix}", layer.name),
+                    grad: if trainable {
+                        vec![0.0; value.len()]
+                    } else {
+                        Vec::new()
+                    },
+                    shape,
+                    value,
+                    trainable,
+                    regularizer,
+                    slots: Vec::new(),
+                });
+                params.len() - 1
+            };
             let mut glorot = |fan_in: usize, fan_out: usize, len: usize| -> Vec<f32> {
                 let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
                 let dist = Uniform::new(-limit, limit);
@@ -286,9 +310,11 @@ impl Network {
                     activation,
                     regularizer,
                 } => {
-                    let input =
-                        image3(&layer.input).ok_or_else(|| shape_error(ir, index, "conv needs an image input"))?;
-                    let geom = ConvGeom::new(input, *filters, *kernel, *stride, *padding, *dilation, *groups);
+                    let input = image3(&layer.input)
+                        .ok_or_else(|| shape_error(ir, index, "conv needs an image input"))?;
+                    let geom = ConvGeom::new(
+                        input, *filters, *kernel, *stride, *padding, *dilation, *groups,
+                    );
                     let cg = input[2] / groups;
                     let shape = vec![kernel[0], kernel[1], cg, *filters];
                     let value = glorot(
@@ -339,9 +365,18 @@ impl Network {
                         bias: b,
                     }
                 }
-                LayerOp::MaxPool { size, stride, padding } | LayerOp::AvgPool { size, stride, padding } => {
-                    let input =
-                        image3(&layer.input).ok_or_else(|| shape_error(ir, index, "pooling needs an image input"))?;
+                LayerOp::MaxPool {
+                    size,
+                    stride,
+                    padding,
+                }
+                | LayerOp::AvgPool {
+                    size,
+                    stride,
+                    padding,
+                } => {
+                    let input = image3(&layer.input)
+                        .ok_or_else(|| shape_error(ir, index, "pooling needs an image input"))?;
                     let geom = PoolGeom::new(input, *size, *stride, *padding);
                     if matches!(layer.op, LayerOp::MaxPool { .. }) {
                         Kernel::MaxPool(geom)
@@ -350,16 +385,41 @@ impl Network {
                     }
                 }
                 LayerOp::GlobalAvgPool => {
-                    let [h, w, c] = image3(&layer.input)
-                        .ok_or_else(|| shape_error(ir, index, "global pooling needs an image input"))?;
+                    let [h, w, c] = image3(&layer.input).ok_or_else(|| {
+                        shape_error(ir, index, "global pooling needs an image input")
+                    })?;
                     Kernel::GlobalAvgPool { pixels: h * w, c }
                 }
                 LayerOp::BatchNorm { momentum, epsilon } => {
                     let c = last;
-                    let gamma = add("gamma", vec![c], vec![1.0; c], trainable, Regularizer::default());
-                    let beta = add("beta", vec![c], vec![0.0; c], trainable, Regularizer::default());
-                    let mean = add("moving_mean", vec![c], vec![0.0; c], false, Regularizer::default());
-                    let var = add("moving_variance", vec![c], vec![1.0; c], false, Regularizer::default());
+                    let gamma = add(
+                        "gamma",
+                        vec![c],
+                        vec![1.0; c],
+                        trainable,
+                        Regularizer::default(),
+                    );
+                    let beta = add(
+                        "beta",
+                        vec![c],
+                        vec![0.0; c],
+                        trainable,
+                        Regularizer::default(),
+                    );
+                    let mean = add(
+                        "moving_mean",
+                        vec![c],
+                        vec![0.0; c],
+                        false,
+                        Regularizer::default(),
+                    );
+                    let var = add(
+                        "moving_variance",
+                        vec![c],
+                        vec![1.0; c],
+                        false,
+                        Regularizer::default(),
+                    );
                     Kernel::BatchNorm {
                         c,
                         momentum: *momentum,
@@ -459,7 +519,9 @@ impl Network {
             .params
             .iter_mut()
             .find(|p| p.name == name)
-            .ok_or_else(|| EngineError::MissingTensor { name: name.to_string() })?;
+            .ok_or_else(|| EngineError::MissingTensor {
+                name: name.to_string(),
+            })?;
         if p.value.len() != value.len() {
             return Err(EngineError::TensorShape {
                 name: name.to_string(),
@@ -479,9 +541,16 @@ impl Network {
         if let Some(ws) = self.workspaces.remove(&(n, train)) {
             return ws;
         }
-        let acts = self.layers.iter().map(|l| vec![0.0; n * l.out_len]).collect();
+        let acts = self
+            .layers
+            .iter()
+            .map(|l| vec![0.0; n * l.out_len])
+            .collect();
         let grads = if train {
-            self.layers.iter().map(|l| vec![0.0; n * l.out_len]).collect()
+            self.layers
+                .iter()
+                .map(|l| vec![0.0; n * l.out_len])
+                .collect()
         } else {
             Vec::new()
         };
@@ -526,26 +595,62 @@ impl Network {
     }
 
     /// One layer's kernel and activation, `x` → `y`.
-    fn forward_layer(&self, i: usize, scratch: &mut Scratch, x: &[f32], y: &mut [f32], n: usize, train: bool) {
+    fn forward_layer(
+        &self,
+        i: usize,
+        scratch: &mut Scratch,
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+        train: bool,
+    ) {
         let layer = &self.layers[i];
         let p = &self.params;
         match (layer.kernel, scratch) {
             (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) => {
                 conv2d_forward(&geom, n, x, &p[kernel].value, &p[bias].value, y, s)
             }
-            (Kernel::Dense { inputs, units, kernel, bias }, _) => {
-                dense_forward(n, inputs, units, x, &p[kernel].value, &p[bias].value, y)
-            }
+            (
+                Kernel::Dense {
+                    inputs,
+                    units,
+                    kernel,
+                    bias,
+                },
+                _,
+            ) => dense_forward(n, inputs, units, x, &p[kernel].value, &p[bias].value, y),
             (Kernel::MaxPool(g), Scratch::Argmax(am)) => maxpool_forward(&g, x, y, Some(am)),
             (Kernel::MaxPool(g), _) => maxpool_forward(&g, x, y, None),
             (Kernel::AvgPool(g), _) => avgpool_forward(&g, x, y),
             (Kernel::GlobalAvgPool { pixels, c }, _) => global_avgpool_forward(pixels, c, x, y),
             (
-                Kernel::BatchNorm { c, eps, gamma, beta, mean, var, .. },
-                Scratch::Norm { mean: bm, inv_std, var: bv },
+                Kernel::BatchNorm {
+                    c,
+                    eps,
+                    gamma,
+                    beta,
+                    mean,
+                    var,
+                    ..
+                },
+                Scratch::Norm {
+                    mean: bm,
+                    inv_std,
+                    var: bv,
+                },
             ) => {
                 if layer.bn_training(train) {
-                    batchnorm_train_forward(c, eps, x, &p[gamma].value, &p[beta].value, y, bm, inv_std, bv);
+                    batchnorm_train_forward(
+                        c,
+                        eps,
+                        x,
+                        &p[gamma].value,
+                        &p[beta].value,
+                        y,
+                        bm,
+                        inv_std,
+                        bv,
+                    );
                 } else {
                     let (g, b) = (&p[gamma].value, &p[beta].value);
                     batchnorm_infer_forward(c, eps, x, g, b, &p[mean].value, &p[var].value, y);
@@ -599,7 +704,11 @@ impl Network {
         } else if let Some(l) = capture {
             (l + 1, true)
         } else if param_grads {
-            match self.layers.iter().position(|l| l.trainable && l.has_params()) {
+            match self
+                .layers
+                .iter()
+                .position(|l| l.trainable && l.has_params())
+            {
                 Some(first) => (first, false),
                 None => return Vec::new(),
             }
@@ -628,7 +737,10 @@ impl Network {
             let p = &mut self.params;
             match (layer.kernel, &mut ws.scratch[i]) {
                 (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) => {
-                    let (mut gk, mut gb) = (std::mem::take(&mut p[kernel].grad), std::mem::take(&mut p[bias].grad));
+                    let (mut gk, mut gb) = (
+                        std::mem::take(&mut p[kernel].grad),
+                        std::mem::take(&mut p[bias].grad),
+                    );
                     conv2d_backward(
                         &geom,
                         n,
@@ -650,7 +762,10 @@ impl Network {
                     },
                     _,
                 ) => {
-                    let (mut gk, mut gb) = (std::mem::take(&mut p[kernel].grad), std::mem::take(&mut p[bias].grad));
+                    let (mut gk, mut gb) = (
+                        std::mem::take(&mut p[kernel].grad),
+                        std::mem::take(&mut p[bias].grad),
+                    );
                     dense_backward(
                         n,
                         inputs,
@@ -690,16 +805,40 @@ impl Network {
                         var,
                         ..
                     },
-                    Scratch::Norm { mean: bm, inv_std, .. },
+                    Scratch::Norm {
+                        mean: bm, inv_std, ..
+                    },
                 ) => {
                     if layer.bn_training(train) {
-                        let (mut gg, mut gbeta) =
-                            (std::mem::take(&mut p[gamma].grad), std::mem::take(&mut p[beta].grad));
+                        let (mut gg, mut gbeta) = (
+                            std::mem::take(&mut p[gamma].grad),
+                            std::mem::take(&mut p[beta].grad),
+                        );
                         if with_params {
-                            batchnorm_train_backward(c, x, dy, &p[gamma].value, bm, inv_std, dx, &mut gg, &mut gbeta);
+                            batchnorm_train_backward(
+                                c,
+                                x,
+                                dy,
+                                &p[gamma].value,
+                                bm,
+                                inv_std,
+                                dx,
+                                &mut gg,
+                                &mut gbeta,
+                            );
                         } else {
                             let (mut tg, mut tb) = (vec![0.0; c], vec![0.0; c]);
-                            batchnorm_train_backward(c, x, dy, &p[gamma].value, bm, inv_std, dx, &mut tg, &mut tb);
+                            batchnorm_train_backward(
+                                c,
+                                x,
+                                dy,
+                                &p[gamma].value,
+                                bm,
+                                inv_std,
+                                dx,
+                                &mut tg,
+                                &mut tb,
+                            );
                         }
                         (p[gamma].grad, p[beta].grad) = (gg, gbeta);
                     } else if let Some(dx) = dx {
@@ -808,9 +947,14 @@ impl Network {
         for (layer, scratch) in self.layers.iter().zip(&ws.scratch) {
             if let (
                 Kernel::BatchNorm {
-                    momentum, mean, var, ..
+                    momentum,
+                    mean,
+                    var,
+                    ..
                 },
-                Scratch::Norm { mean: bm, var: bv, .. },
+                Scratch::Norm {
+                    mean: bm, var: bv, ..
+                },
             ) = (layer.kernel, scratch)
             {
                 if layer.bn_training(true) {
@@ -825,7 +969,10 @@ impl Network {
         }
         ws.steps += 1;
         self.workspaces.insert((n, true), ws);
-        Ok(StepStats { loss: total, correct })
+        Ok(StepStats {
+            loss: total,
+            correct,
+        })
     }
 
     /// Times every layer's forward and backward kernels from now on (see `profile`).
@@ -930,7 +1077,11 @@ impl Network {
         }
         let mut ws = self.workspace(n, false);
         if ws.grads.is_empty() {
-            ws.grads = self.layers.iter().map(|l| vec![0.0; n * l.out_len]).collect();
+            ws.grads = self
+                .layers
+                .iter()
+                .map(|l| vec![0.0; n * l.out_len])
+                .collect();
         }
         self.forward(&mut ws, images, n, false);
         let last = self.layers.len() - 1;
@@ -986,7 +1137,11 @@ impl Network {
             parameters: floats(&|p| p.value.len()),
             gradients: floats(&|p| p.grad.len()),
             optimizer: floats(&|p| p.slots.iter().map(Vec::len).sum()),
-            workspace: self.workspaces.get(&(n, train)).map(Workspace::bytes).unwrap_or(0),
+            workspace: self
+                .workspaces
+                .get(&(n, train))
+                .map(Workspace::bytes)
+                .unwrap_or(0),
         }
     }
 
@@ -1017,7 +1172,9 @@ impl Network {
             "optimizer/iterations".into(),
             Tensor {
                 shape: vec![4],
-                data: (0..4).map(|i| ((step >> (16 * i)) & 0xffff) as f32).collect(),
+                data: (0..4)
+                    .map(|i| ((step >> (16 * i)) & 0xffff) as f32)
+                    .collect(),
             },
         );
         out
@@ -1039,7 +1196,9 @@ impl Network {
         for p in &self.params {
             let t = state
                 .get(&p.name)
-                .ok_or_else(|| EngineError::MissingTensor { name: p.name.clone() })?;
+                .ok_or_else(|| EngineError::MissingTensor {
+                    name: p.name.clone(),
+                })?;
             check(&p.name, &p.shape, t)?;
         }
         let slots = self.optimizer.slots();
@@ -1057,7 +1216,12 @@ impl Network {
             }
         }
         self.step = match state.get("optimizer/iterations") {
-            Some(t) if t.data.len() == 4 => t.data.iter().enumerate().map(|(i, v)| (*v as u64) << (16 * i)).sum(),
+            Some(t) if t.data.len() == 4 => t
+                .data
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (*v as u64) << (16 * i))
+                .sum(),
             _ => 0,
         };
         Ok(())

@@ -71,7 +71,9 @@ impl OptimizerConfig {
         match self {
             OptimizerConfig::Sgd { momentum, .. } if *momentum == 0.0 => &[],
             OptimizerConfig::Sgd { .. } => &["momentum"],
-            OptimizerConfig::Adam { .. } | OptimizerConfig::AdamW { .. } => &["momentum", "velocity"],
+            OptimizerConfig::Adam { .. } | OptimizerConfig::AdamW { .. } => {
+                &["momentum", "velocity"]
+            }
             OptimizerConfig::RmsProp { momentum, .. } if *momentum == 0.0 => &["velocity"],
             OptimizerConfig::RmsProp { .. } => &["velocity", "momentum"],
         }
@@ -96,7 +98,9 @@ impl OptimizerConfig {
             }
         }
         match *self {
-            OptimizerConfig::Sgd { momentum, nesterov, .. } => {
+            OptimizerConfig::Sgd {
+                momentum, nesterov, ..
+            } => {
                 if momentum == 0.0 {
                     for (v, g) in w.iter_mut().zip(g) {
                         *v -= lr * g;
@@ -114,22 +118,37 @@ impl OptimizerConfig {
                 }
             }
             OptimizerConfig::Adam {
-                beta1, beta2, epsilon, ..
+                beta1,
+                beta2,
+                epsilon,
+                ..
             }
             | OptimizerConfig::AdamW {
-                beta1, beta2, epsilon, ..
+                beta1,
+                beta2,
+                epsilon,
+                ..
             } => {
                 let t = step as f64;
-                let alpha = (lr as f64 * (1.0 - (beta2 as f64).powf(t)).sqrt() / (1.0 - (beta1 as f64).powf(t))) as f32;
+                let alpha = (lr as f64 * (1.0 - (beta2 as f64).powf(t)).sqrt()
+                    / (1.0 - (beta1 as f64).powf(t))) as f32;
                 let (ms, vs) = slots.split_at_mut(1);
-                for (((w, g), m), v) in w.iter_mut().zip(g).zip(ms[0].iter_mut()).zip(vs[0].iter_mut()) {
+                for (((w, g), m), v) in w
+                    .iter_mut()
+                    .zip(g)
+                    .zip(ms[0].iter_mut())
+                    .zip(vs[0].iter_mut())
+                {
                     *m += (g - *m) * (1.0 - beta1);
                     *v += (g * g - *v) * (1.0 - beta2);
                     *w -= alpha * *m / (v.sqrt() + epsilon);
                 }
             }
             OptimizerConfig::RmsProp {
-                rho, momentum, epsilon, ..
+                rho,
+                momentum,
+                epsilon,
+                ..
             } => {
                 let (vs, ms) = slots.split_at_mut(1);
                 for (i, (w, g)) in w.iter_mut().zip(g).enumerate() {

@@ -23,8 +23,16 @@ pub const BALANCE_FILE: &str = "balanced.json";
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SourceConfig {
     /// `path` relative to the project root.
-    Hdf5 { path: PathBuf, images: String, labels: String },
-    Folder { path: PathBuf, height: usize, width: usize },
+    Hdf5 {
+        path: PathBuf,
+        images: String,
+        labels: String,
+    },
+    Folder {
+        path: PathBuf,
+        height: usize,
+        width: usize,
+    },
     Synthetic(SynthConfig),
 }
 
@@ -75,7 +83,10 @@ impl StageExecutor for DatasetStage {
     }
 }
 
-fn load_source(ctx: &StageContext, config: &DatasetConfig) -> Result<(ImageSet, String, bool), StageError> {
+fn load_source(
+    ctx: &StageContext,
+    config: &DatasetConfig,
+) -> Result<(ImageSet, String, bool), StageError> {
     let file = match &config.source {
         SourceConfig::Hdf5 { path, .. } | SourceConfig::Folder { path, .. } => Some(path),
         SourceConfig::Synthetic(_) => None,
@@ -91,24 +102,46 @@ fn load_source(ctx: &StageContext, config: &DatasetConfig) -> Result<(ImageSet, 
                 fallback.seed,
                 path.display()
             ));
-            return Ok((synthesize(fallback).map_err(stage_error)?, describe_synth(fallback), true));
+            return Ok((
+                synthesize(fallback).map_err(stage_error)?,
+                describe_synth(fallback),
+                true,
+            ));
         }
     }
     match &config.source {
-        SourceConfig::Hdf5 { path, images, labels } => {
-            let set = crate::data::hdf5::load_galaxy10(ctx.resolve(path), images, labels).map_err(stage_error)?;
+        SourceConfig::Hdf5 {
+            path,
+            images,
+            labels,
+        } => {
+            let set = crate::data::hdf5::load_galaxy10(ctx.resolve(path), images, labels)
+                .map_err(stage_error)?;
             Ok((set, format!("hdf5 {}", path.display()), false))
         }
-        SourceConfig::Folder { path, height, width } => {
-            let set = crate::data::folder::load_folder(ctx.resolve(path), *height, *width).map_err(stage_error)?;
+        SourceConfig::Folder {
+            path,
+            height,
+            width,
+        } => {
+            let set = crate::data::folder::load_folder(ctx.resolve(path), *height, *width)
+                .map_err(stage_error)?;
             Ok((set, format!("folder {}", path.display()), false))
         }
-        SourceConfig::Synthetic(synth) => Ok((synthesize(synth).map_err(stage_error)?, describe_synth(synth), true)),
+        SourceConfig::Synthetic(synth) => Ok((
+            synthesize(synth).map_err(stage_error)?,
+            describe_synth(synth),
+            true,
+        )),
     }
 }
 
 fn describe_synth(config: &SynthConfig) -> String {
-    format!("synthetic {:?} ({} images, seed {})", config.kind, config.count, config.seed).to_lowercase()
+    format!(
+        "synthetic {:?} ({} images, seed {})",
+        config.kind, config.count, config.seed
+    )
+    .to_lowercase()
 }
 
 pub struct SplitStage;
@@ -126,12 +159,17 @@ impl StageExecutor for SplitStage {
             table.push_str(&name.replace(',', ";"));
         }
         table.push('\n');
-        for (part, indices) in [("train", &split.train), ("val", &split.val), ("test", &split.test)] {
+        for (part, indices) in [
+            ("train", &split.train),
+            ("val", &split.val),
+            ("test", &split.test),
+        ] {
             let counts = class_counts(&set.labels, indices, classes);
             let cells: Vec<String> = counts.iter().map(usize::to_string).collect();
             table.push_str(&format!("{part},{},{}\n", indices.len(), cells.join(",")));
         }
-        crate::train::write_atomic(&ctx.public_dir().join("split.csv"), table.as_bytes()).map_err(stage_error)?;
+        crate::train::write_atomic(&ctx.public_dir().join("split.csv"), table.as_bytes())
+            .map_err(stage_error)?;
         Ok(())
     }
 }
@@ -150,11 +188,20 @@ impl StageExecutor for BalanceStage {
         let set = Artifacts::of(ctx, 0)?.images()?;
         let split = read_split(Artifacts::of(ctx, 1)?.dir)?;
         // Only the training part is ever rebalanced: validation and test indices never reach it.
-        let index = balance(&set.labels, set.class_names.len(), &split.train, &config.spec).map_err(stage_error)?;
+        let index = balance(
+            &set.labels,
+            set.class_names.len(),
+            &split.train,
+            &config.spec,
+        )
+        .map_err(stage_error)?;
         save_json(&index, ctx.out_dir().join(BALANCE_FILE)).map_err(stage_error)?;
         let mut table = String::from("class,name,before,after,weight\n");
         for (c, name) in set.class_names.iter().enumerate() {
-            let weight = index.class_weights.as_ref().map_or(String::new(), |w| format!("{:.4}", w[c]));
+            let weight = index
+                .class_weights
+                .as_ref()
+                .map_or(String::new(), |w| format!("{:.4}", w[c]));
             table.push_str(&format!(
                 "{c},{},{},{},{weight}\n",
                 name.replace(',', ";"),
@@ -162,7 +209,8 @@ impl StageExecutor for BalanceStage {
                 index.counts_after[c]
             ));
         }
-        crate::train::write_atomic(&ctx.public_dir().join("balance.csv"), table.as_bytes()).map_err(stage_error)?;
+        crate::train::write_atomic(&ctx.public_dir().join("balance.csv"), table.as_bytes())
+            .map_err(stage_error)?;
         Ok(())
     }
 }

@@ -10,7 +10,9 @@ use crate::data::artifact::{load_json, save_json};
 use crate::data::balance::{balance, materialize, BalanceSpec};
 use crate::data::split::{holdout, kfold, HoldoutSpec};
 use crate::eval::crossval::{summarize_crossval, CrossvalSummary, Metric, ModelFolds};
-use crate::eval::ensemble::{normalize_weights, search_weights, soft_vote, SearchOptions, WeightSearch};
+use crate::eval::ensemble::{
+    normalize_weights, search_weights, soft_vote, SearchOptions, WeightSearch,
+};
 use crate::eval::{evaluate, ModelScores, ProbMatrix};
 use crate::report::model::{
     DagNode, EnsembleReport, KeyFigure, ModelEvaluation, ReportModel, StageReport,
@@ -29,7 +31,10 @@ pub const CROSSVAL_FILE: &str = "crossval.json";
 fn part_rows(rows: &[PredictionRow], part: &str) -> (Vec<u32>, ProbMatrix, Vec<usize>) {
     let chosen: Vec<&PredictionRow> = rows.iter().filter(|r| r.split == part).collect();
     let classes = chosen.first().map_or(0, |r| r.probabilities.len());
-    let values: Vec<f64> = chosen.iter().flat_map(|r| r.probabilities.iter().map(|&p| p as f64)).collect();
+    let values: Vec<f64> = chosen
+        .iter()
+        .flat_map(|r| r.probabilities.iter().map(|&p| p as f64))
+        .collect();
     let truth = chosen.iter().map(|r| r.truth).collect();
     let indices = chosen.iter().map(|r| r.index).collect();
     // Rows come from our own writer, which checks every row has `classes` columns.
@@ -64,23 +69,45 @@ impl StageExecutor for EvaluateStage {
             let rows = read_predictions(Artifacts::of(ctx, i + 1)?.dir)?;
             let (truth, probs, _) = part_rows(&rows, &config.part);
             let evaluation = evaluate(&truth, &probs, &summary.class_names).map_err(stage_error)?;
-            text.push_str(&format!("{model} on {}\n{}\n", config.data, evaluation.report_text(2)));
+            text.push_str(&format!(
+                "{model} on {}\n{}\n",
+                config.data,
+                evaluation.report_text(2)
+            ));
             if config.confusion {
-                let png = crate::report::plots::confusion_heatmap(&evaluation.confusion, &summary.class_names, model)
-                    .map_err(stage_error)?;
-                crate::train::write_atomic(&ctx.public_dir().join(format!("confusion_{model}.png")), &png)
-                    .map_err(stage_error)?;
+                let png = crate::report::plots::confusion_heatmap(
+                    &evaluation.confusion,
+                    &summary.class_names,
+                    model,
+                )
+                .map_err(stage_error)?;
+                crate::train::write_atomic(
+                    &ctx.public_dir().join(format!("confusion_{model}.png")),
+                    &png,
+                )
+                .map_err(stage_error)?;
             }
             if config.roc {
-                let png = crate::report::plots::roc_curves(&evaluation.roc, &summary.class_names, model)
-                    .map_err(stage_error)?;
-                crate::train::write_atomic(&ctx.public_dir().join(format!("roc_{model}.png")), &png)
-                    .map_err(stage_error)?;
+                let png =
+                    crate::report::plots::roc_curves(&evaluation.roc, &summary.class_names, model)
+                        .map_err(stage_error)?;
+                crate::train::write_atomic(
+                    &ctx.public_dir().join(format!("roc_{model}.png")),
+                    &png,
+                )
+                .map_err(stage_error)?;
             }
-            evaluations.push(ModelEvaluation { model: model.clone(), dataset: config.data.clone(), evaluation });
+            evaluations.push(ModelEvaluation {
+                model: model.clone(),
+                dataset: config.data.clone(),
+                evaluation,
+            });
         }
-        crate::train::write_atomic(&ctx.public_dir().join("classification_report.txt"), text.as_bytes())
-            .map_err(stage_error)?;
+        crate::train::write_atomic(
+            &ctx.public_dir().join("classification_report.txt"),
+            text.as_bytes(),
+        )
+        .map_err(stage_error)?;
         save_json(&evaluations, ctx.out_dir().join(EVALUATION_FILE)).map_err(stage_error)
     }
 }
@@ -114,15 +141,25 @@ impl StageExecutor for EnsembleStage {
             .map(|i| read_predictions(Artifacts::of(ctx, i)?.dir))
             .collect::<Result<_, _>>()?;
         let (weights, search) = match &config.weights {
-            EnsembleWeightsConfig::Fixed { weights } => (normalize_weights(weights).map_err(stage_error)?, None),
+            EnsembleWeightsConfig::Fixed { weights } => {
+                (normalize_weights(weights).map_err(stage_error)?, None)
+            }
             EnsembleWeightsConfig::Search { part, step } => {
-                let parts: Vec<(Vec<u32>, ProbMatrix, Vec<usize>)> = members.iter().map(|m| part_rows(m, part)).collect();
+                let parts: Vec<(Vec<u32>, ProbMatrix, Vec<usize>)> =
+                    members.iter().map(|m| part_rows(m, part)).collect();
                 let probs: Vec<&ProbMatrix> = parts.iter().map(|p| &p.1).collect();
-                let options = SearchOptions { step: *step, ..SearchOptions::default() };
+                let options = SearchOptions {
+                    step: *step,
+                    ..SearchOptions::default()
+                };
                 let found = search_weights(&probs, &parts[0].0, &options).map_err(stage_error)?;
                 ctx.notice(format!(
                     "searched weights {:?} (validation accuracy {:.4})",
-                    found.weights.iter().map(|w| (w * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+                    found
+                        .weights
+                        .iter()
+                        .map(|w| (w * 1000.0).round() / 1000.0)
+                        .collect::<Vec<_>>(),
                     found.accuracy
                 ));
                 (found.weights.clone(), Some(found))
@@ -130,9 +167,12 @@ impl StageExecutor for EnsembleStage {
         };
         let mut rows = Vec::new();
         for part in ["val", "test"] {
-            let parts: Vec<(Vec<u32>, ProbMatrix, Vec<usize>)> = members.iter().map(|m| part_rows(m, part)).collect();
+            let parts: Vec<(Vec<u32>, ProbMatrix, Vec<usize>)> =
+                members.iter().map(|m| part_rows(m, part)).collect();
             if parts.iter().any(|p| p.2 != parts[0].2) {
-                return Err(StageError::failed(format!("ensemble members predicted different {part} samples")));
+                return Err(StageError::failed(format!(
+                    "ensemble members predicted different {part} samples"
+                )));
             }
             let probs: Vec<&ProbMatrix> = parts.iter().map(|p| &p.1).collect();
             let voted = soft_vote(&probs, &weights).map_err(stage_error)?;
@@ -145,8 +185,13 @@ impl StageExecutor for EnsembleStage {
                 });
             }
         }
-        write_predictions_csv(&ctx.public_dir().join(PREDICTIONS_FILE), &rows).map_err(stage_error)?;
-        let artifact = EnsembleArtifact { members: config.members.clone(), weights, search };
+        write_predictions_csv(&ctx.public_dir().join(PREDICTIONS_FILE), &rows)
+            .map_err(stage_error)?;
+        let artifact = EnsembleArtifact {
+            members: config.members.clone(),
+            weights,
+            search,
+        };
         save_json(&artifact, ctx.out_dir().join(ENSEMBLE_FILE)).map_err(stage_error)?;
         save_json(&artifact, ctx.public_dir().join(ENSEMBLE_FILE)).map_err(stage_error)
     }
@@ -180,19 +225,27 @@ impl StageExecutor for CrossvalFoldStage {
         let config: FoldConfig = super::config(ctx)?;
         let set = Artifacts::of(ctx, 0)?.images()?;
         let folds = kfold(&set.labels, config.folds, config.seed).map_err(stage_error)?;
-        let fold = folds.get(config.fold).ok_or_else(|| StageError::failed("fold index out of range"))?;
+        let fold = folds
+            .get(config.fold)
+            .ok_or_else(|| StageError::failed("fold index out of range"))?;
         // Validation for the callbacks comes out of the fold's training part, stratified.
         let fold_labels: Vec<u32> = fold.train.iter().map(|&i| set.labels[i]).collect();
         let inner = holdout(
             &fold_labels,
-            &HoldoutSpec { train: 1.0 - config.val_fraction, val: config.val_fraction, test: 0.0, seed: config.seed },
+            &HoldoutSpec {
+                train: 1.0 - config.val_fraction,
+                val: config.val_fraction,
+                test: 0.0,
+                seed: config.seed,
+            },
         )
         .map_err(stage_error)?;
         let train_idx: Vec<usize> = inner.train.iter().map(|&i| fold.train[i]).collect();
         let val_idx: Vec<usize> = inner.val.iter().map(|&i| fold.train[i]).collect();
         let (train, weights) = match &config.balance {
             Some(spec) => {
-                let index = balance(&set.labels, set.class_names.len(), &train_idx, spec).map_err(stage_error)?;
+                let index = balance(&set.labels, set.class_names.len(), &train_idx, spec)
+                    .map_err(stage_error)?;
                 (materialize(&set, &index), index.class_weights)
             }
             None => (set.subset(&train_idx), None),
@@ -200,11 +253,24 @@ impl StageExecutor for CrossvalFoldStage {
         let val = set.subset(&val_idx);
         let mut network = fit_recipe(ctx, &config.recipe, &train, weights.as_deref(), &val)?;
         let test = set.subset(&fold.test);
-        let rows = predictions(network.as_mut(), "test", &test, &fold.test, config.recipe.fit.batch_size)?;
-        write_predictions_csv(&ctx.public_dir().join(PREDICTIONS_FILE), &rows).map_err(stage_error)?;
+        let rows = predictions(
+            network.as_mut(),
+            "test",
+            &test,
+            &fold.test,
+            config.recipe.fit.batch_size,
+        )?;
+        write_predictions_csv(&ctx.public_dir().join(PREDICTIONS_FILE), &rows)
+            .map_err(stage_error)?;
         let (truth, probs, _) = part_rows(&rows, "test");
-        let scores = evaluate(&truth, &probs, &set.class_names).map_err(stage_error)?.summary();
-        let artifact = FoldArtifact { model: config.model, fold: config.fold, scores };
+        let scores = evaluate(&truth, &probs, &set.class_names)
+            .map_err(stage_error)?
+            .summary();
+        let artifact = FoldArtifact {
+            model: config.model,
+            fold: config.fold,
+            scores,
+        };
         save_json(&artifact, ctx.out_dir().join(FOLD_FILE)).map_err(stage_error)
     }
 }
@@ -221,15 +287,22 @@ pub struct CrossvalStage;
 impl StageExecutor for CrossvalStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: CrossvalConfig = super::config(ctx)?;
-        let mut models: Vec<ModelFolds> =
-            config.models.iter().map(|m| ModelFolds { model: m.clone(), folds: Vec::new() }).collect();
+        let mut models: Vec<ModelFolds> = config
+            .models
+            .iter()
+            .map(|m| ModelFolds {
+                model: m.clone(),
+                folds: Vec::new(),
+            })
+            .collect();
         for dir in ctx.input_dirs() {
             let fold: FoldArtifact = load_json(dir.join(FOLD_FILE)).map_err(stage_error)?;
             if let Some(m) = models.iter_mut().find(|m| m.model == fold.model) {
                 m.folds.push(fold.scores);
             }
         }
-        let summary = summarize_crossval(models, Metric::Accuracy, config.alpha).map_err(stage_error)?;
+        let summary =
+            summarize_crossval(models, Metric::Accuracy, config.alpha).map_err(stage_error)?;
         for comparison in &summary.comparisons {
             ctx.notice(&comparison.verdict);
         }
@@ -259,7 +332,11 @@ impl StageExecutor for ReportStage {
                 sections.push(section);
             }
         }
-        let model = ReportModel { pipeline: config.pipeline.clone(), dag: config.dag.clone(), stages: sections };
+        let model = ReportModel {
+            pipeline: config.pipeline.clone(),
+            dag: config.dag.clone(),
+            stages: sections,
+        };
         crate::report::write_report(ctx.public_dir(), &model).map_err(stage_error)?;
         Ok(())
     }
@@ -270,42 +347,74 @@ fn stage_section(node: &DagNode, dir: &Path) -> Result<Option<StageReport>, Stag
     match node.kind.as_str() {
         super::DATASET => {
             let summary = read_summary(dir)?;
-            section.key_figures.push(KeyFigure::text("source", &summary.source));
-            section.key_figures.push(KeyFigure::number("images", summary.images as f64));
-            section.key_figures.push(KeyFigure::number("classes", summary.class_names.len() as f64));
+            section
+                .key_figures
+                .push(KeyFigure::text("source", &summary.source));
+            section
+                .key_figures
+                .push(KeyFigure::number("images", summary.images as f64));
+            section.key_figures.push(KeyFigure::number(
+                "classes",
+                summary.class_names.len() as f64,
+            ));
             let counts: Vec<String> = summary.class_counts.iter().map(usize::to_string).collect();
-            section.key_figures.push(KeyFigure::text("images per class", counts.join(", ")));
+            section
+                .key_figures
+                .push(KeyFigure::text("images per class", counts.join(", ")));
         }
         super::BALANCE => {
             let index = read_balance(dir)?;
-            section.key_figures.push(KeyFigure::number("training images", index.entries.len() as f64));
+            section.key_figures.push(KeyFigure::number(
+                "training images",
+                index.entries.len() as f64,
+            ));
             let after: Vec<String> = index.counts_after.iter().map(usize::to_string).collect();
-            section.key_figures.push(KeyFigure::text("images per class", after.join(", ")));
+            section
+                .key_figures
+                .push(KeyFigure::text("images per class", after.join(", ")));
             if let Some(w) = &index.class_weights {
                 let w: Vec<String> = w.iter().map(|x| format!("{x:.4}")).collect();
-                section.key_figures.push(KeyFigure::text("class weights", w.join(", ")));
+                section
+                    .key_figures
+                    .push(KeyFigure::text("class weights", w.join(", ")));
             }
         }
         super::TRAIN => {
             let history = read_history(dir)?;
-            section.key_figures.push(KeyFigure::number("epochs run", history.len() as f64));
-            if let Some(best) = history.epochs.iter().filter_map(|e| e.val_accuracy).reduce(f64::max) {
-                section.key_figures.push(KeyFigure::number("best val_accuracy", best));
+            section
+                .key_figures
+                .push(KeyFigure::number("epochs run", history.len() as f64));
+            if let Some(best) = history
+                .epochs
+                .iter()
+                .filter_map(|e| e.val_accuracy)
+                .reduce(f64::max)
+            {
+                section
+                    .key_figures
+                    .push(KeyFigure::number("best val_accuracy", best));
             }
             let seconds: f64 = history.epochs.iter().map(|e| e.seconds).sum();
-            section.key_figures.push(KeyFigure::number("training seconds", seconds));
+            section
+                .key_figures
+                .push(KeyFigure::number("training seconds", seconds));
             section.history = epoch_rows(&history);
         }
         super::EVALUATE => {
             section.evaluations = load_json(dir.join(EVALUATION_FILE)).map_err(stage_error)?;
         }
         super::ENSEMBLE => {
-            let artifact: EnsembleArtifact = load_json(dir.join(ENSEMBLE_FILE)).map_err(stage_error)?;
-            section.ensemble =
-                Some(EnsembleReport { members: artifact.members, weights: artifact.weights, search: artifact.search });
+            let artifact: EnsembleArtifact =
+                load_json(dir.join(ENSEMBLE_FILE)).map_err(stage_error)?;
+            section.ensemble = Some(EnsembleReport {
+                members: artifact.members,
+                weights: artifact.weights,
+                search: artifact.search,
+            });
         }
         super::CROSSVAL => {
-            let summary: CrossvalSummary = load_json(dir.join(CROSSVAL_FILE)).map_err(stage_error)?;
+            let summary: CrossvalSummary =
+                load_json(dir.join(CROSSVAL_FILE)).map_err(stage_error)?;
             section.crossval = Some(summary);
         }
         _ => return Ok(None),

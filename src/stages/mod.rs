@@ -18,10 +18,14 @@ use crate::nn::optim::OptimizerConfig;
 use crate::plan::{Plan, StageSpec};
 use crate::report::model::DagNode;
 use crate::run::{Registry, StageContext, StageError};
-use crate::train::callbacks::{CallbackSpec, EarlyStoppingConfig, ModelCheckpointConfig, ReduceLrConfig};
+use crate::train::callbacks::{
+    CallbackSpec, EarlyStoppingConfig, ModelCheckpointConfig, ReduceLrConfig,
+};
 use crate::train::fit::FitConfig;
 use data::{BalanceConfig, DatasetConfig, SourceConfig};
-use eval::{CrossvalConfig, EnsembleConfig, EnsembleWeightsConfig, EvaluateConfig, FoldConfig, ReportConfig};
+use eval::{
+    CrossvalConfig, EnsembleConfig, EnsembleWeightsConfig, EvaluateConfig, FoldConfig, ReportConfig,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -72,31 +76,76 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
     let refused: Vec<check::Error> = program
         .blocks
         .iter()
-        .filter(|b| b.stage && matches!(b.kind, BlockKind::Explain | BlockKind::Search | BlockKind::Chain | BlockKind::Detect))
-        .map(|b| check::Error::NotRunnable { kind: b.kind.to_string(), name: b.name.clone(), span: b.span })
+        .filter(|b| {
+            b.stage
+                && matches!(
+                    b.kind,
+                    BlockKind::Explain | BlockKind::Search | BlockKind::Chain | BlockKind::Detect
+                )
+        })
+        .map(|b| check::Error::NotRunnable {
+            kind: b.kind.to_string(),
+            name: b.name.clone(),
+            span: b.span,
+        })
         .collect();
     if !refused.is_empty() {
-        return Err(Diagnostics { errors: refused, sources: program.sources.clone() });
+        return Err(Diagnostics {
+            errors: refused,
+            sources: program.sources.clone(),
+        });
     }
     let mut specs = Vec::new();
-    let label = |name: &str| program.span_of(name).map(|s| format!("{} {name}", program.location(s)));
+    let label = |name: &str| {
+        program
+            .span_of(name)
+            .map(|s| format!("{} {name}", program.location(s)))
+    };
     for d in &program.datasets {
         specs.push(dataset_spec(program, d, label(&d.name)));
         if let Some(split) = &d.split {
-            let holdout = HoldoutSpec { train: split.train, val: split.val, test: split.test, seed: split.seed };
-            specs.push(spec(split_id(&d.name), SPLIT, &holdout, &[&d.name], label(&d.name)).with_seed(split.seed));
+            let holdout = HoldoutSpec {
+                train: split.train,
+                val: split.val,
+                test: split.test,
+                seed: split.seed,
+            };
+            specs.push(
+                spec(
+                    split_id(&d.name),
+                    SPLIT,
+                    &holdout,
+                    &[&d.name],
+                    label(&d.name),
+                )
+                .with_seed(split.seed),
+            );
         }
     }
     for b in &program.balances {
         let dataset = b.from.dataset();
-        let config = BalanceConfig { spec: balance_spec(program, b) };
-        specs.push(spec(b.name.clone(), BALANCE, &config, &[dataset, &split_id(dataset)], label(&b.name)).with_seed(b.seed));
+        let config = BalanceConfig {
+            spec: balance_spec(program, b),
+        };
+        specs.push(
+            spec(
+                b.name.clone(),
+                BALANCE,
+                &config,
+                &[dataset, &split_id(dataset)],
+                label(&b.name),
+            )
+            .with_seed(b.seed),
+        );
     }
     for t in &program.trains {
         let dataset = t.data.dataset();
         let split = split_id(dataset);
         let balanced = matches!(t.data, check::DataRef::Balance { .. });
-        let config = TrainConfig { recipe: recipe(program, t), balanced };
+        let config = TrainConfig {
+            recipe: recipe(program, t),
+            balanced,
+        };
         let mut inputs = vec![dataset, split.as_str()];
         if let check::DataRef::Balance { balance, .. } = &t.data {
             inputs.push(balance);
@@ -107,14 +156,26 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
     }
     for e in &program.ensembles {
         let weights = match &e.weights {
-            check::EnsembleWeights::Fixed { weights } => EnsembleWeightsConfig::Fixed { weights: weights.clone() },
-            check::EnsembleWeights::Search { on, step } => {
-                EnsembleWeightsConfig::Search { part: part_of(on).to_string(), step: *step }
-            }
+            check::EnsembleWeights::Fixed { weights } => EnsembleWeightsConfig::Fixed {
+                weights: weights.clone(),
+            },
+            check::EnsembleWeights::Search { on, step } => EnsembleWeightsConfig::Search {
+                part: part_of(on).to_string(),
+                step: *step,
+            },
         };
-        let config = EnsembleConfig { members: e.members.clone(), weights };
+        let config = EnsembleConfig {
+            members: e.members.clone(),
+            weights,
+        };
         let inputs: Vec<&str> = e.members.iter().map(String::as_str).collect();
-        specs.push(spec(e.name.clone(), ENSEMBLE, &config, &inputs, label(&e.name)));
+        specs.push(spec(
+            e.name.clone(),
+            ENSEMBLE,
+            &config,
+            &inputs,
+            label(&e.name),
+        ));
     }
     for e in &program.evaluates {
         let models: Vec<String> = e.models.iter().map(|m| m.name().to_string()).collect();
@@ -127,14 +188,24 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
         };
         let mut inputs = vec![e.data.dataset()];
         inputs.extend(models.iter().map(String::as_str));
-        specs.push(spec(e.name.clone(), EVALUATE, &config, &inputs, label(&e.name)));
+        specs.push(spec(
+            e.name.clone(),
+            EVALUATE,
+            &config,
+            &inputs,
+            label(&e.name),
+        ));
     }
     for c in &program.crossvals {
         let mut folds = Vec::new();
         for model in &c.compare {
-            let Some(t) = program.train(model) else { continue };
+            let Some(t) = program.train(model) else {
+                continue;
+            };
             let balance = match &t.data {
-                check::DataRef::Balance { balance, .. } => program.balance(balance).map(|b| balance_spec(program, b)),
+                check::DataRef::Balance { balance, .. } => {
+                    program.balance(balance).map(|b| balance_spec(program, b))
+                }
                 _ => None,
             };
             for fold in 0..c.folds {
@@ -148,30 +219,60 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
                     val_fraction: FOLD_VAL_FRACTION,
                 };
                 let id = format!("{}.{model}.fold{}", c.name, fold + 1);
-                let mut s = spec(id.clone(), CROSSVAL_FOLD, &config, &[c.data.dataset()], label(&c.name)).with_seed(c.seed);
+                let mut s = spec(
+                    id.clone(),
+                    CROSSVAL_FOLD,
+                    &config,
+                    &[c.data.dataset()],
+                    label(&c.name),
+                )
+                .with_seed(c.seed);
                 s.files = init_files(program, t);
                 folds.push(id);
                 specs.push(s);
             }
         }
-        let config = CrossvalConfig { models: c.compare.clone(), folds: c.folds, alpha: 0.05 };
+        let config = CrossvalConfig {
+            models: c.compare.clone(),
+            folds: c.folds,
+            alpha: 0.05,
+        };
         let inputs: Vec<&str> = folds.iter().map(String::as_str).collect();
-        specs.push(spec(c.name.clone(), CROSSVAL, &config, &inputs, label(&c.name)));
+        specs.push(spec(
+            c.name.clone(),
+            CROSSVAL,
+            &config,
+            &inputs,
+            label(&c.name),
+        ));
     }
     let pipeline = pipeline_name(&program.root);
     specs.push(report_spec(&pipeline, &specs));
     let plan = Plan::new(specs).map_err(|e| Diagnostics {
-        errors: vec![check::Error::bug(format!("the stage graph is invalid: {e}"))],
+        errors: vec![check::Error::bug(format!(
+            "the stage graph is invalid: {e}"
+        ))],
         sources: program.sources.clone(),
     })?;
-    let mut watch: Vec<PathBuf> = program.source_files().iter().map(|f| f.path.clone()).filter(|p| p.exists()).collect();
+    let mut watch: Vec<PathBuf> = program
+        .source_files()
+        .iter()
+        .map(|f| f.path.clone())
+        .filter(|p| p.exists())
+        .collect();
     watch.sort();
-    Ok(Compiled { plan, pipeline, watch })
+    Ok(Compiled {
+        plan,
+        pipeline,
+        watch,
+    })
 }
 
 /// `pipelines/galaxy10.gpl` → `galaxy10`.
 pub fn pipeline_name(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into())
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pipeline".into())
 }
 
 fn split_id(dataset: &str) -> String {
@@ -186,7 +287,13 @@ fn part_of(data: &check::DataRef) -> &'static str {
     }
 }
 
-fn spec<T: Serialize>(id: String, kind: &str, config: &T, inputs: &[&str], label: Option<String>) -> StageSpec {
+fn spec<T: Serialize>(
+    id: String,
+    kind: &str,
+    config: &T,
+    inputs: &[&str],
+    label: Option<String>,
+) -> StageSpec {
     // Our config types serialise infallibly (no maps with non-string keys).
     let value = serde_json::to_value(config).expect("stage config serialises");
     let mut s = StageSpec::new(id, kind, value).with_inputs(inputs);
@@ -196,15 +303,29 @@ fn spec<T: Serialize>(id: String, kind: &str, config: &T, inputs: &[&str], label
 
 fn dataset_spec(program: &Program, d: &check::Dataset, label: Option<String>) -> StageSpec {
     let source = source_config(&d.source, d.image_shape.as_deref());
-    let fallback = d.fallback.as_ref().and_then(|f| match source_config(f, None) {
-        SourceConfig::Synthetic(s) => Some(s),
-        _ => None,
-    });
+    let fallback = d
+        .fallback
+        .as_ref()
+        .and_then(|f| match source_config(f, None) {
+            SourceConfig::Synthetic(s) => Some(s),
+            _ => None,
+        });
     let classes = ClassSpec {
         drop: d.drop.clone(),
-        merge: d.merges.iter().map(|m| MergeSpec { classes: m.classes.clone(), name: None }).collect(),
+        merge: d
+            .merges
+            .iter()
+            .map(|m| MergeSpec {
+                classes: m.classes.clone(),
+                name: None,
+            })
+            .collect(),
     };
-    let config = DatasetConfig { source, fallback, classes };
+    let config = DatasetConfig {
+        source,
+        fallback,
+        classes,
+    };
     let mut s = spec(d.name.clone(), DATASET, &config, &[], label);
     // A data file is content-hashed when present; its appearance changes the stage's files.
     if let check::Source::Hdf5 { path, .. } | check::Source::Folder { path, .. } = &d.source {
@@ -217,14 +338,29 @@ fn dataset_spec(program: &Program, d: &check::Dataset, label: Option<String>) ->
 
 fn source_config(source: &check::Source, shape: Option<&[usize]>) -> SourceConfig {
     match source {
-        check::Source::Hdf5 { path, images, labels, .. } => {
-            SourceConfig::Hdf5 { path: path.into(), images: images.clone(), labels: labels.clone() }
-        }
+        check::Source::Hdf5 {
+            path,
+            images,
+            labels,
+            ..
+        } => SourceConfig::Hdf5 {
+            path: path.into(),
+            images: images.clone(),
+            labels: labels.clone(),
+        },
         check::Source::Folder { path, .. } => {
             let (height, width) = shape.map_or((69, 69), |s| (s[0], s[1]));
-            SourceConfig::Folder { path: path.into(), height, width }
+            SourceConfig::Folder {
+                path: path.into(),
+                height,
+                width,
+            }
         }
-        check::Source::Synthetic { generator, count, seed } => {
+        check::Source::Synthetic {
+            generator,
+            count,
+            seed,
+        } => {
             let mut config = SynthConfig::galaxy10(*count, *seed);
             if *generator == check::SyntheticKind::Galaxy10Decals {
                 config.kind = SynthKind::Galaxy10Decals;
@@ -258,7 +394,10 @@ fn augment_spec(a: &check::Augment) -> AugmentSpec {
 }
 
 fn balance_spec(program: &Program, b: &check::Balance) -> BalanceSpec {
-    let resample = |r: &check::Resample| Resample { classes: r.classes.iter().map(|&c| c as u32).collect(), to: r.to };
+    let resample = |r: &check::Resample| Resample {
+        classes: r.classes.iter().map(|&c| c as u32).collect(),
+        to: r.to,
+    };
     let augment = b
         .oversample
         .iter()
@@ -273,7 +412,9 @@ fn balance_spec(program: &Program, b: &check::Balance) -> BalanceSpec {
         weights: match &b.weights {
             None => WeightsSpec::None,
             Some(check::WeightsSpec::Balanced) => WeightsSpec::Balanced,
-            Some(check::WeightsSpec::Explicit { weights }) => WeightsSpec::Explicit(weights.clone()),
+            Some(check::WeightsSpec::Explicit { weights }) => {
+                WeightsSpec::Explicit(weights.clone())
+            }
         },
         seed: b.seed,
     }
@@ -282,9 +423,11 @@ fn balance_spec(program: &Program, b: &check::Balance) -> BalanceSpec {
 fn recipe(program: &Program, t: &check::Train) -> Recipe {
     let o = &t.optimizer;
     let optimizer = match o.kind {
-        check::OptimizerKind::Sgd => {
-            OptimizerConfig::Sgd { momentum: o.momentum as f32, nesterov: o.nesterov, weight_decay: o.weight_decay as f32 }
-        }
+        check::OptimizerKind::Sgd => OptimizerConfig::Sgd {
+            momentum: o.momentum as f32,
+            nesterov: o.nesterov,
+            weight_decay: o.weight_decay as f32,
+        },
         check::OptimizerKind::Adam => OptimizerConfig::Adam {
             beta1: o.beta1 as f32,
             beta2: o.beta2 as f32,
@@ -316,14 +459,20 @@ fn recipe(program: &Program, t: &check::Train) -> Recipe {
         None => ClassWeightConfig::None,
         Some(check::ClassWeights::Balance { .. }) => ClassWeightConfig::FromBalance,
         Some(check::ClassWeights::Balanced) => ClassWeightConfig::Balanced,
-        Some(check::ClassWeights::Explicit { weights }) => ClassWeightConfig::Explicit { weights: weights.clone() },
+        Some(check::ClassWeights::Explicit { weights }) => ClassWeightConfig::Explicit {
+            weights: weights.clone(),
+        },
     };
     Recipe {
         model: t.ir.clone(),
         optimizer,
         fit,
         class_weights,
-        augment: t.augment.as_deref().and_then(|name| program.augment(name)).map(augment_spec),
+        augment: t
+            .augment
+            .as_deref()
+            .and_then(|name| program.augment(name))
+            .map(augment_spec),
         init: t.init.as_ref().map(|i| InitConfig {
             path: i.path.clone().into(),
             keras_h5: i.format == check::WeightsFormat::KerasH5,
@@ -349,29 +498,44 @@ fn mode(m: check::Mode) -> crate::train::callbacks::Mode {
 
 fn callback_spec(c: &check::Callback) -> CallbackSpec {
     match c {
-        check::Callback::EarlyStopping { monitor, mode: m, min_delta, patience, restore_best, start_from_epoch } => {
-            CallbackSpec::EarlyStopping(EarlyStoppingConfig {
-                monitor: monitor.clone(),
-                min_delta: *min_delta,
-                patience: *patience,
-                mode: mode(*m),
-                restore_best_weights: *restore_best,
-                start_from_epoch: *start_from_epoch,
-                ..EarlyStoppingConfig::default()
-            })
-        }
-        check::Callback::ReduceLr { monitor, mode: m, factor, patience, min_delta, cooldown, min_lr } => {
-            CallbackSpec::ReduceLrOnPlateau(ReduceLrConfig {
-                monitor: monitor.clone(),
-                factor: *factor,
-                patience: *patience,
-                mode: mode(*m),
-                min_delta: *min_delta,
-                cooldown: *cooldown,
-                min_lr: *min_lr,
-            })
-        }
-        check::Callback::Checkpoint { monitor, mode: m, save_best } => CallbackSpec::ModelCheckpoint(ModelCheckpointConfig {
+        check::Callback::EarlyStopping {
+            monitor,
+            mode: m,
+            min_delta,
+            patience,
+            restore_best,
+            start_from_epoch,
+        } => CallbackSpec::EarlyStopping(EarlyStoppingConfig {
+            monitor: monitor.clone(),
+            min_delta: *min_delta,
+            patience: *patience,
+            mode: mode(*m),
+            restore_best_weights: *restore_best,
+            start_from_epoch: *start_from_epoch,
+            ..EarlyStoppingConfig::default()
+        }),
+        check::Callback::ReduceLr {
+            monitor,
+            mode: m,
+            factor,
+            patience,
+            min_delta,
+            cooldown,
+            min_lr,
+        } => CallbackSpec::ReduceLrOnPlateau(ReduceLrConfig {
+            monitor: monitor.clone(),
+            factor: *factor,
+            patience: *patience,
+            mode: mode(*m),
+            min_delta: *min_delta,
+            cooldown: *cooldown,
+            min_lr: *min_lr,
+        }),
+        check::Callback::Checkpoint {
+            monitor,
+            mode: m,
+            save_best,
+        } => CallbackSpec::ModelCheckpoint(ModelCheckpointConfig {
             monitor: monitor.clone(),
             mode: mode(*m),
             save_best_only: *save_best,
@@ -388,7 +552,10 @@ fn report_spec(pipeline: &str, specs: &[StageSpec]) -> StageSpec {
         inputs: s.inputs.iter().map(|i| i.to_string()).collect(),
         cached: false,
     };
-    let sections: Vec<&StageSpec> = specs.iter().filter(|s| !matches!(s.kind.as_str(), SPLIT | CROSSVAL_FOLD)).collect();
+    let sections: Vec<&StageSpec> = specs
+        .iter()
+        .filter(|s| !matches!(s.kind.as_str(), SPLIT | CROSSVAL_FOLD))
+        .collect();
     let config = ReportConfig {
         pipeline: pipeline.to_string(),
         dag: specs.iter().map(node).collect(),
@@ -400,7 +567,8 @@ fn report_spec(pipeline: &str, specs: &[StageSpec]) -> StageSpec {
 
 /// Reads a stage's config from its spec.
 pub(crate) fn config<T: DeserializeOwned>(ctx: &StageContext) -> Result<T, StageError> {
-    serde_json::from_value(ctx.config().clone()).map_err(|e| StageError::failed(format!("bad stage config: {e}")))
+    serde_json::from_value(ctx.config().clone())
+        .map_err(|e| StageError::failed(format!("bad stage config: {e}")))
 }
 
 /// Any library error as a failed stage, keeping its message chain.
@@ -415,8 +583,14 @@ pub(crate) struct Artifacts<'a> {
 
 impl<'a> Artifacts<'a> {
     pub fn of(ctx: &'a StageContext, i: usize) -> Result<Artifacts<'a>, StageError> {
-        let id = ctx.spec().inputs.get(i).ok_or_else(|| StageError::failed(format!("missing input {i}")))?;
-        Ok(Artifacts { dir: ctx.input_dir(id)? })
+        let id = ctx
+            .spec()
+            .inputs
+            .get(i)
+            .ok_or_else(|| StageError::failed(format!("missing input {i}")))?;
+        Ok(Artifacts {
+            dir: ctx.input_dir(id)?,
+        })
     }
 
     pub fn images(&self) -> Result<crate::data::ImageSet, StageError> {

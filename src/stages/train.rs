@@ -8,16 +8,18 @@ use super::{stage_error, Artifacts};
 use crate::data::augment::{augment_into, AugmentSpec};
 use crate::data::balance::materialize;
 use crate::data::ImageSet;
+use crate::nn::frozen::FrozenPrefix;
 use crate::nn::ir::ModelIr;
 use crate::nn::optim::OptimizerConfig;
-use crate::nn::frozen::FrozenPrefix;
 use crate::nn::Network;
 use crate::report::model::EpochRow;
 use crate::run::{StageContext, StageError, StageExecutor};
 use crate::train::fit::{fit, EpochProgress, FitConfig, FitContext, TrainData};
 use crate::train::history::History;
 use crate::train::learner::Learner;
-use crate::train::predictions::{predict_set, prediction_rows, write_predictions_csv, PredictionRow};
+use crate::train::predictions::{
+    predict_set, prediction_rows, write_predictions_csv, PredictionRow,
+};
 use crate::train::weights::{load_keras_h5, load_safetensors, save_safetensors, ExpectedShapes};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,7 +39,9 @@ pub enum ClassWeightConfig {
     FromBalance,
     /// N / (C · n_c) on the training data as given.
     Balanced,
-    Explicit { weights: Vec<f64> },
+    Explicit {
+        weights: Vec<f64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,11 +87,30 @@ impl StageExecutor for TrainStage {
             (set.subset(&split.train), None)
         };
         let val = set.subset(&split.val);
-        let mut network = fit_recipe(ctx, &config.recipe, &train, balance_weights.as_deref(), &val)?;
-        let mut rows = predictions(network.as_mut(), "val", &val, &split.val, config.recipe.fit.batch_size)?;
+        let mut network = fit_recipe(
+            ctx,
+            &config.recipe,
+            &train,
+            balance_weights.as_deref(),
+            &val,
+        )?;
+        let mut rows = predictions(
+            network.as_mut(),
+            "val",
+            &val,
+            &split.val,
+            config.recipe.fit.batch_size,
+        )?;
         let test = set.subset(&split.test);
-        rows.extend(predictions(network.as_mut(), "test", &test, &split.test, config.recipe.fit.batch_size)?);
-        write_predictions_csv(&ctx.public_dir().join(PREDICTIONS_FILE), &rows).map_err(stage_error)?;
+        rows.extend(predictions(
+            network.as_mut(),
+            "test",
+            &test,
+            &split.test,
+            config.recipe.fit.batch_size,
+        )?);
+        write_predictions_csv(&ctx.public_dir().join(PREDICTIONS_FILE), &rows)
+            .map_err(stage_error)?;
         save_model(ctx, network.as_ref(), &config.recipe.model)
     }
 }
@@ -105,10 +128,17 @@ pub fn fit_recipe(
     let mut network: Box<dyn Learner> = match split {
         Some(at) => {
             let model = &recipe.model.layers[at].name;
-            ctx.notice(format!("layers before {model} are frozen: their outputs are computed once per image"));
-            Box::new(FrozenPrefix::new(&recipe.model, at, recipe.fit.seed, recipe.optimizer).map_err(stage_error)?)
+            ctx.notice(format!(
+                "layers before {model} are frozen: their outputs are computed once per image"
+            ));
+            Box::new(
+                FrozenPrefix::new(&recipe.model, at, recipe.fit.seed, recipe.optimizer)
+                    .map_err(stage_error)?,
+            )
         }
-        None => Box::new(Network::new(&recipe.model, recipe.fit.seed, recipe.optimizer).map_err(stage_error)?),
+        None => Box::new(
+            Network::new(&recipe.model, recipe.fit.seed, recipe.optimizer).map_err(stage_error)?,
+        ),
     };
     if let Some(init) = &recipe.init {
         load_initial_weights(ctx, network.as_mut(), init)?;
@@ -116,19 +146,31 @@ pub fn fit_recipe(
     let classes = recipe.model.output().last().copied().unwrap_or(0);
     let weights: Option<Vec<f32>> = match &recipe.class_weights {
         ClassWeightConfig::None => None,
-        ClassWeightConfig::FromBalance => balance_weights.map(|w| w.iter().map(|&x| x as f32).collect()),
+        ClassWeightConfig::FromBalance => {
+            balance_weights.map(|w| w.iter().map(|&x| x as f32).collect())
+        }
         ClassWeightConfig::Balanced => {
             let all: Vec<usize> = (0..train.len()).collect();
             let counts = crate::data::split::class_counts(&train.labels, &all, classes);
-            Some(crate::data::balance::balanced_weights(&counts).iter().map(|&x| x as f32).collect())
+            Some(
+                crate::data::balance::balanced_weights(&counts)
+                    .iter()
+                    .map(|&x| x as f32)
+                    .collect(),
+            )
         }
-        ClassWeightConfig::Explicit { weights } => Some(weights.iter().map(|&x| x as f32).collect()),
+        ClassWeightConfig::Explicit { weights } => {
+            Some(weights.iter().map(|&x| x as f32).collect())
+        }
     };
     let augment = recipe.augment.clone();
     let augmenter = move |image: &[f32], shape: [usize; 3], seed: u64, out: &mut [f32]| {
         if let Some(spec) = &augment {
             // The augmenter works on bytes, as Keras does on uint8 images.
-            let bytes: Vec<u8> = image.iter().map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect();
+            let bytes: Vec<u8> = image
+                .iter()
+                .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+                .collect();
             augment_into(spec, &bytes, shape[0], shape[1], shape[2], seed, out);
             for v in out.iter_mut() {
                 *v /= 255.0;
@@ -140,20 +182,26 @@ pub fn fit_recipe(
     let data = TrainData {
         images: train,
         class_weights: weights.as_deref(),
-        augment: recipe.augment.as_ref().map(|_| &augmenter as &dyn crate::train::fit::Augment),
+        augment: recipe
+            .augment
+            .as_ref()
+            .map(|_| &augmenter as &dyn crate::train::fit::Augment),
     };
     let cancel = AtomicBool::new(false);
     let batches = train.len().div_ceil(recipe.fit.batch_size.max(1)) as u64;
-    ctx.progress().set_length(recipe.fit.epochs as u64 * batches);
+    ctx.progress()
+        .set_length(recipe.fit.epochs as u64 * batches);
     let mut on_progress = |event: EpochProgress| {
         match event {
             EpochProgress::Resumed { completed_epochs } => {
-                ctx.progress().set_position(completed_epochs as u64 * batches);
+                ctx.progress()
+                    .set_position(completed_epochs as u64 * batches);
                 ctx.notice(format!("resuming after epoch {completed_epochs}"));
             }
             EpochProgress::Batch { epoch, loss, .. } => {
                 ctx.progress().inc(1);
-                ctx.progress().set_message(format!("epoch {} loss {loss:.4}", epoch + 1));
+                ctx.progress()
+                    .set_message(format!("epoch {} loss {loss:.4}", epoch + 1));
             }
             EpochProgress::Epoch(record) => {
                 ctx.progress().set_position(record.epoch as u64 * batches);
@@ -185,14 +233,22 @@ pub fn fit_recipe(
     if let Some(epoch) = outcome.stopped_at {
         ctx.notice(format!("early stopping after epoch {epoch}"));
     }
-    outcome.history.write_csv(&ctx.public_dir().join(HISTORY_FILE)).map_err(stage_error)?;
+    outcome
+        .history
+        .write_csv(&ctx.public_dir().join(HISTORY_FILE))
+        .map_err(stage_error)?;
     let rows = epoch_rows(&outcome.history);
-    let png = crate::report::plots::training_curves(&rows, ctx.id().as_str()).map_err(stage_error)?;
+    let png =
+        crate::report::plots::training_curves(&rows, ctx.id().as_str()).map_err(stage_error)?;
     crate::train::write_atomic(&ctx.public_dir().join("history.png"), &png).map_err(stage_error)?;
     Ok(network)
 }
 
-fn load_initial_weights(ctx: &StageContext, network: &mut dyn Learner, init: &InitConfig) -> Result<(), StageError> {
+fn load_initial_weights(
+    ctx: &StageContext,
+    network: &mut dyn Learner,
+    init: &InitConfig,
+) -> Result<(), StageError> {
     let path = ctx.resolve(&init.path);
     if !path.exists() {
         if init.optional {
@@ -202,7 +258,10 @@ fn load_initial_weights(ctx: &StageContext, network: &mut dyn Learner, init: &In
             ));
             return Ok(());
         }
-        return Err(StageError::failed(format!("initial weights {} not found", init.path.display())));
+        return Err(StageError::failed(format!(
+            "initial weights {} not found",
+            init.path.display()
+        )));
     }
     let expected: ExpectedShapes = network
         .state()
@@ -213,22 +272,39 @@ fn load_initial_weights(ctx: &StageContext, network: &mut dyn Learner, init: &In
     let weights = if init.keras_h5 {
         // A base without a head: keep only the layers the file has.
         let file_layers = crate::train::weights::read_keras_h5(&path).map_err(stage_error)?;
-        let present: ExpectedShapes =
-            expected.into_iter().filter(|(name, _)| file_layers.contains_key(name)).collect();
+        let present: ExpectedShapes = expected
+            .into_iter()
+            .filter(|(name, _)| file_layers.contains_key(name))
+            .collect();
         load_keras_h5(&path, &present).map_err(stage_error)?
     } else {
         let (all, _) = load_safetensors(&path).map_err(stage_error)?;
-        all.into_iter().filter(|(name, _)| expected.contains_key(name)).collect()
+        all.into_iter()
+            .filter(|(name, _)| expected.contains_key(name))
+            .collect()
     };
-    ctx.notice(format!("loaded {} weight tensors from {}", weights.len(), init.path.display()));
-    network.load_weights(&weights).map_err(|e| StageError::failed(format!("{e:?}")))
+    ctx.notice(format!(
+        "loaded {} weight tensors from {}",
+        weights.len(),
+        init.path.display()
+    ));
+    network
+        .load_weights(&weights)
+        .map_err(|e| StageError::failed(format!("{e:?}")))
 }
 
 /// Keras weight names (`<layer>/kernel`, ...), not optimizer slots or counters.
 fn is_weight(name: &str) -> bool {
-    ["/kernel", "/bias", "/gamma", "/beta", "/moving_mean", "/moving_variance"]
-        .iter()
-        .any(|suffix| name.ends_with(suffix))
+    [
+        "/kernel",
+        "/bias",
+        "/gamma",
+        "/beta",
+        "/moving_mean",
+        "/moving_variance",
+    ]
+    .iter()
+    .any(|suffix| name.ends_with(suffix))
 }
 
 pub fn predictions(
@@ -246,10 +322,21 @@ pub fn predictions(
     Ok(rows)
 }
 
-fn save_model(ctx: &StageContext, network: &dyn Learner, model: &ModelIr) -> Result<(), StageError> {
-    let weights: BTreeMap<_, _> = network.state().into_iter().filter(|(name, _)| is_weight(name)).collect();
+fn save_model(
+    ctx: &StageContext,
+    network: &dyn Learner,
+    model: &ModelIr,
+) -> Result<(), StageError> {
+    let weights: BTreeMap<_, _> = network
+        .state()
+        .into_iter()
+        .filter(|(name, _)| is_weight(name))
+        .collect();
     let mut metadata = BTreeMap::new();
-    metadata.insert("gpl.ir".to_string(), serde_json::to_string(model).map_err(stage_error)?);
+    metadata.insert(
+        "gpl.ir".to_string(),
+        serde_json::to_string(model).map_err(stage_error)?,
+    );
     save_safetensors(&ctx.out_dir().join(MODEL_FILE), &weights, &metadata).map_err(stage_error)
 }
 

@@ -61,17 +61,24 @@ pub fn softmax_row<T: Real>(row: &mut [T]) {
 pub fn activate_backward<T: Real>(act: Activation, y: &[T], dy: &mut [T], last: usize) {
     match act {
         Activation::Linear => {}
-        Activation::Softmax => dy.par_chunks_mut(last).zip(y.par_chunks(last)).for_each(|(d, y)| {
-            let dot: T = d.iter().zip(y).map(|(a, b)| *a * *b).sum();
-            for (dv, yv) in d.iter_mut().zip(y) {
-                *dv = *yv * (*dv - dot);
-            }
-        }),
-        _ => dy.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(ds, ys)| {
-            for (d, y) in ds.iter_mut().zip(ys) {
-                *d *= derivative(act, *y);
-            }
-        }),
+        Activation::Softmax => {
+            dy.par_chunks_mut(last)
+                .zip(y.par_chunks(last))
+                .for_each(|(d, y)| {
+                    let dot: T = d.iter().zip(y).map(|(a, b)| *a * *b).sum();
+                    for (dv, yv) in d.iter_mut().zip(y) {
+                        *dv = *yv * (*dv - dot);
+                    }
+                })
+        }
+        _ => dy
+            .par_chunks_mut(CHUNK)
+            .zip(y.par_chunks(CHUNK))
+            .for_each(|(ds, ys)| {
+                for (d, y) in ds.iter_mut().zip(ys) {
+                    *d *= derivative(act, *y);
+                }
+            }),
     }
 }
 

@@ -137,7 +137,8 @@ impl ConvGeom {
                             continue;
                         }
                         let src = &row[(ky * self.kw + kx) * cg..][..cg];
-                        let dst = &mut dx[(iy as usize * self.w + ix as usize) * self.c + c0..][..cg];
+                        let dst =
+                            &mut dx[(iy as usize * self.w + ix as usize) * self.c + c0..][..cg];
                         for (d, s) in dst.iter_mut().zip(src) {
                             *d += *s;
                         }
@@ -175,7 +176,11 @@ impl<T: Real> ConvScratch<T> {
                 } else {
                     Vec::new()
                 },
-                dbias: if backward { vec![T::ZERO; g.filters] } else { Vec::new() },
+                dbias: if backward {
+                    vec![T::ZERO; g.filters]
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         ConvScratch { parts }
@@ -325,7 +330,12 @@ pub fn conv2d_backward<T: Real>(
     if dx_stride > 0 {
         x.par_chunks(per_part * g.in_len())
             .zip(dy.par_chunks(per_part * g.out_len()))
-            .zip(scratch.parts.par_iter_mut().zip(dx_all.par_chunks_mut(dx_stride)))
+            .zip(
+                scratch
+                    .parts
+                    .par_iter_mut()
+                    .zip(dx_all.par_chunks_mut(dx_stride)),
+            )
             .for_each(work);
     } else {
         let mut empties: Vec<&mut [T]> = Vec::with_capacity(parts);
@@ -374,8 +384,10 @@ mod tests {
                                     continue;
                                 }
                                 for ci in 0..cg {
-                                    let xv =
-                                        x[s * g.in_len() + (iy as usize * g.w + ix as usize) * g.c + group * cg + ci];
+                                    let xv = x[s * g.in_len()
+                                        + (iy as usize * g.w + ix as usize) * g.c
+                                        + group * cg
+                                        + ci];
                                     acc += xv * k[((ky * g.kw + kx) * cg + ci) * g.filters + o];
                                 }
                             }
@@ -403,12 +415,25 @@ mod tests {
         let mut dx = vec![0.0; x.len()];
         let mut dk = vec![0.0; k.len()];
         let mut db = vec![0.0; b.len()];
-        conv2d_backward(&g, n, &x, &k, &r, Some(&mut dx), Some((&mut dk, &mut db)), &mut scratch);
-        assert_gradient(&format!("{name} dx"), &x, &dx, |x| dot(&naive(&g, n, x, &k, &b), &r));
+        conv2d_backward(
+            &g,
+            n,
+            &x,
+            &k,
+            &r,
+            Some(&mut dx),
+            Some((&mut dk, &mut db)),
+            &mut scratch,
+        );
+        assert_gradient(&format!("{name} dx"), &x, &dx, |x| {
+            dot(&naive(&g, n, x, &k, &b), &r)
+        });
         assert_gradient(&format!("{name} dkernel"), &k, &dk, |k| {
             dot(&naive(&g, n, &x, k, &b), &r)
         });
-        assert_gradient(&format!("{name} dbias"), &b, &db, |b| dot(&naive(&g, n, &x, &k, b), &r));
+        assert_gradient(&format!("{name} dbias"), &b, &db, |b| {
+            dot(&naive(&g, n, &x, &k, b), &r)
+        });
         // Frozen layer path: only dx, same values.
         let mut dx2 = vec![0.0; x.len()];
         conv2d_backward(&g, n, &x, &k, &r, Some(&mut dx2), None, &mut scratch);

@@ -22,13 +22,24 @@ fn par_rows<'a, T: Real>(
         return;
     }
     let block = m.div_ceil(2 * rayon::current_num_threads()).max(16);
-    c[..m * n].par_chunks_mut(block * n).enumerate().for_each(|(i, cb)| {
-        let rows = cb.len() / n;
-        gemm(rows, k, n, a_at(i * block), b, cb, n, accumulate, 1);
-    });
+    c[..m * n]
+        .par_chunks_mut(block * n)
+        .enumerate()
+        .for_each(|(i, cb)| {
+            let rows = cb.len() / n;
+            gemm(rows, k, n, a_at(i * block), b, cb, n, accumulate, 1);
+        });
 }
 
-pub fn dense_forward<T: Real>(n: usize, inputs: usize, units: usize, x: &[T], kernel: &[T], bias: &[T], y: &mut [T]) {
+pub fn dense_forward<T: Real>(
+    n: usize,
+    inputs: usize,
+    units: usize,
+    x: &[T],
+    kernel: &[T],
+    bias: &[T],
+    y: &mut [T],
+) {
     for row in y.chunks_mut(units) {
         row.copy_from_slice(bias);
     }

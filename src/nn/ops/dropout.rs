@@ -8,14 +8,20 @@ use rand_chacha::ChaCha8Rng;
 
 /// The seed of one layer's mask at one optimizer step.
 pub fn mask_seed(model_seed: u64, step: u64, layer: usize) -> u64 {
-    model_seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (layer as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+    model_seed
+        ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (layer as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
 }
 
 pub fn fill_mask<T: Real>(rate: f32, seed: u64, mask: &mut [T]) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let keep = T::from_f64(1.0 / (1.0 - rate as f64));
     for m in mask.iter_mut() {
-        *m = if rng.gen::<f32>() >= rate { keep } else { T::ZERO };
+        *m = if rng.gen::<f32>() >= rate {
+            keep
+        } else {
+            T::ZERO
+        };
     }
 }
 
@@ -37,7 +43,9 @@ mod tests {
         fill_mask(0.25, mask_seed(7, 3, 2), &mut mask);
         let kept = mask.iter().filter(|m| **m > 0.0).count();
         assert!((2800..3200).contains(&kept), "{kept}");
-        assert!(mask.iter().all(|m| *m == 0.0 || (*m - 4.0 / 3.0).abs() < 1e-12));
+        assert!(mask
+            .iter()
+            .all(|m| *m == 0.0 || (*m - 4.0 / 3.0).abs() < 1e-12));
         let mut again = vec![0.0f64; 4000];
         fill_mask(0.25, mask_seed(7, 3, 2), &mut again);
         assert_eq!(mask, again);

@@ -18,7 +18,11 @@ pub fn softmax_cross_entropy<T: Real>(
     let n = labels.len();
     let mut loss = 0.0f64;
     let mut exps = vec![0.0f64; classes];
-    for (i, (z, p)) in logits.chunks(classes).zip(probs.chunks_mut(classes)).enumerate() {
+    for (i, (z, p)) in logits
+        .chunks(classes)
+        .zip(probs.chunks_mut(classes))
+        .enumerate()
+    {
         let max = z.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.to_f64()));
         for (e, v) in exps.iter_mut().zip(z) {
             *e = (v.to_f64() - max).exp();

@@ -28,7 +28,12 @@ pub fn samples_per_part(n: usize) -> usize {
 
 /// Output size and padding before the data along one axis, Keras/TensorFlow style:
 /// "same" pads `total / 2` before and the rest (one more when odd) after.
-pub fn axis_geometry(input: usize, window: usize, stride: usize, padding: Padding) -> (usize, usize) {
+pub fn axis_geometry(
+    input: usize,
+    window: usize,
+    stride: usize,
+    padding: Padding,
+) -> (usize, usize) {
     match padding {
         Padding::Valid => ((input.saturating_sub(window)) / stride + 1, 0),
         Padding::Same => {
@@ -45,7 +50,9 @@ pub(crate) mod check {
 
     /// Random values in [-1, 1) from a fixed seed (a tiny LCG keeps tests dependency-free).
     pub fn values(len: usize, seed: u64) -> Vec<f64> {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {
                 state = state
@@ -58,7 +65,12 @@ pub(crate) mod check {
 
     /// Checks `analytic` against d(loss)/d(input) by central differences, where `loss`
     /// evaluates the scalar objective for a perturbed copy of `input`.
-    pub fn assert_gradient(name: &str, input: &[f64], analytic: &[f64], mut loss: impl FnMut(&[f64]) -> f64) {
+    pub fn assert_gradient(
+        name: &str,
+        input: &[f64],
+        analytic: &[f64],
+        mut loss: impl FnMut(&[f64]) -> f64,
+    ) {
         assert_eq!(input.len(), analytic.len(), "{name}: gradient length");
         let h = 1e-6;
         let mut x = input.to_vec();

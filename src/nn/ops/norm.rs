@@ -12,7 +12,11 @@ const BLOCK: usize = 256;
 
 /// Per-channel sums of `width` values per row, over rows in fixed parts added in order
 /// (deterministic on any thread count). `f(row, acc)` adds one row's values to `acc`.
-fn channel_sums<T: Real>(rows: usize, width: usize, f: impl Fn(usize, &mut [T]) + Sync) -> Vec<f64> {
+fn channel_sums<T: Real>(
+    rows: usize,
+    width: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) -> Vec<f64> {
     let per_part = rows.div_ceil(PARTS).max(1);
     let partials: Vec<Vec<f64>> = (0..rows.div_ceil(per_part))
         .into_par_iter()
@@ -77,7 +81,15 @@ pub fn batchnorm_train_forward<T: Real>(
     normalise(c, x, gamma, beta, mean, inv_std, y);
 }
 
-fn normalise<T: Real>(c: usize, x: &[T], gamma: &[T], beta: &[T], mean: &[T], inv_std: &[T], y: &mut [T]) {
+fn normalise<T: Real>(
+    c: usize,
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    mean: &[T],
+    inv_std: &[T],
+    y: &mut [T],
+) {
     let scale: Vec<T> = gamma.iter().zip(inv_std).map(|(g, s)| *g * *s).collect();
     let shift: Vec<T> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
     y.par_chunks_mut(c * 256)
@@ -92,7 +104,13 @@ fn normalise<T: Real>(c: usize, x: &[T], gamma: &[T], beta: &[T], mean: &[T], in
 }
 
 /// Moves the running averages towards this batch's statistics.
-pub fn update_running<T: Real>(momentum: f32, mean: &[T], var: &[T], moving_mean: &mut [T], moving_var: &mut [T]) {
+pub fn update_running<T: Real>(
+    momentum: f32,
+    mean: &[T],
+    var: &[T],
+    moving_mean: &mut [T],
+    moving_var: &mut [T],
+) {
     let m = T::from_f64(momentum as f64);
     let rest = T::ONE - m;
     for ch in 0..mean.len() {
@@ -165,7 +183,14 @@ pub fn batchnorm_infer_forward<T: Real>(
 }
 
 /// Inference backward (input gradient only: saliency through a trained network).
-pub fn batchnorm_infer_backward<T: Real>(c: usize, eps: f32, dy: &[T], gamma: &[T], moving_var: &[T], dx: &mut [T]) {
+pub fn batchnorm_infer_backward<T: Real>(
+    c: usize,
+    eps: f32,
+    dy: &[T],
+    gamma: &[T],
+    moving_var: &[T],
+    dx: &mut [T],
+) {
     let k: Vec<T> = (0..c)
         .map(|ch| gamma[ch] / (moving_var[ch] + T::from_f64(eps as f64)).sqrt())
         .collect();
@@ -200,9 +225,15 @@ mod tests {
         batchnorm_train_forward(c, 1e-3, &x, &gamma, &beta, &mut y, &mut m, &mut s, &mut v);
         let (mut dx, mut dg, mut db) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
         batchnorm_train_backward(c, &x, &r, &gamma, &m, &s, Some(&mut dx), &mut dg, &mut db);
-        assert_gradient("batchnorm dx", &x, &dx, |x| train_loss(c, x, &gamma, &beta, &r));
-        assert_gradient("batchnorm dgamma", &gamma, &dg, |g| train_loss(c, &x, g, &beta, &r));
-        assert_gradient("batchnorm dbeta", &beta, &db, |b| train_loss(c, &x, &gamma, b, &r));
+        assert_gradient("batchnorm dx", &x, &dx, |x| {
+            train_loss(c, x, &gamma, &beta, &r)
+        });
+        assert_gradient("batchnorm dgamma", &gamma, &dg, |g| {
+            train_loss(c, &x, g, &beta, &r)
+        });
+        assert_gradient("batchnorm dbeta", &beta, &db, |b| {
+            train_loss(c, &x, &gamma, b, &r)
+        });
 
         let mv: Vec<f64> = v.iter().map(|v| v + 0.5).collect();
         batchnorm_infer_backward(c, 1e-3, &r, &gamma, &mv, &mut dx);

@@ -22,7 +22,12 @@ pub struct PoolGeom {
 }
 
 impl PoolGeom {
-    pub fn new(input: [usize; 3], size: [usize; 2], stride: [usize; 2], padding: Padding) -> PoolGeom {
+    pub fn new(
+        input: [usize; 3],
+        size: [usize; 2],
+        stride: [usize; 2],
+        padding: Padding,
+    ) -> PoolGeom {
         let [h, w, c] = input;
         let (oh, pad_top) = axis_geometry(h, size[0], stride[0], padding);
         let (ow, pad_left) = axis_geometry(w, size[1], stride[1], padding);
@@ -62,26 +67,32 @@ impl PoolGeom {
 pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: Option<&mut [u32]>) {
     let c = g.c;
     match argmax {
-        None => x.par_chunks(g.in_len()).zip(y.par_chunks_mut(g.out_len())).for_each(|(xs, ys)| {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    let yr = &mut ys[(oy * g.ow + ox) * c..][..c];
-                    yr.fill(T::NEG_INFINITY);
-                    let (rows, cols) = g.window(oy, ox);
-                    for iy in rows {
-                        for ix in cols.clone() {
-                            let xr = &xs[(iy * g.w + ix) * c..][..c];
-                            for ch in 0..c {
-                                yr[ch] = yr[ch].max(xr[ch]);
+        None => x
+            .par_chunks(g.in_len())
+            .zip(y.par_chunks_mut(g.out_len()))
+            .for_each(|(xs, ys)| {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let yr = &mut ys[(oy * g.ow + ox) * c..][..c];
+                        yr.fill(T::NEG_INFINITY);
+                        let (rows, cols) = g.window(oy, ox);
+                        for iy in rows {
+                            for ix in cols.clone() {
+                                let xr = &xs[(iy * g.w + ix) * c..][..c];
+                                for ch in 0..c {
+                                    yr[ch] = yr[ch].max(xr[ch]);
+                                }
                             }
                         }
                     }
                 }
-            }
-        }),
+            }),
         Some(argmax) => x
             .par_chunks(g.in_len())
-            .zip(y.par_chunks_mut(g.out_len()).zip(argmax.par_chunks_mut(g.out_len())))
+            .zip(
+                y.par_chunks_mut(g.out_len())
+                    .zip(argmax.par_chunks_mut(g.out_len())),
+            )
             .for_each(|(xs, (ys, am))| {
                 for oy in 0..g.oh {
                     for ox in 0..g.ow {
@@ -104,7 +115,9 @@ pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: Opti
                                 // Strict `>` keeps the first maximum; selects, not branches,
                                 // because random data mispredicts half of them.
                                 let base32 = base as u32;
-                                for (ch, ((yv, av), xv)) in yr.iter_mut().zip(ar.iter_mut()).zip(xr).enumerate() {
+                                for (ch, ((yv, av), xv)) in
+                                    yr.iter_mut().zip(ar.iter_mut()).zip(xr).enumerate()
+                                {
                                     let greater = *xv > *yv;
                                     *yv = if greater { *xv } else { *yv };
                                     *av = if greater { base32 + ch as u32 } else { *av };
@@ -120,7 +133,10 @@ pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: Opti
 /// Training backward: scatter through the stored argmax.
 pub fn maxpool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u32], dx: &mut [T]) {
     dx.par_chunks_mut(g.in_len())
-        .zip(dy.par_chunks(g.out_len()).zip(argmax.par_chunks(g.out_len())))
+        .zip(
+            dy.par_chunks(g.out_len())
+                .zip(argmax.par_chunks(g.out_len())),
+        )
         .for_each(|(dxs, (dys, am))| {
             dxs.fill(T::ZERO);
             for (d, &a) in dys.iter().zip(am) {
@@ -134,7 +150,10 @@ pub fn maxpool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u32], dx: &mu
 pub fn maxpool_backward_recompute<T: Real>(g: &PoolGeom, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) {
     let c = g.c;
     dx.par_chunks_mut(g.in_len())
-        .zip(x.par_chunks(g.in_len()).zip(y.par_chunks(g.out_len()).zip(dy.par_chunks(g.out_len()))))
+        .zip(
+            x.par_chunks(g.in_len())
+                .zip(y.par_chunks(g.out_len()).zip(dy.par_chunks(g.out_len()))),
+        )
         .for_each(|(dxs, (xs, (ys, dys)))| {
             dxs.fill(T::ZERO);
             let mut routed = vec![false; c];
@@ -261,7 +280,10 @@ mod tests {
                 "3x3 stride 2 overlapping",
                 PoolGeom::new([7, 6, 2], [3, 3], [2, 2], Padding::Valid),
             ),
-            ("same odd", PoolGeom::new([5, 5, 2], [2, 2], [2, 2], Padding::Same)),
+            (
+                "same odd",
+                PoolGeom::new([5, 5, 2], [2, 2], [2, 2], Padding::Same),
+            ),
             (
                 "same 3x3 stride 1",
                 PoolGeom::new([4, 5, 1], [3, 3], [1, 1], Padding::Same),
@@ -277,7 +299,9 @@ mod tests {
             let mut dx2 = vec![0.0; x.len()];
             maxpool_backward_recompute(&g, &x, &y, &r, &mut dx2);
             assert_eq!(dx, dx2, "{name}: both backward routes agree");
-            assert_gradient(&format!("maxpool {name}"), &x, &dx, |x| max_loss(&g, n, x, &r));
+            assert_gradient(&format!("maxpool {name}"), &x, &dx, |x| {
+                max_loss(&g, n, x, &r)
+            });
 
             avgpool_forward(&g, &x, &mut y);
             avgpool_backward(&g, &r, &mut dx);

@@ -25,7 +25,11 @@ pub fn concat_forward<T: Real>(ca: usize, cb: usize, a: &[T], b: &[T], y: &mut [
 }
 
 pub fn concat_backward<T: Real>(ca: usize, cb: usize, dy: &[T], da: &mut [T], db: &mut [T]) {
-    for ((dr, ar), br) in dy.chunks(ca + cb).zip(da.chunks_mut(ca)).zip(db.chunks_mut(cb)) {
+    for ((dr, ar), br) in dy
+        .chunks(ca + cb)
+        .zip(da.chunks_mut(ca))
+        .zip(db.chunks_mut(cb))
+    {
         ar.copy_from_slice(&dr[..ca]);
         br.copy_from_slice(&dr[ca..]);
     }
@@ -51,7 +55,10 @@ pub fn upsample_backward<T: Real>(h: usize, w: usize, c: usize, f: usize, dy: &[
         for oy in 0..oh {
             for ox in 0..ow {
                 let dst = ((oy / f) * w + ox / f) * c;
-                for (a, b) in dxs[dst..dst + c].iter_mut().zip(&dys[(oy * ow + ox) * c..][..c]) {
+                for (a, b) in dxs[dst..dst + c]
+                    .iter_mut()
+                    .zip(&dys[(oy * ow + ox) * c..][..c])
+                {
                     *a += *b;
                 }
             }
