@@ -7,6 +7,7 @@ pub mod check;
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod fsutil;
 pub mod lang;
 pub mod nn;
 pub mod plan;

@@ -172,13 +172,13 @@ fn galaxy10_pipeline_checks_with_and_without_the_quick_profile() {
     let quick = load_program(Path::new("pipelines/galaxy10.gpl"), Some("quick"))
         .unwrap_or_else(|d| panic!("{}", d.render_plain()));
     assert!(full.trains.iter().all(|t| t.classes == Some(9)));
-    assert!(quick.trains.iter().all(|t| t.epochs == 3));
+    assert!(quick.trains.iter().all(|t| t.epochs == 2));
     let count =
         |p: &gpl::check::Program| match &p.dataset("galaxy10").and_then(|d| d.fallback.clone()) {
             Some(gpl::check::Source::Synthetic { count, .. }) => *count,
             _ => 0,
         };
-    assert_eq!((count(&full), count(&quick)), (21785, 3000));
+    assert_eq!((count(&full), count(&quick)), (21785, 1500));
     assert_eq!(quick.crossvals[0].folds, 3);
     // The report's trainable parameter counts for VGG16 feature extraction.
     let fe = full.train("vgg_fe").expect("vgg_fe");

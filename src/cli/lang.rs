@@ -110,7 +110,7 @@ pub fn fmt(args: FmtArgs) -> miette::Result<ExitCode> {
         });
     }
     if formatted != text {
-        write_atomic(&args.file, &formatted).map_err(|e| {
+        crate::fsutil::write_atomic(&args.file, formatted.as_bytes()).map_err(|e| {
             miette::miette!(
                 code = "gpl::io::write",
                 "cannot write {}: {e}",
@@ -119,19 +119,4 @@ pub fn fmt(args: FmtArgs) -> miette::Result<ExitCode> {
         })?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Temp file in the same folder, then rename, so a crash never leaves half a pipeline.
-fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.fmt-{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
 }

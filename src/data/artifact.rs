@@ -7,10 +7,9 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 
-use super::hdf5::temp_path;
 use super::{DataError, ImageSet};
 
 const MAGIC: &[u8; 8] = b"GPLIMG01";
@@ -29,18 +28,7 @@ pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<(), DataError> {
-    let tmp = temp_path(path);
-    let result = (|| {
-        let file = std::fs::File::create(&tmp)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        write(&mut out)?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()
-    })();
-    if let Err(e) = result.and_then(|_| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(DataError::io(path, e));
-    }
-    Ok(())
+    crate::fsutil::write_atomic_with(path, write).map_err(|e| DataError::io(path, e))
 }
 
 pub fn save_image_set(set: &ImageSet, path: impl AsRef<Path>) -> Result<(), DataError> {

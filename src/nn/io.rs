@@ -90,18 +90,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(NamedTensors, HashMap<String, String>
 
 /// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_error("create the folder of", path))?;
-    let file_name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io_error("write", path))?;
-    std::fs::rename(&tmp, path).map_err(io_error("rename into", path))
+    crate::fsutil::write_atomic(path, bytes).map_err(io_error("write", path))
 }
 
 impl Network {

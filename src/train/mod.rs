@@ -15,33 +15,12 @@ pub mod weights;
 
 pub use error::TrainError;
 
-use std::io::Write;
 use std::path::Path;
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename,
 /// so readers never see a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> error::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::io("create directory", dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        Ok(())
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(TrainError::io("write", &tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io("rename into", path, e))
+    crate::fsutil::write_atomic(path, bytes).map_err(|e| TrainError::io("write", path, e))
 }
 
 /// Serde for f64 values that must survive JSON exactly (callback states in checkpoints)
