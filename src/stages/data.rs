@@ -33,7 +33,8 @@ pub enum SourceConfig {
         height: usize,
         width: usize,
     },
-    Synthetic(SynthConfig),
+    /// A struct variant: `SynthConfig` has a `kind` field of its own.
+    Synthetic { config: SynthConfig },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,7 +90,7 @@ fn load_source(
 ) -> Result<(ImageSet, String, bool), StageError> {
     let file = match &config.source {
         SourceConfig::Hdf5 { path, .. } | SourceConfig::Folder { path, .. } => Some(path),
-        SourceConfig::Synthetic(_) => None,
+        SourceConfig::Synthetic { .. } => None,
     };
     if let (Some(path), Some(fallback)) = (file, &config.fallback) {
         if !ctx.resolve(path).exists() {
@@ -128,9 +129,9 @@ fn load_source(
                 .map_err(stage_error)?;
             Ok((set, format!("folder {}", path.display()), false))
         }
-        SourceConfig::Synthetic(synth) => Ok((
-            synthesize(synth).map_err(stage_error)?,
-            describe_synth(synth),
+        SourceConfig::Synthetic { config } => Ok((
+            synthesize(config).map_err(stage_error)?,
+            describe_synth(config),
             true,
         )),
     }
@@ -230,4 +231,40 @@ pub fn read_balance(dir: &Path) -> Result<BalancedIndex, StageError> {
 
 pub fn read_summary(dir: &Path) -> Result<DatasetSummary, StageError> {
     load_json(dir.join(DATASET_FILE)).map_err(stage_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_source_survives_the_spec_round_trip() {
+        let sources = [
+            SourceConfig::Hdf5 {
+                path: "data/Galaxy10.h5".into(),
+                images: "images".into(),
+                labels: "ans".into(),
+            },
+            SourceConfig::Folder {
+                path: "data/folders".into(),
+                height: 69,
+                width: 69,
+            },
+            SourceConfig::Synthetic {
+                config: SynthConfig::galaxy10(100, 3),
+            },
+        ];
+        for source in sources {
+            let config = DatasetConfig {
+                source,
+                fallback: Some(SynthConfig::galaxy10(10, 1)),
+                classes: ClassSpec::default(),
+            };
+            let value = serde_json::to_value(&config).unwrap();
+            assert_eq!(
+                serde_json::from_value::<DatasetConfig>(value).unwrap(),
+                config
+            );
+        }
+    }
 }

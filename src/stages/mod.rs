@@ -307,7 +307,7 @@ fn dataset_spec(program: &Program, d: &check::Dataset, label: Option<String>) ->
         .fallback
         .as_ref()
         .and_then(|f| match source_config(f, None) {
-            SourceConfig::Synthetic(s) => Some(s),
+            SourceConfig::Synthetic { config } => Some(config),
             _ => None,
         });
     let classes = ClassSpec {
@@ -365,7 +365,7 @@ fn source_config(source: &check::Source, shape: Option<&[usize]>) -> SourceConfi
             if *generator == check::SyntheticKind::Galaxy10Decals {
                 config.kind = SynthKind::Galaxy10Decals;
             }
-            SourceConfig::Synthetic(config)
+            SourceConfig::Synthetic { config }
         }
     }
 }
