@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Writes `bytes` to `path` atomically, creating its folder when missing.
@@ -17,21 +17,10 @@ pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // Unique per process and call, so concurrent writers of one file never share a temp.
-    let temp = dir.join(format!(
-        ".{file_name}.tmp-{}-{}",
-        std::process::id(),
-        unique_suffix()
-    ));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)?;
+    }
+    let temp = temp_beside(path);
     let result = (|| {
         let mut out = BufWriter::with_capacity(1 << 20, fs::File::create(&temp)?);
         write(&mut out)?;
@@ -43,6 +32,21 @@ pub fn write_atomic_with(
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// A temp name in `path`'s folder (so the final rename is atomic), unique per process and
+/// call, so concurrent writers of one file never share a temp. For writers that need a path
+/// of their own, such as libhdf5.
+pub fn temp_beside(path: &Path) -> PathBuf {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        ".{file_name}.tmp-{}-{}",
+        std::process::id(),
+        unique_suffix()
+    ))
 }
 
 /// A suffix unique within this process and very likely across processes.

@@ -402,7 +402,7 @@ pub fn write_galaxy10_h5(set: &ImageSet, path: impl AsRef<Path>) -> Result<(), D
             "more than 256 classes do not fit uint8 labels",
         ));
     }
-    let tmp = temp_path(path);
+    let tmp = crate::fsutil::temp_beside(path);
     let result = (|| -> Result<(), ::hdf5::Error> {
         let file = ::hdf5::File::create(&tmp)?;
         let images = file
@@ -425,13 +425,4 @@ pub fn write_galaxy10_h5(set: &ImageSet, path: impl AsRef<Path>) -> Result<(), D
         return Err(h5_err(path, e));
     }
     std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
-}
-
-/// A temp name in the same directory, so the final rename is atomic.
-pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }

@@ -67,13 +67,12 @@ impl StageExecutor for DatasetStage {
         let (raw, source, synthetic) = load_source(ctx, &config)?;
         ctx.check_cancelled()?;
         let (set, mapping, _) = apply_classes(&raw, &config.classes).map_err(stage_error)?;
-        let all: Vec<usize> = (0..set.len()).collect();
         let summary = DatasetSummary {
             source,
             synthetic,
             images: set.len(),
             shape: [set.height, set.width, set.channels],
-            class_counts: class_counts(&set.labels, &all, set.class_names.len()),
+            class_counts: set.class_counts(),
             class_names: set.class_names.clone(),
             mapping: mapping.report(&raw.class_names),
         };

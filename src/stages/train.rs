@@ -3,7 +3,7 @@
 //! fit with Keras callbacks (checkpointed every epoch in the stage's scratch folder, so a
 //! killed run resumes), then write the model, history and predictions.
 
-use super::data::{read_balance, read_images, read_split};
+use super::data::{read_balance, read_split};
 use super::{stage_error, Artifacts};
 use crate::data::augment::{augment_into, AugmentSpec};
 use crate::data::balance::materialize;
@@ -127,9 +127,9 @@ pub fn fit_recipe(
     let split = FrozenPrefix::split_point(&recipe.model).filter(|_| recipe.augment.is_none());
     let mut network: Box<dyn Learner> = match split {
         Some(at) => {
-            let model = &recipe.model.layers[at].name;
+            let first_trainable = &recipe.model.layers[at].name;
             ctx.notice(format!(
-                "layers before {model} are frozen: their outputs are computed once per image"
+                "layers before {first_trainable} are frozen: their outputs are computed once per image"
             ));
             Box::new(
                 FrozenPrefix::new(&recipe.model, at, recipe.fit.seed, recipe.optimizer)
@@ -143,22 +143,17 @@ pub fn fit_recipe(
     if let Some(init) = &recipe.init {
         load_initial_weights(ctx, network.as_mut(), init)?;
     }
-    let classes = recipe.model.output().last().copied().unwrap_or(0);
     let weights: Option<Vec<f32>> = match &recipe.class_weights {
         ClassWeightConfig::None => None,
         ClassWeightConfig::FromBalance => {
             balance_weights.map(|w| w.iter().map(|&x| x as f32).collect())
         }
-        ClassWeightConfig::Balanced => {
-            let all: Vec<usize> = (0..train.len()).collect();
-            let counts = crate::data::split::class_counts(&train.labels, &all, classes);
-            Some(
-                crate::data::balance::balanced_weights(&counts)
-                    .iter()
-                    .map(|&x| x as f32)
-                    .collect(),
-            )
-        }
+        ClassWeightConfig::Balanced => Some(
+            crate::data::balance::balanced_weights(&train.class_counts())
+                .iter()
+                .map(|&x| x as f32)
+                .collect(),
+        ),
         ClassWeightConfig::Explicit { weights } => {
             Some(weights.iter().map(|&x| x as f32).collect())
         }
@@ -357,8 +352,4 @@ pub fn epoch_rows(history: &History) -> Vec<EpochRow> {
 
 pub fn read_history(dir: &Path) -> Result<History, StageError> {
     History::read_csv(&dir.join(super::PUBLIC).join(HISTORY_FILE)).map_err(stage_error)
-}
-
-pub fn read_images_of(dir: &Path) -> Result<ImageSet, StageError> {
-    read_images(dir)
 }
