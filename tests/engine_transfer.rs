@@ -146,3 +146,37 @@ fn frozen_prefix_trains_like_the_network_with_frozen_layers() {
     again.load_state(&state).unwrap();
     assert_eq!(again.predict(&images, n).unwrap(), pb);
 }
+
+#[test]
+fn learners_with_the_same_frozen_base_share_its_features() {
+    // A prefix unique to this test, so other tests in the process cannot have filled its map.
+    let mut ir = ModelIr::build(
+        "shared_base",
+        vec![9, 7, 2],
+        vec![
+            (None, conv(3)),
+            (None, LayerOp::Flatten),
+            (None, dense(3, Activation::Softmax)),
+        ],
+    )
+    .unwrap();
+    ir.layers[0].trainable = false;
+    let at = FrozenPrefix::split_point(&ir).unwrap();
+    let n = 5;
+    let images: Vec<f32> = (0..n * 126)
+        .map(|i| ((i * 53 % 97) as f32) / 97.0)
+        .collect();
+
+    let mut first = FrozenPrefix::new(&ir, at, 21, OptimizerConfig::adam()).unwrap();
+    let a = first.predict(&images, n).unwrap();
+    assert_eq!(first.prefix_images_computed(), n);
+    // Same layers, same seed: the same base weights, so nothing is recomputed.
+    let mut second = FrozenPrefix::new(&ir, at, 21, OptimizerConfig::adam()).unwrap();
+    let b = second.predict(&images, n).unwrap();
+    assert_eq!(second.prefix_images_computed(), 0);
+    assert_eq!(a, b);
+    // Other base weights must not reuse those features.
+    let mut other = FrozenPrefix::new(&ir, at, 22, OptimizerConfig::adam()).unwrap();
+    other.predict(&images, n).unwrap();
+    assert_eq!(other.prefix_images_computed(), n);
+}

@@ -361,6 +361,25 @@ pub fn augment_into(
     apply_transform(spec, &t, src, h, w, c, dst);
 }
 
+/// Augments one image held as f32 in [0, 1] (the training loop's layout) through the uint8
+/// path Keras takes, back into [0, 1]. The train stages and the epoch benchmark share it.
+pub fn augment_unit_f32(
+    spec: &AugmentSpec,
+    image: &[f32],
+    shape: [usize; 3],
+    seed: u64,
+    out: &mut [f32],
+) {
+    let bytes: Vec<u8> = image
+        .iter()
+        .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+        .collect();
+    augment_into(spec, &bytes, shape[0], shape[1], shape[2], seed, out);
+    for v in out.iter_mut() {
+        *v /= 255.0;
+    }
+}
+
 /// Augments one image into uint8 (rounded and clipped), for previews and stored copies.
 pub fn augment_into_u8(
     spec: &AugmentSpec,

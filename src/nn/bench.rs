@@ -418,6 +418,21 @@ pub fn run(options: &BenchOptions) -> miette::Result<()> {
         "luminal 0.2 hosting (bigger_cnn forward, each layer a luminal Operator): {hosted:.1} images/s vs {direct:.1} direct ({:+.1}%)",
         100.0 * (hosted / direct - 1.0)
     );
+    // The training stage's loop against the raw step (issue: within 5%), bigger CNN.
+    let bigger_train = ours
+        .iter()
+        .find(|(name, _)| name == "bigger_cnn")
+        .map_or(300.0, |(_, f)| f.train);
+    let batches = ((options.seconds * bigger_train / options.batch as f64).ceil() as usize).max(8);
+    let epoch =
+        pool.install(|| crate::train::bench::epoch_vs_step(&bigger_cnn(), options.batch, batches))?;
+    println!(
+        "bigger_cnn training epoch through the train stage's loop ({} images: shuffle, class weights, keras_default augmentation on the producer thread): {:.1} images/s vs raw step {:.1} images/s ({:.1}% of raw)",
+        epoch.images,
+        epoch.epoch,
+        epoch.raw_step,
+        100.0 * epoch.epoch / epoch.raw_step
+    );
     if let Some(rss) = peak_rss() {
         println!(
             "peak resident memory of the benchmark process: {:.1} MiB",

@@ -9,12 +9,50 @@ use super::optim::OptimizerConfig;
 use super::{EngineError, Network};
 use crate::train::learner::{Batch, Learner, NamedTensors, StepStats};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A frozen prefix's outputs by BLAKE3 of the input image's f32 bytes.
+type FeatureMap = HashMap<[u8; 32], Arc<[f32]>>;
+type SharedMap = Arc<Mutex<FeatureMap>>;
+/// Prefix digest → its map, least recently used first.
+type Registry = Mutex<Vec<([u8; 32], SharedMap)>>;
+
+/// Feature maps of recent prefixes (architecture + weights digest), shared by every learner in
+/// this process with the same prefix: the hold-out fine-tuning, each cross-validation fold of
+/// it and anything else starting from the same frozen base compute it once per image. The
+/// oldest prefix is dropped beyond `SHARED_PREFIXES`, which bounds the memory of a long
+/// `gpl watch` session.
+static SHARED: OnceLock<Registry> = OnceLock::new();
+const SHARED_PREFIXES: usize = 4;
+
+fn shared_features(key: [u8; 32]) -> SharedMap {
+    let mut shared = SHARED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(at) = shared.iter().position(|(k, _)| *k == key) {
+        let entry = shared.remove(at);
+        let map = entry.1.clone();
+        shared.push(entry);
+        return map;
+    }
+    if shared.len() >= SHARED_PREFIXES {
+        shared.remove(0);
+    }
+    let map = Arc::new(Mutex::new(FeatureMap::new()));
+    shared.push((key, map.clone()));
+    map
+}
 
 pub struct FrozenPrefix {
     prefix: Network,
     suffix: Network,
-    /// BLAKE3 of an image's f32 bytes → the prefix's output for it.
-    features: HashMap<[u8; 32], Vec<f32>>,
+    /// This prefix's shared feature map, looked up on first use and again after new weights.
+    features: Option<SharedMap>,
+    /// Images this learner ran through the prefix itself (not found in the shared map).
+    computed: usize,
+    /// Kept for the feature-sharing digest.
+    prefix_ir: ModelIr,
     feature_len: usize,
     image_len: usize,
 }
@@ -72,12 +110,47 @@ impl FrozenPrefix {
             image_len: ir.input.iter().product(),
             prefix,
             suffix,
-            features: HashMap::new(),
+            prefix_ir,
+            features: None,
+            computed: 0,
         })
     }
 
-    /// The prefix's outputs for `n` images, computing only those not seen before.
+    /// How many images this learner ran through the frozen prefix; the rest came from the
+    /// shared feature map.
+    pub fn prefix_images_computed(&self) -> usize {
+        self.computed
+    }
+
+    /// Digest of what decides the prefix's outputs: its layers and their weights.
+    fn prefix_key(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(
+            serde_json::to_string(&self.prefix_ir)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        for (name, tensor) in self.prefix.state() {
+            // Optimizer slots and the step counter do not change a frozen layer's output.
+            if name.starts_with("optimizer/") {
+                continue;
+            }
+            hasher.update(name.as_bytes());
+            let bytes: Vec<u8> = tensor.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            hasher.update(&bytes);
+        }
+        *hasher.finalize().as_bytes()
+    }
+
+    /// The prefix's outputs for `n` images, computing only those not seen before by any
+    /// learner with the same prefix. The map is not locked while the prefix runs, so two
+    /// stages may both compute an image they miss at the same moment; both get equal values.
     fn features(&mut self, images: &[f32], n: usize) -> miette::Result<Vec<f32>> {
+        if self.features.is_none() {
+            self.features = Some(shared_features(self.prefix_key()));
+        }
+        let map = self.features.clone().expect("set just above");
+        let lock = || map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let keys: Vec<[u8; 32]> = images
             .chunks(self.image_len)
             .take(n)
@@ -86,9 +159,10 @@ impl FrozenPrefix {
                 *blake3::hash(&bytes).as_bytes()
             })
             .collect();
-        let missing: Vec<usize> = (0..n)
-            .filter(|&i| !self.features.contains_key(&keys[i]))
-            .collect();
+        let missing: Vec<usize> = {
+            let known = lock();
+            (0..n).filter(|&i| !known.contains_key(&keys[i])).collect()
+        };
         if !missing.is_empty() {
             let mut batch = Vec::with_capacity(missing.len() * self.image_len);
             for &i in &missing {
@@ -98,14 +172,17 @@ impl FrozenPrefix {
                 .prefix
                 .logits(&batch, missing.len())
                 .map_err(miette::Report::new)?;
+            self.computed += missing.len();
+            let mut known = lock();
             for (&i, feature) in missing.iter().zip(out.chunks(self.feature_len)) {
-                self.features.insert(keys[i], feature.to_vec());
+                known.insert(keys[i], feature.into());
             }
         }
+        let known = lock();
         let mut out = Vec::with_capacity(n * self.feature_len);
         for key in &keys {
-            // Every key was inserted just above when missing.
-            out.extend_from_slice(&self.features[key]);
+            // Every key was inserted above when missing, and entries are never removed.
+            out.extend_from_slice(&known[key]);
         }
         Ok(out)
     }
@@ -147,7 +224,7 @@ impl Learner for FrozenPrefix {
         let (prefix, suffix) = self.split(state);
         self.prefix.load_state(&prefix)?;
         self.suffix.load_state(&suffix)?;
-        self.features.clear();
+        self.features = None;
         Ok(())
     }
 
@@ -155,7 +232,7 @@ impl Learner for FrozenPrefix {
         let (prefix, suffix) = self.split(weights);
         self.prefix.load_weights(&prefix)?;
         self.suffix.load_weights(&suffix)?;
-        self.features.clear();
+        self.features = None;
         Ok(())
     }
 }

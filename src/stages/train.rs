@@ -5,7 +5,7 @@
 
 use super::data::{read_balance, read_split};
 use super::{stage_error, Artifacts};
-use crate::data::augment::{augment_into, AugmentSpec};
+use crate::data::augment::{augment_unit_f32, AugmentSpec};
 use crate::data::balance::materialize;
 use crate::data::ImageSet;
 use crate::nn::frozen::FrozenPrefix;
@@ -159,21 +159,11 @@ pub fn fit_recipe(
         }
     };
     let augment = recipe.augment.clone();
-    let augmenter = move |image: &[f32], shape: [usize; 3], seed: u64, out: &mut [f32]| {
-        if let Some(spec) = &augment {
-            // The augmenter works on bytes, as Keras does on uint8 images.
-            let bytes: Vec<u8> = image
-                .iter()
-                .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
-                .collect();
-            augment_into(spec, &bytes, shape[0], shape[1], shape[2], seed, out);
-            for v in out.iter_mut() {
-                *v /= 255.0;
-            }
-        } else {
-            out.copy_from_slice(image);
-        }
-    };
+    let augmenter =
+        move |image: &[f32], shape: [usize; 3], seed: u64, out: &mut [f32]| match &augment {
+            Some(spec) => augment_unit_f32(spec, image, shape, seed, out),
+            None => out.copy_from_slice(image),
+        };
     let data = TrainData {
         images: train,
         class_weights: weights.as_deref(),

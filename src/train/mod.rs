@@ -4,6 +4,7 @@
 //! Everything here talks to the compute engine through `learner::Learner` only, so it is
 //! tested with the small learner in `testing` and runs unchanged on `nn::Network`.
 
+pub mod bench;
 pub mod callbacks;
 pub mod error;
 pub mod fit;
