@@ -366,3 +366,24 @@ fn a_small_cnn_learns_a_separable_problem() {
         .count();
     assert!(correct >= 30, "{correct}/32");
 }
+
+#[test]
+fn fused_inference_matches_the_layers_run_one_by_one() {
+    // small_model starts with conv → batchnorm, the pair inference fuses into one pass.
+    let ir = small_model(0.0);
+    let mut net = Network::new(&ir, 3, OptimizerConfig::adam()).unwrap();
+    let n = 5;
+    let d = data(n, 9 * 7 * 2, 3, 8);
+    for _ in 0..3 {
+        // Moves the batchnorm's running averages away from 0 and 1.
+        net.train_batch(&d.batch(), 1e-2).unwrap();
+    }
+    let fused = net.logits(&d.images, n).unwrap();
+    let mut x = d.images.clone();
+    for i in 0..net.layer_count() {
+        let mut y = vec![0.0; n * net.layer_output_len(i)];
+        net.run_layer(i, n, &x, &mut y);
+        x = y;
+    }
+    assert_eq!(fused, x, "fused conv+batchnorm changed the outputs");
+}

@@ -13,8 +13,8 @@ use super::ops::conv::{conv2d_backward, conv2d_forward, ConvGeom, ConvScratch};
 use super::ops::dense::{dense_backward, dense_forward};
 use super::ops::dropout::{apply_mask, fill_mask, mask_seed};
 use super::ops::norm::{
-    batchnorm_infer_backward, batchnorm_infer_forward, batchnorm_train_backward,
-    batchnorm_train_forward, update_running,
+    affine_part, batchnorm_infer_backward, batchnorm_infer_forward, batchnorm_train_backward,
+    batchnorm_train_forward, infer_affine, update_running,
 };
 use super::ops::pool::{
     avgpool_backward, avgpool_forward, global_avgpool_backward, global_avgpool_forward,
@@ -582,16 +582,87 @@ impl Network {
     }
 
     /// Forward pass; in training mode batchnorm uses batch statistics and dropout draws masks.
-    fn forward(&self, ws: &mut Workspace, images: &[f32], n: usize, train: bool) {
-        for i in 0..self.layers.len() {
+    /// With `fuse` (inference only), a convolution followed by an inference batchnorm writes
+    /// straight into the batchnorm's output, activation and normalisation applied while each
+    /// part is in cache; the convolution's own output buffer is then left stale, so callers
+    /// that read intermediate activations (gradients w.r.t. inputs) pass `false`.
+    fn forward(&self, ws: &mut Workspace, images: &[f32], n: usize, train: bool, fuse: bool) {
+        let mut i = 0;
+        while i < self.layers.len() {
             let started = self.profiling.then(Instant::now);
             let (before, after) = ws.acts.split_at_mut(i);
             let x: &[f32] = if i == 0 { images } else { &before[i - 1] };
-            self.forward_layer(i, &mut ws.scratch[i], x, &mut after[0], n, train);
+            let fused = fuse && !train && self.forward_conv_bn(i, &mut ws.scratch[i], x, after, n);
+            if !fused {
+                self.forward_layer(i, &mut ws.scratch[i], x, &mut after[0], n, train);
+            }
             if let Some(t) = started {
                 ws.times[i][0] += t.elapsed().as_secs_f64();
             }
+            i += if fused { 2 } else { 1 };
         }
+    }
+
+    /// Layer `i` (a convolution) and layer `i + 1` (batchnorm in inference mode) in one pass,
+    /// output to `acts[1]`; false (nothing done) when the layers are not such a pair. Same
+    /// arithmetic as the two layers run apart, so the outputs are bit-identical.
+    fn forward_conv_bn(
+        &self,
+        i: usize,
+        scratch: &mut Scratch,
+        x: &[f32],
+        acts: &mut [Vec<f32>],
+        n: usize,
+    ) -> bool {
+        let (Some(conv), Some(norm)) = (self.layers.get(i), self.layers.get(i + 1)) else {
+            return false;
+        };
+        let (
+            Kernel::Conv { geom, kernel, bias },
+            Kernel::BatchNorm {
+                eps,
+                gamma,
+                beta,
+                mean,
+                var,
+                ..
+            },
+            Scratch::Conv(s),
+        ) = (conv.kernel, norm.kernel, scratch)
+        else {
+            return false;
+        };
+        if norm.bn_training(false)
+            || conv.act == Activation::Softmax
+            || norm.act == Activation::Softmax
+        {
+            return false;
+        }
+        let p = &self.params;
+        let (scale, shift) = infer_affine(
+            eps,
+            &p[gamma].value,
+            &p[beta].value,
+            &p[mean].value,
+            &p[var].value,
+        );
+        let (conv_act, norm_act) = (conv.act, norm.act);
+        let epilogue = |part: &mut [f32]| {
+            activation::activate_part(conv_act, part);
+            affine_part(&scale, &shift, part);
+            activation::activate_part(norm_act, part);
+        };
+        conv2d_forward(
+            &geom,
+            n,
+            x,
+            &p[kernel].value,
+            &p[bias].value,
+            &mut acts[1],
+            s,
+            Some(&epilogue),
+        );
+        true
     }
 
     /// One layer's kernel and activation, `x` → `y`.
@@ -608,7 +679,7 @@ impl Network {
         let p = &self.params;
         match (layer.kernel, scratch) {
             (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) => {
-                conv2d_forward(&geom, n, x, &p[kernel].value, &p[bias].value, y, s)
+                conv2d_forward(&geom, n, x, &p[kernel].value, &p[bias].value, y, s, None)
             }
             (
                 Kernel::Dense {
@@ -913,7 +984,7 @@ impl Network {
             });
         }
         let mut ws = self.workspace(n, true);
-        self.forward(&mut ws, batch.images, n, true);
+        self.forward(&mut ws, batch.images, n, true, false);
         let last = self.layers.len() - 1;
         let (acts, grads) = (&ws.acts[last], &mut ws.grads[last]);
         let data_loss = loss::softmax_cross_entropy(
@@ -984,13 +1055,13 @@ impl Network {
         }
     }
 
-    /// Mean seconds per training step of each layer, (name, forward, backward), for the most
-    /// profiled batch size.
-    pub fn profile(&self) -> Vec<(String, f64, f64)> {
+    /// Mean seconds per training step (`train`) or inference batch of each layer, (name,
+    /// forward, backward), for the most profiled batch size.
+    pub fn profile(&self, train: bool) -> Vec<(String, f64, f64)> {
         let Some(ws) = self
             .workspaces
             .iter()
-            .filter(|((_, train), _)| *train)
+            .filter(|((_, mode), _)| *mode == train)
             .map(|(_, ws)| ws)
             .max_by_key(|ws| ws.steps)
         else {
@@ -1041,7 +1112,8 @@ impl Network {
                 padded.resize(chunk * per, 0.0);
                 &padded[..]
             };
-            self.forward(&mut ws, x, chunk, false);
+            self.forward(&mut ws, x, chunk, false, true);
+            ws.steps += 1;
             out.extend_from_slice(&ws.acts[self.layers.len() - 1][..(end - start) * self.classes]);
         }
         self.workspaces.insert((chunk, false), ws);
@@ -1083,7 +1155,7 @@ impl Network {
                 .map(|l| vec![0.0; n * l.out_len])
                 .collect();
         }
-        self.forward(&mut ws, images, n, false);
+        self.forward(&mut ws, images, n, false, false);
         let last = self.layers.len() - 1;
         ws.grads[last].copy_from_slice(output_grad);
         let gradients = self.backward(&mut ws, images, n, false, layer.is_none(), false, layer);

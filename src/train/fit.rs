@@ -164,7 +164,6 @@ fn prepare_batch(
     epoch: usize,
     mut into: Prepared,
 ) -> Prepared {
-    use rayon::prelude::*;
     let set = data.images;
     let sample_len = set.image_len();
     let shape = [set.height, set.width, set.channels];
@@ -179,37 +178,32 @@ fn prepare_batch(
                 .map_or(1.0, |w| w.get(label as usize).copied().unwrap_or(1.0)),
         );
     }
-    into.images
-        .par_chunks_mut(sample_len)
-        .zip(indices.par_iter())
-        .for_each_init(
-            || {
-                vec![
-                    0.0f32;
-                    if data.augment.is_some() {
-                        sample_len
-                    } else {
-                        0
-                    }
-                ]
-            },
-            |scratch, (out, &i)| {
-                let pixels = set.image(i);
-                match data.augment {
-                    Some(augment) => {
-                        for (s, &p) in scratch.iter_mut().zip(pixels) {
-                            *s = p as f32 / 255.0;
-                        }
-                        augment.augment(scratch, shape, sample_seed(seed, epoch, i), out);
-                    }
-                    None => {
-                        for (o, &p) in out.iter_mut().zip(pixels) {
-                            *o = p as f32 / 255.0;
-                        }
-                    }
+    // On the producer's own thread, not in rayon's pool: pool tasks would sit between the
+    // engine's per-core parts and stall a step (measured in `gpl bench engine`, docs).
+    let mut scratch = vec![
+        0.0f32;
+        if data.augment.is_some() {
+            sample_len
+        } else {
+            0
+        }
+    ];
+    for (out, &i) in into.images.chunks_mut(sample_len).zip(indices) {
+        let pixels = set.image(i);
+        match data.augment {
+            Some(augment) => {
+                for (s, &p) in scratch.iter_mut().zip(pixels) {
+                    *s = p as f32 / 255.0;
                 }
-            },
-        );
+                augment.augment(&scratch, shape, sample_seed(seed, epoch, i), out);
+            }
+            None => {
+                for (o, &p) in out.iter_mut().zip(pixels) {
+                    *o = p as f32 / 255.0;
+                }
+            }
+        }
+    }
     into
 }
 

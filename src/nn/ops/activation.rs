@@ -20,6 +20,17 @@ pub fn activate<T: Real>(act: Activation, y: &mut [T], last: usize) {
     }
 }
 
+/// `activate` on one contiguous part, on the calling thread (a kernel's epilogue while the
+/// part is in cache). Not for softmax, which needs whole rows of its axis.
+pub fn activate_part<T: Real>(act: Activation, ys: &mut [T]) {
+    debug_assert!(act != Activation::Softmax, "softmax is not element-wise");
+    if act != Activation::Linear {
+        for v in ys.iter_mut() {
+            *v = apply(act, *v);
+        }
+    }
+}
+
 #[inline(always)]
 fn apply<T: Real>(act: Activation, x: T) -> T {
     match act {

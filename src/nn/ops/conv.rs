@@ -194,7 +194,13 @@ impl<T: Real> ConvScratch<T> {
     }
 }
 
-/// y = conv(x, kernel) + bias for a batch of `n`; `y` is [n, oh, ow, filters].
+/// What a convolution applies to each finished part of its output while it is in cache
+/// (whole output pixels of whole samples): the inference path fuses activation and batchnorm.
+pub type Epilogue<'a, T> = &'a (dyn Fn(&mut [T]) + Sync);
+
+/// y = conv(x, kernel) + bias for a batch of `n`; `y` is [n, oh, ow, filters]. With an
+/// epilogue, each part of `y` goes through it as soon as it is computed.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward<T: Real>(
     g: &ConvGeom,
     n: usize,
@@ -203,6 +209,7 @@ pub fn conv2d_forward<T: Real>(
     bias: &[T],
     y: &mut [T],
     scratch: &mut ConvScratch<T>,
+    epilogue: Option<Epilogue<T>>,
 ) {
     let per_part = samples_per_part(n);
     let chunk = g.chunk(per_part);
@@ -237,6 +244,9 @@ pub fn conv2d_forward<T: Real>(
                         true,
                         1,
                     );
+                }
+                if let Some(epilogue) = epilogue {
+                    epilogue(&mut yp[s0 * pixels * f..s1 * pixels * f]);
                 }
             }
         });
@@ -407,7 +417,7 @@ mod tests {
         let r = values(n * g.out_len(), 4);
         let mut scratch = ConvScratch::<f64>::new(&g, n, true);
         let mut y = vec![0.0; n * g.out_len()];
-        conv2d_forward(&g, n, &x, &k, &b, &mut y, &mut scratch);
+        conv2d_forward(&g, n, &x, &k, &b, &mut y, &mut scratch, None);
         let want = naive(&g, n, &x, &k, &b);
         for (a, w) in y.iter().zip(&want) {
             assert!((a - w).abs() < 1e-12, "{name}: forward {a} vs {w}");

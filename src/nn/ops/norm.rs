@@ -81,6 +81,39 @@ pub fn batchnorm_train_forward<T: Real>(
     normalise(c, x, gamma, beta, mean, inv_std, y);
 }
 
+/// Inference batchnorm as a per-channel affine map, `(scale, shift)`, the same arithmetic as
+/// `batchnorm_infer_forward` so a fused kernel epilogue gives bit-identical outputs.
+pub fn infer_affine<T: Real>(
+    eps: f32,
+    gamma: &[T],
+    beta: &[T],
+    moving_mean: &[T],
+    moving_var: &[T],
+) -> (Vec<T>, Vec<T>) {
+    let inv_std: Vec<T> = moving_var
+        .iter()
+        .map(|v| T::ONE / (*v + T::from_f64(eps as f64)).sqrt())
+        .collect();
+    affine(gamma, beta, moving_mean, &inv_std)
+}
+
+fn affine<T: Real>(gamma: &[T], beta: &[T], mean: &[T], inv_std: &[T]) -> (Vec<T>, Vec<T>) {
+    let scale: Vec<T> = gamma.iter().zip(inv_std).map(|(g, s)| *g * *s).collect();
+    let shift: Vec<T> = (0..gamma.len())
+        .map(|ch| beta[ch] - mean[ch] * scale[ch])
+        .collect();
+    (scale, shift)
+}
+
+/// `y = y · scale + shift` per channel, in place on the calling thread (`y` is whole rows).
+pub fn affine_part<T: Real>(scale: &[T], shift: &[T], y: &mut [T]) {
+    for row in y.chunks_mut(scale.len()) {
+        for ch in 0..scale.len() {
+            row[ch] = row[ch] * scale[ch] + shift[ch];
+        }
+    }
+}
+
 fn normalise<T: Real>(
     c: usize,
     x: &[T],
@@ -90,8 +123,7 @@ fn normalise<T: Real>(
     inv_std: &[T],
     y: &mut [T],
 ) {
-    let scale: Vec<T> = gamma.iter().zip(inv_std).map(|(g, s)| *g * *s).collect();
-    let shift: Vec<T> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
+    let (scale, shift) = affine(gamma, beta, mean, inv_std);
     y.par_chunks_mut(c * 256)
         .zip(x.par_chunks(c * 256))
         .for_each(|(ys, xs)| {
