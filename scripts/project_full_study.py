@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Projects the full galaxy10 study's wall time from a smaller profile's measured run.
 
-Usage: python3 scripts/project_full_study.py [--scale 4.357] [--pipeline pipelines/galaxy10.gpl]
+Usage: python3 scripts/project_full_study.py [--count 5000] [--pipeline pipelines/galaxy10.gpl]
 
 Reads the last finished `galaxy10` run in .gpl/events.jsonl (per-stage seconds) and each
 training stage's runs/galaxy10/<stage>/history.csv (per-epoch seconds). The model, stated so it
@@ -35,37 +35,45 @@ def caps(pipeline: Path) -> dict:
     return out
 
 
-def last_run(events: Path, pipeline: str):
+def last_run(events: Path, pipeline: str, run_id=None):
     runs = {}
     for line in events.read_text().splitlines():
         e = json.loads(line)
         if e.get("pipeline") == pipeline:
             runs.setdefault(e["run"], []).append(e)
+    if run_id is not None:
+        return runs[run_id]
+    # The quick profile has 29 stages (3 folds); medium, large and the full study have 33.
     for events_of_run in reversed(list(runs.values())):
         finished = [e for e in events_of_run if e["event"] == "stage_finished"]
-        if any(e["event"] == "run_finished" for e in events_of_run) and len(finished) > 20:
+        if any(e["event"] == "run_finished" for e in events_of_run) and len(finished) >= 33:
             return events_of_run
-    raise SystemExit("no finished run with more than 20 stages in " + str(events))
+    raise SystemExit("no finished run with 33 stages in " + str(events))
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--scale", type=float, default=21785 / 5000)
+    ap.add_argument("--count", type=int, default=5000,
+                    help="the profile's image count (medium 5000, large 7000); full is 21,785")
     ap.add_argument("--pipeline", default="pipelines/galaxy10.gpl")
     ap.add_argument("--profile-epochs", type=int, default=12,
                     help="the profile's epoch cap for stages not overridden separately")
     ap.add_argument("--override", action="append", default=["vgg_ft=8"],
                     help="stage=epochs the profile set separately")
+    ap.add_argument("--run", help="run id in .gpl/events.jsonl (default: the last 33-stage run)")
+    ap.add_argument("--runs-dir", default="runs/galaxy10",
+                    help="where that run's history.csv files are (gpl run mirrors the latest run there)")
     args = ap.parse_args()
+    args.scale = 21785 / args.count
     cap = caps(Path(args.pipeline))
     profile_cap = {k: int(v) for k, v in (o.split("=") for o in args.override)}
-    run = last_run(Path(".gpl/events.jsonl"), "galaxy10")
+    run = last_run(Path(".gpl/events.jsonl"), "galaxy10", args.run)
     wall = next(e["seconds"] for e in run if e["event"] == "run_finished")
     rows, total_cap, total_ran = [], 0.0, 0.0
     for e in (e for e in run if e["event"] == "stage_finished"):
         stage, seconds = e["stage"], e["seconds"]
         model = stage.split(".")[1] if stage.startswith("cv.") else stage
-        hist = Path("runs/galaxy10") / stage / "history.csv"
+        hist = Path(args.runs_dir) / stage / "history.csv"
         if hist.exists() and model in cap:
             epochs = [float(r["seconds"]) for r in csv.DictReader(hist.open())]
             steady = sorted(epochs[1:])[len(epochs[1:]) // 2] if len(epochs) > 1 else epochs[0]
