@@ -362,7 +362,7 @@ pub fn augment_into(
 }
 
 /// Augments one image held as f32 in [0, 1] (the training loop's layout) through the uint8
-/// path Keras takes, back into [0, 1]. The train stages and the epoch benchmark share it.
+/// path Keras takes, back into [0, 1]: `train::fit::Augment` for an `AugmentSpec`.
 pub fn augment_unit_f32(
     spec: &AugmentSpec,
     image: &[f32],

@@ -5,7 +5,7 @@
 
 use super::data::{read_balance, read_split};
 use super::{stage_error, Artifacts};
-use crate::data::augment::{augment_unit_f32, AugmentSpec};
+use crate::data::augment::AugmentSpec;
 use crate::data::balance::materialize;
 use crate::data::ImageSet;
 use crate::nn::frozen::FrozenPrefix;
@@ -158,19 +158,13 @@ pub fn fit_recipe(
             Some(weights.iter().map(|&x| x as f32).collect())
         }
     };
-    let augment = recipe.augment.clone();
-    let augmenter =
-        move |image: &[f32], shape: [usize; 3], seed: u64, out: &mut [f32]| match &augment {
-            Some(spec) => augment_unit_f32(spec, image, shape, seed, out),
-            None => out.copy_from_slice(image),
-        };
     let data = TrainData {
         images: train,
         class_weights: weights.as_deref(),
         augment: recipe
             .augment
             .as_ref()
-            .map(|_| &augmenter as &dyn crate::train::fit::Augment),
+            .map(|spec| spec as &dyn crate::train::fit::Augment),
     };
     let cancel = AtomicBool::new(false);
     let batches = train.len().div_ceil(recipe.fit.batch_size.max(1)) as u64;

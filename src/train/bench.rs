@@ -4,7 +4,7 @@
 
 use super::fit::{fit, FitConfig, FitContext, TrainData};
 use super::learner::{Batch, Learner};
-use crate::data::augment::{augment_unit_f32, AugmentSpec};
+use crate::data::augment::AugmentSpec;
 use crate::data::synth::{synthesize, SynthConfig};
 use crate::nn::ir::ModelIr;
 use crate::nn::network::Network;
@@ -70,9 +70,6 @@ pub fn epoch_vs_step(ir: &ModelIr, batch: usize, batches: usize) -> miette::Resu
 
     // Through the loop: the same model, shuffled, class-weighted and augmented per sample.
     let spec = keras_default();
-    let augmenter = |image: &[f32], shape: [usize; 3], seed: u64, out: &mut [f32]| {
-        augment_unit_f32(&spec, image, shape, seed, out)
-    };
     let class_weights: Vec<f32> = crate::data::balance::balanced_weights(&set.class_counts())
         .iter()
         .map(|&w| w as f32)
@@ -80,7 +77,7 @@ pub fn epoch_vs_step(ir: &ModelIr, batch: usize, batches: usize) -> miette::Resu
     let data = TrainData {
         images: &set,
         class_weights: Some(&class_weights),
-        augment: Some(&augmenter),
+        augment: Some(&spec),
     };
     let config = FitConfig {
         epochs: 2,

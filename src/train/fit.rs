@@ -66,6 +66,13 @@ impl<F: Fn(&[f32], [usize; 3], u64, &mut [f32]) + Sync> Augment for F {
     }
 }
 
+/// A `.gpl` augment recipe, through the uint8 path Keras takes.
+impl Augment for crate::data::augment::AugmentSpec {
+    fn augment(&self, image: &[f32], shape: [usize; 3], seed: u64, out: &mut [f32]) {
+        crate::data::augment::augment_unit_f32(self, image, shape, seed, out)
+    }
+}
+
 /// The training set as the loop reads it.
 pub struct TrainData<'a> {
     pub images: &'a ImageSet,
