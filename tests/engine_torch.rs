@@ -192,14 +192,14 @@ fn bigger_cnn_matches_pytorch_forward_gradients_and_three_adam_steps() {
             let logits = net.train_outputs(N).expect("train workspace exists");
             let want = &fixture["logits"].data;
             let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
-            let err = rel_error(logits, want, scale);
+            let err = rel_error(&logits, want, scale);
             report.push(format!("logits: {err:.2e}"));
             assert!(err < 1e-4, "logits: {err}");
             for (name, _) in &params {
                 let grad = net.gradient(name).expect("trainable");
                 let scale = reference[format!("grad_maxabs/{name}")].as_f64().unwrap();
                 let err = rel_error(
-                    &sampled(grad, samples),
+                    &sampled(&grad, samples),
                     &fixture[&format!("grad/{name}")].data,
                     scale,
                 );

@@ -10,8 +10,6 @@ use super::optim::OptimizerConfig;
 use crate::train::learner::{Batch, Learner};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::Instant;
 
 /// This machine's fp32 peak: 2 cores × 2 FMA units × 8 lanes × 2 flops × 2.45 GHz.
@@ -170,110 +168,6 @@ fn gemm_comparison(seconds: f64) -> Vec<(String, f64, f64)> {
     out
 }
 
-/// One of our layers as a luminal 0.2 operator: luminal hands it the input tensor, it
-/// allocates the output (luminal's `Operator` API returns fresh tensors) and runs our kernel.
-struct HostedLayer {
-    net: Rc<RefCell<Network>>,
-    index: usize,
-    n: usize,
-}
-
-impl std::fmt::Debug for HostedLayer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HostedLayer({})", self.index)
-    }
-}
-
-impl PartialEq for HostedLayer {
-    fn eq(&self, other: &Self) -> bool {
-        self.index == other.index
-    }
-}
-
-impl luminal::op::Operator for HostedLayer {
-    fn process(
-        &mut self,
-        inp: Vec<(luminal::op::InputTensor, luminal::prelude::ShapeTracker)>,
-    ) -> Vec<luminal::prelude::Tensor> {
-        let mut net = self.net.borrow_mut();
-        let x = inp[0]
-            .0
-            .borrowed()
-            .data
-            .as_any()
-            .downcast_ref::<Vec<f32>>()
-            .expect("hosted layers pass f32 vectors");
-        let mut y = vec![0.0f32; self.n * net.layer_output_len(self.index)];
-        net.run_layer(self.index, self.n, x, &mut y);
-        vec![luminal::prelude::Tensor::new(y)]
-    }
-}
-
-/// Feeds the images into the graph.
-#[derive(Debug, PartialEq)]
-struct Source;
-
-impl luminal::op::Operator for Source {
-    fn process(
-        &mut self,
-        _: Vec<(luminal::op::InputTensor, luminal::prelude::ShapeTracker)>,
-    ) -> Vec<luminal::prelude::Tensor> {
-        unreachable!("the source tensor is set before every execution")
-    }
-}
-
-/// Inference images/s with every layer hosted as a luminal operator, against the same
-/// kernels run directly by `Network` (same process, same thread pool, back to back).
-fn luminal_comparison(ir: &ModelIr, options: &BenchOptions) -> miette::Result<(f64, f64)> {
-    use luminal::prelude::{Graph, ShapeTracker, Tensor};
-    let n = options.batch;
-    let mut direct = Network::new(ir, 7, OptimizerConfig::adam())?;
-    let net = Rc::new(RefCell::new(Network::new(ir, 7, OptimizerConfig::adam())?));
-    let per: usize = ir.input.iter().product();
-    let mut rng = ChaCha8Rng::seed_from_u64(4);
-    let images: Vec<f32> = (0..n * per).map(|_| rng.gen()).collect();
-    let mut cx = Box::new(Graph::new());
-    let source = cx.add_op(Source).finish();
-    let mut last = source;
-    let layers = net.borrow().layer_count();
-    for index in 0..layers {
-        last = cx
-            .add_op(HostedLayer {
-                net: net.clone(),
-                index,
-                n,
-            })
-            .input(last, 0, ShapeTracker::new(&[]))
-            .finish();
-    }
-    cx.no_delete.insert(last);
-    cx.to_retrieve.insert(last);
-    let mut hosted_out = Vec::new();
-    let hosted = rate(options.seconds, n, || {
-        cx.set_tensor(source, 0, Tensor::new(images.clone()));
-        cx.execute();
-        let out = cx.get_tensor(last, 0).expect("retrieved output");
-        hosted_out = out
-            .data
-            .as_any()
-            .downcast_ref::<Vec<f32>>()
-            .expect("f32 output")
-            .clone();
-    });
-    let direct_rate = rate(options.seconds, n, || {
-        direct
-            .logits(&images, n)
-            .expect("benchmark batch is well-formed");
-    });
-    let want = direct.logits(&images, n)?;
-    if hosted_out != want {
-        return Err(miette::miette!(
-            "the luminal-hosted forward differs from the direct one"
-        ));
-    }
-    Ok((hosted, direct_rate))
-}
-
 struct NetFigures {
     infer: f64,
     train: f64,
@@ -352,6 +246,18 @@ fn bench_net(ir: &ModelIr, options: &BenchOptions) -> miette::Result<NetFigures>
             100.0 * (f + b) / total
         );
     }
+    // Everything outside the kernels: luminal's execution of the graph, the loss and the
+    // optimizer update (training), padding and copying the batch in.
+    let share = |kernels: f64, rate: f64| 100.0 * kernels * rate / n as f64;
+    let infer_kernels: f64 = net.profile(false).iter().map(|(_, f, _)| f).sum();
+    let train_kernels: f64 = net.profile(true).iter().map(|(_, f, b)| f + b).sum();
+    println!(
+        "  luminal graphs: {} nodes (training), {} (inference); the layer kernels take {:.1}% of a training step, {:.1}% of an inference batch",
+        net.graph_nodes(n, true).unwrap_or(0),
+        net.graph_nodes(n, false).unwrap_or(0),
+        share(train_kernels, train),
+        share(infer_kernels, infer)
+    );
     Ok(NetFigures { infer, train })
 }
 
@@ -423,11 +329,6 @@ pub fn run(options: &BenchOptions) -> miette::Result<()> {
         }
         Ok(out)
     })?;
-    let (hosted, direct) = pool.install(|| luminal_comparison(&bigger_cnn(), options))?;
-    println!(
-        "luminal 0.2 hosting (bigger_cnn forward, each layer a luminal Operator): {hosted:.1} images/s vs {direct:.1} direct ({:+.1}%)",
-        100.0 * (hosted / direct - 1.0)
-    );
     // The training stage's loop against the raw step (issue: within 5%), bigger CNN; an epoch
     // of about twice the figure time, since one epoch is a single sample.
     let bigger_train = ours

@@ -13,13 +13,16 @@ pub mod bench;
 pub mod error;
 pub mod frozen;
 pub mod gemm;
+mod graph;
 pub mod io;
 pub mod ir;
+mod model;
 pub mod network;
 pub mod ops;
 pub mod optim;
 pub mod real;
 
 pub use error::EngineError;
+pub use model::Param;
 pub use network::{ActivationGradients, MemoryReport, Network};
 pub use optim::OptimizerConfig;

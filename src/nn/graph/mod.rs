@@ -1,0 +1,233 @@
+//! The model's luminal graphs: every layer a luminal `Operator` with a forward and a
+//! backward kernel, compiled once per (batch size, mode) and executed per batch.
+//!
+//! ```text
+//! Input → LayerForward(0) → … → LayerForward(last) → CrossEntropy        (mode Train)
+//!            autograd pass:  ← LayerBackward(last) ← CrossEntropyBackward
+//! Input → LayerForward … ; fusion pass: conv + inference batchnorm → ConvBnForward  (Infer)
+//! Input → LayerForward … → ScoreObjective; autograd w.r.t. one activation          (Explain)
+//! ```
+//!
+//! luminal 0.2 tensors are `Box<dyn Data>`, and an operator returns its outputs on every
+//! execution. Ours return a `Buffer`: a shared handle to a vector the operator allocated
+//! when the graph was compiled, so an execution allocates nothing and intermediate buffers
+//! live as long as the graph (measured: fresh outputs per execution cost 23–37% of a
+//! forward pass, docs/decisions.md). Parameters, batch statistics and the optimizer state
+//! stay in the `Model`, shared by the graphs of every batch size and mode.
+
+mod autograd;
+mod fuse;
+mod ops;
+
+pub(crate) use autograd::Autograd;
+pub(crate) use fuse::FuseConvBatchnorm;
+pub(crate) use ops::Targets;
+
+use super::model::{Model, Scratch};
+use luminal::prelude::{Graph, ShapeTracker, Tensor};
+use ops::{CrossEntropy, Input, LayerForward, ScoreObjective};
+use std::cell::{Ref, RefCell, RefMut};
+use std::rc::{Rc, Weak};
+use std::time::Instant;
+
+/// A graph tensor's data: a handle to a vector owned by the operator that writes it.
+#[derive(Clone, Debug)]
+pub(crate) struct Buffer(Rc<RefCell<Vec<f32>>>);
+
+impl luminal::prelude::Data for Buffer {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+impl Buffer {
+    pub(crate) fn tensor(&self) -> Tensor {
+        Tensor::new(self.clone())
+    }
+    pub(crate) fn borrow(&self) -> Ref<'_, Vec<f32>> {
+        self.0.borrow()
+    }
+    pub(crate) fn borrow_mut(&self) -> RefMut<'_, Vec<f32>> {
+        self.0.borrow_mut()
+    }
+}
+
+/// What the operators of one compiled graph share: the model, the batch size, each
+/// layer's scratch (the forward writes it, the backward and the running-statistics
+/// update read it), the per-layer timings, and the graph's buffers for the memory report.
+pub(crate) struct Context {
+    pub(crate) model: Rc<RefCell<Model>>,
+    pub(crate) n: usize,
+    pub(crate) scratch: Vec<RefCell<Scratch>>,
+    /// Seconds per layer, [forward, backward], summed while the model is profiling.
+    pub(crate) times: RefCell<Vec<[f64; 2]>>,
+    buffers: RefCell<Vec<Weak<RefCell<Vec<f32>>>>>,
+}
+
+impl Context {
+    fn new(model: Rc<RefCell<Model>>, n: usize, train: bool) -> Context {
+        let (scratch, layers) = {
+            let m = model.borrow();
+            let scratch = (0..m.layers.len())
+                .map(|i| RefCell::new(m.scratch(i, n, train)))
+                .collect();
+            (scratch, m.layers.len())
+        };
+        Context {
+            model,
+            n,
+            scratch,
+            times: RefCell::new(vec![[0.0; 2]; layers]),
+            buffers: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// A zeroed buffer of `len` floats, counted by `bytes` while an operator holds it.
+    pub(crate) fn buffer(&self, len: usize) -> Buffer {
+        let b = Buffer(Rc::new(RefCell::new(vec![0.0; len])));
+        self.buffers.borrow_mut().push(Rc::downgrade(&b.0));
+        b
+    }
+
+    /// Bytes of the live buffers and the scratch: the graph's share of a step's memory.
+    pub(crate) fn bytes(&self) -> usize {
+        let buffers: usize = self
+            .buffers
+            .borrow()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|b| b.borrow().len() * 4)
+            .sum();
+        buffers
+            + self
+                .scratch
+                .iter()
+                .map(|s| s.borrow().bytes())
+                .sum::<usize>()
+    }
+
+    /// Runs `f`, adding its seconds to layer `layer`'s `phase` (0 forward, 1 backward)
+    /// when the model is profiling.
+    fn timed<R>(&self, layer: usize, phase: usize, f: impl FnOnce() -> R) -> R {
+        if !self.model.borrow().profiling {
+            return f();
+        }
+        let started = Instant::now();
+        let r = f();
+        self.times.borrow_mut()[layer][phase] += started.elapsed().as_secs_f64();
+        r
+    }
+}
+
+/// What a compiled graph computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Mode {
+    /// Forward with batch statistics and dropout, weighted cross-entropy, backward to every
+    /// trainable parameter.
+    Train,
+    /// Forward in inference mode, convolutions fused with the batchnorm after them.
+    Infer,
+    /// Forward in inference mode and the gradient of `Σ seed · logits` w.r.t. the output
+    /// of one layer (or the input images when None); no parameter gradients.
+    Explain(Option<usize>),
+}
+
+/// One compiled graph and the buffers the network reads and writes around an execution.
+pub(crate) struct Compiled {
+    pub(crate) graph: Graph,
+    pub(crate) ctx: Rc<Context>,
+    /// The images, written before each execution.
+    pub(crate) input: Buffer,
+    /// Each layer's output, logits last. In `Infer` graphs a fused convolution's own
+    /// output is not written.
+    pub(crate) outputs: Vec<Buffer>,
+    /// Labels and sample weights in, loss and probabilities out (`Train`).
+    pub(crate) targets: Option<Rc<Targets>>,
+    /// d objective / d logits (`Explain`).
+    pub(crate) seed: Option<Buffer>,
+    /// The gradient the `Explain` graph was compiled for.
+    pub(crate) captured: Option<Buffer>,
+    /// Executions so far (profiles are averaged over them).
+    pub(crate) steps: usize,
+}
+
+fn shape(n: usize, len: usize) -> ShapeTracker {
+    ShapeTracker::new(&[n.into(), len.into()])
+}
+
+/// Builds the forward graph of `model` for batch `n`, then runs the compiler passes that
+/// `mode` needs: the autograd pass (`Train`, `Explain`) or the fusion pass (`Infer`).
+pub(crate) fn compile(
+    model: &Rc<RefCell<Model>>,
+    input_len: usize,
+    n: usize,
+    mode: Mode,
+) -> Compiled {
+    let train = mode == Mode::Train;
+    let ctx = Rc::new(Context::new(model.clone(), n, train));
+    let (lens, classes): (Vec<usize>, usize) = {
+        let m = model.borrow();
+        (m.layers.iter().map(|l| l.out_len).collect(), m.classes)
+    };
+    let mut graph = Graph::new();
+    let input = ctx.buffer(n * input_len);
+    let input_node = graph.add_op(Input).finish();
+    graph.set_tensor(input_node, 0, input.tensor());
+    graph.no_delete.insert(input_node);
+    let (mut last, mut last_len) = (input_node, input_len);
+    let mut nodes = Vec::with_capacity(lens.len());
+    let mut outputs = Vec::with_capacity(lens.len());
+    for (layer, &len) in lens.iter().enumerate() {
+        let out = ctx.buffer(n * len);
+        last = graph
+            .add_op(LayerForward {
+                ctx: ctx.clone(),
+                layer,
+                train,
+                out: out.clone(),
+            })
+            .input(last, 0, shape(n, last_len))
+            .finish();
+        last_len = len;
+        nodes.push(last);
+        outputs.push(out);
+    }
+    let (mut targets, mut seed, mut captured) = (None, None, None);
+    match mode {
+        Mode::Train => {
+            let t = Rc::new(Targets::new(&ctx, classes));
+            let loss = graph
+                .add_op(CrossEntropy { targets: t.clone() })
+                .input(last, 0, shape(n, classes))
+                .finish();
+            graph.compile(&Autograd::new(ctx.clone(), loss, true, Vec::new()), ());
+            targets = Some(t);
+        }
+        Mode::Infer => graph.compile(FuseConvBatchnorm, ()),
+        Mode::Explain(layer) => {
+            let s = ctx.buffer(n * classes);
+            let objective = graph
+                .add_op(ScoreObjective { seed: s.clone() })
+                .input(last, 0, shape(n, classes))
+                .finish();
+            let wrt = layer.map_or(input_node, |l| nodes[l]);
+            let pass = Autograd::new(ctx.clone(), objective, false, vec![wrt]);
+            graph.compile(&pass, ());
+            captured = pass.gradient(wrt);
+            seed = Some(s);
+        }
+    }
+    Compiled {
+        graph,
+        ctx,
+        input,
+        outputs,
+        targets,
+        seed,
+        captured,
+        steps: 0,
+    }
+}

@@ -1,0 +1,372 @@
+//! The luminal operators of a model graph. Forward operators answer two custom calls the
+//! compiler passes make through luminal's `Operator::custom`: `TRAINABLE` (does the node
+//! own parameters that want gradients) and `BACKWARD` (a new operator computing the
+//! gradients of the inputs the request names). A backward operator's inputs are, in
+//! order: the gradient of the forward node's output (absent for a loss), the forward
+//! node's inputs, and its output; its outputs are the gradients asked for, in input order.
+
+use super::{Buffer, Context};
+use crate::nn::ops::loss::softmax_cross_entropy;
+use luminal::op::{InputTensor, Operator};
+use luminal::prelude::{ShapeTracker, Tensor};
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::rc::Rc;
+
+pub(crate) type Inputs<'a> = Vec<(InputTensor<'a>, ShapeTracker)>;
+
+/// Custom-call key: answers `Box<dyn Operator>`, the backward operator, for a `BackwardRequest`.
+pub(crate) const BACKWARD: &str = "gpl::backward";
+/// Custom-call key: answers `bool`, whether the node has trainable parameters.
+pub(crate) const TRAINABLE: &str = "gpl::trainable";
+
+/// Which gradients a backward operator must produce.
+pub(crate) struct BackwardRequest {
+    /// One flag per forward input: produce d loss / d input.
+    pub(crate) inputs: Vec<bool>,
+    /// Produce the parameter gradients (of trainable layers).
+    pub(crate) params: bool,
+}
+
+/// The buffer behind input `k`.
+fn input<'a>(inp: &'a Inputs, k: usize) -> &'a Buffer {
+    inp[k]
+        .0
+        .borrowed()
+        .data
+        .as_any()
+        .downcast_ref::<Buffer>()
+        .expect("model graphs carry Buffers")
+}
+
+fn backward_answer(op: impl Operator + 'static) -> Option<Box<dyn Any>> {
+    let op: Box<dyn Operator> = Box::new(op);
+    Some(Box::new(op))
+}
+
+/// The images: its tensor is set when the graph is compiled and kept, so it never runs.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Input;
+
+impl Operator for Input {
+    fn process(&mut self, _: Inputs) -> Vec<Tensor> {
+        unreachable!("the input tensor is set at compile time and kept")
+    }
+}
+
+/// One IR layer's kernel and its activation.
+pub(crate) struct LayerForward {
+    pub(crate) ctx: Rc<Context>,
+    pub(crate) layer: usize,
+    pub(crate) train: bool,
+    pub(crate) out: Buffer,
+}
+
+impl fmt::Debug for LayerForward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LayerForward({})", self.layer)
+    }
+}
+
+impl PartialEq for LayerForward {
+    fn eq(&self, other: &Self) -> bool {
+        self.layer == other.layer && Rc::ptr_eq(&self.ctx, &other.ctx)
+    }
+}
+
+impl LayerForward {
+    fn trainable(&self) -> bool {
+        let model = self.ctx.model.borrow();
+        let layer = &model.layers[self.layer];
+        layer.trainable && layer.has_params()
+    }
+}
+
+impl Operator for LayerForward {
+    fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
+        let (x, mut y) = (input(&inp, 0).borrow(), self.out.borrow_mut());
+        let ctx = &self.ctx;
+        ctx.timed(self.layer, 0, || {
+            ctx.model.borrow().forward_layer(
+                self.layer,
+                &mut ctx.scratch[self.layer].borrow_mut(),
+                &x,
+                &mut y,
+                ctx.n,
+                self.train,
+            )
+        });
+        vec![self.out.tensor()]
+    }
+
+    fn custom(&mut self, key: &str, request: Box<dyn Any>) -> Option<Box<dyn Any>> {
+        match key {
+            TRAINABLE => Some(Box::new(self.trainable())),
+            BACKWARD => {
+                let request = request.downcast::<BackwardRequest>().ok()?;
+                let in_len = self.ctx.model.borrow().layers[self.layer].in_len;
+                backward_answer(LayerBackward {
+                    ctx: self.ctx.clone(),
+                    layer: self.layer,
+                    train: self.train,
+                    params: request.params && self.trainable(),
+                    dx: request.inputs[0].then(|| self.ctx.buffer(self.ctx.n * in_len)),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A layer's backward kernel: inputs (dy, x, y), output dx when asked.
+pub(crate) struct LayerBackward {
+    ctx: Rc<Context>,
+    layer: usize,
+    train: bool,
+    params: bool,
+    dx: Option<Buffer>,
+}
+
+impl fmt::Debug for LayerBackward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LayerBackward({})", self.layer)
+    }
+}
+
+impl PartialEq for LayerBackward {
+    fn eq(&self, other: &Self) -> bool {
+        self.layer == other.layer && Rc::ptr_eq(&self.ctx, &other.ctx)
+    }
+}
+
+impl Operator for LayerBackward {
+    fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
+        // dy belongs to the one backward node that produced it, which has run: this node
+        // may overwrite it (the activation's backward runs in place).
+        let mut dy = input(&inp, 0).borrow_mut();
+        let (x, y) = (input(&inp, 1).borrow(), input(&inp, 2).borrow());
+        let mut dx = self.dx.as_ref().map(Buffer::borrow_mut);
+        let ctx = &self.ctx;
+        ctx.timed(self.layer, 1, || {
+            ctx.model.borrow_mut().backward_layer(
+                self.layer,
+                &mut ctx.scratch[self.layer].borrow_mut(),
+                &x,
+                &y,
+                &mut dy,
+                dx.as_deref_mut().map(Vec::as_mut_slice),
+                ctx.n,
+                self.train,
+                self.params,
+            )
+        });
+        self.dx.iter().map(Buffer::tensor).collect()
+    }
+}
+
+/// Inference convolution and the batchnorm after it in one pass (made by the fusion pass),
+/// writing the batchnorm's buffer.
+pub(crate) struct ConvBnForward {
+    pub(crate) ctx: Rc<Context>,
+    pub(crate) conv: usize,
+    pub(crate) out: Buffer,
+}
+
+impl fmt::Debug for ConvBnForward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConvBnForward({}, {})", self.conv, self.conv + 1)
+    }
+}
+
+impl PartialEq for ConvBnForward {
+    fn eq(&self, other: &Self) -> bool {
+        self.conv == other.conv && Rc::ptr_eq(&self.ctx, &other.ctx)
+    }
+}
+
+impl Operator for ConvBnForward {
+    fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
+        let (x, mut y) = (input(&inp, 0).borrow(), self.out.borrow_mut());
+        let ctx = &self.ctx;
+        ctx.timed(self.conv, 0, || {
+            ctx.model.borrow().forward_conv_bn(
+                self.conv,
+                &mut ctx.scratch[self.conv].borrow_mut(),
+                &x,
+                &mut y,
+                ctx.n,
+            )
+        });
+        vec![self.out.tensor()]
+    }
+}
+
+/// The training targets and what the loss leaves for the network to read.
+pub(crate) struct Targets {
+    pub(crate) labels: RefCell<Vec<u32>>,
+    pub(crate) weights: RefCell<Vec<f32>>,
+    pub(crate) classes: usize,
+    /// Softmax of the logits.
+    pub(crate) probs: Buffer,
+    /// d loss / d logits, computed with the loss (the softmax is fused into it).
+    dlogits: Buffer,
+    /// Weighted mean cross-entropy of the last execution.
+    pub(crate) loss: Cell<f64>,
+}
+
+impl Targets {
+    pub(crate) fn new(ctx: &Context, classes: usize) -> Targets {
+        Targets {
+            labels: RefCell::new(vec![0; ctx.n]),
+            weights: RefCell::new(vec![0.0; ctx.n]),
+            classes,
+            probs: ctx.buffer(ctx.n * classes),
+            dlogits: ctx.buffer(ctx.n * classes),
+            loss: Cell::new(0.0),
+        }
+    }
+}
+
+/// Weighted softmax cross-entropy from logits; outputs the probabilities.
+pub(crate) struct CrossEntropy {
+    pub(crate) targets: Rc<Targets>,
+}
+
+impl fmt::Debug for CrossEntropy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CrossEntropy")
+    }
+}
+
+impl PartialEq for CrossEntropy {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.targets, &other.targets)
+    }
+}
+
+impl Operator for CrossEntropy {
+    fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
+        let t = &self.targets;
+        let loss = softmax_cross_entropy(
+            t.classes,
+            &input(&inp, 0).borrow(),
+            &t.labels.borrow(),
+            &t.weights.borrow(),
+            &mut t.probs.borrow_mut(),
+            Some(&mut t.dlogits.borrow_mut()),
+        );
+        t.loss.set(loss);
+        vec![t.probs.tensor()]
+    }
+
+    fn custom(&mut self, key: &str, _: Box<dyn Any>) -> Option<Box<dyn Any>> {
+        match key {
+            BACKWARD => backward_answer(GradientOut {
+                name: "CrossEntropyBackward",
+                source: self.targets.dlogits.clone(),
+                grad: self.targets.dlogits.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The objective `Σ seed · logits` whose gradient explanations follow (a one-hot seed
+/// makes it a class score). Its value is never needed, only its gradient, the seed.
+pub(crate) struct ScoreObjective {
+    pub(crate) seed: Buffer,
+}
+
+impl fmt::Debug for ScoreObjective {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ScoreObjective")
+    }
+}
+
+impl PartialEq for ScoreObjective {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.seed.0, &other.seed.0)
+    }
+}
+
+impl Operator for ScoreObjective {
+    fn process(&mut self, _: Inputs) -> Vec<Tensor> {
+        vec![self.seed.tensor()]
+    }
+
+    fn custom(&mut self, key: &str, _: Box<dyn Any>) -> Option<Box<dyn Any>> {
+        let len = self.seed.borrow().len();
+        match key {
+            BACKWARD => backward_answer(GradientOut {
+                name: "ScoreObjectiveBackward",
+                source: self.seed.clone(),
+                // A copy: the layer backward after it overwrites its gradient in place.
+                grad: Buffer(Rc::new(RefCell::new(vec![0.0; len]))),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A loss's backward: hands on a gradient the loss computed (copying it when `grad` is
+/// its own buffer).
+struct GradientOut {
+    name: &'static str,
+    source: Buffer,
+    grad: Buffer,
+}
+
+impl fmt::Debug for GradientOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.name)
+    }
+}
+
+impl PartialEq for GradientOut {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.grad.0, &other.grad.0)
+    }
+}
+
+impl Operator for GradientOut {
+    fn process(&mut self, _: Inputs) -> Vec<Tensor> {
+        if !Rc::ptr_eq(&self.source.0, &self.grad.0) {
+            self.grad
+                .borrow_mut()
+                .copy_from_slice(&self.source.borrow());
+        }
+        vec![self.grad.tensor()]
+    }
+}
+
+/// Sums the gradient contributions of a tensor read by several nodes (or copies one, to
+/// keep a requested gradient apart from the backward node that overwrites its input).
+pub(crate) struct SumGradients {
+    pub(crate) out: Buffer,
+}
+
+impl fmt::Debug for SumGradients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SumGradients")
+    }
+}
+
+impl PartialEq for SumGradients {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.out.0, &other.out.0)
+    }
+}
+
+impl Operator for SumGradients {
+    fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
+        let mut out = self.out.borrow_mut();
+        out.copy_from_slice(&input(&inp, 0).borrow());
+        for k in 1..inp.len() {
+            for (o, g) in out.iter_mut().zip(input(&inp, k).borrow().iter()) {
+                *o += g;
+            }
+        }
+        vec![self.out.tensor()]
+    }
+}

@@ -1,0 +1,777 @@
+//! `Model`: a model IR compiled into layers (kernel + fused activation) and named
+//! parameters, with each layer's forward and backward kernels. It holds no activations:
+//! the luminal graphs of `nn::graph` own those and call into the model per operator, so
+//! one model serves its training, inference and explanation graphs alike.
+//!
+//! Parameters carry Keras names (`<layer>/kernel`, `/bias`, `/gamma`, `/beta`,
+//! `/moving_mean`, `/moving_variance`) and Keras layouts (conv HWIO, dense (in, out)), so
+//! Keras HDF5 weights map one to one. A final softmax is fused into the cross-entropy: the
+//! last layer outputs logits, and `Network::predict` applies the softmax.
+
+use super::error::EngineError;
+use super::ir::{Activation, LayerOp, ModelIr, Regularizer};
+use super::ops::conv::{conv2d_backward, conv2d_forward, ConvGeom, ConvScratch};
+use super::ops::dense::{dense_backward, dense_forward};
+use super::ops::dropout::{apply_mask, fill_mask, mask_seed};
+use super::ops::norm::{
+    affine_part, batchnorm_infer_backward, batchnorm_infer_forward, batchnorm_train_backward,
+    batchnorm_train_forward, infer_affine, update_running,
+};
+use super::ops::pool::{
+    avgpool_backward, avgpool_forward, global_avgpool_backward, global_avgpool_forward,
+    maxpool_backward, maxpool_backward_recompute, maxpool_forward, PoolGeom,
+};
+use super::ops::shape::{upsample_backward, upsample_forward};
+use super::ops::{activation, loss};
+use rand::distributions::{Distribution, Uniform};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// One named parameter or running statistic.
+pub struct Param {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub value: Vec<f32>,
+    pub(crate) grad: Vec<f32>,
+    /// Updated by the optimizer (false for frozen layers and batchnorm running statistics).
+    pub trainable: bool,
+    pub(crate) regularizer: Regularizer,
+    pub(crate) slots: Vec<Vec<f32>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kernel {
+    Conv {
+        geom: ConvGeom,
+        kernel: usize,
+        bias: usize,
+    },
+    Dense {
+        inputs: usize,
+        units: usize,
+        kernel: usize,
+        bias: usize,
+    },
+    MaxPool(PoolGeom),
+    AvgPool(PoolGeom),
+    GlobalAvgPool {
+        pixels: usize,
+        c: usize,
+    },
+    BatchNorm {
+        c: usize,
+        momentum: f32,
+        eps: f32,
+        gamma: usize,
+        beta: usize,
+        mean: usize,
+        var: usize,
+    },
+    Dropout {
+        rate: f32,
+    },
+    Copy,
+    Upsample {
+        h: usize,
+        w: usize,
+        c: usize,
+        factor: usize,
+    },
+}
+
+pub(crate) struct Layer {
+    pub(crate) kernel: Kernel,
+    /// Applied in place after the kernel (Linear for a softmax fused into the loss).
+    pub(crate) act: Activation,
+    /// Size of the output's last axis (softmax normalises over it).
+    pub(crate) last: usize,
+    pub(crate) out_len: usize,
+    /// Elements per sample of the layer's input.
+    pub(crate) in_len: usize,
+    pub(crate) trainable: bool,
+}
+
+impl Layer {
+    pub(crate) fn has_params(&self) -> bool {
+        matches!(
+            self.kernel,
+            Kernel::Conv { .. } | Kernel::Dense { .. } | Kernel::BatchNorm { .. }
+        )
+    }
+    /// Batchnorm of a frozen layer runs in inference mode even while training (Keras 2.1+).
+    pub(crate) fn bn_training(&self, train: bool) -> bool {
+        train && self.trainable
+    }
+}
+
+pub(crate) enum Scratch {
+    None,
+    Conv(ConvScratch<f32>),
+    Norm {
+        mean: Vec<f32>,
+        inv_std: Vec<f32>,
+        var: Vec<f32>,
+    },
+    Mask(Vec<f32>),
+    Argmax(Vec<u32>),
+}
+
+impl Scratch {
+    pub(crate) fn bytes(&self) -> usize {
+        match self {
+            Scratch::None => 0,
+            Scratch::Conv(c) => c.bytes(),
+            Scratch::Norm { mean, inv_std, var } => (mean.len() + inv_std.len() + var.len()) * 4,
+            Scratch::Mask(m) => m.len() * 4,
+            Scratch::Argmax(a) => a.len() * 4,
+        }
+    }
+}
+
+/// The compiled layers and their parameters; see the module comment.
+pub(crate) struct Model {
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) params: Vec<Param>,
+    /// Optimizer steps taken (dropout masks are drawn from it).
+    pub(crate) step: u64,
+    pub(crate) seed: u64,
+    pub(crate) classes: usize,
+    /// The IR ends in a softmax, run inside the cross-entropy instead of the last layer.
+    pub(crate) fused_softmax: bool,
+    /// Operators time their kernels (`Network::profile`).
+    pub(crate) profiling: bool,
+}
+
+fn shape_error(ir: &ModelIr, index: usize, message: impl Into<String>) -> EngineError {
+    EngineError::Shape {
+        layer: ir
+            .layers
+            .get(index)
+            .map(|l| l.name.clone())
+            .unwrap_or_else(|| format!("#{index}")),
+        message: message.into(),
+    }
+}
+
+fn image3(shape: &[usize]) -> Option<[usize; 3]> {
+    match shape {
+        [h, w, c] => Some([*h, *w, *c]),
+        _ => None,
+    }
+}
+
+impl Model {
+    /// Compiles `ir`, initialising parameters Keras-style from `seed` (glorot-uniform kernels,
+    /// zero biases, unit gammas). Every layer's shapes are re-inferred and compared with the
+    /// IR, so a hand-edited or stale IR fails here, naming the layer, before anything runs.
+    pub(crate) fn build(ir: &ModelIr, seed: u64) -> Result<Model, EngineError> {
+        let rebuilt = ModelIr::build(
+            &ir.name,
+            ir.input.clone(),
+            ir.layers
+                .iter()
+                .map(|l| (Some(l.name.clone()), l.op.clone()))
+                .collect(),
+        )
+        .map_err(|e| shape_error(ir, e.layer, e.message))?;
+        for (i, (have, want)) in ir.layers.iter().zip(&rebuilt.layers).enumerate() {
+            if have.input != want.input || have.output != want.output {
+                return Err(shape_error(
+                    ir,
+                    i,
+                    format!(
+                        "the IR says {:?} → {:?} but the layer computes {:?} → {:?}",
+                        have.input, have.output, want.input, want.output
+                    ),
+                ));
+            }
+        }
+        if ir.layers.is_empty() {
+            return Err(EngineError::Shape {
+                layer: ir.name.clone(),
+                message: "the model has no layers".into(),
+            });
+        }
+        let last_index = ir.layers.len() - 1;
+        let final_act = match &ir.layers[last_index].op {
+            LayerOp::Conv2d { activation, .. }
+            | LayerOp::Dense { activation, .. }
+            | LayerOp::Activation(activation) => *activation,
+            _ => Activation::Linear,
+        };
+        let fused_softmax = final_act == Activation::Softmax;
+        let classes = ir.output().iter().product();
+
+        let mut params = Vec::new();
+        let mut layers = Vec::new();
+        for (index, layer) in ir.layers.iter().enumerate() {
+            let mut rng = ChaCha8Rng::seed_from_u64(
+                seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            let mut add = |suffix: &str,
+                           shape: Vec<usize>,
+                           value: Vec<f32>,
+                           trainable: bool,
+                           regularizer: Regularizer| {
+                params.push(Param {
+                    name: format!("{}/{suffix}", layer.name),
+                    grad: if trainable {
+                        vec![0.0; value.len()]
+                    } else {
+                        Vec::new()
+                    },
+                    shape,
+                    value,
+                    trainable,
+                    regularizer,
+                    slots: Vec::new(),
+                });
+                params.len() - 1
+            };
+            let mut glorot = |fan_in: usize, fan_out: usize, len: usize| -> Vec<f32> {
+                let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+                let dist = Uniform::new(-limit, limit);
+                (0..len).map(|_| dist.sample(&mut rng)).collect()
+            };
+            let trainable = layer.trainable;
+            let out_len: usize = layer.output.iter().product();
+            let last = *layer.output.last().unwrap_or(&1);
+            let mut act = Activation::Linear;
+            let kernel = match &layer.op {
+                LayerOp::Conv2d {
+                    filters,
+                    kernel,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                    activation,
+                    regularizer,
+                } => {
+                    let input = image3(&layer.input)
+                        .ok_or_else(|| shape_error(ir, index, "conv needs an image input"))?;
+                    let geom = ConvGeom::new(
+                        input, *filters, *kernel, *stride, *padding, *dilation, *groups,
+                    );
+                    let cg = input[2] / groups;
+                    let shape = vec![kernel[0], kernel[1], cg, *filters];
+                    let value = glorot(
+                        kernel[0] * kernel[1] * cg,
+                        kernel[0] * kernel[1] * filters,
+                        geom.kernel_len(),
+                    );
+                    act = *activation;
+                    let k = add("kernel", shape, value, trainable, *regularizer);
+                    let b = add(
+                        "bias",
+                        vec![*filters],
+                        vec![0.0; *filters],
+                        trainable,
+                        Regularizer::default(),
+                    );
+                    Kernel::Conv {
+                        geom,
+                        kernel: k,
+                        bias: b,
+                    }
+                }
+                LayerOp::Dense {
+                    units,
+                    activation,
+                    regularizer,
+                } => {
+                    let inputs = layer.input[0];
+                    act = *activation;
+                    let k = add(
+                        "kernel",
+                        vec![inputs, *units],
+                        glorot(inputs, *units, inputs * units),
+                        trainable,
+                        *regularizer,
+                    );
+                    let b = add(
+                        "bias",
+                        vec![*units],
+                        vec![0.0; *units],
+                        trainable,
+                        Regularizer::default(),
+                    );
+                    Kernel::Dense {
+                        inputs,
+                        units: *units,
+                        kernel: k,
+                        bias: b,
+                    }
+                }
+                LayerOp::MaxPool {
+                    size,
+                    stride,
+                    padding,
+                }
+                | LayerOp::AvgPool {
+                    size,
+                    stride,
+                    padding,
+                } => {
+                    let input = image3(&layer.input)
+                        .ok_or_else(|| shape_error(ir, index, "pooling needs an image input"))?;
+                    let geom = PoolGeom::new(input, *size, *stride, *padding);
+                    if matches!(layer.op, LayerOp::MaxPool { .. }) {
+                        Kernel::MaxPool(geom)
+                    } else {
+                        Kernel::AvgPool(geom)
+                    }
+                }
+                LayerOp::GlobalAvgPool => {
+                    let [h, w, c] = image3(&layer.input).ok_or_else(|| {
+                        shape_error(ir, index, "global pooling needs an image input")
+                    })?;
+                    Kernel::GlobalAvgPool { pixels: h * w, c }
+                }
+                LayerOp::BatchNorm { momentum, epsilon } => {
+                    let c = last;
+                    let gamma = add(
+                        "gamma",
+                        vec![c],
+                        vec![1.0; c],
+                        trainable,
+                        Regularizer::default(),
+                    );
+                    let beta = add(
+                        "beta",
+                        vec![c],
+                        vec![0.0; c],
+                        trainable,
+                        Regularizer::default(),
+                    );
+                    let mean = add(
+                        "moving_mean",
+                        vec![c],
+                        vec![0.0; c],
+                        false,
+                        Regularizer::default(),
+                    );
+                    let var = add(
+                        "moving_variance",
+                        vec![c],
+                        vec![1.0; c],
+                        false,
+                        Regularizer::default(),
+                    );
+                    Kernel::BatchNorm {
+                        c,
+                        momentum: *momentum,
+                        eps: *epsilon,
+                        gamma,
+                        beta,
+                        mean,
+                        var,
+                    }
+                }
+                LayerOp::Dropout { rate } => Kernel::Dropout { rate: *rate },
+                LayerOp::Flatten => Kernel::Copy,
+                LayerOp::Activation(a) => {
+                    act = *a;
+                    Kernel::Copy
+                }
+                LayerOp::Upsample { factor } => {
+                    let [h, w, c] = image3(&layer.input)
+                        .ok_or_else(|| shape_error(ir, index, "upsampling needs an image input"))?;
+                    Kernel::Upsample {
+                        h,
+                        w,
+                        c,
+                        factor: *factor,
+                    }
+                }
+            };
+            if let Activation::LeakyRelu { alpha } | Activation::Elu { alpha } = act {
+                if alpha <= 0.0 {
+                    return Err(shape_error(
+                        ir,
+                        index,
+                        format!("activation alpha {alpha} must be positive"),
+                    ));
+                }
+            }
+            if index == last_index && fused_softmax {
+                act = Activation::Linear;
+            }
+            layers.push(Layer {
+                kernel,
+                act,
+                last,
+                out_len,
+                in_len: layer.input.iter().product(),
+                trainable,
+            });
+        }
+        Ok(Model {
+            layers,
+            params,
+            step: 0,
+            seed,
+            classes,
+            fused_softmax,
+            profiling: false,
+        })
+    }
+
+    /// Whether layer `i` (a convolution) and layer `i + 1` (batchnorm in inference mode) can
+    /// run as one pass (`forward_conv_bn`).
+    pub(crate) fn fusible_conv_bn(&self, i: usize) -> bool {
+        let (Some(conv), Some(norm)) = (self.layers.get(i), self.layers.get(i + 1)) else {
+            return false;
+        };
+        matches!(
+            (conv.kernel, norm.kernel),
+            (Kernel::Conv { .. }, Kernel::BatchNorm { .. })
+        ) && !norm.bn_training(false)
+            && conv.act != Activation::Softmax
+            && norm.act != Activation::Softmax
+    }
+
+    /// Layer `i` (a convolution) and layer `i + 1` (batchnorm in inference mode) in one pass,
+    /// output to `y` (the batchnorm's output); the activation and normalisation are applied
+    /// while each part is in cache. Same arithmetic as the two layers run apart, so the
+    /// outputs are bit-identical. Callers check `fusible_conv_bn` first.
+    pub(crate) fn forward_conv_bn(
+        &self,
+        i: usize,
+        scratch: &mut Scratch,
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+    ) {
+        assert!(
+            self.fusible_conv_bn(i),
+            "layers {i} and {} do not fuse",
+            i + 1
+        );
+        let (conv, norm) = (&self.layers[i], &self.layers[i + 1]);
+        let (
+            Kernel::Conv { geom, kernel, bias },
+            Kernel::BatchNorm {
+                eps,
+                gamma,
+                beta,
+                mean,
+                var,
+                ..
+            },
+            Scratch::Conv(s),
+        ) = (conv.kernel, norm.kernel, scratch)
+        else {
+            unreachable!("checked by fusible_conv_bn");
+        };
+        let p = &self.params;
+        let (scale, shift) = infer_affine(
+            eps,
+            &p[gamma].value,
+            &p[beta].value,
+            &p[mean].value,
+            &p[var].value,
+        );
+        let (conv_act, norm_act) = (conv.act, norm.act);
+        let epilogue = |part: &mut [f32]| {
+            activation::activate_part(conv_act, part);
+            affine_part(&scale, &shift, part);
+            activation::activate_part(norm_act, part);
+        };
+        conv2d_forward(
+            &geom,
+            n,
+            x,
+            &p[kernel].value,
+            &p[bias].value,
+            y,
+            s,
+            Some(&epilogue),
+        );
+    }
+
+    /// One layer's kernel and activation, `x` → `y`.
+    pub(crate) fn forward_layer(
+        &self,
+        i: usize,
+        scratch: &mut Scratch,
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+        train: bool,
+    ) {
+        let layer = &self.layers[i];
+        let p = &self.params;
+        match (layer.kernel, scratch) {
+            (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) => {
+                conv2d_forward(&geom, n, x, &p[kernel].value, &p[bias].value, y, s, None)
+            }
+            (
+                Kernel::Dense {
+                    inputs,
+                    units,
+                    kernel,
+                    bias,
+                },
+                _,
+            ) => dense_forward(n, inputs, units, x, &p[kernel].value, &p[bias].value, y),
+            (Kernel::MaxPool(g), Scratch::Argmax(am)) => maxpool_forward(&g, x, y, Some(am)),
+            (Kernel::MaxPool(g), _) => maxpool_forward(&g, x, y, None),
+            (Kernel::AvgPool(g), _) => avgpool_forward(&g, x, y),
+            (Kernel::GlobalAvgPool { pixels, c }, _) => global_avgpool_forward(pixels, c, x, y),
+            (
+                Kernel::BatchNorm {
+                    c,
+                    eps,
+                    gamma,
+                    beta,
+                    mean,
+                    var,
+                    ..
+                },
+                Scratch::Norm {
+                    mean: bm,
+                    inv_std,
+                    var: bv,
+                },
+            ) => {
+                if layer.bn_training(train) {
+                    batchnorm_train_forward(
+                        c,
+                        eps,
+                        x,
+                        &p[gamma].value,
+                        &p[beta].value,
+                        y,
+                        bm,
+                        inv_std,
+                        bv,
+                    );
+                } else {
+                    let (g, b) = (&p[gamma].value, &p[beta].value);
+                    batchnorm_infer_forward(c, eps, x, g, b, &p[mean].value, &p[var].value, y);
+                }
+            }
+            (Kernel::Dropout { rate }, Scratch::Mask(mask)) if train => {
+                fill_mask(rate, mask_seed(self.seed, self.step, i), mask);
+                apply_mask(x, mask, y);
+            }
+            (Kernel::Upsample { h, w, c, factor }, _) => upsample_forward(h, w, c, factor, x, y),
+            (Kernel::Dropout { .. } | Kernel::Copy, _) => y.copy_from_slice(x),
+            (kernel, _) => unreachable!("workspace scratch does not match kernel {kernel:?}"),
+        }
+        activation::activate(layer.act, y, layer.last);
+    }
+
+    /// Layer `i`'s backward kernel: `dy` (d loss / d output, overwritten with the gradient
+    /// before the activation) → `dx` when asked, and, with `param_grads` on a trainable
+    /// layer, the parameter gradients (written, not accumulated).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_layer(
+        &mut self,
+        i: usize,
+        scratch: &mut Scratch,
+        x: &[f32],
+        y: &[f32],
+        dy: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+        train: bool,
+        param_grads: bool,
+    ) {
+        let layer = &self.layers[i];
+        activation::activate_backward(layer.act, y, dy, layer.last);
+        let with_params = param_grads && layer.trainable;
+        let p = &mut self.params;
+        match (layer.kernel, scratch) {
+            (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) => {
+                let (mut gk, mut gb) = (
+                    std::mem::take(&mut p[kernel].grad),
+                    std::mem::take(&mut p[bias].grad),
+                );
+                conv2d_backward(
+                    &geom,
+                    n,
+                    x,
+                    &p[kernel].value,
+                    dy,
+                    dx,
+                    with_params.then_some((&mut gk[..], &mut gb[..])),
+                    s,
+                );
+                (p[kernel].grad, p[bias].grad) = (gk, gb);
+            }
+            (
+                Kernel::Dense {
+                    inputs,
+                    units,
+                    kernel,
+                    bias,
+                },
+                _,
+            ) => {
+                let (mut gk, mut gb) = (
+                    std::mem::take(&mut p[kernel].grad),
+                    std::mem::take(&mut p[bias].grad),
+                );
+                dense_backward(
+                    n,
+                    inputs,
+                    units,
+                    x,
+                    &p[kernel].value,
+                    dy,
+                    dx,
+                    with_params.then_some((&mut gk[..], &mut gb[..])),
+                );
+                (p[kernel].grad, p[bias].grad) = (gk, gb);
+            }
+            (Kernel::MaxPool(g), scratch) => {
+                if let Some(dx) = dx {
+                    match scratch {
+                        Scratch::Argmax(am) => maxpool_backward(&g, dy, am, dx),
+                        _ => maxpool_backward_recompute(&g, x, y, dy, dx),
+                    }
+                }
+            }
+            (Kernel::AvgPool(g), _) => {
+                if let Some(dx) = dx {
+                    avgpool_backward(&g, dy, dx);
+                }
+            }
+            (Kernel::GlobalAvgPool { pixels, c }, _) => {
+                if let Some(dx) = dx {
+                    global_avgpool_backward(pixels, c, dy, dx);
+                }
+            }
+            (
+                Kernel::BatchNorm {
+                    c,
+                    eps,
+                    gamma,
+                    beta,
+                    var,
+                    ..
+                },
+                Scratch::Norm {
+                    mean: bm, inv_std, ..
+                },
+            ) => {
+                if layer.bn_training(train) {
+                    let (mut gg, mut gbeta) = (
+                        std::mem::take(&mut p[gamma].grad),
+                        std::mem::take(&mut p[beta].grad),
+                    );
+                    if with_params {
+                        batchnorm_train_backward(
+                            c,
+                            x,
+                            dy,
+                            &p[gamma].value,
+                            bm,
+                            inv_std,
+                            dx,
+                            &mut gg,
+                            &mut gbeta,
+                        );
+                    } else {
+                        let (mut tg, mut tb) = (vec![0.0; c], vec![0.0; c]);
+                        batchnorm_train_backward(
+                            c,
+                            x,
+                            dy,
+                            &p[gamma].value,
+                            bm,
+                            inv_std,
+                            dx,
+                            &mut tg,
+                            &mut tb,
+                        );
+                    }
+                    (p[gamma].grad, p[beta].grad) = (gg, gbeta);
+                } else if let Some(dx) = dx {
+                    batchnorm_infer_backward(c, eps, dy, &p[gamma].value, &p[var].value, dx);
+                }
+            }
+            (Kernel::Dropout { .. }, Scratch::Mask(mask)) if train => {
+                if let Some(dx) = dx {
+                    apply_mask(dy, mask, dx);
+                }
+            }
+            (Kernel::Upsample { h, w, c, factor }, _) => {
+                if let Some(dx) = dx {
+                    upsample_backward(h, w, c, factor, dy, dx);
+                }
+            }
+            (Kernel::Dropout { .. } | Kernel::Copy, _) => {
+                if let Some(dx) = dx {
+                    dx.copy_from_slice(dy);
+                }
+            }
+            (kernel, _) => unreachable!("workspace scratch does not match kernel {kernel:?}"),
+        }
+    }
+
+    /// Scratch for layer `i` at batch `n` (im2col panels, batch statistics, masks, argmax).
+    pub(crate) fn scratch(&self, i: usize, n: usize, train: bool) -> Scratch {
+        let l = &self.layers[i];
+        match l.kernel {
+            Kernel::Conv { geom, .. } => Scratch::Conv(ConvScratch::new(&geom, n, train)),
+            Kernel::MaxPool(g) if train => Scratch::Argmax(vec![0; n * g.out_len()]),
+            Kernel::BatchNorm { c, .. } => Scratch::Norm {
+                mean: vec![0.0; c],
+                inv_std: vec![0.0; c],
+                var: vec![0.0; c],
+            },
+            Kernel::Dropout { .. } if train => Scratch::Mask(vec![0.0; n * l.out_len]),
+            _ => Scratch::None,
+        }
+    }
+
+    /// Sum of every layer's L1/L2 kernel penalty.
+    pub(crate) fn penalty(&self) -> f64 {
+        self.params
+            .iter()
+            .filter(|p| p.regularizer != Regularizer::default())
+            .map(|p| loss::penalty(p.regularizer.l1, p.regularizer.l2, &p.value))
+            .sum()
+    }
+
+    /// Adds the penalties' gradients to the trainable kernels' gradients.
+    pub(crate) fn penalty_backward(&mut self) {
+        for p in self
+            .params
+            .iter_mut()
+            .filter(|p| p.trainable && p.regularizer != Regularizer::default())
+        {
+            loss::penalty_backward(p.regularizer.l1, p.regularizer.l2, &p.value, &mut p.grad);
+        }
+    }
+
+    /// Moves layer `i`'s running statistics towards the batch statistics in `scratch` (a
+    /// batchnorm that trained this step; anything else is left alone).
+    pub(crate) fn update_running_stats(&mut self, i: usize, scratch: &Scratch) {
+        let layer = &self.layers[i];
+        if let (
+            Kernel::BatchNorm {
+                momentum,
+                mean,
+                var,
+                ..
+            },
+            Scratch::Norm {
+                mean: bm, var: bv, ..
+            },
+        ) = (layer.kernel, scratch)
+        {
+            if layer.bn_training(true) {
+                let (mut mm, mut mv) = (
+                    std::mem::take(&mut self.params[mean].value),
+                    std::mem::take(&mut self.params[var].value),
+                );
+                update_running(momentum, bm, bv, &mut mm, &mut mv);
+                (self.params[mean].value, self.params[var].value) = (mm, mv);
+            }
+        }
+    }
+}
