@@ -209,6 +209,13 @@ fn frozen_layers_keep_their_weights_and_get_no_gradient() {
         assert!(net.gradient(name).is_none());
     }
     assert_ne!(before["conv2d_2/kernel"], after["conv2d_2/kernel"]);
+    // The autograd pass adds no backward node below the first trainable layer (conv2d_2,
+    // layer 3): input + forward layers + loss + the loss's backward + layers 3.. backward.
+    let layers = ir.layers.len();
+    assert_eq!(
+        net.graph_nodes(4, true),
+        Some(1 + layers + 2 + (layers - 3))
+    );
 }
 
 #[test]

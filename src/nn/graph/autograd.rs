@@ -9,7 +9,7 @@
 //! gradient on. A tensor read by several nodes gets the sum of their gradients.
 
 use super::ops::{BackwardRequest, SumGradients, BACKWARD, TRAINABLE};
-use super::{Buffer, Context};
+use super::{Arena, Buffer};
 use luminal::op::Operator;
 use luminal::prelude::petgraph::algo::toposort;
 use luminal::prelude::petgraph::Direction;
@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 pub(crate) struct Autograd {
-    ctx: Rc<Context>,
+    arena: Rc<Arena>,
     loss: NodeIndex,
     params: bool,
     wrt: Vec<NodeIndex>,
@@ -29,13 +29,13 @@ pub(crate) struct Autograd {
 
 impl Autograd {
     pub(crate) fn new(
-        ctx: Rc<Context>,
+        arena: Rc<Arena>,
         loss: NodeIndex,
         params: bool,
         wrt: Vec<NodeIndex>,
     ) -> Autograd {
         Autograd {
-            ctx,
+            arena,
             loss,
             params,
             wrt,
@@ -163,7 +163,7 @@ impl Compiler for &Autograd {
                 // Several readers: their sum. A requested gradient: a copy the caller
                 // keeps, since the node's own backward overwrites its input.
                 let len = shape.n_elements().to_usize().expect("static shapes");
-                let out = self.ctx.buffer(len);
+                let out = self.arena.buffer(len);
                 let reads: Vec<_> = contributions.iter().map(|&(b, o)| (b, o, shape)).collect();
                 let sum = add(graph, Box::new(SumGradients { out: out.clone() }), &reads);
                 if requested {

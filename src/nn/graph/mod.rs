@@ -18,6 +18,8 @@
 mod autograd;
 mod fuse;
 mod ops;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use autograd::Autograd;
 pub(crate) use fuse::FuseConvBatchnorm;
@@ -43,6 +45,13 @@ impl luminal::prelude::Data for Buffer {
     }
 }
 
+/// Buffers are equal when they are the same buffer (operators compare by identity).
+impl PartialEq for Buffer {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 impl Buffer {
     pub(crate) fn tensor(&self) -> Tensor {
         Tensor::new(self.clone())
@@ -55,16 +64,39 @@ impl Buffer {
     }
 }
 
+/// The buffers of one graph, counted for the memory report while an operator holds them.
+#[derive(Default)]
+pub(crate) struct Arena(RefCell<Vec<Weak<RefCell<Vec<f32>>>>>);
+
+impl Arena {
+    /// A zeroed buffer of `len` floats.
+    pub(crate) fn buffer(&self, len: usize) -> Buffer {
+        let b = Buffer(Rc::new(RefCell::new(vec![0.0; len])));
+        self.0.borrow_mut().push(Rc::downgrade(&b.0));
+        b
+    }
+
+    /// Bytes of the buffers still held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.0
+            .borrow()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|b| b.borrow().len() * 4)
+            .sum()
+    }
+}
+
 /// What the operators of one compiled graph share: the model, the batch size, each
 /// layer's scratch (the forward writes it, the backward and the running-statistics
-/// update read it), the per-layer timings, and the graph's buffers for the memory report.
+/// update read it), the per-layer timings, and the graph's buffers.
 pub(crate) struct Context {
     pub(crate) model: Rc<RefCell<Model>>,
     pub(crate) n: usize,
     pub(crate) scratch: Vec<RefCell<Scratch>>,
     /// Seconds per layer, [forward, backward], summed while the model is profiling.
     pub(crate) times: RefCell<Vec<[f64; 2]>>,
-    buffers: RefCell<Vec<Weak<RefCell<Vec<f32>>>>>,
+    pub(crate) arena: Rc<Arena>,
 }
 
 impl Context {
@@ -81,32 +113,18 @@ impl Context {
             n,
             scratch,
             times: RefCell::new(vec![[0.0; 2]; layers]),
-            buffers: RefCell::new(Vec::new()),
+            arena: Rc::new(Arena::default()),
         }
     }
 
-    /// A zeroed buffer of `len` floats, counted by `bytes` while an operator holds it.
     pub(crate) fn buffer(&self, len: usize) -> Buffer {
-        let b = Buffer(Rc::new(RefCell::new(vec![0.0; len])));
-        self.buffers.borrow_mut().push(Rc::downgrade(&b.0));
-        b
+        self.arena.buffer(len)
     }
 
     /// Bytes of the live buffers and the scratch: the graph's share of a step's memory.
     pub(crate) fn bytes(&self) -> usize {
-        let buffers: usize = self
-            .buffers
-            .borrow()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .map(|b| b.borrow().len() * 4)
-            .sum();
-        buffers
-            + self
-                .scratch
-                .iter()
-                .map(|s| s.borrow().bytes())
-                .sum::<usize>()
+        let scratch: usize = self.scratch.iter().map(|s| s.borrow().bytes()).sum();
+        self.arena.bytes() + scratch
     }
 
     /// Runs `f`, adding its seconds to layer `layer`'s `phase` (0 forward, 1 backward)
@@ -203,7 +221,10 @@ pub(crate) fn compile(
                 .add_op(CrossEntropy { targets: t.clone() })
                 .input(last, 0, shape(n, classes))
                 .finish();
-            graph.compile(&Autograd::new(ctx.clone(), loss, true, Vec::new()), ());
+            graph.compile(
+                &Autograd::new(ctx.arena.clone(), loss, true, Vec::new()),
+                (),
+            );
             targets = Some(t);
         }
         Mode::Infer => graph.compile(FuseConvBatchnorm, ()),
@@ -214,7 +235,7 @@ pub(crate) fn compile(
                 .input(last, 0, shape(n, classes))
                 .finish();
             let wrt = layer.map_or(input_node, |l| nodes[l]);
-            let pass = Autograd::new(ctx.clone(), objective, false, vec![wrt]);
+            let pass = Autograd::new(ctx.arena.clone(), objective, false, vec![wrt]);
             graph.compile(&pass, ());
             captured = pass.gradient(wrt);
             seed = Some(s);
