@@ -16,6 +16,7 @@
 //! stay in the `Model`, shared by the graphs of every batch size and mode.
 
 mod autograd;
+mod branch;
 mod fuse;
 mod ops;
 #[cfg(test)]

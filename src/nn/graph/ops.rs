@@ -4,13 +4,9 @@
 //! gradients of the inputs the request names). A backward operator's inputs are, in
 //! order: the gradient of the forward node's output (absent for a loss), the forward
 //! node's inputs, and its output; its outputs are the gradients asked for, in input order.
-//!
-//! `Add`, `Concat` and `SmoothL1` join branches and regress boxes; the sequential models
-//! of the IR do not use them yet (graph tests and detection heads do).
 
-use super::{Arena, Buffer, Context};
-use crate::nn::ops::loss::{smooth_l1, softmax_cross_entropy};
-use crate::nn::ops::shape::{add_forward, concat_backward, concat_forward};
+use super::{Buffer, Context};
+use crate::nn::ops::loss::softmax_cross_entropy;
 use luminal::op::{InputTensor, Operator};
 use luminal::prelude::{ShapeTracker, Tensor};
 use std::any::Any;
@@ -34,7 +30,7 @@ pub(crate) struct BackwardRequest {
 }
 
 /// The buffer behind input `k`.
-fn input<'a>(inp: &'a Inputs, k: usize) -> &'a Buffer {
+pub(super) fn input<'a>(inp: &'a Inputs, k: usize) -> &'a Buffer {
     inp[k]
         .0
         .borrowed()
@@ -44,7 +40,7 @@ fn input<'a>(inp: &'a Inputs, k: usize) -> &'a Buffer {
         .expect("model graphs carry Buffers")
 }
 
-fn backward_answer(op: impl Operator + 'static) -> Option<Box<dyn Any>> {
+pub(super) fn backward_answer(op: impl Operator + 'static) -> Option<Box<dyn Any>> {
     let op: Box<dyn Operator> = Box::new(op);
     Some(Box::new(op))
 }
@@ -315,10 +311,10 @@ impl Operator for ScoreObjective {
 
 /// A loss's backward: hands on a gradient the loss computed (copying it when `grad` is
 /// its own buffer).
-struct GradientOut {
-    name: &'static str,
-    source: Buffer,
-    grad: Buffer,
+pub(super) struct GradientOut {
+    pub(super) name: &'static str,
+    pub(super) source: Buffer,
+    pub(super) grad: Buffer,
 }
 
 impl fmt::Debug for GradientOut {
@@ -372,173 +368,5 @@ impl Operator for SumGradients {
             }
         }
         vec![self.out.tensor()]
-    }
-}
-
-/// Element-wise `a + b` (a residual join).
-pub(crate) struct Add {
-    pub(crate) arena: Rc<Arena>,
-    pub(crate) out: Buffer,
-}
-
-impl fmt::Debug for Add {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Add")
-    }
-}
-
-impl PartialEq for Add {
-    fn eq(&self, other: &Self) -> bool {
-        self.out == other.out
-    }
-}
-
-impl Operator for Add {
-    fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
-        let (a, b) = (input(&inp, 0).borrow(), input(&inp, 1).borrow());
-        add_forward(&a, &b, &mut self.out.borrow_mut());
-        vec![self.out.tensor()]
-    }
-
-    fn custom(&mut self, key: &str, request: Box<dyn Any>) -> Option<Box<dyn Any>> {
-        let request = (key == BACKWARD).then_some(request)?;
-        let request = request.downcast::<BackwardRequest>().ok()?;
-        let len = self.out.borrow().len();
-        backward_answer(AddBackward {
-            grads: request
-                .inputs
-                .iter()
-                .filter(|w| **w)
-                .map(|_| self.arena.buffer(len))
-                .collect(),
-        })
-    }
-}
-
-/// The gradient of an add reaches each wanted input unchanged.
-#[derive(Debug, PartialEq)]
-struct AddBackward {
-    grads: Vec<Buffer>,
-}
-
-impl Operator for AddBackward {
-    fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
-        let dy = input(&inp, 0).borrow();
-        for g in &self.grads {
-            g.borrow_mut().copy_from_slice(&dy);
-        }
-        self.grads.iter().map(Buffer::tensor).collect()
-    }
-}
-
-/// Concatenation along the channel (last) axis: rows of `ca` and `cb` into rows of `ca + cb`.
-pub(crate) struct Concat {
-    pub(crate) arena: Rc<Arena>,
-    pub(crate) ca: usize,
-    pub(crate) cb: usize,
-    pub(crate) out: Buffer,
-}
-
-impl fmt::Debug for Concat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Concat({}, {})", self.ca, self.cb)
-    }
-}
-
-impl PartialEq for Concat {
-    fn eq(&self, other: &Self) -> bool {
-        self.out == other.out
-    }
-}
-
-impl Operator for Concat {
-    fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
-        let (a, b) = (input(&inp, 0).borrow(), input(&inp, 1).borrow());
-        concat_forward(self.ca, self.cb, &a, &b, &mut self.out.borrow_mut());
-        vec![self.out.tensor()]
-    }
-
-    fn custom(&mut self, key: &str, request: Box<dyn Any>) -> Option<Box<dyn Any>> {
-        let request = (key == BACKWARD).then_some(request)?;
-        let request = request.downcast::<BackwardRequest>().ok()?;
-        let rows = self.out.borrow().len() / (self.ca + self.cb);
-        backward_answer(ConcatBackward {
-            ca: self.ca,
-            cb: self.cb,
-            da: self.arena.buffer(rows * self.ca),
-            db: self.arena.buffer(rows * self.cb),
-            wanted: [request.inputs[0], request.inputs[1]],
-        })
-    }
-}
-
-/// Splits the gradient of a concatenation back into its two inputs' parts.
-#[derive(Debug, PartialEq)]
-struct ConcatBackward {
-    ca: usize,
-    cb: usize,
-    da: Buffer,
-    db: Buffer,
-    wanted: [bool; 2],
-}
-
-impl Operator for ConcatBackward {
-    fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
-        concat_backward(
-            self.ca,
-            self.cb,
-            &input(&inp, 0).borrow(),
-            &mut self.da.borrow_mut(),
-            &mut self.db.borrow_mut(),
-        );
-        [&self.da, &self.db]
-            .into_iter()
-            .zip(self.wanted)
-            .filter(|(_, w)| *w)
-            .map(|(b, _)| b.tensor())
-            .collect()
-    }
-}
-
-/// Mean smooth-L1 (Huber, threshold `beta`) of the input against `target` (box regression).
-pub(crate) struct SmoothL1 {
-    pub(crate) beta: f64,
-    pub(crate) target: Buffer,
-    pub(crate) grad: Buffer,
-    /// The loss of the last execution.
-    pub(crate) loss: Rc<Cell<f64>>,
-}
-
-impl fmt::Debug for SmoothL1 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SmoothL1({})", self.beta)
-    }
-}
-
-impl PartialEq for SmoothL1 {
-    fn eq(&self, other: &Self) -> bool {
-        self.grad == other.grad
-    }
-}
-
-impl Operator for SmoothL1 {
-    fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
-        let loss = smooth_l1(
-            self.beta,
-            &input(&inp, 0).borrow(),
-            &self.target.borrow(),
-            &mut self.grad.borrow_mut(),
-        );
-        self.loss.set(loss);
-        vec![self.grad.tensor()]
-    }
-
-    fn custom(&mut self, key: &str, _: Box<dyn Any>) -> Option<Box<dyn Any>> {
-        (key == BACKWARD).then_some(())?;
-        backward_answer(GradientOut {
-            name: "SmoothL1Backward",
-            source: self.grad.clone(),
-            grad: self.grad.clone(),
-        })
     }
 }

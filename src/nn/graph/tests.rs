@@ -9,7 +9,8 @@
 //! ```
 
 use super::autograd::Autograd;
-use super::ops::{Add, Concat, Input, SmoothL1};
+use super::branch::{Add, Concat, SmoothL1};
+use super::ops::Input;
 use super::{Arena, Buffer};
 use luminal::prelude::{Graph, NodeIndex, ShapeTracker};
 use rand::{Rng, SeedableRng};
