@@ -1,6 +1,6 @@
-//! The compute engine: model IR, operators with forward and backward kernels, the network
-//! that compiles an IR into preallocated buffers and runs training steps, optimizers, and
-//! safetensors checkpoints.
+//! The compute engine: model IR, kernels (`ops`), the model (layers and parameters), its
+//! luminal graphs (`graph`: layers as luminal operators, autograd and fusion as compiler
+//! passes), the network API over them, optimizers, and safetensors checkpoints.
 //!
 //! ```text
 //! let mut net = Network::new(&ir, seed, OptimizerConfig::adam())?;   // compile
