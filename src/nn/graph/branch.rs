@@ -11,25 +11,13 @@ use luminal::op::Operator;
 use luminal::prelude::Tensor;
 use std::any::Any;
 use std::cell::Cell;
-use std::fmt;
 use std::rc::Rc;
 
 /// Element-wise `a + b` (a residual join).
+#[derive(Debug, PartialEq)]
 pub(crate) struct Add {
     pub(crate) arena: Rc<Arena>,
     pub(crate) out: Buffer,
-}
-
-impl fmt::Debug for Add {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Add")
-    }
-}
-
-impl PartialEq for Add {
-    fn eq(&self, other: &Self) -> bool {
-        self.out == other.out
-    }
 }
 
 impl Operator for Add {
@@ -71,23 +59,12 @@ impl Operator for AddBackward {
 }
 
 /// Concatenation along the channel (last) axis: rows of `ca` and `cb` into rows of `ca + cb`.
+#[derive(Debug, PartialEq)]
 pub(crate) struct Concat {
     pub(crate) arena: Rc<Arena>,
     pub(crate) ca: usize,
     pub(crate) cb: usize,
     pub(crate) out: Buffer,
-}
-
-impl fmt::Debug for Concat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Concat({}, {})", self.ca, self.cb)
-    }
-}
-
-impl PartialEq for Concat {
-    fn eq(&self, other: &Self) -> bool {
-        self.out == other.out
-    }
 }
 
 impl Operator for Concat {
@@ -140,24 +117,13 @@ impl Operator for ConcatBackward {
 }
 
 /// Mean smooth-L1 (Huber, threshold `beta`) of the input against `target` (box regression).
+#[derive(Debug, PartialEq)]
 pub(crate) struct SmoothL1 {
     pub(crate) beta: f64,
     pub(crate) target: Buffer,
     pub(crate) grad: Buffer,
     /// The loss of the last execution.
     pub(crate) loss: Rc<Cell<f64>>,
-}
-
-impl fmt::Debug for SmoothL1 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SmoothL1({})", self.beta)
-    }
-}
-
-impl PartialEq for SmoothL1 {
-    fn eq(&self, other: &Self) -> bool {
-        self.grad == other.grad
-    }
 }
 
 impl Operator for SmoothL1 {

@@ -30,12 +30,20 @@ use super::model::{Model, Scratch};
 use luminal::prelude::{Graph, ShapeTracker, Tensor};
 use ops::{CrossEntropy, Input, LayerForward, ScoreObjective};
 use std::cell::{Ref, RefCell, RefMut};
+use std::fmt;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
 /// A graph tensor's data: a handle to a vector owned by the operator that writes it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Buffer(Rc<RefCell<Vec<f32>>>);
+
+/// The length only: luminal prints operators (and so their buffers) in graph displays.
+impl fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Buffer({})", self.0.borrow().len())
+    }
+}
 
 impl luminal::prelude::Data for Buffer {
     fn as_any(&self) -> &dyn std::any::Any {
@@ -69,6 +77,18 @@ impl Buffer {
 #[derive(Default)]
 pub(crate) struct Arena(RefCell<Vec<Weak<RefCell<Vec<f32>>>>>);
 
+impl PartialEq for Arena {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl fmt::Debug for Arena {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Arena")
+    }
+}
+
 impl Arena {
     /// A zeroed buffer of `len` floats.
     pub(crate) fn buffer(&self, len: usize) -> Buffer {
@@ -98,6 +118,19 @@ pub(crate) struct Context {
     /// Seconds per layer, [forward, backward], summed while the model is profiling.
     pub(crate) times: RefCell<Vec<[f64; 2]>>,
     pub(crate) arena: Rc<Arena>,
+}
+
+/// Operators compare (luminal's `TraitObjEq`) and print by the graph they belong to.
+impl PartialEq for Context {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "batch {}", self.n)
+    }
 }
 
 impl Context {

@@ -11,7 +11,6 @@ use luminal::op::{InputTensor, Operator};
 use luminal::prelude::{ShapeTracker, Tensor};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::fmt;
 use std::rc::Rc;
 
 pub(crate) type Inputs<'a> = Vec<(InputTensor<'a>, ShapeTracker)>;
@@ -56,23 +55,12 @@ impl Operator for Input {
 }
 
 /// One IR layer's kernel and its activation.
+#[derive(Debug, PartialEq)]
 pub(crate) struct LayerForward {
     pub(crate) ctx: Rc<Context>,
     pub(crate) layer: usize,
     pub(crate) train: bool,
     pub(crate) out: Buffer,
-}
-
-impl fmt::Debug for LayerForward {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LayerForward({})", self.layer)
-    }
-}
-
-impl PartialEq for LayerForward {
-    fn eq(&self, other: &Self) -> bool {
-        self.layer == other.layer && Rc::ptr_eq(&self.ctx, &other.ctx)
-    }
 }
 
 impl LayerForward {
@@ -120,24 +108,13 @@ impl Operator for LayerForward {
 }
 
 /// A layer's backward kernel: inputs (dy, x, y), output dx when asked.
+#[derive(Debug, PartialEq)]
 pub(crate) struct LayerBackward {
     ctx: Rc<Context>,
     layer: usize,
     train: bool,
     params: bool,
     dx: Option<Buffer>,
-}
-
-impl fmt::Debug for LayerBackward {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LayerBackward({})", self.layer)
-    }
-}
-
-impl PartialEq for LayerBackward {
-    fn eq(&self, other: &Self) -> bool {
-        self.layer == other.layer && Rc::ptr_eq(&self.ctx, &other.ctx)
-    }
 }
 
 impl Operator for LayerBackward {
@@ -167,22 +144,11 @@ impl Operator for LayerBackward {
 
 /// Inference convolution and the batchnorm after it in one pass (made by the fusion pass),
 /// writing the batchnorm's buffer.
+#[derive(Debug, PartialEq)]
 pub(crate) struct ConvBnForward {
     pub(crate) ctx: Rc<Context>,
     pub(crate) conv: usize,
     pub(crate) out: Buffer,
-}
-
-impl fmt::Debug for ConvBnForward {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ConvBnForward({}, {})", self.conv, self.conv + 1)
-    }
-}
-
-impl PartialEq for ConvBnForward {
-    fn eq(&self, other: &Self) -> bool {
-        self.conv == other.conv && Rc::ptr_eq(&self.ctx, &other.ctx)
-    }
 }
 
 impl Operator for ConvBnForward {
@@ -215,6 +181,18 @@ pub(crate) struct Targets {
     pub(crate) loss: Cell<f64>,
 }
 
+impl PartialEq for Targets {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl std::fmt::Debug for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Targets({} classes)", self.classes)
+    }
+}
+
 impl Targets {
     pub(crate) fn new(ctx: &Context, classes: usize) -> Targets {
         Targets {
@@ -229,20 +207,9 @@ impl Targets {
 }
 
 /// Weighted softmax cross-entropy from logits; outputs the probabilities.
+#[derive(Debug, PartialEq)]
 pub(crate) struct CrossEntropy {
     pub(crate) targets: Rc<Targets>,
-}
-
-impl fmt::Debug for CrossEntropy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CrossEntropy")
-    }
-}
-
-impl PartialEq for CrossEntropy {
-    fn eq(&self, other: &Self) -> bool {
-        Rc::ptr_eq(&self.targets, &other.targets)
-    }
 }
 
 impl Operator for CrossEntropy {
@@ -274,20 +241,9 @@ impl Operator for CrossEntropy {
 
 /// The objective `Σ seed · logits` whose gradient explanations follow (a one-hot seed
 /// makes it a class score). Its value is never needed, only its gradient, the seed.
+#[derive(Debug, PartialEq)]
 pub(crate) struct ScoreObjective {
     pub(crate) seed: Buffer,
-}
-
-impl fmt::Debug for ScoreObjective {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ScoreObjective")
-    }
-}
-
-impl PartialEq for ScoreObjective {
-    fn eq(&self, other: &Self) -> bool {
-        self.seed == other.seed
-    }
 }
 
 impl Operator for ScoreObjective {
@@ -311,22 +267,11 @@ impl Operator for ScoreObjective {
 
 /// A loss's backward: hands on a gradient the loss computed (copying it when `grad` is
 /// its own buffer).
+#[derive(Debug, PartialEq)]
 pub(super) struct GradientOut {
     pub(super) name: &'static str,
     pub(super) source: Buffer,
     pub(super) grad: Buffer,
-}
-
-impl fmt::Debug for GradientOut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.name)
-    }
-}
-
-impl PartialEq for GradientOut {
-    fn eq(&self, other: &Self) -> bool {
-        self.grad == other.grad
-    }
 }
 
 impl Operator for GradientOut {
@@ -342,20 +287,9 @@ impl Operator for GradientOut {
 
 /// Sums the gradient contributions of a tensor read by several nodes (or copies one, to
 /// keep a requested gradient apart from the backward node that overwrites its input).
+#[derive(Debug, PartialEq)]
 pub(crate) struct SumGradients {
     pub(crate) out: Buffer,
-}
-
-impl fmt::Debug for SumGradients {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SumGradients")
-    }
-}
-
-impl PartialEq for SumGradients {
-    fn eq(&self, other: &Self) -> bool {
-        self.out == other.out
-    }
 }
 
 impl Operator for SumGradients {
