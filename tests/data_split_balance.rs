@@ -75,6 +75,7 @@ fn no_validation_or_test_sample_reaches_training() {
             train: 0.7,
             val: 0.15,
             test: 0.15,
+            stratify: true,
             seed: 42,
         },
     )

@@ -1,9 +1,12 @@
 //! The Wilcoxon signed-rank test and fold summaries against SciPy 1.17:
 //! tests/fixtures/eval/stats_fixtures.json (made by make_stats_fixtures.py), within 1e-9.
 
-use gpl::eval::crossval::{summarize_crossval, Metric, ModelFolds};
+use gpl::eval::crossval::{
+    summarize_crossval, CrossvalOptions, Metric, ModelFolds, PairedTest, TestResult,
+};
 use gpl::eval::stats::{
-    summarize, wilcoxon, Alternative, MethodUsed, WilcoxonMethod, WilcoxonOptions,
+    paired_t_differences, summarize, wilcoxon, Alternative, MethodUsed, WilcoxonMethod,
+    WilcoxonOptions,
 };
 use gpl::eval::ModelScores;
 use serde_json::Value;
@@ -129,13 +132,13 @@ fn five_fold_comparison_warns_in_plain_words() {
         model: "vgg_ft".into(),
         folds: [0.78, 0.79, 0.77, 0.80, 0.815].map(scores).to_vec(),
     };
-    let cv = summarize_crossval(vec![a, b], Metric::Accuracy, 0.05).unwrap();
+    let cv = summarize_crossval(vec![a, b], &wilcoxon_all()).unwrap();
     assert_eq!(cv.folds, 5);
     let c = &cv.comparisons[0];
     let test = c.test.as_ref().unwrap();
     // scratch wins every fold: the smallest two-sided p 5 folds allow.
-    assert_eq!(test.pvalue, 0.0625);
-    assert!(!c.reachability.reachable);
+    assert_eq!(test.pvalue(), 0.0625);
+    assert!(!c.reachability.as_ref().unwrap().reachable);
     assert!(
         c.warning
             .as_deref()
@@ -165,9 +168,88 @@ fn identical_models_have_nothing_to_test() {
         model: "b".into(),
         folds: [0.8, 0.9].map(scores).to_vec(),
     };
-    let cv = summarize_crossval(vec![a, b], Metric::Accuracy, 0.05).unwrap();
+    let cv = summarize_crossval(vec![a, b], &wilcoxon_all()).unwrap();
     assert!(cv.comparisons[0].test.is_none());
     assert!(cv.comparisons[0]
         .verdict
         .contains("same accuracy on all 2 folds"));
+}
+
+fn wilcoxon_all() -> CrossvalOptions {
+    CrossvalOptions {
+        metrics: Metric::ALL.to_vec(),
+        test: Some(PairedTest::Wilcoxon),
+        alpha: 0.05,
+    }
+}
+
+/// `test paired_t` against `scipy.stats.ttest_rel`: tests/fixtures/eval/ttest_fixtures.json
+/// (made by make_ttest_fixtures.py), within 1e-9.
+#[test]
+fn paired_t_matches_scipy() {
+    let doc: Value =
+        serde_json::from_str(include_str!("fixtures/eval/ttest_fixtures.json")).unwrap();
+    let mut checked = 0;
+    for case in doc["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let (x, y) = (f64s(&case["x"]), f64s(&case["y"]));
+        let d: Vec<f64> = x.iter().zip(&y).map(|(a, b)| a - b).collect();
+        for (key, alternative) in [
+            ("two-sided", Alternative::TwoSided),
+            ("greater", Alternative::Greater),
+            ("less", Alternative::Less),
+        ] {
+            let want = &case["results"][key];
+            let got = paired_t_differences(&d, alternative).unwrap();
+            let (t, p) = (
+                want["statistic"].as_f64().unwrap(),
+                want["pvalue"].as_f64().unwrap(),
+            );
+            assert!(
+                (got.statistic - t).abs() <= TOL * t.abs().max(1.0),
+                "{name} {key}: t {} vs {t}",
+                got.statistic
+            );
+            assert!(
+                (got.pvalue - p).abs() <= TOL,
+                "{name} {key}: p {} vs {p}",
+                got.pvalue
+            );
+            assert_eq!(got.df as u64, want["df"].as_u64().unwrap());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 21, "{checked}");
+}
+
+#[test]
+fn crossval_runs_the_test_it_is_asked_for_on_the_first_metric() {
+    let a = ModelFolds {
+        model: "scratch".into(),
+        folds: [0.81, 0.79, 0.80, 0.85, 0.82].map(scores).to_vec(),
+    };
+    let b = ModelFolds {
+        model: "vgg_ft".into(),
+        folds: [0.78, 0.80, 0.77, 0.80, 0.83].map(scores).to_vec(),
+    };
+    let options = |test| CrossvalOptions {
+        metrics: vec![Metric::Recall, Metric::Accuracy],
+        test,
+        alpha: 0.05,
+    };
+    let t = summarize_crossval(
+        vec![a.clone(), b.clone()],
+        &options(Some(PairedTest::PairedT)),
+    )
+    .unwrap();
+    assert_eq!(t.metrics, [Metric::Recall, Metric::Accuracy]);
+    assert_eq!(t.summaries[0].len(), 2);
+    let c = &t.comparisons[0];
+    assert_eq!(c.metric, Metric::Recall);
+    assert!(matches!(c.test, Some(TestResult::PairedT(_))));
+    assert!(c.reachability.is_none());
+    assert!(c.verdict.contains("paired t"), "{}", c.verdict);
+    let none = summarize_crossval(vec![a, b], &options(None)).unwrap();
+    assert!(none.comparisons.is_empty());
+    assert_eq!(none.summaries[1].len(), 2);
 }

@@ -107,6 +107,45 @@ fn good_cases_check() {
     }
 }
 
+/// Each good case's plan, stage by stage: name, kind, inputs and canonical config, so a
+/// setting dropped on the way from the checker to a stage shows in review. A case that
+/// checks but cannot run yet snapshots its refusal instead.
+#[test]
+fn good_cases_plans_are_snapshotted() {
+    let mut cases = gpl_files("tests/cases/good");
+    cases.push(PathBuf::from("tests/pipelines/tiny.gpl"));
+    for path in cases {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let profile = header(&text, "profile");
+        let program = load_program(&path, profile.as_deref())
+            .unwrap_or_else(|d| panic!("{}:\n{}", path.display(), d.render_plain()));
+        let report = match gpl::stages::compile(&program) {
+            Ok(compiled) => {
+                let mut out = String::new();
+                for s in compiled.plan.stages() {
+                    let inputs: Vec<String> = s.inputs.iter().map(|i| i.to_string()).collect();
+                    out.push_str(&format!(
+                        "{} ({}) <- [{}]\n  {}\n",
+                        s.id,
+                        s.kind,
+                        inputs.join(", "),
+                        gpl::plan::canonical_json(&s.config)
+                    ));
+                }
+                out
+            }
+            Err(d) => format!("refused:\n{}", d.render_plain()),
+        };
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        insta::with_settings!({ snapshot_path => "cases/snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {
+            insta::assert_snapshot!(format!("plan__{name}"), report);
+        });
+    }
+}
+
 /// Every .gpl file of the repository: pipelines, stdlib and the corpus.
 fn all_sources() -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -192,19 +231,20 @@ fn galaxy10_pipeline_checks_with_and_without_the_quick_profile() {
         131_721 + 3 * (3 * 3 * 512 * 512 + 512)
     );
     assert!(full.span_of("scratch").is_some());
-    assert_eq!(full.depends_on("partial"), ["galaxy10"]);
-    assert_eq!(full.depends_on("scratch"), ["partial", "galaxy10"]);
-    assert_eq!(
-        full.depends_on("combo_searched"),
-        ["scratch", "vgg_ft", "galaxy10"]
-    );
-    assert_eq!(full.depends_on("cv"), ["galaxy10"]);
-    // Every dependency is a stage of the program.
-    for stage in full.stages() {
-        for dep in full.depends_on(&stage.name) {
-            assert!(full.block(&dep).is_some(), "{} -> {dep}", stage.name);
-        }
-    }
+    // The DAG has one definition, the compiled plan: each stage's inputs.
+    let plan = gpl::stages::compile(&full).expect("compiles").plan;
+    let inputs = |id: &str| -> Vec<String> {
+        plan.get(&gpl::plan::StageId::from(id))
+            .expect(id)
+            .inputs
+            .iter()
+            .map(|i| i.to_string())
+            .collect()
+    };
+    assert_eq!(inputs("partial"), ["galaxy10", "galaxy10.split"]);
+    assert_eq!(inputs("scratch"), ["galaxy10", "partial", "galaxy10.split"]);
+    assert_eq!(inputs("combo_searched"), ["scratch", "vgg_ft"]);
+    assert_eq!(inputs("cv.scratch.fold1"), ["galaxy10"]);
     assert!(full.source_files().len() >= 6);
 }
 

@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 
 use base64::Engine as _;
-use gpl::eval::crossval::{summarize_crossval, Metric, ModelFolds};
+use gpl::eval::crossval::{summarize_crossval, CrossvalOptions, Metric, ModelFolds, PairedTest};
 use gpl::eval::ensemble::{search_weights, soft_vote, SearchOptions};
 use gpl::eval::{evaluate, ProbMatrix};
 use gpl::report::model::{
@@ -104,8 +104,11 @@ fn synthetic_report() -> ReportModel {
                 folds: folds(0.55, 200),
             },
         ],
-        Metric::Accuracy,
-        0.05,
+        &CrossvalOptions {
+            metrics: Metric::ALL.to_vec(),
+            test: Some(PairedTest::Wilcoxon),
+            alpha: 0.05,
+        },
     )
     .unwrap();
 

@@ -74,10 +74,9 @@ impl<'a> Checker<'a> {
         let mut merges = Vec::new();
         for st in s.all("merge") {
             if let Some((list, into)) = self.class_list(st, classes, &drop, Some("into")) {
-                let into_label = into.unwrap_or(list[0].0);
                 merges.push(Merge {
                     classes: list.into_iter().map(|(c, _)| c).collect(),
-                    into: into_label,
+                    into,
                 });
             }
         }
@@ -1733,11 +1732,28 @@ impl<'a> Checker<'a> {
             {
                 Some("wilcoxon") => Some(StatTest::Wilcoxon),
                 Some("paired_t") => Some(StatTest::PairedT),
+                Some("none") => Some(StatTest::None),
+                // `choice` reported anything else.
                 _ => None,
             },
-            None => None,
+            None => {
+                self.note_default(b, "test", "wilcoxon", "the study's paired test");
+                Some(StatTest::Wilcoxon)
+            }
         };
-        let metrics = match s.one("metrics") {
+        let metric = |name: &str| match name {
+            "accuracy" => Some(CvMetric::Accuracy),
+            "precision" => Some(CvMetric::Precision),
+            "recall" => Some(CvMetric::Recall),
+            "f1" => Some(CvMetric::F1),
+            "auc" => Some(CvMetric::Auc),
+            _ => None,
+        };
+        let metrics: Vec<CvMetric> = match s.one("metrics") {
+            Some(st) if Args::of_statement(st).positional.is_empty() => {
+                self.first_arg(st);
+                Vec::new()
+            }
             Some(st) => Args::of_statement(st)
                 .positional
                 .iter()
@@ -1748,20 +1764,24 @@ impl<'a> Checker<'a> {
                         &["accuracy", "precision", "recall", "f1", "auc"],
                     )
                 })
+                .filter_map(|m| metric(&m))
                 .collect(),
             None => {
                 self.note_default(
                     b,
                     "metrics",
                     "accuracy, precision, recall",
-                    "the report's CV table",
+                    "the report's CV table; the first is tested",
                 );
-                vec!["accuracy".into(), "precision".into(), "recall".into()]
+                vec![CvMetric::Accuracy, CvMetric::Precision, CvMetric::Recall]
             }
         };
-        let (Some(data), Some(folds), Some(seed)) = (data, folds, seed) else {
+        let (Some(data), Some(folds), Some(seed), Some(test)) = (data, folds, seed, test) else {
             return;
         };
+        if metrics.is_empty() {
+            return;
+        }
         self.out.crossvals.push(Crossval {
             name: b.name.text.clone(),
             data,
@@ -2321,7 +2341,7 @@ fn label_map(classes: usize, drop: &[u32], merges: &[Merge]) -> Vec<Option<usize
         merges
             .iter()
             .find(|m| m.classes.contains(&c))
-            .map(|m| m.into)
+            .map(|m| m.into.unwrap_or(m.classes[0]))
             .unwrap_or(c)
     };
     let mut next = 0;

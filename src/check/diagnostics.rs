@@ -262,6 +262,16 @@ pub enum Error {
         span: Span,
     },
 
+    #[error("{what} is not supported yet")]
+    #[diagnostic(code(gpl::run::unsupported))]
+    Unsupported {
+        what: String,
+        #[label("in this block")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
     #[error("internal error: {message}")]
     #[diagnostic(
         code(gpl::bug),
@@ -299,6 +309,7 @@ impl Error {
             | ClassCount { span, .. }
             | InputShape { span, .. }
             | NotRunnable { span, .. }
+            | Unsupported { span, .. }
             | ModelArgs { span, .. }
             | ModelRecursion { span, .. }
             | ProfileNoMatch { span, .. } => Some(*span),

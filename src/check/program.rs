@@ -78,71 +78,6 @@ impl Program {
         self.blocks.iter().filter(|b| b.stage)
     }
 
-    /// The stages whose outputs stage `name` reads, in a stable order. Configurations a stage
-    /// only copies (a crossval's or search's train settings, models, presets) are not edges:
-    /// a crossval retrains its `compare` configs per fold and needs no trained model.
-    pub fn depends_on(&self, name: &str) -> Vec<String> {
-        let mut deps: Vec<String> = Vec::new();
-        let mut add = |s: &str| {
-            if s != name && !deps.iter().any(|d| d == s) {
-                deps.push(s.to_string());
-            }
-        };
-        if let Some(b) = self.balances.iter().find(|b| b.name == name) {
-            add(b.from.stage());
-        }
-        if let Some(t) = self.train(name) {
-            add(t.data.stage());
-            if let Some(v) = &t.validation {
-                add(v.stage());
-            }
-            if let Some(ClassWeights::Balance { balance }) = &t.loss.class_weights {
-                add(balance);
-            }
-        }
-        if let Some(e) = self.ensemble(name) {
-            e.members.iter().for_each(|m| add(m));
-            if let EnsembleWeights::Search { on, .. } = &e.weights {
-                add(on.stage());
-            }
-        }
-        if let Some(e) = self.evaluates.iter().find(|e| e.name == name) {
-            e.models.iter().for_each(|m| add(m.name()));
-            add(e.data.stage());
-        }
-        if let Some(c) = self.crossvals.iter().find(|c| c.name == name) {
-            add(c.data.stage());
-        }
-        if let Some(x) = self.explains.iter().find(|x| x.name == name) {
-            add(&x.model);
-            add(x.data.stage());
-        }
-        if let Some(s) = self.searches.iter().find(|s| s.name == name) {
-            if let Some(t) = self.train(&s.train) {
-                add(t.data.stage());
-                if let Some(v) = &t.validation {
-                    add(v.stage());
-                }
-                if let Some(ClassWeights::Balance { balance }) = &t.loss.class_weights {
-                    add(balance);
-                }
-            }
-        }
-        if let Some(d) = self.detects.iter().find(|d| d.name == name) {
-            add(d.data.stage());
-        }
-        if let Some(c) = self.chains.iter().find(|c| c.name == name) {
-            for step in &c.steps {
-                match step {
-                    ChainStep::Detect { detector, .. } => add(detector),
-                    ChainStep::Classify { model } => add(model.name()),
-                    _ => {}
-                }
-            }
-        }
-        deps
-    }
-
     /// Renders a diagnostic-free note `file:line` for a span.
     pub fn location(&self, span: Span) -> String {
         format!(
@@ -246,7 +181,8 @@ pub enum SyntheticKind {
 #[derive(Clone, Debug, Serialize)]
 pub struct Merge {
     pub classes: Vec<u32>,
-    pub into: u32,
+    /// The member the merged class is named after, when written (`into 1`).
+    pub into: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -258,7 +194,7 @@ pub struct Split {
     pub seed: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Part {
     Train,
@@ -598,8 +534,9 @@ pub struct Crossval {
     pub stratify: bool,
     pub seed: u64,
     pub compare: Vec<String>,
-    pub test: Option<StatTest>,
-    pub metrics: Vec<String>,
+    pub test: StatTest,
+    /// Tabulated per fold; the first is the one tested.
+    pub metrics: Vec<CvMetric>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -609,6 +546,18 @@ pub struct Crossval {
 pub enum StatTest {
     Wilcoxon,
     PairedT,
+    /// The fold table only.
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CvMetric {
+    Accuracy,
+    Precision,
+    Recall,
+    F1,
+    Auc,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -20,6 +20,9 @@ pub struct HoldoutSpec {
     pub train: f64,
     pub val: f64,
     pub test: f64,
+    /// Keep each class's proportion in every part; otherwise parts are drawn from all
+    /// images at once (sizes still exact).
+    pub stratify: bool,
     pub seed: u64,
 }
 
@@ -96,7 +99,7 @@ fn apportion(available: &[usize], total: usize) -> Vec<usize> {
     take
 }
 
-/// Stratified train/val/test split of `labels`.
+/// Train/val/test split of `labels`, stratified when the spec says so.
 pub fn holdout(labels: &[u32], spec: &HoldoutSpec) -> Result<Split, DataError> {
     let fractions = [spec.train, spec.val, spec.test];
     if fractions.iter().any(|f| !f.is_finite() || *f < 0.0)
@@ -108,7 +111,12 @@ pub fn holdout(labels: &[u32], spec: &HoldoutSpec) -> Result<Split, DataError> {
         ));
     }
     let n = labels.len();
-    let groups = by_class(labels);
+    // Unstratified: one group holding every image, so the same exact sizing applies.
+    let groups = if spec.stratify {
+        by_class(labels)
+    } else {
+        vec![(0..n).collect()]
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let shuffled: Vec<Vec<usize>> = groups
         .into_iter()
@@ -166,6 +174,35 @@ pub fn kfold_allocation(labels: &[u32], k: usize) -> Vec<Vec<usize>> {
     allocation
 }
 
+/// K-fold with shuffling and no stratification (like `KFold(k, shuffle=True)`): the first
+/// `n % k` folds hold `n / k + 1` samples, the rest `n / k`; which sample goes where is a
+/// permutation drawn from the seed.
+pub fn kfold_unstratified(n: usize, k: usize, seed: u64) -> Result<Vec<Fold>, DataError> {
+    if k < 2 || k > n {
+        return Err(DataError::invalid(
+            "k-fold",
+            format!("k = {k} needs 2 <= k <= number of samples ({n})"),
+        ));
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let mut fold_of = vec![0usize; n];
+    let mut start = 0;
+    for f in 0..k {
+        let size = n / k + usize::from(f < n % k);
+        for &i in &order[start..start + size] {
+            fold_of[i] = f;
+        }
+        start += size;
+    }
+    Ok((0..k)
+        .map(|f| Fold {
+            train: (0..n).filter(|&i| fold_of[i] != f).collect(),
+            test: (0..n).filter(|&i| fold_of[i] == f).collect(),
+        })
+        .collect())
+}
+
 /// Stratified k-fold with shuffling (like `StratifiedKFold(k, shuffle=True)`): every sample is
 /// in exactly one test fold; fold sizes per class match scikit-learn's exactly.
 pub fn kfold(labels: &[u32], k: usize, seed: u64) -> Result<Vec<Fold>, DataError> {
@@ -211,9 +248,13 @@ pub struct ClassSpec {
 #[serde(deny_unknown_fields)]
 pub struct MergeSpec {
     pub classes: Vec<u32>,
-    /// Name of the merged class; default: the members' names joined by " + ".
+    /// Name of the merged class; default: the name of `into`, else the members' names
+    /// joined by " + ".
     #[serde(default)]
     pub name: Option<String>,
+    /// The member whose name the merged class takes (`merge [1, 2] into 1`).
+    #[serde(default)]
+    pub into: Option<u32>,
 }
 
 /// The outcome of dropping and merging: the old→new class map (reported to the user), new
@@ -281,7 +322,11 @@ pub fn class_mapping(class_names: &[String], spec: &ClassSpec) -> Result<ClassMa
             }
             group_of[c as usize] = head;
         }
-        let name = m.name.clone().unwrap_or_else(|| {
+        if let Some(into) = m.into {
+            check(into)?;
+        }
+        let into_name = m.into.map(|c| class_names[c as usize].clone());
+        let name = m.name.clone().or(into_name).unwrap_or_else(|| {
             let mut members = m.classes.clone();
             members.sort_unstable();
             members.dedup();
@@ -373,6 +418,7 @@ mod tests {
                 train: 0.7,
                 val: 0.15,
                 test: 0.15,
+                stratify: true,
                 seed: 1,
             },
         )
@@ -405,6 +451,7 @@ mod tests {
                 train: 0.7,
                 val: 0.15,
                 test: 0.15,
+                stratify: true,
                 seed: 1,
             },
         )
@@ -416,11 +463,43 @@ mod tests {
                 train: 0.7,
                 val: 0.15,
                 test: 0.15,
+                stratify: true,
                 seed: 2,
             },
         )
         .unwrap();
         assert_ne!(split, other);
+    }
+
+    #[test]
+    fn unstratified_holdout_has_exact_sizes_and_differs_from_stratified() {
+        let y = labels();
+        let spec = |stratify| HoldoutSpec {
+            train: 0.6,
+            val: 0.2,
+            test: 0.2,
+            stratify,
+            seed: 3,
+        };
+        let plain = holdout(&y, &spec(false)).unwrap();
+        let strat = holdout(&y, &spec(true)).unwrap();
+        let n = y.len();
+        assert_eq!(plain.test.len(), (n as f64 * 0.2).round() as usize);
+        assert_eq!(plain.val.len(), (n as f64 * 0.2).round() as usize);
+        assert_eq!(plain.train.len() + plain.val.len() + plain.test.len(), n);
+        assert_ne!(plain, strat);
+    }
+
+    #[test]
+    fn unstratified_kfold_matches_sklearn_kfold_sizes() {
+        let folds = kfold_unstratified(23, 5, 4).unwrap();
+        let sizes: Vec<usize> = folds.iter().map(|f| f.test.len()).collect();
+        // sklearn.model_selection.KFold(5).split(range(23)): 5, 5, 5, 4, 4.
+        assert_eq!(sizes, [5, 5, 5, 4, 4]);
+        let mut all: Vec<usize> = folds.iter().flat_map(|f| f.test.clone()).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..23).collect::<Vec<_>>());
+        assert!(kfold_unstratified(3, 5, 0).is_err());
     }
 
     #[test]
@@ -431,6 +510,7 @@ mod tests {
                 train: 0.7,
                 val: 0.2,
                 test: 0.2,
+                stratify: true,
                 seed: 1
             }
         )
@@ -460,6 +540,7 @@ mod tests {
             merge: vec![MergeSpec {
                 classes: vec![3, 1],
                 name: None,
+                into: None,
             }],
         };
         let m = class_mapping(&names, &spec).unwrap();

@@ -363,6 +363,47 @@ pub fn reachability(n: usize, alpha: f64, alternative: Alternative) -> Reachabil
     }
 }
 
+/// Student's paired t-test on differences, as `scipy.stats.ttest_rel(x, y)` (or
+/// `ttest_1samp(d, 0)`): t = mean / (sd / √n) with the sample sd, n − 1 degrees of freedom.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairedTResult {
+    pub statistic: f64,
+    pub pvalue: f64,
+    pub df: usize,
+    pub alternative: Alternative,
+}
+
+pub fn paired_t_differences(
+    d: &[f64],
+    alternative: Alternative,
+) -> Result<PairedTResult, EvalError> {
+    let summary = summarize(d).ok_or(EvalError::Empty {
+        what: "the paired sample",
+    })?;
+    let Some(sd) = summary.std else {
+        return Err(EvalError::Empty {
+            what: "a second pair (the t-test needs two or more)",
+        });
+    };
+    if sd == 0.0 && summary.mean == 0.0 {
+        return Err(EvalError::AllDifferencesZero);
+    }
+    let n = d.len() as f64;
+    let t = summary.mean / (sd / n.sqrt());
+    let df = n - 1.0;
+    let pvalue = match alternative {
+        Alternative::TwoSided => (2.0 * super::special::student_t_sf(t.abs(), df)).min(1.0),
+        Alternative::Greater => super::special::student_t_sf(t, df),
+        Alternative::Less => super::special::student_t_sf(-t, df),
+    };
+    Ok(PairedTResult {
+        statistic: t,
+        pvalue,
+        df: d.len() - 1,
+        alternative,
+    })
+}
+
 /// p-values in plain text: 4 significant digits, no exponent for the usual range.
 pub fn fmt_p(p: f64) -> String {
     if p >= 1e-4 {

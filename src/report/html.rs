@@ -15,7 +15,7 @@ use super::model::{
 };
 use super::plots;
 use super::ReportError;
-use crate::eval::crossval::{CrossvalSummary, Metric};
+use crate::eval::crossval::{CrossvalSummary, TestResult};
 use crate::eval::stats::{fmt_p, MethodUsed};
 
 /// A rendered figure: its file name under figures/ and the PNG bytes.
@@ -519,7 +519,7 @@ fn crossval_block(html: &mut String, cv: &CrossvalSummary) {
     let _ = writeln!(html, "<h3>Cross-validation: {} folds</h3>", cv.folds);
     html.push_str("<table><thead><tr><th>fold</th>");
     for m in &cv.models {
-        for metric in Metric::ALL {
+        for metric in &cv.metrics {
             let _ = write!(html, "<th>{}<br>{}</th>", escape(&m.model), metric.label());
         }
     }
@@ -527,7 +527,7 @@ fn crossval_block(html: &mut String, cv: &CrossvalSummary) {
     for fold in 0..cv.folds {
         let _ = write!(html, "<tr><td>{}</td>", fold + 1);
         for m in &cv.models {
-            for metric in Metric::ALL {
+            for metric in &cv.metrics {
                 let _ = write!(
                     html,
                     "<td>{}</td>",
@@ -563,23 +563,24 @@ fn crossval_block(html: &mut String, cv: &CrossvalSummary) {
             c.metric.label()
         );
         if let Some(t) = &c.test {
-            let method = match t.method {
-                MethodUsed::Exact => "exact null distribution",
-                MethodUsed::Permutation => {
-                    "exhaustive sign-flip permutation (ties or zero differences present)"
-                }
-                MethodUsed::Asymptotic => "normal approximation",
+            let method = match t {
+                TestResult::Wilcoxon(w) => match w.method {
+                    MethodUsed::Exact => "Wilcoxon signed-rank, exact null distribution".to_string(),
+                    MethodUsed::Permutation => "Wilcoxon signed-rank, exhaustive sign-flip permutation (ties or zero differences present)".to_string(),
+                    MethodUsed::Asymptotic => "Wilcoxon signed-rank, normal approximation".to_string(),
+                },
+                TestResult::PairedT(_) => t.method(),
             };
             let _ = writeln!(
                 html,
                 "<table><tbody><tr><td>differences ({} − {})</td><td>{}</td></tr>\
-                 <tr><td>Wilcoxon statistic</td><td>{}</td></tr><tr><td>p-value (two-sided)</td><td>{}</td></tr>\
+                 <tr><td>statistic</td><td>{}</td></tr><tr><td>p-value (two-sided)</td><td>{}</td></tr>\
                  <tr><td>method</td><td>{method}</td></tr><tr><td>α</td><td>{}</td></tr></tbody></table>",
                 escape(&c.a),
                 escape(&c.b),
                 c.differences.iter().map(|d| format!("{d:+.4}")).collect::<Vec<_>>().join(", "),
-                fmt_num(t.statistic),
-                fmt_p(t.pvalue),
+                fmt_num(t.statistic()),
+                fmt_p(t.pvalue()),
                 c.alpha
             );
         }

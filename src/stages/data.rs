@@ -3,6 +3,7 @@
 //! augmentation seeds and class weights). Artifacts are compact: one image file per dataset,
 //! JSON indices for the rest.
 
+use super::select::{DataLoader, DataSel};
 use super::{stage_error, Artifacts};
 use crate::data::artifact::{load_image_set, load_json, save_image_set, save_json};
 use crate::data::balance::{balance, BalanceSpec, BalancedIndex};
@@ -42,6 +43,10 @@ pub struct DatasetConfig {
     pub source: SourceConfig,
     /// Used, with a notice, when the source's file is absent.
     pub fallback: Option<SynthConfig>,
+    /// Names the pipeline gave the source's classes (`classes ["Disk", ...]`), replacing the
+    /// source's own before drop and merge.
+    #[serde(default)]
+    pub class_names: Option<Vec<String>>,
     pub classes: ClassSpec,
 }
 
@@ -64,8 +69,18 @@ pub struct DatasetStage;
 impl StageExecutor for DatasetStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: DatasetConfig = super::config(ctx)?;
-        let (raw, source, synthetic) = load_source(ctx, &config)?;
+        let (mut raw, source, synthetic) = load_source(ctx, &config)?;
         ctx.check_cancelled()?;
+        if let Some(names) = &config.class_names {
+            if names.len() != raw.class_names.len() {
+                return Err(StageError::failed(format!(
+                    "the pipeline names {} classes but {source} has {}",
+                    names.len(),
+                    raw.class_names.len()
+                )));
+            }
+            raw.class_names = names.clone();
+        }
         let (set, mapping, _) = apply_classes(&raw, &config.classes).map_err(stage_error)?;
         let summary = DatasetSummary {
             source,
@@ -174,10 +189,12 @@ impl StageExecutor for SplitStage {
     }
 }
 
-/// A balance stage's config: the resampling recipe and which split part it draws from.
+/// A balance stage's config: the resampling recipe and the images it draws from (a split
+/// part, usually the training part, or a whole dataset).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BalanceConfig {
     pub spec: BalanceSpec,
+    pub from: DataSel,
 }
 
 pub struct BalanceStage;
@@ -185,16 +202,12 @@ pub struct BalanceStage;
 impl StageExecutor for BalanceStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: BalanceConfig = super::config(ctx)?;
-        let set = Artifacts::of(ctx, 0)?.images()?;
-        let split = read_split(Artifacts::of(ctx, 1)?.dir)?;
-        // Only the training part is ever rebalanced: validation and test indices never reach it.
-        let index = balance(
-            &set.labels,
-            set.class_names.len(),
-            &split.train,
-            &config.spec,
-        )
-        .map_err(stage_error)?;
+        let mut loader = DataLoader::default();
+        let from = loader.indices(ctx, &config.from)?;
+        let set = loader.dataset(ctx, config.from.dataset())?;
+        // Only the selected part is rebalanced: other parts' indices never reach it.
+        let index = balance(&set.labels, set.class_names.len(), &from, &config.spec)
+            .map_err(stage_error)?;
         save_json(&index, ctx.out_dir().join(BALANCE_FILE)).map_err(stage_error)?;
         let mut table = String::from("class,name,before,after,weight\n");
         for (c, name) in set.class_names.iter().enumerate() {
@@ -257,6 +270,7 @@ mod tests {
             let config = DatasetConfig {
                 source,
                 fallback: Some(SynthConfig::galaxy10(10, 1)),
+                class_names: None,
                 classes: ClassSpec::default(),
             };
             let value = serde_json::to_value(&config).unwrap();

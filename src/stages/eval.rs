@@ -4,16 +4,19 @@
 //! test) and `report` (report.html and metrics.yaml from every stage's artifacts).
 
 use super::data::{read_balance, read_summary};
+use super::select::{input_stages, DataLoader, DataSel};
 use super::train::{epoch_rows, fit_recipe, predictions, read_history, Recipe, PREDICTIONS_FILE};
 use super::{stage_error, Artifacts, PUBLIC};
+use crate::check::Part;
 use crate::data::artifact::{load_json, save_json};
 use crate::data::balance::{balance, materialize, BalanceSpec};
-use crate::data::split::{holdout, kfold, HoldoutSpec};
-use crate::eval::crossval::{summarize_crossval, CrossvalSummary, Metric, ModelFolds};
+use crate::data::split::{holdout, kfold, kfold_unstratified, HoldoutSpec};
+use crate::eval::crossval::{summarize_crossval, CrossvalOptions, CrossvalSummary, ModelFolds};
 use crate::eval::ensemble::{
     normalize_weights, search_weights, soft_vote, SearchOptions, WeightSearch,
 };
 use crate::eval::{evaluate, ModelScores, ProbMatrix};
+use crate::plan::StageId;
 use crate::report::model::{
     DagNode, EnsembleReport, KeyFigure, ModelEvaluation, ReportModel, StageReport,
 };
@@ -27,9 +30,12 @@ pub const ENSEMBLE_FILE: &str = "ensemble.json";
 pub const FOLD_FILE: &str = "fold.json";
 pub const CROSSVAL_FILE: &str = "crossval.json";
 
-/// Rows of a predictions file for one split part, in file order.
-fn part_rows(rows: &[PredictionRow], part: &str) -> (Vec<u32>, ProbMatrix, Vec<usize>) {
-    let chosen: Vec<&PredictionRow> = rows.iter().filter(|r| r.split == part).collect();
+/// Rows of a predictions file for one split part (all rows for `None`), in file order.
+fn part_rows(rows: &[PredictionRow], part: Option<&str>) -> (Vec<u32>, ProbMatrix, Vec<usize>) {
+    let chosen: Vec<&PredictionRow> = rows
+        .iter()
+        .filter(|r| part.is_none_or(|p| r.split == p))
+        .collect();
     let classes = chosen.first().map_or(0, |r| r.probabilities.len());
     let values: Vec<f64> = chosen
         .iter()
@@ -46,15 +52,43 @@ fn read_predictions(dir: &Path) -> Result<Vec<PredictionRow>, StageError> {
     read_predictions_csv(&dir.join(PUBLIC).join(PREDICTIONS_FILE)).map_err(stage_error)
 }
 
+/// Where an evaluated model's probabilities come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EvalSource {
+    /// The model's own `predictions.csv` already covers the images: its dataset's val or
+    /// test part.
+    Predictions { part: Part },
+    /// Any other images: the saved model runs on them.
+    Infer,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalModel {
+    pub name: String,
+    pub source: EvalSource,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvaluateConfig {
-    /// Model names, in the order of the inputs after the dataset.
-    pub models: Vec<String>,
-    /// `galaxy10.test` for people, `test` for the predictions file.
-    pub data: String,
-    pub part: String,
+    pub models: Vec<EvalModel>,
+    pub data: DataSel,
+    /// `classification_report.txt` (scikit-learn's layout).
+    pub report: bool,
     pub confusion: bool,
     pub roc: bool,
+    /// `predictions_<model>.csv` of the evaluated images.
+    pub predictions: bool,
+    /// Batch size for models that run on the images.
+    pub batch: usize,
+}
+
+impl EvaluateConfig {
+    pub fn inputs(&self) -> Vec<String> {
+        let mut inputs = input_stages([&self.data]);
+        inputs.extend(self.models.iter().map(|m| m.name.clone()));
+        inputs
+    }
 }
 
 pub struct EvaluateStage;
@@ -62,52 +96,79 @@ pub struct EvaluateStage;
 impl StageExecutor for EvaluateStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: EvaluateConfig = super::config(ctx)?;
-        let summary = read_summary(Artifacts::of(ctx, 0)?.dir)?;
+        let described = config.data.describe();
+        let summary = read_summary(ctx.input_dir(&StageId::from(config.data.dataset()))?)?;
+        let mut loader = DataLoader::default();
         let mut evaluations = Vec::new();
         let mut text = String::new();
-        for (i, model) in config.models.iter().enumerate() {
-            let rows = read_predictions(Artifacts::of(ctx, i + 1)?.dir)?;
-            let (truth, probs, _) = part_rows(&rows, &config.part);
+        for model in &config.models {
+            let dir = ctx.input_dir(&StageId::from(model.name.as_str()))?;
+            let rows = match &model.source {
+                EvalSource::Predictions { part } => read_predictions(dir)?
+                    .into_iter()
+                    .filter(|r| r.split == part.as_str())
+                    .collect(),
+                EvalSource::Infer => {
+                    let chosen = loader.select(ctx, &config.data)?;
+                    let mut network = super::train::load_model(dir)?;
+                    predictions(
+                        &mut network,
+                        &described,
+                        &chosen.images,
+                        &chosen.indices,
+                        config.batch,
+                    )?
+                }
+            };
+            let (truth, probs, _) = part_rows(&rows, None);
             let evaluation = evaluate(&truth, &probs, &summary.class_names).map_err(stage_error)?;
-            text.push_str(&format!(
-                "{model} on {}\n{}\n",
-                config.data,
-                evaluation.report_text(2)
-            ));
+            let name = &model.name;
+            if config.report {
+                text.push_str(&format!(
+                    "{name} on {described}\n{}\n",
+                    evaluation.report_text(2)
+                ));
+            }
+            if config.predictions {
+                write_predictions_csv(
+                    &ctx.public_dir().join(format!("predictions_{name}.csv")),
+                    &rows,
+                )
+                .map_err(stage_error)?;
+            }
             if config.confusion {
                 let png = crate::report::plots::confusion_heatmap(
                     &evaluation.confusion,
                     &summary.class_names,
-                    model,
+                    name,
                 )
                 .map_err(stage_error)?;
                 crate::train::write_atomic(
-                    &ctx.public_dir().join(format!("confusion_{model}.png")),
+                    &ctx.public_dir().join(format!("confusion_{name}.png")),
                     &png,
                 )
                 .map_err(stage_error)?;
             }
             if config.roc {
                 let png =
-                    crate::report::plots::roc_curves(&evaluation.roc, &summary.class_names, model)
+                    crate::report::plots::roc_curves(&evaluation.roc, &summary.class_names, name)
                         .map_err(stage_error)?;
-                crate::train::write_atomic(
-                    &ctx.public_dir().join(format!("roc_{model}.png")),
-                    &png,
-                )
-                .map_err(stage_error)?;
+                crate::train::write_atomic(&ctx.public_dir().join(format!("roc_{name}.png")), &png)
+                    .map_err(stage_error)?;
             }
             evaluations.push(ModelEvaluation {
-                model: model.clone(),
-                dataset: config.data.clone(),
+                model: name.clone(),
+                dataset: described.clone(),
                 evaluation,
             });
         }
-        crate::train::write_atomic(
-            &ctx.public_dir().join("classification_report.txt"),
-            text.as_bytes(),
-        )
-        .map_err(stage_error)?;
+        if config.report {
+            crate::train::write_atomic(
+                &ctx.public_dir().join("classification_report.txt"),
+                text.as_bytes(),
+            )
+            .map_err(stage_error)?;
+        }
         save_json(&evaluations, ctx.out_dir().join(EVALUATION_FILE)).map_err(stage_error)
     }
 }
@@ -146,7 +207,7 @@ impl StageExecutor for EnsembleStage {
             }
             EnsembleWeightsConfig::Search { part, step } => {
                 let parts: Vec<(Vec<u32>, ProbMatrix, Vec<usize>)> =
-                    members.iter().map(|m| part_rows(m, part)).collect();
+                    members.iter().map(|m| part_rows(m, Some(part))).collect();
                 let probs: Vec<&ProbMatrix> = parts.iter().map(|p| &p.1).collect();
                 let options = SearchOptions {
                     step: *step,
@@ -168,7 +229,7 @@ impl StageExecutor for EnsembleStage {
         let mut rows = Vec::new();
         for part in ["val", "test"] {
             let parts: Vec<(Vec<u32>, ProbMatrix, Vec<usize>)> =
-                members.iter().map(|m| part_rows(m, part)).collect();
+                members.iter().map(|m| part_rows(m, Some(part))).collect();
             if parts.iter().any(|p| p.2 != parts[0].2) {
                 return Err(StageError::failed(format!(
                     "ensemble members predicted different {part} samples"
@@ -197,15 +258,19 @@ impl StageExecutor for EnsembleStage {
     }
 }
 
-/// One model's recipe trained and scored on one fold of the whole dataset.
+/// One model's recipe trained and scored on one fold of the crossval's images.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FoldConfig {
     pub model: String,
     pub recipe: Recipe,
+    /// The images folded: a whole dataset or one part of its split.
+    pub data: DataSel,
     /// The rebalancing the model's own data had, applied to this fold's training part.
     pub balance: Option<BalanceSpec>,
     pub folds: usize,
     pub fold: usize,
+    /// Stratified k-fold (each fold keeps the class proportions) or plain shuffled k-fold.
+    pub stratify: bool,
     pub seed: u64,
     /// Share of the fold's training part held out for the callbacks' validation metrics.
     pub val_fraction: f64,
@@ -223,47 +288,59 @@ pub struct CrossvalFoldStage;
 impl StageExecutor for CrossvalFoldStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: FoldConfig = super::config(ctx)?;
-        let set = Artifacts::of(ctx, 0)?.images()?;
-        let folds = kfold(&set.labels, config.folds, config.seed).map_err(stage_error)?;
+        let mut loader = DataLoader::default();
+        let pool = loader.indices(ctx, &config.data)?;
+        let set = loader.dataset(ctx, config.data.dataset())?;
+        let pool_labels: Vec<u32> = pool.iter().map(|&i| set.labels[i]).collect();
+        let folds = if config.stratify {
+            kfold(&pool_labels, config.folds, config.seed)
+        } else {
+            kfold_unstratified(pool.len(), config.folds, config.seed)
+        }
+        .map_err(stage_error)?;
         let fold = folds
             .get(config.fold)
             .ok_or_else(|| StageError::failed("fold index out of range"))?;
-        // Validation for the callbacks comes out of the fold's training part, stratified.
-        let fold_labels: Vec<u32> = fold.train.iter().map(|&i| set.labels[i]).collect();
+        let fold_train: Vec<usize> = fold.train.iter().map(|&i| pool[i]).collect();
+        let fold_test: Vec<usize> = fold.test.iter().map(|&i| pool[i]).collect();
+        // Validation for the callbacks comes out of the fold's training part.
+        let fold_labels: Vec<u32> = fold_train.iter().map(|&i| set.labels[i]).collect();
         let inner = holdout(
             &fold_labels,
             &HoldoutSpec {
                 train: 1.0 - config.val_fraction,
                 val: config.val_fraction,
                 test: 0.0,
+                stratify: config.stratify,
                 seed: config.seed,
             },
         )
         .map_err(stage_error)?;
-        let train_idx: Vec<usize> = inner.train.iter().map(|&i| fold.train[i]).collect();
-        let val_idx: Vec<usize> = inner.val.iter().map(|&i| fold.train[i]).collect();
+        let train_idx: Vec<usize> = inner.train.iter().map(|&i| fold_train[i]).collect();
+        let val_idx: Vec<usize> = inner.val.iter().map(|&i| fold_train[i]).collect();
         let (train, weights) = match &config.balance {
             Some(spec) => {
                 let index = balance(&set.labels, set.class_names.len(), &train_idx, spec)
                     .map_err(stage_error)?;
-                (materialize(&set, &index), index.class_weights)
+                (materialize(set, &index), index.class_weights)
             }
             None => (set.subset(&train_idx), None),
         };
         let val = set.subset(&val_idx);
-        let mut network = fit_recipe(ctx, &config.recipe, &train, weights.as_deref(), &val)?;
-        let test = set.subset(&fold.test);
+        let test = set.subset(&fold_test);
+        let class_names = set.class_names.clone();
+        let mut network = fit_recipe(ctx, &config.recipe, &train, weights.as_deref(), Some(&val))?;
         let rows = predictions(
             network.as_mut(),
             "test",
             &test,
-            &fold.test,
+            &fold_test,
             config.recipe.fit.batch_size,
         )?;
         write_predictions_csv(&ctx.public_dir().join(PREDICTIONS_FILE), &rows)
             .map_err(stage_error)?;
-        let (truth, probs, _) = part_rows(&rows, "test");
-        let scores = evaluate(&truth, &probs, &set.class_names)
+        let (truth, probs, _) = part_rows(&rows, None);
+        let scores = evaluate(&truth, &probs, &class_names)
             .map_err(stage_error)?
             .summary();
         let artifact = FoldArtifact {
@@ -279,7 +356,7 @@ impl StageExecutor for CrossvalFoldStage {
 pub struct CrossvalConfig {
     pub models: Vec<String>,
     pub folds: usize,
-    pub alpha: f64,
+    pub options: CrossvalOptions,
 }
 
 pub struct CrossvalStage;
@@ -301,8 +378,7 @@ impl StageExecutor for CrossvalStage {
                 m.folds.push(fold.scores);
             }
         }
-        let summary =
-            summarize_crossval(models, Metric::Accuracy, config.alpha).map_err(stage_error)?;
+        let summary = summarize_crossval(models, &config.options).map_err(stage_error)?;
         for comparison in &summary.comparisons {
             ctx.notice(&comparison.verdict);
         }

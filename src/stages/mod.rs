@@ -6,6 +6,7 @@
 
 pub mod data;
 pub mod eval;
+pub mod select;
 pub mod train;
 
 use crate::check::{self, Diagnostics, Program};
@@ -13,6 +14,7 @@ use crate::data::augment::{AugmentSpec, FillMode};
 use crate::data::balance::{BalanceSpec, Resample, WeightsSpec};
 use crate::data::split::{ClassSpec, HoldoutSpec, MergeSpec};
 use crate::data::synth::{SynthConfig, SynthKind};
+use crate::eval::crossval::{CrossvalOptions, Metric, PairedTest};
 use crate::lang::BlockKind;
 use crate::nn::optim::OptimizerConfig;
 use crate::plan::{Plan, StageSpec};
@@ -24,8 +26,10 @@ use crate::train::callbacks::{
 use crate::train::fit::FitConfig;
 use data::{BalanceConfig, DatasetConfig, SourceConfig};
 use eval::{
-    CrossvalConfig, EnsembleConfig, EnsembleWeightsConfig, EvaluateConfig, FoldConfig, ReportConfig,
+    CrossvalConfig, EnsembleConfig, EnsembleWeightsConfig, EvalModel, EvalSource, EvaluateConfig,
+    FoldConfig, ReportConfig,
 };
+use select::{split_id, DataSel};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -48,6 +52,8 @@ pub const PUBLIC: &str = crate::run::cache::PUBLIC_DIR;
 
 /// Held-out share of a fold's training part that the callbacks monitor.
 const FOLD_VAL_FRACTION: f64 = 0.15;
+/// The significance level of crossval's paired tests (the study's).
+const CROSSVAL_ALPHA: f64 = 0.05;
 
 /// Every stage kind gpl can run, with its executor.
 pub fn registry() -> Registry {
@@ -71,9 +77,13 @@ pub struct Compiled {
 }
 
 /// Maps every stage block onto stage specs. Blocks of a kind that cannot run yet (explain,
-/// search, chain, detect) are refused with a diagnostic pointing at the block.
+/// search, chain, detect) are refused with a diagnostic pointing at the block, and so is any
+/// setting no stage can honour yet.
+///
+/// Each checked block is destructured field by field, without `..`: a setting added to the
+/// checker that no stage reads fails to compile here instead of being silently dropped.
 pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
-    let refused: Vec<check::Error> = program
+    let mut refused: Vec<check::Error> = program
         .blocks
         .iter()
         .filter(|b| {
@@ -89,12 +99,6 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
             span: b.span,
         })
         .collect();
-    if !refused.is_empty() {
-        return Err(Diagnostics {
-            errors: refused,
-            sources: program.sources.clone(),
-        });
-    }
     let mut specs = Vec::new();
     let label = |name: &str| {
         program
@@ -102,13 +106,24 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
             .map(|s| format!("{} {name}", program.location(s)))
     };
     for d in &program.datasets {
-        specs.push(dataset_spec(program, d, label(&d.name)));
+        match dataset_spec(program, d, label(&d.name)) {
+            Ok(s) => specs.push(s),
+            Err(e) => refused.push(*e),
+        }
         if let Some(split) = &d.split {
+            let check::Split {
+                train,
+                val,
+                test,
+                stratify,
+                seed,
+            } = *split;
             let holdout = HoldoutSpec {
-                train: split.train,
-                val: split.val,
-                test: split.test,
-                seed: split.seed,
+                train,
+                val,
+                test,
+                stratify,
+                seed,
             };
             specs.push(
                 spec(
@@ -118,133 +133,106 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
                     &[&d.name],
                     label(&d.name),
                 )
-                .with_seed(split.seed),
+                .with_seed(seed),
             );
         }
     }
     for b in &program.balances {
-        let dataset = b.from.dataset();
+        let from = DataSel::of(&b.from);
+        if let DataSel::Balance { .. } = from {
+            refused.push(*unsupported(
+                b.span,
+                "balancing the output of another balance block",
+                "name a dataset part, e.g. `from galaxy10.train`",
+            ));
+            continue;
+        }
         let config = BalanceConfig {
             spec: balance_spec(program, b),
+            from: from.clone(),
         };
         specs.push(
             spec(
                 b.name.clone(),
                 BALANCE,
                 &config,
-                &[dataset, &split_id(dataset)],
+                &from.stages(),
                 label(&b.name),
             )
             .with_seed(b.seed),
         );
     }
     for t in &program.trains {
-        let dataset = t.data.dataset();
-        let split = split_id(dataset);
-        let balanced = matches!(t.data, check::DataRef::Balance { .. });
         let config = TrainConfig {
             recipe: recipe(program, t),
-            balanced,
+            data: DataSel::of(&t.data),
+            validation: t.validation.as_ref().map(DataSel::of),
+            predict: predicted_dataset(program, t),
         };
-        let mut inputs = vec![dataset, split.as_str()];
-        if let check::DataRef::Balance { balance, .. } = &t.data {
-            inputs.push(balance);
-        }
+        let inputs = config.inputs();
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let mut s = spec(t.name.clone(), TRAIN, &config, &inputs, label(&t.name)).with_seed(t.seed);
         s.files = init_files(program, t);
         specs.push(s);
     }
     for e in &program.ensembles {
-        let weights = match &e.weights {
+        let check::Ensemble {
+            name,
+            members,
+            weights,
+            span,
+        } = e;
+        let weights = match weights {
             check::EnsembleWeights::Fixed { weights } => EnsembleWeightsConfig::Fixed {
                 weights: weights.clone(),
             },
-            check::EnsembleWeights::Search { on, step } => EnsembleWeightsConfig::Search {
-                part: part_of(on).to_string(),
-                step: *step,
-            },
+            check::EnsembleWeights::Search { on, step } => {
+                let part = match on {
+                    check::DataRef::Split { dataset, part }
+                        if *part != check::Part::Train
+                            && Some(dataset.as_str()) == members_dataset(program, members) =>
+                    {
+                        *part
+                    }
+                    _ => {
+                        refused.push(*unsupported(
+                            *span,
+                            &format!("searching ensemble weights on `{on}`"),
+                            "search on the val or test part of the members' own dataset, e.g. `weights search on galaxy10.val`",
+                        ));
+                        continue;
+                    }
+                };
+                EnsembleWeightsConfig::Search {
+                    part: part.as_str().to_string(),
+                    step: *step,
+                }
+            }
         };
         let config = EnsembleConfig {
-            members: e.members.clone(),
+            members: members.clone(),
             weights,
         };
-        let inputs: Vec<&str> = e.members.iter().map(String::as_str).collect();
-        specs.push(spec(
-            e.name.clone(),
-            ENSEMBLE,
-            &config,
-            &inputs,
-            label(&e.name),
-        ));
+        let inputs: Vec<&str> = members.iter().map(String::as_str).collect();
+        specs.push(spec(name.clone(), ENSEMBLE, &config, &inputs, label(name)));
     }
     for e in &program.evaluates {
-        let models: Vec<String> = e.models.iter().map(|m| m.name().to_string()).collect();
-        let config = EvaluateConfig {
-            models: models.clone(),
-            data: e.data.to_string(),
-            part: part_of(&e.data).to_string(),
-            confusion: e.confusion,
-            roc: e.roc,
-        };
-        let mut inputs = vec![e.data.dataset()];
-        inputs.extend(models.iter().map(String::as_str));
-        specs.push(spec(
-            e.name.clone(),
-            EVALUATE,
-            &config,
-            &inputs,
-            label(&e.name),
-        ));
+        match evaluate_spec(program, e, label(&e.name)) {
+            Ok(s) => specs.push(s),
+            Err(err) => refused.push(*err),
+        }
     }
     for c in &program.crossvals {
-        let mut folds = Vec::new();
-        for model in &c.compare {
-            let Some(t) = program.train(model) else {
-                continue;
-            };
-            let balance = match &t.data {
-                check::DataRef::Balance { balance, .. } => {
-                    program.balance(balance).map(|b| balance_spec(program, b))
-                }
-                _ => None,
-            };
-            for fold in 0..c.folds {
-                let config = FoldConfig {
-                    model: model.clone(),
-                    recipe: recipe(program, t),
-                    balance: balance.clone(),
-                    folds: c.folds,
-                    fold,
-                    seed: c.seed,
-                    val_fraction: FOLD_VAL_FRACTION,
-                };
-                let id = format!("{}.{model}.fold{}", c.name, fold + 1);
-                let mut s = spec(
-                    id.clone(),
-                    CROSSVAL_FOLD,
-                    &config,
-                    &[c.data.dataset()],
-                    label(&c.name),
-                )
-                .with_seed(c.seed);
-                s.files = init_files(program, t);
-                folds.push(id);
-                specs.push(s);
-            }
+        match crossval_specs(program, c, label(&c.name)) {
+            Ok(s) => specs.extend(s),
+            Err(err) => refused.push(*err),
         }
-        let config = CrossvalConfig {
-            models: c.compare.clone(),
-            folds: c.folds,
-            alpha: 0.05,
-        };
-        let inputs: Vec<&str> = folds.iter().map(String::as_str).collect();
-        specs.push(spec(
-            c.name.clone(),
-            CROSSVAL,
-            &config,
-            &inputs,
-            label(&c.name),
-        ));
+    }
+    if !refused.is_empty() {
+        return Err(Diagnostics {
+            errors: refused,
+            sources: program.sources.clone(),
+        });
     }
     let pipeline = pipeline_name(&program.root);
     specs.push(report_spec(&pipeline, &specs));
@@ -268,23 +256,223 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
     })
 }
 
+fn unsupported(span: crate::lang::Span, what: &str, help: &str) -> Box<check::Error> {
+    Box::new(check::Error::Unsupported {
+        what: what.to_string(),
+        span,
+        help: Some(help.to_string()),
+    })
+}
+
+/// The dataset whose split a train stage predicts for evaluation and ensembles: its training
+/// data's dataset, when that has a split.
+fn predicted_dataset(program: &Program, t: &check::Train) -> Option<String> {
+    let dataset = t.data.dataset();
+    program
+        .dataset(dataset)
+        .filter(|d| d.split.is_some())
+        .map(|_| dataset.to_string())
+}
+
+/// The dataset an ensemble's members all predicted, if they agree on one.
+fn members_dataset<'a>(program: &'a Program, members: &[String]) -> Option<&'a str> {
+    let mut datasets = members.iter().map(|m| {
+        program
+            .train(m)
+            .and_then(|t| program.dataset(t.data.dataset()))
+            .filter(|d| d.split.is_some())
+            .map(|d| d.name.as_str())
+    });
+    let first = datasets.next()??;
+    datasets.all(|d| d == Some(first)).then_some(first)
+}
+
+/// The dataset whose val and test predictions a model (train or ensemble) carries.
+fn predictions_dataset<'a>(program: &'a Program, model: &check::Predictor) -> Option<&'a str> {
+    match model {
+        check::Predictor::Train { name } => program
+            .train(name)
+            .and_then(|t| program.dataset(t.data.dataset()))
+            .filter(|d| d.split.is_some())
+            .map(|d| d.name.as_str()),
+        check::Predictor::Ensemble { name } => program
+            .ensemble(name)
+            .and_then(|e| members_dataset(program, &e.members)),
+    }
+}
+
+fn evaluate_spec(
+    program: &Program,
+    e: &check::Evaluate,
+    label: Option<String>,
+) -> Result<StageSpec, Box<check::Error>> {
+    let check::Evaluate {
+        name,
+        models,
+        data,
+        report,
+        confusion,
+        roc,
+        predictions,
+        span,
+    } = e;
+    let classes = program.dataset(data.dataset()).and_then(|d| d.classes);
+    let mut batch = 32;
+    let mut evaluated = Vec::new();
+    for model in models {
+        let own = predictions_dataset(program, model);
+        let source = match data {
+            check::DataRef::Split { dataset, part }
+                if *part != check::Part::Train && own == Some(dataset.as_str()) =>
+            {
+                EvalSource::Predictions { part: *part }
+            }
+            _ => {
+                match model {
+                    check::Predictor::Train { name: model_name } => {
+                        let t = program.train(model_name);
+                        if let (Some(units), Some(classes)) = (t.and_then(|t| t.classes), classes) {
+                            if units != classes {
+                                return Err(Box::new(check::Error::ClassCount {
+                                model: model_name.clone(),
+                                units,
+                                dataset: data.dataset().to_string(),
+                                classes,
+                                span: *span,
+                                help: Some(format!(
+                                    "`{model_name}` was trained on {units} classes; evaluate it on data with the same classes"
+                                )),
+                            }));
+                            }
+                        }
+                        if let Some(t) = t {
+                            batch = t.batch;
+                        }
+                        EvalSource::Infer
+                    }
+                    check::Predictor::Ensemble { name: ensemble } => return Err(unsupported(
+                        *span,
+                        &format!("evaluating ensemble `{ensemble}` on `{data}`"),
+                        "an ensemble is scored on the val or test part of its members' own dataset",
+                    )),
+                }
+            }
+        };
+        evaluated.push(EvalModel {
+            name: model.name().to_string(),
+            source,
+        });
+    }
+    let config = EvaluateConfig {
+        models: evaluated,
+        data: DataSel::of(data),
+        report: *report,
+        confusion: *confusion,
+        roc: *roc,
+        predictions: *predictions,
+        batch,
+    };
+    let inputs = config.inputs();
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    Ok(spec(name.clone(), EVALUATE, &config, &inputs, label))
+}
+
+fn crossval_specs(
+    program: &Program,
+    c: &check::Crossval,
+    label: Option<String>,
+) -> Result<Vec<StageSpec>, Box<check::Error>> {
+    let check::Crossval {
+        name,
+        data,
+        folds,
+        stratify,
+        seed,
+        compare,
+        test,
+        metrics,
+        span,
+    } = c;
+    let data = DataSel::of(data);
+    if let DataSel::Balance { balance, .. } = &data {
+        return Err(unsupported(
+            *span,
+            &format!("cross-validating on balance output `{balance}`"),
+            "name a dataset or a split part: folds are drawn first, then each compared model's own rebalancing is applied to its fold's training part",
+        ));
+    }
+    let mut specs = Vec::new();
+    let mut fold_ids = Vec::new();
+    for model in compare {
+        let Some(t) = program.train(model) else {
+            continue;
+        };
+        let balance = match &t.data {
+            check::DataRef::Balance { balance, .. } => {
+                program.balance(balance).map(|b| balance_spec(program, b))
+            }
+            _ => None,
+        };
+        for fold in 0..*folds {
+            let config = FoldConfig {
+                model: model.clone(),
+                recipe: recipe(program, t),
+                data: data.clone(),
+                balance: balance.clone(),
+                folds: *folds,
+                fold,
+                stratify: *stratify,
+                seed: *seed,
+                val_fraction: FOLD_VAL_FRACTION,
+            };
+            let id = format!("{name}.{model}.fold{}", fold + 1);
+            let mut s = spec(
+                id.clone(),
+                CROSSVAL_FOLD,
+                &config,
+                &data.stages(),
+                label.clone(),
+            )
+            .with_seed(*seed);
+            s.files = init_files(program, t);
+            fold_ids.push(id);
+            specs.push(s);
+        }
+    }
+    let metrics = metrics
+        .iter()
+        .map(|m| match m {
+            check::CvMetric::Accuracy => Metric::Accuracy,
+            check::CvMetric::Precision => Metric::Precision,
+            check::CvMetric::Recall => Metric::Recall,
+            check::CvMetric::F1 => Metric::F1,
+            check::CvMetric::Auc => Metric::Auc,
+        })
+        .collect();
+    let test = match test {
+        check::StatTest::Wilcoxon => Some(PairedTest::Wilcoxon),
+        check::StatTest::PairedT => Some(PairedTest::PairedT),
+        check::StatTest::None => None,
+    };
+    let config = CrossvalConfig {
+        models: compare.clone(),
+        folds: *folds,
+        options: CrossvalOptions {
+            metrics,
+            test,
+            alpha: CROSSVAL_ALPHA,
+        },
+    };
+    let inputs: Vec<&str> = fold_ids.iter().map(String::as_str).collect();
+    specs.push(spec(name.clone(), CROSSVAL, &config, &inputs, label));
+    Ok(specs)
+}
+
 /// `pipelines/galaxy10.gpl` → `galaxy10`.
 pub fn pipeline_name(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "pipeline".into())
-}
-
-fn split_id(dataset: &str) -> String {
-    format!("{dataset}.split")
-}
-
-fn part_of(data: &check::DataRef) -> &'static str {
-    match data {
-        check::DataRef::Split { part, .. } => part.as_str(),
-        // Whole datasets and balance outputs are evaluated on their test part.
-        _ => "test",
-    }
 }
 
 fn spec<T: Serialize>(
@@ -301,54 +489,83 @@ fn spec<T: Serialize>(
     s
 }
 
-fn dataset_spec(program: &Program, d: &check::Dataset, label: Option<String>) -> StageSpec {
-    let source = source_config(&d.source, d.image_shape.as_deref());
-    let fallback = d
-        .fallback
-        .as_ref()
-        .and_then(|f| match source_config(f, None) {
-            SourceConfig::Synthetic { config } => Some(config),
-            _ => None,
-        });
-    let classes = ClassSpec {
-        drop: d.drop.clone(),
-        merge: d
-            .merges
-            .iter()
-            .map(|m| MergeSpec {
-                classes: m.classes.clone(),
-                name: None,
-            })
-            .collect(),
-    };
-    let config = DatasetConfig {
+fn dataset_spec(
+    program: &Program,
+    d: &check::Dataset,
+    label: Option<String>,
+) -> Result<StageSpec, Box<check::Error>> {
+    let check::Dataset {
+        name,
         source,
         fallback,
-        classes,
+        // Derived at check time from the source, drop and merge; the run recomputes them.
+        source_classes: _,
+        image_shape,
+        drop,
+        merges,
+        label_map: _,
+        classes: _,
+        class_names,
+        // Compiled into its own stage by the caller.
+        split: _,
+        span,
+    } = d;
+    let refuse_fields = || {
+        unsupported(
+            *span,
+            "`synthetic(fields)` (detection fields)",
+            "no stage can use detection fields yet (galaxy detection is a coming issue); use `synthetic(galaxy10)` or `synthetic(galaxy10_decals)`",
+        )
     };
-    let mut s = spec(d.name.clone(), DATASET, &config, &[], label);
+    let source_cfg = source_config(source, image_shape.as_deref()).ok_or_else(refuse_fields)?;
+    let fallback_cfg = match fallback {
+        None => None,
+        Some(f) => match source_config(f, None).ok_or_else(refuse_fields)? {
+            SourceConfig::Synthetic { config } => Some(config),
+            // The checker accepts only synthetic fallbacks.
+            _ => None,
+        },
+    };
+    let config = DatasetConfig {
+        source: source_cfg,
+        fallback: fallback_cfg,
+        class_names: class_names.clone(),
+        classes: ClassSpec {
+            drop: drop.clone(),
+            merge: merges
+                .iter()
+                .map(|check::Merge { classes, into }| MergeSpec {
+                    classes: classes.clone(),
+                    name: None,
+                    into: *into,
+                })
+                .collect(),
+        },
+    };
+    let mut s = spec(name.clone(), DATASET, &config, &[], label);
     // A data file is content-hashed when present; its appearance changes the stage's files.
-    if let check::Source::Hdf5 { path, .. } | check::Source::Folder { path, .. } = &d.source {
+    if let check::Source::Hdf5 { path, .. } | check::Source::Folder { path, .. } = source {
         if program.project_root.join(path).exists() {
             s.files = vec![PathBuf::from(path)];
         }
     }
-    s
+    Ok(s)
 }
 
-fn source_config(source: &check::Source, shape: Option<&[usize]>) -> SourceConfig {
-    match source {
+/// The stage config of a source; `None` for a source no stage can load yet.
+fn source_config(source: &check::Source, shape: Option<&[usize]>) -> Option<SourceConfig> {
+    Some(match source {
         check::Source::Hdf5 {
             path,
+            resolved: _,
             images,
             labels,
-            ..
         } => SourceConfig::Hdf5 {
             path: path.into(),
             images: images.clone(),
             labels: labels.clone(),
         },
-        check::Source::Folder { path, .. } => {
+        check::Source::Folder { path, resolved: _ } => {
             let (height, width) = shape.map_or((69, 69), |s| (s[0], s[1]));
             SourceConfig::Folder {
                 path: path.into(),
@@ -362,12 +579,14 @@ fn source_config(source: &check::Source, shape: Option<&[usize]>) -> SourceConfi
             seed,
         } => {
             let mut config = SynthConfig::galaxy10(*count, *seed);
-            if *generator == check::SyntheticKind::Galaxy10Decals {
-                config.kind = SynthKind::Galaxy10Decals;
-            }
+            config.kind = match generator {
+                check::SyntheticKind::Galaxy10 => SynthKind::Galaxy10,
+                check::SyntheticKind::Galaxy10Decals => SynthKind::Galaxy10Decals,
+                check::SyntheticKind::Fields => return None,
+            };
             SourceConfig::Synthetic { config }
         }
-    }
+    })
 }
 
 fn augment_spec(a: &check::Augment) -> AugmentSpec {
@@ -421,7 +640,28 @@ fn balance_spec(program: &Program, b: &check::Balance) -> BalanceSpec {
 }
 
 fn recipe(program: &Program, t: &check::Train) -> Recipe {
-    let o = &t.optimizer;
+    let check::Train {
+        // The stage's own name and where it is written.
+        name: _,
+        span: _,
+        // Instantiated into `ir`, with `freeze` applied to its layers' trainable flags.
+        model: _,
+        freeze: _,
+        ir,
+        // The stage's inputs (see `TrainConfig`), not part of the recipe a fold reuses.
+        data: _,
+        validation: _,
+        // Derived from `ir` and the data at check time.
+        classes: _,
+        loss,
+        optimizer: o,
+        epochs,
+        batch,
+        seed,
+        augment,
+        callbacks,
+        init,
+    } = t;
     let optimizer = match o.kind {
         check::OptimizerKind::Sgd => OptimizerConfig::Sgd {
             momentum: o.momentum as f32,
@@ -448,14 +688,14 @@ fn recipe(program: &Program, t: &check::Train) -> Recipe {
         },
     };
     let fit = FitConfig {
-        epochs: t.epochs,
-        batch_size: t.batch,
-        seed: t.seed,
+        epochs: *epochs,
+        batch_size: *batch,
+        seed: *seed,
         shuffle: true,
         learning_rate: o.lr as f32,
-        callbacks: t.callbacks.iter().map(callback_spec).collect(),
+        callbacks: callbacks.iter().map(callback_spec).collect(),
     };
-    let class_weights = match &t.loss.class_weights {
+    let class_weights = match &loss.class_weights {
         None => ClassWeightConfig::None,
         Some(check::ClassWeights::Balance { .. }) => ClassWeightConfig::FromBalance,
         Some(check::ClassWeights::Balanced) => ClassWeightConfig::Balanced,
@@ -464,16 +704,15 @@ fn recipe(program: &Program, t: &check::Train) -> Recipe {
         },
     };
     Recipe {
-        model: t.ir.clone(),
+        model: ir.clone(),
         optimizer,
         fit,
         class_weights,
-        augment: t
-            .augment
+        augment: augment
             .as_deref()
             .and_then(|name| program.augment(name))
             .map(augment_spec),
-        init: t.init.as_ref().map(|i| InitConfig {
+        init: init.as_ref().map(|i| InitConfig {
             path: i.path.clone().into(),
             keras_h5: i.format == check::WeightsFormat::KerasH5,
             optional: i.optional,

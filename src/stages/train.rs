@@ -3,10 +3,10 @@
 //! fit with Keras callbacks (checkpointed every epoch in the stage's scratch folder, so a
 //! killed run resumes), then write the model, history and predictions.
 
-use super::data::{read_balance, read_split};
-use super::{stage_error, Artifacts};
+use super::select::{input_stages, split_id, DataLoader, DataSel};
+use super::stage_error;
+use crate::check::Part;
 use crate::data::augment::AugmentSpec;
-use crate::data::balance::materialize;
 use crate::data::ImageSet;
 use crate::nn::frozen::FrozenPrefix;
 use crate::nn::ir::ModelIr;
@@ -29,6 +29,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const HISTORY_FILE: &str = "history.csv";
 pub const PREDICTIONS_FILE: &str = "predictions.csv";
+/// The safetensors metadata entry holding the model's IR as JSON.
+pub const IR_METADATA: &str = "gpl.ir";
 
 /// How the loss weighs classes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,12 +67,32 @@ pub struct Recipe {
     pub init: Option<InitConfig>,
 }
 
-/// Where a train stage's data come from: the dataset and split inputs always, a balance
-/// input when the data is a balance block's output.
+/// A train stage: the recipe, the images it trains on and validates on, and the split whose
+/// val and test parts it predicts (for evaluate and ensemble stages).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub recipe: Recipe,
-    pub balanced: bool,
+    pub data: DataSel,
+    /// What the callbacks monitor; `None` trains without validation metrics.
+    pub validation: Option<DataSel>,
+    /// The dataset whose split's val and test parts go to `predictions.csv`, when it has one.
+    pub predict: Option<String>,
+}
+
+impl TrainConfig {
+    /// Every stage whose outputs the train stage reads.
+    pub fn inputs(&self) -> Vec<String> {
+        let predict = self.predict.as_ref().map(|dataset| DataSel::Part {
+            dataset: dataset.clone(),
+            split: split_id(dataset),
+            part: Part::Test,
+        });
+        input_stages(
+            std::iter::once(&self.data)
+                .chain(self.validation.as_ref())
+                .chain(predict.as_ref()),
+        )
+    }
 }
 
 pub struct TrainStage;
@@ -78,37 +100,37 @@ pub struct TrainStage;
 impl StageExecutor for TrainStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: TrainConfig = super::config(ctx)?;
-        let set = Artifacts::of(ctx, 0)?.images()?;
-        let split = read_split(Artifacts::of(ctx, 1)?.dir)?;
-        let (train, balance_weights) = if config.balanced {
-            let index = read_balance(Artifacts::of(ctx, 2)?.dir)?;
-            (materialize(&set, &index), index.class_weights)
-        } else {
-            (set.subset(&split.train), None)
+        let mut loader = DataLoader::default();
+        let train = loader.select(ctx, &config.data)?;
+        let val = match &config.validation {
+            Some(sel) => Some(loader.select(ctx, sel)?.images),
+            None => None,
         };
-        let val = set.subset(&split.val);
         let mut network = fit_recipe(
             ctx,
             &config.recipe,
-            &train,
-            balance_weights.as_deref(),
-            &val,
+            &train.images,
+            train.class_weights.as_deref(),
+            val.as_ref(),
         )?;
-        let mut rows = predictions(
-            network.as_mut(),
-            "val",
-            &val,
-            &split.val,
-            config.recipe.fit.batch_size,
-        )?;
-        let test = set.subset(&split.test);
-        rows.extend(predictions(
-            network.as_mut(),
-            "test",
-            &test,
-            &split.test,
-            config.recipe.fit.batch_size,
-        )?);
+        let mut rows = Vec::new();
+        if let Some(dataset) = &config.predict {
+            for part in [Part::Val, Part::Test] {
+                let sel = DataSel::Part {
+                    dataset: dataset.clone(),
+                    split: split_id(dataset),
+                    part,
+                };
+                let chosen = loader.select(ctx, &sel)?;
+                rows.extend(predictions(
+                    network.as_mut(),
+                    part.as_str(),
+                    &chosen.images,
+                    &chosen.indices,
+                    config.recipe.fit.batch_size,
+                )?);
+            }
+        }
         write_predictions_csv(&ctx.public_dir().join(PREDICTIONS_FILE), &rows)
             .map_err(stage_error)?;
         save_model(ctx, network.as_ref(), &config.recipe.model)
@@ -122,7 +144,7 @@ pub fn fit_recipe(
     recipe: &Recipe,
     train: &ImageSet,
     balance_weights: Option<&[f64]>,
-    val: &ImageSet,
+    val: Option<&ImageSet>,
 ) -> Result<Box<dyn Learner>, StageError> {
     let split = FrozenPrefix::split_point(&recipe.model).filter(|_| recipe.augment.is_none());
     let mut network: Box<dyn Learner> = match split {
@@ -199,7 +221,7 @@ pub fn fit_recipe(
         network.as_mut(),
         &recipe.fit,
         &data,
-        Some(val),
+        val,
         FitContext {
             checkpoint_dir: Some(ctx.scratch_dir()),
             cancel: Some(&cancel),
@@ -313,10 +335,35 @@ fn save_model(
         .collect();
     let mut metadata = BTreeMap::new();
     metadata.insert(
-        "gpl.ir".to_string(),
+        IR_METADATA.to_string(),
         serde_json::to_string(model).map_err(stage_error)?,
     );
-    save_safetensors(&ctx.out_dir().join(MODEL_FILE), &weights, &metadata).map_err(stage_error)
+    // In the public folder: `runs/<pipeline>/<stage>/model.safetensors` opens in Python
+    // (`safetensors.safe_open`), its IR in the `gpl.ir` metadata entry.
+    save_safetensors(&ctx.public_dir().join(MODEL_FILE), &weights, &metadata).map_err(stage_error)
+}
+
+/// The model a train stage saved, ready to predict: the network its IR describes with the
+/// trained weights loaded. `dir` is the train stage's committed output folder.
+pub fn load_model(dir: &Path) -> Result<Network, StageError> {
+    let path = dir.join(super::PUBLIC).join(MODEL_FILE);
+    let (weights, metadata) = load_safetensors(&path).map_err(stage_error)?;
+    let ir = metadata.get(IR_METADATA).ok_or_else(|| {
+        StageError::failed(format!("{} has no `{IR_METADATA}` entry", path.display()))
+    })?;
+    let ir: ModelIr = serde_json::from_str(ir)
+        .map_err(|e| StageError::failed(format!("{}: bad model IR: {e}", path.display())))?;
+    // The optimizer is irrelevant for prediction; any will do.
+    let optimizer = OptimizerConfig::Sgd {
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.0,
+    };
+    let mut network = Network::new(&ir, 0, optimizer).map_err(stage_error)?;
+    network
+        .load_weights(&weights)
+        .map_err(|e| StageError::failed(format!("{}: {e:?}", path.display())))?;
+    Ok(network)
 }
 
 pub fn epoch_rows(history: &History) -> Vec<EpochRow> {
