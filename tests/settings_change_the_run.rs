@@ -255,6 +255,18 @@ fn what_cannot_run_yet_is_refused_at_compile_time() {
         ),
     );
     assert!(ensemble.contains("ensemble `ab`"), "{ensemble}");
+    let presets = refused(&format!(
+        "import \"stdlib/augment.gpl\"\n{}",
+        edit(
+            BASE,
+            "downsample class 1, 2 to 20",
+            "oversample class 3 to 30 using keras_default\n  oversample class 4 to 30"
+        )
+    ));
+    assert!(
+        presets.contains("different augmentation presets"),
+        "{presets}"
+    );
     // The base pipeline itself compiles: the refusals come from the edits.
     let file = write(dir.path(), BASE);
     assert!(compile(&load_program(&file, None).unwrap()).is_ok());

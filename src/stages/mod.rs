@@ -138,6 +138,10 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
         }
     }
     for b in &program.balances {
+        if let Err(e) = oversample_preset(b) {
+            refused.push(*e);
+            continue;
+        }
         let from = DataSel::of(&b.from);
         if let DataSel::Balance { .. } = from {
             refused.push(*unsupported(
@@ -590,52 +594,103 @@ fn source_config(source: &check::Source, shape: Option<&[usize]>) -> Option<Sour
 }
 
 fn augment_spec(a: &check::Augment) -> AugmentSpec {
+    let check::Augment {
+        name: _,
+        span: _,
+        rotation,
+        width_shift,
+        height_shift,
+        shear,
+        zoom,
+        horizontal_flip,
+        vertical_flip,
+        fill_mode,
+        cval,
+        rot90,
+        noise,
+        brightness,
+    } = a;
     AugmentSpec {
-        rotation_range: a.rotation as f32,
-        width_shift_range: a.width_shift as f32,
-        height_shift_range: a.height_shift as f32,
-        shear_range: a.shear as f32,
-        zoom_range: [a.zoom[0] as f32, a.zoom[1] as f32],
-        horizontal_flip: a.horizontal_flip,
-        vertical_flip: a.vertical_flip,
-        fill_mode: match a.fill_mode {
+        rotation_range: *rotation as f32,
+        width_shift_range: *width_shift as f32,
+        height_shift_range: *height_shift as f32,
+        shear_range: *shear as f32,
+        zoom_range: [zoom[0] as f32, zoom[1] as f32],
+        horizontal_flip: *horizontal_flip,
+        vertical_flip: *vertical_flip,
+        fill_mode: match fill_mode {
             check::FillMode::Nearest => FillMode::Nearest,
             check::FillMode::Constant => FillMode::Constant,
             check::FillMode::Reflect => FillMode::Reflect,
             check::FillMode::Wrap => FillMode::Wrap,
         },
-        cval: a.cval as f32,
-        brightness_range: a.brightness.map(|[lo, hi]| [lo as f32, hi as f32]),
-        rot90: a.rot90,
-        noise_std: a.noise as f32,
+        cval: *cval as f32,
+        brightness_range: brightness.map(|[lo, hi]| [lo as f32, hi as f32]),
+        rot90: *rot90,
+        noise_std: *noise as f32,
         rescale: 1.0,
     }
 }
 
+/// The one augmentation preset a balance block's over-sampled copies use; a block whose
+/// oversample statements name different presets (or some none) is refused: the balance
+/// artifact holds one recipe for all its copies.
+fn oversample_preset(b: &check::Balance) -> Result<Option<&str>, Box<check::Error>> {
+    let mut presets = b.oversample.iter().map(|r| r.using.as_deref());
+    let first = presets.next().flatten();
+    if presets.any(|p| p != first) {
+        return Err(unsupported(
+            b.span,
+            "over-sampling with different augmentation presets in one balance block",
+            "use the same `using` preset on every oversample statement, or split the block",
+        ));
+    }
+    Ok(first)
+}
+
 fn balance_spec(program: &Program, b: &check::Balance) -> BalanceSpec {
-    let resample = |r: &check::Resample| Resample {
-        classes: r.classes.iter().map(|&c| c as u32).collect(),
-        to: r.to,
+    let check::Balance {
+        name: _,
+        span: _,
+        // The stage's input, compiled by the caller.
+        from: _,
+        downsample,
+        oversample,
+        weights,
+        seed,
+    } = b;
+    let resample = |r: &check::Resample| {
+        let check::Resample {
+            classes,
+            // As written, for messages; `classes` are the training labels.
+            original: _,
+            to,
+            // One preset for the whole block: `oversample_preset`.
+            using: _,
+        } = r;
+        Resample {
+            classes: classes.iter().map(|&c| c as u32).collect(),
+            to: *to,
+        }
     };
-    let augment = b
-        .oversample
-        .iter()
-        .find_map(|r| r.using.as_deref())
+    let augment = oversample_preset(b)
+        .ok()
+        .flatten()
         .and_then(|name| program.augment(name))
         .map(augment_spec)
         .unwrap_or_default();
     BalanceSpec {
-        downsample: b.downsample.iter().map(resample).collect(),
-        oversample: b.oversample.iter().map(resample).collect(),
+        downsample: downsample.iter().map(resample).collect(),
+        oversample: oversample.iter().map(resample).collect(),
         augment,
-        weights: match &b.weights {
+        weights: match weights {
             None => WeightsSpec::None,
             Some(check::WeightsSpec::Balanced) => WeightsSpec::Balanced,
             Some(check::WeightsSpec::Explicit { weights }) => {
                 WeightsSpec::Explicit(weights.clone())
             }
         },
-        seed: b.seed,
+        seed: *seed,
     }
 }
 
