@@ -3,7 +3,9 @@
 //! resolves a checked `DataRef` through here, so `data d.test` means the test part everywhere
 //! and a stage never falls back to a part it was not given.
 
-use super::data::{read_balance, read_images, read_split};
+use super::balance::read_balance;
+use super::dataset::read_images;
+use super::split::read_split;
 use crate::check::{self, Part};
 use crate::data::balance::materialize;
 use crate::data::ImageSet;

@@ -4,16 +4,22 @@
 //! killed run resumes), then write the model, history and predictions.
 
 use super::select::{input_stages, split_id, DataLoader, DataSel};
-use super::stage_error;
+use super::{augment_spec, spec, stage_error, Stage, StageKind};
 use crate::check::Part;
+use crate::check::{self, Program};
 use crate::data::augment::AugmentSpec;
 use crate::data::ImageSet;
 use crate::nn::frozen::FrozenPrefix;
 use crate::nn::ir::ModelIr;
 use crate::nn::optim::OptimizerConfig;
 use crate::nn::Network;
+use crate::plan::StageSpec;
 use crate::report::model::EpochRow;
+use crate::report::model::{KeyFigure, StageReport};
 use crate::run::{StageContext, StageError, StageExecutor};
+use crate::train::callbacks::{
+    CallbackSpec, EarlyStoppingConfig, ModelCheckpointConfig, ReduceLrConfig,
+};
 use crate::train::fit::{fit, EpochProgress, FitConfig, FitContext, TrainData};
 use crate::train::history::History;
 use crate::train::learner::Learner;
@@ -134,6 +140,35 @@ impl StageExecutor for TrainStage {
         write_predictions_csv(&ctx.public_dir().join(PREDICTIONS_FILE), &rows)
             .map_err(stage_error)?;
         save_model(ctx, network.as_ref(), &config.recipe.model)
+    }
+}
+
+impl Stage for TrainStage {
+    fn kind(&self) -> StageKind {
+        StageKind::Train
+    }
+
+    fn report(&self, dir: &Path, section: &mut StageReport) -> Result<bool, StageError> {
+        let history = read_history(dir)?;
+        section
+            .key_figures
+            .push(KeyFigure::number("epochs run", history.len() as f64));
+        if let Some(best) = history
+            .epochs
+            .iter()
+            .filter_map(|e| e.val_accuracy)
+            .reduce(f64::max)
+        {
+            section
+                .key_figures
+                .push(KeyFigure::number("best val_accuracy", best));
+        }
+        let seconds: f64 = history.epochs.iter().map(|e| e.seconds).sum();
+        section
+            .key_figures
+            .push(KeyFigure::number("training seconds", seconds));
+        section.history = epoch_rows(&history);
+        Ok(true)
     }
 }
 
@@ -383,4 +418,172 @@ pub fn epoch_rows(history: &History) -> Vec<EpochRow> {
 
 pub fn read_history(dir: &Path) -> Result<History, StageError> {
     History::read_csv(&dir.join(super::PUBLIC).join(HISTORY_FILE)).map_err(stage_error)
+}
+
+pub(super) fn compile(program: &Program, t: &check::Train, label: Option<String>) -> StageSpec {
+    let config = TrainConfig {
+        recipe: recipe(program, t),
+        data: DataSel::of(&t.data),
+        validation: t.validation.as_ref().map(DataSel::of),
+        predict: predicted_dataset(program, t),
+    };
+    let inputs = config.inputs();
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let mut s = spec(t.name.clone(), StageKind::Train, &config, &inputs, label).with_seed(t.seed);
+    s.files = init_files(program, t);
+    s
+}
+
+/// The dataset whose split a train stage predicts for evaluation and ensembles: its training
+/// data's dataset, when that has a split.
+fn predicted_dataset(program: &Program, t: &check::Train) -> Option<String> {
+    let dataset = t.data.dataset();
+    program
+        .dataset(dataset)
+        .filter(|d| d.split.is_some())
+        .map(|_| dataset.to_string())
+}
+
+pub(super) fn recipe(program: &Program, t: &check::Train) -> Recipe {
+    let check::Train {
+        // The stage's own name and where it is written.
+        name: _,
+        span: _,
+        // Instantiated into `ir`, with `freeze` applied to its layers' trainable flags.
+        model: _,
+        freeze: _,
+        ir,
+        // The stage's inputs (see `TrainConfig`), not part of the recipe a fold reuses.
+        data: _,
+        validation: _,
+        // Derived from `ir` and the data at check time.
+        classes: _,
+        loss,
+        optimizer: o,
+        epochs,
+        batch,
+        seed,
+        augment,
+        callbacks,
+        init,
+    } = t;
+    let optimizer = match o.kind {
+        check::OptimizerKind::Sgd => OptimizerConfig::Sgd {
+            momentum: o.momentum as f32,
+            nesterov: o.nesterov,
+            weight_decay: o.weight_decay as f32,
+        },
+        check::OptimizerKind::Adam => OptimizerConfig::Adam {
+            beta1: o.beta1 as f32,
+            beta2: o.beta2 as f32,
+            epsilon: o.eps as f32,
+            weight_decay: o.weight_decay as f32,
+        },
+        check::OptimizerKind::Adamw => OptimizerConfig::AdamW {
+            beta1: o.beta1 as f32,
+            beta2: o.beta2 as f32,
+            epsilon: o.eps as f32,
+            weight_decay: o.weight_decay as f32,
+        },
+        check::OptimizerKind::Rmsprop => OptimizerConfig::RmsProp {
+            rho: o.rho as f32,
+            momentum: o.momentum as f32,
+            epsilon: o.eps as f32,
+            weight_decay: o.weight_decay as f32,
+        },
+    };
+    let fit = FitConfig {
+        epochs: *epochs,
+        batch_size: *batch,
+        seed: *seed,
+        shuffle: true,
+        learning_rate: o.lr as f32,
+        callbacks: callbacks.iter().map(callback_spec).collect(),
+    };
+    let class_weights = match &loss.class_weights {
+        None => ClassWeightConfig::None,
+        Some(check::ClassWeights::Balance { .. }) => ClassWeightConfig::FromBalance,
+        Some(check::ClassWeights::Balanced) => ClassWeightConfig::Balanced,
+        Some(check::ClassWeights::Explicit { weights }) => ClassWeightConfig::Explicit {
+            weights: weights.clone(),
+        },
+    };
+    Recipe {
+        model: ir.clone(),
+        optimizer,
+        fit,
+        class_weights,
+        augment: augment
+            .as_deref()
+            .and_then(|name| program.augment(name))
+            .map(augment_spec),
+        init: init.as_ref().map(|i| InitConfig {
+            path: i.path.clone().into(),
+            keras_h5: i.format == check::WeightsFormat::KerasH5,
+            optional: i.optional,
+        }),
+    }
+}
+
+pub(super) fn init_files(program: &Program, t: &check::Train) -> Vec<PathBuf> {
+    t.init
+        .iter()
+        .filter(|i| program.project_root.join(&i.path).exists())
+        .map(|i| PathBuf::from(&i.path))
+        .collect()
+}
+
+fn mode(m: check::Mode) -> crate::train::callbacks::Mode {
+    match m {
+        check::Mode::Min => crate::train::callbacks::Mode::Min,
+        check::Mode::Max => crate::train::callbacks::Mode::Max,
+    }
+}
+
+fn callback_spec(c: &check::Callback) -> CallbackSpec {
+    match c {
+        check::Callback::EarlyStopping {
+            monitor,
+            mode: m,
+            min_delta,
+            patience,
+            restore_best,
+            start_from_epoch,
+        } => CallbackSpec::EarlyStopping(EarlyStoppingConfig {
+            monitor: monitor.clone(),
+            min_delta: *min_delta,
+            patience: *patience,
+            mode: mode(*m),
+            restore_best_weights: *restore_best,
+            start_from_epoch: *start_from_epoch,
+            ..EarlyStoppingConfig::default()
+        }),
+        check::Callback::ReduceLr {
+            monitor,
+            mode: m,
+            factor,
+            patience,
+            min_delta,
+            cooldown,
+            min_lr,
+        } => CallbackSpec::ReduceLrOnPlateau(ReduceLrConfig {
+            monitor: monitor.clone(),
+            factor: *factor,
+            patience: *patience,
+            mode: mode(*m),
+            min_delta: *min_delta,
+            cooldown: *cooldown,
+            min_lr: *min_lr,
+        }),
+        check::Callback::Checkpoint {
+            monitor,
+            mode: m,
+            save_best,
+        } => CallbackSpec::ModelCheckpoint(ModelCheckpointConfig {
+            monitor: monitor.clone(),
+            mode: mode(*m),
+            save_best_only: *save_best,
+            ..ModelCheckpointConfig::default()
+        }),
+    }
 }

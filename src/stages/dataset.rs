@@ -1,23 +1,21 @@
-//! The data stages: `dataset` (load the HDF5 file or folder, or synthesize the fallback, then
-//! drop and merge classes), `split` (stratified hold-out indices) and `balance` (indices,
-//! augmentation seeds and class weights). Artifacts are compact: one image file per dataset,
-//! JSON indices for the rest.
+//! The `dataset` stage: load the HDF5 file or folder named in the pipeline (or synthesize the
+//! fallback when the file is absent, and say so), name and drop and merge classes, and store
+//! the images as one compact file for every later stage.
 
-use super::select::{DataLoader, DataSel};
-use super::{stage_error, Artifacts};
+use super::{spec, stage_error, unsupported, Stage, StageKind};
+use crate::check::{self, Program};
 use crate::data::artifact::{load_image_set, load_json, save_image_set, save_json};
-use crate::data::balance::{balance, BalanceSpec, BalancedIndex};
-use crate::data::split::{apply_classes, class_counts, holdout, ClassSpec, HoldoutSpec, Split};
-use crate::data::synth::{synthesize, SynthConfig};
+use crate::data::split::{apply_classes, ClassSpec, MergeSpec};
+use crate::data::synth::{synthesize, SynthConfig, SynthKind};
 use crate::data::ImageSet;
+use crate::plan::StageSpec;
+use crate::report::model::{KeyFigure, StageReport};
 use crate::run::{StageContext, StageError, StageExecutor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const IMAGES_FILE: &str = "images.gplimg";
 pub const DATASET_FILE: &str = "dataset.json";
-pub const SPLIT_FILE: &str = "split.json";
-pub const BALANCE_FILE: &str = "balanced.json";
 
 /// Where a dataset's images come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,6 +96,31 @@ impl StageExecutor for DatasetStage {
     }
 }
 
+impl Stage for DatasetStage {
+    fn kind(&self) -> StageKind {
+        StageKind::Dataset
+    }
+
+    fn report(&self, dir: &Path, section: &mut StageReport) -> Result<bool, StageError> {
+        let summary = read_summary(dir)?;
+        section
+            .key_figures
+            .push(KeyFigure::text("source", &summary.source));
+        section
+            .key_figures
+            .push(KeyFigure::number("images", summary.images as f64));
+        section.key_figures.push(KeyFigure::number(
+            "classes",
+            summary.class_names.len() as f64,
+        ));
+        let counts: Vec<String> = summary.class_counts.iter().map(usize::to_string).collect();
+        section
+            .key_figures
+            .push(KeyFigure::text("images per class", counts.join(", ")));
+        Ok(true)
+    }
+}
+
 fn load_source(
     ctx: &StageContext,
     config: &DatasetConfig,
@@ -159,90 +182,114 @@ fn describe_synth(config: &SynthConfig) -> String {
     .to_lowercase()
 }
 
-pub struct SplitStage;
-
-impl StageExecutor for SplitStage {
-    fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let spec: HoldoutSpec = super::config(ctx)?;
-        let set = Artifacts::of(ctx, 0)?.images()?;
-        let split = holdout(&set.labels, &spec).map_err(stage_error)?;
-        save_json(&split, ctx.out_dir().join(SPLIT_FILE)).map_err(stage_error)?;
-        let classes = set.class_names.len();
-        let mut table = String::from("part,images");
-        for name in &set.class_names {
-            table.push(',');
-            table.push_str(&name.replace(',', ";"));
-        }
-        table.push('\n');
-        for (part, indices) in [
-            ("train", &split.train),
-            ("val", &split.val),
-            ("test", &split.test),
-        ] {
-            let counts = class_counts(&set.labels, indices, classes);
-            let cells: Vec<String> = counts.iter().map(usize::to_string).collect();
-            table.push_str(&format!("{part},{},{}\n", indices.len(), cells.join(",")));
-        }
-        crate::train::write_atomic(&ctx.public_dir().join("split.csv"), table.as_bytes())
-            .map_err(stage_error)?;
-        Ok(())
-    }
-}
-
-/// A balance stage's config: the resampling recipe and the images it draws from (a split
-/// part, usually the training part, or a whole dataset).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BalanceConfig {
-    pub spec: BalanceSpec,
-    pub from: DataSel,
-}
-
-pub struct BalanceStage;
-
-impl StageExecutor for BalanceStage {
-    fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let config: BalanceConfig = super::config(ctx)?;
-        let mut loader = DataLoader::default();
-        let from = loader.indices(ctx, &config.from)?;
-        let set = loader.dataset(ctx, config.from.dataset())?;
-        // Only the selected part is rebalanced: other parts' indices never reach it.
-        let index = balance(&set.labels, set.class_names.len(), &from, &config.spec)
-            .map_err(stage_error)?;
-        save_json(&index, ctx.out_dir().join(BALANCE_FILE)).map_err(stage_error)?;
-        let mut table = String::from("class,name,before,after,weight\n");
-        for (c, name) in set.class_names.iter().enumerate() {
-            let weight = index
-                .class_weights
-                .as_ref()
-                .map_or(String::new(), |w| format!("{:.4}", w[c]));
-            table.push_str(&format!(
-                "{c},{},{},{},{weight}\n",
-                name.replace(',', ";"),
-                index.counts_before[c],
-                index.counts_after[c]
-            ));
-        }
-        crate::train::write_atomic(&ctx.public_dir().join("balance.csv"), table.as_bytes())
-            .map_err(stage_error)?;
-        Ok(())
-    }
-}
-
 /// Reads the artifacts of data stages from their cache entries.
 pub fn read_images(dir: &Path) -> Result<ImageSet, StageError> {
     load_image_set(dir.join(IMAGES_FILE)).map_err(stage_error)
 }
 
-pub fn read_split(dir: &Path) -> Result<Split, StageError> {
-    load_json(dir.join(SPLIT_FILE)).map_err(stage_error)
-}
-
-pub fn read_balance(dir: &Path) -> Result<BalancedIndex, StageError> {
-    load_json(dir.join(BALANCE_FILE)).map_err(stage_error)
-}
-
 pub fn read_summary(dir: &Path) -> Result<DatasetSummary, StageError> {
     load_json(dir.join(DATASET_FILE)).map_err(stage_error)
+}
+
+/// The dataset block's stage; `synthetic(fields)` is refused (no stage can use it yet).
+pub(super) fn compile(
+    program: &Program,
+    d: &check::Dataset,
+    label: Option<String>,
+) -> Result<StageSpec, Box<check::Error>> {
+    let check::Dataset {
+        name,
+        source,
+        fallback,
+        // Derived at check time from the source, drop and merge; the run recomputes them.
+        source_classes: _,
+        image_shape,
+        drop,
+        merges,
+        label_map: _,
+        classes: _,
+        class_names,
+        // Compiled into its own stage by the caller.
+        split: _,
+        span,
+    } = d;
+    let refuse_fields = || {
+        unsupported(
+            *span,
+            "`synthetic(fields)` (detection fields)",
+            "no stage can use detection fields yet (galaxy detection is a coming issue); use `synthetic(galaxy10)` or `synthetic(galaxy10_decals)`",
+        )
+    };
+    let source_cfg = source_config(source, image_shape.as_deref()).ok_or_else(refuse_fields)?;
+    let fallback_cfg = match fallback {
+        None => None,
+        Some(f) => match source_config(f, None).ok_or_else(refuse_fields)? {
+            SourceConfig::Synthetic { config } => Some(config),
+            // The checker accepts only synthetic fallbacks.
+            _ => None,
+        },
+    };
+    let config = DatasetConfig {
+        source: source_cfg,
+        fallback: fallback_cfg,
+        class_names: class_names.clone(),
+        classes: ClassSpec {
+            drop: drop.clone(),
+            merge: merges
+                .iter()
+                .map(|check::Merge { classes, into }| MergeSpec {
+                    classes: classes.clone(),
+                    name: None,
+                    into: *into,
+                })
+                .collect(),
+        },
+    };
+    let mut s = spec(name.clone(), StageKind::Dataset, &config, &[], label);
+    // A data file is content-hashed when present; its appearance changes the stage's files.
+    if let check::Source::Hdf5 { path, .. } | check::Source::Folder { path, .. } = source {
+        if program.project_root.join(path).exists() {
+            s.files = vec![PathBuf::from(path)];
+        }
+    }
+    Ok(s)
+}
+
+/// The stage config of a source; `None` for a source no stage can load yet.
+fn source_config(source: &check::Source, shape: Option<&[usize]>) -> Option<SourceConfig> {
+    Some(match source {
+        check::Source::Hdf5 {
+            path,
+            resolved: _,
+            images,
+            labels,
+        } => SourceConfig::Hdf5 {
+            path: path.into(),
+            images: images.clone(),
+            labels: labels.clone(),
+        },
+        check::Source::Folder { path, resolved: _ } => {
+            let (height, width) = shape.map_or((69, 69), |s| (s[0], s[1]));
+            SourceConfig::Folder {
+                path: path.into(),
+                height,
+                width,
+            }
+        }
+        check::Source::Synthetic {
+            generator,
+            count,
+            seed,
+        } => {
+            let mut config = SynthConfig::galaxy10(*count, *seed);
+            config.kind = match generator {
+                check::SyntheticKind::Galaxy10 => SynthKind::Galaxy10,
+                check::SyntheticKind::Galaxy10Decals => SynthKind::Galaxy10Decals,
+                check::SyntheticKind::Fields => return None,
+            };
+            SourceConfig::Synthetic { config }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,248 @@
+//! The `evaluate` stage: metrics, confusion matrices and ROC curves of trained models and
+//! ensembles on any data. A model scored on its own dataset's val or test part reuses its
+//! predictions; on anything else the saved model runs on the images.
+
+use super::dataset::read_summary;
+use super::ensemble::members_dataset;
+use super::select::{input_stages, DataLoader, DataSel};
+use super::train::predictions;
+use super::{part_rows, read_predictions, spec, stage_error, unsupported, Stage, StageKind};
+use crate::check::{self, Part, Program};
+use crate::data::artifact::{load_json, save_json};
+use crate::eval::evaluate;
+use crate::plan::{StageId, StageSpec};
+use crate::report::model::{ModelEvaluation, StageReport};
+use crate::run::{StageContext, StageError, StageExecutor};
+use crate::train::predictions::write_predictions_csv;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const EVALUATION_FILE: &str = "evaluation.json";
+
+/// Where an evaluated model's probabilities come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EvalSource {
+    /// The model's own `predictions.csv` already covers the images: its dataset's val or
+    /// test part.
+    Predictions { part: Part },
+    /// Any other images: the saved model runs on them.
+    Infer,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalModel {
+    pub name: String,
+    pub source: EvalSource,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvaluateConfig {
+    pub models: Vec<EvalModel>,
+    pub data: DataSel,
+    /// `classification_report.txt` (scikit-learn's layout).
+    pub report: bool,
+    pub confusion: bool,
+    pub roc: bool,
+    /// `predictions_<model>.csv` of the evaluated images.
+    pub predictions: bool,
+    /// Batch size for models that run on the images.
+    pub batch: usize,
+}
+
+impl EvaluateConfig {
+    pub fn inputs(&self) -> Vec<String> {
+        let mut inputs = input_stages([&self.data]);
+        inputs.extend(self.models.iter().map(|m| m.name.clone()));
+        inputs
+    }
+}
+
+pub struct EvaluateStage;
+
+impl StageExecutor for EvaluateStage {
+    fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let config: EvaluateConfig = super::config(ctx)?;
+        let described = config.data.describe();
+        let summary = read_summary(ctx.input_dir(&StageId::from(config.data.dataset()))?)?;
+        let mut loader = DataLoader::default();
+        let mut evaluations = Vec::new();
+        let mut text = String::new();
+        for model in &config.models {
+            let dir = ctx.input_dir(&StageId::from(model.name.as_str()))?;
+            let rows = match &model.source {
+                EvalSource::Predictions { part } => read_predictions(dir)?
+                    .into_iter()
+                    .filter(|r| r.split == part.as_str())
+                    .collect(),
+                EvalSource::Infer => {
+                    let chosen = loader.select(ctx, &config.data)?;
+                    let mut network = super::train::load_model(dir)?;
+                    predictions(
+                        &mut network,
+                        &described,
+                        &chosen.images,
+                        &chosen.indices,
+                        config.batch,
+                    )?
+                }
+            };
+            let (truth, probs, _) = part_rows(&rows, None);
+            let evaluation = evaluate(&truth, &probs, &summary.class_names).map_err(stage_error)?;
+            let name = &model.name;
+            if config.report {
+                text.push_str(&format!(
+                    "{name} on {described}\n{}\n",
+                    evaluation.report_text(2)
+                ));
+            }
+            if config.predictions {
+                write_predictions_csv(
+                    &ctx.public_dir().join(format!("predictions_{name}.csv")),
+                    &rows,
+                )
+                .map_err(stage_error)?;
+            }
+            if config.confusion {
+                let png = crate::report::plots::confusion_heatmap(
+                    &evaluation.confusion,
+                    &summary.class_names,
+                    name,
+                )
+                .map_err(stage_error)?;
+                crate::train::write_atomic(
+                    &ctx.public_dir().join(format!("confusion_{name}.png")),
+                    &png,
+                )
+                .map_err(stage_error)?;
+            }
+            if config.roc {
+                let png =
+                    crate::report::plots::roc_curves(&evaluation.roc, &summary.class_names, name)
+                        .map_err(stage_error)?;
+                crate::train::write_atomic(&ctx.public_dir().join(format!("roc_{name}.png")), &png)
+                    .map_err(stage_error)?;
+            }
+            evaluations.push(ModelEvaluation {
+                model: name.clone(),
+                dataset: described.clone(),
+                evaluation,
+            });
+        }
+        if config.report {
+            crate::train::write_atomic(
+                &ctx.public_dir().join("classification_report.txt"),
+                text.as_bytes(),
+            )
+            .map_err(stage_error)?;
+        }
+        save_json(&evaluations, ctx.out_dir().join(EVALUATION_FILE)).map_err(stage_error)
+    }
+}
+
+impl Stage for EvaluateStage {
+    fn kind(&self) -> StageKind {
+        StageKind::Evaluate
+    }
+
+    fn report(&self, dir: &Path, section: &mut StageReport) -> Result<bool, StageError> {
+        section.evaluations = load_json(dir.join(EVALUATION_FILE)).map_err(stage_error)?;
+        Ok(true)
+    }
+}
+
+/// The dataset whose val and test predictions a model (train or ensemble) carries.
+fn predictions_dataset<'a>(program: &'a Program, model: &check::Predictor) -> Option<&'a str> {
+    match model {
+        check::Predictor::Train { name } => program
+            .train(name)
+            .and_then(|t| program.dataset(t.data.dataset()))
+            .filter(|d| d.split.is_some())
+            .map(|d| d.name.as_str()),
+        check::Predictor::Ensemble { name } => program
+            .ensemble(name)
+            .and_then(|e| members_dataset(program, &e.members)),
+    }
+}
+
+pub(super) fn compile(
+    program: &Program,
+    e: &check::Evaluate,
+    label: Option<String>,
+) -> Result<StageSpec, Box<check::Error>> {
+    let check::Evaluate {
+        name,
+        models,
+        data,
+        report,
+        confusion,
+        roc,
+        predictions,
+        span,
+    } = e;
+    let classes = program.dataset(data.dataset()).and_then(|d| d.classes);
+    let mut batch = 32;
+    let mut evaluated = Vec::new();
+    for model in models {
+        let own = predictions_dataset(program, model);
+        let source = match data {
+            check::DataRef::Split { dataset, part }
+                if *part != check::Part::Train && own == Some(dataset.as_str()) =>
+            {
+                EvalSource::Predictions { part: *part }
+            }
+            _ => {
+                match model {
+                    check::Predictor::Train { name: model_name } => {
+                        let t = program.train(model_name);
+                        if let (Some(units), Some(classes)) = (t.and_then(|t| t.classes), classes) {
+                            if units != classes {
+                                return Err(Box::new(check::Error::ClassCount {
+                                model: model_name.clone(),
+                                units,
+                                dataset: data.dataset().to_string(),
+                                classes,
+                                span: *span,
+                                help: Some(format!(
+                                    "`{model_name}` was trained on {units} classes; evaluate it on data with the same classes"
+                                )),
+                            }));
+                            }
+                        }
+                        if let Some(t) = t {
+                            batch = t.batch;
+                        }
+                        EvalSource::Infer
+                    }
+                    check::Predictor::Ensemble { name: ensemble } => return Err(unsupported(
+                        *span,
+                        &format!("evaluating ensemble `{ensemble}` on `{data}`"),
+                        "an ensemble is scored on the val or test part of its members' own dataset",
+                    )),
+                }
+            }
+        };
+        evaluated.push(EvalModel {
+            name: model.name().to_string(),
+            source,
+        });
+    }
+    let config = EvaluateConfig {
+        models: evaluated,
+        data: DataSel::of(data),
+        report: *report,
+        confusion: *confusion,
+        roc: *roc,
+        predictions: *predictions,
+        batch,
+    };
+    let inputs = config.inputs();
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    Ok(spec(
+        name.clone(),
+        StageKind::Evaluate,
+        &config,
+        &inputs,
+        label,
+    ))
+}
