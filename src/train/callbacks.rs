@@ -4,7 +4,7 @@
 //! `early_stopping.py`, `reduce_lr_on_plateau.py`, `model_checkpoint.py`) step for step, so
 //! a `.gpl` file that says `early_stopping(patience: 8)` stops at the epoch Keras would.
 //! `tests/fixtures/train/make_callback_fixtures.py` re-implements the same source in Python
-//! and `tests/train_callbacks.rs` checks every decision against it. Each callback only
+//! and `tests/it/train_callbacks.rs` checks every decision against it. Each callback only
 //! decides; the epoch loop (`fit`) acts (snapshots weights, changes the learning rate,
 //! stops) and keeps the state serialisable so a resumed run decides identically.
 

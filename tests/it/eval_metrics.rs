@@ -9,7 +9,7 @@ use serde_json::Value;
 const TOL: f64 = 1e-9;
 
 fn fixtures() -> Vec<Value> {
-    let text = include_str!("fixtures/eval/metrics_fixtures.json");
+    let text = include_str!("../fixtures/eval/metrics_fixtures.json");
     let doc: Value = serde_json::from_str(text).expect("fixture file is valid JSON");
     doc["cases"].as_array().expect("cases array").clone()
 }

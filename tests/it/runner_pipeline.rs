@@ -473,7 +473,8 @@ fn spawn_child(root: &Path) -> std::process::Child {
     std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "child_process_entry",
+            // Test names are module paths inside the one test binary (tests/it/main.rs).
+            "runner_pipeline::child_process_entry",
             "--nocapture",
             "--test-threads=1",
         ])

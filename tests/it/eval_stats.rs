@@ -24,7 +24,7 @@ fn f64s(v: &Value) -> Vec<f64> {
 #[test]
 fn wilcoxon_matches_scipy() {
     let doc: Value =
-        serde_json::from_str(include_str!("fixtures/eval/stats_fixtures.json")).unwrap();
+        serde_json::from_str(include_str!("../fixtures/eval/stats_fixtures.json")).unwrap();
     let mut checked = 0;
     for case in doc["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -188,7 +188,7 @@ fn wilcoxon_all() -> CrossvalOptions {
 #[test]
 fn paired_t_matches_scipy() {
     let doc: Value =
-        serde_json::from_str(include_str!("fixtures/eval/ttest_fixtures.json")).unwrap();
+        serde_json::from_str(include_str!("../fixtures/eval/ttest_fixtures.json")).unwrap();
     let mut checked = 0;
     for case in doc["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();

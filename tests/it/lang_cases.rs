@@ -71,7 +71,7 @@ fn bad_cases_fail_with_their_diagnostic_at_the_marked_line() {
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default();
-        insta::with_settings!({ snapshot_path => "cases/snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {
+        insta::with_settings!({ snapshot_path => "../cases/snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {
             insta::assert_snapshot!(format!("bad__{name}"), diags.render_plain());
         });
     }
@@ -101,7 +101,7 @@ fn good_cases_check() {
                 d.block, d.setting, d.value, d.reason
             ));
         }
-        insta::with_settings!({ snapshot_path => "cases/snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {
+        insta::with_settings!({ snapshot_path => "../cases/snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {
             insta::assert_snapshot!(format!("good__{name}"), report);
         });
     }
@@ -140,7 +140,7 @@ fn good_cases_plans_are_snapshotted() {
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default();
-        insta::with_settings!({ snapshot_path => "cases/snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {
+        insta::with_settings!({ snapshot_path => "../cases/snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {
             insta::assert_snapshot!(format!("plan__{name}"), report);
         });
     }

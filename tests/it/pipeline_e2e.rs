@@ -2,7 +2,7 @@
 //! report.html, then re-runs that must reuse the cache (everything, or all but the stages an
 //! edit touched).
 
-mod common;
+use crate::common;
 
 use gpl::check::load_program;
 use gpl::run::{run_plan, ProgressMode, RunOptions, RunSummary, StageStatus};
@@ -39,7 +39,7 @@ fn ran(summary: &RunSummary) -> Vec<String> {
 #[test]
 fn tiny_study_runs_caches_and_reruns_only_what_an_edit_touched() {
     let dir = tempfile::tempdir().unwrap();
-    let text = include_str!("pipelines/tiny.gpl");
+    let text = include_str!("../pipelines/tiny.gpl");
     let file = project(dir.path(), text);
 
     let first = run(&file);
@@ -98,7 +98,7 @@ fn tiny_study_runs_caches_and_reruns_only_what_an_edit_touched() {
 #[test]
 fn a_comment_changes_nothing_and_patience_dirties_only_downstream() {
     let dir = tempfile::tempdir().unwrap();
-    let text = include_str!("pipelines/tiny.gpl");
+    let text = include_str!("../pipelines/tiny.gpl");
     let keys = |text: &str| {
         let file = project(dir.path(), text);
         let program = load_program(&file, None).unwrap_or_else(|d| panic!("{d}"));

@@ -4,7 +4,7 @@
 //! Chromium (Debian's `chromium`, installed by scripts/install-test-browser.sh when missing)
 //! without console errors. Set GPL_KEEP_REPORT=<dir> to keep the output for a look.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,29 @@
+//! The integration tests, as one binary: each file here is a module (one per area: lang_,
+//! data_, engine_, train_, eval_, report_, runner_, pipeline_). One binary links the crate
+//! once instead of once per file, which is most of a clean build's test time on two cores
+//! (docs/decisions.md, "One integration-test binary"). Shared fixtures stay beside this
+//! folder: tests/fixtures, tests/cases, tests/pipelines, tests/common.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod data_augment;
+mod data_cli;
+mod data_hdf5;
+mod data_split_balance;
+mod engine_network;
+mod engine_torch;
+mod engine_transfer;
+mod eval_ensemble;
+mod eval_metrics;
+mod eval_stats;
+mod lang_cases;
+mod lang_cli;
+mod pipeline_e2e;
+mod report_html;
+mod runner_pipeline;
+mod settings_change_the_run;
+mod train_callbacks;
+mod train_fit;
+mod train_predictions;
+mod train_weights;
