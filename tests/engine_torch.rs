@@ -171,11 +171,7 @@ fn bigger_cnn_matches_pytorch_forward_gradients_and_three_adam_steps() {
         net.set_param(name, values).expect("parameter exists");
     }
     let images = det(1000, N * SIDE * SIDE * 3);
-    let batch = Batch {
-        images: &images,
-        labels: &labels,
-        weights: &weights,
-    };
+    let batch = Batch::classes(&images, &labels, &weights);
 
     let mut report = Vec::new();
     for (step, want_loss) in losses.iter().enumerate() {

@@ -454,6 +454,7 @@ fn recipe(program: &Program, t: &check::Train) -> Recipe {
         shuffle: true,
         learning_rate: o.lr as f32,
         callbacks: t.callbacks.iter().map(callback_spec).collect(),
+        label_smoothing: t.loss.label_smoothing as f32,
     };
     let class_weights = match &t.loss.class_weights {
         None => ClassWeightConfig::None,
@@ -464,6 +465,7 @@ fn recipe(program: &Program, t: &check::Train) -> Recipe {
         },
     };
     Recipe {
+        engine_epoch: crate::nn::ENGINE_EPOCH,
         model: t.ir.clone(),
         optimizer,
         fit,

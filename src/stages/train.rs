@@ -56,6 +56,9 @@ pub struct InitConfig {
 /// Everything that decides a trained model, apart from its data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recipe {
+    /// `nn::ENGINE_EPOCH`: every stage that runs the engine builds it from a recipe, so a
+    /// numerics change re-runs them all.
+    pub engine_epoch: u32,
     pub model: ModelIr,
     pub optimizer: OptimizerConfig,
     pub fit: FitConfig,
