@@ -1058,6 +1058,210 @@ mod tests {
         assert!(err.to_string().contains("flatten"));
     }
 
+    fn spec(name: &str, op: LayerOp, from: &[&str]) -> LayerSpec {
+        LayerSpec {
+            name: Some(name.into()),
+            op,
+            from: from.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn same_conv(filters: usize) -> LayerOp {
+        match conv(filters, 3) {
+            LayerOp::Conv2d {
+                filters,
+                kernel,
+                stride,
+                dilation,
+                groups,
+                activation,
+                regularizer,
+                ..
+            } => LayerOp::Conv2d {
+                filters,
+                kernel,
+                stride,
+                padding: Padding::Same,
+                dilation,
+                groups,
+                activation,
+                regularizer,
+            },
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn residual_graph_builds_in_reading_order_and_keeps_chain_json() {
+        // `join` is written before `b`, which it reads: the IR puts `b` first.
+        let ir = ModelIr::build_graph(
+            "res",
+            vec![8, 8, 4],
+            vec![
+                spec("a", same_conv(4), &[]),
+                spec("join", LayerOp::Add, &["b", "input"]),
+                spec("b", same_conv(4), &["a"]),
+                spec("cat", LayerOp::Concat, &["join", "a"]),
+            ],
+            vec![],
+        )
+        .unwrap();
+        let names: Vec<&str> = ir.layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "join", "cat"]);
+        assert_eq!(ir.layers[2].inputs, [Source::Layer(1), Source::Input]);
+        assert_eq!(ir.layers[3].output, vec![8, 8, 8]);
+        assert_eq!(ir.outputs, vec![3]);
+        assert!(!ir.is_chain());
+        // Frozen up to `cat` would need it on every path: it is (the only output).
+        assert_eq!(ir.path_avoiding(3), None);
+        // `a` is not: input → join → cat avoids it.
+        assert_eq!(ir.path_avoiding(0), Some(vec![2, 3]));
+        assert_eq!(ir.ancestors(2), vec![0, 1]);
+        let json = serde_json::to_string(&ir).unwrap();
+        assert!(json.contains(r#""from":["b","input"]"#), "{json}");
+        let back: ModelIr = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ir);
+
+        // A chain serialises without `from` or `outputs`, as before graphs.
+        let chain = ModelIr::build(
+            "c",
+            vec![8, 8, 4],
+            vec![(None, same_conv(2)), (None, pool())],
+        )
+        .unwrap();
+        assert!(chain.is_chain());
+        let json = serde_json::to_string(&chain).unwrap();
+        assert!(
+            !json.contains("from") && !json.contains("outputs"),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<ModelIr>(&json).unwrap(), chain);
+    }
+
+    #[test]
+    fn graph_errors_name_the_layers() {
+        let build = |specs: Vec<LayerSpec>, outputs: Vec<&str>| {
+            ModelIr::build_graph(
+                "m",
+                vec![8, 8, 4],
+                specs,
+                outputs.into_iter().map(String::from).collect(),
+            )
+            .unwrap_err()
+        };
+        let err = build(vec![spec("a", same_conv(4), &["nope"])], vec![]);
+        assert_eq!(
+            err,
+            GraphError::UnknownSource {
+                layer: 0,
+                name: "nope".into()
+            }
+        );
+        let err = build(
+            vec![
+                spec("a", same_conv(4), &["c"]),
+                spec("b", same_conv(4), &["a"]),
+                spec("c", same_conv(4), &["b"]),
+            ],
+            vec![],
+        );
+        assert_eq!(
+            err,
+            GraphError::Cycle {
+                layers: vec![0, 1, 2]
+            }
+        );
+        let err = build(
+            vec![
+                spec("a", same_conv(4), &[]),
+                spec("lost", same_conv(4), &["a"]),
+                spec("b", same_conv(4), &["a"]),
+            ],
+            vec![],
+        );
+        assert_eq!(err, GraphError::Unused { layer: 1 });
+        let err = build(
+            vec![
+                spec("a", same_conv(8), &[]),
+                spec("sum", LayerOp::Add, &["a", "input"]),
+            ],
+            vec![],
+        );
+        let GraphError::Shape {
+            layer: 1,
+            message,
+            other: None,
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert!(
+            message.contains("`a` (8 x 8 x 8)") && message.contains("`input` (8 x 8 x 4)"),
+            "{message}"
+        );
+        let err = build(
+            vec![
+                spec("a", pool(), &[]),
+                spec("b", same_conv(2), &["input"]),
+                spec("cat", LayerOp::Concat, &["a", "b"]),
+            ],
+            vec![],
+        );
+        let GraphError::Shape {
+            layer: 2,
+            message,
+            other: Some(1),
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert!(
+            message.contains("4 x 4 x 4") && message.contains("8 x 8 x 2"),
+            "{message}"
+        );
+        let err = build(vec![spec("sum", LayerOp::Add, &[])], vec![]);
+        assert!(err.to_string().contains("`from: [a, b]`"), "{err}");
+        let err = build(vec![spec("a", same_conv(4), &[])], vec!["z"]);
+        assert_eq!(err, GraphError::UnknownOutput { name: "z".into() });
+    }
+
+    #[test]
+    fn two_outputs_and_broadcast_multiply() {
+        let se = |units| LayerOp::Dense {
+            units,
+            activation: Activation::Sigmoid,
+            regularizer: Regularizer::default(),
+        };
+        let ir = ModelIr::build_graph(
+            "se",
+            vec![6, 6, 4],
+            vec![
+                spec("trunk", same_conv(4), &[]),
+                spec("squeeze", LayerOp::GlobalAvgPool, &[]),
+                spec("excite", se(4), &[]),
+                spec("scaled", LayerOp::Multiply, &["trunk", "excite"]),
+                spec("head_a", LayerOp::GlobalAvgPool, &[]),
+                spec("head_b", LayerOp::Flatten, &["trunk"]),
+            ],
+            vec!["head_a".into(), "head_b".into()],
+        )
+        .unwrap();
+        assert_eq!(ir.outputs, vec![4, 5]);
+        assert_eq!(ir.output(), &vec![4]);
+        assert_eq!(ir.layers[3].output, vec![6, 6, 4]);
+        let json = serde_json::to_string(&ir).unwrap();
+        assert!(json.contains(r#""outputs":["head_a","head_b"]"#), "{json}");
+        assert_eq!(serde_json::from_str::<ModelIr>(&json).unwrap(), ir);
+        // A swish fused into a conv cannot be differentiated from its output.
+        let fused = LayerOp::Dense {
+            units: 2,
+            activation: Activation::Swish,
+            regularizer: Regularizer::default(),
+        };
+        let err = ModelIr::build("m", vec![3], vec![(None, fused)]).unwrap_err();
+        assert!(err.to_string().contains("as a layer of its own"), "{err}");
+    }
+
     #[test]
     fn same_padding_rounds_up() {
         let op = LayerOp::MaxPool {
