@@ -940,9 +940,29 @@ impl<'a> Checker<'a> {
         };
         let freeze = freeze_st.and_then(|st| self.freeze(st, &ir));
         if let Some(f) = &freeze {
-            for layer in &mut ir.layers[..f.index] {
-                layer.trainable = false;
+            // The layer's ancestors: in a chain, every layer before it.
+            for i in ir.ancestors(f.index) {
+                ir.layers[i].trainable = false;
             }
+        }
+        if ir.outputs.len() > 1 {
+            let names: Vec<&str> = ir
+                .outputs
+                .iter()
+                .map(|&o| ir.layers[o].name.as_str())
+                .collect();
+            self.err(Error::Unsupported {
+                what: format!(
+                    "training a model with {} outputs ({})",
+                    names.len(),
+                    names.join(", ")
+                ),
+                span: model_v.span,
+                help: Some(
+                    "a train block gives each image one class label, which fits one output; the engine trains several outputs (one target each), and box targets come with detection".into(),
+                ),
+            });
+            return;
         }
         let classes = self.check_data_fit(&data, &ir, model_v);
         let model_name = match &model_v.kind {
@@ -1427,6 +1447,23 @@ impl<'a> Checker<'a> {
             return None;
         };
         let (index, name) = self.layer_ref(layer, ir)?;
+        // Freezing the layer's ancestors splits the model in two only when every path from
+        // the input to an output passes through it.
+        if let Some(path) = ir.path_avoiding(index) {
+            let mut names = vec![crate::nn::ir::INPUT];
+            names.extend(path.iter().map(|&l| ir.layers[l].name.as_str()));
+            self.err(Error::FreezeOffPath {
+                layer: name,
+                statement: format!("{} {word}", st.head.text),
+                span: layer.span,
+                path: names.join(" → "),
+                help: Some(
+                    "name a layer every branch passes through, e.g. the join after a residual block"
+                        .into(),
+                ),
+            });
+            return None;
+        }
         Some(Freeze {
             first_trainable: name,
             index,

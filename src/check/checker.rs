@@ -275,9 +275,15 @@ impl<'a> Checker<'a> {
         Some(x as i64)
     }
 
-    /// A whole number of at least `min`.
+    /// A whole number of at least `min`, or a channel count at a width multiplier,
+    /// `width(64, alpha)`.
     pub fn count(&mut self, v: &Value, what: &str, min: i64) -> Option<usize> {
-        let x = self.int(v, what)?;
+        let x = match &v.kind {
+            ValueKind::Call { name, args } if name.text == "width" => {
+                self.width(v, args, what)? as i64
+            }
+            _ => self.int(v, what)?,
+        };
         if x < min {
             self.err(Error::OutOfRange {
                 what: what.to_string(),
@@ -289,6 +295,35 @@ impl<'a> Checker<'a> {
             return None;
         }
         Some(x as usize)
+    }
+
+    /// `width(channels, alpha)`: `channels · alpha` rounded to a multiple of 8 (at least 8,
+    /// and never more than 10% below the product), as Keras's MobileNets scale their layers.
+    fn width(&mut self, v: &Value, args: &[Arg], what: &str) -> Option<usize> {
+        let a = Args::new(args.iter(), v.span);
+        self.only_named(&a, "width", &[]);
+        let (Some(channels), Some(alpha), 2) = (
+            a.positional.first(),
+            a.positional.get(1),
+            a.positional.len(),
+        ) else {
+            self.wrong_type(
+                v,
+                &format!("{what} like `width(64, alpha)`"),
+                Some(
+                    "`width(channels, alpha)` scales a channel count by a width multiplier".into(),
+                ),
+            );
+            return None;
+        };
+        let channels = self.count(channels, what, 1)?;
+        let alpha = self.positive(alpha, "width multiplier")?;
+        let scaled = channels as f64 * alpha;
+        let mut rounded = (((scaled + 4.0) as usize) / 8 * 8).max(8);
+        if (rounded as f64) < 0.9 * scaled {
+            rounded += 8;
+        }
+        Some(rounded)
     }
 
     /// A number in `[lo, hi]` (or `[lo, hi)` when `open_hi`).

@@ -179,8 +179,59 @@ pub enum Error {
         message: String,
         #[label("this layer")]
         span: Span,
+        /// The join's input whose shape disagrees with the first.
+        #[label("the other input")]
+        other: Option<Span>,
         #[label("instantiated here")]
         site: Option<Span>,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("model `{model}`: layers read each other in a cycle: {chain}")]
+    #[diagnostic(
+        code(gpl::model::cycle),
+        help(
+            "a layer can only read layers that do not read it back; break the loop in one `from:`"
+        )
+    )]
+    ModelCycle {
+        model: String,
+        chain: String,
+        #[label("this layer is on the cycle")]
+        span: Span,
+    },
+
+    #[error("model `{model}`: layer `{layer}` reaches no output")]
+    #[diagnostic(
+        code(gpl::model::unused),
+        help("read it with `from:` in a later layer, declare it an `output`, or delete it")
+    )]
+    UnusedLayer {
+        model: String,
+        layer: String,
+        #[label("its result is never used")]
+        span: Span,
+    },
+
+    #[error("`{layer}` does not lie on every path to an output, so `{statement}` cannot split the model there")]
+    #[diagnostic(code(gpl::model::freeze))]
+    FreezeOffPath {
+        layer: String,
+        statement: String,
+        #[label("{path} avoids it")]
+        span: Span,
+        path: String,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{what} is not supported yet")]
+    #[diagnostic(code(gpl::unsupported))]
+    Unsupported {
+        what: String,
+        #[label("here")]
+        span: Span,
         #[help]
         help: Option<String>,
     },
@@ -262,16 +313,6 @@ pub enum Error {
         span: Span,
     },
 
-    #[error("{what} is not supported yet")]
-    #[diagnostic(code(gpl::run::unsupported))]
-    Unsupported {
-        what: String,
-        #[label("in this block")]
-        span: Span,
-        #[help]
-        help: Option<String>,
-    },
-
     #[error("internal error: {message}")]
     #[diagnostic(
         code(gpl::bug),
@@ -312,6 +353,9 @@ impl Error {
             | Unsupported { span, .. }
             | ModelArgs { span, .. }
             | ModelRecursion { span, .. }
+            | ModelCycle { span, .. }
+            | UnusedLayer { span, .. }
+            | FreezeOffPath { span, .. }
             | ProfileNoMatch { span, .. } => Some(*span),
             Io { .. } | UnknownProfile { .. } | Bug { .. } => None,
         }

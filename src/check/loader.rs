@@ -15,6 +15,11 @@ use std::path::{Path, PathBuf};
 const BUILTIN_STDLIB: &[(&str, &str)] = &[
     ("stdlib/cnn.gpl", include_str!("../../stdlib/cnn.gpl")),
     ("stdlib/vgg16.gpl", include_str!("../../stdlib/vgg16.gpl")),
+    ("stdlib/resnet.gpl", include_str!("../../stdlib/resnet.gpl")),
+    (
+        "stdlib/mobilenet.gpl",
+        include_str!("../../stdlib/mobilenet.gpl"),
+    ),
     (
         "stdlib/augment.gpl",
         include_str!("../../stdlib/augment.gpl"),

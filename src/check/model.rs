@@ -1,15 +1,19 @@
 //! Model instantiation: binds a model's parameters, unrolls `for` loops, splices `use`d
-//! models, turns each layer statement into an `nn::ir::LayerOp`, and runs shape inference
-//! (`ModelIr::build`), pointing shape errors at the layer's line.
+//! models, turns each layer statement into an `nn::ir::LayerSpec` (its op, `name:` and
+//! `from:`), collects `output`s, and builds the graph (`ModelIr::build_graph`: names,
+//! cycles, layers reaching no output, shape inference), pointing each error at its line.
+//! Layer names form one namespace per model, `use`d models included; `input` is the
+//! model's input.
 
 use super::checker::{describe, statement_span, Args, Checker, Env};
 use super::diagnostics::{suggest, Error};
 use crate::lang::ast::*;
 use crate::lang::{Name, Span};
-use crate::nn::ir::{Activation, LayerOp, ModelIr, Padding, Regularizer};
+use crate::nn::ir::{Activation, GraphError, LayerOp, LayerSpec, ModelIr, Padding, Regularizer};
 
 pub(super) const LAYERS: &[&str] = &[
     "input",
+    "output",
     "conv",
     "dense",
     "maxpool",
@@ -20,23 +24,44 @@ pub(super) const LAYERS: &[&str] = &[
     "flatten",
     "activation",
     "upsample",
+    "add",
+    "concat",
+    "multiply",
+    "weighted_sum",
+    "relu6",
+    "hard_swish",
+    "swish",
     "for",
     "use",
 ];
 const ACTIVATIONS: &[&str] = &[
     "linear",
     "relu",
+    "relu6",
     "leaky_relu",
     "elu",
     "sigmoid",
     "tanh",
     "softmax",
+    "hard_swish",
+    "swish",
 ];
 
-/// Layers collected while walking a body: (name, op, span of the statement).
+/// One layer statement as written.
+struct Written {
+    spec: LayerSpec,
+    /// The whole statement.
+    span: Span,
+    /// Each `from:` name's span.
+    from_spans: Vec<Span>,
+}
+
+/// Layers collected while walking a body.
 struct Collect {
     input: Option<(Vec<usize>, Span)>,
-    ops: Vec<(Option<String>, LayerOp, Span)>,
+    ops: Vec<Written>,
+    /// `output NAME` statements of the model itself, in order.
+    outputs: Vec<(String, Span)>,
     /// Models being expanded, for `use` recursion.
     stack: Vec<String>,
     /// Set when an error was found but deliberately not reported again.
@@ -174,6 +199,7 @@ impl<'a> Checker<'a> {
         let mut c = Collect {
             input: None,
             ops: Vec::new(),
+            outputs: Vec::new(),
             stack: vec![def.name.text.clone()],
             failed: false,
         };
@@ -192,50 +218,132 @@ impl<'a> Checker<'a> {
             });
             return None;
         };
-        let spans: Vec<Span> = c.ops.iter().map(|(_, _, s)| *s).collect();
         // Layer names must be unique: weights are matched by name.
         let mut seen: Vec<(&str, Span)> = Vec::new();
-        for (name, _, span) in &c.ops {
-            if let Some(n) = name {
+        for w in &c.ops {
+            if let Some(n) = &w.spec.name {
                 if let Some((_, first)) = seen.iter().find(|(s, _)| *s == n.as_str()) {
                     self.err(Error::Duplicate {
                         what: "layer".into(),
                         name: n.clone(),
-                        span: *span,
+                        span: w.span,
                         first: Some(*first),
                         help: None,
                     });
                     return None;
                 }
-                seen.push((n, *span));
+                seen.push((n, w.span));
             }
         }
-        let ops = c.ops.into_iter().map(|(n, op, _)| (n, op)).collect();
-        match ModelIr::build(&def.name.text, input, ops) {
-            Ok(ir) => Some(ir),
-            Err(e) => {
-                let span = spans.get(e.layer).copied().unwrap_or(def.name.span);
-                let help = if e.message.contains("flatten") {
+        let specs = c.ops.iter().map(|w| w.spec.clone()).collect();
+        let outputs = c.outputs.iter().map(|(n, _)| n.clone()).collect();
+        let model = def.name.text.clone();
+        let err = match ModelIr::build_graph(&model, input, specs, outputs) {
+            Ok(ir) => return Some(ir),
+            Err(e) => e,
+        };
+        let layer_span = |i: usize| c.ops.get(i).map(|w| w.span).unwrap_or(def.name.span);
+        let names = || -> Vec<String> {
+            // The names `from:` can use, as `ModelIr::build_graph` gives them: every layer's
+            // (automatic ones counted per kind) and `input`.
+            let mut counters = std::collections::BTreeMap::new();
+            let mut out: Vec<String> = c
+                .ops
+                .iter()
+                .map(|w| {
+                    let kind = w.spec.op.kind();
+                    let k = counters.entry(kind).or_insert(0);
+                    *k += 1;
+                    w.spec.name.clone().unwrap_or_else(|| format!("{kind}_{k}"))
+                })
+                .collect();
+            out.push(crate::nn::ir::INPUT.to_string());
+            out
+        };
+        let error = match err {
+            GraphError::Shape {
+                layer,
+                message,
+                other,
+            } => {
+                let span = layer_span(layer);
+                let help = if message.contains("flatten") {
                     Some(
                         "insert `flatten` (or `globalavgpool`) before the first dense layer"
                             .to_string(),
                     )
-                } else if e.message.contains("window does not fit") {
+                } else if message.contains("window does not fit") {
                     Some("use `padding: same`, a smaller kernel, or fewer pooling layers before this one".to_string())
                 } else {
                     None
                 };
-                self.err(Error::Shape {
-                    model: def.name.text.clone(),
-                    layer: format!("{}", e.layer + 1),
-                    message: e.message,
+                Error::Shape {
+                    model,
+                    layer: format!("{}", layer + 1),
+                    message,
                     span,
+                    other: other.map(layer_span).filter(|s| s.file == span.file),
                     site: site.filter(|s| s.file == span.file),
                     help,
-                });
-                None
+                }
             }
-        }
+            GraphError::UnknownSource { layer, name } => {
+                let w = &c.ops[layer];
+                let span = w
+                    .spec
+                    .from
+                    .iter()
+                    .position(|n| *n == name)
+                    .and_then(|k| w.from_spans.get(k).copied())
+                    .unwrap_or(w.span);
+                let known = names();
+                Error::UnknownName {
+                    what: "layer".into(),
+                    help: suggest(&name, known.iter().map(String::as_str)),
+                    name,
+                    span,
+                }
+            }
+            GraphError::UnknownOutput { name } => {
+                let span = c
+                    .outputs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, s)| *s)
+                    .unwrap_or(def.name.span);
+                let known = names();
+                Error::UnknownName {
+                    what: "layer".into(),
+                    help: suggest(&name, known.iter().map(String::as_str)),
+                    name,
+                    span,
+                }
+            }
+            GraphError::Cycle { layers } => {
+                let known = names();
+                let mut chain: Vec<&str> = layers.iter().map(|&l| known[l].as_str()).collect();
+                chain.push(chain[0]);
+                Error::ModelCycle {
+                    model,
+                    chain: chain.join(" → "),
+                    span: layer_span(layers[0]),
+                }
+            }
+            GraphError::Unused { layer } => Error::UnusedLayer {
+                model,
+                layer: names()[layer].clone(),
+                span: layer_span(layer),
+            },
+            GraphError::Empty => Error::MissingStatement {
+                block: "model".into(),
+                name: model,
+                statement: "layer".into(),
+                span: def.name.span,
+                help: Some("add layers after the input, e.g. `conv 32 3x3 relu`".into()),
+            },
+        };
+        self.err(error);
+        None
     }
 
     fn walk(&mut self, body: &Body, env: &Env, c: &mut Collect) {
@@ -254,6 +362,7 @@ impl<'a> Checker<'a> {
                 "for" => self.for_loop(st, env, c),
                 "use" => self.use_model(st, env, c),
                 "input" => self.input(st, env, c),
+                "output" => self.output(st, env, c),
                 _ => {
                     if st.body.is_some() {
                         self.err(Error::WrongType {
@@ -282,8 +391,17 @@ impl<'a> Checker<'a> {
                         .map(|a| subst_arg(a, env))
                         .collect();
                     let args = Args::new(args.iter(), statement_span(st));
-                    if let Some((name, op)) = self.layer(head, &args) {
-                        c.ops.push((name, op, statement_span(st)));
+                    let from = match args.get("from") {
+                        Some(v) => self.layer_names(v, "`from:` (a layer name or a list `[a, b]`)"),
+                        None => Some(Vec::new()),
+                    };
+                    if let (Some((name, op)), Some(from)) = (self.layer(head, &args), from) {
+                        let (from, from_spans) = from.into_iter().unzip();
+                        c.ops.push(Written {
+                            spec: LayerSpec { name, op, from },
+                            span: statement_span(st),
+                            from_spans,
+                        });
                     }
                 }
             }
@@ -368,6 +486,45 @@ impl<'a> Checker<'a> {
         c.stack.pop();
     }
 
+    /// `output NAME`, `output a, b` or `output [a, b]`: the model returns these layers
+    /// (instead of its last). A used model's outputs are its user's business: ignored.
+    fn output(&mut self, st: &Statement, env: &Env, c: &mut Collect) {
+        if c.stack.len() > 1 {
+            return;
+        }
+        let values: Vec<Value> = st.args().map(|a| subst(a.value(), env)).collect();
+        if values.is_empty() {
+            self.err(Error::MissingArg {
+                what: "output".into(),
+                needed: "a layer name (`output head`)".into(),
+                span: st.head.span,
+                help: None,
+            });
+        }
+        for v in &values {
+            if let Some(names) = self.layer_names(v, "a layer name") {
+                c.outputs.extend(names);
+            }
+        }
+    }
+
+    /// A layer name, or a list of them, with their spans.
+    fn layer_names(&mut self, v: &Value, expected: &str) -> Option<Vec<(String, Span)>> {
+        let items: Vec<&Value> = match &v.kind {
+            ValueKind::List(items) => items.iter().collect(),
+            _ => vec![v],
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let name = match &item.kind {
+                ValueKind::Str(s) => s.clone(),
+                _ => self.word(item, expected)?.text.clone(),
+            };
+            out.push((name, item.span));
+        }
+        Some(out)
+    }
+
     fn input(&mut self, st: &Statement, env: &Env, c: &mut Collect) {
         if c.input.is_some() || !c.ops.is_empty() {
             // A used model's input is ignored when the outer model already has one.
@@ -421,6 +578,7 @@ impl<'a> Checker<'a> {
                     "conv",
                     &[
                         "name",
+                        "from",
                         "stride",
                         "padding",
                         "dilation",
@@ -464,7 +622,7 @@ impl<'a> Checker<'a> {
                 }
             }
             "dense" => {
-                self.only_named(a, "dense", &["name", "activation", "l1", "l2"]);
+                self.only_named(a, "dense", &["name", "from", "activation", "l1", "l2"]);
                 let units =
                     self.need(pos.first(), a, "dense", "a unit count (`dense 512 relu`)")?;
                 let units = self.count(units, "units", 1)?;
@@ -476,7 +634,7 @@ impl<'a> Checker<'a> {
                 }
             }
             "maxpool" | "avgpool" => {
-                self.only_named(a, kind, &["name", "stride", "padding"]);
+                self.only_named(a, kind, &["name", "from", "stride", "padding"]);
                 let size = match pos.first() {
                     Some(v) => self.pair(v, "pool size")?,
                     None => [2, 2],
@@ -509,7 +667,7 @@ impl<'a> Checker<'a> {
                 LayerOp::Flatten
             }
             "batchnorm" => {
-                self.only_named(a, kind, &["name", "momentum", "epsilon"]);
+                self.only_named(a, kind, &["name", "from", "momentum", "epsilon"]);
                 self.no_positional(a, kind);
                 let momentum = match a.get("momentum") {
                     Some(v) => self.ranged(v, "batchnorm momentum", 0.0, 1.0, false)? as f32,
@@ -522,13 +680,13 @@ impl<'a> Checker<'a> {
                 LayerOp::BatchNorm { momentum, epsilon }
             }
             "dropout" => {
-                self.only_named(a, kind, &["name"]);
+                self.only_named(a, kind, &["name", "from"]);
                 let rate = self.need(pos.first(), a, "dropout", "a rate (`dropout 0.5`)")?;
                 let rate = self.ranged(rate, "dropout rate", 0.0, 1.0, true)? as f32;
                 LayerOp::Dropout { rate }
             }
             "activation" => {
-                self.only_named(a, kind, &["name", "alpha"]);
+                self.only_named(a, kind, &["name", "from", "alpha"]);
                 let act = self.need(
                     pos.first(),
                     a,
@@ -539,12 +697,40 @@ impl<'a> Checker<'a> {
                 LayerOp::Activation(activation)
             }
             "upsample" => {
-                self.only_named(a, kind, &["name"]);
+                self.only_named(a, kind, &["name", "from"]);
                 let factor = match pos.first() {
                     Some(v) => self.count(v, "upsampling factor", 1)?,
                     None => 2,
                 };
                 LayerOp::Upsample { factor }
+            }
+            "add" | "concat" | "multiply" => {
+                self.only_named(a, kind, &["name", "from"]);
+                self.no_positional(a, kind);
+                match kind {
+                    "add" => LayerOp::Add,
+                    "concat" => LayerOp::Concat,
+                    _ => LayerOp::Multiply,
+                }
+            }
+            "weighted_sum" => {
+                self.only_named(a, kind, &["name", "from", "epsilon"]);
+                self.no_positional(a, kind);
+                let epsilon = match a.get("epsilon") {
+                    Some(v) => self.positive(v, "weighted_sum epsilon")? as f32,
+                    // BiFPN's ε.
+                    None => 1e-4,
+                };
+                LayerOp::WeightedSum { epsilon }
+            }
+            "relu6" | "hard_swish" | "swish" => {
+                self.only_named(a, kind, &["name", "from"]);
+                self.no_positional(a, kind);
+                LayerOp::Activation(match kind {
+                    "relu6" => Activation::Relu6,
+                    "hard_swish" => Activation::HardSwish,
+                    _ => Activation::Swish,
+                })
             }
             _ => return None,
         };
@@ -612,6 +798,9 @@ impl<'a> Checker<'a> {
             activation = match n.text.as_str() {
                 "linear" => Activation::Linear,
                 "relu" => Activation::Relu,
+                "relu6" => Activation::Relu6,
+                "hard_swish" => Activation::HardSwish,
+                "swish" => Activation::Swish,
                 "leaky_relu" => Activation::LeakyRelu {
                     alpha: alpha.unwrap_or(0.2) as f32,
                 },

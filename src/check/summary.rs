@@ -1,15 +1,18 @@
-//! Keras-like model summaries for `gpl check`: layer, output shape, parameters, MFLOPs.
+//! Keras-like model summaries for `gpl check`: layer, output shape, parameters, MFLOPs, and
+//! for a model that is not a plain chain Keras's functional-model "Connected to" column
+//! (what each layer reads), with the outputs listed under the table.
 
 use crate::nn::ir::{fmt_shape, ModelIr};
 
 pub fn summary(title: &str, ir: &ModelIr) -> String {
-    let mut rows: Vec<[String; 4]> = vec![[
+    let graph = !ir.is_chain();
+    let mut rows: Vec<Vec<String>> = vec![vec![
         "Layer (type)".into(),
         "Output shape".into(),
         "Params".into(),
         "MFLOPs".into(),
     ]];
-    rows.push([
+    rows.push(vec![
         "input".into(),
         fmt_shape(&ir.input),
         "0".into(),
@@ -17,21 +20,30 @@ pub fn summary(title: &str, ir: &ModelIr) -> String {
     ]);
     for l in &ir.layers {
         let frozen = if l.trainable { "" } else { " *" };
-        rows.push([
+        rows.push(vec![
             format!("{} ({}){frozen}", l.name, l.op.kind()),
             fmt_shape(&l.output),
             group_digits(l.params),
             format!("{:.2}", l.flops as f64 / 1e6),
         ]);
     }
-    let widths: Vec<usize> = (0..4)
+    if graph {
+        rows[0].push("Connected to".into());
+        rows[1].push(String::new());
+        for (row, l) in rows[2..].iter_mut().zip(&ir.layers) {
+            let sources: Vec<&str> = l.inputs.iter().map(|s| ir.source_name(*s)).collect();
+            row.push(sources.join(", "));
+        }
+    }
+    let columns = rows[0].len();
+    let widths: Vec<usize> = (0..columns)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
-    let total_width = widths.iter().sum::<usize>() + 6;
+    let total_width = widths.iter().sum::<usize>() + 2 * (columns - 1);
     let mut out = format!("{title}\n{}\n", "=".repeat(total_width));
     for (n, r) in rows.iter().enumerate() {
-        out.push_str(&format!(
-            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}\n",
+        let mut line = format!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}",
             r[0],
             r[1],
             r[2],
@@ -40,12 +52,25 @@ pub fn summary(title: &str, ir: &ModelIr) -> String {
             w1 = widths[1],
             w2 = widths[2],
             w3 = widths[3]
-        ));
+        );
+        if graph {
+            line.push_str(&format!("  {}", r[4]));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
         if n == 0 {
             out.push_str(&format!("{}\n", "-".repeat(total_width)));
         }
     }
     out.push_str(&format!("{}\n", "=".repeat(total_width)));
+    if graph {
+        let outputs: Vec<&str> = ir
+            .outputs
+            .iter()
+            .map(|&o| ir.layers[o].name.as_str())
+            .collect();
+        out.push_str(&format!("Outputs: {}\n", outputs.join(", ")));
+    }
     let total = ir.total_params();
     let trainable = ir.trainable_params();
     out.push_str(&format!("Total params: {}\n", group_digits(total)));

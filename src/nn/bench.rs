@@ -188,11 +188,7 @@ fn bench_net(ir: &ModelIr, options: &BenchOptions) -> miette::Result<NetFigures>
         net.predict(&images, n)
             .expect("benchmark batch is well-formed");
     });
-    let batch = Batch {
-        images: &images,
-        labels: &labels,
-        weights: &weights,
-    };
+    let batch = Batch::classes(&images, &labels, &weights);
     let train = rate(options.seconds, n, || {
         net.train_batch(&batch, 1e-3)
             .expect("benchmark batch is well-formed");

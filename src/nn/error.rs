@@ -30,6 +30,14 @@ pub enum EngineError {
     )]
     Label { label: u32, classes: usize },
 
+    #[error("output `{output}` cannot train on {given}: {reason}")]
+    #[diagnostic(code(gpl::engine::targets))]
+    Targets {
+        output: String,
+        given: String,
+        reason: String,
+    },
+
     #[error("the loss became {loss} (not finite); the weights were not updated")]
     #[diagnostic(
         code(gpl::engine::non_finite_loss),

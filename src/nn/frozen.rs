@@ -3,8 +3,12 @@
 //! mode, so its output depends on the pixels alone) and trains only the suffix on the cached
 //! features. Valid when the training images are the same every epoch (no on-the-fly
 //! augmentation) and the prefix has no dropout; the caller checks both.
+//!
+//! In a graph the prefix is the subgraph of the first trainable layer's ancestors (`freeze
+//! until X` freezes exactly X's ancestors), and it is cached only when everything after it
+//! reads one tensor of it: the output of the layer just before the split.
 
-use super::ir::{LayerOp, ModelIr};
+use super::ir::{LayerOp, LayerSpec, ModelIr, Source, INPUT};
 use super::optim::OptimizerConfig;
 use super::{EngineError, Network};
 use crate::train::learner::{Batch, Learner, NamedTensors, StepStats};
@@ -59,50 +63,68 @@ pub struct FrozenPrefix {
 
 impl FrozenPrefix {
     /// Index of the first trainable layer when the layers before it can be cached: at least
-    /// one frozen layer, none of them dropout (whose training-mode output is random).
+    /// one frozen layer, none of them dropout (whose training-mode output is random), and
+    /// the later layers read only the last of them (no output among them, no shortcut
+    /// around the split).
     pub fn split_point(ir: &ModelIr) -> Option<usize> {
         let first = ir.layers.iter().position(|l| l.trainable)?;
         let prefix = &ir.layers[..first];
-        (first > 0
+        let edge = Source::Layer(first.checked_sub(1)?);
+        let one_edge = ir.layers[first..]
+            .iter()
+            .flat_map(|l| &l.inputs)
+            .all(|s| matches!(s, Source::Layer(j) if *j >= first) || *s == edge);
+        (one_edge
+            && ir.outputs.iter().all(|&o| o >= first)
             && !prefix
                 .iter()
                 .any(|l| matches!(l.op, LayerOp::Dropout { .. })))
         .then_some(first)
     }
 
-    /// Splits `ir` at `at`; both halves keep the layer names, so Keras weights map unchanged.
+    /// Splits `ir` at `at` (a `split_point`); both halves keep the layer names, so Keras
+    /// weights map unchanged. The suffix reads the prefix's output as its input.
     pub fn new(
         ir: &ModelIr,
         at: usize,
         seed: u64,
         optimizer: OptimizerConfig,
     ) -> Result<FrozenPrefix, EngineError> {
-        let part = |name: &str, input: Vec<usize>, range: &[crate::nn::ir::LayerIr]| {
-            ModelIr::build(
-                name,
-                input,
-                range
-                    .iter()
-                    .map(|l| (Some(l.name.clone()), l.op.clone()))
-                    .collect(),
-            )
-            .map(|mut part| {
-                for (layer, original) in part.layers.iter_mut().zip(range) {
-                    layer.trainable = original.trainable;
-                }
-                part
-            })
-            .map_err(|e| EngineError::Shape {
-                layer: range[e.layer].name.clone(),
-                message: e.message,
-            })
+        let (specs, outputs) = ir.specs();
+        let edge = ir.layers[at - 1].name.clone();
+        let part = |name: &str, input: Vec<usize>, specs: Vec<LayerSpec>, outputs: Vec<String>| {
+            ModelIr::build_graph(name, input, specs, outputs)
+                .map(|mut part| {
+                    for layer in part.layers.iter_mut() {
+                        layer.trainable =
+                            ir.layers[ir.layer_index(&layer.name).unwrap_or(0)].trainable;
+                    }
+                    part
+                })
+                .map_err(|e| EngineError::Shape {
+                    layer: ir.name.clone(),
+                    message: format!("splitting off the frozen base: {e}"),
+                })
         };
         let prefix_ir = part(
             &format!("{}_frozen", ir.name),
             ir.input.clone(),
-            &ir.layers[..at],
+            specs[..at].to_vec(),
+            vec![edge.clone()],
         )?;
-        let suffix_ir = part(&ir.name, prefix_ir.output().clone(), &ir.layers[at..])?;
+        let suffix_specs = specs[at..]
+            .iter()
+            .cloned()
+            .map(|mut spec| {
+                for from in spec.from.iter_mut() {
+                    if *from == edge {
+                        *from = INPUT.to_string();
+                    }
+                }
+                spec
+            })
+            .collect();
+        let suffix_ir = part(&ir.name, prefix_ir.output().clone(), suffix_specs, outputs)?;
         let prefix = Network::new(&prefix_ir, seed, optimizer)?;
         let suffix = Network::new(&suffix_ir, seed, optimizer)?;
         Ok(FrozenPrefix {
@@ -122,7 +144,8 @@ impl FrozenPrefix {
         self.computed
     }
 
-    /// Digest of what decides the prefix's outputs: its layers and their weights.
+    /// Digest of what decides the prefix's outputs: its subgraph (layers, reads, output)
+    /// and their weights.
     fn prefix_key(&self) -> [u8; 32] {
         let mut hasher = blake3::Hasher::new();
         hasher.update(
@@ -198,7 +221,7 @@ impl Learner for FrozenPrefix {
         self.suffix.train_batch(
             &Batch {
                 images: &features,
-                labels: batch.labels,
+                targets: batch.targets.clone(),
                 weights: batch.weights,
             },
             lr,

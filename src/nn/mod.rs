@@ -22,6 +22,16 @@ pub mod ops;
 pub mod optim;
 pub mod real;
 
+/// The engine's numerics generation, part of the cache key of every stage that runs the
+/// engine (train, crossval folds). Bump it whenever a change to the engine (a kernel, a
+/// loss, an initialisation, an optimizer, the order of a reduction) can alter any stage's
+/// outputs, so cached results computed by the old numerics are not served. Cosmetic and
+/// speed-only changes that keep outputs bit-identical do not bump it.
+///
+/// 1: the luminal engine as first released (keyed then by the crate version only);
+/// 2: models as graphs, label smoothing applied.
+pub const ENGINE_EPOCH: u32 = 2;
+
 pub use error::EngineError;
 pub use model::Param;
 pub use network::{ActivationGradients, MemoryReport, Network};

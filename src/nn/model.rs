@@ -1,18 +1,23 @@
-//! `Model`: a model IR compiled into layers (kernel + fused activation) and named
-//! parameters, with each layer's forward and backward kernels. It holds no activations:
-//! the luminal graphs of `nn::graph` own those and call into the model per operator, so
-//! one model serves its training, inference and explanation graphs alike.
+//! `Model`: a model IR compiled into layers (kernel + fused activation, the layers it
+//! reads) and named parameters, with each layer's forward and backward kernels. It holds
+//! no activations: the luminal graphs of `nn::graph` own those and call into the model per
+//! operator, so one model serves its training, inference and explanation graphs alike.
 //!
 //! Parameters carry Keras names (`<layer>/kernel`, `/bias`, `/gamma`, `/beta`,
 //! `/moving_mean`, `/moving_variance`) and Keras layouts (conv HWIO, dense (in, out)), so
-//! Keras HDF5 weights map one to one. A final softmax is fused into the cross-entropy: the
-//! last layer outputs logits, and `Network::predict` applies the softmax.
+//! Keras HDF5 weights map one to one. A weighted sum's fusion weights are its `kernel`.
+//! A softmax ending an output is fused into that output's cross-entropy: the layer
+//! outputs logits, and `Network::predict` applies the softmax.
 
 use super::error::EngineError;
-use super::ir::{Activation, LayerOp, ModelIr, Regularizer};
+use super::ir::{Activation, LayerOp, ModelIr, Regularizer, Source};
 use super::ops::conv::{conv2d_backward, conv2d_forward, ConvGeom, ConvScratch};
 use super::ops::dense::{dense_backward, dense_forward};
 use super::ops::dropout::{apply_mask, fill_mask, mask_seed};
+use super::ops::merge::{
+    add_forward, concat_backward, concat_forward, multiply_backward, multiply_forward,
+    weighted_sum_backward, weighted_sum_forward,
+};
 use super::ops::norm::{
     affine_part, batchnorm_infer_backward, batchnorm_infer_forward, batchnorm_train_backward,
     batchnorm_train_forward, infer_affine, update_running,
@@ -77,6 +82,19 @@ pub(crate) enum Kernel {
         c: usize,
         factor: usize,
     },
+    Add,
+    /// Rows of each input's channels (`Layer::in_lens[k] / rows_per_sample`) side by side.
+    Concat {
+        rows_per_sample: usize,
+    },
+    Multiply {
+        c: usize,
+        broadcast: bool,
+    },
+    WeightedSum {
+        weights: usize,
+        eps: f32,
+    },
 }
 
 pub(crate) struct Layer {
@@ -86,8 +104,10 @@ pub(crate) struct Layer {
     /// Size of the output's last axis (softmax normalises over it).
     pub(crate) last: usize,
     pub(crate) out_len: usize,
-    /// Elements per sample of the layer's input.
-    pub(crate) in_len: usize,
+    /// What the layer reads, in order (earlier layers or the images).
+    pub(crate) inputs: Vec<Source>,
+    /// Elements per sample of each input.
+    pub(crate) in_lens: Vec<usize>,
     pub(crate) trainable: bool,
 }
 
@@ -95,7 +115,10 @@ impl Layer {
     pub(crate) fn has_params(&self) -> bool {
         matches!(
             self.kernel,
-            Kernel::Conv { .. } | Kernel::Dense { .. } | Kernel::BatchNorm { .. }
+            Kernel::Conv { .. }
+                | Kernel::Dense { .. }
+                | Kernel::BatchNorm { .. }
+                | Kernel::WeightedSum { .. }
         )
     }
     /// Batchnorm of a frozen layer runs in inference mode even while training (Keras 2.1+).
@@ -128,6 +151,15 @@ impl Scratch {
     }
 }
 
+/// One output of the model: the layer, its class count, and whether its softmax runs
+/// inside the cross-entropy instead of the layer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Head {
+    pub(crate) layer: usize,
+    pub(crate) classes: usize,
+    pub(crate) fused_softmax: bool,
+}
+
 /// The compiled layers and their parameters; see the module comment.
 pub(crate) struct Model {
     pub(crate) layers: Vec<Layer>,
@@ -135,9 +167,8 @@ pub(crate) struct Model {
     /// Optimizer steps taken (dropout masks are drawn from it).
     pub(crate) step: u64,
     pub(crate) seed: u64,
-    pub(crate) classes: usize,
-    /// The IR ends in a softmax, run inside the cross-entropy instead of the last layer.
-    pub(crate) fused_softmax: bool,
+    /// The model's outputs in order; the first is the one `predict` and accuracy use.
+    pub(crate) heads: Vec<Head>,
     /// Operators time their kernels (`Network::profile`).
     pub(crate) profiling: bool,
 }
@@ -165,16 +196,24 @@ impl Model {
     /// zero biases, unit gammas). Every layer's shapes are re-inferred and compared with the
     /// IR, so a hand-edited or stale IR fails here, naming the layer, before anything runs.
     pub(crate) fn build(ir: &ModelIr, seed: u64) -> Result<Model, EngineError> {
-        let rebuilt = ModelIr::build(
-            &ir.name,
-            ir.input.clone(),
-            ir.layers
-                .iter()
-                .map(|l| (Some(l.name.clone()), l.op.clone()))
-                .collect(),
-        )
-        .map_err(|e| shape_error(ir, e.layer, e.message))?;
+        let (specs, outputs) = ir.specs();
+        let rebuilt = ModelIr::build_graph(&ir.name, ir.input.clone(), specs, outputs).map_err(
+            |e| match e.layer() {
+                Some(layer) => shape_error(ir, layer, e.to_string()),
+                None => EngineError::Shape {
+                    layer: ir.name.clone(),
+                    message: e.to_string(),
+                },
+            },
+        )?;
         for (i, (have, want)) in ir.layers.iter().zip(&rebuilt.layers).enumerate() {
+            if have.inputs != want.inputs {
+                return Err(shape_error(
+                    ir,
+                    i,
+                    "the IR's layers are not in reading order".to_string(),
+                ));
+            }
             if have.input != want.input || have.output != want.output {
                 return Err(shape_error(
                     ir,
@@ -192,15 +231,36 @@ impl Model {
                 message: "the model has no layers".into(),
             });
         }
-        let last_index = ir.layers.len() - 1;
-        let final_act = match &ir.layers[last_index].op {
-            LayerOp::Conv2d { activation, .. }
-            | LayerOp::Dense { activation, .. }
-            | LayerOp::Activation(activation) => *activation,
-            _ => Activation::Linear,
-        };
-        let fused_softmax = final_act == Activation::Softmax;
-        let classes = ir.output().iter().product();
+        let mut heads = Vec::with_capacity(ir.outputs.len());
+        for &o in &ir.outputs {
+            let layer = &ir.layers[o];
+            let act = match &layer.op {
+                LayerOp::Conv2d { activation, .. }
+                | LayerOp::Dense { activation, .. }
+                | LayerOp::Activation(activation) => *activation,
+                _ => Activation::Linear,
+            };
+            let fused_softmax = act == Activation::Softmax;
+            let reader = ir
+                .layers
+                .iter()
+                .find(|l| l.inputs.contains(&Source::Layer(o)));
+            if let (true, Some(reader)) = (fused_softmax, reader) {
+                return Err(shape_error(
+                    ir,
+                    o,
+                    format!(
+                        "an output ending in softmax runs its softmax inside the loss, so `{}` cannot read it: give `{}` a linear activation and add `activation softmax` as the output",
+                        reader.name, layer.name
+                    ),
+                ));
+            }
+            heads.push(Head {
+                layer: o,
+                classes: layer.output.iter().product(),
+                fused_softmax,
+            });
+        }
 
         let mut params = Vec::new();
         let mut layers = Vec::new();
@@ -384,7 +444,37 @@ impl Model {
                         factor: *factor,
                     }
                 }
+                LayerOp::Add => Kernel::Add,
+                LayerOp::Concat => Kernel::Concat {
+                    rows_per_sample: out_len / last,
+                },
+                LayerOp::Multiply => Kernel::Multiply {
+                    c: last,
+                    broadcast: ir.source_shape(layer.inputs[1]) != &layer.input,
+                },
+                LayerOp::WeightedSum { epsilon } => {
+                    let k = layer.inputs.len();
+                    // BiFPN initialises the fusion weights to one: a plain average.
+                    let weights = add(
+                        "kernel",
+                        vec![k],
+                        vec![1.0; k],
+                        trainable,
+                        Regularizer::default(),
+                    );
+                    Kernel::WeightedSum {
+                        weights,
+                        eps: *epsilon,
+                    }
+                }
             };
+            if act.needs_input() && !matches!(kernel, Kernel::Copy) {
+                return Err(shape_error(
+                    ir,
+                    index,
+                    format!("{} runs only as a layer of its own", act.keyword()),
+                ));
+            }
             if let Activation::LeakyRelu { alpha } | Activation::Elu { alpha } = act {
                 if alpha <= 0.0 {
                     return Err(shape_error(
@@ -394,7 +484,7 @@ impl Model {
                     ));
                 }
             }
-            if index == last_index && fused_softmax {
+            if heads.iter().any(|h| h.layer == index && h.fused_softmax) {
                 act = Activation::Linear;
             }
             layers.push(Layer {
@@ -402,7 +492,12 @@ impl Model {
                 act,
                 last,
                 out_len,
-                in_len: layer.input.iter().product(),
+                inputs: layer.inputs.clone(),
+                in_lens: ir
+                    .input_shapes(index)
+                    .iter()
+                    .map(|s| s.iter().product())
+                    .collect(),
                 trainable,
             });
         }
@@ -411,10 +506,14 @@ impl Model {
             params,
             step: 0,
             seed,
-            classes,
-            fused_softmax,
+            heads,
             profiling: false,
         })
+    }
+
+    /// The first output, which `predict`, accuracy and explanations use.
+    pub(crate) fn head(&self) -> Head {
+        self.heads[0]
     }
 
     /// Whether layer `i` (a convolution) and layer `i + 1` (batchnorm in inference mode) can
@@ -423,10 +522,20 @@ impl Model {
         let (Some(conv), Some(norm)) = (self.layers.get(i), self.layers.get(i + 1)) else {
             return false;
         };
-        matches!(
-            (conv.kernel, norm.kernel),
-            (Kernel::Conv { .. }, Kernel::BatchNorm { .. })
-        ) && !norm.bn_training(false)
+        // The convolution's own output is never written: nothing else may need it.
+        let read_elsewhere = self.heads.iter().any(|h| h.layer == i)
+            || self
+                .layers
+                .iter()
+                .enumerate()
+                .any(|(j, l)| j != i + 1 && l.inputs.contains(&Source::Layer(i)));
+        norm.inputs == [Source::Layer(i)]
+            && !read_elsewhere
+            && matches!(
+                (conv.kernel, norm.kernel),
+                (Kernel::Conv { .. }, Kernel::BatchNorm { .. })
+            )
+            && !norm.bn_training(false)
             && conv.act != Activation::Softmax
             && norm.act != Activation::Softmax
     }
@@ -490,18 +599,19 @@ impl Model {
         );
     }
 
-    /// One layer's kernel and activation, `x` → `y`.
+    /// One layer's kernel and activation, inputs `xs` (in the layer's input order) → `y`.
     pub(crate) fn forward_layer(
         &self,
         i: usize,
         scratch: &mut Scratch,
-        x: &[f32],
+        xs: &[&[f32]],
         y: &mut [f32],
         n: usize,
         train: bool,
     ) {
         let layer = &self.layers[i];
         let p = &self.params;
+        let x = xs[0];
         match (layer.kernel, scratch) {
             (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) => {
                 conv2d_forward(&geom, n, x, &p[kernel].value, &p[bias].value, y, s, None)
@@ -557,6 +667,16 @@ impl Model {
                 apply_mask(x, mask, y);
             }
             (Kernel::Upsample { h, w, c, factor }, _) => upsample_forward(h, w, c, factor, x, y),
+            (Kernel::Add, _) => add_forward(xs, y),
+            (Kernel::Concat { rows_per_sample }, _) => {
+                let channels: Vec<usize> =
+                    layer.in_lens.iter().map(|l| l / rows_per_sample).collect();
+                concat_forward(&channels, xs, y)
+            }
+            (Kernel::Multiply { c, broadcast }, _) => multiply_forward(c, broadcast, x, xs[1], y),
+            (Kernel::WeightedSum { weights, eps }, _) => {
+                weighted_sum_forward(&p[weights].value, eps, xs, y)
+            }
             (Kernel::Dropout { .. } | Kernel::Copy, _) => y.copy_from_slice(x),
             (kernel, _) => unreachable!("workspace scratch does not match kernel {kernel:?}"),
         }
@@ -564,25 +684,74 @@ impl Model {
     }
 
     /// Layer `i`'s backward kernel: `dy` (d loss / d output, overwritten with the gradient
-    /// before the activation) → `dx` when asked, and, with `param_grads` on a trainable
-    /// layer, the parameter gradients (written, not accumulated).
+    /// before the activation) → each input's gradient in `dxs` where asked (`None`: not
+    /// wanted), and, with `param_grads` on a trainable layer, the parameter gradients
+    /// (written, not accumulated).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_layer(
         &mut self,
         i: usize,
         scratch: &mut Scratch,
-        x: &[f32],
+        xs: &[&[f32]],
         y: &[f32],
         dy: &mut [f32],
-        dx: Option<&mut [f32]>,
+        dxs: &mut [Option<&mut [f32]>],
         n: usize,
         train: bool,
         param_grads: bool,
     ) {
         let layer = &self.layers[i];
-        activation::activate_backward(layer.act, y, dy, layer.last);
+        let x = xs[0];
+        if layer.act.needs_input() {
+            // Only a layer of its own (a copy) has such an activation: its input is `x`.
+            activation::activate_backward_from_input(layer.act, x, dy);
+        } else {
+            activation::activate_backward(layer.act, y, dy, layer.last);
+        }
         let with_params = param_grads && layer.trainable;
         let p = &mut self.params;
+        match (layer.kernel, &mut *dxs) {
+            (Kernel::Add, dxs) => {
+                for dx in dxs.iter_mut().flatten() {
+                    dx.copy_from_slice(dy);
+                }
+                return;
+            }
+            (Kernel::Concat { rows_per_sample }, dxs) => {
+                let channels: Vec<usize> =
+                    layer.in_lens.iter().map(|l| l / rows_per_sample).collect();
+                concat_backward(&channels, dy, dxs);
+                return;
+            }
+            (Kernel::Multiply { c, broadcast }, [da, db]) => {
+                multiply_backward(
+                    c,
+                    broadcast,
+                    x,
+                    xs[1],
+                    dy,
+                    da.as_deref_mut(),
+                    db.as_deref_mut(),
+                );
+                return;
+            }
+            (Kernel::WeightedSum { weights, eps }, dxs) => {
+                let mut gw = std::mem::take(&mut p[weights].grad);
+                weighted_sum_backward(
+                    &p[weights].value,
+                    eps,
+                    xs,
+                    y,
+                    dy,
+                    dxs,
+                    with_params.then_some(&mut gw[..]),
+                );
+                p[weights].grad = gw;
+                return;
+            }
+            _ => {}
+        }
+        let dx = dxs.first_mut().and_then(|d| d.as_deref_mut());
         match (layer.kernel, scratch) {
             (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) => {
                 let (mut gk, mut gb) = (
@@ -708,6 +877,13 @@ impl Model {
                     dx.copy_from_slice(dy);
                 }
             }
+            (
+                kernel @ (Kernel::Add
+                | Kernel::Concat { .. }
+                | Kernel::Multiply { .. }
+                | Kernel::WeightedSum { .. }),
+                _,
+            ) => unreachable!("joins returned above: {kernel:?}"),
             (kernel, _) => unreachable!("workspace scratch does not match kernel {kernel:?}"),
         }
     }

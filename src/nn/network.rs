@@ -9,7 +9,7 @@ use super::ir::ModelIr;
 use super::model::{Model, Param};
 use super::ops::activation;
 use super::optim::OptimizerConfig;
-use crate::train::learner::{Batch, Learner, NamedTensors, StepStats, Tensor};
+use crate::train::learner::{Batch, Learner, NamedTensors, StepStats, Target, Tensor};
 use std::cell::{Ref, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -124,8 +124,18 @@ impl Network {
         self.ir.input.iter().product()
     }
 
+    /// The first output's class count (what `predict` returns per image).
     fn classes(&self) -> usize {
-        self.model.borrow().classes
+        self.model.borrow().head().classes
+    }
+
+    /// The model's outputs by layer name, in order.
+    pub fn output_names(&self) -> Vec<String> {
+        self.ir
+            .outputs
+            .iter()
+            .map(|&o| self.ir.layers[o].name.clone())
+            .collect()
     }
 
     /// The graph of (`n`, `mode`), compiled on first use.
@@ -156,40 +166,78 @@ impl Network {
         Ok(())
     }
 
-    /// Forward and backward without an optimizer update: returns the loss (with penalties) and
-    /// leaves every gradient readable through `gradient()`. `train_batch` is this plus the update.
+    /// Forward and backward without an optimizer update: returns the loss (the sum of every
+    /// output's loss, with penalties) and leaves every gradient readable through
+    /// `gradient()`. `train_batch` is this plus the update. Accuracy counts the first output.
     pub fn compute_gradients(&mut self, batch: &Batch) -> Result<StepStats, EngineError> {
         let n = batch.len();
         self.check_images(batch.images, n)?;
-        if batch.weights.len() != n {
+        let heads = self.model.borrow().heads.clone();
+        let names = self.output_names();
+        if batch.targets.len() != heads.len() {
             return Err(EngineError::Batch {
-                what: "sample weights",
-                expected: n,
-                got: batch.weights.len(),
+                what: "targets (one per model output)",
+                expected: heads.len(),
+                got: batch.targets.len(),
             });
         }
-        let classes = self.classes();
-        if let Some(&label) = batch.labels.iter().find(|&&l| l as usize >= classes) {
-            return Err(EngineError::Label { label, classes });
+        let mut classes_of = Vec::with_capacity(heads.len());
+        for ((target, head), name) in batch.targets.iter().zip(&heads).zip(&names) {
+            let Target::Classes {
+                labels,
+                label_smoothing,
+            } = *target
+            else {
+                return Err(EngineError::Targets {
+                    output: name.clone(),
+                    given: target.kind().into(),
+                    reason: "only class labels train yet (box regression comes with detection)"
+                        .into(),
+                });
+            };
+            if labels.len() != n {
+                return Err(EngineError::Batch {
+                    what: "labels",
+                    expected: n,
+                    got: labels.len(),
+                });
+            }
+            if let Some(&label) = labels.iter().find(|&&l| l as usize >= head.classes) {
+                return Err(EngineError::Label {
+                    label,
+                    classes: head.classes,
+                });
+            }
+            if !(0.0..=1.0).contains(&label_smoothing) {
+                return Err(EngineError::Targets {
+                    output: name.clone(),
+                    given: format!("label smoothing {label_smoothing}"),
+                    reason: "label smoothing must be in [0, 1]".into(),
+                });
+            }
+            classes_of.push((labels, label_smoothing));
         }
         let model = self.model.clone();
         let g = self.graph(n, Mode::Train);
         g.input.borrow_mut().copy_from_slice(batch.images);
-        let targets = g.targets.clone().expect("training graphs have targets");
-        targets.labels.borrow_mut().copy_from_slice(batch.labels);
-        targets.weights.borrow_mut().copy_from_slice(batch.weights);
+        for (t, (labels, smoothing)) in g.targets.iter().zip(&classes_of) {
+            t.labels.borrow_mut().copy_from_slice(labels);
+            t.weights.borrow_mut().copy_from_slice(batch.weights);
+            t.smoothing.set(*smoothing);
+        }
         g.graph.execute();
         g.steps += 1;
         let mut model = model.borrow_mut();
-        let total = targets.loss.get() + model.penalty();
+        let total = g.targets.iter().map(|t| t.loss.get()).sum::<f64>() + model.penalty();
         if !total.is_finite() {
             return Err(EngineError::NonFiniteLoss { loss: total });
         }
-        let correct = targets
+        let (first, (labels, _)) = (&g.targets[0], classes_of[0]);
+        let correct = first
             .probs
             .borrow()
-            .chunks(classes)
-            .zip(batch.labels)
+            .chunks(first.classes)
+            .zip(labels)
             .filter(|(p, &l)| argmax(p) == l as usize)
             .count();
         model.penalty_backward();
@@ -201,6 +249,12 @@ impl Network {
             loss: total,
             correct,
         })
+    }
+
+    /// Each output's loss in the last training step with batch `n` (without penalties).
+    pub fn output_losses(&self, n: usize) -> Option<Vec<f64>> {
+        let g = self.graphs.get(&(n, Mode::Train))?;
+        Some(g.targets.iter().map(|t| t.loss.get()).collect())
     }
 
     /// Times every layer's forward and backward kernels from now on (see `profile`).
@@ -239,10 +293,16 @@ impl Network {
             .collect()
     }
 
-    /// The last training step's final outputs (logits when the softmax is fused), `[n, classes]`.
+    /// The last training step's first output (logits when the softmax is fused), `[n, classes]`.
     pub fn train_outputs(&self, n: usize) -> Option<Vec<f32>> {
+        self.train_output(n, 0)
+    }
+
+    /// Output `k` of the last training step (logits when its softmax is fused).
+    pub fn train_output(&self, n: usize, k: usize) -> Option<Vec<f32>> {
         let g = self.graphs.get(&(n, Mode::Train))?;
-        let out = g.outputs.last()?.borrow().clone();
+        let head = *self.model.borrow().heads.get(k)?;
+        let out = g.outputs[head.layer].borrow().clone();
         Some(out)
     }
 
@@ -256,11 +316,20 @@ impl Network {
         }
     }
 
-    /// Outputs before the fused softmax for `n` images (inference mode), `[n, classes]`.
+    /// The first output before its fused softmax for `n` images (inference mode), `[n, classes]`.
     pub fn logits(&mut self, images: &[f32], n: usize) -> Result<Vec<f32>, EngineError> {
+        Ok(self.all_logits(images, n)?.swap_remove(0))
+    }
+
+    /// Every output before its fused softmax for `n` images (inference mode), in output
+    /// order, each `[n, classes_k]`.
+    pub fn all_logits(&mut self, images: &[f32], n: usize) -> Result<Vec<Vec<f32>>, EngineError> {
         self.check_images(images, n)?;
-        let classes = self.classes();
-        let mut out = Vec::with_capacity(n * classes);
+        let heads = self.model.borrow().heads.clone();
+        let mut out: Vec<Vec<f32>> = heads
+            .iter()
+            .map(|h| Vec::with_capacity(n * h.classes))
+            .collect();
         let chunk = n.clamp(1, PREDICT_CHUNK);
         let per = self.input_len();
         let g = self.graph(chunk, Mode::Infer);
@@ -275,13 +344,15 @@ impl Network {
             }
             g.graph.execute();
             g.steps += 1;
-            let logits = g.outputs.last().expect("a model has layers").borrow();
-            out.extend_from_slice(&logits[..(end - start) * classes]);
+            for (o, head) in out.iter_mut().zip(&heads) {
+                let logits = g.outputs[head.layer].borrow();
+                o.extend_from_slice(&logits[..(end - start) * head.classes]);
+            }
         }
         Ok(out)
     }
 
-    /// Gradient of `objective = Σ output_grad · logits` (inference mode) w.r.t. the output of
+    /// Gradient of `objective = Σ output_grad · logits` of the first output (inference mode) w.r.t. the output of
     /// layer `layer`, or w.r.t. the input images when `layer` is None. With a one-hot
     /// `output_grad` this is the class-score gradient Grad-CAM and saliency maps need.
     /// Runs the `n` images as one batch; parameter gradients are not computed.
@@ -314,6 +385,7 @@ impl Network {
             Some(l) => self.ir.layers[l].output.clone(),
             None => self.ir.input.clone(),
         };
+        let head = self.model.borrow().head();
         let g = self.graph(n, Mode::Explain(layer));
         g.input.borrow_mut().copy_from_slice(images);
         let seed = g.seed.as_ref().expect("explanation graphs have a seed");
@@ -324,16 +396,17 @@ impl Network {
             Some(l) => g.outputs[l].borrow().clone(),
             None => images.to_vec(),
         };
-        let gradients = g
-            .captured
-            .as_ref()
-            .expect("the objective depends on every layer")
-            .borrow()
-            .clone();
+        let Some(captured) = g.captured.as_ref() else {
+            return Err(EngineError::Shape {
+                layer: layer.map_or("input".into(), |l| self.ir.layers[l].name.clone()),
+                message: "the first output does not depend on this layer".into(),
+            });
+        };
+        let gradients = captured.borrow().clone();
         let full: Vec<usize> = std::iter::once(n).chain(shape).collect();
         let logits = Tensor {
             shape: vec![n, classes],
-            data: g.outputs[layers - 1].borrow().clone(),
+            data: g.outputs[head.layer].borrow().clone(),
         };
         Ok(ActivationGradients {
             activations: Tensor {
@@ -495,8 +568,8 @@ impl Learner for Network {
     fn predict(&mut self, images: &[f32], n: usize) -> miette::Result<Vec<f32>> {
         let mut out = self.logits(images, n)?;
         let (fused, classes) = {
-            let m = self.model.borrow();
-            (m.fused_softmax, m.classes)
+            let head = self.model.borrow().head();
+            (head.fused_softmax, head.classes)
         };
         if fused {
             for row in out.chunks_mut(classes) {

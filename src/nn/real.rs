@@ -35,6 +35,7 @@ pub trait Real:
     fn tanh(self) -> Self;
     fn abs(self) -> Self;
     fn max(self, other: Self) -> Self;
+    fn min(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
     fn from_usize(x: usize) -> Self {
         Self::from_f64(x as f64)
@@ -78,6 +79,10 @@ macro_rules! impl_real {
             #[inline(always)]
             fn max(self, other: Self) -> Self {
                 <$t>::max(self, other)
+            }
+            #[inline(always)]
+            fn min(self, other: Self) -> Self {
+                <$t>::min(self, other)
             }
             #[inline(always)]
             fn is_finite(self) -> bool {

@@ -48,6 +48,8 @@ pub struct EvaluateConfig {
     pub predictions: bool,
     /// Batch size for models that run on the images.
     pub batch: usize,
+    /// `nn::ENGINE_EPOCH` when a model runs on the images (the engine computes the scores).
+    pub engine_epoch: Option<u32>,
 }
 
 impl EvaluateConfig {
@@ -227,6 +229,10 @@ pub(super) fn compile(
             source,
         });
     }
+    let engine_epoch = evaluated
+        .iter()
+        .any(|m| m.source == EvalSource::Infer)
+        .then_some(crate::nn::ENGINE_EPOCH);
     let config = EvaluateConfig {
         models: evaluated,
         data: DataSel::of(data),
@@ -235,6 +241,7 @@ pub(super) fn compile(
         roc: *roc,
         predictions: *predictions,
         batch,
+        engine_epoch,
     };
     let inputs = config.inputs();
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();

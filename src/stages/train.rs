@@ -64,6 +64,9 @@ pub struct InitConfig {
 /// Everything that decides a trained model, apart from its data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recipe {
+    /// `nn::ENGINE_EPOCH`: every stage that runs the engine builds it from a recipe, so a
+    /// numerics change re-runs them all.
+    pub engine_epoch: u32,
     pub model: ModelIr,
     pub optimizer: OptimizerConfig,
     pub fit: FitConfig,
@@ -458,7 +461,13 @@ pub(super) fn recipe(program: &Program, t: &check::Train) -> Recipe {
         validation: _,
         // Derived from `ir` and the data at check time.
         classes: _,
-        loss,
+        loss:
+            check::Loss {
+                // Softmax cross-entropy is the only loss (`LossKind` has one variant).
+                kind: check::LossKind::Crossentropy,
+                class_weights,
+                label_smoothing,
+            },
         optimizer: o,
         epochs,
         batch,
@@ -499,8 +508,9 @@ pub(super) fn recipe(program: &Program, t: &check::Train) -> Recipe {
         shuffle: true,
         learning_rate: o.lr as f32,
         callbacks: callbacks.iter().map(callback_spec).collect(),
+        label_smoothing: *label_smoothing as f32,
     };
-    let class_weights = match &loss.class_weights {
+    let class_weights = match class_weights {
         None => ClassWeightConfig::None,
         Some(check::ClassWeights::Balance { .. }) => ClassWeightConfig::FromBalance,
         Some(check::ClassWeights::Balanced) => ClassWeightConfig::Balanced,
@@ -509,6 +519,7 @@ pub(super) fn recipe(program: &Program, t: &check::Train) -> Recipe {
         },
     };
     Recipe {
+        engine_epoch: crate::nn::ENGINE_EPOCH,
         model: ir.clone(),
         optimizer,
         fit,

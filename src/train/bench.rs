@@ -54,11 +54,7 @@ pub fn epoch_vs_step(ir: &ModelIr, batch: usize, batches: usize) -> miette::Resu
         .collect();
     let labels = set.labels[..batch].to_vec();
     let weights = vec![1.0f32; batch];
-    let ready = Batch {
-        images: &pixels,
-        labels: &labels,
-        weights: &weights,
-    };
+    let ready = Batch::classes(&pixels, &labels, &weights);
     for _ in 0..2 {
         net.train_batch(&ready, 1e-3)?;
     }

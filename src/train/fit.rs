@@ -11,7 +11,7 @@ use crate::data::ImageSet;
 use crate::train::callbacks::{Callback, CallbackSpec, CallbackState, EpochLogs};
 use crate::train::error::{Result, TrainError};
 use crate::train::history::{EpochRecord, History};
-use crate::train::learner::{Batch, Learner, NamedTensors};
+use crate::train::learner::{Batch, Learner, NamedTensors, Target};
 use crate::train::weights::{load_safetensors, save_safetensors, Metadata};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -37,6 +37,9 @@ pub struct FitConfig {
     pub learning_rate: f32,
     /// Run in order after each epoch, as Keras runs its callback list.
     pub callbacks: Vec<CallbackSpec>,
+    /// Keras `CategoricalCrossentropy(label_smoothing)`: targets y·(1−ε) + ε/K, for the
+    /// training loss and the validation loss alike.
+    pub label_smoothing: f32,
 }
 
 impl Default for FitConfig {
@@ -49,6 +52,7 @@ impl Default for FitConfig {
             shuffle: true,
             learning_rate: 1e-3,
             callbacks: Vec::new(),
+            label_smoothing: 0.0,
         }
     }
 }
@@ -215,12 +219,24 @@ fn prepare_batch(
 }
 
 /// Keras's categorical crossentropy on probabilities: renormalise, clip to
-/// [1e-7, 1 - 1e-7], take -ln of the true class.
-fn crossentropy(probabilities: &[f32], label: usize) -> f64 {
+/// [1e-7, 1 - 1e-7], take −Σ_k y_k ln p_k with the label smoothed to y·(1−ε) + ε/K.
+fn crossentropy(probabilities: &[f32], label: usize, smoothing: f32) -> f64 {
     const EPSILON: f64 = 1e-7;
     let sum: f64 = probabilities.iter().map(|&p| p as f64).sum();
-    let p = probabilities.get(label).map_or(0.0, |&p| p as f64) / sum;
-    -p.clamp(EPSILON, 1.0 - EPSILON).ln()
+    let nll = |k: usize| {
+        let p = probabilities.get(k).map_or(0.0, |&p| p as f64) / sum;
+        -p.clamp(EPSILON, 1.0 - EPSILON).ln()
+    };
+    if smoothing == 0.0 {
+        return nll(label);
+    }
+    let (eps, classes) = (smoothing as f64, probabilities.len());
+    (0..classes)
+        .map(|k| {
+            let one_hot = if k == label { 1.0 } else { 0.0 };
+            (one_hot * (1.0 - eps) + eps / classes as f64) * nll(k)
+        })
+        .sum()
 }
 
 fn argmax(row: &[f32]) -> usize {
@@ -235,13 +251,18 @@ fn argmax(row: &[f32]) -> usize {
 
 /// Validation loss (unweighted, plus the learner's penalties, as Keras computes
 /// `val_loss`) and accuracy.
-fn evaluate(learner: &mut dyn Learner, set: &ImageSet, batch_size: usize) -> Result<(f64, f64)> {
+fn evaluate(
+    learner: &mut dyn Learner,
+    set: &ImageSet,
+    batch_size: usize,
+    smoothing: f32,
+) -> Result<(f64, f64)> {
     let probs = crate::train::predictions::predict_set(learner, set, batch_size)?;
     let classes = learner.classes();
     let mut loss = 0.0;
     let mut correct = 0usize;
     for (row, &label) in probs.chunks_exact(classes).zip(&set.labels) {
-        loss += crossentropy(row, label as usize);
+        loss += crossentropy(row, label as usize, smoothing);
         correct += usize::from(argmax(row) == label as usize);
     }
     let n = set.len().max(1) as f64;
@@ -309,6 +330,12 @@ fn check_config(
         return invalid(format!(
             "learning rate {} must be positive",
             config.learning_rate
+        ));
+    }
+    if !(0.0..=1.0).contains(&config.label_smoothing) {
+        return invalid(format!(
+            "label smoothing {} must be in [0, 1]",
+            config.label_smoothing
         ));
     }
     if train.images.is_empty() {
@@ -468,7 +495,10 @@ pub fn fit(
                 debug_assert_eq!(prepared.images.len(), n * sample_len);
                 let batch = Batch {
                     images: &prepared.images,
-                    labels: &prepared.labels,
+                    targets: vec![Target::Classes {
+                        labels: &prepared.labels,
+                        label_smoothing: config.label_smoothing,
+                    }],
                     weights: &prepared.weights,
                 };
                 let stats = learner
@@ -509,7 +539,7 @@ pub fn fit(
         ]);
         let (val_loss, val_accuracy) = match val {
             Some(v) => {
-                let (l, a) = evaluate(learner, v, config.batch_size)?;
+                let (l, a) = evaluate(learner, v, config.batch_size, config.label_smoothing)?;
                 logs.insert("val_loss".into(), l);
                 logs.insert("val_accuracy".into(), a);
                 (Some(l), Some(a))
@@ -712,9 +742,12 @@ mod tests {
 
     #[test]
     fn crossentropy_clips_like_keras() {
-        assert!((crossentropy(&[0.5, 0.5], 0) - std::f64::consts::LN_2).abs() < 1e-12);
-        assert!((crossentropy(&[0.0, 1.0], 0) - 1e-7f64.ln().abs()).abs() < 1e-9);
+        assert!((crossentropy(&[0.5, 0.5], 0, 0.0) - std::f64::consts::LN_2).abs() < 1e-12);
+        assert!((crossentropy(&[0.0, 1.0], 0, 0.0) - 1e-7f64.ln().abs()).abs() < 1e-9);
         // Renormalised first: [2, 2] reads as [0.5, 0.5].
-        assert!((crossentropy(&[2.0, 2.0], 1) - std::f64::consts::LN_2).abs() < 1e-12);
+        assert!((crossentropy(&[2.0, 2.0], 1, 0.0) - std::f64::consts::LN_2).abs() < 1e-12);
+        // Smoothed: y = [0.95, 0.05] against p = [0.8, 0.2].
+        let want = -(0.95 * 0.8f64.ln() + 0.05 * 0.2f64.ln());
+        assert!((crossentropy(&[0.8, 0.2], 0, 0.1) - want).abs() < 1e-7);
     }
 }

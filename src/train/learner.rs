@@ -15,21 +15,67 @@ pub struct Tensor {
     pub data: Vec<f32>,
 }
 
+/// What one model output is trained towards, one entry per sample of the batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Target<'a> {
+    /// A class id per sample: softmax cross-entropy against the one-hot label smoothed
+    /// Keras-style, y·(1−ε) + ε/K with ε = `label_smoothing`.
+    Classes {
+        labels: &'a [u32],
+        label_smoothing: f32,
+    },
+    /// `[n, values]` regression targets for a box head (smooth-L1). Declared so the batch
+    /// has room for detection; no engine trains it yet, and the engine says so.
+    Boxes { values: &'a [f32] },
+}
+
+impl Target<'_> {
+    /// How the target is named in messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Classes { .. } => "class labels",
+            Target::Boxes { .. } => "boxes",
+        }
+    }
+}
+
 /// One mini-batch, images already scaled to [0, 1] in NHWC order.
 pub struct Batch<'a> {
     pub images: &'a [f32],
-    pub labels: &'a [u32],
-    /// Per-sample loss weights (the class weight of each sample's label; 1.0 without weights).
+    /// One target per model output, in the model's output order.
+    pub targets: Vec<Target<'a>>,
+    /// Per-sample loss weights (the class weight of each sample's label; 1.0 without weights),
+    /// applied to every output's loss.
     pub weights: &'a [f32],
 }
 
-impl Batch<'_> {
+impl<'a> Batch<'a> {
+    /// A batch for a model with one classification output, without label smoothing.
+    pub fn classes(images: &'a [f32], labels: &'a [u32], weights: &'a [f32]) -> Batch<'a> {
+        Batch {
+            images,
+            targets: vec![Target::Classes {
+                labels,
+                label_smoothing: 0.0,
+            }],
+            weights,
+        }
+    }
+
+    /// The class labels of the first output, which accuracy is counted on.
+    pub fn labels(&self) -> Option<&'a [u32]> {
+        match self.targets.first() {
+            Some(Target::Classes { labels, .. }) => Some(labels),
+            _ => None,
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.labels.len()
+        self.weights.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.weights.is_empty()
     }
 }
 

@@ -73,6 +73,9 @@ impl Learner for SoftmaxRegression {
 
     fn train_batch(&mut self, batch: &Batch, lr: f32) -> miette::Result<StepStats> {
         let n = batch.len();
+        let Some(labels) = batch.labels() else {
+            miette::bail!("softmax regression trains on class labels only");
+        };
         if batch.images.len() != n * self.features {
             miette::bail!(
                 "batch holds {} values for {n} samples of {} features",
@@ -85,10 +88,10 @@ impl Learner for SoftmaxRegression {
         let mut probs = vec![0.0f32; self.classes];
         let mut loss = 0.0f64;
         let mut correct = 0;
-        for i in 0..n {
+        for (i, &label) in labels.iter().enumerate().take(n) {
             let image = &batch.images[i * self.features..(i + 1) * self.features];
             self.probabilities(image, &mut probs);
-            let label = batch.labels[i] as usize;
+            let label = label as usize;
             let weight = batch.weights[i];
             loss += weight as f64 * -(probs[label].clamp(1e-7, 1.0 - 1e-7) as f64).ln();
             let predicted = (0..self.classes)

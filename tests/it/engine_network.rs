@@ -97,11 +97,7 @@ fn data(n: usize, per: usize, classes: u32, seed: u64) -> Data {
 
 impl Data {
     fn batch(&self) -> Batch<'_> {
-        Batch {
-            images: &self.images,
-            labels: &self.labels,
-            weights: &self.weights,
-        }
+        Batch::classes(&self.images, &self.labels, &self.weights)
     }
 }
 
@@ -261,20 +257,12 @@ fn bad_inputs_are_errors_not_panics() {
     let mut ir = small_model(0.0);
     let mut net = Network::new(&ir, 0, OptimizerConfig::adam()).unwrap();
     let d = data(2, 9 * 7 * 2, 3, 5);
-    let short = Batch {
-        images: &d.images[1..],
-        labels: &d.labels,
-        weights: &d.weights,
-    };
+    let short = Batch::classes(&d.images[1..], &d.labels, &d.weights);
     assert!(matches!(
         net.compute_gradients(&short),
         Err(EngineError::Batch { .. })
     ));
-    let bad_label = Batch {
-        images: &d.images,
-        labels: &[0, 3],
-        weights: &d.weights,
-    };
+    let bad_label = Batch::classes(&d.images, &[0, 3], &d.weights);
     assert!(matches!(
         net.compute_gradients(&bad_label),
         Err(EngineError::Label { label: 3, .. })
@@ -284,11 +272,7 @@ fn bad_inputs_are_errors_not_panics() {
     nan[3] = f32::NAN;
     let before = net.state();
     let err = net
-        .compute_gradients(&Batch {
-            images: &nan,
-            labels: &d.labels,
-            weights: &d.weights,
-        })
+        .compute_gradients(&Batch::classes(&nan, &d.labels, &d.weights))
         .unwrap_err();
     assert!(matches!(err, EngineError::NonFiniteLoss { .. }), "{err}");
     assert_eq!(
@@ -354,11 +338,7 @@ fn a_small_cnn_learns_a_separable_problem() {
         .collect();
     let weights = vec![1.0; n];
     let mut net = Network::new(&ir, 1, OptimizerConfig::adam()).unwrap();
-    let batch = Batch {
-        images: &images,
-        labels: &labels,
-        weights: &weights,
-    };
+    let batch = Batch::classes(&images, &labels, &weights);
     let first = net.train_batch(&batch, 0.05).unwrap().loss;
     let mut last = first;
     for _ in 0..150 {

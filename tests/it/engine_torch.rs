@@ -1,10 +1,12 @@
-//! The report's bigger CNN (with batchnorm) against PyTorch in float64: logits, loss, every
-//! parameter gradient, and parameters plus running statistics after three Keras-Adam steps.
-//! Fixture: tests/fixtures/engine/make_torch_fixtures.py.
+//! Whole networks against PyTorch in float64: logits, loss, every parameter gradient, and
+//! parameters (plus running statistics) after three Keras-Adam steps. The report's bigger
+//! CNN with batchnorm (fixture: tests/fixtures/engine/make_torch_fixtures.py) and a
+//! branching model with a fork, an add, a concatenation and two outputs, one of them with
+//! label smoothing (tests/fixtures/engine/make_torch_graph_fixture.py).
 
-use gpl::nn::ir::{Activation, LayerOp, ModelIr, Padding, Regularizer};
+use gpl::nn::ir::{Activation, LayerOp, LayerSpec, ModelIr, Padding, Regularizer};
 use gpl::nn::{Network, OptimizerConfig};
-use gpl::train::learner::Batch;
+use gpl::train::learner::{Batch, Target};
 
 const N: usize = 4;
 const SIDE: usize = 69;
@@ -171,11 +173,7 @@ fn bigger_cnn_matches_pytorch_forward_gradients_and_three_adam_steps() {
         net.set_param(name, values).expect("parameter exists");
     }
     let images = det(1000, N * SIDE * SIDE * 3);
-    let batch = Batch {
-        images: &images,
-        labels: &labels,
-        weights: &weights,
-    };
+    let batch = Batch::classes(&images, &labels, &weights);
 
     let mut report = Vec::new();
     for (step, want_loss) in losses.iter().enumerate() {
@@ -236,4 +234,171 @@ fn bigger_cnn_matches_pytorch_forward_gradients_and_three_adam_steps() {
         worst_after < 1e-4,
         "parameters after three Adam steps: worst relative error {worst_after}"
     );
+}
+
+/// The branching model of make_torch_graph_fixture.py.
+fn graph_model() -> ModelIr {
+    let conv = |filters, k: usize, activation| LayerOp::Conv2d {
+        filters,
+        kernel: [k, k],
+        stride: [1, 1],
+        padding: Padding::Same,
+        dilation: [1, 1],
+        groups: 1,
+        activation,
+        regularizer: Regularizer::default(),
+    };
+    let dense = |units| LayerOp::Dense {
+        units,
+        activation: Activation::Softmax,
+        regularizer: Regularizer::default(),
+    };
+    let spec = |name: &str, op, from: &[&str]| LayerSpec {
+        name: Some(name.into()),
+        op,
+        from: from.iter().map(|s| s.to_string()).collect(),
+    };
+    ModelIr::build_graph(
+        "branching",
+        vec![10, 10, 3],
+        vec![
+            spec("stem", conv(8, 3, Activation::Relu), &[]),
+            spec("left", conv(8, 3, Activation::Relu), &[]),
+            spec("right", conv(8, 1, Activation::Linear), &["stem"]),
+            spec("sum", LayerOp::Add, &["left", "right"]),
+            spec("cat", LayerOp::Concat, &["sum", "stem"]),
+            spec(
+                "pool",
+                LayerOp::MaxPool {
+                    size: [2, 2],
+                    stride: [2, 2],
+                    padding: Padding::Valid,
+                },
+                &[],
+            ),
+            spec("flat", LayerOp::Flatten, &[]),
+            spec("main", dense(10), &[]),
+            spec("aux_pool", LayerOp::GlobalAvgPool, &["sum"]),
+            spec("aux", dense(3), &[]),
+        ],
+        vec!["main".into(), "aux".into()],
+    )
+    .expect("valid graph")
+}
+
+fn json_u32(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn branching_model_matches_pytorch_forward_gradients_and_three_adam_steps() {
+    let bytes =
+        std::fs::read("tests/fixtures/engine/torch_graph.safetensors").expect("fixture present");
+    let (fixture, metadata) = gpl::nn::io::from_bytes(&bytes).expect("fixture parses");
+    let reference: serde_json::Value =
+        serde_json::from_str(&metadata["reference"]).expect("metadata json");
+    let labels_main = json_u32(&reference["labels_main"]);
+    let labels_aux = json_u32(&reference["labels_aux"]);
+    let weights: Vec<f32> = reference["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let smoothing = reference["label_smoothing"].as_f64().unwrap() as f32;
+    let lr = reference["lr"].as_f64().unwrap() as f32;
+    let losses: Vec<f64> = reference["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+
+    let ir = graph_model();
+    let mut net = Network::new(&ir, 0, OptimizerConfig::adam()).expect("network builds");
+    // The script's `initial_params`: same order, seeds 1, 2, 3, ... two per layer.
+    let mut names = Vec::new();
+    for (i, (name, len, units, fan_in, fan_out)) in [
+        ("stem", 3 * 3 * 3 * 8, 8, 27, 72),
+        ("left", 3 * 3 * 8 * 8, 8, 72, 72),
+        ("right", 8 * 8, 8, 8, 8),
+        ("main", 400 * 10, 10, 400, 10),
+        ("aux", 8 * 3, 3, 8, 3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 1 + 2 * i as u64;
+        let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
+        let kernel = format!("{name}/kernel");
+        let bias = format!("{name}/bias");
+        net.set_param(&kernel, &signed(seed, len, limit)).unwrap();
+        net.set_param(&bias, &signed(seed + 1, units, 0.05))
+            .unwrap();
+        names.extend([kernel, bias]);
+    }
+    let images = det(2000, 4 * 10 * 10 * 3);
+    let batch = Batch {
+        images: &images,
+        targets: vec![
+            Target::Classes {
+                labels: &labels_main,
+                label_smoothing: smoothing,
+            },
+            Target::Classes {
+                labels: &labels_aux,
+                label_smoothing: 0.0,
+            },
+        ],
+        weights: &weights,
+    };
+    let mut report = Vec::new();
+    for (step, want_loss) in losses.iter().enumerate() {
+        let stats = net.compute_gradients(&batch).expect("step runs");
+        let err = (stats.loss - want_loss).abs() / want_loss.abs();
+        report.push(format!("loss step {}: {err:.2e}", step + 1));
+        assert!(
+            err < 1e-4,
+            "loss at step {}: {} vs {want_loss}",
+            step + 1,
+            stats.loss
+        );
+        if step == 0 {
+            for (k, output) in ["main", "aux"].into_iter().enumerate() {
+                let logits = net.train_output(4, k).expect("train workspace exists");
+                let want = &fixture[&format!("logits/{output}")].data;
+                let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+                let err = rel_error(&logits, want, scale);
+                report.push(format!("logits {output}: {err:.2e}"));
+                assert!(err < 1e-4, "logits of {output}: {err}");
+            }
+            for name in &names {
+                let grad = net.gradient(name).expect("trainable");
+                let scale = reference[format!("grad_maxabs/{name}")].as_f64().unwrap();
+                let err = rel_error(&grad, &fixture[&format!("grad/{name}")].data, scale);
+                report.push(format!("grad {name}: {err:.2e}"));
+                assert!(err < 1e-4, "gradient of {name}: relative error {err}");
+            }
+        }
+        net.apply_gradients(lr);
+    }
+    let state = net.named_state();
+    for name in &names {
+        let scale = reference[format!("after_maxabs/{name}")].as_f64().unwrap();
+        let err = rel_error(
+            &state[name].data,
+            &fixture[&format!("after/{name}")].data,
+            scale,
+        );
+        report.push(format!("after 3 steps {name}: {err:.2e}"));
+        assert!(
+            err < 1e-4,
+            "{name} after three Adam steps: relative error {err}"
+        );
+    }
+    println!("{}", report.join("\n"));
 }

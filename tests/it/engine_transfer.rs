@@ -119,11 +119,7 @@ fn frozen_prefix_trains_like_the_network_with_frozen_layers() {
     let labels: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
     let sample_weights = vec![1.0f32; n];
     for _ in 0..4 {
-        let batch = Batch {
-            images: &images,
-            labels: &labels,
-            weights: &sample_weights,
-        };
+        let batch = Batch::classes(&images, &labels, &sample_weights);
         let a = whole.train_batch(&batch, 1e-2).unwrap();
         let b = split.train_batch(&batch, 1e-2).unwrap();
         assert!(

@@ -29,6 +29,27 @@ fn check_prints_summaries_and_exits_zero() {
 }
 
 #[test]
+fn check_shows_what_each_layer_of_a_graph_reads() {
+    let (code, out, err) = gpl(&["check", "tests/cases/good/residual.gpl"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Connected to"), "{out}");
+    assert!(out.contains("a_out (add)"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("b_out (add)") && l.ends_with("b2, b_proj")),
+        "{out}"
+    );
+    // A chain keeps Keras's Sequential layout, without the column.
+    let (_, out, _) = gpl(&["check", "pipelines/galaxy10.gpl"]);
+    assert!(!out.contains("Connected to"), "{out}");
+    // Each graph error exits 2.
+    for case in ["model_cycle", "from_unknown_layer", "freeze_off_path"] {
+        let (code, _, err) = gpl(&["check", &format!("tests/cases/bad/{case}.gpl")]);
+        assert_eq!(code, 2, "{case}: {err}");
+    }
+}
+
+#[test]
 fn check_explain_lists_defaults() {
     let (code, out, _) = gpl(&[
         "check",

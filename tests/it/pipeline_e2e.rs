@@ -111,25 +111,57 @@ fn a_comment_changes_nothing_and_patience_dirties_only_downstream() {
     let commented = keys(&text.replace("train b {", "# a new comment\ntrain b {  # and another"));
     assert_eq!(base, commented);
 
-    let patience = keys(&text.replace("patience: 2", "patience: 5"));
-    let mut changed: Vec<String> = base
-        .iter()
-        .filter(|(id, key)| patience.get(*id) != Some(*key))
-        .map(|(id, _)| id.to_string())
-        .collect();
-    changed.sort();
     // `a` and everything reading it: ensembles, the evaluation, a's folds, the crossval, the report.
-    assert_eq!(
-        changed,
-        vec![
-            "a",
-            "ab",
-            "cv",
-            "cv.a.fold1",
-            "cv.a.fold2",
-            "final",
-            "report",
-            "searched"
-        ]
-    );
+    let downstream_of_a = vec![
+        "a",
+        "ab",
+        "cv",
+        "cv.a.fold1",
+        "cv.a.fold2",
+        "final",
+        "report",
+        "searched",
+    ];
+    let changed = |edited: &std::collections::BTreeMap<_, _>| {
+        let mut changed: Vec<String> = base
+            .iter()
+            .filter(|(id, key)| edited.get(*id) != Some(*key))
+            .map(|(id, _)| id.to_string())
+            .collect();
+        changed.sort();
+        changed
+    };
+    let patience = keys(&text.replace("patience: 2", "patience: 5"));
+    assert_eq!(changed(&patience), downstream_of_a);
+    // Label smoothing is part of what `a` (and its folds) compute.
+    let smoothed = keys(&text.replace(
+        "loss crossentropy(weights: part)",
+        "loss crossentropy(weights: part, label_smoothing: 0.1)",
+    ));
+    assert_eq!(changed(&smoothed), downstream_of_a);
+}
+
+#[test]
+fn every_stage_that_runs_the_engine_is_keyed_by_the_engine_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = project(dir.path(), include_str!("../pipelines/tiny.gpl"));
+    let program = load_program(&file, None).unwrap_or_else(|d| panic!("{d}"));
+    let plan = compile(&program).unwrap_or_else(|d| panic!("{d}")).plan;
+    let mut engine_stages = 0;
+    for spec in plan.stages() {
+        let epoch = spec.config.pointer("/recipe/engine_epoch");
+        match spec.kind.as_str() {
+            "train" | "crossval_fold" => {
+                assert_eq!(
+                    epoch.and_then(|e| e.as_u64()),
+                    Some(gpl::nn::ENGINE_EPOCH as u64),
+                    "{}",
+                    spec.id
+                );
+                engine_stages += 1;
+            }
+            _ => assert_eq!(epoch, None, "{} does not run the engine", spec.id),
+        }
+    }
+    assert!(engine_stages >= 4, "{engine_stages}");
 }

@@ -73,6 +73,7 @@ fn config(epochs: usize) -> FitConfig {
                 ..Default::default()
             }),
         ],
+        label_smoothing: 0.0,
     }
 }
 

@@ -1,6 +1,7 @@
-//! The autograd compiler pass: given a loss node, whether parameter gradients are wanted,
-//! and the tensors whose gradients the caller will read, it adds the backward operators
-//! to the graph in reverse topological order.
+//! The autograd compiler pass: given the loss nodes (one per model output; the objective is
+//! their sum), whether parameter gradients are wanted, and the tensors whose gradients the
+//! caller will read, it adds the backward operators to the graph in reverse topological
+//! order.
 //!
 //! A node gets a backward operator only when a gradient must pass through it: it has
 //! trainable parameters (and they are wanted), it is a requested tensor, or one of its
@@ -20,7 +21,7 @@ use std::rc::Rc;
 
 pub(crate) struct Autograd {
     arena: Rc<Arena>,
-    loss: NodeIndex,
+    losses: Vec<NodeIndex>,
     params: bool,
     wrt: Vec<NodeIndex>,
     /// The gradient buffer of each requested tensor, filled by the pass.
@@ -30,13 +31,13 @@ pub(crate) struct Autograd {
 impl Autograd {
     pub(crate) fn new(
         arena: Rc<Arena>,
-        loss: NodeIndex,
+        losses: Vec<NodeIndex>,
         params: bool,
         wrt: Vec<NodeIndex>,
     ) -> Autograd {
         Autograd {
             arena,
-            loss,
+            losses,
             params,
             wrt,
             found: RefCell::new(HashMap::new()),
@@ -149,7 +150,9 @@ impl Compiler for &Autograd {
         }
         // Gradient contributions per forward node, filled from the loss down.
         let mut pending = HashMap::new();
-        self.add_backward(graph, self.loss, None, &needs, &mut pending);
+        for &loss in &self.losses {
+            self.add_backward(graph, loss, None, &needs, &mut pending);
+        }
         for &node in order.iter().rev() {
             let Some(contributions) = pending.remove(&node) else {
                 continue;

@@ -2,11 +2,15 @@
 //! backward kernel, compiled once per (batch size, mode) and executed per batch.
 //!
 //! ```text
-//! Input → LayerForward(0) → … → LayerForward(last) → CrossEntropy        (mode Train)
-//!            autograd pass:  ← LayerBackward(last) ← CrossEntropyBackward
+//! Input → LayerForward(0) → … → LayerForward(out_k) → CrossEntropy_k, one per output (Train)
+//!            autograd pass:  ← LayerBackward(out_k) ← CrossEntropyBackward_k
 //! Input → LayerForward … ; fusion pass: conv + inference batchnorm → ConvBnForward  (Infer)
-//! Input → LayerForward … → ScoreObjective; autograd w.r.t. one activation          (Explain)
+//! Input → LayerForward … → ScoreObjective (first output); autograd w.r.t. one activation
 //! ```
+//!
+//! Each layer's node reads the nodes of the layers it names (`Layer::inputs`), so a model
+//! graph branches and joins as its IR does; the autograd pass sums the gradients of a
+//! tensor read by several nodes.
 //!
 //! luminal 0.2 tensors are `Box<dyn Data>`, and an operator returns its outputs on every
 //! execution. Ours return a `Buffer`: a shared handle to a vector the operator allocated
@@ -26,8 +30,9 @@ pub(crate) use autograd::Autograd;
 pub(crate) use fuse::FuseConvBatchnorm;
 pub(crate) use ops::Targets;
 
-use super::model::{Model, Scratch};
-use luminal::prelude::{Graph, ShapeTracker, Tensor};
+use super::ir::Source;
+use super::model::{Head, Model, Scratch};
+use luminal::prelude::{Graph, NodeIndex, ShapeTracker, Tensor};
 use ops::{CrossEntropy, Input, LayerForward, ScoreObjective};
 use std::cell::{Ref, RefCell, RefMut};
 use std::fmt;
@@ -193,11 +198,11 @@ pub(crate) struct Compiled {
     pub(crate) ctx: Rc<Context>,
     /// The images, written before each execution.
     pub(crate) input: Buffer,
-    /// Each layer's output, logits last. In `Infer` graphs a fused convolution's own
-    /// output is not written.
+    /// Each layer's output (an output layer's holds its logits). In `Infer` graphs a fused
+    /// convolution's own output is not written.
     pub(crate) outputs: Vec<Buffer>,
-    /// Labels and sample weights in, loss and probabilities out (`Train`).
-    pub(crate) targets: Option<Rc<Targets>>,
+    /// Per model output: labels and sample weights in, loss and probabilities out (`Train`).
+    pub(crate) targets: Vec<Rc<Targets>>,
     /// d objective / d logits (`Explain`).
     pub(crate) seed: Option<Buffer>,
     /// The gradient the `Explain` graph was compiled for.
@@ -220,56 +225,69 @@ pub(crate) fn compile(
 ) -> Compiled {
     let train = mode == Mode::Train;
     let ctx = Rc::new(Context::new(model.clone(), n, train));
-    let (lens, classes): (Vec<usize>, usize) = {
+    let (layers, heads): (Vec<(usize, Vec<Source>)>, Vec<Head>) = {
         let m = model.borrow();
-        (m.layers.iter().map(|l| l.out_len).collect(), m.classes)
+        let layers = m
+            .layers
+            .iter()
+            .map(|l| (l.out_len, l.inputs.clone()))
+            .collect();
+        (layers, m.heads.clone())
     };
     let mut graph = Graph::new();
     let input = ctx.buffer(n * input_len);
     let input_node = graph.add_op(Input).finish();
     graph.set_tensor(input_node, 0, input.tensor());
     graph.no_delete.insert(input_node);
-    let (mut last, mut last_len) = (input_node, input_len);
-    let mut nodes = Vec::with_capacity(lens.len());
-    let mut outputs = Vec::with_capacity(lens.len());
-    for (layer, &len) in lens.iter().enumerate() {
+    let mut nodes: Vec<NodeIndex> = Vec::with_capacity(layers.len());
+    let mut outputs = Vec::with_capacity(layers.len());
+    for (layer, (len, sources)) in layers.iter().enumerate() {
         let out = ctx.buffer(n * len);
-        last = graph
-            .add_op(LayerForward {
-                ctx: ctx.clone(),
-                layer,
-                train,
-                out: out.clone(),
-            })
-            .input(last, 0, shape(n, last_len))
-            .finish();
-        last_len = len;
-        nodes.push(last);
+        let mut op = graph.add_op(LayerForward {
+            ctx: ctx.clone(),
+            layer,
+            train,
+            out: out.clone(),
+        });
+        for source in sources {
+            let (node, len) = match *source {
+                Source::Input => (input_node, input_len),
+                Source::Layer(j) => (nodes[j], layers[j].0),
+            };
+            op = op.input(node, 0, shape(n, len));
+        }
+        nodes.push(op.finish());
         outputs.push(out);
     }
-    let (mut targets, mut seed, mut captured) = (None, None, None);
+    let (mut targets, mut seed, mut captured) = (Vec::new(), None, None);
     match mode {
         Mode::Train => {
-            let t = Rc::new(Targets::new(&ctx, classes));
-            let loss = graph
-                .add_op(CrossEntropy { targets: t.clone() })
-                .input(last, 0, shape(n, classes))
-                .finish();
+            let mut losses = Vec::with_capacity(heads.len());
+            for head in &heads {
+                let t = Rc::new(Targets::new(&ctx, head.classes));
+                losses.push(
+                    graph
+                        .add_op(CrossEntropy { targets: t.clone() })
+                        .input(nodes[head.layer], 0, shape(n, head.classes))
+                        .finish(),
+                );
+                targets.push(t);
+            }
             graph.compile(
-                &Autograd::new(ctx.arena.clone(), loss, true, Vec::new()),
+                &Autograd::new(ctx.arena.clone(), losses, true, Vec::new()),
                 (),
             );
-            targets = Some(t);
         }
         Mode::Infer => graph.compile(FuseConvBatchnorm, ()),
         Mode::Explain(layer) => {
-            let s = ctx.buffer(n * classes);
+            let head = heads[0];
+            let s = ctx.buffer(n * head.classes);
             let objective = graph
                 .add_op(ScoreObjective { seed: s.clone() })
-                .input(last, 0, shape(n, classes))
+                .input(nodes[head.layer], 0, shape(n, head.classes))
                 .finish();
             let wrt = layer.map_or(input_node, |l| nodes[l]);
-            let pass = Autograd::new(ctx.arena.clone(), objective, false, vec![wrt]);
+            let pass = Autograd::new(ctx.arena.clone(), vec![objective], false, vec![wrt]);
             graph.compile(&pass, ());
             captured = pass.gradient(wrt);
             seed = Some(s);

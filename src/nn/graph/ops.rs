@@ -73,13 +73,15 @@ impl LayerForward {
 
 impl Operator for LayerForward {
     fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
-        let (x, mut y) = (input(&inp, 0).borrow(), self.out.borrow_mut());
+        let xs: Vec<_> = (0..inp.len()).map(|k| input(&inp, k).borrow()).collect();
+        let slices: Vec<&[f32]> = xs.iter().map(|x| x.as_slice()).collect();
+        let mut y = self.out.borrow_mut();
         let ctx = &self.ctx;
         ctx.timed(self.layer, 0, || {
             ctx.model.borrow().forward_layer(
                 self.layer,
                 &mut ctx.scratch[self.layer].borrow_mut(),
-                &x,
+                &slices,
                 &mut y,
                 ctx.n,
                 self.train,
@@ -93,13 +95,18 @@ impl Operator for LayerForward {
             TRAINABLE => Some(Box::new(self.trainable())),
             BACKWARD => {
                 let request = request.downcast::<BackwardRequest>().ok()?;
-                let in_len = self.ctx.model.borrow().layers[self.layer].in_len;
+                let in_lens = self.ctx.model.borrow().layers[self.layer].in_lens.clone();
                 backward_answer(LayerBackward {
                     ctx: self.ctx.clone(),
                     layer: self.layer,
                     train: self.train,
                     params: request.params && self.trainable(),
-                    dx: request.inputs[0].then(|| self.ctx.buffer(self.ctx.n * in_len)),
+                    dxs: request
+                        .inputs
+                        .iter()
+                        .zip(in_lens)
+                        .map(|(wanted, len)| wanted.then(|| self.ctx.buffer(self.ctx.n * len)))
+                        .collect(),
                 })
             }
             _ => None,
@@ -107,38 +114,51 @@ impl Operator for LayerForward {
     }
 }
 
-/// A layer's backward kernel: inputs (dy, x, y), output dx when asked.
+/// A layer's backward kernel: inputs (dy, x_1 … x_k, y), outputs the gradients of the
+/// inputs asked for, in input order.
 #[derive(Debug, PartialEq)]
 pub(crate) struct LayerBackward {
     ctx: Rc<Context>,
     layer: usize,
     train: bool,
     params: bool,
-    dx: Option<Buffer>,
+    /// One per forward input: its gradient buffer when asked.
+    dxs: Vec<Option<Buffer>>,
 }
 
 impl Operator for LayerBackward {
     fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
         // dy belongs to the one backward node that produced it, which has run: this node
         // may overwrite it (the activation's backward runs in place).
+        let k = inp.len() - 2;
         let mut dy = input(&inp, 0).borrow_mut();
-        let (x, y) = (input(&inp, 1).borrow(), input(&inp, 2).borrow());
-        let mut dx = self.dx.as_ref().map(Buffer::borrow_mut);
+        let xs: Vec<_> = (1..=k).map(|j| input(&inp, j).borrow()).collect();
+        let slices: Vec<&[f32]> = xs.iter().map(|x| x.as_slice()).collect();
+        let y = input(&inp, k + 1).borrow();
+        let mut dx_refs: Vec<_> = self
+            .dxs
+            .iter()
+            .map(|d| d.as_ref().map(Buffer::borrow_mut))
+            .collect();
+        let mut dxs: Vec<Option<&mut [f32]>> = dx_refs
+            .iter_mut()
+            .map(|d| d.as_deref_mut().map(Vec::as_mut_slice))
+            .collect();
         let ctx = &self.ctx;
         ctx.timed(self.layer, 1, || {
             ctx.model.borrow_mut().backward_layer(
                 self.layer,
                 &mut ctx.scratch[self.layer].borrow_mut(),
-                &x,
+                &slices,
                 &y,
                 &mut dy,
-                dx.as_deref_mut().map(Vec::as_mut_slice),
+                &mut dxs,
                 ctx.n,
                 self.train,
                 self.params,
             )
         });
-        self.dx.iter().map(Buffer::tensor).collect()
+        self.dxs.iter().flatten().map(Buffer::tensor).collect()
     }
 }
 
@@ -168,10 +188,12 @@ impl Operator for ConvBnForward {
     }
 }
 
-/// The training targets and what the loss leaves for the network to read.
+/// One output's class targets and what its loss leaves for the network to read.
 pub(crate) struct Targets {
     pub(crate) labels: RefCell<Vec<u32>>,
     pub(crate) weights: RefCell<Vec<f32>>,
+    /// Keras label smoothing ε of the current batch.
+    pub(crate) smoothing: Cell<f32>,
     pub(crate) classes: usize,
     /// Softmax of the logits.
     pub(crate) probs: Buffer,
@@ -198,6 +220,7 @@ impl Targets {
         Targets {
             labels: RefCell::new(vec![0; ctx.n]),
             weights: RefCell::new(vec![0.0; ctx.n]),
+            smoothing: Cell::new(0.0),
             classes,
             probs: ctx.buffer(ctx.n * classes),
             dlogits: ctx.buffer(ctx.n * classes),
@@ -206,7 +229,7 @@ impl Targets {
     }
 }
 
-/// Weighted softmax cross-entropy from logits; outputs the probabilities.
+/// Weighted softmax cross-entropy from logits (one per output); outputs the probabilities.
 #[derive(Debug, PartialEq)]
 pub(crate) struct CrossEntropy {
     pub(crate) targets: Rc<Targets>,
@@ -220,6 +243,7 @@ impl Operator for CrossEntropy {
             &input(&inp, 0).borrow(),
             &t.labels.borrow(),
             &t.weights.borrow(),
+            t.smoothing.get(),
             &mut t.probs.borrow_mut(),
             Some(&mut t.dlogits.borrow_mut()),
         );

@@ -1,94 +1,123 @@
-//! The autograd pass on a branching graph, against central finite differences: `x` is
-//! read twice (by the add and the concatenation), so its gradient is a sum the pass must
-//! add; gradients are asked of both inputs and of an intermediate tensor.
+//! The autograd pass on a branching model graph, against central finite differences. The
+//! input is read by two layers and `a` by the add and the concatenation, so their gradients
+//! are sums the pass must add; gradients are asked of the input and of `a`, and the loss is
+//! smooth-L1 on the concatenation:
 //!
 //! ```text
-//! x ─┬─ Add(x, w) = a ─┐
-//! w ─┘                 ├─ Concat(a, x) = c ── SmoothL1(c, target)
-//! x ───────────────────┘
+//! input ─┬─ dense a ─┬──────────── add(a, b) ─┐
+//!        └─ dense b ─┴─(b)                    ├─ concat(add, a) ── SmoothL1(·, target)
+//!                    a ───────────────────────┘
 //! ```
 
 use super::autograd::Autograd;
-use super::branch::{Add, Concat, SmoothL1};
-use super::ops::Input;
-use super::{Arena, Buffer};
+use super::branch::SmoothL1;
+use super::ops::{Input, LayerForward};
+use super::{Arena, Buffer, Context};
+use crate::nn::ir::{Activation, LayerOp, LayerSpec, ModelIr, Regularizer, Source};
+use crate::nn::model::Model;
 use luminal::prelude::{Graph, NodeIndex, ShapeTracker};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-const ROWS: usize = 5;
-const C: usize = 3;
+const N: usize = 3;
+const FEATURES: usize = 4;
+const UNITS: usize = 3;
+
+fn dense(name: &str, from: &[&str]) -> LayerSpec {
+    LayerSpec {
+        name: Some(name.into()),
+        op: LayerOp::Dense {
+            units: UNITS,
+            activation: Activation::Tanh,
+            regularizer: Regularizer::default(),
+        },
+        from: from.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn join(name: &str, op: LayerOp, from: &[&str]) -> LayerSpec {
+    LayerSpec {
+        name: Some(name.into()),
+        op,
+        from: from.iter().map(|s| s.to_string()).collect(),
+    }
+}
 
 struct Branching {
     graph: Graph,
     x: Buffer,
-    w: Buffer,
     loss: Rc<Cell<f64>>,
-    /// Gradients w.r.t. x, w and the add's output `a`.
-    grads: [Buffer; 3],
+    /// Gradients w.r.t. the input and the output of `a`.
+    grads: [Buffer; 2],
     /// Nodes the pass added.
     added: usize,
 }
 
-fn shape(len: usize) -> ShapeTracker {
-    ShapeTracker::new(&[len.into()])
-}
-
-fn input(graph: &mut Graph, arena: &Arena, len: usize) -> (NodeIndex, Buffer) {
-    let b = arena.buffer(len);
-    let node = graph.add_op(Input).finish();
-    graph.set_tensor(node, 0, b.tensor());
-    graph.no_delete.insert(node);
-    (node, b)
-}
-
 fn branching(target: &[f32]) -> Branching {
-    let arena = Rc::new(Arena::default());
+    let ir = ModelIr::build_graph(
+        "fork",
+        vec![FEATURES],
+        vec![
+            dense("a", &["input"]),
+            dense("b", &["input"]),
+            join("sum", LayerOp::Add, &["a", "b"]),
+            join("cat", LayerOp::Concat, &["sum", "a"]),
+        ],
+        Vec::new(),
+    )
+    .expect("valid graph");
+    assert_eq!(ir.layers[3].output, vec![2 * UNITS]);
+    let model = Rc::new(RefCell::new(Model::build(&ir, 5).expect("model builds")));
+    let ctx = Rc::new(Context::new(model.clone(), N, false));
     let mut graph = Graph::new();
-    let n = ROWS * C;
-    let (x_node, x) = input(&mut graph, &arena, n);
-    let (w_node, w) = input(&mut graph, &arena, n);
-    let a_node = graph
-        .add_op(Add {
-            arena: arena.clone(),
-            out: arena.buffer(n),
-        })
-        .input(x_node, 0, shape(n))
-        .input(w_node, 0, shape(n))
-        .finish();
-    let c_node = graph
-        .add_op(Concat {
-            arena: arena.clone(),
-            ca: C,
-            cb: C,
-            out: arena.buffer(2 * n),
-        })
-        .input(a_node, 0, shape(n))
-        .input(x_node, 0, shape(n))
-        .finish();
-    let t = arena.buffer(2 * n);
+    let x = ctx.buffer(N * FEATURES);
+    let x_node = graph.add_op(Input).finish();
+    graph.set_tensor(x_node, 0, x.tensor());
+    graph.no_delete.insert(x_node);
+    let mut nodes: Vec<NodeIndex> = Vec::new();
+    for (i, layer) in ir.layers.iter().enumerate() {
+        let mut op = graph.add_op(LayerForward {
+            ctx: ctx.clone(),
+            layer: i,
+            train: false,
+            out: ctx.buffer(N * layer.output.iter().product::<usize>()),
+        });
+        for s in &layer.inputs {
+            let (node, len) = match *s {
+                Source::Input => (x_node, FEATURES),
+                Source::Layer(j) => (nodes[j], ir.layers[j].output.iter().product()),
+            };
+            op = op.input(node, 0, ShapeTracker::new(&[N.into(), len.into()]));
+        }
+        nodes.push(op.finish());
+    }
+    let arena: Rc<Arena> = ctx.arena.clone();
+    let t = arena.buffer(N * 2 * UNITS);
     t.borrow_mut().copy_from_slice(target);
     let loss = Rc::new(Cell::new(0.0));
     let loss_node = graph
         .add_op(SmoothL1 {
             beta: 0.5,
             target: t,
-            grad: arena.buffer(2 * n),
+            grad: arena.buffer(N * 2 * UNITS),
             loss: loss.clone(),
         })
-        .input(c_node, 0, shape(2 * n))
+        .input(
+            nodes[3],
+            0,
+            ShapeTracker::new(&[N.into(), (2 * UNITS).into()]),
+        )
         .finish();
     let before = graph.graph.node_count();
-    let pass = Autograd::new(arena, loss_node, false, vec![x_node, w_node, a_node]);
+    let pass = Autograd::new(arena, vec![loss_node], false, vec![x_node, nodes[0]]);
     graph.compile(&pass, ());
     let added = graph.graph.node_count() - before;
-    let grads = [x_node, w_node, a_node].map(|node| pass.gradient(node).expect("requested"));
+    let grads = [x_node, nodes[0]].map(|node| pass.gradient(node).expect("requested"));
     Branching {
         graph,
         x,
-        w,
         loss,
         grads,
         added,
@@ -98,53 +127,37 @@ fn branching(target: &[f32]) -> Branching {
 #[test]
 fn autograd_sums_the_branches_and_matches_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let n = ROWS * C;
     let values = |rng: &mut ChaCha8Rng, len| -> Vec<f32> {
         (0..len).map(|_| rng.gen_range(-2.0..2.0)).collect()
     };
-    let (x0, w0, target) = (
-        values(&mut rng, n),
-        values(&mut rng, n),
-        values(&mut rng, 2 * n),
+    let (x0, target) = (
+        values(&mut rng, N * FEATURES),
+        values(&mut rng, N * 2 * UNITS),
     );
     let mut g = branching(&target);
-    // Backward of the loss, the concatenation and the add, a sum for x (two readers) and
-    // the kept copies of the three requested gradients (w and a have one reader each).
-    assert_eq!(g.added, 3 + 3);
-    let mut run = |x: &[f32], w: &[f32]| -> f64 {
+    // Backward of the loss and of the four layers, the sums for `a` (two readers) and the
+    // input (two readers; also requested, so kept).
+    assert_eq!(g.added, 1 + 4 + 2);
+    let mut run = |x: &[f32]| -> f64 {
         g.x.borrow_mut().copy_from_slice(x);
-        g.w.borrow_mut().copy_from_slice(w);
         g.graph.execute();
         g.loss.get()
     };
-    run(&x0, &w0);
-    let [dx, dw, da] = g.grads.clone().map(|b| b.borrow().clone());
+    run(&x0);
+    let [dx, da] = g.grads.clone().map(|b| b.borrow().clone());
+    assert!(da.iter().any(|v| *v != 0.0));
     let eps = 1e-3f32;
-    let numeric = |run: &mut dyn FnMut(&[f32], &[f32]) -> f64, which: usize, i: usize| {
-        let (mut x, mut w) = (x0.clone(), w0.clone());
-        let v = if which == 0 { &mut x } else { &mut w };
-        v[i] += eps;
-        let up = run(&x, &w);
-        let v = if which == 0 { &mut x } else { &mut w };
-        v[i] -= 2.0 * eps;
-        let down = run(&x, &w);
-        (up - down) / (2.0 * eps as f64)
-    };
-    for i in 0..n {
-        let (nx, nw) = (numeric(&mut run, 0, i), numeric(&mut run, 1, i));
+    for i in 0..x0.len() {
+        let mut x = x0.clone();
+        x[i] += eps;
+        let up = run(&x);
+        x[i] -= 2.0 * eps;
+        let down = run(&x);
+        let numeric = (up - down) / (2.0 * eps as f64);
         assert!(
-            (nx - dx[i] as f64).abs() < 1e-3,
-            "d/dx[{i}]: {nx} vs {}",
+            (numeric - dx[i] as f64).abs() < 1e-3,
+            "d/dx[{i}]: {numeric} vs {}",
             dx[i]
         );
-        assert!(
-            (nw - dw[i] as f64).abs() < 1e-3,
-            "d/dw[{i}]: {nw} vs {}",
-            dw[i]
-        );
-        // a = x + w: the loss reads a only through the concatenation's first half.
-        assert_eq!(da[i], dw[i], "d/da[{i}] is d/dw[{i}]");
     }
-    // x is read twice, so its gradient differs from w's (the concatenation's second half).
-    assert!(dx.iter().zip(&dw).any(|(a, b)| a != b));
 }

@@ -1,5 +1,8 @@
-//! Element-wise activations (in place) and softmax over the last axis. Every backward uses
-//! only the activation's output, so no pre-activation buffer is kept.
+//! Element-wise activations (in place) and softmax over the last axis. Most backwards use
+//! only the activation's output, so no pre-activation buffer is kept; swish and hard-swish
+//! are not invertible from their output, so their backward reads the input
+//! (`activate_backward_from_input`) and they run only as layers of their own, whose input
+//! the graph keeps.
 
 use super::super::ir::Activation;
 use super::super::real::Real;
@@ -33,8 +36,12 @@ pub fn activate_part<T: Real>(act: Activation, ys: &mut [T]) {
 
 #[inline(always)]
 fn apply<T: Real>(act: Activation, x: T) -> T {
+    let six = T::from_f64(6.0);
     match act {
         Activation::Relu => x.max(T::ZERO),
+        Activation::Relu6 => x.max(T::ZERO).min(six),
+        Activation::HardSwish => x * (x + T::from_f64(3.0)).max(T::ZERO).min(six) / six,
+        Activation::Swish => x / (T::ONE + (-x).exp()),
         Activation::LeakyRelu { alpha } => {
             if x > T::ZERO {
                 x
@@ -103,6 +110,16 @@ fn derivative<T: Real>(act: Activation, y: T) -> T {
                 T::ZERO
             }
         }
+        Activation::Relu6 => {
+            if y > T::ZERO && y < T::from_f64(6.0) {
+                T::ONE
+            } else {
+                T::ZERO
+            }
+        }
+        Activation::HardSwish | Activation::Swish => {
+            unreachable!("{act:?} needs its input: activate_backward_from_input")
+        }
         Activation::LeakyRelu { alpha } => {
             if y > T::ZERO {
                 T::ONE
@@ -123,6 +140,37 @@ fn derivative<T: Real>(act: Activation, y: T) -> T {
     }
 }
 
+/// `activate_backward` for the activations whose derivative needs their input `x`
+/// (`Activation::needs_input`): `dy` becomes the gradient w.r.t. `x`, in place.
+pub fn activate_backward_from_input<T: Real>(act: Activation, x: &[T], dy: &mut [T]) {
+    let (three, six) = (T::from_f64(3.0), T::from_f64(6.0));
+    let derivative = |x: T| match act {
+        // x · relu6(x + 3) / 6: 0 below −3, 1 above 3, (2x + 3) / 6 between.
+        Activation::HardSwish => {
+            if x < -three {
+                T::ZERO
+            } else if x > three {
+                T::ONE
+            } else {
+                (x + x + three) / six
+            }
+        }
+        // x · σ(x): σ(x) · (1 + x · (1 − σ(x))).
+        Activation::Swish => {
+            let s = T::ONE / (T::ONE + (-x).exp());
+            s * (T::ONE + x * (T::ONE - s))
+        }
+        _ => unreachable!("{act:?} is differentiated from its output"),
+    };
+    dy.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(ds, xs)| {
+            for (d, x) in ds.iter_mut().zip(xs) {
+                *d *= derivative(*x);
+            }
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::check::{assert_gradient, dot, values};
@@ -139,6 +187,7 @@ mod tests {
         let r = values(x.len(), 2);
         for act in [
             Activation::Relu,
+            Activation::Relu6,
             Activation::LeakyRelu { alpha: 0.3 },
             Activation::Elu { alpha: 1.0 },
             Activation::Sigmoid,
@@ -156,5 +205,38 @@ mod tests {
                 dot(&y, &r)
             });
         }
+    }
+
+    #[test]
+    fn relu6_clips_at_six_and_input_activations_match_finite_differences() {
+        // Spread over [-8, 8], away from the kinks of relu6 (0, 6) and hard-swish (±3).
+        let x: Vec<f64> = values(40, 3)
+            .iter()
+            .map(|v| v * 8.0)
+            .map(|v| {
+                if [0.0, 6.0, 3.0, -3.0].iter().any(|k| (v - k).abs() < 0.05) {
+                    v + 0.1
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let mut y = x.clone();
+        activate(Activation::Relu6, &mut y, 1);
+        assert!(y.iter().all(|v| (0.0..=6.0).contains(v)));
+        assert!(y.contains(&6.0) && y.contains(&0.0));
+        let r = values(x.len(), 4);
+        for act in [Activation::HardSwish, Activation::Swish] {
+            let mut d = r.clone();
+            activate_backward_from_input(act, &x, &mut d);
+            assert_gradient(&format!("{act:?}"), &x, &d, |x| {
+                let mut y = x.to_vec();
+                activate(act, &mut y, 1);
+                dot(&y, &r)
+            });
+        }
+        let mut hs = vec![-4.0, -1.5, 0.0, 1.5, 4.0];
+        activate(Activation::HardSwish, &mut hs, 1);
+        assert_eq!(hs, vec![0.0, -0.375, 0.0, 1.125, 4.0]);
     }
 }

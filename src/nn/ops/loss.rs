@@ -1,10 +1,12 @@
 //! Losses and penalties: weighted softmax cross-entropy from logits (Keras semantics: the
-//! mean over the batch of w_i · CE_i), L1/L2 weight penalties (Keras: l1·Σ|w| + l2·Σw²), and
-//! smooth-L1 (PyTorch's, for box regression).
+//! mean over the batch of w_i · CE_i, labels optionally smoothed), L1/L2 weight penalties
+//! (Keras: l1·Σ|w| + l2·Σw²), and smooth-L1 (PyTorch's, for box regression).
 
 use super::super::real::Real;
 
 /// Returns the loss and writes the class probabilities; with `dlogits` also its gradient.
+/// `smoothing` ε replaces the one-hot target by y·(1−ε) + ε/K (Keras `label_smoothing`), so
+/// CE_i = −Σ_k y_k ln p_k and its gradient is (p − y)·w_i/n.
 /// Works in f64: near convergence p − 1 for the true class cancels badly in f32.
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_cross_entropy<T: Real>(
@@ -12,9 +14,15 @@ pub fn softmax_cross_entropy<T: Real>(
     logits: &[T],
     labels: &[u32],
     weights: &[f32],
+    smoothing: f32,
     probs: &mut [T],
     mut dlogits: Option<&mut [T]>,
 ) -> f64 {
+    let smoothing = smoothing as f64;
+    let (off, on) = (
+        smoothing / classes as f64,
+        1.0 - smoothing + smoothing / classes as f64,
+    );
     let n = labels.len();
     let mut loss = 0.0f64;
     let mut exps = vec![0.0f64; classes];
@@ -29,14 +37,23 @@ pub fn softmax_cross_entropy<T: Real>(
         }
         let sum: f64 = exps.iter().sum();
         let label = labels[i] as usize;
-        loss += weights[i] as f64 * (max + sum.ln() - z[label].to_f64());
+        let target = |k: usize| if k == label { on } else { off };
+        // Σ_k y_k = 1, so −Σ_k y_k ln p_k = max + ln Σ − Σ_k y_k z_k.
+        let mixed: f64 = if smoothing == 0.0 {
+            z[label].to_f64()
+        } else {
+            z.iter()
+                .enumerate()
+                .map(|(k, v)| target(k) * v.to_f64())
+                .sum()
+        };
+        loss += weights[i] as f64 * (max + sum.ln() - mixed);
         let scale = weights[i] as f64 / n as f64;
         for (k, (pv, e)) in p.iter_mut().zip(&exps).enumerate() {
             let prob = e / sum;
             *pv = T::from_f64(prob);
             if let Some(d) = dlogits.as_deref_mut() {
-                let target = if k == label { 1.0 } else { 0.0 };
-                d[i * classes + k] = T::from_f64((prob - target) * scale);
+                d[i * classes + k] = T::from_f64((prob - target(k)) * scale);
             }
         }
     }
@@ -99,7 +116,7 @@ mod tests {
         let weights = [1.0f32, 0.5, 2.0, 0.25];
         let mut p = vec![0.0; n * c];
         let mut d = vec![0.0; n * c];
-        let loss = softmax_cross_entropy(c, &z, &labels, &weights, &mut p, Some(&mut d));
+        let loss = softmax_cross_entropy(c, &z, &labels, &weights, 0.0, &mut p, Some(&mut d));
         let manual: f64 = (0..n)
             .map(|i| -(weights[i] as f64) * p[i * c + labels[i] as usize].ln())
             .sum::<f64>()
@@ -107,8 +124,41 @@ mod tests {
         assert!((loss - manual).abs() < 1e-12);
         assert_gradient("softmax cross-entropy", &z, &d, |z| {
             let mut p = vec![0.0; n * c];
-            softmax_cross_entropy(c, z, &labels, &weights, &mut p, None)
+            softmax_cross_entropy(c, z, &labels, &weights, 0.0, &mut p, None)
         });
+    }
+
+    #[test]
+    fn label_smoothing_is_keras_closed_form_and_its_gradient_matches() {
+        let (n, c, eps) = (3, 4, 0.2f32);
+        let z = values(n * c, 7).iter().map(|v| v * 2.5).collect::<Vec<_>>();
+        let labels = [2u32, 0, 3];
+        let weights = [1.0f32, 2.0, 0.5];
+        let mut p = vec![0.0; n * c];
+        let mut d = vec![0.0; n * c];
+        let loss = softmax_cross_entropy(c, &z, &labels, &weights, eps, &mut p, Some(&mut d));
+        // Keras: categorical_crossentropy(y·(1−ε) + ε/K, softmax(z)), weighted mean.
+        let manual: f64 = (0..n)
+            .map(|i| {
+                let ce: f64 = (0..c)
+                    .map(|k| {
+                        let one_hot = if k == labels[i] as usize { 1.0 } else { 0.0 };
+                        let y = one_hot * (1.0 - eps as f64) + eps as f64 / c as f64;
+                        -y * p[i * c + k].ln()
+                    })
+                    .sum();
+                weights[i] as f64 * ce
+            })
+            .sum::<f64>()
+            / n as f64;
+        assert!((loss - manual).abs() < 1e-12, "{loss} vs {manual}");
+        assert_gradient("smoothed cross-entropy", &z, &d, |z| {
+            let mut p = vec![0.0; n * c];
+            softmax_cross_entropy(c, z, &labels, &weights, eps, &mut p, None)
+        });
+        // ε = 0 is the plain one-hot loss.
+        let plain = softmax_cross_entropy(c, &z, &labels, &weights, 0.0, &mut p, None);
+        assert!((plain - loss).abs() > 1e-3, "smoothing changes the loss");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod conv;
 pub mod dense;
 pub mod dropout;
 pub mod loss;
+pub mod merge;
 pub mod norm;
 pub mod pool;
 pub mod shape;
