@@ -9,7 +9,9 @@ use super::checker::{describe, statement_span, Args, Checker, Env};
 use super::diagnostics::{suggest, Error};
 use crate::lang::ast::*;
 use crate::lang::{Name, Span};
-use crate::nn::ir::{Activation, GraphError, LayerOp, LayerSpec, ModelIr, Padding, Regularizer};
+use crate::nn::ir::{
+    layer_names, Activation, GraphError, LayerOp, LayerSpec, ModelIr, Padding, Regularizer, INPUT,
+};
 
 pub(super) const LAYERS: &[&str] = &[
     "input",
@@ -243,22 +245,12 @@ impl<'a> Checker<'a> {
             Err(e) => e,
         };
         let layer_span = |i: usize| c.ops.get(i).map(|w| w.span).unwrap_or(def.name.span);
+        // The names `from:` can use: every layer's (automatic ones too) and `input`.
         let names = || -> Vec<String> {
-            // The names `from:` can use, as `ModelIr::build_graph` gives them: every layer's
-            // (automatic ones counted per kind) and `input`.
-            let mut counters = std::collections::BTreeMap::new();
-            let mut out: Vec<String> = c
-                .ops
-                .iter()
-                .map(|w| {
-                    let kind = w.spec.op.kind();
-                    let k = counters.entry(kind).or_insert(0);
-                    *k += 1;
-                    w.spec.name.clone().unwrap_or_else(|| format!("{kind}_{k}"))
-                })
-                .collect();
-            out.push(crate::nn::ir::INPUT.to_string());
-            out
+            let specs: Vec<LayerSpec> = c.ops.iter().map(|w| w.spec.clone()).collect();
+            let mut names = layer_names(&specs);
+            names.push(INPUT.to_string());
+            names
         };
         let error = match err {
             GraphError::Shape {

@@ -95,9 +95,11 @@ impl FrozenPrefix {
         let part = |name: &str, input: Vec<usize>, specs: Vec<LayerSpec>, outputs: Vec<String>| {
             ModelIr::build_graph(name, input, specs, outputs)
                 .map(|mut part| {
+                    // Both halves are built from the model's own specs: every name is in it.
                     for layer in part.layers.iter_mut() {
-                        layer.trainable =
-                            ir.layers[ir.layer_index(&layer.name).unwrap_or(0)].trainable;
+                        layer.trainable = ir
+                            .layer_index(&layer.name)
+                            .is_none_or(|i| ir.layers[i].trainable);
                     }
                     part
                 })

@@ -269,18 +269,7 @@ impl ModelIr {
         if specs.is_empty() {
             return Err(GraphError::Empty);
         }
-        let mut counters: BTreeMap<&'static str, usize> = BTreeMap::new();
-        let names: Vec<String> = specs
-            .iter()
-            .map(|s| {
-                let kind = s.op.kind();
-                let counter = counters.entry(kind).or_insert(0);
-                *counter += 1;
-                s.name
-                    .clone()
-                    .unwrap_or_else(|| format!("{kind}_{counter}"))
-            })
-            .collect();
+        let names = layer_names(&specs);
         let position = |n: &str| names.iter().position(|x| x == n);
         // Sources by spec index.
         let mut reads: Vec<Vec<Source>> = Vec::with_capacity(specs.len());
@@ -529,6 +518,23 @@ impl ModelIr {
     pub fn layer_index(&self, name: &str) -> Option<usize> {
         self.layers.iter().position(|l| l.name == name)
     }
+}
+
+/// Each spec's name: its own, or `<kind>_<n>` counted per kind in the order written (Keras's
+/// automatic names, `conv2d_3`).
+pub fn layer_names(specs: &[LayerSpec]) -> Vec<String> {
+    let mut counters: BTreeMap<&'static str, usize> = BTreeMap::new();
+    specs
+        .iter()
+        .map(|s| {
+            let kind = s.op.kind();
+            let counter = counters.entry(kind).or_insert(0);
+            *counter += 1;
+            s.name
+                .clone()
+                .unwrap_or_else(|| format!("{kind}_{counter}"))
+        })
+        .collect()
 }
 
 /// What layer `i` reads when its `from` is not written.
