@@ -3,6 +3,7 @@
 //! Stages of compilation (see ARCHITECTURE.md): source → `lang` (syntax tree with spans)
 //! → `check` (resolved program, model IR) → `plan` (stage DAG with fingerprints) → `run`.
 
+pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod data;

@@ -31,7 +31,7 @@ pub fn run(command: BenchCommand) -> miette::Result<ExitCode> {
         BenchCommand::Data(a) => super::data::bench(a),
         BenchCommand::Engine(a) => {
             let python = std::env::var("GPL_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-            crate::nn::bench::run(&crate::nn::bench::BenchOptions {
+            crate::bench::engine::run(&crate::bench::engine::BenchOptions {
                 threads: a.threads,
                 batch: a.batch,
                 seconds: a.seconds,

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::data::augment::{augment_batch, sample_seed, AugmentSpec};
 use crate::data::hdf5::{inspect, load_galaxy10, write_galaxy10_h5};
 use crate::data::synth::{synthesize, SynthConfig, SynthKind};
 use crate::data::{artifact, ImageSet};
@@ -169,7 +168,7 @@ fn load_any(file: &Path, images: &str, labels: &str) -> miette::Result<ImageSet>
 
 fn preview_cmd(a: PreviewArgs) -> miette::Result<ExitCode> {
     let set = load_any(&a.file, &a.images, &a.labels)?;
-    let sheet = contact_sheet(&set, a.per_class.max(1));
+    let sheet = crate::report::contact_sheet::contact_sheet(&set, a.per_class.max(1));
     let tmp = a.out.with_file_name(format!(
         ".{}.tmp.png",
         a.out
@@ -207,174 +206,8 @@ fn save_png(img: &image::RgbImage, path: &Path) -> miette::Result<()> {
         .into_diagnostic()
 }
 
-/// One row per class: the class id drawn in a left margin, then the first `per_class`
-/// examples of that class.
-pub fn contact_sheet(set: &ImageSet, per_class: usize) -> image::RgbImage {
-    let (h, w, gap, margin) = (set.height as u32, set.width as u32, 2u32, 16u32);
-    let rows = set.class_names.len() as u32;
-    let mut sheet = image::RgbImage::from_pixel(
-        margin + per_class as u32 * (w + gap),
-        rows * (h + gap),
-        image::Rgb([40, 40, 40]),
-    );
-    let mut filled = vec![0usize; set.class_names.len()];
-    for i in 0..set.len() {
-        let c = set.labels[i] as usize;
-        if filled[c] >= per_class {
-            continue;
-        }
-        let (x0, y0) = (margin + filled[c] as u32 * (w + gap), c as u32 * (h + gap));
-        let img = set.image(i);
-        for y in 0..h {
-            for x in 0..w {
-                let p = ((y * w + x) as usize) * set.channels;
-                let rgb = if set.channels >= 3 {
-                    [img[p], img[p + 1], img[p + 2]]
-                } else {
-                    [img[p]; 3]
-                };
-                sheet.put_pixel(x0 + x, y0 + y, image::Rgb(rgb));
-            }
-        }
-        filled[c] += 1;
-    }
-    for c in 0..rows {
-        draw_number(&mut sheet, c as usize, 2, c * (h + gap) + h / 2 - 5);
-    }
-    sheet
-}
-
-/// Draws a small number with a 3×5 bitmap font at twice the size.
-fn draw_number(img: &mut image::RgbImage, n: usize, x0: u32, y0: u32) {
-    const DIGITS: [[u8; 5]; 10] = [
-        [7, 5, 5, 5, 7],
-        [2, 6, 2, 2, 7],
-        [7, 1, 7, 4, 7],
-        [7, 1, 7, 1, 7],
-        [5, 5, 7, 1, 1],
-        [7, 4, 7, 1, 7],
-        [7, 4, 7, 5, 7],
-        [7, 1, 1, 1, 1],
-        [7, 5, 7, 5, 7],
-        [7, 5, 7, 1, 7],
-    ];
-    for (k, ch) in n.to_string().bytes().enumerate() {
-        let glyph = DIGITS[(ch - b'0') as usize];
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..3 {
-                if bits & (4 >> col) != 0 {
-                    for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                        let (x, y) = (x0 + k as u32 * 8 + col * 2 + dx, y0 + row as u32 * 2 + dy);
-                        if x < img.width() && y < img.height() {
-                            img.put_pixel(x, y, image::Rgb([230, 230, 230]));
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn report(what: &str, seconds: f64, target: f64) {
-    let verdict = if seconds <= target {
-        "ok"
-    } else {
-        "OVER TARGET"
-    };
-    println!("{what:<44} {seconds:>8.3} s   target < {target} s   {verdict}");
-}
-
 /// `gpl bench data`: synthesis, warm load and augmentation against the targets.
 pub fn bench(a: BenchDataArgs) -> miette::Result<ExitCode> {
-    let threads = rayon::current_num_threads();
-    println!("gpl bench data ({threads} threads)");
-    let tempdir;
-    let dir = match &a.dir {
-        Some(d) => d.clone(),
-        None => {
-            tempdir = std::env::temp_dir().join(format!("gpl-bench-data-{}", std::process::id()));
-            std::fs::create_dir_all(&tempdir).into_diagnostic()?;
-            tempdir.clone()
-        }
-    };
-    let path = dir.join("galaxy10_synth.h5");
-
-    let start = Instant::now();
-    let set = synthesize(&SynthConfig::galaxy10(a.count, 1))?;
-    report(
-        &format!("synthesize {} images 69x69x3", a.count),
-        start.elapsed().as_secs_f64(),
-        60.0,
-    );
-
-    let start = Instant::now();
-    write_galaxy10_h5(&set, &path)?;
-    println!(
-        "{:<44} {:>8.3} s",
-        format!("write {} MB HDF5", set.images.len() / 1_000_000),
-        start.elapsed().as_secs_f64()
-    );
-    drop(set);
-
-    // Cold-ish first read, then the warm read the target is about.
-    let _ = load_galaxy10(&path, "images", "ans")?;
-    let start = Instant::now();
-    let loaded = load_galaxy10(&path, "images", "ans")?;
-    report(
-        &format!("load {} images (warm)", loaded.len()),
-        start.elapsed().as_secs_f64(),
-        2.0,
-    );
-
-    let spec = AugmentSpec {
-        rotation_range: 45.0,
-        width_shift_range: 0.1,
-        height_shift_range: 0.1,
-        shear_range: 0.2,
-        zoom_range: AugmentSpec::zoom(0.2),
-        horizontal_flip: true,
-        vertical_flip: true,
-        ..Default::default()
-    };
-    let batch = 512;
-    let mut buffer = vec![0f32; batch * loaded.image_len()];
-    let start = Instant::now();
-    let mut done = 0;
-    while done < a.augment {
-        let n = batch.min(a.augment - done);
-        let indices: Vec<usize> = (done..done + n).map(|i| i % loaded.len()).collect();
-        let seeds: Vec<u64> = (done..done + n)
-            .map(|i| sample_seed(7, 0, i as u64))
-            .collect();
-        augment_batch(
-            &spec,
-            &loaded,
-            &indices,
-            &seeds,
-            &mut buffer[..n * loaded.image_len()],
-        );
-        done += n;
-    }
-    report(
-        &format!("augment {} images (Keras affine + flips)", a.augment),
-        start.elapsed().as_secs_f64(),
-        1.0,
-    );
-
-    let start = Instant::now();
-    let art = dir.join("set.gplimg");
-    artifact::save_image_set(&loaded, &art)?;
-    let saved = start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    let _ = artifact::load_image_set(&art)?;
-    println!(
-        "{:<44} {:>8.3} s save, {:.3} s load",
-        "image-set artifact",
-        saved,
-        start.elapsed().as_secs_f64()
-    );
-    if a.dir.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    crate::bench::data::run(a.count, a.augment, a.dir.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }

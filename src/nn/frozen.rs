@@ -11,7 +11,7 @@
 use super::ir::{LayerOp, LayerSpec, ModelIr, Source, INPUT};
 use super::optim::OptimizerConfig;
 use super::{EngineError, Network};
-use crate::train::learner::{Batch, Learner, NamedTensors, StepStats};
+use crate::nn::learner::{Batch, Learner, NamedTensors, StepStats};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 

@@ -6,7 +6,7 @@ use super::error::EngineError;
 use super::ir::ModelIr;
 use super::network::Network;
 use super::optim::OptimizerConfig;
-use crate::train::learner::{NamedTensors, Tensor};
+use crate::nn::learner::{NamedTensors, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;

@@ -9,13 +9,13 @@
 //! net.save(path)?; let net = Network::load(path)?;                   // safetensors + IR
 //! ```
 
-pub mod bench;
 pub mod error;
 pub mod frozen;
 pub mod gemm;
 mod graph;
 pub mod io;
 pub mod ir;
+pub mod learner;
 mod model;
 pub mod network;
 pub mod ops;

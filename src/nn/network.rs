@@ -9,7 +9,7 @@ use super::ir::ModelIr;
 use super::model::{Model, Param};
 use super::ops::activation;
 use super::optim::OptimizerConfig;
-use crate::train::learner::{Batch, Learner, NamedTensors, StepStats, Target, Tensor};
+use crate::nn::learner::{Batch, Learner, NamedTensors, StepStats, Target, Tensor};
 use std::cell::{Ref, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;

@@ -11,6 +11,7 @@ use crate::data::augment::AugmentSpec;
 use crate::data::ImageSet;
 use crate::nn::frozen::FrozenPrefix;
 use crate::nn::ir::ModelIr;
+use crate::nn::learner::Learner;
 use crate::nn::optim::OptimizerConfig;
 use crate::nn::Network;
 use crate::plan::StageSpec;
@@ -22,7 +23,6 @@ use crate::train::callbacks::{
 };
 use crate::train::fit::{fit, EpochProgress, FitConfig, FitContext, TrainData};
 use crate::train::history::History;
-use crate::train::learner::Learner;
 use crate::train::predictions::{
     predict_set, prediction_rows, write_predictions_csv, PredictionRow,
 };

@@ -8,10 +8,10 @@
 //! The learner keeps its own randomness (dropout) in its `state()`.
 
 use crate::data::ImageSet;
+use crate::nn::learner::{Batch, Learner, NamedTensors, Target};
 use crate::train::callbacks::{Callback, CallbackSpec, CallbackState, EpochLogs};
 use crate::train::error::{Result, TrainError};
 use crate::train::history::{EpochRecord, History};
-use crate::train::learner::{Batch, Learner, NamedTensors, Target};
 use crate::train::weights::{load_safetensors, save_safetensors, Metadata};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

@@ -1,15 +1,13 @@
 //! Training stages: the epoch loop, Keras-exact callbacks, history, checkpoints, predictions,
 //! weight import/export and freezing.
 //!
-//! Everything here talks to the compute engine through `learner::Learner` only, so it is
+//! Everything here talks to the compute engine through `nn::learner::Learner` only, so it is
 //! tested with the small learner in `testing` and runs unchanged on `nn::Network`.
 
-pub mod bench;
 pub mod callbacks;
 pub mod error;
 pub mod fit;
 pub mod history;
-pub mod learner;
 pub mod predictions;
 pub mod testing;
 pub mod weights;

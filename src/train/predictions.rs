@@ -6,8 +6,8 @@
 //! the very numbers the model produced.
 
 use crate::data::ImageSet;
+use crate::nn::learner::Learner;
 use crate::train::error::{Result, TrainError};
-use crate::train::learner::Learner;
 use std::path::Path;
 
 #[derive(Clone, Debug, PartialEq)]

@@ -2,7 +2,7 @@
 //! epoch loop, callbacks, checkpoints and resume are tested without the compute engine.
 //! It trains for real: the loss falls and its state round-trips bit-exactly.
 
-use crate::train::learner::{Batch, Learner, NamedTensors, StepStats, Tensor};
+use crate::nn::learner::{Batch, Learner, NamedTensors, StepStats, Tensor};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SoftmaxRegression {

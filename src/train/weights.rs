@@ -7,8 +7,8 @@
 //! `[in, out]`), the order `nn::ir` documents.
 
 use crate::nn::ir::ModelIr;
+use crate::nn::learner::{NamedTensors, Tensor};
 use crate::train::error::{Result, TrainError};
-use crate::train::learner::{NamedTensors, Tensor};
 use std::collections::BTreeMap;
 use std::path::Path;
 

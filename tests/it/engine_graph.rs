@@ -7,9 +7,9 @@ use gpl::check::load_program;
 use gpl::data::synth::{synthesize, SynthConfig};
 use gpl::nn::frozen::FrozenPrefix;
 use gpl::nn::ir::{Activation, LayerOp, LayerSpec, ModelIr, Padding, Regularizer};
+use gpl::nn::learner::{Batch, Learner, Target};
 use gpl::nn::{EngineError, Network, OptimizerConfig};
 use gpl::train::fit::{fit, FitConfig, FitContext, TrainData};
-use gpl::train::learner::{Batch, Learner, Target};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

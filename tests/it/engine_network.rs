@@ -2,8 +2,8 @@
 //! bit-exact resume, checkpoints, input gradients, errors, thread-count determinism, learning.
 
 use gpl::nn::ir::{Activation, LayerOp, ModelIr, Padding, Regularizer};
+use gpl::nn::learner::{Batch, Learner};
 use gpl::nn::{EngineError, Network, OptimizerConfig};
-use gpl::train::learner::{Batch, Learner};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -5,8 +5,8 @@
 //! label smoothing (tests/fixtures/engine/make_torch_graph_fixture.py).
 
 use gpl::nn::ir::{Activation, LayerOp, LayerSpec, ModelIr, Padding, Regularizer};
+use gpl::nn::learner::{Batch, Target};
 use gpl::nn::{Network, OptimizerConfig};
-use gpl::train::learner::{Batch, Target};
 
 const N: usize = 4;
 const SIDE: usize = 69;

@@ -4,8 +4,8 @@
 
 use gpl::nn::frozen::FrozenPrefix;
 use gpl::nn::ir::{Activation, LayerOp, ModelIr, Padding, Regularizer};
+use gpl::nn::learner::{Batch, Learner};
 use gpl::nn::{Network, OptimizerConfig};
-use gpl::train::learner::{Batch, Learner};
 use gpl::train::weights::{load_keras_h5, ExpectedShapes};
 use std::path::Path;
 

@@ -3,9 +3,9 @@
 //! callbacks act inside the loop as they decide.
 
 use gpl::data::ImageSet;
+use gpl::nn::learner::{Batch, Learner, NamedTensors, StepStats};
 use gpl::train::callbacks::*;
 use gpl::train::fit::*;
-use gpl::train::learner::{Batch, Learner, NamedTensors, StepStats};
 use gpl::train::testing::SoftmaxRegression;
 use gpl::train::TrainError;
 use rand::{Rng, SeedableRng};
@@ -590,7 +590,7 @@ fn load_weights_replaces_named_tensors_and_keeps_the_rest() {
     )
     .unwrap();
     let before = learner.state();
-    let bias = gpl::train::learner::Tensor {
+    let bias = gpl::nn::learner::Tensor {
         shape: vec![3],
         data: vec![0.5, -0.5, 0.25],
     };
@@ -607,7 +607,7 @@ fn load_weights_replaces_named_tensors_and_keeps_the_rest() {
         after["optimizer/iterations"],
         before["optimizer/iterations"]
     );
-    let wrong = gpl::train::learner::Tensor {
+    let wrong = gpl::nn::learner::Tensor {
         shape: vec![4],
         data: vec![0.0; 4],
     };

@@ -1,7 +1,7 @@
 //! predictions.csv from a trained learner: one row per validation and test sample, read back exactly.
 
 use gpl::data::ImageSet;
-use gpl::train::learner::Learner;
+use gpl::nn::learner::Learner;
 use gpl::train::predictions::*;
 use gpl::train::testing::SoftmaxRegression;
 

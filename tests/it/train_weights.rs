@@ -2,7 +2,7 @@
 //! tests/fixtures/train/make_keras_h5.py), shape checks, and freezing.
 
 use gpl::nn::ir::{Activation, LayerOp, ModelIr, Padding, Regularizer};
-use gpl::train::learner::{NamedTensors, Tensor};
+use gpl::nn::learner::{NamedTensors, Tensor};
 use gpl::train::weights::*;
 use gpl::train::TrainError;
 use std::path::PathBuf;

@@ -3,11 +3,11 @@
 //! against the machine's ~157 GFLOP/s peak, peak memory and per-layer time, and PyTorch
 //! measured in the same run. Timing is wall-clock over at least `seconds` per figure.
 
-use super::gemm::{self, gemm, Backend, MatRef};
-use super::ir::{Activation, LayerOp, ModelIr, Padding, Regularizer};
-use super::network::Network;
-use super::optim::OptimizerConfig;
-use crate::train::learner::{Batch, Learner};
+use crate::nn::gemm::{self, gemm, Backend, MatRef};
+use crate::nn::ir::{Activation, LayerOp, ModelIr, Padding, Regularizer};
+use crate::nn::learner::{Batch, Learner};
+use crate::nn::network::Network;
+use crate::nn::optim::OptimizerConfig;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
@@ -334,7 +334,7 @@ pub fn run(options: &BenchOptions) -> miette::Result<()> {
     let batches =
         ((2.0 * options.seconds * bigger_train / options.batch as f64).ceil() as usize).max(8);
     let epoch =
-        pool.install(|| crate::train::bench::epoch_vs_step(&bigger_cnn(), options.batch, batches))?;
+        pool.install(|| crate::bench::epoch::epoch_vs_step(&bigger_cnn(), options.batch, batches))?;
     println!(
         "bigger_cnn training epoch through the train stage's loop ({} images: shuffle, class weights, keras_default augmentation on the producer thread): {:.1} images/s vs raw step {:.1} images/s ({:.1}% of raw)",
         epoch.images,

@@ -2,13 +2,13 @@
 //! batch gathering, class weights and on-the-fly augmentation on the producer thread,
 //! overlapped with compute) against the engine's raw training step on a ready batch.
 
-use super::fit::{fit, FitConfig, FitContext, TrainData};
-use super::learner::{Batch, Learner};
 use crate::data::augment::AugmentSpec;
 use crate::data::synth::{synthesize, SynthConfig};
 use crate::nn::ir::ModelIr;
+use crate::nn::learner::{Batch, Learner};
 use crate::nn::network::Network;
 use crate::nn::optim::OptimizerConfig;
+use crate::train::fit::{fit, FitConfig, FitContext, TrainData};
 use std::time::Instant;
 
 pub struct EpochFigures {

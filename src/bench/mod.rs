@@ -1,0 +1,11 @@
+//! Benchmarks behind `gpl bench`: each runs our code and, where there is one, the reference
+//! (PyTorch) side by side in one run and prints the ratio. No test asserts a timing.
+//!
+//! - `engine`: GEMM backends, forward and training images/s per net, per-layer time, the
+//!   kernels' share of a step, against PyTorch in the same run.
+//! - `epoch`: one epoch through the training loop against the raw training step.
+//! - `data`: synthesis, HDF5 load, augmentation and artifacts against the data targets.
+
+pub mod data;
+pub mod engine;
+pub mod epoch;
