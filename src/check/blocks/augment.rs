@@ -1,120 +1,94 @@
 //! Augment presets: Keras `ImageDataGenerator` settings.
 
-use crate::check::checker::{fmt_num, Args, Checker};
+use crate::check::checker::{fmt_num, Checker};
 use crate::check::diagnostics::Error;
 use crate::check::program::*;
+use crate::check::schema::{Spec, ValueType};
 use crate::lang::ast::*;
+
+/// A degree, shift or pixel setting.
+const fn number(what: &'static str, hi: f64) -> ValueType {
+    ValueType::Number {
+        what,
+        lo: 0.0,
+        hi,
+        open: false,
+    }
+}
+
+/// Every setting is optional: left out, it does nothing (Keras's defaults).
+pub(super) const AUGMENT: &[Spec] = &[
+    Spec::optional("rotation", number("rotation (degrees)", 180.0)),
+    Spec::optional("width_shift", number("width shift", f64::INFINITY)),
+    Spec::optional("height_shift", number("height shift", f64::INFINITY)),
+    Spec::optional("shear", number("shear (degrees)", 90.0)),
+    Spec::optional("zoom", ValueType::Other),
+    Spec::optional("horizontal_flip", ValueType::Switch),
+    Spec::optional("vertical_flip", ValueType::Switch),
+    Spec::optional("fill_mode", ValueType::Word { what: "fill mode" }),
+    Spec::optional("cval", number("cval", 255.0)),
+    Spec::optional("rot90", ValueType::Switch),
+    Spec::optional("noise", number("noise standard deviation", 255.0)),
+    Spec::optional("brightness", ValueType::Other),
+];
+
+const FILL_MODES: &[(&str, FillMode)] = &[
+    ("nearest", FillMode::Nearest),
+    ("constant", FillMode::Constant),
+    ("reflect", FillMode::Reflect),
+    ("wrap", FillMode::Wrap),
+];
 
 impl<'a> Checker<'a> {
     pub fn augment(&mut self, b: &'a Block) {
-        const KEYS: &[&str] = &[
-            "rotation",
-            "width_shift",
-            "height_shift",
-            "shear",
-            "zoom",
-            "horizontal_flip",
-            "vertical_flip",
-            "fill_mode",
-            "cval",
-            "rot90",
-            "noise",
-            "brightness",
-        ];
-        let s = self.statements("augment", &b.body, KEYS, &[]);
-        let mut aug = Augment {
-            name: b.name.text.clone(),
-            rotation: 0.0,
-            width_shift: 0.0,
-            height_shift: 0.0,
-            shear: 0.0,
-            zoom: [1.0, 1.0],
-            horizontal_flip: false,
-            vertical_flip: false,
-            fill_mode: FillMode::Nearest,
-            cval: 0.0,
-            rot90: false,
-            noise: 0.0,
-            brightness: None,
-            span: b.name.span,
+        let s = self.statements(b, AUGMENT);
+        let number = |this: &mut Self, name: &str| this.number_of(&s, name).unwrap_or(0.0);
+        let rotation = number(self, "rotation");
+        let width_shift = number(self, "width_shift");
+        let height_shift = number(self, "height_shift");
+        let shear = number(self, "shear");
+        let cval = number(self, "cval");
+        let noise = number(self, "noise");
+        let switch = |this: &mut Self, name: &str| this.switch_of(&s, name).unwrap_or(false);
+        let horizontal_flip = switch(self, "horizontal_flip");
+        let vertical_flip = switch(self, "vertical_flip");
+        let rot90 = switch(self, "rot90");
+        // Read from the first positional value, as the number settings are.
+        let value = |this: &mut Self, name: &str| {
+            let st = s.one(name)?;
+            this.positional_of(st)
         };
-        for (head, sts) in &s.by_head {
-            let st = sts[sts.len() - 1];
-            let a = Args::of_statement(st);
-            let first = a.positional.first().copied();
-            let is_flag = ["horizontal_flip", "vertical_flip", "rot90"].contains(&head.as_str());
-            if is_flag {
-                let on = match first {
-                    None => true,
-                    Some(v) => self.boolean(v).unwrap_or(false),
-                };
-                match head.as_str() {
-                    "horizontal_flip" => aug.horizontal_flip = on,
-                    "vertical_flip" => aug.vertical_flip = on,
-                    _ => aug.rot90 = on,
+        let fill_mode = value(self, "fill_mode")
+            .and_then(|v| self.choice(v, "fill mode", FILL_MODES))
+            .unwrap_or(FillMode::Nearest);
+        let mut zoom = [1.0, 1.0];
+        if let Some(v) = value(self, "zoom") {
+            if let ValueKind::Number { .. } = v.kind {
+                if let Some(z) = self.ranged(v, "zoom", 0.0, 1.0, true) {
+                    zoom = [1.0 - z, 1.0 + z];
                 }
-                continue;
-            }
-            let Some(v) = first else {
-                self.err(Error::MissingArg {
-                    what: head.clone(),
-                    needed: "a value".into(),
-                    span: a.span,
-                    help: None,
-                });
-                continue;
-            };
-            match head.as_str() {
-                "rotation" => {
-                    aug.rotation = self
-                        .ranged(v, "rotation (degrees)", 0.0, 180.0, false)
-                        .unwrap_or(0.0)
-                }
-                "width_shift" => {
-                    aug.width_shift = self
-                        .ranged(v, "width shift", 0.0, f64::INFINITY, false)
-                        .unwrap_or(0.0)
-                }
-                "height_shift" => {
-                    aug.height_shift = self
-                        .ranged(v, "height shift", 0.0, f64::INFINITY, false)
-                        .unwrap_or(0.0)
-                }
-                "shear" => {
-                    aug.shear = self
-                        .ranged(v, "shear (degrees)", 0.0, 90.0, false)
-                        .unwrap_or(0.0)
-                }
-                "cval" => aug.cval = self.ranged(v, "cval", 0.0, 255.0, false).unwrap_or(0.0),
-                "noise" => {
-                    aug.noise = self
-                        .ranged(v, "noise standard deviation", 0.0, 255.0, false)
-                        .unwrap_or(0.0)
-                }
-                "fill_mode" => {
-                    aug.fill_mode = match self
-                        .choice(v, "fill mode", &["nearest", "constant", "reflect", "wrap"])
-                        .as_deref()
-                    {
-                        Some("constant") => FillMode::Constant,
-                        Some("reflect") => FillMode::Reflect,
-                        Some("wrap") => FillMode::Wrap,
-                        _ => FillMode::Nearest,
-                    }
-                }
-                "zoom" => {
-                    if let ValueKind::Number { .. } = v.kind {
-                        if let Some(z) = self.ranged(v, "zoom", 0.0, 1.0, true) {
-                            aug.zoom = [1.0 - z, 1.0 + z];
-                        }
-                    } else if let Some(r) = self.interval(v, "zoom range") {
-                        aug.zoom = r;
-                    }
-                }
-                _ => aug.brightness = self.interval(v, "brightness range"),
+            } else if let Some(r) = self.interval(v, "zoom range") {
+                zoom = r;
             }
         }
-        self.out.augments.push(aug);
+        let brightness =
+            value(self, "brightness").and_then(|v| self.interval(v, "brightness range"));
+        self.out.augments.push(Augment {
+            name: b.name.text.clone(),
+            rotation,
+            width_shift,
+            height_shift,
+            shear,
+            zoom,
+            horizontal_flip,
+            vertical_flip,
+            fill_mode,
+            cval,
+            rot90,
+            noise,
+            brightness,
+            span: b.name.span,
+        });
     }
 
     /// `[lo, hi]` or `lo..hi`, positive and ordered.

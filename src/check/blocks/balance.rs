@@ -3,7 +3,17 @@
 use crate::check::checker::{Args, Checker};
 use crate::check::diagnostics::{suggest, Error};
 use crate::check::program::*;
+use crate::check::schema::{Spec, ValueType};
 use crate::lang::ast::*;
+
+pub(super) const BALANCE: &[Spec] = &[
+    Spec::repeated("downsample", ValueType::Other),
+    Spec::repeated("oversample", ValueType::Other),
+    Spec::optional("weights", ValueType::Other),
+    super::SEED,
+    // A preset's statements are read as if written here, before the block's own.
+    Spec::repeated("use", ValueType::Other),
+];
 
 impl<'a> Checker<'a> {
     pub fn balance(&mut self, b: &'a Block) {
@@ -51,8 +61,8 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        body_sts.extend(b.body.statements().filter(|s| s.head.text != "use"));
-        let known = ["downsample", "oversample", "weights", "seed", "use"];
+        body_sts.extend(b.body.statements());
+        let s = self.statements_in(b, body_sts, BALANCE);
         let dataset = self
             .out
             .datasets
@@ -65,81 +75,56 @@ impl<'a> Checker<'a> {
             .as_ref()
             .map(|d| d.label_map.clone())
             .unwrap_or_default();
-        let mut out = Balance {
+        let downsample = s
+            .all("downsample")
+            .iter()
+            .filter_map(|st| self.resample(st, classes, &dropped, &map))
+            .collect();
+        let mut oversample = Vec::new();
+        for st in s.all("oversample") {
+            let Some(r) = self.resample(st, classes, &dropped, &map) else {
+                continue;
+            };
+            if r.using.is_none() {
+                self.note_default(
+                    b,
+                    "oversample.using",
+                    "none",
+                    "added copies are exact duplicates",
+                );
+            }
+            oversample.push(r);
+        }
+        let weights = s.one("weights").and_then(|st| {
+            let a = Args::of_statement(st);
+            match a.positional.first() {
+                Some(v) if v.as_word().is_some_and(|n| n.text == "balanced") => {
+                    Some(WeightsSpec::Balanced)
+                }
+                Some(v) => self
+                    .weight_list(v, dataset.as_ref().and_then(|d| d.classes))
+                    .map(|w| WeightsSpec::Explicit { weights: w }),
+                None => {
+                    self.err(Error::MissingArg {
+                        what: "weights".into(),
+                        needed: "`balanced` or a list".into(),
+                        span: a.span,
+                        help: None,
+                    });
+                    None
+                }
+            }
+        });
+        // A bad seed is reported; the program is refused, so the stand-in is never run.
+        let seed = self.count_of(b, &s, "seed").unwrap_or(0) as u64;
+        let out = Balance {
             name: b.name.text.clone(),
             from,
-            downsample: Vec::new(),
-            oversample: Vec::new(),
-            weights: None,
-            seed: 0,
+            downsample,
+            oversample,
+            weights,
+            seed,
             span: b.name.span,
-        };
-        let mut seed = None;
-        for st in body_sts {
-            let head = st.head.text.as_str();
-            if !known.contains(&head) {
-                self.err(Error::UnknownStatement {
-                    block: "balance".into(),
-                    name: head.into(),
-                    span: st.head.span,
-                    help: suggest(head, known),
-                });
-                continue;
-            }
-            match head {
-                "downsample" | "oversample" => {
-                    let Some(r) = self.resample(st, classes, &dropped, &map) else {
-                        continue;
-                    };
-                    if head == "downsample" {
-                        out.downsample.push(r)
-                    } else {
-                        if r.using.is_none() {
-                            self.note_default(
-                                b,
-                                "oversample.using",
-                                "none",
-                                "added copies are exact duplicates",
-                            );
-                        }
-                        out.oversample.push(r)
-                    }
-                }
-                "weights" => {
-                    let a = Args::of_statement(st);
-                    out.weights = match a.positional.first() {
-                        Some(v) if v.as_word().is_some_and(|n| n.text == "balanced") => {
-                            Some(WeightsSpec::Balanced)
-                        }
-                        Some(v) => self
-                            .weight_list(v, dataset.as_ref().and_then(|d| d.classes))
-                            .map(|w| WeightsSpec::Explicit { weights: w }),
-                        None => {
-                            self.err(Error::MissingArg {
-                                what: "weights".into(),
-                                needed: "`balanced` or a list".into(),
-                                span: a.span,
-                                help: None,
-                            });
-                            None
-                        }
-                    };
-                }
-                _ => {
-                    seed = Args::of_statement(st)
-                        .positional
-                        .first()
-                        .and_then(|v| self.count(v, "seed", 0))
-                        .map(|s| s as u64)
-                }
-            }
-        }
-        out.seed = match seed {
-            Some(s) => s,
-            None => {
-                self.note_default(b, "seed", 0, "no seed written");
-                0
-            }
         };
         self.out.balances.push(out);
     }

@@ -1,9 +1,31 @@
-//! Keras callbacks (`early_stopping`, `reduce_lr`, `checkpoint`), in a train block or a callbacks preset.
+//! Keras callbacks (`early_stopping`, `reduce_lr`, `checkpoint`), in a train block or a
+//! callbacks preset.
 
 use super::MONITORS;
 use crate::check::checker::{fmt_num, Args, Checker};
 use crate::check::program::*;
+use crate::check::schema::{Spec, ValueType};
 use crate::lang::ast::*;
+
+pub(super) const EARLY_STOPPING: Spec = Spec::optional("early_stopping", ValueType::Other);
+pub(super) const REDUCE_LR: Spec = Spec::optional("reduce_lr", ValueType::Other);
+pub(super) const CHECKPOINT: Spec = Spec::optional("checkpoint", ValueType::Other);
+
+/// A callbacks preset; a train block accepts the same statements.
+pub(super) const CALLBACKS: &[Spec] = &[EARLY_STOPPING, REDUCE_LR, CHECKPOINT];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    EarlyStopping,
+    ReduceLr,
+    Checkpoint,
+}
+
+const KINDS: &[(&str, Kind)] = &[
+    (EARLY_STOPPING.name, Kind::EarlyStopping),
+    (REDUCE_LR.name, Kind::ReduceLr),
+    (CHECKPOINT.name, Kind::Checkpoint),
+];
 
 impl<'a> Checker<'a> {
     pub(super) fn monitor(&mut self, a: &Args, b: &Block, cb: &str) -> Option<(String, Mode)> {
@@ -11,7 +33,7 @@ impl<'a> Checker<'a> {
             Some(v) => self.choice(v, "metric", MONITORS)?,
             None => {
                 self.note_default(b, &format!("{cb}.monitor"), "val_loss", "Keras's default");
-                "val_loss".into()
+                "val_loss"
             }
         };
         let auto = if monitor.contains("acc") {
@@ -20,14 +42,20 @@ impl<'a> Checker<'a> {
             Mode::Min
         };
         let mode = match a.get("mode") {
-            Some(v) => match self.choice(v, "mode", &["auto", "min", "max"])?.as_str() {
-                "min" => Mode::Min,
-                "max" => Mode::Max,
-                _ => auto,
-            },
+            Some(v) => self
+                .choice(
+                    v,
+                    "mode",
+                    &[
+                        ("auto", None),
+                        ("min", Some(Mode::Min)),
+                        ("max", Some(Mode::Max)),
+                    ],
+                )?
+                .unwrap_or(auto),
             None => auto,
         };
-        Some((monitor, mode))
+        Some((monitor.to_string(), mode))
     }
 
     pub(super) fn callback(&mut self, b: &Block, st: &Statement) -> Option<Callback> {
@@ -42,8 +70,9 @@ impl<'a> Checker<'a> {
                 }
             }
         };
-        match head {
-            "early_stopping" => {
+        // Heads were checked against the block's table, which holds only these.
+        match self.choice_name(&st.head, "callback", KINDS)? {
+            Kind::EarlyStopping => {
                 self.only_named(
                     &a,
                     "early_stopping",
@@ -71,7 +100,7 @@ impl<'a> Checker<'a> {
                     start_from_epoch,
                 })
             }
-            "reduce_lr" => {
+            Kind::ReduceLr => {
                 self.only_named(
                     &a,
                     "reduce_lr",
@@ -107,7 +136,7 @@ impl<'a> Checker<'a> {
                     min_lr,
                 })
             }
-            _ => {
+            Kind::Checkpoint => {
                 self.only_named(&a, "checkpoint", &["monitor", "mode", "save_best"]);
                 let (monitor, mode) = self.monitor(&a, b, head)?;
                 let save_best = self.flag(&a, "save_best").unwrap_or(false);
@@ -122,11 +151,6 @@ impl<'a> Checker<'a> {
 
     /// Checks a callbacks preset's statements once at its definition.
     pub fn callbacks_def(&mut self, b: &'a Block) {
-        self.statements(
-            "callbacks",
-            &b.body,
-            &["early_stopping", "reduce_lr", "checkpoint"],
-            &[],
-        );
+        self.statements(b, CALLBACKS);
     }
 }

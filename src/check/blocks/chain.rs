@@ -2,22 +2,45 @@
 
 use crate::check::checker::{Args, Checker};
 use crate::check::program::*;
+use crate::check::schema::{lookup, Spec, ValueType::Other};
 use crate::lang::ast::*;
+
+const DETECT: Spec = Spec::optional("detect", Other);
+const CROP: Spec = Spec::optional("crop", Other);
+const CLASSIFY: Spec = Spec::optional("classify", Other);
+const OUTPUT: Spec = Spec::optional("output", Other);
+
+/// The steps, each once; they run in the order written.
+pub(super) const CHAIN: &[Spec] = &[DETECT, CROP, CLASSIFY, OUTPUT];
+
+#[derive(Clone, Copy)]
+enum Step {
+    Detect,
+    Crop,
+    Classify,
+    Output,
+}
+
+const STEPS: &[(&str, Step)] = &[
+    (DETECT.name, Step::Detect),
+    (CROP.name, Step::Crop),
+    (CLASSIFY.name, Step::Classify),
+    (OUTPUT.name, Step::Output),
+];
 
 impl<'a> Checker<'a> {
     pub fn chain(&mut self, b: &'a Block) {
-        // Reports unknown heads; the steps are read in order below.
-        self.statements(
-            "chain",
-            &b.body,
-            &["detect", "crop", "classify", "output"],
-            &[],
-        );
+        // Reports unknown heads and repeats; the steps are read in order below.
+        self.statements(b, CHAIN);
         let mut steps = Vec::new();
         for st in b.body.statements() {
             let a = Args::of_statement(st);
-            match st.head.text.as_str() {
-                "detect" => {
+            // An unknown head was reported above.
+            let Some(step) = lookup(STEPS, &st.head.text) else {
+                continue;
+            };
+            match step {
+                Step::Detect => {
                     let Some(v) = a.positional.first() else {
                         continue;
                     };
@@ -43,7 +66,7 @@ impl<'a> Checker<'a> {
                         min_score,
                     });
                 }
-                "crop" => {
+                Step::Crop => {
                     if let Some(v) = a.positional.first() {
                         if let ValueKind::Dims(d) = &v.kind {
                             if let (Some(h), Some(w)) = (
@@ -57,12 +80,12 @@ impl<'a> Checker<'a> {
                         }
                     }
                 }
-                "classify" => {
+                Step::Classify => {
                     if let Some(p) = a.positional.first().and_then(|v| self.predictor(v)) {
                         steps.push(ChainStep::Classify { model: p });
                     }
                 }
-                "output" => {
+                Step::Output => {
                     if let Some(p) = a
                         .positional
                         .first()
@@ -71,7 +94,6 @@ impl<'a> Checker<'a> {
                         steps.push(ChainStep::Output { path: p });
                     }
                 }
-                _ => {}
             }
         }
         self.out.chains.push(Chain {

@@ -1,24 +1,36 @@
 //! Dataset blocks: the source, fallback, class edits (drop, merge, names) and the split.
 
 use crate::check::checker::{fmt_num, Args, Checker};
-use crate::check::diagnostics::{suggest, Error};
+use crate::check::diagnostics::Error;
 use crate::check::program::*;
+use crate::check::schema::{Spec, ValueType::Other};
 use crate::lang::ast::*;
+
+pub(super) const DATASET: &[Spec] = &[
+    Spec::required(
+        "source",
+        Other,
+        "source hdf5(\"data/Galaxy10.h5\", images: \"images\", labels: \"ans\")",
+    ),
+    Spec::optional("fallback", Other),
+    Spec::repeated("drop", Other),
+    Spec::repeated("merge", Other),
+    Spec::optional("split", Other),
+    Spec::optional("classes", Other),
+];
+
+/// Source kinds, by the name of their call.
+#[derive(Clone, Copy)]
+enum SourceKind {
+    Hdf5,
+    Folder,
+    Synthetic,
+}
 
 impl<'a> Checker<'a> {
     pub fn dataset(&mut self, b: &'a Block) {
-        let s = self.statements(
-            "dataset",
-            &b.body,
-            &["source", "fallback", "drop", "merge", "split", "classes"],
-            &["drop", "merge"],
-        );
-        let Some(source_st) = self.require(
-            b,
-            &s,
-            "source",
-            "source hdf5(\"data/Galaxy10.h5\", images: \"images\", labels: \"ans\")",
-        ) else {
+        let s = self.statements(b, DATASET);
+        let Some(source_st) = s.one("source") else {
             return;
         };
         let Some((source, mut classes, mut shape)) = self.source(b, source_st) else {
@@ -116,9 +128,18 @@ impl<'a> Checker<'a> {
             self.wrong_type(v, "hdf5(...), folder(...) or synthetic(...)", None);
             return None;
         };
+        let kind = self.choice_name(
+            name,
+            "data source",
+            &[
+                ("hdf5", SourceKind::Hdf5),
+                ("folder", SourceKind::Folder),
+                ("synthetic", SourceKind::Synthetic),
+            ],
+        )?;
         let ca = Args::new(args.iter(), v.span);
-        match name.text.as_str() {
-            "hdf5" => {
+        match kind {
+            SourceKind::Hdf5 => {
                 self.only_named(&ca, "hdf5", &["path", "images", "labels"]);
                 let path = match ca.positional.first().or(ca.get("path").as_ref()) {
                     Some(p) => self.string(p, "the file path")?,
@@ -168,7 +189,7 @@ impl<'a> Checker<'a> {
                     None,
                 ))
             }
-            "folder" => {
+            SourceKind::Folder => {
                 self.only_named(&ca, "folder", &["path"]);
                 let path = match ca.positional.first().or(ca.get("path").as_ref()) {
                     Some(p) => self.string(p, "the folder path")?,
@@ -185,14 +206,17 @@ impl<'a> Checker<'a> {
                 let resolved = self.resolve_path(&path);
                 Some((Source::Folder { path, resolved }, None, None))
             }
-            "synthetic" => {
+            SourceKind::Synthetic => {
                 self.only_named(&ca, "synthetic", &["count", "seed"]);
-                let kind_v = ca.positional.first();
-                let kind = match kind_v {
+                let generator = match ca.positional.first() {
                     Some(k) => self.choice(
                         k,
                         "synthetic generator",
-                        &["galaxy10", "galaxy10_decals", "fields"],
+                        &[
+                            ("galaxy10", SyntheticKind::Galaxy10),
+                            ("galaxy10_decals", SyntheticKind::Galaxy10Decals),
+                            ("fields", SyntheticKind::Fields),
+                        ],
                     )?,
                     None => {
                         self.note_default(
@@ -201,23 +225,13 @@ impl<'a> Checker<'a> {
                             "galaxy10",
                             "the default generator",
                         );
-                        "galaxy10".into()
+                        SyntheticKind::Galaxy10
                     }
                 };
-                let (generator, classes, shape, default_count) = match kind.as_str() {
-                    "galaxy10" => (
-                        SyntheticKind::Galaxy10,
-                        Some(10),
-                        Some(vec![69, 69, 3]),
-                        21785,
-                    ),
-                    "galaxy10_decals" => (
-                        SyntheticKind::Galaxy10Decals,
-                        Some(10),
-                        Some(vec![256, 256, 3]),
-                        17736,
-                    ),
-                    _ => (SyntheticKind::Fields, None, None, 2000),
+                let (classes, shape, default_count) = match generator {
+                    SyntheticKind::Galaxy10 => (Some(10), Some(vec![69, 69, 3]), 21785),
+                    SyntheticKind::Galaxy10Decals => (Some(10), Some(vec![256, 256, 3]), 17736),
+                    SyntheticKind::Fields => (None, None, 2000),
                 };
                 let count = match ca.get("count") {
                     Some(c) => self.count(c, "count", 1)?,
@@ -253,15 +267,6 @@ impl<'a> Checker<'a> {
                     shape,
                 ))
             }
-            other => {
-                self.err(Error::UnknownName {
-                    what: "data source".into(),
-                    name: other.into(),
-                    span: name.span,
-                    help: suggest(other, ["hdf5", "folder", "synthetic"]),
-                });
-                None
-            }
         }
     }
 
@@ -272,15 +277,7 @@ impl<'a> Checker<'a> {
             self.wrong_type(v, "holdout(train: 0.7, val: 0.15, test: 0.15)", None);
             return None;
         };
-        if name.text != "holdout" {
-            self.err(Error::UnknownName {
-                what: "split".into(),
-                name: name.text.clone(),
-                span: name.span,
-                help: suggest(&name.text, ["holdout"]),
-            });
-            return None;
-        }
+        self.choice_name(name, "split", &[("holdout", ())])?;
         let ca = Args::new(args.iter(), v.span);
         self.only_named(
             &ca,

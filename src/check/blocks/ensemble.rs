@@ -3,12 +3,19 @@
 use crate::check::checker::{Args, Checker};
 use crate::check::diagnostics::Error;
 use crate::check::program::*;
+use crate::check::schema::{Spec, ValueType::Other};
 use crate::lang::ast::*;
+
+pub(super) const ENSEMBLE: &[Spec] = &[
+    Spec::required("members", Other, "members scratch: 0.6, vgg_ft: 0.4"),
+    // Weights written with the members (`members a: 0.6, b: 0.4`) leave no default.
+    Spec::default("weights", Other, "equal", "no weights written"),
+];
 
 impl<'a> Checker<'a> {
     pub fn ensemble(&mut self, b: &'a Block) {
-        let s = self.statements("ensemble", &b.body, &["members", "weights"], &[]);
-        let Some(st) = self.require(b, &s, "members", "members scratch: 0.6, vgg_ft: 0.4") else {
+        let s = self.statements(b, ENSEMBLE);
+        let Some(st) = s.one("members") else {
             return;
         };
         let a = Args::of_statement(st);
@@ -50,7 +57,7 @@ impl<'a> Checker<'a> {
             }
             (None, false) => Some(EnsembleWeights::Fixed { weights: fixed }),
             (None, true) => {
-                self.note_default(b, "weights", "equal", "no weights written");
+                self.default_of(b, &s, "weights");
                 Some(EnsembleWeights::Fixed {
                     weights: vec![1.0 / members.len().max(1) as f64; members.len()],
                 })

@@ -2,29 +2,27 @@
 
 use crate::check::checker::{Args, Checker};
 use crate::check::program::*;
+use crate::check::schema::{
+    Spec,
+    ValueType::{Flag, Other},
+};
 use crate::lang::ast::*;
+
+pub(super) const EVALUATE: &[Spec] = &[
+    Spec::data_on("data", "galaxy10.test"),
+    Spec::required("models", Other, "models scratch, vgg_ft"),
+    // The outputs: with none written, the first three (see `evaluate`).
+    Spec::optional("report", Flag),
+    Spec::optional("confusion", Flag),
+    Spec::optional("roc", Flag),
+    Spec::optional("predictions", Flag),
+];
 
 impl<'a> Checker<'a> {
     pub fn evaluate(&mut self, b: &'a Block) {
-        let s = self.statements(
-            "evaluate",
-            &b.body,
-            &[
-                "models",
-                "data",
-                "report",
-                "confusion",
-                "roc",
-                "predictions",
-            ],
-            &[],
-        );
-        let data = self.data_or_header(
-            b,
-            &s,
-            &format!("evaluate {} on galaxy10.test {{ ... }}", b.name.text),
-        );
-        let models: Vec<Predictor> = match self.require(b, &s, "models", "models scratch, vgg_ft") {
+        let s = self.statements(b, EVALUATE);
+        let data = self.data_of(b, &s, "data");
+        let models: Vec<Predictor> = match s.one("models") {
             Some(st) => Args::of_statement(st)
                 .positional
                 .iter()
@@ -32,9 +30,10 @@ impl<'a> Checker<'a> {
                 .collect(),
             None => Vec::new(),
         };
-        let any = ["report", "confusion", "roc", "predictions"]
+        let any = EVALUATE
             .iter()
-            .any(|k| s.has(k));
+            .filter(|spec| matches!(spec.value, Flag))
+            .any(|spec| s.has(spec.name));
         if !any {
             self.note_default(
                 b,

@@ -3,22 +3,22 @@
 use crate::check::checker::{Args, Checker};
 use crate::check::diagnostics::Error;
 use crate::check::program::*;
+use crate::check::schema::{Spec, ValueType::Other};
 use crate::lang::ast::*;
+
+pub(super) const EXPLAIN: &[Spec] = &[
+    Spec::data_on("data", "galaxy10.test"),
+    Spec::required("model", Other, "model scratch"),
+    Spec::optional("gradcam", Other),
+    Spec::optional("activations", Other),
+    Spec::optional("filters", Other),
+];
 
 impl<'a> Checker<'a> {
     pub fn explain(&mut self, b: &'a Block) {
-        let s = self.statements(
-            "explain",
-            &b.body,
-            &["model", "data", "gradcam", "activations", "filters"],
-            &[],
-        );
-        let data = self.data_or_header(
-            b,
-            &s,
-            &format!("explain {} on galaxy10.test {{ ... }}", b.name.text),
-        );
-        let Some(st) = self.require(b, &s, "model", "model scratch") else {
+        let s = self.statements(b, EXPLAIN);
+        let data = self.data_of(b, &s, "data");
+        let Some(st) = s.one("model") else {
             return;
         };
         let Some(name) = self

@@ -1,14 +1,22 @@
 //! The `loss` statement of a train block.
 
 use crate::check::checker::{Args, Checker};
-use crate::check::diagnostics::{suggest, Error};
+use crate::check::diagnostics::Error;
 use crate::check::program::*;
+use crate::check::schema::{Spec, Stmts, ValueType};
 use crate::lang::ast::*;
 
+pub(super) const LOSS: Spec = Spec::default(
+    "loss",
+    ValueType::Other,
+    "crossentropy",
+    "the classification loss",
+);
+
 impl<'a> Checker<'a> {
-    pub(super) fn loss(&mut self, b: &Block, st: Option<&Statement>) -> Option<Loss> {
-        let Some(st) = st else {
-            self.note_default(b, "loss", "crossentropy", "the classification loss");
+    pub(super) fn loss(&mut self, b: &Block, s: &Stmts) -> Option<Loss> {
+        let Some(st) = s.one(LOSS.name) else {
+            self.default_of(b, s, LOSS.name);
             return Some(Loss {
                 kind: LossKind::Crossentropy,
                 class_weights: None,
@@ -24,15 +32,7 @@ impl<'a> Checker<'a> {
                 return None;
             }
         };
-        if name.text != "crossentropy" {
-            self.err(Error::UnknownName {
-                what: "loss".into(),
-                name: name.text.clone(),
-                span: name.span,
-                help: suggest(&name.text, ["crossentropy"]),
-            });
-            return None;
-        }
+        let kind = self.choice_name(name, "loss", &[("crossentropy", LossKind::Crossentropy)])?;
         let a = Args::new(args.iter(), v.span);
         self.only_named(&a, "crossentropy", &["weights", "label_smoothing"]);
         let class_weights = match a.get("weights") {
@@ -73,7 +73,7 @@ impl<'a> Checker<'a> {
             None => 0.0,
         };
         Some(Loss {
-            kind: LossKind::Crossentropy,
+            kind,
             class_weights,
             label_smoothing,
         })

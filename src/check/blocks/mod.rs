@@ -1,6 +1,6 @@
-//! Per-block checks, one file per block kind: each reads its block's statements into the
-//! typed settings of `program.rs`, with defaults filled in and recorded for `gpl check --explain`.
-//! This file holds the readers several kinds share.
+//! Per-block checks, one file per block kind: each opens with its block's statement table
+//! (`schema::Spec`, read through `schema`) and reads the statements into the typed settings of
+//! `program.rs`. This file holds the readers several kinds share.
 
 mod augment;
 mod balance;
@@ -18,13 +18,30 @@ mod optimizer;
 mod search;
 mod train;
 
-use crate::check::checker::{statement_span, Args, Checker};
+use crate::check::checker::{Args, Checker};
 use crate::check::diagnostics::{suggest, Error};
-use crate::check::program::*;
+use crate::check::schema::{Spec, ValueType};
 use crate::lang::ast::*;
 use crate::lang::Span;
 
-const MONITORS: &[&str] = &["loss", "accuracy", "val_loss", "val_accuracy"];
+/// `seed N`: every block that draws random numbers takes one.
+const SEED: Spec = Spec::default(
+    "seed",
+    ValueType::Count {
+        what: "seed",
+        min: 0,
+    },
+    "0",
+    "no seed written",
+);
+
+/// The metrics a callback or a search objective may watch, as the training log names them.
+const MONITORS: &[(&str, &str)] = &[
+    ("loss", "loss"),
+    ("accuracy", "accuracy"),
+    ("val_loss", "val_loss"),
+    ("val_accuracy", "val_accuracy"),
+];
 
 impl<'a> Checker<'a> {
     /// `class 1, 2 [to N | into K]`: original labels checked against the class count and
@@ -132,25 +149,6 @@ impl<'a> Checker<'a> {
         Some(w)
     }
 
-    pub fn first_arg<'s>(&mut self, st: &'s Statement) -> Option<&'s Value> {
-        let v = st
-            .call
-            .iter()
-            .flatten()
-            .chain(st.args())
-            .next()
-            .map(|a| a.value());
-        if v.is_none() {
-            self.err(Error::MissingArg {
-                what: st.head.text.clone(),
-                needed: "a value".into(),
-                span: statement_span(st),
-                help: None,
-            });
-        }
-        v
-    }
-
     /// A layer by name or 1-based position.
     fn layer_ref(&mut self, v: &Value, ir: &crate::nn::ir::ModelIr) -> Option<(usize, String)> {
         if let ValueKind::Number { .. } = v.kind {
@@ -192,25 +190,46 @@ impl<'a> Checker<'a> {
             }
         }
     }
+}
 
-    fn data_or_header(
-        &mut self,
-        b: &Block,
-        s: &super::checker::Stmts,
-        example: &str,
-    ) -> Option<DataRef> {
-        match (&b.header, s.one("data")) {
-            (Some(h), _) if h.word == HeaderWord::On => self.data_ref(&h.value),
-            (_, Some(st)) => self.first_arg(st).and_then(|v| self.data_ref(v)),
-            _ => {
-                self.err(Error::MissingStatement {
-                    block: b.kind.to_string(),
-                    name: b.name.text.clone(),
-                    statement: "on DATA".into(),
-                    span: b.name.span,
-                    help: Some(format!("write `{example}`")),
-                });
-                None
+#[cfg(test)]
+mod tests {
+    use crate::check::schema::{Need, Spec, ValueType};
+
+    const TABLES: &[&[Spec]] = &[
+        super::dataset::DATASET,
+        super::augment::AUGMENT,
+        super::balance::BALANCE,
+        super::train::TRAIN,
+        super::callbacks::CALLBACKS,
+        super::evaluate::EVALUATE,
+        super::ensemble::ENSEMBLE,
+        super::crossval::CROSSVAL,
+        super::explain::EXPLAIN,
+        super::search::SEARCH,
+        super::chain::CHAIN,
+        super::detect::DETECT,
+    ];
+
+    #[test]
+    fn count_defaults_parse_and_names_are_unique() {
+        for table in TABLES {
+            for (i, spec) in table.iter().enumerate() {
+                assert!(
+                    table[..i].iter().all(|s| s.name != spec.name),
+                    "`{}` twice in one table",
+                    spec.name
+                );
+                if let (ValueType::Count { min, .. }, Need::Default { value, .. }) =
+                    (spec.value, spec.need)
+                {
+                    let n: i64 = value.parse().unwrap_or(-1);
+                    assert!(
+                        n >= min,
+                        "default of `{}` is not a count >= {min}",
+                        spec.name
+                    );
+                }
             }
         }
     }

@@ -1,12 +1,26 @@
 //! The `optimizer` statement of a train block, with Keras's defaults per optimizer.
 
 use crate::check::checker::{fmt_num, Args, Checker};
-use crate::check::diagnostics::{suggest, Error};
 use crate::check::program::*;
+use crate::check::schema::{Spec, Stmts, ValueType};
 use crate::lang::ast::*;
 
+pub(super) const OPTIMIZER: Spec = Spec::default(
+    "optimizer",
+    ValueType::Other,
+    "adam(lr: 0.001, beta1: 0.9, beta2: 0.999, eps: 1e-7)",
+    "Keras's Adam defaults",
+);
+
+const OPTIMIZERS: &[(&str, OptimizerKind)] = &[
+    ("adam", OptimizerKind::Adam),
+    ("adamw", OptimizerKind::Adamw),
+    ("sgd", OptimizerKind::Sgd),
+    ("rmsprop", OptimizerKind::Rmsprop),
+];
+
 impl<'a> Checker<'a> {
-    pub(super) fn optimizer(&mut self, b: &Block, st: Option<&Statement>) -> Option<Optimizer> {
+    pub(super) fn optimizer(&mut self, b: &Block, s: &Stmts) -> Option<Optimizer> {
         let mut o = Optimizer {
             kind: OptimizerKind::Adam,
             lr: 1e-3,
@@ -18,13 +32,9 @@ impl<'a> Checker<'a> {
             rho: 0.9,
             eps: 1e-7,
         };
-        let Some(st) = st else {
-            self.note_default(
-                b,
-                "optimizer",
-                "adam(lr: 0.001, beta1: 0.9, beta2: 0.999, eps: 1e-7)",
-                "Keras's Adam defaults",
-            );
+        // The default written in OPTIMIZER is the value of `o` here.
+        let Some(st) = s.one(OPTIMIZER.name) else {
+            self.default_of(b, s, OPTIMIZER.name);
             return Some(o);
         };
         let v = self.first_arg(st)?;
@@ -37,28 +47,12 @@ impl<'a> Checker<'a> {
             }
         };
         let a = Args::new(args.iter(), v.span);
-        let (kind, allowed, default_lr): (OptimizerKind, &[&str], f64) = match name.text.as_str() {
-            "adam" => (OptimizerKind::Adam, &["lr", "beta1", "beta2", "eps"], 1e-3),
-            "adamw" => (
-                OptimizerKind::Adamw,
-                &["lr", "beta1", "beta2", "eps", "weight_decay"],
-                1e-3,
-            ),
-            "sgd" => (OptimizerKind::Sgd, &["lr", "momentum", "nesterov"], 1e-2),
-            "rmsprop" => (
-                OptimizerKind::Rmsprop,
-                &["lr", "rho", "momentum", "eps"],
-                1e-3,
-            ),
-            other => {
-                self.err(Error::UnknownName {
-                    what: "optimizer".into(),
-                    name: other.into(),
-                    span: name.span,
-                    help: suggest(other, ["adam", "adamw", "sgd", "rmsprop"]),
-                });
-                return None;
-            }
+        let kind = self.choice_name(name, "optimizer", OPTIMIZERS)?;
+        let (allowed, default_lr): (&[&str], f64) = match kind {
+            OptimizerKind::Adam => (&["lr", "beta1", "beta2", "eps"], 1e-3),
+            OptimizerKind::Adamw => (&["lr", "beta1", "beta2", "eps", "weight_decay"], 1e-3),
+            OptimizerKind::Sgd => (&["lr", "momentum", "nesterov"], 1e-2),
+            OptimizerKind::Rmsprop => (&["lr", "rho", "momentum", "eps"], 1e-3),
         };
         self.only_named(&a, &name.text, allowed);
         o.kind = kind;

@@ -5,21 +5,41 @@ use crate::check::checker::{fmt_num, Args, Checker, Env};
 use crate::check::diagnostics::Error;
 use crate::check::model::subst;
 use crate::check::program::*;
+use crate::check::schema::{Spec, ValueType::Other};
 use crate::lang::ast::*;
 use crate::lang::{Name, Span};
 
+pub(super) const SEARCH: &[Spec] = &[
+    Spec::required("model", Other, "model tiny_net"),
+    Spec::required("train", Other, "train scratch"),
+    Spec::required("space", Other, "space { f1 in 8..64 }"),
+    Spec::default(
+        "strategy",
+        Other,
+        "random(trials: 20, seed: 0)",
+        "no strategy written",
+    ),
+    Spec::default(
+        "objective",
+        Other,
+        "maximize val_accuracy",
+        "no objective written",
+    ),
+];
+
+const STRATEGIES: &[(&str, StrategyKind)] = &[
+    ("bayes", StrategyKind::Bayes),
+    ("random", StrategyKind::Random),
+    ("grid", StrategyKind::Grid),
+];
+
+const DIRECTIONS: &[(&str, Mode)] = &[("maximize", Mode::Max), ("minimize", Mode::Min)];
+
 impl<'a> Checker<'a> {
     pub fn search(&mut self, b: &'a Block) {
-        let s = self.statements(
-            "search",
-            &b.body,
-            &["model", "train", "space", "strategy", "objective"],
-            &[],
-        );
-        let model_st = self.require(b, &s, "model", "model tiny_net");
-        let train_st = self.require(b, &s, "train", "train scratch");
-        let space_st = self.require(b, &s, "space", "space { f1 in 8..64 }");
-        let (Some(model_st), Some(train_st), Some(space_st)) = (model_st, train_st, space_st)
+        let s = self.statements(b, SEARCH);
+        let (Some(model_st), Some(train_st), Some(space_st)) =
+            (s.one("model"), s.one("train"), s.one("space"))
         else {
             return;
         };
@@ -123,13 +143,9 @@ impl<'a> Checker<'a> {
         }
         let strategy = match s.one("strategy") {
             Some(st) => self.strategy(st),
+            // The value of SEARCH's default.
             None => {
-                self.note_default(
-                    b,
-                    "strategy",
-                    "random(trials: 20, seed: 0)",
-                    "no strategy written",
-                );
+                self.default_of(b, &s, "strategy");
                 Some(Strategy {
                     kind: StrategyKind::Random,
                     trials: 20,
@@ -144,30 +160,22 @@ impl<'a> Checker<'a> {
                 let mode = a
                     .positional
                     .first()
-                    .and_then(|v| self.choice(v, "objective direction", &["maximize", "minimize"]));
+                    .and_then(|v| self.choice(v, "objective direction", DIRECTIONS));
                 let metric = a
                     .positional
                     .get(1)
                     .and_then(|v| self.choice(v, "metric", MONITORS));
                 match (mode, metric) {
-                    (Some(m), Some(metric)) => Some(Objective {
-                        mode: if m == "maximize" {
-                            Mode::Max
-                        } else {
-                            Mode::Min
-                        },
-                        metric,
+                    (Some(mode), Some(metric)) => Some(Objective {
+                        mode,
+                        metric: metric.to_string(),
                     }),
                     _ => None,
                 }
             }
+            // The value of SEARCH's default.
             None => {
-                self.note_default(
-                    b,
-                    "objective",
-                    "maximize val_accuracy",
-                    "no objective written",
-                );
+                self.default_of(b, &s, "objective");
                 Some(Objective {
                     mode: Mode::Max,
                     metric: "val_accuracy".into(),
@@ -213,21 +221,7 @@ impl<'a> Checker<'a> {
                 return None;
             }
         };
-        let kind = match self
-            .choice(
-                &Value {
-                    kind: ValueKind::Path(vec![name.clone()]),
-                    span: name.span,
-                },
-                "search strategy",
-                &["bayes", "random", "grid"],
-            )?
-            .as_str()
-        {
-            "bayes" => StrategyKind::Bayes,
-            "grid" => StrategyKind::Grid,
-            _ => StrategyKind::Random,
-        };
+        let kind = self.choice_name(name, "search strategy", STRATEGIES)?;
         let a = Args::new(args.iter(), v.span);
         self.only_named(&a, &name.text, &["trials", "init", "seed"]);
         let trials = a

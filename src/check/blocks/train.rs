@@ -3,77 +3,75 @@
 use crate::check::checker::{Args, Checker, Env};
 use crate::check::diagnostics::{suggest, Error};
 use crate::check::program::*;
+use crate::check::schema::{
+    Spec,
+    ValueType::{Count, Data, Other},
+};
 use crate::lang::ast::*;
+
+use super::{callbacks, loss, optimizer};
+
+pub(super) const TRAIN: &[Spec] = &[
+    Spec::required("model", Other, "model scratch_big(9)"),
+    Spec::required("data", Data, "data galaxy10.train"),
+    Spec::derived(
+        "validation",
+        Data,
+        "the val part of the training data's dataset",
+    ),
+    loss::LOSS,
+    optimizer::OPTIMIZER,
+    Spec::required(
+        "epochs",
+        Count {
+            what: "epochs",
+            min: 1,
+        },
+        "epochs 30",
+    ),
+    Spec::default(
+        "batch",
+        Count {
+            what: "batch size",
+            min: 1,
+        },
+        "32",
+        "Keras's default batch size",
+    ),
+    super::SEED,
+    Spec::optional("augment", Other),
+    callbacks::EARLY_STOPPING,
+    callbacks::REDUCE_LR,
+    callbacks::CHECKPOINT,
+    Spec::repeated("callbacks", Other),
+    Spec::optional("init", Other),
+    Spec::optional("freeze", Other),
+    Spec::optional("trainable", Other),
+];
 
 impl<'a> Checker<'a> {
     pub fn train(&mut self, b: &'a Block) {
-        const KEYS: &[&str] = &[
-            "model",
-            "data",
-            "validation",
-            "loss",
-            "optimizer",
-            "epochs",
-            "batch",
-            "seed",
-            "augment",
-            "early_stopping",
-            "reduce_lr",
-            "checkpoint",
-            "callbacks",
-            "init",
-            "freeze",
-            "trainable",
-        ];
-        let s = self.statements("train", &b.body, KEYS, &["callbacks"]);
-        let model_st = self.require(b, &s, "model", "model scratch_big(9)");
-        let data_st = self.require(b, &s, "data", "data galaxy10.train");
-        let epochs_st = self.require(b, &s, "epochs", "epochs 30");
-        let data = data_st
-            .and_then(|st| self.first_arg(st))
-            .and_then(|v| self.data_ref(v));
-        let model = model_st
+        let s = self.statements(b, TRAIN);
+        let data = self.data_of(b, &s, "data");
+        let model = s
+            .one("model")
             .and_then(|st| self.first_arg(st))
             .and_then(|v| self.instantiate(v, &Env::new()).map(|r| (v, r)));
-        let epochs = epochs_st
-            .and_then(|st| self.first_arg(st))
-            .and_then(|v| self.count(v, "epochs", 1));
+        let epochs = self.count_of(b, &s, "epochs");
         let validation = match s.one("validation") {
-            Some(st) => self.first_arg(st).and_then(|v| self.data_ref(v)),
+            Some(_) => self.data_of(b, &s, "validation"),
             None => {
                 let v = data.as_ref().and_then(|d| self.default_validation(d));
                 if let Some(v) = &v {
-                    self.note_default(
-                        b,
-                        "validation",
-                        v,
-                        "the val part of the training data's dataset",
-                    );
+                    self.derived_of(b, &s, "validation", v);
                 }
                 v
             }
         };
-        let loss = self.loss(b, s.one("loss"));
-        let optimizer = self.optimizer(b, s.one("optimizer"));
-        let batch = match s.one("batch") {
-            Some(st) => self
-                .first_arg(st)
-                .and_then(|v| self.count(v, "batch size", 1)),
-            None => {
-                self.note_default(b, "batch", 32, "Keras's default batch size");
-                Some(32)
-            }
-        };
-        let seed = match s.one("seed") {
-            Some(st) => self
-                .first_arg(st)
-                .and_then(|v| self.count(v, "seed", 0))
-                .map(|x| x as u64),
-            None => {
-                self.note_default(b, "seed", 0, "no seed written");
-                Some(0)
-            }
-        };
+        let loss = self.loss(b, &s);
+        let optimizer = self.optimizer(b, &s);
+        let batch = self.count_of(b, &s, "batch");
+        let seed = self.count_of(b, &s, "seed").map(|x| x as u64);
         let augment = s
             .one("augment")
             .and_then(|st| self.first_arg(st))
@@ -103,13 +101,8 @@ impl<'a> Checker<'a> {
             };
             match self.callback_defs.get(n.text.as_str()).copied() {
                 Some(preset) => {
-                    let ps = self.statements(
-                        "callbacks",
-                        &preset.body,
-                        &["early_stopping", "reduce_lr", "checkpoint"],
-                        &[],
-                    );
-                    for st in ps.by_head.values().flatten() {
+                    let ps = self.statements(preset, callbacks::CALLBACKS);
+                    for st in ps.written() {
                         if let Some(cb) = self.callback(b, st) {
                             callbacks.push(cb);
                         }
@@ -126,8 +119,8 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        for head in ["early_stopping", "reduce_lr", "checkpoint"] {
-            if let Some(st) = s.one(head) {
+        for spec in callbacks::CALLBACKS {
+            if let Some(st) = s.one(spec.name) {
                 if let Some(cb) = self.callback(b, st) {
                     callbacks.retain(|c| std::mem::discriminant(c) != std::mem::discriminant(&cb));
                     callbacks.push(cb);
