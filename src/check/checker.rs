@@ -356,20 +356,12 @@ impl<'a> Checker<'a> {
                 dataset: first.text.clone(),
             }),
             (BlockKind::Dataset, Some(part), 2) => {
-                let parsed = match part.text.as_str() {
-                    "train" => Part::Train,
-                    "val" => Part::Val,
-                    "test" => Part::Test,
-                    other => {
-                        self.err(Error::UnknownName {
-                            what: "split part".into(),
-                            name: other.to_string(),
-                            span: part.span,
-                            help: suggest(other, ["train", "val", "test"]),
-                        });
-                        return None;
-                    }
-                };
+                let parts = [
+                    ("train", Part::Train),
+                    ("val", Part::Val),
+                    ("test", Part::Test),
+                ];
+                let parsed = self.choice_name(part, "split part", &parts)?;
                 if !block.body.statements().any(|s| s.head.text == "split") {
                     self.err(Error::MissingStatement {
                         block: "dataset".into(),
