@@ -308,8 +308,10 @@ impl<'a> Checker<'a> {
         match s.one(name) {
             Some(st) => self.first_arg(st).and_then(|v| self.choice(v, what, words)),
             None => match s.spec(name).need {
-                // A word default is a row of `words`: the block's corpus cases read it.
-                Need::Default { .. } => lookup(words, self.default_of(b, s, name)),
+                Need::Default { .. } => {
+                    let default = self.default_of(b, s, name);
+                    self.default_word(name, default, words)
+                }
                 _ => None,
             },
         }
@@ -343,16 +345,25 @@ impl<'a> Checker<'a> {
             None => match s.spec(name).need {
                 Need::Default { .. } => {
                     let default = self.default_of(b, s, name);
-                    Some(
-                        default
-                            .split(", ")
-                            .filter_map(|w| lookup(words, w))
-                            .collect(),
-                    )
+                    let read = default
+                        .split(", ")
+                        .map(|w| self.default_word(name, w, words));
+                    read.collect()
                 }
                 _ => None,
             },
         }
+    }
+
+    /// A word of a table's default, which must be one of `words`.
+    fn default_word<T: Copy>(&mut self, name: &str, word: &str, words: &[(&str, T)]) -> Option<T> {
+        let found = lookup(words, word);
+        if found.is_none() {
+            self.err(Error::bug(format!(
+                "the default `{word}` of statement `{name}` is not one of its words"
+            )));
+        }
+        found
     }
 
     /// One of `words`, as a bare word (strings are accepted too), read into its value.
