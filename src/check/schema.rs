@@ -9,7 +9,7 @@
 //! range and default from the same row. A word from a fixed set is read into a typed value
 //! through a `&[(word, value)]` table, so the code that uses it matches exhaustively.
 
-use super::checker::{statement_span, Args, Checker};
+use super::checker::{describe, statement_span, Args, Checker};
 use super::diagnostics::{suggest, Error};
 use super::program::DataRef;
 use crate::lang::ast::{Block, HeaderWord, Statement, Value, ValueKind};
@@ -159,6 +159,12 @@ impl<'b> Stmts<'b> {
     }
 }
 
+/// A statement's first value, positional or named, in its call or after its head.
+fn first_value(st: &Statement) -> Option<&Value> {
+    let mut args = st.call.iter().flatten().chain(st.args());
+    args.next().map(|a| a.value())
+}
+
 /// The row of `word` in a choice table.
 pub(super) fn lookup<T: Copy>(words: &[(&str, T)], word: &str) -> Option<T> {
     words.iter().find(|(w, _)| *w == word).map(|(_, t)| *t)
@@ -190,6 +196,18 @@ impl<'a> Checker<'a> {
                 });
                 continue;
             };
+            if let (ValueType::Flag, Some(v)) = (spec.value, first_value(st)) {
+                // A value would be read by nothing: `report false` must not turn a report on.
+                self.err(Error::WrongType {
+                    expected: format!("`{head}` alone"),
+                    found: describe(v),
+                    span: v.span,
+                    help: Some(format!(
+                        "`{head}` takes no value; leave the statement out to turn it off"
+                    )),
+                });
+                continue;
+            }
             let entry = by_head.entry(spec.name).or_default();
             if let Some(first) = entry.first() {
                 if !spec.repeat {
@@ -401,13 +419,7 @@ impl<'a> Checker<'a> {
 
     /// A statement's first value, or a "needs a value" diagnostic.
     pub fn first_arg<'s>(&mut self, st: &'s Statement) -> Option<&'s Value> {
-        let v = st
-            .call
-            .iter()
-            .flatten()
-            .chain(st.args())
-            .next()
-            .map(|a| a.value());
+        let v = first_value(st);
         if v.is_none() {
             self.missing_value(st);
         }
