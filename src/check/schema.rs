@@ -221,15 +221,23 @@ impl<'a> Checker<'a> {
             }
             entry.push(st);
         }
+        let on = b.header.as_ref().filter(|h| h.word == HeaderWord::On);
         for spec in table {
-            let written = by_head.contains_key(spec.name);
+            let written = by_head.get(spec.name).and_then(|v| v.first());
+            if let (Need::RequiredOn { .. }, Some(st), Some(h)) = (spec.need, written, on) {
+                // The header wins, so the statement would be read by nothing.
+                self.err(Error::Repeated {
+                    statement: spec.name.to_string(),
+                    span: st.head.span,
+                    first: h.value.span,
+                });
+            }
+            let written = written.is_some();
             let (statement, help) = match spec.need {
                 Need::Required { example } if !written => {
                     (spec.name.to_string(), format!("add e.g. `{example}`"))
                 }
-                Need::RequiredOn { example }
-                    if !written && !b.header.as_ref().is_some_and(|h| h.word == HeaderWord::On) =>
-                {
+                Need::RequiredOn { example } if !written && on.is_none() => {
                     let example = format!("{} {} on {example} {{ ... }}", b.kind, b.name.text);
                     ("on DATA".to_string(), format!("write `{example}`"))
                 }
