@@ -1,5 +1,5 @@
-//! The checker's core: name tables, statement schemas and typed argument readers shared by
-//! the per-block checks (`blocks.rs`) and model instantiation (`model.rs`).
+//! The checker's core: name tables and typed argument readers shared by the per-block checks
+//! (`blocks/`, reading statements through `schema.rs`) and model instantiation (`model.rs`).
 
 use super::diagnostics::{suggest, Error};
 use super::program::*;
@@ -43,25 +43,6 @@ pub(super) struct Resolved {
     pub searches: Vec<Search>,
     pub chains: Vec<Chain>,
     pub detects: Vec<Detect>,
-}
-
-/// A block's statements grouped by head, after checking heads against the block's schema.
-pub(super) struct Stmts<'b> {
-    pub by_head: BTreeMap<String, Vec<&'b Statement>>,
-}
-
-impl<'b> Stmts<'b> {
-    pub fn one(&self, head: &str) -> Option<&'b Statement> {
-        self.by_head.get(head).and_then(|v| v.last().copied())
-    }
-
-    pub fn all(&self, head: &str) -> Vec<&'b Statement> {
-        self.by_head.get(head).cloned().unwrap_or_default()
-    }
-
-    pub fn has(&self, head: &str) -> bool {
-        self.by_head.contains_key(head)
-    }
 }
 
 /// A statement's or call's arguments split into positional values and named ones.
@@ -170,63 +151,6 @@ impl<'a> Checker<'a> {
             value: value.to_string(),
             reason: reason.to_string(),
         });
-    }
-
-    /// Groups a body's statements by head, reporting unknown heads and repeats of
-    /// statements that may appear once.
-    pub fn statements<'b>(
-        &mut self,
-        what: &str,
-        body: &'b Body,
-        allowed: &[&str],
-        repeatable: &[&str],
-    ) -> Stmts<'b> {
-        let mut by_head: BTreeMap<String, Vec<&'b Statement>> = BTreeMap::new();
-        for st in body.statements() {
-            let head = st.head.text.as_str();
-            if !allowed.contains(&head) {
-                self.err(Error::UnknownStatement {
-                    block: what.to_string(),
-                    name: head.to_string(),
-                    span: st.head.span,
-                    help: suggest(head, allowed.iter().copied()),
-                });
-                continue;
-            }
-            let entry = by_head.entry(head.to_string()).or_default();
-            if let Some(first) = entry.first() {
-                if !repeatable.contains(&head) {
-                    self.err(Error::Repeated {
-                        statement: head.to_string(),
-                        span: st.head.span,
-                        first: first.head.span,
-                    });
-                    continue;
-                }
-            }
-            entry.push(st);
-        }
-        Stmts { by_head }
-    }
-
-    pub fn require<'b>(
-        &mut self,
-        block: &Block,
-        stmts: &Stmts<'b>,
-        head: &str,
-        example: &str,
-    ) -> Option<&'b Statement> {
-        let st = stmts.one(head);
-        if st.is_none() {
-            self.err(Error::MissingStatement {
-                block: block.kind.to_string(),
-                name: block.name.text.clone(),
-                statement: head.to_string(),
-                span: block.name.span,
-                help: Some(format!("add e.g. `{example}`")),
-            });
-        }
-        st
     }
 
     /// Reports named arguments not in `allowed`.
@@ -386,25 +310,6 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// One of `choices`, as a bare word (strings are accepted too).
-    pub fn choice(&mut self, v: &Value, what: &str, choices: &[&str]) -> Option<String> {
-        let text = match &v.kind {
-            ValueKind::Str(s) => s.clone(),
-            _ => self.word(v, &format!("{what} (a name)"))?.text.clone(),
-        };
-        if choices.contains(&text.as_str()) {
-            Some(text)
-        } else {
-            self.err(Error::UnknownName {
-                what: what.to_string(),
-                name: text.clone(),
-                span: v.span,
-                help: suggest(&text, choices.iter().copied()),
-            });
-            None
-        }
-    }
-
     pub fn string(&mut self, v: &Value, what: &str) -> Option<String> {
         match &v.kind {
             ValueKind::Str(s) => Some(s.clone()),
@@ -486,20 +391,12 @@ impl<'a> Checker<'a> {
                 dataset: first.text.clone(),
             }),
             (BlockKind::Dataset, Some(part), 2) => {
-                let parsed = match part.text.as_str() {
-                    "train" => Part::Train,
-                    "val" => Part::Val,
-                    "test" => Part::Test,
-                    other => {
-                        self.err(Error::UnknownName {
-                            what: "split part".into(),
-                            name: other.to_string(),
-                            span: part.span,
-                            help: suggest(other, ["train", "val", "test"]),
-                        });
-                        return None;
-                    }
-                };
+                let parts = [
+                    ("train", Part::Train),
+                    ("val", Part::Val),
+                    ("test", Part::Test),
+                ];
+                let parsed = self.choice_name(part, "split part", &parts)?;
                 if !block.body.statements().any(|s| s.head.text == "split") {
                     self.err(Error::MissingStatement {
                         block: "dataset".into(),

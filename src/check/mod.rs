@@ -3,7 +3,8 @@
 //! `load_program` chains the steps: load the root file and its imports (`loader`), apply the
 //! selected profile's overrides to the syntax trees (`profile`), collect every block into its
 //! namespace (duplicates are errors), then check each block kind in dependency order
-//! (`blocks`, `model`), producing a [`Program`].
+//! (`blocks/`, one file per kind, each with its statement table read through `schema`;
+//! `model`), producing a [`Program`].
 
 mod blocks;
 mod checker;
@@ -12,6 +13,7 @@ mod loader;
 mod model;
 mod profile;
 pub mod program;
+mod schema;
 pub mod summary;
 
 pub use diagnostics::{Diagnostics, Error, SourceFile, Sources};

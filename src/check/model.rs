@@ -866,11 +866,11 @@ impl<'a> Checker<'a> {
             set_activation(self, n)?;
         }
         if let Some(v) = a.get("padding") {
-            padding = if self.choice(v, "padding", &["same", "valid"])? == "same" {
-                Padding::Same
-            } else {
-                Padding::Valid
-            };
+            padding = self.choice(
+                v,
+                "padding",
+                &[("same", Padding::Same), ("valid", Padding::Valid)],
+            )?;
         }
         if let Some(v) = a.get("l1") {
             reg.l1 = self.ranged(v, "l1 factor", 0.0, f64::INFINITY, false)? as f32;

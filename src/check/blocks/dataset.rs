@@ -1,0 +1,370 @@
+//! Dataset blocks: the source, fallback, class edits (drop, merge, names) and the split.
+
+use crate::check::checker::{fmt_num, Args, Checker};
+use crate::check::diagnostics::Error;
+use crate::check::program::*;
+use crate::check::schema::{Spec, ValueType::Other};
+use crate::lang::ast::*;
+
+pub(super) const DATASET: &[Spec] = &[
+    Spec::required(
+        "source",
+        Other,
+        "source hdf5(\"data/Galaxy10.h5\", images: \"images\", labels: \"ans\")",
+    ),
+    Spec::optional("fallback", Other),
+    Spec::repeated("drop", Other),
+    Spec::repeated("merge", Other),
+    Spec::optional("split", Other),
+    Spec::optional("classes", Other),
+];
+
+/// Source kinds, by the name of their call.
+#[derive(Clone, Copy)]
+enum SourceKind {
+    Hdf5,
+    Folder,
+    Synthetic,
+}
+
+impl<'a> Checker<'a> {
+    pub fn dataset(&mut self, b: &'a Block) {
+        let s = self.statements(b, DATASET);
+        let Some(source_st) = s.one("source") else {
+            return;
+        };
+        let Some((source, mut classes, mut shape)) = self.source(b, source_st) else {
+            return;
+        };
+        let mut fallback = None;
+        if let Some(st) = s.one("fallback") {
+            if let Some((f, c, sh)) = self.source(b, st) {
+                classes = classes.or(c);
+                shape = shape.or(sh);
+                fallback = Some(f);
+            }
+        }
+        let mut class_names = None;
+        if let Some(st) = s.one("classes") {
+            let a = Args::of_statement(st);
+            match a.positional.first().map(|v| &v.kind) {
+                Some(ValueKind::List(items)) => {
+                    let names: Vec<String> = items
+                        .iter()
+                        .filter_map(|v| self.string(v, "a class name"))
+                        .collect();
+                    classes = Some(names.len());
+                    class_names = Some(names);
+                }
+                Some(_) => {
+                    classes = a
+                        .positional
+                        .first()
+                        .and_then(|v| self.count(v, "class count", 2))
+                }
+                None => self.err(Error::MissingArg {
+                    what: "classes".into(),
+                    needed: "a count or a list of names".into(),
+                    span: a.span,
+                    help: None,
+                }),
+            }
+        }
+        let mut drop = Vec::new();
+        for st in s.all("drop") {
+            if let Some((list, _)) = self.class_list(st, classes, &drop, None) {
+                drop.extend(list.into_iter().map(|(c, _)| c));
+            }
+        }
+        let mut merges = Vec::new();
+        for st in s.all("merge") {
+            if let Some((list, into)) = self.class_list(st, classes, &drop, Some("into")) {
+                merges.push(Merge {
+                    classes: list.into_iter().map(|(c, _)| c).collect(),
+                    into,
+                });
+            }
+        }
+        let label_map = match classes {
+            Some(n) => label_map(n, &drop, &merges),
+            None => Vec::new(),
+        };
+        let after = classes.map(|_| label_map.iter().flatten().max().map(|m| m + 1).unwrap_or(0));
+        let split = s.one("split").and_then(|st| self.split(b, st));
+        self.out.datasets.push(Dataset {
+            name: b.name.text.clone(),
+            source,
+            fallback,
+            source_classes: classes,
+            image_shape: shape,
+            drop,
+            merges,
+            label_map,
+            classes: after,
+            class_names,
+            split,
+            span: b.name.span,
+        });
+    }
+
+    /// `hdf5(...)`, `folder(...)` or `synthetic(...)`, with the class count and image shape
+    /// it implies when known.
+    pub(super) fn source(
+        &mut self,
+        b: &Block,
+        st: &Statement,
+    ) -> Option<(Source, Option<usize>, Option<Vec<usize>>)> {
+        let a = Args::of_statement(st);
+        let Some(v) = a.positional.first() else {
+            self.err(Error::MissingArg {
+                what: st.head.text.clone(),
+                needed: "hdf5(...), folder(...) or synthetic(...)".into(),
+                span: a.span,
+                help: None,
+            });
+            return None;
+        };
+        let ValueKind::Call { name, args } = &v.kind else {
+            self.wrong_type(v, "hdf5(...), folder(...) or synthetic(...)", None);
+            return None;
+        };
+        let kind = self.choice_name(
+            name,
+            "data source",
+            &[
+                ("hdf5", SourceKind::Hdf5),
+                ("folder", SourceKind::Folder),
+                ("synthetic", SourceKind::Synthetic),
+            ],
+        )?;
+        let ca = Args::new(args.iter(), v.span);
+        match kind {
+            SourceKind::Hdf5 => {
+                self.only_named(&ca, "hdf5", &["path", "images", "labels"]);
+                let path = match ca.positional.first().or(ca.get("path").as_ref()) {
+                    Some(p) => self.string(p, "the file path")?,
+                    None => {
+                        self.err(Error::MissingArg {
+                            what: "hdf5".into(),
+                            needed: "a file path".into(),
+                            span: v.span,
+                            help: None,
+                        });
+                        return None;
+                    }
+                };
+                let images = match ca.get("images") {
+                    Some(x) => self.string(x, "the dataset name")?,
+                    None => {
+                        self.note_default(
+                            b,
+                            "source.images",
+                            "\"images\"",
+                            "Galaxy10's image dataset",
+                        );
+                        "images".into()
+                    }
+                };
+                let labels = match ca.get("labels") {
+                    Some(x) => self.string(x, "the dataset name")?,
+                    None => {
+                        self.note_default(
+                            b,
+                            "source.labels",
+                            "\"ans\"",
+                            "Galaxy10's label dataset",
+                        );
+                        "ans".into()
+                    }
+                };
+                let resolved = self.resolve_path(&path);
+                Some((
+                    Source::Hdf5 {
+                        path,
+                        resolved,
+                        images,
+                        labels,
+                    },
+                    None,
+                    None,
+                ))
+            }
+            SourceKind::Folder => {
+                self.only_named(&ca, "folder", &["path"]);
+                let path = match ca.positional.first().or(ca.get("path").as_ref()) {
+                    Some(p) => self.string(p, "the folder path")?,
+                    None => {
+                        self.err(Error::MissingArg {
+                            what: "folder".into(),
+                            needed: "a folder path".into(),
+                            span: v.span,
+                            help: None,
+                        });
+                        return None;
+                    }
+                };
+                let resolved = self.resolve_path(&path);
+                Some((Source::Folder { path, resolved }, None, None))
+            }
+            SourceKind::Synthetic => {
+                self.only_named(&ca, "synthetic", &["count", "seed"]);
+                let generator = match ca.positional.first() {
+                    Some(k) => self.choice(
+                        k,
+                        "synthetic generator",
+                        &[
+                            ("galaxy10", SyntheticKind::Galaxy10),
+                            ("galaxy10_decals", SyntheticKind::Galaxy10Decals),
+                            ("fields", SyntheticKind::Fields),
+                        ],
+                    )?,
+                    None => {
+                        self.note_default(
+                            b,
+                            &format!("{}.generator", st.head.text),
+                            "galaxy10",
+                            "the default generator",
+                        );
+                        SyntheticKind::Galaxy10
+                    }
+                };
+                let (classes, shape, default_count) = match generator {
+                    SyntheticKind::Galaxy10 => (Some(10), Some(vec![69, 69, 3]), 21785),
+                    SyntheticKind::Galaxy10Decals => (Some(10), Some(vec![256, 256, 3]), 17736),
+                    SyntheticKind::Fields => (None, None, 2000),
+                };
+                let count = match ca.get("count") {
+                    Some(c) => self.count(c, "count", 1)?,
+                    None => {
+                        self.note_default(
+                            b,
+                            &format!("{}.count", st.head.text),
+                            default_count,
+                            "the real dataset's size",
+                        );
+                        default_count
+                    }
+                };
+                let seed = match ca.get("seed") {
+                    Some(x) => self.count(x, "seed", 0)? as u64,
+                    None => {
+                        self.note_default(
+                            b,
+                            &format!("{}.seed", st.head.text),
+                            0,
+                            "no seed written",
+                        );
+                        0
+                    }
+                };
+                Some((
+                    Source::Synthetic {
+                        generator,
+                        count,
+                        seed,
+                    },
+                    classes,
+                    shape,
+                ))
+            }
+        }
+    }
+
+    pub(super) fn split(&mut self, b: &Block, st: &Statement) -> Option<Split> {
+        let a = Args::of_statement(st);
+        let v = a.positional.first()?;
+        let ValueKind::Call { name, args } = &v.kind else {
+            self.wrong_type(v, "holdout(train: 0.7, val: 0.15, test: 0.15)", None);
+            return None;
+        };
+        self.choice_name(name, "split", &[("holdout", ())])?;
+        let ca = Args::new(args.iter(), v.span);
+        self.only_named(
+            &ca,
+            "holdout",
+            &["train", "val", "test", "stratify", "seed"],
+        );
+        let frac = |this: &mut Self, key: &str| -> Option<f64> {
+            match ca.get(key) {
+                Some(x) => this.ranged(x, &format!("the {key} fraction"), 0.0, 1.0, false),
+                None => {
+                    this.err(Error::MissingArg {
+                        what: "holdout".into(),
+                        needed: format!("`{key}: fraction`"),
+                        span: v.span,
+                        help: None,
+                    });
+                    None
+                }
+            }
+        };
+        let train = frac(self, "train")?;
+        let val = frac(self, "val")?;
+        let test = frac(self, "test")?;
+        if ((train + val + test) - 1.0).abs() > 1e-6 {
+            self.err(Error::SplitSum {
+                sum: fmt_num(((train + val + test) * 1e6).round() / 1e6),
+                span: v.span,
+            });
+            return None;
+        }
+        let stratify = match self.flag(&ca, "stratify") {
+            Some(x) => x,
+            None => {
+                self.note_default(
+                    b,
+                    "split.stratify",
+                    false,
+                    "not written: a plain random split",
+                );
+                false
+            }
+        };
+        let seed = match ca.get("seed") {
+            Some(x) => self.count(x, "seed", 0)? as u64,
+            None => {
+                self.note_default(b, "split.seed", 0, "no seed written");
+                0
+            }
+        };
+        Some(Split {
+            train,
+            val,
+            test,
+            stratify,
+            seed,
+        })
+    }
+}
+
+/// Original label -> training label after drop and merge (survivors numbered in order).
+fn label_map(classes: usize, drop: &[u32], merges: &[Merge]) -> Vec<Option<usize>> {
+    let target = |c: u32| {
+        merges
+            .iter()
+            .find(|m| m.classes.contains(&c))
+            .map(|m| m.into.unwrap_or(m.classes[0]))
+            .unwrap_or(c)
+    };
+    let mut next = 0;
+    let mut assigned: Vec<Option<usize>> = vec![None; classes];
+    for c in 0..classes as u32 {
+        if drop.contains(&c) {
+            continue;
+        }
+        let t = target(c) as usize;
+        if t < classes && assigned[t].is_none() {
+            assigned[t] = Some(next);
+            next += 1;
+        }
+    }
+    (0..classes as u32)
+        .map(|c| {
+            if drop.contains(&c) {
+                None
+            } else {
+                assigned.get(target(c) as usize).copied().flatten()
+            }
+        })
+        .collect()
+}

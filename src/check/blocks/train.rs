@@ -1,0 +1,373 @@
+//! Train blocks: the model instance, data, training settings, weight import and freezing.
+
+use crate::check::checker::{Args, Checker, Env};
+use crate::check::diagnostics::{suggest, Error};
+use crate::check::program::*;
+use crate::check::schema::{
+    Spec,
+    ValueType::{Count, Data, Other},
+};
+use crate::lang::ast::*;
+
+use super::{callbacks, loss, optimizer};
+
+pub(super) const TRAIN: &[Spec] = &[
+    Spec::required("model", Other, "model scratch_big(9)"),
+    Spec::required("data", Data, "data galaxy10.train"),
+    Spec::derived(
+        "validation",
+        Data,
+        "the val part of the training data's dataset",
+    ),
+    loss::LOSS,
+    optimizer::OPTIMIZER,
+    Spec::required(
+        "epochs",
+        Count {
+            what: "epochs",
+            min: 1,
+        },
+        "epochs 30",
+    ),
+    Spec::default(
+        "batch",
+        Count {
+            what: "batch size",
+            min: 1,
+        },
+        "32",
+        "Keras's default batch size",
+    ),
+    super::SEED,
+    Spec::optional("augment", Other),
+    callbacks::EARLY_STOPPING,
+    callbacks::REDUCE_LR,
+    callbacks::CHECKPOINT,
+    Spec::repeated("callbacks", Other),
+    Spec::optional("init", Other),
+    Spec::optional("freeze", Other),
+    Spec::optional("trainable", Other),
+];
+
+impl<'a> Checker<'a> {
+    pub fn train(&mut self, b: &'a Block) {
+        let s = self.statements(b, TRAIN);
+        let data = self.data_of(b, &s, "data");
+        let model = s
+            .one("model")
+            .and_then(|st| self.first_arg(st))
+            .and_then(|v| self.instantiate(v, &Env::new()).map(|r| (v, r)));
+        let epochs = self.count_of(b, &s, "epochs");
+        let validation = match s.one("validation") {
+            Some(_) => self.data_of(b, &s, "validation"),
+            None => {
+                let v = data.as_ref().and_then(|d| self.default_validation(d));
+                if let Some(v) = &v {
+                    self.derived_of(b, &s, "validation", v);
+                }
+                v
+            }
+        };
+        let loss = self.loss(b, &s);
+        let optimizer = self.optimizer(b, &s);
+        let batch = self.count_of(b, &s, "batch");
+        let seed = self.count_of(b, &s, "seed").map(|x| x as u64);
+        let augment = s
+            .one("augment")
+            .and_then(|st| self.first_arg(st))
+            .and_then(|v| {
+                let n = self.word(v, "an augment preset name")?;
+                if self.augment_defs.contains_key(n.text.as_str()) {
+                    Some(n.text.clone())
+                } else {
+                    let help = suggest(&n.text, self.augment_defs.keys().copied());
+                    self.err(Error::UnknownName {
+                        what: "augment preset".into(),
+                        name: n.text.clone(),
+                        span: n.span,
+                        help,
+                    });
+                    None
+                }
+            });
+        let mut callbacks = Vec::new();
+        for st in s.all("callbacks") {
+            let Some(n) = self
+                .first_arg(st)
+                .and_then(|v| self.word(v, "a callbacks preset name"))
+                .cloned()
+            else {
+                continue;
+            };
+            match self.callback_defs.get(n.text.as_str()).copied() {
+                Some(preset) => {
+                    let ps = self.statements(preset, callbacks::CALLBACKS);
+                    for st in ps.written() {
+                        if let Some(cb) = self.callback(b, st) {
+                            callbacks.push(cb);
+                        }
+                    }
+                }
+                None => {
+                    let help = suggest(&n.text, self.callback_defs.keys().copied());
+                    self.err(Error::UnknownName {
+                        what: "callbacks preset".into(),
+                        name: n.text.clone(),
+                        span: n.span,
+                        help,
+                    });
+                }
+            }
+        }
+        for spec in callbacks::CALLBACKS {
+            if let Some(st) = s.one(spec.name) {
+                if let Some(cb) = self.callback(b, st) {
+                    callbacks.retain(|c| std::mem::discriminant(c) != std::mem::discriminant(&cb));
+                    callbacks.push(cb);
+                }
+            }
+        }
+        let init = s.one("init").and_then(|st| self.init(st));
+        let (
+            Some(data),
+            Some((model_v, (mut ir, args))),
+            Some(epochs),
+            Some(loss),
+            Some(optimizer),
+            Some(batch),
+            Some(seed),
+        ) = (data, model, epochs, loss, optimizer, batch, seed)
+        else {
+            return;
+        };
+        let freeze_st = match (s.one("freeze"), s.one("trainable")) {
+            (Some(f), Some(t)) => {
+                self.err(Error::Repeated {
+                    statement: "freeze / trainable from".into(),
+                    span: t.head.span,
+                    first: f.head.span,
+                });
+                None
+            }
+            (f, t) => f.or(t),
+        };
+        let freeze = freeze_st.and_then(|st| self.freeze(st, &ir));
+        if let Some(f) = &freeze {
+            // The layer's ancestors: in a chain, every layer before it.
+            for i in ir.ancestors(f.index) {
+                ir.layers[i].trainable = false;
+            }
+        }
+        if ir.outputs.len() > 1 {
+            let names: Vec<&str> = ir
+                .outputs
+                .iter()
+                .map(|&o| ir.layers[o].name.as_str())
+                .collect();
+            self.err(Error::Unsupported {
+                what: format!(
+                    "training a model with {} outputs ({})",
+                    names.len(),
+                    names.join(", ")
+                ),
+                span: model_v.span,
+                help: Some(
+                    "a train block gives each image one class label, which fits one output; the engine trains several outputs (one target each), and box targets come with detection".into(),
+                ),
+            });
+            return;
+        }
+        let classes = self.check_data_fit(&data, &ir, model_v);
+        let model_name = match &model_v.kind {
+            ValueKind::Call { name, .. } => name.text.clone(),
+            _ => crate::lang::fmt::value(model_v),
+        };
+        self.out.trains.push(Train {
+            name: b.name.text.clone(),
+            model: ModelInstance {
+                def: model_name,
+                args,
+            },
+            ir,
+            data,
+            validation,
+            classes,
+            loss,
+            optimizer,
+            epochs,
+            batch,
+            seed,
+            augment,
+            callbacks,
+            init,
+            freeze,
+            span: b.name.span,
+        });
+    }
+
+    pub(super) fn default_validation(&self, data: &DataRef) -> Option<DataRef> {
+        let dataset = self
+            .out
+            .datasets
+            .iter()
+            .find(|d| d.name == data.dataset())?;
+        dataset.split.as_ref()?;
+        match data {
+            DataRef::Split {
+                part: Part::Train, ..
+            }
+            | DataRef::Balance { .. } => Some(DataRef::Split {
+                dataset: dataset.name.clone(),
+                part: Part::Val,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The model's output against the data's class count and its input against the images.
+    pub(super) fn check_data_fit(
+        &mut self,
+        data: &DataRef,
+        ir: &crate::nn::ir::ModelIr,
+        site: &Value,
+    ) -> Option<usize> {
+        let dataset = self
+            .out
+            .datasets
+            .iter()
+            .find(|d| d.name == data.dataset())?
+            .clone();
+        if let Some(shape) = &dataset.image_shape {
+            if *shape != ir.input {
+                self.err(Error::InputShape {
+                    model: ir.name.clone(),
+                    expected: crate::nn::ir::fmt_shape(&ir.input),
+                    found: crate::nn::ir::fmt_shape(shape),
+                    span: site.span,
+                    help: Some(format!(
+                        "`{}` images are {}; change the model's `input`",
+                        dataset.name,
+                        crate::nn::ir::fmt_shape(shape)
+                    )),
+                });
+            }
+        }
+        let classes = dataset.classes?;
+        let units = *ir.output().last()?;
+        if ir.output().len() == 1 && units != classes {
+            let mut help = format!("`{}` has {classes} classes", dataset.name);
+            if !dataset.drop.is_empty() {
+                let dropped: Vec<String> = dataset.drop.iter().map(|c| c.to_string()).collect();
+                help.push_str(&format!(" after dropping class {}", dropped.join(", ")));
+            }
+            help.push_str(&format!("; make the last dense layer {classes} wide"));
+            self.err(Error::ClassCount {
+                model: ir.name.clone(),
+                units,
+                dataset: dataset.name.clone(),
+                classes,
+                span: site.span,
+                help: Some(help),
+            });
+        }
+        Some(classes)
+    }
+
+    /// `init weights from "file" [or random]`
+    pub(super) fn init(&mut self, st: &Statement) -> Option<InitWeights> {
+        let a = Args::of_statement(st);
+        let words: Vec<Option<&str>> = a
+            .positional
+            .iter()
+            .map(|v| v.as_word().map(|n| n.text.as_str()))
+            .collect();
+        let shape_ok = matches!(
+            words.as_slice(),
+            [Some("weights"), Some("from"), None]
+                | [
+                    Some("weights"),
+                    Some("from"),
+                    None,
+                    Some("or"),
+                    Some("random")
+                ]
+        );
+        if !shape_ok {
+            self.err(Error::WrongType {
+                expected: "`init weights from \"file\"` (optionally `or random`)".into(),
+                found: "something else".into(),
+                span: a.span,
+                help: None,
+            });
+            return None;
+        }
+        let path = self.string(a.positional[2], "the weights file")?;
+        let format = if path.ends_with(".safetensors") {
+            WeightsFormat::Safetensors
+        } else if path.ends_with(".h5") || path.ends_with(".hdf5") || path.ends_with(".keras") {
+            WeightsFormat::KerasH5
+        } else {
+            self.err(Error::WrongType {
+                expected: "a .safetensors or Keras .h5 file".into(),
+                found: format!("{path:?}"),
+                span: a.positional[2].span,
+                help: None,
+            });
+            return None;
+        };
+        let resolved = self.resolve_path(&path);
+        Some(InitWeights {
+            path,
+            resolved,
+            format,
+            optional: a.positional.len() == 5,
+        })
+    }
+
+    /// `freeze until LAYER` / `trainable from LAYER`.
+    pub(super) fn freeze(&mut self, st: &Statement, ir: &crate::nn::ir::ModelIr) -> Option<Freeze> {
+        let a = Args::of_statement(st);
+        let word = if st.head.text == "freeze" {
+            "until"
+        } else {
+            "from"
+        };
+        let ok = a
+            .positional
+            .first()
+            .and_then(|v| v.as_word())
+            .is_some_and(|n| n.text == word);
+        let layer = a.positional.get(1).filter(|_| ok);
+        let Some(layer) = layer else {
+            self.err(Error::WrongType {
+                expected: format!("`{} {word} LAYER`", st.head.text),
+                found: "something else".into(),
+                span: a.span,
+                help: None,
+            });
+            return None;
+        };
+        let (index, name) = self.layer_ref(layer, ir)?;
+        // Freezing the layer's ancestors splits the model in two only when every path from
+        // the input to an output passes through it.
+        if let Some(path) = ir.path_avoiding(index) {
+            let mut names = vec![crate::nn::ir::INPUT];
+            names.extend(path.iter().map(|&l| ir.layers[l].name.as_str()));
+            self.err(Error::FreezeOffPath {
+                layer: name,
+                statement: format!("{} {word}", st.head.text),
+                span: layer.span,
+                path: names.join(" → "),
+                help: Some(
+                    "name a layer every branch passes through, e.g. the join after a residual block"
+                        .into(),
+                ),
+            });
+            return None;
+        }
+        Some(Freeze {
+            first_trainable: name,
+            index,
+        })
+    }
+}
