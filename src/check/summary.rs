@@ -30,17 +30,15 @@ pub fn summary(title: &str, ir: &ModelIr) -> String {
     let total_width = widths.iter().sum::<usize>() + 6;
     let mut out = format!("{title}\n{}\n", "=".repeat(total_width));
     for (n, r) in rows.iter().enumerate() {
-        out.push_str(&format!(
-            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}\n",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3]
-        ));
+        // Padded by hand: `{:<w$}` panics when a width passes 65,535 (a very long layer name).
+        out.push_str(&pad(&r[0], widths[0], false));
+        out.push_str("  ");
+        out.push_str(&pad(&r[1], widths[1], false));
+        out.push_str("  ");
+        out.push_str(&pad(&r[2], widths[2], true));
+        out.push_str("  ");
+        out.push_str(&pad(&r[3], widths[3], true));
+        out.push('\n');
         if n == 0 {
             out.push_str(&format!("{}\n", "-".repeat(total_width)));
         }
@@ -62,6 +60,16 @@ pub fn summary(title: &str, ir: &ModelIr) -> String {
         out.push_str("(* frozen)\n");
     }
     out
+}
+
+/// `text` padded with spaces to `width` characters, on the left when `right` aligned.
+fn pad(text: &str, width: usize, right: bool) -> String {
+    let fill = " ".repeat(width.saturating_sub(text.chars().count()));
+    if right {
+        fill + text
+    } else {
+        format!("{text}{fill}")
+    }
 }
 
 fn group_digits(n: usize) -> String {
