@@ -117,3 +117,164 @@ fn a_model_summary_wider_than_65535_columns_prints() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("{name} (dense)")), "{err}");
 }
+
+/// A pipeline that trains a tiny model on `count` synthetic images with `lr`, then evaluates.
+fn tiny(count: usize, lr: &str) -> String {
+    format!(
+        "dataset g {{\n  source synthetic(galaxy10, count: {count}, seed: 1)\n  split holdout(train: 0.7, val: 0.15, test: 0.15, seed: 42)\n}}\n\
+         model small(classes) {{\n  input 69 x 69 x 3\n  conv 2 3x3 relu\n  maxpool 4\n  flatten\n  dense classes softmax\n}}\n\
+         train a {{\n  model small(10)\n  data g.train\n  optimizer sgd(lr: {lr})\n  epochs 1\n  batch 4\n  seed 1\n}}\n\
+         evaluate final on g.test {{\n  models a\n  report\n  confusion\n}}\n"
+    )
+}
+
+/// A project folder holding `p.gpl`.
+fn project(pipeline: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("p.gpl"), pipeline).unwrap();
+    dir
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for item in fs::read_dir(&at).unwrap() {
+            let path = item.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_stage_folder_linked_out_of_the_project_is_neither_written_nor_emptied() {
+    // A stage folder's copy is a convenience (a warning); the published report is not.
+    for (linked, expected) in [("runs/p/final", 0), ("runs/p", 1)] {
+        let p = project(&tiny(40, "1e-2"));
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("precious.txt"), b"keep").unwrap();
+        let link = p.path().join(linked);
+        fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+        let (code, out, err) = gpl_in(p.path(), &["run", "p.gpl"]);
+        assert_eq!(code, expected, "{linked}: {out}{err}");
+        assert!(
+            err.contains("symlink"),
+            "{linked}: the refusal is said: {err}"
+        );
+        assert_eq!(
+            files_under(outside.path()),
+            vec!["precious.txt"],
+            "{linked}: gpl wrote or deleted through the link"
+        );
+        // Run again (everything cached, the mirror re-checked): still untouched.
+        let (code, _, err) = gpl_in(p.path(), &["run", "p.gpl", "--from", "final"]);
+        assert_eq!(code, expected, "{err}");
+        assert_eq!(files_under(outside.path()), vec!["precious.txt"]);
+    }
+}
+
+#[test]
+fn a_users_file_in_a_stage_folder_survives_reruns() {
+    let p = project(&tiny(40, "1e-2"));
+    let (code, _, err) = gpl_in(p.path(), &["run", "p.gpl"]);
+    assert_eq!(code, 0, "{err}");
+    let stage = p.path().join("runs/p/final");
+    assert!(stage.join("classification_report.txt").is_file());
+    fs::write(stage.join("notes.txt"), b"my notes").unwrap();
+    fs::create_dir_all(stage.join("mine")).unwrap();
+    fs::write(stage.join("mine/plot.png"), b"x").unwrap();
+    for args in [vec!["run", "p.gpl"], vec!["run", "p.gpl", "--from", "a"]] {
+        let (code, _, err) = gpl_in(p.path(), &args);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(fs::read(stage.join("notes.txt")).unwrap(), b"my notes");
+        assert!(stage.join("mine/plot.png").is_file());
+        assert!(stage.join("classification_report.txt").is_file());
+    }
+    // A file gpl wrote that the new result no longer has is removed; the user's stay.
+    fs::write(
+        p.path().join("p.gpl"),
+        tiny(40, "1e-2").replace("  confusion\n", ""),
+    )
+    .unwrap();
+    let (code, _, err) = gpl_in(p.path(), &["run", "p.gpl"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!stage.join("confusion_a.png").exists());
+    assert_eq!(fs::read(stage.join("notes.txt")).unwrap(), b"my notes");
+}
+
+#[test]
+fn a_nan_loss_names_epoch_and_batch_and_leaves_no_empty_scratch_folder() {
+    let p = project(&tiny(40, "1e30"));
+    let (code, out, err) = gpl_in(p.path(), &["run", "p.gpl"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("the training loss became NaN in epoch 1, batch"),
+        "{err}"
+    );
+    let scratch = p.path().join(".gpl/scratch");
+    let left: Vec<_> = fs::read_dir(&scratch)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left in .gpl/scratch: {left:?}");
+}
+
+#[test]
+fn evaluate_on_one_or_two_images_fails_clearly_without_a_panic() {
+    for count in [1, 2] {
+        let p = project(&tiny(count, "1e-2"));
+        let (code, out, err) = gpl_in(p.path(), &["run", "p.gpl"]);
+        assert_eq!(code, 1, "{count}: {out}{err}");
+        assert!(!err.contains("panic"), "{count}: {err}");
+        assert!(
+            out.contains("the `test` part has no images to evaluate on"),
+            "{count}: {out}"
+        );
+    }
+}
+
+#[test]
+fn a_report_that_cannot_be_published_fails_the_run_and_the_summary_says_so() {
+    let p = project(&tiny(40, "1e-2"));
+    // Stands for a full disk: the rename onto report.html fails.
+    fs::create_dir_all(p.path().join("runs/p/report.html/blocked")).unwrap();
+    let (code, out, err) = gpl_in(p.path(), &["run", "p.gpl"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("1 failed"), "{out}");
+    assert!(err.contains("report.html"), "{err}");
+}
+
+#[test]
+fn a_cached_run_does_not_rewrite_the_report() {
+    use std::os::unix::fs::MetadataExt;
+    let p = project(&tiny(40, "1e-2"));
+    let (code, _, err) = gpl_in(p.path(), &["run", "p.gpl"]);
+    assert_eq!(code, 0, "{err}");
+    let runs = p.path().join("runs/p");
+    let before: Vec<(u64, i64)> = ["report.html", "metrics.yaml", "report/report.html"]
+        .iter()
+        .map(|f| {
+            let m = fs::metadata(runs.join(f)).unwrap();
+            (m.ino(), m.mtime_nsec())
+        })
+        .collect();
+    let (code, out, err) = gpl_in(p.path(), &["run", "p.gpl"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0 ran"), "{out}");
+    let after: Vec<(u64, i64)> = ["report.html", "metrics.yaml", "report/report.html"]
+        .iter()
+        .map(|f| {
+            let m = fs::metadata(runs.join(f)).unwrap();
+            (m.ino(), m.mtime_nsec())
+        })
+        .collect();
+    assert_eq!(before, after, "a cached run rewrote the published report");
+}

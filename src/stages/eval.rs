@@ -27,9 +27,18 @@ pub const ENSEMBLE_FILE: &str = "ensemble.json";
 pub const FOLD_FILE: &str = "fold.json";
 pub const CROSSVAL_FILE: &str = "crossval.json";
 
-/// Rows of a predictions file for one split part, in file order.
-fn part_rows(rows: &[PredictionRow], part: &str) -> (Vec<u32>, ProbMatrix, Vec<usize>) {
+/// Rows of a predictions file for one split part, in file order; an error when the part
+/// has no rows (a dataset of a few images leaves a split part empty).
+fn part_rows(
+    rows: &[PredictionRow],
+    part: &str,
+) -> Result<(Vec<u32>, ProbMatrix, Vec<usize>), StageError> {
     let chosen: Vec<&PredictionRow> = rows.iter().filter(|r| r.split == part).collect();
+    if chosen.is_empty() {
+        return Err(StageError::failed(format!(
+            "the `{part}` part has no images to evaluate on: the dataset is too small for its split; use more images or a larger `{part}` fraction"
+        )));
+    }
     let classes = chosen.first().map_or(0, |r| r.probabilities.len());
     let values: Vec<f64> = chosen
         .iter()
@@ -37,9 +46,8 @@ fn part_rows(rows: &[PredictionRow], part: &str) -> (Vec<u32>, ProbMatrix, Vec<u
         .collect();
     let truth = chosen.iter().map(|r| r.truth).collect();
     let indices = chosen.iter().map(|r| r.index).collect();
-    // Rows come from our own writer, which checks every row has `classes` columns.
-    let probs = ProbMatrix::new(chosen.len(), classes, values).expect("rectangular predictions");
-    (truth, probs, indices)
+    let probs = ProbMatrix::new(chosen.len(), classes, values).map_err(stage_error)?;
+    Ok((truth, probs, indices))
 }
 
 fn read_predictions(dir: &Path) -> Result<Vec<PredictionRow>, StageError> {
@@ -67,7 +75,7 @@ impl StageExecutor for EvaluateStage {
         let mut text = String::new();
         for (i, model) in config.models.iter().enumerate() {
             let rows = read_predictions(Artifacts::of(ctx, i + 1)?.dir)?;
-            let (truth, probs, _) = part_rows(&rows, &config.part);
+            let (truth, probs, _) = part_rows(&rows, &config.part)?;
             let evaluation = evaluate(&truth, &probs, &summary.class_names).map_err(stage_error)?;
             text.push_str(&format!(
                 "{model} on {}\n{}\n",
@@ -145,8 +153,10 @@ impl StageExecutor for EnsembleStage {
                 (normalize_weights(weights).map_err(stage_error)?, None)
             }
             EnsembleWeightsConfig::Search { part, step } => {
-                let parts: Vec<(Vec<u32>, ProbMatrix, Vec<usize>)> =
-                    members.iter().map(|m| part_rows(m, part)).collect();
+                let parts: Vec<(Vec<u32>, ProbMatrix, Vec<usize>)> = members
+                    .iter()
+                    .map(|m| part_rows(m, part))
+                    .collect::<Result<_, _>>()?;
                 let probs: Vec<&ProbMatrix> = parts.iter().map(|p| &p.1).collect();
                 let options = SearchOptions {
                     step: *step,
@@ -167,8 +177,10 @@ impl StageExecutor for EnsembleStage {
         };
         let mut rows = Vec::new();
         for part in ["val", "test"] {
-            let parts: Vec<(Vec<u32>, ProbMatrix, Vec<usize>)> =
-                members.iter().map(|m| part_rows(m, part)).collect();
+            let parts: Vec<(Vec<u32>, ProbMatrix, Vec<usize>)> = members
+                .iter()
+                .map(|m| part_rows(m, part))
+                .collect::<Result<_, _>>()?;
             if parts.iter().any(|p| p.2 != parts[0].2) {
                 return Err(StageError::failed(format!(
                     "ensemble members predicted different {part} samples"
@@ -262,7 +274,7 @@ impl StageExecutor for CrossvalFoldStage {
         )?;
         write_predictions_csv(&ctx.public_dir().join(PREDICTIONS_FILE), &rows)
             .map_err(stage_error)?;
-        let (truth, probs, _) = part_rows(&rows, "test");
+        let (truth, probs, _) = part_rows(&rows, "test")?;
         let scores = evaluate(&truth, &probs, &set.class_names)
             .map_err(stage_error)?
             .summary();
