@@ -12,6 +12,9 @@ fn gpl_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
+        // Children spawned by parallel tests inherit the descriptors of HDF5 files other
+        // tests are writing, and with them libhdf5's lock on those files.
+        .env("HDF5_USE_FILE_LOCKING", "FALSE")
         .output()
         .expect("runs gpl");
     (
@@ -277,4 +280,162 @@ fn a_cached_run_does_not_rewrite_the_report() {
         })
         .collect();
     assert_eq!(before, after, "a cached run rewrote the published report");
+}
+
+/// Writes an HDF5 file with `images` (u8 of `shape`, or f32 when `float` is given) and,
+/// when given, `ans` labels.
+fn write_h5(path: &Path, shape: &[usize], float: Option<f32>, labels: Option<&[u8]>) {
+    let file = hdf5::File::create(path).unwrap();
+    let n: usize = shape.iter().product();
+    match float {
+        Some(value) => {
+            let ds = file
+                .new_dataset::<f32>()
+                .shape(shape)
+                .create("images")
+                .unwrap();
+            ds.write_raw(&vec![value; n]).unwrap();
+        }
+        None => {
+            let ds = file
+                .new_dataset::<u8>()
+                .shape(shape)
+                .create("images")
+                .unwrap();
+            ds.write_raw(&vec![7u8; n]).unwrap();
+        }
+    }
+    if let Some(labels) = labels {
+        let ds = file
+            .new_dataset::<u8>()
+            .shape([labels.len()])
+            .create("ans")
+            .unwrap();
+        ds.write_raw(labels).unwrap();
+    }
+}
+
+#[test]
+fn data_inspect_lists_every_problem_a_run_would_meet_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // (file, image shape, float pixel value, labels, problems inspect must list)
+    type Case<'a> = (
+        &'a str,
+        Vec<usize>,
+        Option<f32>,
+        Option<&'a [u8]>,
+        &'a [&'a str],
+    );
+    let cases: [Case; 6] = [
+        ("ok.h5", vec![4, 8, 8, 3], None, Some(&[0, 1, 2, 3]), &[]),
+        (
+            "no_labels.h5",
+            vec![4, 8, 8, 3],
+            None,
+            None,
+            &["no dataset `ans`"],
+        ),
+        (
+            "rank5.h5",
+            vec![2, 8, 8, 3, 2],
+            None,
+            Some(&[0, 1]),
+            &["dataset `images` has shape [2, 8, 8, 3, 2]"],
+        ),
+        (
+            "count.h5",
+            vec![4, 8, 8, 3],
+            None,
+            Some(&[0, 1, 2]),
+            &["holds 4 images but `ans` holds 3 labels"],
+        ),
+        (
+            "label_range.h5",
+            vec![2, 8, 8, 3],
+            None,
+            Some(&[0, 12]),
+            &["label 12 at index 1"],
+        ),
+        (
+            "absurd_and_labels.h5",
+            vec![2, 8, 8, 3],
+            Some(1.0e6),
+            Some(&[0, 200]),
+            &["pixel value 1000000", "label 200 at index 1"],
+        ),
+    ];
+    for (name, shape, float, labels, problems) in cases {
+        write_h5(&d.join(name), &shape, float, labels);
+        let (code, out, err) = gpl_in(d, &["data", "inspect", name]);
+        if problems.is_empty() {
+            assert_eq!(code, 0, "{name}: {out}{err}");
+            continue;
+        }
+        assert_eq!(code, 2, "{name} passed inspection: {out}{err}");
+        for problem in problems {
+            assert!(err.contains(problem), "{name}: `{problem}` not in {err}");
+        }
+        assert!(
+            err.contains(&format!("{} problem(s)", problems.len())),
+            "{name}: {err}"
+        );
+    }
+}
+
+/// A pipeline reading `data/g.h5` into a model of `input` size.
+fn h5_pipeline(input: &str) -> String {
+    format!(
+        "dataset g {{\n  source hdf5(\"data/g.h5\", images: \"images\", labels: \"ans\")\n  classes 10\n  split holdout(train: 0.5, val: 0.25, test: 0.25, seed: 1)\n}}\n\
+         model small(classes) {{\n  input {input}\n  conv 2 3x3 relu\n  maxpool 4\n  flatten\n  dense classes softmax\n}}\n\
+         train a {{\n  model small(10)\n  data g.train\n  epochs 1\n}}\n"
+    )
+}
+
+#[test]
+fn check_reads_the_hdf5_header_and_names_file_shapes_and_model() {
+    let labels: Vec<u8> = (0..8).collect();
+    for (shape, data_shape) in [
+        (vec![8, 69, 69], "69 x 69 x 1"),
+        (vec![8, 256, 256, 3], "256 x 256 x 3"),
+    ] {
+        let p = project(&h5_pipeline("69 x 69 x 3"));
+        fs::create_dir_all(p.path().join("data")).unwrap();
+        write_h5(&p.path().join("data/g.h5"), &shape, None, Some(&labels));
+        let (code, out, err) = gpl_in(p.path(), &["check", "p.gpl"]);
+        assert_eq!(code, 2, "{shape:?} checked: {out}{err}");
+        assert!(err.contains("gpl::shape::input"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "model `small` takes 69 x 69 x 3 but the data is {data_shape}"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("data/g.h5"), "the file is named: {err}");
+    }
+    // A file a run could not load is a check error too, naming the file.
+    let p = project(&h5_pipeline("69 x 69 x 3"));
+    fs::create_dir_all(p.path().join("data")).unwrap();
+    write_h5(
+        &p.path().join("data/g.h5"),
+        &[4, 69, 69, 3],
+        None,
+        Some(&[0, 1]),
+    );
+    let (code, _, err) = gpl_in(p.path(), &["check", "p.gpl"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("gpl::data::file"), "{err}");
+    assert!(
+        err.contains("holds 4 images but `ans` holds 2 labels"),
+        "{err}"
+    );
+    // The matching file checks.
+    write_h5(
+        &p.path().join("data/g.h5"),
+        &[8, 69, 69, 3],
+        None,
+        Some(&labels),
+    );
+    let (code, _, err) = gpl_in(p.path(), &["check", "p.gpl"]);
+    assert_eq!(code, 0, "{err}");
 }

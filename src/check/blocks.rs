@@ -128,7 +128,8 @@ impl<'a> Checker<'a> {
         match name.text.as_str() {
             "hdf5" => {
                 self.only_named(&ca, "hdf5", &["path", "images", "labels"]);
-                let path = match ca.positional.first().or(ca.get("path").as_ref()) {
+                let path_value = ca.positional.first().or(ca.get("path").as_ref()).copied();
+                let path = match path_value {
                     Some(p) => self.string(p, "the file path")?,
                     None => {
                         self.err(Error::MissingArg {
@@ -165,6 +166,22 @@ impl<'a> Checker<'a> {
                     }
                 };
                 let resolved = self.resolve_path(&path);
+                // The header only (shapes, dtypes, counts): a file that would fail to load, or
+                // whose images do not fit the model, is an error here, not hours into a run.
+                let shape = match resolved.is_file() {
+                    true => match crate::data::hdf5::read_header(&resolved, &images, &labels) {
+                        Ok(h) => Some(h.image_shape.to_vec()),
+                        Err(e) => {
+                            self.err(Error::DataFile {
+                                message: e.to_string(),
+                                span: path_value.map_or(v.span, |p| p.span),
+                                help: miette::Diagnostic::help(&e).map(|h| h.to_string()),
+                            });
+                            return None;
+                        }
+                    },
+                    false => None,
+                };
                 Some((
                     Source::Hdf5 {
                         path,
@@ -173,7 +190,7 @@ impl<'a> Checker<'a> {
                         labels,
                     },
                     None,
-                    None,
+                    shape,
                 ))
             }
             "folder" => {
@@ -1032,9 +1049,15 @@ impl<'a> Checker<'a> {
                     found: crate::nn::ir::fmt_shape(shape),
                     span: site.span,
                     help: Some(format!(
-                        "`{}` images are {}; change the model's `input`",
+                        "`{}` images are {}{}; change the model's `input`",
                         dataset.name,
-                        crate::nn::ir::fmt_shape(shape)
+                        crate::nn::ir::fmt_shape(shape),
+                        match &dataset.source {
+                            Source::Hdf5 { path, resolved, .. } if resolved.is_file() => {
+                                format!(" (read from the header of {path})")
+                            }
+                            _ => String::new(),
+                        }
                     )),
                 });
             }

@@ -242,6 +242,16 @@ pub enum Error {
     },
 
     #[error("{message}")]
+    #[diagnostic(code(gpl::data::file))]
+    DataFile {
+        message: String,
+        #[label("this file")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{message}")]
     #[diagnostic(code(gpl::model::arguments))]
     ModelArgs {
         message: String,
@@ -331,6 +341,7 @@ impl Error {
             | Shape { span, .. }
             | ClassCount { span, .. }
             | InputShape { span, .. }
+            | DataFile { span, .. }
             | NotRunnable { span, .. }
             | ModelArgs { span, .. }
             | ModelRecursion { span, .. }

@@ -174,13 +174,34 @@ pub fn load_hdf5(
     load_with_classes(&file, path, images, labels, class_names)
 }
 
-fn load_with_classes(
+/// What `gpl check` learns from a file's header, without reading pixels or labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub count: usize,
+    /// Per image: height, width, channels (1 for N×H×W images).
+    pub image_shape: [usize; 3],
+    pub image_dtype: String,
+}
+
+/// Reads and checks the header of an image set: both datasets exist, images are N×H×W×C
+/// (C in 1..=4) or N×H×W of uint8 or float, labels are N (or N×1) of an integer type, and
+/// the counts agree. Reads no data, so it is what `gpl check` calls.
+pub fn read_header(
+    path: impl AsRef<Path>,
+    images: &str,
+    labels: &str,
+) -> Result<Header, DataError> {
+    let path = path.as_ref();
+    let file = open(path)?;
+    header(&file, path, images, labels).map(|(h, _, _)| h)
+}
+
+fn header(
     file: &::hdf5::File,
     path: &Path,
     images: &str,
     labels: &str,
-    class_names: Vec<String>,
-) -> Result<ImageSet, DataError> {
+) -> Result<(Header, ::hdf5::Dataset, ::hdf5::Dataset), DataError> {
     let image_ds = dataset(file, path, images)?;
     let label_ds = dataset(file, path, labels)?;
     let shape = image_ds.shape();
@@ -218,6 +239,45 @@ fn load_with_classes(
             n_labels,
         });
     }
+    match descriptor(&label_ds, path)? {
+        TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) => {}
+        other => {
+            return Err(DataError::WrongDtype {
+                path: path.to_path_buf(),
+                dataset: labels.to_string(),
+                expected: "an integer type".into(),
+                found: dtype_name(&other),
+            })
+        }
+    }
+    let image_dtype = match descriptor(&image_ds, path)? {
+        td @ (TypeDescriptor::Unsigned(IntSize::U1) | TypeDescriptor::Float(_)) => dtype_name(&td),
+        other => {
+            return Err(DataError::WrongDtype {
+                path: path.to_path_buf(),
+                dataset: images.to_string(),
+                expected: "uint8, float32 or float64".into(),
+                found: dtype_name(&other),
+            })
+        }
+    };
+    let header = Header {
+        count: n,
+        image_shape: [height, width, channels],
+        image_dtype,
+    };
+    Ok((header, image_ds, label_ds))
+}
+
+fn load_with_classes(
+    file: &::hdf5::File,
+    path: &Path,
+    images: &str,
+    labels: &str,
+    class_names: Vec<String>,
+) -> Result<ImageSet, DataError> {
+    let (header, image_ds, label_ds) = header(file, path, images, labels)?;
+    let [height, width, channels] = header.image_shape;
     let labels_vec = read_labels(&label_ds, path, labels, class_names.len())?;
     let pixels = read_pixels(&image_ds, path, images)?;
     Ok(ImageSet {
@@ -228,6 +288,73 @@ fn load_with_classes(
         labels: labels_vec,
         class_names,
     })
+}
+
+/// Every problem a run would meet loading `path` as a Galaxy10 file, not just the first:
+/// `gpl data inspect` lists them all. Empty when the file loads.
+pub fn validate_galaxy10(path: impl AsRef<Path>, images: &str, labels: &str) -> Vec<DataError> {
+    let path = path.as_ref();
+    let file = match open(path) {
+        Ok(f) => f,
+        Err(e) => return vec![e],
+    };
+    let layout = detect_layout(&file, images);
+    let classes = match layout {
+        Layout::Decals => DECALS_CLASSES.len(),
+        Layout::Sdss | Layout::Other => SDSS_CLASSES.len(),
+    };
+    let mut problems = Vec::new();
+    // Each dataset on its own, so one broken dataset does not hide the other's problems.
+    match dataset(&file, path, images) {
+        Ok(ds) => {
+            let shape = ds.shape();
+            let rank_ok = matches!(*shape.as_slice(), [_, _, _] | [_, _, _, 1..=4]);
+            if !rank_ok {
+                problems.push(DataError::WrongRank {
+                    path: path.to_path_buf(),
+                    dataset: images.to_string(),
+                    expected: "N×H×W×C with C in 1..=4, or N×H×W".into(),
+                    found: shape,
+                });
+            }
+            if let Err(e) = read_pixels(&ds, path, images) {
+                problems.push(e);
+            }
+        }
+        Err(e) => problems.push(e),
+    }
+    match dataset(&file, path, labels) {
+        Ok(ds) => {
+            let shape = ds.shape();
+            if !matches!(*shape.as_slice(), [_] | [_, 1]) {
+                problems.push(DataError::WrongRank {
+                    path: path.to_path_buf(),
+                    dataset: labels.to_string(),
+                    expected: "N".into(),
+                    found: shape,
+                });
+            } else if let Err(e) = read_labels(&ds, path, labels, classes) {
+                problems.push(e);
+            }
+        }
+        Err(e) => problems.push(e),
+    }
+    if let (Ok(i), Ok(l)) = (dataset(&file, path, images), dataset(&file, path, labels)) {
+        let (n_images, n_labels) = (
+            i.shape().first().copied().unwrap_or(0),
+            l.shape().first().copied().unwrap_or(0),
+        );
+        if n_images != n_labels {
+            problems.push(DataError::CountMismatch {
+                path: path.to_path_buf(),
+                images: images.to_string(),
+                labels: labels.to_string(),
+                n_images,
+                n_labels,
+            });
+        }
+    }
+    problems
 }
 
 fn read_labels(
