@@ -114,6 +114,35 @@ fn dataset(file: &::hdf5::File, path: &Path, name: &str) -> Result<::hdf5::Datas
     file.dataset(name).map_err(|e| h5_err(path, e))
 }
 
+/// Refuses a dataset whose declared size the file cannot hold, before anything allocates a
+/// buffer for it: a damaged header can declare terabytes, and an allocation that large
+/// aborts the process. Contiguous data lies in the file; chunked data may be compressed, by
+/// at most about 1,000:1 (gzip's limit).
+fn check_size(ds: &::hdf5::Dataset, path: &Path, name: &str) -> Result<(), DataError> {
+    let file_len = std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| DataError::io(path, e))?;
+    let element = ds.dtype().map(|t| t.size() as u64).unwrap_or(1);
+    let bytes = ds
+        .shape()
+        .iter()
+        .try_fold(element, |acc, &d| acc.checked_mul(d as u64));
+    let limit = match ds.chunk() {
+        None => file_len,
+        Some(_) => file_len.saturating_mul(1100),
+    };
+    match bytes {
+        Some(b) if b <= limit => Ok(()),
+        _ => Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            detail: format!(
+                "dataset `{name}` of shape {:?} declares more data than the file's {file_len} bytes can hold",
+                ds.shape()
+            ),
+        }),
+    }
+}
+
 fn dtype_name(td: &TypeDescriptor) -> String {
     let int_bits = |s: &IntSize| *s as usize * 8;
     match td {
@@ -205,6 +234,8 @@ fn header(
     let image_ds = dataset(file, path, images)?;
     let label_ds = dataset(file, path, labels)?;
     let shape = image_ds.shape();
+    check_size(&image_ds, path, images)?;
+    check_size(&label_ds, path, labels)?;
     let (n, height, width, channels) = match *shape.as_slice() {
         [n, h, w] => (n, h, w, 1),
         [n, h, w, c] if (1..=4).contains(&c) => (n, h, w, c),
@@ -317,7 +348,9 @@ pub fn validate_galaxy10(path: impl AsRef<Path>, images: &str, labels: &str) -> 
                     found: shape,
                 });
             }
-            if let Err(e) = read_pixels(&ds, path, images) {
+            if let Err(e) =
+                check_size(&ds, path, images).and_then(|()| read_pixels(&ds, path, images))
+            {
                 problems.push(e);
             }
         }
@@ -333,7 +366,9 @@ pub fn validate_galaxy10(path: impl AsRef<Path>, images: &str, labels: &str) -> 
                     expected: "N".into(),
                     found: shape,
                 });
-            } else if let Err(e) = read_labels(&ds, path, labels, classes) {
+            } else if let Err(e) =
+                check_size(&ds, path, labels).and_then(|()| read_labels(&ds, path, labels, classes))
+            {
                 problems.push(e);
             }
         }
@@ -501,7 +536,7 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Hdf5Summary, DataError> {
     }
     let class_counts = file.dataset("ans").ok().and_then(|ds| {
         let shape = ds.shape();
-        if shape.len() != 1 {
+        if shape.len() != 1 || check_size(&ds, path, "ans").is_err() {
             return None;
         }
         let values = ds.read_raw::<i64>().ok()?;
