@@ -439,3 +439,24 @@ fn check_reads_the_hdf5_header_and_names_file_shapes_and_model() {
     let (code, _, err) = gpl_in(p.path(), &["check", "p.gpl"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn resize_in_the_dataset_makes_a_256_pixel_file_fit_a_69_pixel_model() {
+    let labels: Vec<u8> = (0..8).collect();
+    let pipeline =
+        h5_pipeline("69 x 69 x 3").replace("  classes 10\n", "  classes 10\n  resize 69 x 69\n");
+    let p = project(&pipeline);
+    fs::create_dir_all(p.path().join("data")).unwrap();
+    write_h5(
+        &p.path().join("data/g.h5"),
+        &[8, 256, 256, 3],
+        None,
+        Some(&labels),
+    );
+    let (code, _, err) = gpl_in(p.path(), &["check", "p.gpl"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = gpl_in(p.path(), &["run", "p.gpl"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let summary = fs::read_to_string(p.path().join("runs/p/g/dataset.json")).unwrap();
+    assert!(summary.contains("\"shape\":[69,69,3]"), "{summary}");
+}

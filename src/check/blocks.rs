@@ -17,7 +17,9 @@ impl<'a> Checker<'a> {
         let s = self.statements(
             "dataset",
             &b.body,
-            &["source", "fallback", "drop", "merge", "split", "classes"],
+            &[
+                "source", "fallback", "drop", "merge", "split", "classes", "resize",
+            ],
             &["drop", "merge"],
         );
         let Some(source_st) = self.require(
@@ -87,12 +89,18 @@ impl<'a> Checker<'a> {
         };
         let after = classes.map(|_| label_map.iter().flatten().max().map(|m| m + 1).unwrap_or(0));
         let split = s.one("split").and_then(|st| self.split(b, st));
+        let resize = s.one("resize").and_then(|st| self.resize(st));
+        if let Some([h, w]) = resize {
+            let channels = shape.as_ref().and_then(|s| s.get(2).copied()).unwrap_or(3);
+            shape = Some(vec![h, w, channels]);
+        }
         self.out.datasets.push(Dataset {
             name: b.name.text.clone(),
             source,
             fallback,
             source_classes: classes,
             image_shape: shape,
+            resize,
             drop,
             merges,
             label_map,
@@ -101,6 +109,43 @@ impl<'a> Checker<'a> {
             split,
             span: b.name.span,
         });
+    }
+
+    /// `resize H x W`: the size every image is resized to, each side in 1..=4096.
+    fn resize(&mut self, st: &Statement) -> Option<[usize; 2]> {
+        let a = Args::of_statement(st);
+        let Some(v) = a.positional.first() else {
+            self.err(Error::MissingArg {
+                what: "resize".into(),
+                needed: "a size like `69 x 69`".into(),
+                span: a.span,
+                help: None,
+            });
+            return None;
+        };
+        let ValueKind::Dims(d) = &v.kind else {
+            self.wrong_type(v, "a size like `69 x 69`", None);
+            return None;
+        };
+        let [h, w] = d.as_slice() else {
+            self.wrong_type(v, "a size like `69 x 69`", Some("height x width".into()));
+            return None;
+        };
+        let mut side = |x: &Value| {
+            let n = self.count(x, "image side", 1)?;
+            if n > 4096 {
+                self.err(Error::OutOfRange {
+                    what: "image side".into(),
+                    value: n.to_string(),
+                    range: "1..=4096".into(),
+                    span: x.span,
+                    help: None,
+                });
+                return None;
+            }
+            Some(n)
+        };
+        Some([side(h)?, side(w)?])
     }
 
     /// `hdf5(...)`, `folder(...)` or `synthetic(...)`, with the class count and image shape

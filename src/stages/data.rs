@@ -43,6 +43,10 @@ pub struct DatasetConfig {
     /// Used, with a notice, when the source's file is absent.
     pub fallback: Option<SynthConfig>,
     pub classes: ClassSpec,
+    /// `resize H x W`: every image resized after loading. Left out of the config (and so of
+    /// the fingerprint) when absent, so datasets without it keep their cache entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<[usize; 2]>,
 }
 
 /// What a dataset stage tells people and the report about its data.
@@ -65,6 +69,10 @@ impl StageExecutor for DatasetStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: DatasetConfig = super::config(ctx)?;
         let (raw, source, synthetic) = load_source(ctx, &config)?;
+        let raw = match config.resize {
+            Some([height, width]) => raw.resized(height, width).map_err(stage_error)?,
+            None => raw,
+        };
         ctx.check_cancelled()?;
         let (set, mapping, _) = apply_classes(&raw, &config.classes).map_err(stage_error)?;
         let summary = DatasetSummary {
@@ -258,6 +266,7 @@ mod tests {
                 source,
                 fallback: Some(SynthConfig::galaxy10(10, 1)),
                 classes: ClassSpec::default(),
+                resize: Some([32, 32]),
             };
             let value = serde_json::to_value(&config).unwrap();
             assert_eq!(

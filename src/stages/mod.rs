@@ -325,6 +325,7 @@ fn dataset_spec(program: &Program, d: &check::Dataset, label: Option<String>) ->
         source,
         fallback,
         classes,
+        resize: d.resize,
     };
     let mut s = spec(d.name.clone(), DATASET, &config, &[], label);
     // A data file is content-hashed when present; its appearance changes the stage's files.
