@@ -185,6 +185,24 @@ fn a_stage_folder_linked_out_of_the_project_is_neither_written_nor_emptied() {
 }
 
 #[test]
+fn a_cache_folder_linked_out_of_the_project_is_refused() {
+    for linked in [".gpl", ".gpl/scratch"] {
+        let p = project(&tiny(40, "1e-2"));
+        let outside = tempfile::tempdir().unwrap();
+        let link = p.path().join(linked);
+        fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+        let (code, out, err) = gpl_in(p.path(), &["run", "p.gpl"]);
+        assert_eq!(code, 2, "{linked}: {out}{err}");
+        assert!(err.contains("symlink"), "{linked}: {err}");
+        assert!(
+            files_under(outside.path()).is_empty(),
+            "{linked}: gpl wrote through the link"
+        );
+    }
+}
+
+#[test]
 fn a_users_file_in_a_stage_folder_survives_reruns() {
     let p = project(&tiny(40, "1e-2"));
     let (code, _, err) = gpl_in(p.path(), &["run", "p.gpl"]);
