@@ -114,33 +114,65 @@ fn dataset(file: &::hdf5::File, path: &Path, name: &str) -> Result<::hdf5::Datas
     file.dataset(name).map_err(|e| h5_err(path, e))
 }
 
-/// Refuses a dataset whose declared size the file cannot hold, before anything allocates a
-/// buffer for it: a damaged header can declare terabytes, and an allocation that large
-/// aborts the process. Contiguous data lies in the file; chunked data may be compressed, by
-/// at most about 1,000:1 (gzip's limit).
+/// Refuses a dataset whose storage does not match what it declares, before anything
+/// allocates or reads: a damaged header can declare terabytes (an allocation that large aborts
+/// the process), and libhdf5 1.10 reads past a compact or contiguous buffer smaller than the
+/// declared data (a segfault). Contiguous and compact data must be stored in full, inside the
+/// file; chunked data may be compressed, by at most about 1,000:1 (gzip's limit). Data kept in
+/// other files (external storage, virtual datasets) is refused: gpl reads only the file named.
 fn check_size(ds: &::hdf5::Dataset, path: &Path, name: &str) -> Result<(), DataError> {
+    use ::hdf5::plist::dataset_create::Layout;
     let file_len = std::fs::metadata(path)
         .map(|m| m.len())
         .map_err(|e| DataError::io(path, e))?;
+    let damaged = |detail: String| DataError::Truncated {
+        path: path.to_path_buf(),
+        detail: format!("dataset `{name}` of shape {:?} {detail}", ds.shape()),
+    };
     let element = ds.dtype().map(|t| t.size() as u64).unwrap_or(1);
-    let bytes = ds
+    let Some(bytes) = ds
         .shape()
         .iter()
-        .try_fold(element, |acc, &d| acc.checked_mul(d as u64));
-    let limit = match ds.chunk() {
-        None => file_len,
-        Some(_) => file_len.saturating_mul(1100),
+        .try_fold(element, |acc, &d| acc.checked_mul(d as u64))
+    else {
+        return Err(damaged("declares more data than any file holds".into()));
     };
-    match bytes {
-        Some(b) if b <= limit => Ok(()),
-        _ => Err(DataError::Truncated {
+    if ds.dcpl().is_ok_and(|p| !p.external().is_empty()) {
+        return Err(DataError::Hdf5 {
             path: path.to_path_buf(),
             detail: format!(
-                "dataset `{name}` of shape {:?} declares more data than the file's {file_len} bytes can hold",
-                ds.shape()
+                "dataset `{name}` keeps its data in other files, which gpl does not read"
             ),
-        }),
+        });
     }
+    if ds.is_chunked() {
+        if bytes > file_len.saturating_mul(1100) {
+            return Err(damaged(format!(
+                "declares more data than the file's {file_len} bytes can hold"
+            )));
+        }
+    } else if matches!(ds.layout(), Layout::Contiguous | Layout::Compact) {
+        let stored = ds.storage_size();
+        if stored < bytes {
+            return Err(damaged(format!(
+                "declares {bytes} bytes but stores {stored}"
+            )));
+        }
+        if ds
+            .offset()
+            .is_some_and(|offset| offset.saturating_add(stored) > file_len)
+        {
+            return Err(damaged(format!(
+                "lies past the end of the file's {file_len} bytes"
+            )));
+        }
+    } else {
+        return Err(DataError::Hdf5 {
+            path: path.to_path_buf(),
+            detail: format!("dataset `{name}` is a virtual dataset (its data is in other files), which gpl does not read"),
+        });
+    }
+    Ok(())
 }
 
 fn dtype_name(td: &TypeDescriptor) -> String {
