@@ -217,8 +217,10 @@ impl<'a> Checker<'a> {
                     true => match crate::data::hdf5::read_header(&resolved, &images, &labels) {
                         Ok(h) => Some(h.image_shape.to_vec()),
                         Err(e) => {
+                            // Named as the pipeline writes it, not by its absolute path.
+                            let resolved_text = resolved.display().to_string();
                             self.err(Error::DataFile {
-                                message: e.to_string(),
+                                message: e.to_string().replacen(&resolved_text, &path, 1),
                                 span: path_value.map_or(v.span, |p| p.span),
                                 help: miette::Diagnostic::help(&e).map(|h| h.to_string()),
                             });
