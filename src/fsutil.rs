@@ -59,3 +59,66 @@ pub fn unique_suffix() -> String {
         .unwrap_or(0);
     format!("{nanos:x}{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
+
+/// `root/relative` as a folder gpl may write in and delete from, created when missing. Each
+/// part of `relative` that exists must be a folder, or a symlink whose target (resolved in
+/// full) is a folder inside `root`: gpl never writes or deletes through a link that leads
+/// out of the project. `relative` must not climb (`..`) or be absolute.
+pub fn confined_dir(root: &Path, relative: &Path) -> io::Result<PathBuf> {
+    confined(root, relative, true)
+}
+
+/// Like [`confined_dir`] but creates nothing: `Ok(None)` when a part is missing.
+pub fn existing_confined_dir(root: &Path, relative: &Path) -> io::Result<Option<PathBuf>> {
+    match confined(root, relative, false) {
+        Ok(dir) => Ok(Some(dir)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn confined(root: &Path, relative: &Path, create: bool) -> io::Result<PathBuf> {
+    let canonical_root = root.canonicalize()?;
+    let mut at = root.to_path_buf();
+    for part in relative.components() {
+        let std::path::Component::Normal(name) = part else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} leaves its folder", relative.display()),
+            ));
+        };
+        at.push(name);
+        match fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = at.canonicalize()?;
+                if !target.starts_with(&canonical_root) || !target.is_dir() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "{} is a symlink to {}, outside {}; gpl does not write or delete through it",
+                            at.display(),
+                            target.display(),
+                            root.display()
+                        ),
+                    ));
+                }
+            }
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is not a folder", at.display()),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => match fs::create_dir(&at) {
+                // Another stage of this run made it first: fine if it is a real folder.
+                Err(e)
+                    if e.kind() == io::ErrorKind::AlreadyExists
+                        && fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) => {}
+                other => other?,
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(at)
+}

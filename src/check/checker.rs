@@ -176,9 +176,30 @@ impl<'a> Checker<'a> {
         });
     }
 
+    /// A number the engine can hold: the run uses 32-bit floats for rates, factors and
+    /// weights, so a value that overflows f32 (or a non-zero one that rounds to 0 in it)
+    /// is an error here rather than a config that fails to load at run time.
     pub fn num(&mut self, v: &Value, what: &str) -> Option<f64> {
         match &v.kind {
-            ValueKind::Number { value, .. } => Some(*value),
+            ValueKind::Number { value, text } => {
+                let magnitude = value.abs();
+                let fits = value.is_finite()
+                    && magnitude <= f32::MAX as f64
+                    && (magnitude == 0.0 || magnitude >= f32::MIN_POSITIVE as f64);
+                if !fits {
+                    self.err(Error::OutOfRange {
+                        what: what.to_string(),
+                        value: text.clone(),
+                        range: "0, or a magnitude from 1.2e-38 to 3.4e38".into(),
+                        span: v.span,
+                        help: Some(
+                            "gpl computes in 32-bit floats; this number does not fit one".into(),
+                        ),
+                    });
+                    return None;
+                }
+                Some(*value)
+            }
             _ => {
                 self.wrong_type(v, "a number", Some(format!("{what} is a number")));
                 None

@@ -26,6 +26,13 @@ pub enum Error {
     #[diagnostic(code(gpl::io::read), help("check the path and its permissions"))]
     Io { path: String, reason: String },
 
+    #[error("{path} is not a .gpl file")]
+    #[diagnostic(
+        code(gpl::io::not_pipeline),
+        help("gpl reads pipelines only from files ending in `.gpl`, so it never quotes another file in a diagnostic")
+    )]
+    NotPipeline { path: String },
+
     #[error("import {path:?} not found")]
     #[diagnostic(code(gpl::import::not_found))]
     ImportNotFound {
@@ -34,6 +41,30 @@ pub enum Error {
         span: Span,
         #[help]
         help: Option<String>,
+    },
+
+    #[error("import {path:?} resolves to {resolved}, outside the project folder {project}/")]
+    #[diagnostic(
+        code(gpl::import::outside),
+        help("imports stay inside the project folder or the built-in stdlib (`import \"stdlib/cnn.gpl\"`); copy the file into the project to use it")
+    )]
+    ImportOutside {
+        path: String,
+        resolved: String,
+        project: String,
+        #[label("outside the project")]
+        span: Span,
+    },
+
+    #[error("import {path:?} is not a .gpl file")]
+    #[diagnostic(
+        code(gpl::import::not_gpl),
+        help("imports name pipeline files ending in `.gpl`; gpl does not read other files as pipelines")
+    )]
+    ImportNotGpl {
+        path: String,
+        #[label("not a .gpl file")]
+        span: Span,
     },
 
     #[error("import cycle: {chain}")]
@@ -262,6 +293,16 @@ pub enum Error {
     },
 
     #[error("{message}")]
+    #[diagnostic(code(gpl::data::file))]
+    DataFile {
+        message: String,
+        #[label("this file")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{message}")]
     #[diagnostic(code(gpl::model::arguments))]
     ModelArgs {
         message: String,
@@ -334,6 +375,8 @@ impl Error {
         match self {
             Syntax { span, .. }
             | ImportNotFound { span, .. }
+            | ImportOutside { span, .. }
+            | ImportNotGpl { span, .. }
             | ImportCycle { span, .. }
             | UnknownName { span, .. }
             | Duplicate { span, .. }
@@ -349,6 +392,7 @@ impl Error {
             | Shape { span, .. }
             | ClassCount { span, .. }
             | InputShape { span, .. }
+            | DataFile { span, .. }
             | NotRunnable { span, .. }
             | Unsupported { span, .. }
             | ModelArgs { span, .. }
@@ -357,7 +401,7 @@ impl Error {
             | UnusedLayer { span, .. }
             | FreezeOffPath { span, .. }
             | ProfileNoMatch { span, .. } => Some(*span),
-            Io { .. } | UnknownProfile { .. } | Bug { .. } => None,
+            Io { .. } | NotPipeline { .. } | UnknownProfile { .. } | Bug { .. } => None,
         }
     }
 }
@@ -405,6 +449,14 @@ impl Sources {
     }
 }
 
+/// A folder relative to the working directory when inside it (`.` for the directory itself).
+pub(crate) fn display_folder(path: &Path) -> String {
+    match display(path) {
+        shown if shown.is_empty() => ".".into(),
+        shown => shown,
+    }
+}
+
 fn display(path: &Path) -> String {
     let cwd = std::env::current_dir().ok();
     let shown = cwd
@@ -422,23 +474,42 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
-    /// Renders every error with miette's graphical handler.
+    /// Renders every error with miette's graphical handler. The source is quoted only when
+    /// it is a `.gpl` file (or the built-in stdlib), and lines too long for the renderer are
+    /// cut to a window around the label (see [`Windowed`]).
     pub fn render_with(&self, handler: &GraphicalReportHandler) -> String {
         let mut out = String::new();
         for err in &self.errors {
-            let report = match err
+            let located = err
                 .span()
-                .and_then(|s| self.sources.get(s.file).map(|f| (s, f)))
-            {
-                Some((span, file)) => {
-                    let source =
-                        NamedSource::new(self.sources.display_path(span.file), file.text.clone());
-                    miette::Report::new(err.clone()).with_source_code(source)
+                .and_then(|s| self.sources.get(s.file).map(|f| (s, f)));
+            let shown = match located {
+                Some((span, file)) if is_pipeline(&file.path) => {
+                    let windowed = Windowed::new(&file.text, err);
+                    Shown {
+                        error: err,
+                        source: Some(NamedSource::new(
+                            self.sources.display_path(span.file),
+                            windowed.text.clone(),
+                        )),
+                        windowed: Some(windowed),
+                    }
                 }
-                None => miette::Report::new(err.clone()),
+                _ => Shown {
+                    error: err,
+                    source: None,
+                    windowed: None,
+                },
             };
             // Writing into a String cannot fail.
-            let _ = handler.render_report(&mut out, report.as_ref());
+            let _ = handler.render_report(&mut out, &shown);
+            if let Some((span, file)) = located.filter(|(_, f)| !is_pipeline(&f.path)) {
+                let (line, column) = line_column(&file.text, span.start);
+                out.push_str(&format!(
+                    "  at {}:{line}:{column} (not a .gpl file, so its text is not shown)\n",
+                    self.sources.display_path(span.file)
+                ));
+            }
         }
         out
     }
@@ -463,6 +534,174 @@ impl std::fmt::Display for Diagnostics {
 }
 
 impl std::error::Error for Diagnostics {}
+
+/// A file whose text a diagnostic may quote: a `.gpl` file or a built-in stdlib file.
+fn is_pipeline(path: &Path) -> bool {
+    path.starts_with("<stdlib>") || path.extension().is_some_and(|x| x == "gpl")
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut at = offset.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
+/// Lines longer than this many bytes are cut before rendering: miette pads with `{:width$}`,
+/// which panics past 65,535 columns, and nobody reads such a line in a terminal anyway.
+const LONG_LINE: usize = 1000;
+/// Bytes kept on each side of a label on a cut line.
+const WINDOW: usize = 120;
+
+/// The source as rendered: long lines cut to a window around the first label on them (`…`
+/// marks a cut), with a map from original byte offsets to offsets in the cut text.
+struct Windowed {
+    text: Arc<String>,
+    /// Per line: (original line start, original kept start, original kept end, original line
+    /// end, kept start in the new text). Untouched lines keep everything.
+    lines: Vec<(usize, usize, usize, usize, usize)>,
+}
+
+impl Windowed {
+    fn new(original: &Arc<String>, err: &Error) -> Windowed {
+        let mut lines = Vec::new();
+        if original.split('\n').all(|l| l.len() <= LONG_LINE) {
+            return Windowed {
+                text: original.clone(),
+                lines,
+            };
+        }
+        let anchors: Vec<usize> = err
+            .labels()
+            .map(|ls| ls.map(|l| l.offset()).collect())
+            .unwrap_or_default();
+        let mut text = String::with_capacity(original.len().min(1 << 20));
+        let mut start = 0;
+        for line in original.split_inclusive('\n') {
+            let end = start + line.len();
+            let body = line.trim_end_matches('\n');
+            let (keep_start, keep_end) = if body.len() > LONG_LINE {
+                let anchor = anchors
+                    .iter()
+                    .copied()
+                    .find(|a| (start..=start + body.len()).contains(a))
+                    .unwrap_or(start)
+                    - start;
+                let mut from = anchor.saturating_sub(WINDOW);
+                let mut to = (anchor + WINDOW).min(body.len());
+                while !body.is_char_boundary(from) {
+                    from -= 1;
+                }
+                while !body.is_char_boundary(to) {
+                    to += 1;
+                }
+                (start + from, start + to)
+            } else {
+                (start, end)
+            };
+            if keep_start > start {
+                text.push_str("… ");
+            }
+            let new_start = text.len();
+            text.push_str(&original[keep_start..keep_end]);
+            if keep_end < start + body.len() {
+                text.push_str(" …");
+                if line.ends_with('\n') {
+                    text.push('\n');
+                }
+            }
+            lines.push((start, keep_start, keep_end, end, new_start));
+            start = end;
+        }
+        Windowed {
+            text: Arc::new(text),
+            lines,
+        }
+    }
+
+    /// Where an original byte offset lands in the cut text.
+    fn map(&self, offset: usize) -> usize {
+        if self.lines.is_empty() {
+            return offset;
+        }
+        let Some(&(_, keep_start, keep_end, _, new_start)) = self
+            .lines
+            .iter()
+            .find(|(start, _, _, end, _)| offset >= *start && offset < *end)
+            .or(self.lines.last())
+        else {
+            return offset;
+        };
+        new_start + offset.clamp(keep_start, keep_end) - keep_start
+    }
+}
+
+/// An error as rendered: the error's own message, code and help, its labels moved onto the
+/// (possibly cut) source, which is attached only when it may be quoted.
+struct Shown<'a> {
+    error: &'a Error,
+    source: Option<NamedSource<Arc<String>>>,
+    windowed: Option<Windowed>,
+}
+
+impl std::fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.error, f)
+    }
+}
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self.error, f)
+    }
+}
+
+impl std::error::Error for Shown<'_> {}
+
+impl Diagnostic for Shown<'_> {
+    fn code<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.error.code()
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        self.error.severity()
+    }
+
+    fn help<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.error.help()
+    }
+
+    fn url<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.error.url()
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        let windowed = self.windowed.as_ref()?;
+        let labels = self.error.labels()?;
+        Some(Box::new(labels.map(move |l| {
+            let start = windowed.map(l.offset());
+            let end = windowed.map(l.offset() + l.len()).max(start);
+            let span = miette::SourceSpan::new(start.into(), end - start);
+            let label = l.label().map(str::to_string);
+            if l.primary() {
+                miette::LabeledSpan::new_primary_with_span(label, span)
+            } else {
+                miette::LabeledSpan::new_with_span(label, span)
+            }
+        })))
+    }
+}
 
 /// The closest candidate to `word` by edit distance, if close enough to be a likely typo.
 pub fn did_you_mean<'a>(

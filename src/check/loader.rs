@@ -4,6 +4,10 @@
 //! ancestor directory and finally in the copy of `stdlib/` built into the binary, so a pipeline
 //! outside this repository can still import the presets. A file imported while it is still
 //! being loaded is a cycle; a file reached twice by different paths is loaded once.
+//!
+//! Confinement: an import must resolve (symlinks followed) to a `.gpl` file inside the
+//! project folder, or to the built-in stdlib. Anything else is refused before it is read, so
+//! a pipeline cannot make gpl read (and quote in a syntax error) a file such as `/etc/passwd`.
 
 use super::diagnostics::{Error, Sources};
 use crate::lang::ast::{File, ItemKind};
@@ -50,6 +54,8 @@ struct Loader {
     /// Files being loaded (the import stack), for cycle detection.
     stack: Vec<PathBuf>,
     errors: Vec<Error>,
+    /// Canonical project folder: imports must stay inside it (or be built-in stdlib files).
+    project: PathBuf,
 }
 
 pub fn load(root: &Path) -> Result<Loaded, (Vec<Error>, Sources)> {
@@ -59,7 +65,16 @@ pub fn load(root: &Path) -> Result<Loaded, (Vec<Error>, Sources)> {
         seen: Vec::new(),
         stack: Vec::new(),
         errors: Vec::new(),
+        project: PathBuf::new(),
     };
+    if !is_gpl(root) {
+        return Err((
+            vec![Error::NotPipeline {
+                path: root.display().to_string(),
+            }],
+            loader.sources,
+        ));
+    }
     let text = match std::fs::read_to_string(root) {
         Ok(t) => t,
         Err(e) => {
@@ -73,6 +88,7 @@ pub fn load(root: &Path) -> Result<Loaded, (Vec<Error>, Sources)> {
         }
     };
     let canonical = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    loader.project = project_root(&canonical);
     let root_id = loader.load_text(canonical.clone(), text);
     if !loader.errors.is_empty() {
         return Err((loader.errors, loader.sources));
@@ -82,7 +98,7 @@ pub fn load(root: &Path) -> Result<Loaded, (Vec<Error>, Sources)> {
         sources: loader.sources,
         files: loader.files,
         root: root_id,
-        project_root: project_root(&canonical),
+        project_root: loader.project,
     })
 }
 
@@ -122,7 +138,7 @@ impl Loader {
     }
 
     fn import(&mut self, from: &Path, target: &str, span: Span) {
-        let Some((path, builtin)) = resolve(from, target) else {
+        let Some((path, builtin)) = resolve(from, target, &self.project) else {
             let help = if target.ends_with(".gpl") {
                 "imports are looked up next to the importing file and, for `stdlib/...` paths, in each parent folder and the built-in stdlib".to_string()
             } else {
@@ -135,6 +151,26 @@ impl Loader {
             });
             return;
         };
+        if builtin.is_none() {
+            // Checked on the canonical path, so a symlink inside the project that leads out
+            // of it is refused too; nothing is read before these checks pass.
+            if !path.starts_with(&self.project) {
+                self.errors.push(Error::ImportOutside {
+                    path: target.to_string(),
+                    resolved: path.display().to_string(),
+                    project: super::diagnostics::display_folder(&self.project),
+                    span,
+                });
+                return;
+            }
+            if !is_gpl(&path) {
+                self.errors.push(Error::ImportNotGpl {
+                    path: target.to_string(),
+                    span,
+                });
+                return;
+            }
+        }
         if let Some(pos) = self.stack.iter().position(|p| *p == path) {
             let mut chain: Vec<String> = self.stack[pos..].iter().map(|p| file_name(p)).collect();
             chain.push(file_name(&path));
@@ -164,6 +200,10 @@ impl Loader {
     }
 }
 
+pub(crate) fn is_gpl(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "gpl")
+}
+
 fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -171,19 +211,25 @@ fn file_name(p: &Path) -> String {
 }
 
 /// The canonical path of an import, and its text when it is the built-in stdlib copy.
-fn resolve(from: &Path, target: &str) -> Option<(PathBuf, Option<&'static str>)> {
+/// `stdlib/...` is looked up in the ancestors inside `project` only.
+fn resolve(from: &Path, target: &str, project: &Path) -> Option<(PathBuf, Option<&'static str>)> {
     let dir = from.parent().unwrap_or(Path::new("."));
     let direct = dir.join(target);
+    // Only a path that canonicalizes can be confined (no `..` or symlink left in it).
     if direct.is_file() {
-        return Some((direct.canonicalize().unwrap_or(direct), None));
+        return direct.canonicalize().ok().map(|p| (p, None));
     }
     if target.starts_with("stdlib/") {
         // Built-in files have no directory on disk, so look next to the importer only then.
         if !from.starts_with("<stdlib>") {
-            for ancestor in dir.ancestors().skip(1) {
+            for ancestor in dir
+                .ancestors()
+                .skip(1)
+                .take_while(|a| a.starts_with(project))
+            {
                 let candidate = ancestor.join(target);
                 if candidate.is_file() {
-                    return Some((candidate.canonicalize().unwrap_or(candidate), None));
+                    return candidate.canonicalize().ok().map(|p| (p, None));
                 }
             }
         }

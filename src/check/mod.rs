@@ -186,6 +186,14 @@ fn collect<'a>(
 /// Parses one file for `gpl fmt`: the syntax tree, or its syntax error rendered.
 pub fn parse_for_fmt(path: &Path) -> Result<(String, File), Diagnostics> {
     let mut sources = Sources::default();
+    if !loader::is_gpl(path) {
+        return Err(Diagnostics {
+            errors: vec![Error::NotPipeline {
+                path: path.display().to_string(),
+            }],
+            sources,
+        });
+    }
     let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
         errors: vec![Error::Io {
             path: path.display().to_string(),

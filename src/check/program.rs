@@ -132,8 +132,10 @@ pub struct Dataset {
     pub fallback: Option<Source>,
     /// Number of classes in the source labels (before drop/merge), when known at check time.
     pub source_classes: Option<usize>,
-    /// Per-sample image shape `[h, w, c]`, when known at check time.
+    /// Per-sample image shape `[h, w, c]`, when known at check time (after `resize`).
     pub image_shape: Option<Vec<usize>>,
+    /// `resize H x W`: the run resizes every image to this size after loading.
+    pub resize: Option<[usize; 2]>,
     /// Original labels removed from the data.
     pub drop: Vec<u32>,
     pub merges: Vec<Merge>,

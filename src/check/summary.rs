@@ -42,17 +42,14 @@ pub fn summary(title: &str, ir: &ModelIr) -> String {
     let total_width = widths.iter().sum::<usize>() + 2 * (columns - 1);
     let mut out = format!("{title}\n{}\n", "=".repeat(total_width));
     for (n, r) in rows.iter().enumerate() {
-        let mut line = format!(
-            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3]
-        );
+        // Padded by hand: `{:<w$}` panics when a width passes 65,535 (a very long layer name).
+        let mut line = pad(&r[0], widths[0], false);
+        line.push_str("  ");
+        line.push_str(&pad(&r[1], widths[1], false));
+        line.push_str("  ");
+        line.push_str(&pad(&r[2], widths[2], true));
+        line.push_str("  ");
+        line.push_str(&pad(&r[3], widths[3], true));
         if graph {
             line.push_str(&format!("  {}", r[4]));
         }
@@ -87,6 +84,16 @@ pub fn summary(title: &str, ir: &ModelIr) -> String {
         out.push_str("(* frozen)\n");
     }
     out
+}
+
+/// `text` padded with spaces to `width` characters, on the left when `right` aligned.
+fn pad(text: &str, width: usize, right: bool) -> String {
+    let fill = " ".repeat(width.saturating_sub(text.chars().count()));
+    if right {
+        fill + text
+    } else {
+        format!("{text}{fill}")
+    }
 }
 
 fn group_digits(n: usize) -> String {

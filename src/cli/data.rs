@@ -13,7 +13,15 @@ use crate::data::{artifact, ImageSet};
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
     /// Print an HDF5 file's layout, datasets (shape, dtype, chunks, compression) and class counts.
-    Inspect { file: PathBuf },
+    Inspect {
+        file: PathBuf,
+        /// The images dataset, as a pipeline's `hdf5(..., images: ...)` names it.
+        #[arg(long, default_value = "images")]
+        images: String,
+        /// The labels dataset.
+        #[arg(long, default_value = "ans")]
+        labels: String,
+    },
     /// Write a synthetic Galaxy10 in the real file layout.
     Synth(SynthArgs),
     /// Draw a contact sheet: one row of examples per class.
@@ -80,13 +88,19 @@ pub struct BenchDataArgs {
 
 pub fn run(command: DataCommand) -> miette::Result<ExitCode> {
     match command {
-        DataCommand::Inspect { file } => inspect_cmd(&file),
+        DataCommand::Inspect {
+            file,
+            images,
+            labels,
+        } => inspect_cmd(&file, &images, &labels),
         DataCommand::Synth(a) => synth_cmd(a),
         DataCommand::Preview(a) => preview_cmd(a),
     }
 }
 
-fn inspect_cmd(file: &Path) -> miette::Result<ExitCode> {
+/// Prints the summary, then checks the file as a run would load it: every problem is listed
+/// and the exit code is 2 when there is one.
+fn inspect_cmd(file: &Path, images: &str, labels: &str) -> miette::Result<ExitCode> {
     let s = inspect(file)?;
     println!("{}: layout {:?}", s.path.display(), s.layout);
     for d in &s.datasets {
@@ -119,7 +133,19 @@ fn inspect_cmd(file: &Path) -> miette::Result<ExitCode> {
             println!("    {label:>3} {n:>6}  {name}");
         }
     }
-    Ok(ExitCode::SUCCESS)
+    let problems = crate::data::hdf5::validate_galaxy10(file, images, labels);
+    if problems.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in &problems {
+        eprintln!("error: {problem}");
+    }
+    eprintln!(
+        "{} problem(s): a run would fail to load {}",
+        problems.len(),
+        file.display()
+    );
+    Ok(ExitCode::from(2))
 }
 
 fn synth_cmd(a: SynthArgs) -> miette::Result<ExitCode> {

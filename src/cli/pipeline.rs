@@ -2,8 +2,8 @@
 //! (`stages::compile`), then hand the plan to the runner's command helpers.
 
 use crate::check::{self, Program};
-use crate::run::cli_support::{clean_command, graph_command, run_command, watch_command};
-use crate::run::{live_fingerprints, Reload, RunOptions, WatchOptions};
+use crate::run::cli_support::{clean_command, graph_command, run_command_with, watch_command};
+use crate::run::{live_fingerprints, Reload, RunOptions, RunSummary, StageStatus, WatchOptions};
 use crate::stages::{self, Compiled, REPORT_STAGE};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -81,25 +81,48 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
     if args.verify {
         options.verify = crate::run::Verify::Full;
     }
-    let code = run_command(&compiled.plan, &stages::registry(), &options)?;
-    publish_report(&program.project_root, &compiled.pipeline)?;
+    let root = program.project_root.clone();
+    let pipeline = compiled.pipeline.clone();
+    let code = run_command_with(&compiled.plan, &stages::registry(), &options, |summary| {
+        publish_report(&root, &pipeline, summary)
+    })?;
     Ok(ExitCode::from(code))
 }
 
 /// `runs/<pipeline>/report.html` and `metrics.yaml` beside the stage folders, where people
-/// look first (the runner mirrors them into `runs/<pipeline>/report/`).
-fn publish_report(root: &Path, pipeline: &str) -> miette::Result<()> {
-    let runs = root
-        .join("runs")
-        .join(crate::plan::spec::safe_file_name(pipeline));
-    for name in ["report.html", "metrics.yaml"] {
-        let from = runs.join(REPORT_STAGE).join(name);
-        if let Ok(bytes) = std::fs::read(&from) {
-            crate::train::write_atomic(&runs.join(name), &bytes)
-                .map_err(|e| miette::miette!("{e}"))?;
+/// look first (the runner mirrors them into `runs/<pipeline>/report/`). A copy that is already
+/// there unchanged is not rewritten (a read-only checkout of results can be re-run); a copy
+/// that cannot be written marks the report stage failed.
+fn publish_report(root: &Path, pipeline: &str, summary: &mut RunSummary) {
+    let Some(report) = summary
+        .stages
+        .iter_mut()
+        .find(|s| s.id.as_str() == REPORT_STAGE && s.status.is_ok())
+    else {
+        return;
+    };
+    let relative = Path::new("runs").join(crate::plan::spec::safe_file_name(pipeline));
+    let publish = || -> std::io::Result<()> {
+        let runs = crate::fsutil::confined_dir(root, &relative)?;
+        for name in ["report.html", "metrics.yaml"] {
+            let Ok(bytes) = std::fs::read(runs.join(REPORT_STAGE).join(name)) else {
+                continue;
+            };
+            let target = runs.join(name);
+            if std::fs::read(&target).is_ok_and(|old| old == bytes) {
+                continue;
+            }
+            crate::fsutil::write_atomic(&target, &bytes).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot write {}: {e}", target.display()))
+            })?;
         }
+        Ok(())
+    };
+    if let Err(e) = publish() {
+        let message = format!("its files could not be published: {e}");
+        eprintln!("error: {REPORT_STAGE}: {message}");
+        report.status = StageStatus::Failed(message);
     }
-    Ok(())
 }
 
 pub fn watch(args: WatchArgs) -> miette::Result<ExitCode> {

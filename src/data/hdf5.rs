@@ -114,6 +114,67 @@ fn dataset(file: &::hdf5::File, path: &Path, name: &str) -> Result<::hdf5::Datas
     file.dataset(name).map_err(|e| h5_err(path, e))
 }
 
+/// Refuses a dataset whose storage does not match what it declares, before anything
+/// allocates or reads: a damaged header can declare terabytes (an allocation that large aborts
+/// the process), and libhdf5 1.10 reads past a compact or contiguous buffer smaller than the
+/// declared data (a segfault). Contiguous and compact data must be stored in full, inside the
+/// file; chunked data may be compressed, by at most about 1,000:1 (gzip's limit). Data kept in
+/// other files (external storage, virtual datasets) is refused: gpl reads only the file named.
+fn check_size(ds: &::hdf5::Dataset, path: &Path, name: &str) -> Result<(), DataError> {
+    use ::hdf5::plist::dataset_create::Layout;
+    let file_len = std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| DataError::io(path, e))?;
+    let damaged = |detail: String| DataError::Truncated {
+        path: path.to_path_buf(),
+        detail: format!("dataset `{name}` of shape {:?} {detail}", ds.shape()),
+    };
+    let element = ds.dtype().map(|t| t.size() as u64).unwrap_or(1);
+    let Some(bytes) = ds
+        .shape()
+        .iter()
+        .try_fold(element, |acc, &d| acc.checked_mul(d as u64))
+    else {
+        return Err(damaged("declares more data than any file holds".into()));
+    };
+    if ds.dcpl().is_ok_and(|p| !p.external().is_empty()) {
+        return Err(DataError::Hdf5 {
+            path: path.to_path_buf(),
+            detail: format!(
+                "dataset `{name}` keeps its data in other files, which gpl does not read"
+            ),
+        });
+    }
+    if ds.is_chunked() {
+        if bytes > file_len.saturating_mul(1100) {
+            return Err(damaged(format!(
+                "declares more data than the file's {file_len} bytes can hold"
+            )));
+        }
+    } else if matches!(ds.layout(), Layout::Contiguous | Layout::Compact) {
+        let stored = ds.storage_size();
+        if stored < bytes {
+            return Err(damaged(format!(
+                "declares {bytes} bytes but stores {stored}"
+            )));
+        }
+        if ds
+            .offset()
+            .is_some_and(|offset| offset.saturating_add(stored) > file_len)
+        {
+            return Err(damaged(format!(
+                "lies past the end of the file's {file_len} bytes"
+            )));
+        }
+    } else {
+        return Err(DataError::Hdf5 {
+            path: path.to_path_buf(),
+            detail: format!("dataset `{name}` is a virtual dataset (its data is in other files), which gpl does not read"),
+        });
+    }
+    Ok(())
+}
+
 fn dtype_name(td: &TypeDescriptor) -> String {
     let int_bits = |s: &IntSize| *s as usize * 8;
     match td {
@@ -174,16 +235,39 @@ pub fn load_hdf5(
     load_with_classes(&file, path, images, labels, class_names)
 }
 
-fn load_with_classes(
+/// What `gpl check` learns from a file's header, without reading pixels or labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub count: usize,
+    /// Per image: height, width, channels (1 for N×H×W images).
+    pub image_shape: [usize; 3],
+    pub image_dtype: String,
+}
+
+/// Reads and checks the header of an image set: both datasets exist, images are N×H×W×C
+/// (C in 1..=4) or N×H×W of uint8 or float, labels are N (or N×1) of an integer type, and
+/// the counts agree. Reads no data, so it is what `gpl check` calls.
+pub fn read_header(
+    path: impl AsRef<Path>,
+    images: &str,
+    labels: &str,
+) -> Result<Header, DataError> {
+    let path = path.as_ref();
+    let file = open(path)?;
+    header(&file, path, images, labels).map(|(h, _, _)| h)
+}
+
+fn header(
     file: &::hdf5::File,
     path: &Path,
     images: &str,
     labels: &str,
-    class_names: Vec<String>,
-) -> Result<ImageSet, DataError> {
+) -> Result<(Header, ::hdf5::Dataset, ::hdf5::Dataset), DataError> {
     let image_ds = dataset(file, path, images)?;
     let label_ds = dataset(file, path, labels)?;
     let shape = image_ds.shape();
+    check_size(&image_ds, path, images)?;
+    check_size(&label_ds, path, labels)?;
     let (n, height, width, channels) = match *shape.as_slice() {
         [n, h, w] => (n, h, w, 1),
         [n, h, w, c] if (1..=4).contains(&c) => (n, h, w, c),
@@ -218,6 +302,45 @@ fn load_with_classes(
             n_labels,
         });
     }
+    match descriptor(&label_ds, path)? {
+        TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) => {}
+        other => {
+            return Err(DataError::WrongDtype {
+                path: path.to_path_buf(),
+                dataset: labels.to_string(),
+                expected: "an integer type".into(),
+                found: dtype_name(&other),
+            })
+        }
+    }
+    let image_dtype = match descriptor(&image_ds, path)? {
+        td @ (TypeDescriptor::Unsigned(IntSize::U1) | TypeDescriptor::Float(_)) => dtype_name(&td),
+        other => {
+            return Err(DataError::WrongDtype {
+                path: path.to_path_buf(),
+                dataset: images.to_string(),
+                expected: "uint8, float32 or float64".into(),
+                found: dtype_name(&other),
+            })
+        }
+    };
+    let header = Header {
+        count: n,
+        image_shape: [height, width, channels],
+        image_dtype,
+    };
+    Ok((header, image_ds, label_ds))
+}
+
+fn load_with_classes(
+    file: &::hdf5::File,
+    path: &Path,
+    images: &str,
+    labels: &str,
+    class_names: Vec<String>,
+) -> Result<ImageSet, DataError> {
+    let (header, image_ds, label_ds) = header(file, path, images, labels)?;
+    let [height, width, channels] = header.image_shape;
     let labels_vec = read_labels(&label_ds, path, labels, class_names.len())?;
     let pixels = read_pixels(&image_ds, path, images)?;
     Ok(ImageSet {
@@ -228,6 +351,77 @@ fn load_with_classes(
         labels: labels_vec,
         class_names,
     })
+}
+
+/// Every problem a run would meet loading `path` as a Galaxy10 file, not just the first:
+/// `gpl data inspect` lists them all. Empty when the file loads.
+pub fn validate_galaxy10(path: impl AsRef<Path>, images: &str, labels: &str) -> Vec<DataError> {
+    let path = path.as_ref();
+    let file = match open(path) {
+        Ok(f) => f,
+        Err(e) => return vec![e],
+    };
+    let layout = detect_layout(&file, images);
+    let classes = match layout {
+        Layout::Decals => DECALS_CLASSES.len(),
+        Layout::Sdss | Layout::Other => SDSS_CLASSES.len(),
+    };
+    let mut problems = Vec::new();
+    // Each dataset on its own, so one broken dataset does not hide the other's problems.
+    match dataset(&file, path, images) {
+        Ok(ds) => {
+            let shape = ds.shape();
+            let rank_ok = matches!(*shape.as_slice(), [_, _, _] | [_, _, _, 1..=4]);
+            if !rank_ok {
+                problems.push(DataError::WrongRank {
+                    path: path.to_path_buf(),
+                    dataset: images.to_string(),
+                    expected: "N×H×W×C with C in 1..=4, or N×H×W".into(),
+                    found: shape,
+                });
+            }
+            if let Err(e) =
+                check_size(&ds, path, images).and_then(|()| read_pixels(&ds, path, images))
+            {
+                problems.push(e);
+            }
+        }
+        Err(e) => problems.push(e),
+    }
+    match dataset(&file, path, labels) {
+        Ok(ds) => {
+            let shape = ds.shape();
+            if !matches!(*shape.as_slice(), [_] | [_, 1]) {
+                problems.push(DataError::WrongRank {
+                    path: path.to_path_buf(),
+                    dataset: labels.to_string(),
+                    expected: "N".into(),
+                    found: shape,
+                });
+            } else if let Err(e) =
+                check_size(&ds, path, labels).and_then(|()| read_labels(&ds, path, labels, classes))
+            {
+                problems.push(e);
+            }
+        }
+        Err(e) => problems.push(e),
+    }
+    if let (Ok(i), Ok(l)) = (dataset(&file, path, images), dataset(&file, path, labels)) {
+        let (n_images, n_labels) = (
+            i.shape().first().copied().unwrap_or(0),
+            l.shape().first().copied().unwrap_or(0),
+        );
+        if n_images != n_labels {
+            problems.push(DataError::CountMismatch {
+                path: path.to_path_buf(),
+                images: images.to_string(),
+                labels: labels.to_string(),
+                n_images,
+                n_labels,
+            });
+        }
+    }
+    problems
 }
 
 fn read_labels(
@@ -374,7 +568,7 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Hdf5Summary, DataError> {
     }
     let class_counts = file.dataset("ans").ok().and_then(|ds| {
         let shape = ds.shape();
-        if shape.len() != 1 {
+        if shape.len() != 1 || check_size(&ds, path, "ans").is_err() {
             return None;
         }
         let values = ds.read_raw::<i64>().ok()?;

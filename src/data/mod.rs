@@ -38,6 +38,72 @@ pub struct ImageSet {
 }
 
 impl ImageSet {
+    /// Every image resized to `height` × `width` with bilinear filtering (Keras's
+    /// `image_dataset_from_directory` default), channels kept. The same set when the size
+    /// already matches.
+    pub fn resized(self, height: usize, width: usize) -> Result<ImageSet, DataError> {
+        use image::{imageops, ImageBuffer, Luma, LumaA, Pixel, Rgb, Rgba};
+        use rayon::prelude::*;
+        if (self.height, self.width) == (height, width) {
+            return Ok(self);
+        }
+        fn one<P: Pixel<Subpixel = u8> + 'static>(
+            raw: &[u8],
+            (h, w): (usize, usize),
+            (height, width): (usize, usize),
+        ) -> Vec<u8> {
+            // The slice has exactly h·w·channels bytes, as `chunks` cut it.
+            let Some(img) = ImageBuffer::<P, &[u8]>::from_raw(w as u32, h as u32, raw) else {
+                return Vec::new();
+            };
+            imageops::resize(
+                &img,
+                width as u32,
+                height as u32,
+                imageops::FilterType::Triangle,
+            )
+            .into_raw()
+        }
+        let from = (self.height, self.width);
+        let to = (height, width);
+        let old_len = self.height * self.width * self.channels;
+        let new_len = height * width * self.channels;
+        if old_len == 0 || new_len == 0 {
+            return Err(DataError::invalid(
+                "resize",
+                "images and sizes must not be empty",
+            ));
+        }
+        let mut images = vec![0u8; self.len() * new_len];
+        let channels = self.channels;
+        images
+            .par_chunks_mut(new_len)
+            .zip(self.images.par_chunks(old_len))
+            .try_for_each(|(out, raw)| {
+                let resized = match channels {
+                    1 => one::<Luma<u8>>(raw, from, to),
+                    2 => one::<LumaA<u8>>(raw, from, to),
+                    3 => one::<Rgb<u8>>(raw, from, to),
+                    4 => one::<Rgba<u8>>(raw, from, to),
+                    _ => Vec::new(),
+                };
+                if resized.len() != out.len() {
+                    return Err(DataError::invalid(
+                        "resize",
+                        format!("images of {channels} channels cannot be resized"),
+                    ));
+                }
+                out.copy_from_slice(&resized);
+                Ok(())
+            })?;
+        Ok(ImageSet {
+            height,
+            width,
+            images,
+            ..self
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }
@@ -80,5 +146,31 @@ impl ImageSet {
             }
         }
         counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resized_images_keep_channels_and_flat_colours() {
+        for channels in 1..=4 {
+            let set = ImageSet {
+                height: 256,
+                width: 128,
+                channels,
+                images: vec![200; 2 * 256 * 128 * channels],
+                labels: vec![0, 1],
+                class_names: vec!["a".into(), "b".into()],
+            };
+            let small = set.resized(69, 40).unwrap();
+            assert_eq!(
+                (small.height, small.width, small.channels),
+                (69, 40, channels)
+            );
+            assert_eq!(small.images.len(), 2 * 69 * 40 * channels);
+            assert!(small.images.iter().all(|&v| v == 200));
+        }
     }
 }

@@ -847,7 +847,10 @@ fn infer(
             Some(k),
         )
     };
-    let elements: usize = first.iter().product();
+    let elements: usize = first
+        .iter()
+        .try_fold(1, |acc, &d| mul(acc, d))
+        .map_err(|m| (m, None))?;
     match op {
         LayerOp::Add => {
             if let Some(k) = (1..inputs.len()).find(|&k| inputs[k] != first) {
@@ -903,8 +906,19 @@ fn infer(
     }
 }
 
+/// Past this, an element, parameter or FLOP count is refused: no network gpl can train comes
+/// near it, and with every count below it the sums over layers cannot overflow.
+const MAX_COUNT: usize = 1 << 48;
+
+/// `a * b`, or an error when the product passes [`MAX_COUNT`] (huge sizes in a pipeline).
+fn mul(a: usize, b: usize) -> Result<usize, String> {
+    a.checked_mul(b).filter(|&p| p <= MAX_COUNT).ok_or_else(|| {
+        format!("the sizes multiply past {MAX_COUNT}, more than any network gpl can train")
+    })
+}
+
 fn infer_one(input: &Shape, op: &LayerOp) -> Result<(Shape, usize, u64), String> {
-    let elements: usize = input.iter().product();
+    let elements: usize = input.iter().try_fold(1, |acc, &d| mul(acc, d))?;
     match op {
         LayerOp::Conv2d { activation, .. } | LayerOp::Dense { activation, .. }
             if activation.needs_input() =>
@@ -925,18 +939,25 @@ fn infer_one(input: &Shape, op: &LayerOp) -> Result<(Shape, usize, u64), String>
             if stride.contains(&0) || dilation.contains(&0) || kernel.contains(&0) {
                 return Err("kernel, stride and dilation must be at least 1".into());
             }
-            let eff = [dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1];
+            let eff = [
+                mul(dilation[0], kernel[0] - 1)? + 1,
+                mul(dilation[1], kernel[1] - 1)? + 1,
+            ];
             let oh = spatial_out(h, eff[0], stride[0], *padding)
                 .map_err(|m| format!("{}x{} conv on a {h}x{w} feature map: {m}", kernel[0], kernel[1]))?;
             let ow = spatial_out(w, eff[1], stride[1], *padding)
                 .map_err(|m| format!("{}x{} conv on a {h}x{w} feature map: {m}", kernel[0], kernel[1]))?;
-            let per_filter = kernel[0] * kernel[1] * (c / groups);
-            let params = per_filter * filters + filters;
-            let flops = 2 * (oh * ow * filters * per_filter) as u64;
+            let per_filter = mul(mul(kernel[0], kernel[1])?, c / groups)?;
+            let params = mul(per_filter, *filters)? + filters;
+            let flops = mul(2, mul(mul(mul(oh, ow)?, *filters)?, per_filter)?)? as u64;
+            mul(mul(oh, ow)?, *filters)?;
             Ok((vec![oh, ow, *filters], params, flops))
         }
         LayerOp::Dense { units, .. } => match input.as_slice() {
-            [features] => Ok((vec![*units], features * units + units, 2 * (features * units) as u64)),
+            [features] => {
+                let weights = mul(*features, *units)?;
+                Ok((vec![*units], weights + units, mul(2, weights)? as u64))
+            }
             _ => Err(format!(
                 "dense needs a flat input but gets {} (add `flatten` or `global_avg_pool` before it)",
                 fmt_shape(input)
@@ -951,7 +972,8 @@ fn infer_one(input: &Shape, op: &LayerOp) -> Result<(Shape, usize, u64), String>
                 .map_err(|m| format!("{}x{} pool on a {h}x{w} feature map: {m}", size[0], size[1]))?;
             let ow = spatial_out(w, size[1], stride[1], *padding)
                 .map_err(|m| format!("{}x{} pool on a {h}x{w} feature map: {m}", size[0], size[1]))?;
-            Ok((vec![oh, ow, c], 0, (oh * ow * c * size[0] * size[1]) as u64))
+            let flops = mul(mul(mul(mul(oh, ow)?, c)?, size[0])?, size[1])?;
+            Ok((vec![oh, ow, c], 0, flops as u64))
         }
         LayerOp::GlobalAvgPool => {
             let (_, _, c) = image_shape(input, "global average pooling")?;
@@ -959,7 +981,7 @@ fn infer_one(input: &Shape, op: &LayerOp) -> Result<(Shape, usize, u64), String>
         }
         LayerOp::BatchNorm { .. } => {
             let channels = *input.last().ok_or("batchnorm needs a non-empty input")?;
-            Ok((input.clone(), 2 * channels, 4 * elements as u64))
+            Ok((input.clone(), mul(2, channels)?, mul(4, elements)? as u64))
         }
         LayerOp::Dropout { rate } => {
             if !(0.0..1.0).contains(rate) {
@@ -974,7 +996,9 @@ fn infer_one(input: &Shape, op: &LayerOp) -> Result<(Shape, usize, u64), String>
             if *factor == 0 {
                 return Err("upsampling factor must be at least 1".into());
             }
-            Ok((vec![h * factor, w * factor, c], 0, 0))
+            let (oh, ow) = (mul(h, *factor)?, mul(w, *factor)?);
+            mul(mul(oh, ow)?, c)?;
+            Ok((vec![oh, ow, c], 0, 0))
         }
         LayerOp::Add | LayerOp::Concat | LayerOp::Multiply | LayerOp::WeightedSum { .. } => {
             unreachable!("joins are inferred by `infer`")

@@ -11,7 +11,7 @@
 use crate::plan::fingerprint::{hash_file, mtime_ns, output_digest, unique_suffix, write_atomic};
 use crate::plan::{ContentHash, Fingerprint, StageId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -98,13 +98,15 @@ pub struct CacheStore {
 }
 
 impl CacheStore {
-    /// Opens (creating if needed) `<project_root>/.gpl/{cache,scratch}`.
+    /// Opens (creating if needed) `<project_root>/.gpl/{cache,scratch}`; refuses when one
+    /// of them is a symlink leading out of the project.
     pub fn open(project_root: &Path) -> io::Result<CacheStore> {
         let store = CacheStore {
             gpl_dir: project_root.join(".gpl"),
         };
-        fs::create_dir_all(store.cache_dir())?;
-        fs::create_dir_all(store.scratch_root())?;
+        for part in ["cache", "scratch"] {
+            crate::fsutil::confined_dir(project_root, &Path::new(".gpl").join(part))?;
+        }
         Ok(store)
     }
 
@@ -423,66 +425,99 @@ fn collect_outputs(
     Ok(())
 }
 
-/// Names the entry a `runs/` folder mirrors, so a same-size change is still copied.
+/// The record of what gpl wrote into a `runs/` folder: the entry it mirrors (so a same-size
+/// change is still copied) and every file it put there, so later runs delete only those.
 const MIRROR_MARKER: &str = ".gpl-entry";
 
-/// Copies the entry's `out/public/` files into `dest` and removes files in `dest` the entry
-/// does not have. When `dest` already mirrors this entry (its marker names the fingerprint)
-/// only missing or resized files are copied. Returns the number of files copied.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct MirrorRecord {
+    entry: String,
+    /// Paths relative to the folder, `/`-separated, sorted.
+    files: Vec<String>,
+}
+
+/// Copies the entry's `out/public/` files into `dest` (a folder the caller has checked with
+/// [`crate::fsutil::confined_dir`]) and removes the files a previous mirror wrote there that
+/// the entry no longer has. Files gpl did not write (a user's notes) are never touched, and
+/// no subfolder that is a symlink leading out of `dest` is written or deleted through. When
+/// `dest` already mirrors this entry only missing or resized files are copied. Returns the
+/// number of files copied.
 pub fn mirror_public(entry_out: &Path, manifest: &Manifest, dest: &Path) -> io::Result<usize> {
     let marker = dest.join(MIRROR_MARKER);
-    let same_entry =
-        fs::read_to_string(&marker).is_ok_and(|text| text.trim() == manifest.fingerprint.as_str());
+    // A marker from before the record (a bare fingerprint) or none: nothing known written.
+    let previous: MirrorRecord = fs::read(&marker)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let same_entry = previous.entry == manifest.fingerprint.as_str();
     let prefix = format!("{PUBLIC_DIR}/");
-    let mut wanted = BTreeSet::from([marker.clone()]);
+    let mut files = Vec::new();
     let mut copied = 0;
     for output in &manifest.outputs {
         let Some(relative) = output.path.strip_prefix(&prefix) else {
             continue;
         };
-        let Some(relative) = safe_relative(relative) else {
+        let Some(relative_path) = safe_relative(relative) else {
             continue;
         };
-        let target = dest.join(&relative);
-        wanted.insert(target.clone());
+        let (Some(parent), Some(name)) = (relative_path.parent(), relative_path.file_name()) else {
+            continue;
+        };
+        let target = crate::fsutil::confined_dir(dest, parent)?.join(name);
+        files.push(relative.to_string());
         if same_entry && fs::metadata(&target).is_ok_and(|m| m.len() == output.size) {
             continue;
         }
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent)?;
+        // The rename replaces whatever sits at `target` (a symlink included) without
+        // following it.
+        let temp = crate::fsutil::temp_beside(&target);
+        fs::copy(entry_out.join(&prefix).join(&relative_path), &temp)?;
+        if let Err(e) = fs::rename(&temp, &target) {
+            let _ = fs::remove_file(&temp);
+            return Err(e);
         }
-        let temp = target.with_file_name(format!(
-            ".{}.tmp-{}",
-            target
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            unique_suffix()
-        ));
-        fs::copy(entry_out.join(&prefix).join(&relative), &temp)?;
-        fs::rename(&temp, &target)?;
         copied += 1;
     }
-    remove_unwanted(dest, &wanted)?;
-    if !same_entry {
-        write_atomic(&marker, manifest.fingerprint.as_str().as_bytes())?;
+    files.sort();
+    for old in previous
+        .files
+        .iter()
+        .filter(|f| files.binary_search(f).is_err())
+    {
+        remove_written(dest, old)?;
+    }
+    let record = MirrorRecord {
+        entry: manifest.fingerprint.as_str().to_string(),
+        files,
+    };
+    if record != previous {
+        let bytes = serde_json::to_vec_pretty(&record).map_err(io::Error::other)?;
+        write_atomic(&marker, &bytes)?;
     }
     Ok(copied)
 }
 
-fn remove_unwanted(dir: &Path, wanted: &BTreeSet<PathBuf>) -> io::Result<()> {
-    let Ok(items) = fs::read_dir(dir) else {
+/// Removes one file a previous mirror wrote (the link itself when it is now a symlink),
+/// then its folders inside `dest` that this left empty.
+fn remove_written(dest: &Path, relative: &str) -> io::Result<()> {
+    let Some(relative) = safe_relative(relative) else {
         return Ok(());
     };
-    for item in items {
-        let path = item?.path();
-        if path.is_dir() {
-            remove_unwanted(&path, wanted)?;
-            if fs::read_dir(&path)?.next().is_none() {
-                fs::remove_dir(&path)?;
-            }
-        } else if !wanted.contains(&path) {
-            fs::remove_file(&path)?;
+    let (Some(parent), Some(name)) = (relative.parent(), relative.file_name()) else {
+        return Ok(());
+    };
+    let Some(dir) = crate::fsutil::existing_confined_dir(dest, parent)? else {
+        return Ok(());
+    };
+    let path = dir.join(name);
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if !meta.is_dir() => fs::remove_file(&path)?,
+        _ => return Ok(()),
+    }
+    for folder in parent.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        // Only empty folders go; a folder holding anything else (a user's file) stays.
+        if fs::remove_dir(dest.join(folder)).is_err() {
+            break;
         }
     }
     Ok(())
@@ -623,19 +658,18 @@ mod tests {
     }
 
     #[test]
-    fn mirror_copies_public_files_and_prunes_stale_ones() {
+    fn mirror_copies_public_files_and_removes_only_what_it_wrote() {
         let root = tempfile::tempdir().unwrap();
         let store = CacheStore::open(root.path()).unwrap();
         let manifest = commit(&store, &fp(1), b"a");
         let dest = root.path().join("runs/p/s");
         fs::create_dir_all(&dest).unwrap();
-        fs::write(dest.join("stale.png"), b"old").unwrap();
+        fs::write(dest.join("notes.txt"), b"mine").unwrap();
         assert_eq!(
             mirror_public(&store.out_dir(&fp(1)), &manifest, &dest).unwrap(),
             1
         );
         assert_eq!(fs::read(dest.join("metrics.yaml")).unwrap(), b"acc: 1\n");
-        assert!(!dest.join("stale.png").exists());
         assert_eq!(
             mirror_public(&store.out_dir(&fp(1)), &manifest, &dest).unwrap(),
             0
@@ -648,5 +682,24 @@ mod tests {
             1
         );
         assert_eq!(fs::read(dest.join("metrics.yaml")).unwrap(), b"acc: 1\n");
+        // An entry without the file: the copy gpl wrote goes, the user's file stays.
+        let pending = store.begin(&fp(3)).unwrap();
+        fs::create_dir_all(pending.public_dir().join("figures")).unwrap();
+        fs::write(pending.public_dir().join("figures/a.png"), b"png").unwrap();
+        let info = CommitInfo {
+            stage: "s".into(),
+            kind: "toy".into(),
+            inputs: vec![],
+            files_read: vec![],
+            seconds: 0.1,
+        };
+        let third = store.commit(pending, info).unwrap();
+        mirror_public(&store.out_dir(&fp(3)), &third, &dest).unwrap();
+        assert!(!dest.join("metrics.yaml").exists());
+        assert!(dest.join("figures/a.png").exists());
+        assert_eq!(fs::read(dest.join("notes.txt")).unwrap(), b"mine");
+        mirror_public(&store.out_dir(&fp(1)), &manifest, &dest).unwrap();
+        assert!(!dest.join("figures").exists(), "the emptied folder goes");
+        assert_eq!(fs::read(dest.join("notes.txt")).unwrap(), b"mine");
     }
 }

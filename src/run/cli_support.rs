@@ -5,7 +5,7 @@
 use super::cache::{CacheStore, CleanReport};
 use super::control::{install_interrupt_handler, interrupted};
 use super::executor::Registry;
-use super::runner::{run_plan, RunError, RunOptions};
+use super::runner::{run_plan, RunError, RunOptions, RunSummary};
 use super::status::plan_states;
 use super::watch::{watch, Reload, WatchOptions};
 use crate::plan::{render_dot, render_tree, Fingerprint, Plan};
@@ -15,8 +15,20 @@ use std::path::Path;
 /// `gpl run`: runs the plan with Ctrl-C handling, prints the summary table on stdout and
 /// returns the exit code (0 ok, 1 a stage failed, 130 interrupted).
 pub fn run_command(plan: &Plan, registry: &Registry, options: &RunOptions) -> Result<u8, RunError> {
+    run_command_with(plan, registry, options, |_| {})
+}
+
+/// [`run_command`] with a last step (`gpl run` publishes the report) that may mark a stage
+/// failed before the summary is printed, so the table and the exit code always agree.
+pub fn run_command_with(
+    plan: &Plan,
+    registry: &Registry,
+    options: &RunOptions,
+    finish: impl FnOnce(&mut RunSummary),
+) -> Result<u8, RunError> {
     install_interrupt_handler();
-    let summary = run_plan(plan, registry, options)?;
+    let mut summary = run_plan(plan, registry, options)?;
+    finish(&mut summary);
     print!("{}", summary.render_table());
     if !summary.warnings.is_empty() {
         eprintln!("{} warning(s):", summary.warnings.len());

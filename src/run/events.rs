@@ -64,8 +64,11 @@ impl EventLog {
         if fs::metadata(&path).is_ok_and(|m| m.len() > ROTATE_BYTES) {
             let _ = fs::rename(&path, path.with_extension("jsonl.1"));
         }
+        // Appending follows a symlink, so a log that is one is not written.
+        let linked = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
         let file = path
             .parent()
+            .filter(|_| !linked)
             .map(fs::create_dir_all)
             .and_then(|r| r.ok())
             .and_then(|_| {

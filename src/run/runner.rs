@@ -372,10 +372,7 @@ pub fn run_plan(
         hasher: &hasher,
         messages: messages.clone(),
         options,
-        runs_dir: options
-            .root
-            .join("runs")
-            .join(crate::plan::spec::safe_file_name(&options.pipeline)),
+        runs_dir: Path::new("runs").join(crate::plan::spec::safe_file_name(&options.pipeline)),
     };
     let outcomes = schedule(plan, &selected, &forced, &worker, options);
 
@@ -528,6 +525,7 @@ struct Worker<'a> {
     hasher: &'a FileHasher,
     messages: Arc<Messages>,
     options: &'a RunOptions,
+    /// `runs/<pipeline>`, relative to the project root.
     runs_dir: PathBuf,
 }
 
@@ -693,6 +691,8 @@ impl Worker<'_> {
         if let Some(error) = error {
             // `pending` is dropped here: its temp folder is removed, nothing is committed.
             drop(pending);
+            // Scratch is kept for a resume only when the stage left something in it.
+            let _ = std::fs::remove_dir(&scratch);
             if matches!(error, StageError::Cancelled) || control.is_cancelled(&spec.id) {
                 log.emit(
                     EventKind::StageCancelled,
@@ -755,11 +755,14 @@ impl Worker<'_> {
             .outputs
             .iter()
             .any(|o| o.path.starts_with("public/"));
-        let dest = self.runs_dir.join(spec.id.file_name());
+        let relative = self.runs_dir.join(spec.id.file_name());
+        let dest = self.options.root.join(&relative);
         if !has_public && !dest.exists() {
             return;
         }
-        if let Err(e) = mirror_public(&self.store.out_dir(fp), manifest, &dest) {
+        let mirrored = crate::fsutil::confined_dir(&self.options.root, &relative)
+            .and_then(|dest| mirror_public(&self.store.out_dir(fp), manifest, &dest));
+        if let Err(e) = mirrored {
             self.messages.warn(
                 Some(&spec.id),
                 &format!("cannot copy its public files to {}: {e}", dest.display()),

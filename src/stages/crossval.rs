@@ -109,7 +109,7 @@ impl StageExecutor for CrossvalFoldStage {
         )?;
         write_predictions_csv(&ctx.public_dir().join(PREDICTIONS_FILE), &rows)
             .map_err(stage_error)?;
-        let (truth, probs, _) = part_rows(&rows, None);
+        let (truth, probs, _) = part_rows(&rows, None, "test")?;
         let scores = evaluate(&truth, &probs, &class_names)
             .map_err(stage_error)?
             .summary();

@@ -46,6 +46,10 @@ pub struct DatasetConfig {
     #[serde(default)]
     pub class_names: Option<Vec<String>>,
     pub classes: ClassSpec,
+    /// `resize H x W`: every image resized after loading. Left out of the config (and so of
+    /// the fingerprint) when absent, so datasets without it keep their cache entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<[usize; 2]>,
 }
 
 /// What a dataset stage tells people and the report about its data.
@@ -67,7 +71,11 @@ pub struct DatasetStage;
 impl StageExecutor for DatasetStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: DatasetConfig = super::config(ctx)?;
-        let (mut raw, source, synthetic) = load_source(ctx, &config)?;
+        let (raw, source, synthetic) = load_source(ctx, &config)?;
+        let mut raw = match config.resize {
+            Some([height, width]) => raw.resized(height, width).map_err(stage_error)?,
+            None => raw,
+        };
         ctx.check_cancelled()?;
         if let Some(names) = &config.class_names {
             if names.len() != raw.class_names.len() {
@@ -209,6 +217,7 @@ pub(super) fn compile(
         label_map: _,
         classes: _,
         class_names,
+        resize,
         // Compiled into its own stage by the caller.
         split: _,
         span,
@@ -233,6 +242,7 @@ pub(super) fn compile(
         source: source_cfg,
         fallback: fallback_cfg,
         class_names: class_names.clone(),
+        resize: *resize,
         classes: ClassSpec {
             drop: drop.clone(),
             merge: merges
@@ -319,6 +329,7 @@ mod tests {
                 fallback: Some(SynthConfig::galaxy10(10, 1)),
                 class_names: None,
                 classes: ClassSpec::default(),
+                resize: Some([32, 32]),
             };
             let value = serde_json::to_value(&config).unwrap();
             assert_eq!(

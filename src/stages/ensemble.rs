@@ -53,8 +53,10 @@ impl StageExecutor for EnsembleStage {
                 (normalize_weights(weights).map_err(stage_error)?, None)
             }
             EnsembleWeightsConfig::Search { part, step } => {
-                let parts: Vec<(Vec<u32>, ProbMatrix, Vec<usize>)> =
-                    members.iter().map(|m| part_rows(m, Some(part))).collect();
+                let parts: Vec<(Vec<u32>, ProbMatrix, Vec<usize>)> = members
+                    .iter()
+                    .map(|m| part_rows(m, Some(part), part))
+                    .collect::<Result<_, _>>()?;
                 let probs: Vec<&ProbMatrix> = parts.iter().map(|p| &p.1).collect();
                 let options = SearchOptions {
                     step: *step,
@@ -75,8 +77,10 @@ impl StageExecutor for EnsembleStage {
         };
         let mut rows = Vec::new();
         for part in ["val", "test"] {
-            let parts: Vec<(Vec<u32>, ProbMatrix, Vec<usize>)> =
-                members.iter().map(|m| part_rows(m, Some(part))).collect();
+            let parts: Vec<(Vec<u32>, ProbMatrix, Vec<usize>)> = members
+                .iter()
+                .map(|m| part_rows(m, Some(part), part))
+                .collect::<Result<_, _>>()?;
             if parts.iter().any(|p| p.2 != parts[0].2) {
                 return Err(StageError::failed(format!(
                     "ensemble members predicted different {part} samples"

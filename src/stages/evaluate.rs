@@ -89,7 +89,7 @@ impl StageExecutor for EvaluateStage {
                     )?
                 }
             };
-            let (truth, probs, _) = part_rows(&rows, None);
+            let (truth, probs, _) = part_rows(&rows, None, config.data.part_name())?;
             let evaluation = evaluate(&truth, &probs, &summary.class_names).map_err(stage_error)?;
             let name = &model.name;
             if config.report {

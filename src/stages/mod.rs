@@ -320,15 +320,23 @@ impl<'a> Artifacts<'a> {
         dataset::read_images(self.dir)
     }
 }
-/// Rows of a predictions file for one split part (all rows for `None`), in file order.
+/// Rows of a predictions file for one split part (all rows for `None`), in file order; an
+/// error naming the `part` when there are none (a dataset of a few images leaves a split part
+/// empty).
 pub(crate) fn part_rows(
     rows: &[PredictionRow],
-    part: Option<&str>,
-) -> (Vec<u32>, ProbMatrix, Vec<usize>) {
+    filter: Option<&str>,
+    part: &str,
+) -> Result<(Vec<u32>, ProbMatrix, Vec<usize>), StageError> {
     let chosen: Vec<&PredictionRow> = rows
         .iter()
-        .filter(|r| part.is_none_or(|p| r.split == p))
+        .filter(|r| filter.is_none_or(|p| r.split == p))
         .collect();
+    if chosen.is_empty() {
+        return Err(StageError::failed(format!(
+            "the `{part}` part has no images to evaluate on: the dataset is too small for its split; use more images or a larger `{part}` fraction"
+        )));
+    }
     let classes = chosen.first().map_or(0, |r| r.probabilities.len());
     let values: Vec<f64> = chosen
         .iter()
@@ -336,9 +344,8 @@ pub(crate) fn part_rows(
         .collect();
     let truth = chosen.iter().map(|r| r.truth).collect();
     let indices = chosen.iter().map(|r| r.index).collect();
-    // Rows come from our own writer, which checks every row has `classes` columns.
-    let probs = ProbMatrix::new(chosen.len(), classes, values).expect("rectangular predictions");
-    (truth, probs, indices)
+    let probs = ProbMatrix::new(chosen.len(), classes, values).map_err(stage_error)?;
+    Ok((truth, probs, indices))
 }
 
 pub(crate) fn read_predictions(dir: &Path) -> Result<Vec<PredictionRow>, StageError> {

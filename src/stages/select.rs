@@ -69,6 +69,15 @@ impl DataSel {
         }
     }
 
+    /// The split part's name (`test`), or what stands for it in messages.
+    pub fn part_name(&self) -> &str {
+        match self {
+            DataSel::Part { part, .. } => part.as_str(),
+            DataSel::Whole { .. } => "whole dataset",
+            DataSel::Balance { balance, .. } => balance,
+        }
+    }
+
     /// `galaxy10.test`, `galaxy10`, `partial`: how the pipeline wrote it.
     pub fn describe(&self) -> String {
         match self {

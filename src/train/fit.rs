@@ -501,9 +501,23 @@ pub fn fit(
                     }],
                     weights: &prepared.weights,
                 };
-                let stats = learner
-                    .train_batch(&batch, lr)
-                    .map_err(TrainError::learner)?;
+                // The engine refuses a non-finite loss before updating; name where it happened.
+                let stats =
+                    learner
+                        .train_batch(&batch, lr)
+                        .map_err(|report| {
+                            match report.downcast_ref::<crate::nn::EngineError>() {
+                                Some(crate::nn::EngineError::NonFiniteLoss { loss }) => {
+                                    TrainError::NonFiniteLoss {
+                                        epoch: epoch + 1,
+                                        batch: batch_index + 1,
+                                        value: *loss,
+                                        last_good_epoch,
+                                    }
+                                }
+                                _ => TrainError::learner(report),
+                            }
+                        })?;
                 if !stats.loss.is_finite() {
                     return Err(TrainError::NonFiniteLoss {
                         epoch: epoch + 1,

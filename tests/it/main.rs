@@ -18,6 +18,8 @@ mod engine_transfer;
 mod eval_ensemble;
 mod eval_metrics;
 mod eval_stats;
+mod fuzz;
+mod hardening;
 mod lang_cases;
 mod lang_cli;
 mod pipeline_e2e;

@@ -60,6 +60,9 @@ impl StageExecutor for Slow {
                 .map_err(StageError::io(&path))?;
             file.flush().map_err(StageError::io(&path))?;
             if i == 0 {
+                // What a trainer keeps in scratch to resume from.
+                let checkpoint = ctx.scratch_dir().join("checkpoint");
+                fs::write(&checkpoint, b"chunk 0").map_err(StageError::io(&checkpoint))?;
                 fs::write(ctx.root().join(format!("{}.started", ctx.id())), b"")
                     .map_err(StageError::io(ctx.root()))?;
             }

@@ -17,6 +17,7 @@ pub(super) const DATASET: &[Spec] = &[
     Spec::repeated("merge", Other),
     Spec::optional("split", Other),
     Spec::optional("classes", Other),
+    Spec::optional("resize", Other),
 ];
 
 /// Source kinds, by the name of their call.
@@ -91,12 +92,18 @@ impl<'a> Checker<'a> {
         };
         let after = classes.map(|_| label_map.iter().flatten().max().map(|m| m + 1).unwrap_or(0));
         let split = s.one("split").and_then(|st| self.split(b, st));
+        let resize = s.one("resize").and_then(|st| self.resize(st));
+        if let Some([h, w]) = resize {
+            let channels = shape.as_ref().and_then(|s| s.get(2).copied()).unwrap_or(3);
+            shape = Some(vec![h, w, channels]);
+        }
         self.out.datasets.push(Dataset {
             name: b.name.text.clone(),
             source,
             fallback,
             source_classes: classes,
             image_shape: shape,
+            resize,
             drop,
             merges,
             label_map,
@@ -105,6 +112,43 @@ impl<'a> Checker<'a> {
             split,
             span: b.name.span,
         });
+    }
+
+    /// `resize H x W`: the size every image is resized to, each side in 1..=4096.
+    fn resize(&mut self, st: &Statement) -> Option<[usize; 2]> {
+        let a = Args::of_statement(st);
+        let Some(v) = a.positional.first() else {
+            self.err(Error::MissingArg {
+                what: "resize".into(),
+                needed: "a size like `69 x 69`".into(),
+                span: a.span,
+                help: None,
+            });
+            return None;
+        };
+        let ValueKind::Dims(d) = &v.kind else {
+            self.wrong_type(v, "a size like `69 x 69`", None);
+            return None;
+        };
+        let [h, w] = d.as_slice() else {
+            self.wrong_type(v, "a size like `69 x 69`", Some("height x width".into()));
+            return None;
+        };
+        let mut side = |x: &Value| {
+            let n = self.count(x, "image side", 1)?;
+            if n > 4096 {
+                self.err(Error::OutOfRange {
+                    what: "image side".into(),
+                    value: n.to_string(),
+                    range: "1..=4096".into(),
+                    span: x.span,
+                    help: None,
+                });
+                return None;
+            }
+            Some(n)
+        };
+        Some([side(h)?, side(w)?])
     }
 
     /// `hdf5(...)`, `folder(...)` or `synthetic(...)`, with the class count and image shape
@@ -141,7 +185,8 @@ impl<'a> Checker<'a> {
         match kind {
             SourceKind::Hdf5 => {
                 self.only_named(&ca, "hdf5", &["path", "images", "labels"]);
-                let path = match ca.positional.first().or(ca.get("path").as_ref()) {
+                let path_value = ca.positional.first().or(ca.get("path").as_ref()).copied();
+                let path = match path_value {
                     Some(p) => self.string(p, "the file path")?,
                     None => {
                         self.err(Error::MissingArg {
@@ -178,6 +223,24 @@ impl<'a> Checker<'a> {
                     }
                 };
                 let resolved = self.resolve_path(&path);
+                // The header only (shapes, dtypes, counts): a file that would fail to load, or
+                // whose images do not fit the model, is an error here, not hours into a run.
+                let shape = match resolved.is_file() {
+                    true => match crate::data::hdf5::read_header(&resolved, &images, &labels) {
+                        Ok(h) => Some(h.image_shape.to_vec()),
+                        Err(e) => {
+                            // Named as the pipeline writes it, not by its absolute path.
+                            let resolved_text = resolved.display().to_string();
+                            self.err(Error::DataFile {
+                                message: e.to_string().replacen(&resolved_text, &path, 1),
+                                span: path_value.map_or(v.span, |p| p.span),
+                                help: miette::Diagnostic::help(&e).map(|h| h.to_string()),
+                            });
+                            return None;
+                        }
+                    },
+                    false => None,
+                };
                 Some((
                     Source::Hdf5 {
                         path,
@@ -186,7 +249,7 @@ impl<'a> Checker<'a> {
                         labels,
                     },
                     None,
-                    None,
+                    shape,
                 ))
             }
             SourceKind::Folder => {

@@ -245,9 +245,15 @@ impl<'a> Checker<'a> {
                     found: crate::nn::ir::fmt_shape(shape),
                     span: site.span,
                     help: Some(format!(
-                        "`{}` images are {}; change the model's `input`",
+                        "`{}` images are {}{}; change the model's `input`",
                         dataset.name,
-                        crate::nn::ir::fmt_shape(shape)
+                        crate::nn::ir::fmt_shape(shape),
+                        match &dataset.source {
+                            Source::Hdf5 { path, resolved, .. } if resolved.is_file() => {
+                                format!(" (read from the header of {path})")
+                            }
+                            _ => String::new(),
+                        }
                     )),
                 });
             }
