@@ -29,20 +29,25 @@ pub(super) struct Checker<'a> {
     pub out: Resolved,
 }
 
+/// What the checker has resolved so far: the checked stages by name (becoming
+/// `Program::checked`) and the definitions.
 #[derive(Default)]
 pub(super) struct Resolved {
-    pub datasets: Vec<Dataset>,
+    pub checked: BTreeMap<String, CheckedStage>,
     pub augments: Vec<Augment>,
-    pub balances: Vec<Balance>,
     pub models: Vec<ModelDef>,
-    pub trains: Vec<Train>,
-    pub evaluates: Vec<Evaluate>,
-    pub crossvals: Vec<Crossval>,
-    pub ensembles: Vec<Ensemble>,
-    pub explains: Vec<Explain>,
-    pub searches: Vec<Search>,
-    pub chains: Vec<Chain>,
-    pub detects: Vec<Detect>,
+}
+
+impl Resolved {
+    pub fn add(&mut self, stage: CheckedStage) {
+        self.checked.insert(stage.name().to_string(), stage);
+    }
+}
+
+impl CheckedLookup for Resolved {
+    fn map(&self) -> &BTreeMap<String, CheckedStage> {
+        &self.checked
+    }
 }
 
 /// A statement's or call's arguments split into positional values and named ones.

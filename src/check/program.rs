@@ -6,6 +6,7 @@ use super::diagnostics::{SourceFile, Sources};
 use crate::lang::{BlockKind, Span};
 use crate::nn::ir::ModelIr;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(Clone, Debug, Serialize)]
@@ -21,18 +22,11 @@ pub struct Program {
     pub profile: Option<String>,
     /// Every block of the program and its imports, in load order (imports first).
     pub blocks: Vec<BlockRef>,
-    pub datasets: Vec<Dataset>,
+    /// Every stage block (and balance preset), checked, by name: one map for every kind.
+    pub checked: BTreeMap<String, CheckedStage>,
+    /// Definitions other blocks use.
     pub augments: Vec<Augment>,
-    pub balances: Vec<Balance>,
     pub models: Vec<ModelDef>,
-    pub trains: Vec<Train>,
-    pub evaluates: Vec<Evaluate>,
-    pub crossvals: Vec<Crossval>,
-    pub ensembles: Vec<Ensemble>,
-    pub explains: Vec<Explain>,
-    pub searches: Vec<Search>,
-    pub chains: Vec<Chain>,
-    pub detects: Vec<Detect>,
     /// Every default the checker filled in, for `gpl check --explain`.
     pub defaults: Vec<DefaultNote>,
     #[serde(skip)]
@@ -58,20 +52,16 @@ impl Program {
         self.sources.files()
     }
 
-    pub fn dataset(&self, name: &str) -> Option<&Dataset> {
-        self.datasets.iter().find(|d| d.name == name)
-    }
-    pub fn balance(&self, name: &str) -> Option<&Balance> {
-        self.balances.iter().find(|d| d.name == name)
-    }
     pub fn augment(&self, name: &str) -> Option<&Augment> {
         self.augments.iter().find(|d| d.name == name)
     }
-    pub fn train(&self, name: &str) -> Option<&Train> {
-        self.trains.iter().find(|d| d.name == name)
-    }
-    pub fn ensemble(&self, name: &str) -> Option<&Ensemble> {
-        self.ensembles.iter().find(|d| d.name == name)
+
+    /// The checked stage blocks in load order (imports first).
+    pub fn checked_in_order(&self) -> impl Iterator<Item = &CheckedStage> + '_ {
+        self.blocks
+            .iter()
+            .filter(|b| b.kind.is_stage())
+            .filter_map(|b| self.checked.get(&b.name).filter(|c| c.kind() == b.kind))
     }
     /// The stages, in load order.
     pub fn stages(&self) -> impl Iterator<Item = &BlockRef> {
@@ -86,6 +76,86 @@ impl Program {
             self.sources.line_of(span)
         )
     }
+}
+
+/// A checked stage block: the one type `Program::checked` maps names to.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "block", rename_all = "snake_case")]
+pub enum CheckedStage {
+    Dataset(Dataset),
+    Balance(Balance),
+    Train(Train),
+    Ensemble(Ensemble),
+    Evaluate(Evaluate),
+    Crossval(Crossval),
+    Explain(Explain),
+    Search(Search),
+    Detect(Detect),
+    Chain(Chain),
+}
+
+/// Typed views of `Program::checked` (and of the checker's map while it fills it): every
+/// block of one kind in load order, and one by name.
+macro_rules! stage_views {
+    ($($all:ident, $one:ident, $variant:ident;)*) => {
+        impl CheckedStage {
+            pub fn kind(&self) -> BlockKind {
+                match self {
+                    $(CheckedStage::$variant(_) => BlockKind::$variant,)*
+                }
+            }
+
+            pub fn name(&self) -> &str {
+                match self {
+                    $(CheckedStage::$variant(x) => &x.name,)*
+                }
+            }
+        }
+
+        impl Program {
+            $(
+                pub fn $all(&self) -> impl Iterator<Item = &$variant> + '_ {
+                    self.checked_in_order().filter_map(|c| match c {
+                        CheckedStage::$variant(x) => Some(x),
+                        _ => None,
+                    })
+                }
+
+                pub fn $one(&self, name: &str) -> Option<&$variant> {
+                    match self.checked.get(name) {
+                        Some(CheckedStage::$variant(x)) => Some(x),
+                        _ => None,
+                    }
+                }
+            )*
+        }
+
+        /// Lookups by name in a map of checked stages.
+        pub trait CheckedLookup {
+            fn map(&self) -> &BTreeMap<String, CheckedStage>;
+            $(
+                fn $one(&self, name: &str) -> Option<&$variant> {
+                    match self.map().get(name) {
+                        Some(CheckedStage::$variant(x)) => Some(x),
+                        _ => None,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+stage_views! {
+    datasets, dataset, Dataset;
+    balances, balance, Balance;
+    trains, train, Train;
+    ensembles, ensemble, Ensemble;
+    evaluates, evaluate, Evaluate;
+    crossvals, crossval, Crossval;
+    explains, explain, Explain;
+    searches, search, Search;
+    detects, detect, Detect;
+    chains, chain, Chain;
 }
 
 impl BlockKind {

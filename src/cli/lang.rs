@@ -33,7 +33,7 @@ pub fn check(args: CheckArgs) -> miette::Result<ExitCode> {
         }
     };
     let mut out = String::new();
-    for train in &program.trains {
+    for train in program.trains() {
         let args_text: Vec<String> = train
             .model
             .args
@@ -49,11 +49,7 @@ pub fn check(args: CheckArgs) -> miette::Result<ExitCode> {
         out.push_str(&summary(&title, &train.ir));
         out.push('\n');
     }
-    let used: Vec<&str> = program
-        .trains
-        .iter()
-        .map(|t| t.model.def.as_str())
-        .collect();
+    let used: Vec<&str> = program.trains().map(|t| t.model.def.as_str()).collect();
     let root_models = program
         .blocks
         .iter()

@@ -17,7 +17,7 @@ pub mod select;
 pub mod split;
 pub mod train;
 
-use crate::check::{self, Diagnostics, Program};
+use crate::check::{self, CheckedStage, Diagnostics, Program};
 use crate::data::augment::{AugmentSpec, FillMode};
 use crate::eval::ProbMatrix;
 use crate::lang::BlockKind;
@@ -172,26 +172,35 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
         Ok(s) => specs.extend(s),
         Err(e) => refused.push(*e),
     };
-    for d in &program.datasets {
-        keep(dataset::compile(program, d, label(&d.name)).map(|s| vec![s]));
-        if let Some(s) = &d.split {
-            keep(Ok(vec![split::compile(&d.name, s, label(&d.name))]));
+    // Kinds in dependency order (a stable sort keeps load order within a kind), so the plan
+    // and the report's stage list read top-down.
+    let mut checked: Vec<&CheckedStage> = program.checked_in_order().collect();
+    checked.sort_by_key(|c| compile_rank(c.kind()));
+    for c in checked {
+        let label = label(c.name());
+        // Exhaustive: a new kind of checked stage does not compile until it is handled here.
+        match c {
+            CheckedStage::Dataset(d) => {
+                keep(dataset::compile(program, d, label.clone()).map(|s| vec![s]));
+                if let Some(s) = &d.split {
+                    keep(Ok(vec![split::compile(&d.name, s, label)]));
+                }
+            }
+            CheckedStage::Balance(b) => keep(balance::compile(program, b, label).map(|s| vec![s])),
+            CheckedStage::Train(t) => keep(Ok(vec![train::compile(program, t, label)])),
+            CheckedStage::Ensemble(e) => {
+                keep(ensemble::compile(program, e, label).map(|s| vec![s]))
+            }
+            CheckedStage::Evaluate(e) => {
+                keep(evaluate::compile(program, e, label).map(|s| vec![s]))
+            }
+            CheckedStage::Crossval(c) => keep(crossval::compile(program, c, label)),
+            // Refused above with `NotRunnable`: no executor yet.
+            CheckedStage::Explain(_)
+            | CheckedStage::Search(_)
+            | CheckedStage::Detect(_)
+            | CheckedStage::Chain(_) => {}
         }
-    }
-    for b in &program.balances {
-        keep(balance::compile(program, b, label(&b.name)).map(|s| vec![s]));
-    }
-    for t in &program.trains {
-        keep(Ok(vec![train::compile(program, t, label(&t.name))]));
-    }
-    for e in &program.ensembles {
-        keep(ensemble::compile(program, e, label(&e.name)).map(|s| vec![s]));
-    }
-    for e in &program.evaluates {
-        keep(evaluate::compile(program, e, label(&e.name)).map(|s| vec![s]));
-    }
-    for c in &program.crossvals {
-        keep(crossval::compile(program, c, label(&c.name)));
     }
     if !refused.is_empty() {
         return Err(Diagnostics {
@@ -219,6 +228,19 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
         pipeline,
         watch,
     })
+}
+
+/// Where a checked stage's kind comes in the plan: data, then models, then what reads them.
+fn compile_rank(kind: BlockKind) -> u8 {
+    match kind {
+        BlockKind::Dataset => 0,
+        BlockKind::Balance => 1,
+        BlockKind::Train => 2,
+        BlockKind::Ensemble => 3,
+        BlockKind::Evaluate => 4,
+        BlockKind::Crossval => 5,
+        _ => 6,
+    }
 }
 
 pub(crate) fn unsupported(span: crate::lang::Span, what: &str, help: &str) -> Box<check::Error> {

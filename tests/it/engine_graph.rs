@@ -375,7 +375,7 @@ fn stdlib_resnet_and_mobilenet_train_on_synthetic_galaxy10() {
 fn a_residual_model_written_with_from_and_add_trains() {
     let program = load_program(std::path::Path::new("tests/cases/good/residual.gpl"), None)
         .unwrap_or_else(|d| panic!("{}", d.render_plain()));
-    let ir = &program.trains[0].ir;
+    let ir = &program.trains().next().expect("a train block").ir;
     assert!(ir.layers.iter().any(|l| l.op == LayerOp::Add));
     let frozen: Vec<&str> = ir
         .layers

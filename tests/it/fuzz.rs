@@ -234,7 +234,7 @@ fn exercise_pipeline(path: &Path) {
     for profile in [None, Some("quick")] {
         match load_program(path, profile) {
             Ok(program) => {
-                for train in &program.trains {
+                for train in program.trains() {
                     let _ = summary(&train.name, &train.ir);
                 }
                 match gpl::stages::compile(&program) {

@@ -91,7 +91,7 @@ fn good_cases_check() {
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default();
         let mut report = String::new();
-        for t in &program.trains {
+        for t in program.trains() {
             report.push_str(&summary::summary(&format!("train {}", t.name), &t.ir));
         }
         report.push_str("defaults:\n");
@@ -210,15 +210,15 @@ fn galaxy10_pipeline_checks_with_and_without_the_quick_profile() {
         .unwrap_or_else(|d| panic!("{}", d.render_plain()));
     let quick = load_program(Path::new("pipelines/galaxy10.gpl"), Some("quick"))
         .unwrap_or_else(|d| panic!("{}", d.render_plain()));
-    assert!(full.trains.iter().all(|t| t.classes == Some(9)));
-    assert!(quick.trains.iter().all(|t| t.epochs == 2));
+    assert!(full.trains().all(|t| t.classes == Some(9)));
+    assert!(quick.trains().all(|t| t.epochs == 2));
     let count =
         |p: &gpl::check::Program| match &p.dataset("galaxy10").and_then(|d| d.fallback.clone()) {
             Some(gpl::check::Source::Synthetic { count, .. }) => *count,
             _ => 0,
         };
     assert_eq!((count(&full), count(&quick)), (21785, 1500));
-    assert_eq!(quick.crossvals[0].folds, 3);
+    assert_eq!(quick.crossvals().next().map(|c| c.folds), Some(3));
     // The report's trainable parameter counts for VGG16 feature extraction.
     let fe = full.train("vgg_fe").expect("vgg_fe");
     assert_eq!(

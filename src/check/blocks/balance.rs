@@ -63,12 +63,7 @@ impl<'a> Checker<'a> {
         }
         body_sts.extend(b.body.statements());
         let s = self.statements_in(b, body_sts, BALANCE);
-        let dataset = self
-            .out
-            .datasets
-            .iter()
-            .find(|d| d.name == from.dataset())
-            .cloned();
+        let dataset = self.out.dataset(from.dataset()).cloned();
         let classes = dataset.as_ref().and_then(|d| d.source_classes);
         let dropped = dataset.as_ref().map(|d| d.drop.clone()).unwrap_or_default();
         let map = dataset
@@ -126,7 +121,7 @@ impl<'a> Checker<'a> {
             seed,
             span: b.name.span,
         };
-        self.out.balances.push(out);
+        self.out.add(CheckedStage::Balance(out));
     }
 
     pub(super) fn resample(

@@ -96,10 +96,10 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        self.out.chains.push(Chain {
+        self.out.add(CheckedStage::Chain(Chain {
             name: b.name.text.clone(),
             steps,
             span: b.name.span,
-        });
+        }));
     }
 }

@@ -87,7 +87,7 @@ impl<'a> Checker<'a> {
         if metrics.is_empty() {
             return;
         }
-        self.out.crossvals.push(Crossval {
+        self.out.add(CheckedStage::Crossval(Crossval {
             name: b.name.text.clone(),
             data,
             folds,
@@ -97,6 +97,6 @@ impl<'a> Checker<'a> {
             test,
             metrics,
             span: b.name.span,
-        });
+        }));
     }
 }

@@ -97,7 +97,7 @@ impl<'a> Checker<'a> {
             let channels = shape.as_ref().and_then(|s| s.get(2).copied()).unwrap_or(3);
             shape = Some(vec![h, w, channels]);
         }
-        self.out.datasets.push(Dataset {
+        self.out.add(CheckedStage::Dataset(Dataset {
             name: b.name.text.clone(),
             source,
             fallback,
@@ -111,7 +111,7 @@ impl<'a> Checker<'a> {
             class_names,
             split,
             span: b.name.span,
-        });
+        }));
     }
 
     /// `resize H x W`: the size every image is resized to, each side in 1..=4096.

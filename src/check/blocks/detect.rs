@@ -56,7 +56,7 @@ impl<'a> Checker<'a> {
         else {
             return;
         };
-        self.out.detects.push(Detect {
+        self.out.add(CheckedStage::Detect(Detect {
             name: b.name.text.clone(),
             data,
             arch: arch.to_string(),
@@ -64,6 +64,6 @@ impl<'a> Checker<'a> {
             batch,
             seed,
             span: b.name.span,
-        });
+        }));
     }
 }

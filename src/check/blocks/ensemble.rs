@@ -75,12 +75,12 @@ impl<'a> Checker<'a> {
                 });
             }
         }
-        self.out.ensembles.push(Ensemble {
+        self.out.add(CheckedStage::Ensemble(Ensemble {
             name: b.name.text.clone(),
             members,
             weights,
             span: b.name.span,
-        });
+        }));
     }
 
     pub(super) fn ensemble_weights(&mut self, st: &Statement, n: usize) -> Option<EnsembleWeights> {

@@ -43,7 +43,7 @@ impl<'a> Checker<'a> {
             );
         }
         let Some(data) = data else { return };
-        self.out.evaluates.push(Evaluate {
+        self.out.add(CheckedStage::Evaluate(Evaluate {
             name: b.name.text.clone(),
             models,
             data,
@@ -52,6 +52,6 @@ impl<'a> Checker<'a> {
             roc: s.has("roc") || !any,
             predictions: s.has("predictions"),
             span: b.name.span,
-        });
+        }));
     }
 }

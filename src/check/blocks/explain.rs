@@ -34,12 +34,7 @@ impl<'a> Checker<'a> {
         {
             return;
         }
-        let ir = self
-            .out
-            .trains
-            .iter()
-            .find(|t| t.name == name.text)
-            .map(|t| t.ir.clone());
+        let ir = self.out.train(&name.text).map(|t| t.ir.clone());
         let Some(ir) = ir else { return };
         let last_conv = ir
             .layers
@@ -100,7 +95,7 @@ impl<'a> Checker<'a> {
         let activations = view(self, "activations", "samples", 1);
         let filters = view(self, "filters", "count", 8);
         let Some(data) = data else { return };
-        self.out.explains.push(Explain {
+        self.out.add(CheckedStage::Explain(Explain {
             name: b.name.text.clone(),
             model: name.text.clone(),
             data,
@@ -108,6 +103,6 @@ impl<'a> Checker<'a> {
             activations,
             filters,
             span: b.name.span,
-        });
+        }));
     }
 }

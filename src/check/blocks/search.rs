@@ -199,7 +199,7 @@ impl<'a> Checker<'a> {
         let (Some(train), Some(strategy), Some(objective)) = (train, strategy, objective) else {
             return;
         };
-        self.out.searches.push(Search {
+        self.out.add(CheckedStage::Search(Search {
             name: b.name.text.clone(),
             model,
             train,
@@ -208,7 +208,7 @@ impl<'a> Checker<'a> {
             strategy,
             objective,
             span: b.name.span,
-        });
+        }));
     }
 
     pub(super) fn strategy(&mut self, st: &Statement) -> Option<Strategy> {

@@ -182,7 +182,7 @@ impl<'a> Checker<'a> {
             ValueKind::Call { name, .. } => name.text.clone(),
             _ => crate::lang::fmt::value(model_v),
         };
-        self.out.trains.push(Train {
+        self.out.add(CheckedStage::Train(Train {
             name: b.name.text.clone(),
             model: ModelInstance {
                 def: model_name,
@@ -202,15 +202,11 @@ impl<'a> Checker<'a> {
             init,
             freeze,
             span: b.name.span,
-        });
+        }));
     }
 
     pub(super) fn default_validation(&self, data: &DataRef) -> Option<DataRef> {
-        let dataset = self
-            .out
-            .datasets
-            .iter()
-            .find(|d| d.name == data.dataset())?;
+        let dataset = self.out.dataset(data.dataset())?;
         dataset.split.as_ref()?;
         match data {
             DataRef::Split {
@@ -231,12 +227,7 @@ impl<'a> Checker<'a> {
         ir: &crate::nn::ir::ModelIr,
         site: &Value,
     ) -> Option<usize> {
-        let dataset = self
-            .out
-            .datasets
-            .iter()
-            .find(|d| d.name == data.dataset())?
-            .clone();
+        let dataset = self.out.dataset(data.dataset())?.clone();
         if let Some(shape) = &dataset.image_shape {
             if *shape != ir.input {
                 self.err(Error::InputShape {
