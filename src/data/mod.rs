@@ -18,7 +18,6 @@ pub mod balance;
 pub mod error;
 pub mod folder;
 pub mod hdf5;
-pub mod source;
 pub mod split;
 pub mod synth;
 
