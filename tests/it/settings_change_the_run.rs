@@ -118,6 +118,20 @@ fn each_edited_setting_dirties_its_stage() {
             "b",
         ),
         (
+            "train data test part",
+            edit(BASE, "data g.train\n", "data g.test\n"),
+            "b",
+        ),
+        (
+            "train label smoothing",
+            edit(
+                BASE,
+                "data g.train\n",
+                "data g.train\n  loss crossentropy(label_smoothing: 0.1)\n",
+            ),
+            "b",
+        ),
+        (
             "train validation",
             edit(BASE, "data g.train\n", "data g.train\n  validation g.test\n"),
             "b",
