@@ -53,21 +53,8 @@ pub fn load_program(path: &Path, profile: Option<&str>) -> Result<Program, Diagn
     };
     collect(&mut checker, &files, loaded.root);
     let all: Vec<&crate::lang::ast::Block> = checker.blocks.iter().map(|(b, _)| *b).collect();
-    let order = [
-        BlockKind::Model,
-        BlockKind::Augment,
-        BlockKind::Callbacks,
-        BlockKind::Dataset,
-        BlockKind::Balance,
-        BlockKind::Train,
-        BlockKind::Ensemble,
-        BlockKind::Evaluate,
-        BlockKind::Crossval,
-        BlockKind::Explain,
-        BlockKind::Search,
-        BlockKind::Detect,
-        BlockKind::Chain,
-    ];
+    let mut order = BlockKind::ALL;
+    order.sort_by_key(|&k| check_rank(k));
     for kind in order {
         for b in all.iter().copied().filter(|b| b.kind == kind) {
             match kind {
@@ -199,5 +186,25 @@ pub fn parse_for_fmt(path: &Path) -> Result<(String, File), Diagnostics> {
             errors: vec![*e],
             sources,
         }),
+    }
+}
+
+/// The order block kinds are checked in: definitions first, then each kind after the kinds it
+/// refers to. An exhaustive match, so a new kind cannot be left out (and never checked).
+fn check_rank(kind: BlockKind) -> u8 {
+    match kind {
+        BlockKind::Model => 0,
+        BlockKind::Augment => 1,
+        BlockKind::Callbacks => 2,
+        BlockKind::Dataset => 3,
+        BlockKind::Balance => 4,
+        BlockKind::Train => 5,
+        BlockKind::Ensemble => 6,
+        BlockKind::Evaluate => 7,
+        BlockKind::Crossval => 8,
+        BlockKind::Explain => 9,
+        BlockKind::Search => 10,
+        BlockKind::Detect => 11,
+        BlockKind::Chain => 12,
     }
 }
