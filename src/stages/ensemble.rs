@@ -181,9 +181,7 @@ pub(super) fn members_dataset<'a>(program: &'a Program, members: &[String]) -> O
     let mut datasets = members.iter().map(|m| {
         program
             .train(m)
-            .and_then(|t| program.dataset(t.data.dataset()))
-            .filter(|d| d.split.is_some())
-            .map(|d| d.name.as_str())
+            .and_then(|t| super::train::predicted_dataset(program, t))
     });
     let first = datasets.next()??;
     datasets.all(|d| d == Some(first)).then_some(first)

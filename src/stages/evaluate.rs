@@ -67,7 +67,11 @@ impl StageExecutor for EvaluateStage {
         let config: EvaluateConfig = super::config(ctx)?;
         let described = config.data.describe();
         let summary = read_summary(ctx.input_dir(&StageId::from(config.data.dataset()))?)?;
-        let mut loader = DataLoader::default();
+        // The images, selected once for every model that runs on them.
+        let inferred = match config.models.iter().any(|m| m.source == EvalSource::Infer) {
+            true => Some(DataLoader::default().select(ctx, &config.data)?),
+            false => None,
+        };
         let mut evaluations = Vec::new();
         let mut text = String::new();
         for model in &config.models {
@@ -78,7 +82,10 @@ impl StageExecutor for EvaluateStage {
                     .filter(|r| r.split == part.as_str())
                     .collect(),
                 EvalSource::Infer => {
-                    let chosen = loader.select(ctx, &config.data)?;
+                    // Selected above whenever any model runs on the images.
+                    let chosen = inferred
+                        .as_ref()
+                        .ok_or_else(|| StageError::failed("no images were selected"))?;
                     let mut network = super::train::load_model(dir)?;
                     predictions(
                         &mut network,
@@ -158,9 +165,7 @@ fn predictions_dataset<'a>(program: &'a Program, model: &check::Predictor) -> Op
     match model {
         check::Predictor::Train { name } => program
             .train(name)
-            .and_then(|t| program.dataset(t.data.dataset()))
-            .filter(|d| d.split.is_some())
-            .map(|d| d.name.as_str()),
+            .and_then(|t| super::train::predicted_dataset(program, t)),
         check::Predictor::Ensemble { name } => program
             .ensemble(name)
             .and_then(|e| members_dataset(program, &e.members)),

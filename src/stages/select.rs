@@ -8,6 +8,7 @@ use super::dataset::read_images;
 use super::split::read_split;
 use crate::check::{self, Part};
 use crate::data::balance::materialize;
+use crate::data::split::Split;
 use crate::data::ImageSet;
 use crate::plan::StageId;
 use crate::run::{StageContext, StageError};
@@ -97,10 +98,11 @@ pub struct Selection {
     pub class_weights: Option<Vec<f64>>,
 }
 
-/// Loads datasets once per stage, however many selections read them.
+/// Loads datasets and splits once per stage, however many selections read them.
 #[derive(Default)]
 pub struct DataLoader {
     sets: BTreeMap<String, ImageSet>,
+    splits: BTreeMap<String, Split>,
 }
 
 impl DataLoader {
@@ -117,11 +119,15 @@ impl DataLoader {
         Ok(match sel {
             DataSel::Whole { dataset } => (0..self.dataset(ctx, dataset)?.len()).collect(),
             DataSel::Part { split, part, .. } => {
-                let split = read_split(ctx.input_dir(&StageId::from(split.as_str()))?)?;
+                if !self.splits.contains_key(split) {
+                    let read = read_split(ctx.input_dir(&StageId::from(split.as_str()))?)?;
+                    self.splits.insert(split.clone(), read);
+                }
+                let split = &self.splits[split];
                 match part {
-                    Part::Train => split.train,
-                    Part::Val => split.val,
-                    Part::Test => split.test,
+                    Part::Train => split.train.clone(),
+                    Part::Val => split.val.clone(),
+                    Part::Test => split.test.clone(),
                 }
             }
             DataSel::Balance { balance, .. } => {

@@ -428,7 +428,7 @@ pub(super) fn compile(program: &Program, t: &check::Train, label: Option<String>
         recipe: recipe(program, t),
         data: DataSel::of(&t.data),
         validation: t.validation.as_ref().map(DataSel::of),
-        predict: predicted_dataset(program, t),
+        predict: predicted_dataset(program, t).map(str::to_string),
     };
     let inputs = config.inputs();
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
@@ -439,12 +439,11 @@ pub(super) fn compile(program: &Program, t: &check::Train, label: Option<String>
 
 /// The dataset whose split a train stage predicts for evaluation and ensembles: its training
 /// data's dataset, when that has a split.
-fn predicted_dataset(program: &Program, t: &check::Train) -> Option<String> {
-    let dataset = t.data.dataset();
+pub(super) fn predicted_dataset<'a>(program: &'a Program, t: &check::Train) -> Option<&'a str> {
     program
-        .dataset(dataset)
+        .dataset(t.data.dataset())
         .filter(|d| d.split.is_some())
-        .map(|_| dataset.to_string())
+        .map(|d| d.name.as_str())
 }
 
 pub(super) fn recipe(program: &Program, t: &check::Train) -> Recipe {
