@@ -8,6 +8,7 @@ pub mod check;
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod explain;
 pub mod fsutil;
 pub mod lang;
 pub mod nn;

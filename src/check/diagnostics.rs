@@ -257,6 +257,17 @@ pub enum Error {
         help: Option<String>,
     },
 
+    #[error("layer `{layer}` {problem}")]
+    #[diagnostic(code(gpl::explain::layer))]
+    LayerKind {
+        layer: String,
+        problem: String,
+        #[label("here")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
     #[error("{what} is not supported yet")]
     #[diagnostic(code(gpl::unsupported))]
     Unsupported {
@@ -395,6 +406,7 @@ impl Error {
             | DataFile { span, .. }
             | NotRunnable { span, .. }
             | Unsupported { span, .. }
+            | LayerKind { span, .. }
             | ModelArgs { span, .. }
             | ModelRecursion { span, .. }
             | ModelCycle { span, .. }

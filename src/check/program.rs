@@ -637,26 +637,40 @@ pub struct Explain {
     pub name: String,
     pub model: String,
     pub data: DataRef,
-    pub gradcam: Option<GradCam>,
-    pub activations: Option<LayerView>,
-    pub filters: Option<LayerView>,
+    /// One per method statement, in the order written.
+    pub maps: Vec<MapRequest>,
+    pub activations: Option<ActivationView>,
+    pub filters: Option<FilterView>,
+    /// Cascading randomisation of every map method (deletion curves are always drawn).
+    pub sanity: bool,
+    pub seed: u64,
     #[serde(skip)]
     pub span: Span,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct GradCam {
-    pub samples: usize,
-    /// Defaults to the last conv layer.
-    pub layer: String,
+pub struct MapRequest {
+    /// The method with its options; a class-activation method carries its layer's index.
+    pub method: crate::explain::Method,
+    /// The layer a class-activation method weights (the last conv layer unless written).
+    pub layer: Option<String>,
+    pub samples: crate::explain::samples::SampleChoice,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct LayerView {
+pub struct ActivationView {
+    /// (index, name) of each layer shown.
+    pub layers: Vec<(usize, String)>,
+    pub samples: crate::explain::samples::SampleChoice,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FilterView {
     pub layer: String,
     pub index: usize,
-    /// Channels (filters) or samples shown.
+    /// The first `count` channels.
     pub count: usize,
+    pub ascent: crate::explain::filters::Ascent,
 }
 
 #[derive(Clone, Debug, Serialize)]

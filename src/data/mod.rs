@@ -18,6 +18,7 @@ pub mod balance;
 pub mod error;
 pub mod folder;
 pub mod hdf5;
+pub mod npy;
 pub mod split;
 pub mod synth;
 

@@ -363,17 +363,25 @@ impl Network {
         output_grad: &[f32],
         layer: Option<usize>,
     ) -> Result<ActivationGradients, EngineError> {
+        let head = self.model.borrow().head();
+        self.objective_gradients(images, n, head.layer, output_grad, layer)
+    }
+
+    /// Gradient of `Σ seed · output(objective)` w.r.t. the output of layer `wrt` (or the input
+    /// images when None), in inference mode: the first output's logits for attribution maps,
+    /// any layer's output for filter visualisation (a seed selecting one channel).
+    pub fn objective_gradients(
+        &mut self,
+        images: &[f32],
+        n: usize,
+        objective: usize,
+        seed: &[f32],
+        wrt: Option<usize>,
+    ) -> Result<ActivationGradients, EngineError> {
         self.check_images(images, n)?;
         let classes = self.classes();
-        if output_grad.len() != n * classes {
-            return Err(EngineError::Batch {
-                what: "output gradient",
-                expected: n * classes,
-                got: output_grad.len(),
-            });
-        }
         let layers = self.ir.layers.len();
-        if let Some(l) = layer {
+        for l in std::iter::once(objective).chain(wrt) {
             if l >= layers {
                 return Err(EngineError::Shape {
                     layer: format!("#{l}"),
@@ -381,25 +389,33 @@ impl Network {
                 });
             }
         }
-        let shape = match layer {
+        let seed_len: usize = n * self.ir.layers[objective].output.iter().product::<usize>();
+        if seed.len() != seed_len {
+            return Err(EngineError::Batch {
+                what: "objective seed",
+                expected: seed_len,
+                got: seed.len(),
+            });
+        }
+        let shape = match wrt {
             Some(l) => self.ir.layers[l].output.clone(),
             None => self.ir.input.clone(),
         };
         let head = self.model.borrow().head();
-        let g = self.graph(n, Mode::Explain(layer));
+        let g = self.graph(n, Mode::Explain { objective, wrt });
         g.input.borrow_mut().copy_from_slice(images);
-        let seed = g.seed.as_ref().expect("explanation graphs have a seed");
-        seed.borrow_mut().copy_from_slice(output_grad);
+        let buffer = g.seed.as_ref().expect("explanation graphs have a seed");
+        buffer.borrow_mut().copy_from_slice(seed);
         g.graph.execute();
         g.steps += 1;
-        let activations = match layer {
+        let activations = match wrt {
             Some(l) => g.outputs[l].borrow().clone(),
             None => images.to_vec(),
         };
         let Some(captured) = g.captured.as_ref() else {
             return Err(EngineError::Shape {
-                layer: layer.map_or("input".into(), |l| self.ir.layers[l].name.clone()),
-                message: "the first output does not depend on this layer".into(),
+                layer: wrt.map_or("input".into(), |l| self.ir.layers[l].name.clone()),
+                message: "the objective does not depend on this layer".into(),
             });
         };
         let gradients = captured.borrow().clone();

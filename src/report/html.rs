@@ -11,7 +11,8 @@ use base64::Engine as _;
 use super::files::write_atomic;
 use super::metrics_yaml::write_metrics_yaml;
 use super::model::{
-    ComparisonRow, DagNode, EnsembleReport, FigureValue, ModelEvaluation, ReportModel, StageReport,
+    ComparisonRow, DagNode, EnsembleReport, ExplainReport, FigureValue, ModelEvaluation,
+    ReportModel, StageReport,
 };
 use super::plots;
 use super::ReportError;
@@ -388,6 +389,9 @@ fn stage_section(page: &mut Page, stage: &StageReport) -> Result<(), ReportError
     if let Some(cv) = &stage.crossval {
         crossval_block(&mut page.html, cv);
     }
+    if let Some(explain) = &stage.explain {
+        explain_block(page, explain, &id);
+    }
     page.html.push_str("</section>\n");
     Ok(())
 }
@@ -513,6 +517,43 @@ fn evaluation_block(page: &mut Page, e: &ModelEvaluation, id: &str) -> Result<()
     );
     page.html.push_str("</div>\n");
     Ok(())
+}
+
+fn explain_block(page: &mut Page, e: &ExplainReport, id: &str) {
+    let _ = writeln!(
+        page.html,
+        "<p>Model <code>{}</code> on <code>{}</code>. Maps, inputs and <code>samples.csv</code> are in this stage's folder as <code>.npy</code> files.</p>",
+        escape(&e.model),
+        escape(&e.data)
+    );
+    for row in e.sanity.iter().filter_map(|r| r.warning.as_ref()) {
+        let _ = writeln!(page.html, "<p class=\"warning\">⚠ {}</p>", escape(row));
+    }
+    for f in &e.figures {
+        let _ = writeln!(page.html, "<h3>{}</h3>", escape(&f.title));
+        page.image(format!("{id}-{}", f.file), f.png.clone(), &f.title);
+    }
+    if !e.deletion.is_empty() {
+        page.html.push_str(
+            "<h3>Faithfulness and sanity</h3>\n<table><thead><tr><th>method</th><th>deletion AUC (lower is better)</th>\
+             <th>Spearman ρ after randomising every layer</th></tr></thead><tbody>\n",
+        );
+        for d in &e.deletion {
+            let rho = e
+                .sanity
+                .iter()
+                .find(|s| s.method == d.method)
+                .and_then(|s| s.spearman.last().copied().flatten());
+            let _ = writeln!(
+                page.html,
+                "<tr><td>{}</td><td>{:.3}</td><td>{}</td></tr>",
+                escape(&d.method),
+                d.auc,
+                fmt_opt(rho)
+            );
+        }
+        page.html.push_str("</tbody></table>\n");
+    }
 }
 
 fn crossval_block(html: &mut String, cv: &CrossvalSummary) {

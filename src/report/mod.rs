@@ -6,6 +6,7 @@ pub mod contact_sheet;
 mod error;
 mod files;
 mod fonts;
+pub mod heatmaps;
 pub mod html;
 pub mod metrics_yaml;
 pub mod model;

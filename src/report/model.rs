@@ -47,6 +47,8 @@ pub struct StageReport {
     pub crossval: Option<CrossvalSummary>,
     #[serde(default)]
     pub ensemble: Option<EnsembleReport>,
+    #[serde(default)]
+    pub explain: Option<ExplainReport>,
 }
 
 impl StageReport {
@@ -60,6 +62,7 @@ impl StageReport {
             evaluations: Vec::new(),
             crossval: None,
             ensemble: None,
+            explain: None,
         }
     }
 }
@@ -152,4 +155,46 @@ impl ReportModel {
             })
             .collect()
     }
+}
+
+/// An explain stage's section: its figures (PNG files it wrote) and the sanity checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ExplainReport {
+    pub model: String,
+    pub data: String,
+    pub figures: Vec<ExplainFigure>,
+    /// Cascading randomisation per map method (empty when `sanity false`).
+    pub sanity: Vec<SanityRow>,
+    /// Deletion curve per map method.
+    pub deletion: Vec<DeletionRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplainFigure {
+    pub title: String,
+    /// The PNG's file name in the stage's folder.
+    pub file: String,
+    /// The PNG itself, read back from the stage's folder when the report is built.
+    #[serde(skip)]
+    pub png: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SanityRow {
+    pub method: String,
+    /// Layers re-initialised so far at each step, top first.
+    pub layers: Vec<String>,
+    /// Mean Spearman correlation of trained vs randomised maps at each step.
+    pub spearman: Vec<Option<f64>>,
+    /// Set when the maps stay similar after the whole network is randomised, in plain words.
+    pub warning: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeletionRow {
+    pub method: String,
+    /// Mean target probability at each removed fraction 0, 1/steps, …, 1.
+    pub curve: Vec<f64>,
+    /// Mean area under the curve (lower: the map finds what the model uses).
+    pub auc: f64,
 }

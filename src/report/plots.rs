@@ -30,7 +30,7 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(148, 103, 189),
 ];
 
-fn color(i: usize) -> RGBColor {
+pub(super) fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
@@ -68,7 +68,7 @@ impl Ranged for CellAxis {
 }
 
 /// Draws into an RGB buffer with `draw`, then encodes it as PNG.
-fn render(
+pub(super) fn render(
     figure: &str,
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>,
@@ -100,12 +100,12 @@ fn render(
     Ok(png.into_inner())
 }
 
-fn text_style(size: u32) -> TextStyle<'static> {
+pub(super) fn text_style(size: u32) -> TextStyle<'static> {
     (FAMILY, size).into_font().color(&BLACK)
 }
 
 /// Pads a value range so flat or single-point series still get a visible axis.
-fn padded(lo: f64, hi: f64) -> (f64, f64) {
+pub(super) fn padded(lo: f64, hi: f64) -> (f64, f64) {
     if !lo.is_finite() || !hi.is_finite() {
         return (0.0, 1.0);
     }

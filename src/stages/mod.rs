@@ -12,6 +12,7 @@ pub mod crossval;
 pub mod dataset;
 pub mod ensemble;
 pub mod evaluate;
+pub mod explain;
 pub mod report;
 pub mod select;
 pub mod split;
@@ -47,6 +48,7 @@ pub enum StageKind {
     Evaluate,
     CrossvalFold,
     Crossval,
+    Explain,
     Report,
 }
 
@@ -61,6 +63,7 @@ impl StageKind {
             StageKind::Evaluate => "evaluate",
             StageKind::CrossvalFold => "crossval_fold",
             StageKind::Crossval => "crossval",
+            StageKind::Explain => "explain",
             StageKind::Report => "report",
         }
     }
@@ -102,6 +105,7 @@ pub const KINDS: &[&dyn Stage] = &[
     &evaluate::EvaluateStage,
     &crossval::CrossvalFoldStage,
     &crossval::CrossvalStage,
+    &explain::ExplainStage,
     &report::ReportStage,
 ];
 
@@ -139,7 +143,7 @@ pub struct Compiled {
 }
 
 /// Maps every stage block onto stage specs, through its kind's `compile`. Blocks of a kind
-/// that cannot run yet (explain, search, chain, detect) are refused with a diagnostic
+/// that cannot run yet (search, chain, detect) are refused with a diagnostic
 /// pointing at the block, and so is any setting no stage can honour yet.
 ///
 /// Each kind's `compile` destructures its checked block field by field, without `..`: a
@@ -153,7 +157,7 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
             b.stage
                 && matches!(
                     b.kind,
-                    BlockKind::Explain | BlockKind::Search | BlockKind::Chain | BlockKind::Detect
+                    BlockKind::Search | BlockKind::Chain | BlockKind::Detect
                 )
         })
         .map(|b| check::Error::NotRunnable {
@@ -195,11 +199,9 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
                 keep(evaluate::compile(program, e, label).map(|s| vec![s]))
             }
             CheckedStage::Crossval(c) => keep(crossval::compile(program, c, label)),
+            CheckedStage::Explain(e) => keep(Ok(vec![explain::compile(e, label)])),
             // Refused above with `NotRunnable`: no executor yet.
-            CheckedStage::Explain(_)
-            | CheckedStage::Search(_)
-            | CheckedStage::Detect(_)
-            | CheckedStage::Chain(_) => {}
+            CheckedStage::Search(_) | CheckedStage::Detect(_) | CheckedStage::Chain(_) => {}
         }
     }
     if !refused.is_empty() {
@@ -239,7 +241,8 @@ fn compile_rank(kind: BlockKind) -> u8 {
         BlockKind::Ensemble => 3,
         BlockKind::Evaluate => 4,
         BlockKind::Crossval => 5,
-        _ => 6,
+        BlockKind::Explain => 6,
+        _ => 7,
     }
 }
 

@@ -187,9 +187,13 @@ pub(crate) enum Mode {
     Train,
     /// Forward in inference mode, convolutions fused with the batchnorm after them.
     Infer,
-    /// Forward in inference mode and the gradient of `Σ seed · logits` w.r.t. the output
-    /// of one layer (or the input images when None); no parameter gradients.
-    Explain(Option<usize>),
+    /// Forward in inference mode and the gradient of `Σ seed · output(objective)` (the first
+    /// output's logits, or any layer's output for filter visualisation) w.r.t. the output of
+    /// layer `wrt` (or the input images when None); no parameter gradients.
+    Explain {
+        objective: usize,
+        wrt: Option<usize>,
+    },
 }
 
 /// One compiled graph and the buffers the network reads and writes around an execution.
@@ -279,14 +283,14 @@ pub(crate) fn compile(
             );
         }
         Mode::Infer => graph.compile(FuseConvBatchnorm, ()),
-        Mode::Explain(layer) => {
-            let head = heads[0];
-            let s = ctx.buffer(n * head.classes);
+        Mode::Explain { objective, wrt } => {
+            let len = layers[objective].0;
+            let s = ctx.buffer(n * len);
             let objective = graph
                 .add_op(ScoreObjective { seed: s.clone() })
-                .input(nodes[head.layer], 0, shape(n, head.classes))
+                .input(nodes[objective], 0, shape(n, len))
                 .finish();
-            let wrt = layer.map_or(input_node, |l| nodes[l]);
+            let wrt = wrt.map_or(input_node, |l| nodes[l]);
             let pass = Autograd::new(ctx.arena.clone(), vec![objective], false, vec![wrt]);
             graph.compile(&pass, ());
             captured = pass.gradient(wrt);
