@@ -5,7 +5,10 @@
 //!   kernels' share of a step, against PyTorch in the same run.
 //! - `epoch`: one epoch through the training loop against the raw training step.
 //! - `data`: synthesis, HDF5 load, augmentation and artifacts against the data targets.
+//! - `explain`: Grad-CAM and filter ascent against PyTorch (pytorch-grad-cam), alternating
+//!   round by round.
 
 pub mod data;
 pub mod engine;
 pub mod epoch;
+pub mod explain;

@@ -9,6 +9,27 @@ pub enum BenchCommand {
     Data(super::data::BenchDataArgs),
     /// Engine speed (forward and training images/s, GFLOP/s, memory) against PyTorch.
     Engine(EngineArgs),
+    /// Explanations (Grad-CAM, filter ascent) against PyTorch and pytorch-grad-cam.
+    Explain(ExplainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// Threads for gpl and PyTorch.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Images explained by Grad-CAM per round.
+    #[arg(long, default_value_t = 256)]
+    pub images: usize,
+    /// Filters visualised per round.
+    #[arg(long, default_value_t = 8)]
+    pub filters: usize,
+    /// Gradient-ascent steps per filter.
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Alternating rounds (gpl, then PyTorch); the ratio is the median over rounds.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
 }
 
 #[derive(Args, Debug)]
@@ -29,8 +50,19 @@ pub struct EngineArgs {
 pub fn run(command: BenchCommand) -> miette::Result<ExitCode> {
     match command {
         BenchCommand::Data(a) => super::data::bench(a),
+        BenchCommand::Explain(a) => {
+            crate::bench::explain::run(&crate::bench::explain::ExplainBenchOptions {
+                threads: a.threads,
+                images: a.images,
+                filters: a.filters,
+                steps: a.steps,
+                rounds: a.rounds.max(1),
+                python: bench_python(),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Engine(a) => {
-            let python = std::env::var("GPL_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+            let python = bench_python();
             crate::bench::engine::run(&crate::bench::engine::BenchOptions {
                 threads: a.threads,
                 batch: a.batch,
@@ -41,4 +73,9 @@ pub fn run(command: BenchCommand) -> miette::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The Python that runs the PyTorch side of the benches.
+fn bench_python() -> String {
+    std::env::var("GPL_BENCH_PYTHON").unwrap_or_else(|_| "python3".into())
 }

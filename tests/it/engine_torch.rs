@@ -13,7 +13,7 @@ const SIDE: usize = 69;
 const FILTERS: [usize; 4] = [32, 64, 128, 128];
 
 /// splitmix64(seed · 1_000_003 + i) >> 40 as an exact f32 in [0, 1): the script's `det`.
-fn det(seed: u64, len: usize) -> Vec<f32> {
+pub(crate) fn det(seed: u64, len: usize) -> Vec<f32> {
     (0..len as u64)
         .map(|i| {
             let mut z = seed
@@ -28,14 +28,14 @@ fn det(seed: u64, len: usize) -> Vec<f32> {
         .collect()
 }
 
-fn signed(seed: u64, len: usize, scale: f64) -> Vec<f32> {
+pub(crate) fn signed(seed: u64, len: usize, scale: f64) -> Vec<f32> {
     det(seed, len)
         .into_iter()
         .map(|v| (v * 2.0 - 1.0) * scale as f32)
         .collect()
 }
 
-fn model() -> ModelIr {
+pub(crate) fn model() -> ModelIr {
     let mut ops = Vec::new();
     for f in FILTERS {
         ops.push(LayerOp::Conv2d {
@@ -78,7 +78,7 @@ fn model() -> ModelIr {
 }
 
 /// The script's `initial_params`, same names, order and seeds.
-fn initial_params() -> Vec<(String, Vec<f32>)> {
+pub(crate) fn initial_params() -> Vec<(String, Vec<f32>)> {
     let mut out = Vec::new();
     let (mut seed, mut cin, mut side) = (1u64, 3usize, SIDE);
     for (i, f) in FILTERS.iter().enumerate() {
@@ -130,7 +130,7 @@ fn sampled(values: &[f32], samples: usize) -> Vec<f32> {
 }
 
 /// max |ours − theirs| / scale, the tensor-wise relative error.
-fn rel_error(ours: &[f32], theirs: &[f32], scale: f64) -> f64 {
+pub(crate) fn rel_error(ours: &[f32], theirs: &[f32], scale: f64) -> f64 {
     assert_eq!(ours.len(), theirs.len());
     ours.iter()
         .zip(theirs)
@@ -237,7 +237,7 @@ fn bigger_cnn_matches_pytorch_forward_gradients_and_three_adam_steps() {
 }
 
 /// The branching model of make_torch_graph_fixture.py.
-fn graph_model() -> ModelIr {
+pub(crate) fn graph_model() -> ModelIr {
     let conv = |filters, k: usize, activation| LayerOp::Conv2d {
         filters,
         kernel: [k, k],
@@ -286,6 +286,27 @@ fn graph_model() -> ModelIr {
     .expect("valid graph")
 }
 
+/// make_torch_graph_fixture.py's `initial_params`: same order, seeds 1, 2, 3, ... two per layer.
+pub(crate) fn graph_initial_params() -> Vec<(String, Vec<f32>)> {
+    let mut out = Vec::new();
+    for (i, (name, len, units, fan_in, fan_out)) in [
+        ("stem", 3 * 3 * 3 * 8, 8, 27, 72),
+        ("left", 3 * 3 * 8 * 8, 8, 72, 72),
+        ("right", 8 * 8, 8, 8, 8),
+        ("main", 400 * 10, 10, 400, 10),
+        ("aux", 8 * 3, 3, 8, 3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 1 + 2 * i as u64;
+        let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
+        out.push((format!("{name}/kernel"), signed(seed, len, limit)));
+        out.push((format!("{name}/bias"), signed(seed + 1, units, 0.05)));
+    }
+    out
+}
+
 fn json_u32(v: &serde_json::Value) -> Vec<u32> {
     v.as_array()
         .unwrap()
@@ -320,26 +341,10 @@ fn branching_model_matches_pytorch_forward_gradients_and_three_adam_steps() {
 
     let ir = graph_model();
     let mut net = Network::new(&ir, 0, OptimizerConfig::adam()).expect("network builds");
-    // The script's `initial_params`: same order, seeds 1, 2, 3, ... two per layer.
     let mut names = Vec::new();
-    for (i, (name, len, units, fan_in, fan_out)) in [
-        ("stem", 3 * 3 * 3 * 8, 8, 27, 72),
-        ("left", 3 * 3 * 8 * 8, 8, 72, 72),
-        ("right", 8 * 8, 8, 8, 8),
-        ("main", 400 * 10, 10, 400, 10),
-        ("aux", 8 * 3, 3, 8, 3),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let seed = 1 + 2 * i as u64;
-        let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
-        let kernel = format!("{name}/kernel");
-        let bias = format!("{name}/bias");
-        net.set_param(&kernel, &signed(seed, len, limit)).unwrap();
-        net.set_param(&bias, &signed(seed + 1, units, 0.05))
-            .unwrap();
-        names.extend([kernel, bias]);
+    for (name, values) in graph_initial_params() {
+        net.set_param(&name, &values).unwrap();
+        names.push(name);
     }
     let images = det(2000, 4 * 10 * 10 * 3);
     let batch = Batch {

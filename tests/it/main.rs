@@ -18,6 +18,8 @@ mod engine_transfer;
 mod eval_ensemble;
 mod eval_metrics;
 mod eval_stats;
+mod explain_pipeline;
+mod explain_torch;
 mod fuzz;
 mod hardening;
 mod lang_cases;
