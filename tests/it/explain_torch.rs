@@ -132,7 +132,7 @@ fn randomising_the_network_changes_grad_cam_and_restores_the_weights() {
         &images,
         &targets,
         &[method],
-        &[trained.clone()],
+        std::slice::from_ref(&trained),
         0,
     )
     .unwrap();
@@ -228,5 +228,5 @@ fn grad_cam_with_only_negative_evidence_is_zero_not_nan() {
     }
     // Class 1, which every channel supports, gets a real map.
     let out = attribute(&mut net, &images, &[1], &Method::GradCam { layer: 0 }, 0).unwrap();
-    assert!(out.maps.iter().any(|v| *v == 1.0));
+    assert!(out.maps.contains(&1.0));
 }
