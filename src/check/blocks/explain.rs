@@ -98,15 +98,26 @@ impl<'a> Checker<'a> {
         let Some(ir) = self.out.train(&name.text).map(|t| t.ir.clone()) else {
             return;
         };
+        // Images the data can hold at most, when the checker knows (a synthetic source): an
+        // index past it fails here rather than after training.
+        let limit = data
+            .as_ref()
+            .and_then(|d| match self.out.dataset(d.dataset()) {
+                Some(Dataset {
+                    source: Source::Synthetic { count, .. },
+                    ..
+                }) => Some(*count),
+                _ => None,
+            });
         let mut maps = Vec::new();
         for &method in METHODS {
             if let Some(st) = s.one(method) {
-                maps.extend(self.map_request(method, st, &ir));
+                maps.extend(self.map_request(method, st, &ir, limit));
             }
         }
         let activations = s
             .one("activations")
-            .and_then(|st| self.activations(st, &ir));
+            .and_then(|st| self.activations(st, &ir, limit));
         let filters = s
             .one("filters")
             .and_then(|st| self.filters(st, &ir, seed.unwrap_or(0)));
@@ -127,7 +138,12 @@ impl<'a> Checker<'a> {
     }
 
     /// `samples`, `pick` and `target` of a statement, with their defaults.
-    fn sample_choice(&mut self, a: &Args, default_count: usize) -> Option<SampleChoice> {
+    fn sample_choice(
+        &mut self,
+        a: &Args,
+        default_count: usize,
+        limit: Option<usize>,
+    ) -> Option<SampleChoice> {
         let pick = match a.get("pick") {
             None => Pick::First,
             Some(v) => match &v.kind {
@@ -146,7 +162,20 @@ impl<'a> Checker<'a> {
                     };
                     let indices: Option<Vec<usize>> = items
                         .iter()
-                        .map(|i| self.count(i, "an image index", 0))
+                        .map(|i| {
+                            let index = self.count(i, "an image index", 0)?;
+                            if let Some(n) = limit.filter(|&n| index >= n) {
+                                self.err(Error::OutOfRange {
+                                    what: "image index".into(),
+                                    value: index.to_string(),
+                                    range: format!("0..{}", n - 1),
+                                    span: i.span,
+                                    help: Some(format!("the dataset has {n} images in all")),
+                                });
+                                return None;
+                            }
+                            Some(index)
+                        })
                         .collect();
                     Pick::Indices(indices?)
                 }
@@ -223,7 +252,13 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn map_request(&mut self, method: &str, st: &Statement, ir: &ModelIr) -> Option<MapRequest> {
+    fn map_request(
+        &mut self,
+        method: &str,
+        st: &Statement,
+        ir: &ModelIr,
+        limit: Option<usize>,
+    ) -> Option<MapRequest> {
         let a = Args::of_statement(st);
         let extra: &[&str] = match method {
             "gradcam" | "gradcam_pp" | "layercam" | "scorecam" => &["layer"],
@@ -234,7 +269,7 @@ impl<'a> Checker<'a> {
         };
         let allowed: Vec<&str> = SAMPLE_ARGS.iter().chain(extra).copied().collect();
         self.only_named(&a, method, &allowed);
-        let samples = self.sample_choice(&a, 8)?;
+        let samples = self.sample_choice(&a, 8, limit)?;
         let count = |this: &mut Self, key: &str, default: usize| -> Option<usize> {
             match a.get(key) {
                 Some(v) => this.count(v, key, 1),
@@ -282,7 +317,12 @@ impl<'a> Checker<'a> {
         })
     }
 
-    fn activations(&mut self, st: &Statement, ir: &ModelIr) -> Option<ActivationView> {
+    fn activations(
+        &mut self,
+        st: &Statement,
+        ir: &ModelIr,
+        limit: Option<usize>,
+    ) -> Option<ActivationView> {
         let a = Args::of_statement(st);
         self.only_named(&a, "activations", &["layer", "samples", "pick"]);
         let Some(v) = a.get("layer") else {
@@ -300,7 +340,7 @@ impl<'a> Checker<'a> {
         };
         let layers: Option<Vec<(usize, String)>> =
             values.into_iter().map(|v| self.layer_ref(v, ir)).collect();
-        let samples = self.sample_choice(&a, 1)?;
+        let samples = self.sample_choice(&a, 1, limit)?;
         Some(ActivationView {
             layers: layers?,
             samples,
