@@ -76,6 +76,16 @@ impl LockDir {
     pub fn try_lock(&self, name: &str, mode: LockMode) -> io::Result<Option<FileLock>> {
         let path = self.path(name);
         loop {
+            // Opening follows a symlink, which could lead out of the project.
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} is a symlink; gpl does not lock through it",
+                        path.display()
+                    ),
+                ));
+            }
             // Read and write: on NFS, flock is emulated with fcntl locks, and an exclusive
             // one needs a file opened for writing.
             let file = OpenOptions::new()
@@ -155,7 +165,7 @@ impl LockDir {
 fn still_at(file: &File, path: &Path) -> io::Result<bool> {
     use std::os::unix::fs::MetadataExt;
     let held = file.metadata()?;
-    match fs::metadata(path) {
+    match fs::symlink_metadata(path) {
         Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
@@ -217,6 +227,19 @@ mod tests {
         assert!(locks.try_lock("x", LockMode::Shared).unwrap().is_none());
         drop(taken);
         assert!(locks.try_lock("x", LockMode::Shared).unwrap().is_some());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_file_that_is_a_symlink_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let locks = LockDir::new(root.path());
+        let target = outside.path().join("victim");
+        std::os::unix::fs::symlink(&target, locks.path("x")).unwrap();
+        let error = locks.try_lock("x", LockMode::Shared).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::PermissionDenied);
+        assert!(!target.exists(), "nothing was created through the link");
     }
 
     #[test]
