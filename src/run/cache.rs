@@ -773,6 +773,55 @@ mod tests {
     }
 
     #[test]
+    fn publishers_of_one_folder_take_turns_and_leave_one_entry_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let store = CacheStore::open(root.path()).unwrap();
+        // Two entries with a file in common and one of their own each.
+        let entry = |n: u8, own: &str| {
+            let pending = store.begin(&fp(n)).unwrap();
+            fs::write(pending.public_dir().join(own), [n; 4096]).unwrap();
+            fs::write(pending.public_dir().join("common.bin"), [n; 8192]).unwrap();
+            let info = CommitInfo {
+                stage: "s".into(),
+                kind: "toy".into(),
+                inputs: vec![],
+                files_read: vec![],
+                seconds: 0.1,
+            };
+            store.commit(pending, info).unwrap()
+        };
+        let manifests = [entry(1, "one.bin"), entry(2, "two.bin")];
+        let relative = Path::new("runs/p/s");
+        let dest = crate::fsutil::confined_dir(root.path(), relative).unwrap();
+        std::thread::scope(|scope| {
+            for manifest in &manifests {
+                let (store, dest) = (&store, &dest);
+                scope.spawn(move || {
+                    for _ in 0..30 {
+                        let _turn = store.lock_publish(relative).unwrap();
+                        mirror_public(&store.out_dir(&manifest.fingerprint), manifest, dest)
+                            .unwrap();
+                        // Inside the turn: exactly this entry's files, with its bytes.
+                        let mut present: Vec<String> = fs::read_dir(dest)
+                            .unwrap()
+                            .map(|i| i.unwrap().file_name().to_string_lossy().into_owned())
+                            .filter(|name| name != MIRROR_MARKER)
+                            .collect();
+                        present.sort();
+                        let record: MirrorRecord =
+                            serde_json::from_slice(&fs::read(dest.join(MIRROR_MARKER)).unwrap())
+                                .unwrap();
+                        assert_eq!(record.entry, manifest.fingerprint.as_str());
+                        assert_eq!(present, record.files);
+                        let byte = fs::read(dest.join("common.bin")).unwrap()[0];
+                        assert_eq!(fp(byte), manifest.fingerprint);
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
     fn mirror_copies_public_files_and_removes_only_what_it_wrote() {
         let root = tempfile::tempdir().unwrap();
         let store = CacheStore::open(root.path()).unwrap();
