@@ -103,6 +103,10 @@ fn publish_report(root: &Path, pipeline: &str, summary: &mut RunSummary) {
     };
     let relative = Path::new("runs").join(crate::plan::spec::safe_file_name(pipeline));
     let publish = || -> std::io::Result<()> {
+        // The report folder's publish lock: another process mirroring a newer report into
+        // it waits, so the copies here come from one report.
+        let _turn =
+            crate::run::CacheStore::open(root)?.lock_publish(&relative.join(REPORT_STAGE))?;
         let runs = crate::fsutil::confined_dir(root, &relative)?;
         for name in ["report.html", "metrics.yaml"] {
             let Ok(bytes) = std::fs::read(runs.join(REPORT_STAGE).join(name)) else {

@@ -7,7 +7,14 @@
 //! a `.tmp-` folder, which the next run removes. A later run trusts an entry only if its
 //! manifest parses and every output's size matches; outputs whose mtime differs from the
 //! manifest's (or all of them, with `--verify`) are re-hashed.
+//!
+//! Concurrent runs (other processes, other machines on a shared filesystem) meet through one
+//! lock per entry (`super::lock`, `.gpl/locks/<fp>.lock`): shared while a run reads the entry,
+//! exclusive while one process computes, replaces or removes it. Temp folders, scratch folders
+//! and entries are removed only under their entry's exclusive lock, so `clean`, `gc` and the
+//! leftover sweep never touch what a live process holds.
 
+use super::lock::{FileLock, LockDir, LockMode};
 use crate::plan::fingerprint::{hash_file, mtime_ns, output_digest, unique_suffix, write_atomic};
 use crate::plan::{ContentHash, Fingerprint, StageId};
 use serde::{Deserialize, Serialize};
@@ -89,22 +96,27 @@ pub struct CleanReport {
     pub entries_removed: usize,
     pub scratch_removed: usize,
     pub bytes_freed: u64,
+    /// Entries, temp and scratch folders kept because another process holds their lock.
+    pub in_use: usize,
 }
 
 /// `.gpl/` of one project.
 #[derive(Clone, Debug)]
 pub struct CacheStore {
     gpl_dir: PathBuf,
+    locks: LockDir,
 }
 
 impl CacheStore {
     /// Opens (creating if needed) `<project_root>/.gpl/{cache,scratch}`; refuses when one
     /// of them is a symlink leading out of the project.
     pub fn open(project_root: &Path) -> io::Result<CacheStore> {
+        let gpl_dir = project_root.join(".gpl");
         let store = CacheStore {
-            gpl_dir: project_root.join(".gpl"),
+            locks: LockDir::new(gpl_dir.join("locks")),
+            gpl_dir,
         };
-        for part in ["cache", "scratch"] {
+        for part in ["cache", "scratch", "locks"] {
             crate::fsutil::confined_dir(project_root, &Path::new(".gpl").join(part))?;
         }
         Ok(store)
@@ -136,19 +148,51 @@ impl CacheStore {
         self.scratch_root().join(fp.as_str())
     }
 
-    /// Removes `.tmp-`/`.old-` folders left by processes that are gone. Returns how many.
+    /// Takes the lock of `fp`'s entry, waiting while another process holds it in a conflicting
+    /// mode (see [`LockDir::lock`] for `waiting` and `cancelled`).
+    pub fn lock_entry(
+        &self,
+        fp: &Fingerprint,
+        mode: LockMode,
+        waiting: impl FnOnce(),
+        cancelled: impl Fn() -> bool,
+    ) -> io::Result<FileLock> {
+        self.locks.lock(fp.as_str(), mode, waiting, cancelled)
+    }
+
+    /// The lock of `fp`'s entry if nobody holds it in a conflicting mode.
+    pub fn try_lock_entry(&self, fp: &Fingerprint, mode: LockMode) -> io::Result<Option<FileLock>> {
+        self.locks.try_lock(fp.as_str(), mode)
+    }
+
+    /// The lock on publishing into `runs/...` folder `relative` (to the project root): two
+    /// processes mirroring one stage folder take turns, so each leaves a whole copy and a
+    /// record that matches it.
+    pub fn lock_publish(&self, relative: &Path) -> io::Result<FileLock> {
+        let hash = blake3::hash(relative.to_string_lossy().as_bytes());
+        let name = format!("publish-{}", &hash.to_hex()[..16]);
+        self.locks.lock(&name, LockMode::Exclusive, || {}, || false)
+    }
+
+    /// Removes `.tmp-`/`.old-` folders that no live process is writing. Returns how many.
+    /// The process that made one holds its entry's exclusive lock until it commits or drops
+    /// it, so a free lock means its maker is gone (killed, or on another machine that died).
     pub fn remove_stale_temps(&self) -> io::Result<usize> {
         let mut removed = 0;
         for item in fs::read_dir(self.cache_dir())? {
             let item = item?;
             let name = item.file_name().to_string_lossy().into_owned();
-            let Some(pid) = leftover_pid(&name) else {
+            let Some((fp, pid)) = leftover(&name) else {
                 continue;
             };
-            if pid == std::process::id() || process_alive(pid) {
+            if pid == std::process::id() {
                 continue;
             }
+            let Some(lock) = self.try_lock_entry(&fp, LockMode::Exclusive)? else {
+                continue;
+            };
             remove_path(&item.path())?;
+            drop(lock);
             removed += 1;
         }
         Ok(removed)
@@ -242,7 +286,8 @@ impl CacheStore {
 
         let target = self.entry_dir(&pending.fingerprint);
         if fs::rename(&pending.dir, &target).is_err() {
-            // The target exists (forced re-run, or another process committed first).
+            // The target exists: a forced re-run replaces it (under the entry's exclusive lock,
+            // so no other process is reading it).
             self.remove_entry(&pending.fingerprint)?;
             fs::rename(&pending.dir, &target)?;
         }
@@ -263,22 +308,23 @@ impl CacheStore {
         Ok(out)
     }
 
-    /// `gpl clean`: everything under `.gpl/cache` and `.gpl/scratch`.
+    /// `gpl clean`: everything under `.gpl/cache` and `.gpl/scratch` that no other process
+    /// holds.
     pub fn clean_all(&self) -> io::Result<CleanReport> {
         self.clean_where(|_| false)
     }
 
-    /// `gpl clean --gc`: entries (and scratch folders) whose fingerprint is not live.
-    /// Leftover temp folders of dead processes go too.
+    /// `gpl clean --gc`: entries (and scratch folders) whose fingerprint is not live and that
+    /// no other process holds. Leftover temp folders of dead processes go too.
     pub fn gc(&self, live: &HashSet<Fingerprint>) -> io::Result<CleanReport> {
         self.remove_stale_temps()?;
-        self.clean_where(|name| {
-            Fingerprint::parse(name).is_some_and(|fp| live.contains(&fp))
-                || leftover_pid(name).is_some()
-        })
+        self.clean_where(|fp| live.contains(fp))
     }
 
-    fn clean_where(&self, keep: impl Fn(&str) -> bool) -> io::Result<CleanReport> {
+    /// Removes every entry, temp and scratch folder whose fingerprint `keep` refuses, each
+    /// under its entry's exclusive lock, and the lock files nobody holds. Names that carry no
+    /// fingerprint were not written by gpl's cache and go too.
+    fn clean_where(&self, keep: impl Fn(&Fingerprint) -> bool) -> io::Result<CleanReport> {
         let mut report = CleanReport::default();
         for (root, is_cache) in [(self.cache_dir(), true), (self.scratch_root(), false)] {
             let Ok(items) = fs::read_dir(&root) else {
@@ -287,16 +333,34 @@ impl CacheStore {
             for item in items {
                 let item = item?;
                 let name = item.file_name().to_string_lossy().into_owned();
-                if keep(&name) {
-                    continue;
-                }
+                let owner = Fingerprint::parse(&name).or_else(|| leftover(&name).map(|l| l.0));
+                let lock = match &owner {
+                    Some(fp) if keep(fp) => continue,
+                    Some(fp) => match self.try_lock_entry(fp, LockMode::Exclusive)? {
+                        Some(lock) => Some(lock),
+                        None => {
+                            report.in_use += 1;
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
                 report.bytes_freed += size_of_tree(&item.path());
                 remove_path(&item.path())?;
+                drop(lock);
                 if is_cache {
                     report.entries_removed += 1;
                 } else {
                     report.scratch_removed += 1;
                 }
+            }
+        }
+        for name in self.locks.names()? {
+            if Fingerprint::parse(&name).is_some_and(|fp| keep(&fp)) {
+                continue;
+            }
+            if let Some(lock) = self.locks.try_lock(&name, LockMode::Exclusive)? {
+                lock.remove()?;
             }
         }
         Ok(report)
@@ -523,23 +587,15 @@ fn remove_written(dest: &Path, relative: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// `<fp>.tmp-<pid>-<suffix>` or `<fp>.old-<pid>-<suffix>` → pid.
-fn leftover_pid(name: &str) -> Option<u32> {
-    let rest = name
+/// `<fp>.tmp-<pid>-<suffix>` or `<fp>.old-<pid>-<suffix>` → (fp, pid).
+fn leftover(name: &str) -> Option<(Fingerprint, u32)> {
+    let (fp, rest) = name
         .split_once(".tmp-")
-        .or_else(|| name.split_once(".old-"))?
-        .1;
-    rest.split('-').next()?.parse().ok()
-}
-
-fn process_alive(pid: u32) -> bool {
-    let proc_root = Path::new("/proc");
-    if proc_root.is_dir() {
-        proc_root.join(pid.to_string()).exists()
-    } else {
-        // Without /proc we cannot tell: keep the folder (`gpl clean` removes it).
-        true
-    }
+        .or_else(|| name.split_once(".old-"))?;
+    Some((
+        Fingerprint::parse(fp)?,
+        rest.split('-').next()?.parse().ok()?,
+    ))
 }
 
 fn remove_path(path: &Path) -> io::Result<()> {
@@ -655,6 +711,114 @@ mod tests {
         assert_eq!(store.entries().unwrap(), vec![fp(1)]);
         store.clean_all().unwrap();
         assert!(store.entries().unwrap().is_empty());
+    }
+
+    #[test]
+    fn clean_and_gc_keep_what_another_holder_has_locked() {
+        let root = tempfile::tempdir().unwrap();
+        let store = CacheStore::open(root.path()).unwrap();
+        commit(&store, &fp(1), b"read by a run");
+        commit(&store, &fp(2), b"free");
+        // A run reading entry 1, and a process computing entry 3 into its temp folder.
+        let reader = store
+            .try_lock_entry(&fp(1), LockMode::Shared)
+            .unwrap()
+            .unwrap();
+        let writer = store
+            .try_lock_entry(&fp(3), LockMode::Exclusive)
+            .unwrap()
+            .unwrap();
+        let temp = store.cache_dir().join(format!("{}.tmp-1-1", fp(3)));
+        fs::create_dir_all(&temp).unwrap();
+        fs::create_dir_all(store.scratch_dir(&fp(3))).unwrap();
+        assert_eq!(store.remove_stale_temps().unwrap(), 0, "its maker is alive");
+
+        let report = store.gc(&HashSet::new()).unwrap();
+        assert_eq!(
+            (report.entries_removed, report.in_use),
+            (1, 3),
+            "{report:?}"
+        );
+        assert_eq!(store.entries().unwrap(), vec![fp(1)]);
+        assert!(temp.exists() && store.scratch_dir(&fp(3)).exists());
+        let report = store.clean_all().unwrap();
+        assert_eq!(
+            (report.entries_removed, report.in_use),
+            (0, 3),
+            "{report:?}"
+        );
+
+        drop((reader, writer));
+        assert_eq!(store.remove_stale_temps().unwrap(), 1, "its maker is gone");
+        let report = store.clean_all().unwrap();
+        assert_eq!(
+            (report.entries_removed, report.in_use),
+            (1, 0),
+            "{report:?}"
+        );
+        assert_eq!(fs::read_dir(store.cache_dir()).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(root.path().join(".gpl/scratch"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert!(
+            LockDir::new(root.path().join(".gpl/locks"))
+                .names()
+                .unwrap()
+                .is_empty(),
+            "lock files nobody holds go too"
+        );
+    }
+
+    #[test]
+    fn publishers_of_one_folder_take_turns_and_leave_one_entry_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let store = CacheStore::open(root.path()).unwrap();
+        // Two entries with a file in common and one of their own each.
+        let entry = |n: u8, own: &str| {
+            let pending = store.begin(&fp(n)).unwrap();
+            fs::write(pending.public_dir().join(own), [n; 4096]).unwrap();
+            fs::write(pending.public_dir().join("common.bin"), [n; 8192]).unwrap();
+            let info = CommitInfo {
+                stage: "s".into(),
+                kind: "toy".into(),
+                inputs: vec![],
+                files_read: vec![],
+                seconds: 0.1,
+            };
+            store.commit(pending, info).unwrap()
+        };
+        let manifests = [entry(1, "one.bin"), entry(2, "two.bin")];
+        let relative = Path::new("runs/p/s");
+        let dest = crate::fsutil::confined_dir(root.path(), relative).unwrap();
+        std::thread::scope(|scope| {
+            for manifest in &manifests {
+                let (store, dest) = (&store, &dest);
+                scope.spawn(move || {
+                    for _ in 0..30 {
+                        let _turn = store.lock_publish(relative).unwrap();
+                        mirror_public(&store.out_dir(&manifest.fingerprint), manifest, dest)
+                            .unwrap();
+                        // Inside the turn: exactly this entry's files, with its bytes.
+                        let mut present: Vec<String> = fs::read_dir(dest)
+                            .unwrap()
+                            .map(|i| i.unwrap().file_name().to_string_lossy().into_owned())
+                            .filter(|name| name != MIRROR_MARKER)
+                            .collect();
+                        present.sort();
+                        let record: MirrorRecord =
+                            serde_json::from_slice(&fs::read(dest.join(MIRROR_MARKER)).unwrap())
+                                .unwrap();
+                        assert_eq!(record.entry, manifest.fingerprint.as_str());
+                        assert_eq!(present, record.files);
+                        let byte = fs::read(dest.join("common.bin")).unwrap()[0];
+                        assert_eq!(fp(byte), manifest.fingerprint);
+                    }
+                });
+            }
+        });
     }
 
     #[test]

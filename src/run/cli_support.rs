@@ -82,7 +82,7 @@ pub fn clean_command(
         path: store.cache_dir(),
         source,
     })?;
-    let line = format!(
+    let mut line = format!(
         "removed {} cache entr{} and {} scratch folder(s), {:.1} MB freed",
         report.entries_removed,
         if report.entries_removed == 1 {
@@ -93,5 +93,11 @@ pub fn clean_command(
         report.scratch_removed,
         report.bytes_freed as f64 / 1e6
     );
+    if report.in_use > 0 {
+        line.push_str(&format!(
+            "; kept {} in use by another gpl process",
+            report.in_use
+        ));
+    }
     Ok((report, line))
 }

@@ -18,6 +18,8 @@ const ROTATE_BYTES: u64 = 8 << 20;
 pub enum EventKind {
     RunStarted,
     StageCached,
+    /// Another process holds the stage's cache entry; this run waits for it.
+    StageWaiting,
     StageStarted,
     StageFinished,
     StageFailed,

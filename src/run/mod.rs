@@ -6,7 +6,7 @@
 //!   `--only`, `--from`, `--force`; Ctrl-C through [`control`].
 //! - [`StageExecutor`] / [`StageContext`] / [`Registry`]: how a stage kind plugs in.
 //! - [`cache::CacheStore`]: `.gpl/cache/<fingerprint>/{out/, manifest.json}`, verification,
-//!   `clean`, `gc`.
+//!   `clean`, `gc`; [`lock`]: the per-entry locks that let concurrent runs share it.
 //! - [`events`]: `.gpl/events.jsonl`, one JSON per run/stage transition.
 //! - [`watch()`]: re-plan and re-run on file saves.
 //! - [`status::plan_states`] for `gpl graph`; [`cli_support`] for the commands.
@@ -16,6 +16,7 @@ pub mod cli_support;
 pub mod control;
 pub mod events;
 pub mod executor;
+pub mod lock;
 pub mod progress;
 pub mod runner;
 pub mod status;

@@ -11,12 +11,14 @@ use super::cache::{
 use super::control::RunControl;
 use super::events::{EventKind, EventLog};
 use super::executor::{Messages, Registry, StageContext, StageError};
+use super::lock::{FileLock, LockMode};
 use super::progress::{Progress, ProgressMode};
 use crate::plan::fingerprint::unique_suffix;
 use crate::plan::{
     stage_fingerprint, ContentHash, FileHasher, Fingerprint, Plan, PlanError, StageId, StageSpec,
 };
 use miette::Diagnostic;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -260,6 +262,9 @@ struct Resolved {
     fingerprint: Fingerprint,
     digest: ContentHash,
     out_dir: PathBuf,
+    /// The entry's shared lock, held until the run ends (the scheduler drops the last copy),
+    /// so no other process removes the entry while this run's stages may still read it.
+    _lock: Arc<FileLock>,
 }
 
 /// The stages a run touches: `--only X` is X and its ancestors.
@@ -530,38 +535,16 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    fn run_stage(
-        &self,
-        spec: &StageSpec,
-        inputs: &[(StageId, Resolved)],
-        force: bool,
-    ) -> (StageOutcome, Option<Resolved>) {
-        let started = Instant::now();
-        let log = &self.messages.log;
-        let outcome = |status: StageStatus,
-                       fp: Option<&Fingerprint>,
-                       digest: Option<&ContentHash>| StageOutcome {
-            id: spec.id.clone(),
-            kind: spec.kind.clone(),
-            status,
-            seconds: started.elapsed().as_secs_f64(),
-            fingerprint: fp.cloned(),
-            output_digest: digest.cloned(),
+    /// Finds the stage in the cache or computes it. Another process may be computing,
+    /// replacing or removing the same entry: its lock orders this run after it, and an entry
+    /// another process committed meanwhile counts as cached (docs/decisions.md, "Concurrent
+    /// runs share the cache through entry locks").
+    fn run_stage(&self, spec: &StageSpec, inputs: &[(StageId, Resolved)], force: bool) -> Done {
+        let run = StageRun {
+            worker: self,
+            spec,
+            started: Instant::now(),
         };
-        let fail = |message: String, fp: Option<&Fingerprint>| {
-            log.emit(
-                EventKind::StageFailed,
-                Some(&spec.id),
-                fp,
-                Some(started.elapsed().as_secs_f64()),
-                Some(&message),
-            );
-            self.messages
-                .progress
-                .println(&format!("error: {}: {message}", spec.id));
-            (outcome(StageStatus::Failed(message), fp, None), None)
-        };
-
         let digests: Vec<(StageId, ContentHash)> = inputs
             .iter()
             .map(|(id, r)| (id.clone(), r.digest.clone()))
@@ -569,96 +552,295 @@ impl Worker<'_> {
         let (fp, files_read) =
             match resolve_fingerprint(spec, &digests, self.hasher, &self.options.root) {
                 Ok(x) => x,
-                Err(message) => return fail(message, None),
+                Err(message) => return run.fail(message, None),
             };
 
-        if !force {
-            match self.store.lookup(&fp, self.options.verify) {
-                Lookup::Hit(manifest) => {
-                    self.mirror(spec, &fp, &manifest);
-                    log.emit(
-                        EventKind::StageCached,
-                        Some(&spec.id),
-                        Some(&fp),
-                        Some(started.elapsed().as_secs_f64()),
-                        None,
-                    );
-                    let resolved = Resolved {
-                        fingerprint: fp.clone(),
-                        digest: manifest.output_digest.clone(),
-                        out_dir: self.store.out_dir(&fp),
-                    };
-                    return (
-                        outcome(
-                            StageStatus::Cached,
+        let mut force = force;
+        let mut ran = false;
+        loop {
+            if !force {
+                let shared = match run.lock(&fp, LockMode::Shared) {
+                    Ok(lock) => lock,
+                    Err(done) => return *done,
+                };
+                match self.store.lookup(&fp, self.options.verify) {
+                    Lookup::Hit(manifest) => return run.completed(&fp, &manifest, shared, ran),
+                    // Committed a moment ago and already gone or damaged: do not loop on it.
+                    Lookup::Miss if ran => {
+                        return run.fail(
+                            format!("its cache entry {} vanished after its commit", fp.short()),
                             Some(&fp),
-                            Some(&manifest.output_digest),
-                        ),
-                        Some(resolved),
-                    );
+                        )
+                    }
+                    Lookup::Invalid(reason) if ran => {
+                        return run.fail(
+                            format!(
+                                "its cache entry {} is bad after its commit: {reason}",
+                                fp.short()
+                            ),
+                            Some(&fp),
+                        )
+                    }
+                    Lookup::Miss | Lookup::Invalid(_) => drop(shared),
                 }
-                Lookup::Miss => {}
-                Lookup::Invalid(reason) => {
-                    self.messages.warn(
-                        Some(&spec.id),
-                        &format!(
-                            "cache entry {} cannot be trusted: {reason}; recomputing",
-                            fp.short()
-                        ),
-                    );
-                    if let Err(e) = self.store.remove_entry(&fp) {
-                        return fail(
-                            format!("cannot remove the damaged cache entry {}: {e}", fp.short()),
-                            Some(&fp),
+            }
+            let exclusive = match run.lock(&fp, LockMode::Exclusive) {
+                Ok(lock) => lock,
+                Err(done) => return *done,
+            };
+            if !force {
+                match self.store.lookup(&fp, self.options.verify) {
+                    // Another process committed it while this one waited: read it shared.
+                    Lookup::Hit(_) => continue,
+                    Lookup::Miss => {}
+                    Lookup::Invalid(reason) => {
+                        self.messages.warn(
+                            Some(&spec.id),
+                            &format!(
+                                "cache entry {} cannot be trusted: {reason}; recomputing",
+                                fp.short()
+                            ),
                         );
+                        if let Err(e) = self.store.remove_entry(&fp) {
+                            return run.fail(
+                                format!(
+                                    "cannot remove the damaged cache entry {}: {e}",
+                                    fp.short()
+                                ),
+                                Some(&fp),
+                            );
+                        }
                     }
                 }
             }
+            if let Err(done) = run.compute(&fp, inputs, &files_read) {
+                return *done;
+            }
+            drop(exclusive);
+            ran = true;
+            force = false;
         }
+    }
 
-        let control = &self.options.control;
+    /// Public files are a convenience copy: failing to mirror them is a warning. Processes
+    /// publishing the same stage folder take turns (its publish lock).
+    fn mirror(&self, spec: &StageSpec, fp: &Fingerprint, manifest: &Manifest) {
+        let has_public = manifest
+            .outputs
+            .iter()
+            .any(|o| o.path.starts_with("public/"));
+        let relative = self.runs_dir.join(spec.id.file_name());
+        let dest = self.options.root.join(&relative);
+        if !has_public && !dest.exists() {
+            return;
+        }
+        let mirrored = self.store.lock_publish(&relative).and_then(|_turn| {
+            crate::fsutil::confined_dir(&self.options.root, &relative)
+                .and_then(|dest| mirror_public(&self.store.out_dir(fp), manifest, &dest))
+        });
+        if let Err(e) = mirrored {
+            self.messages.warn(
+                Some(&spec.id),
+                &format!("cannot copy its public files to {}: {e}", dest.display()),
+            );
+        }
+    }
+}
+
+/// A stage's outcome and, when it completed, what its dependents need.
+type Done = (StageOutcome, Option<Resolved>);
+
+/// One stage while the worker runs it: the helpers that report on it.
+struct StageRun<'w, 'a> {
+    worker: &'w Worker<'a>,
+    spec: &'w StageSpec,
+    started: Instant,
+}
+
+impl StageRun<'_, '_> {
+    fn outcome(
+        &self,
+        status: StageStatus,
+        fp: Option<&Fingerprint>,
+        digest: Option<&ContentHash>,
+    ) -> StageOutcome {
+        StageOutcome {
+            id: self.spec.id.clone(),
+            kind: self.spec.kind.clone(),
+            status,
+            seconds: self.started.elapsed().as_secs_f64(),
+            fingerprint: fp.cloned(),
+            output_digest: digest.cloned(),
+        }
+    }
+
+    fn fail(&self, message: String, fp: Option<&Fingerprint>) -> Done {
+        self.worker.messages.log.emit(
+            EventKind::StageFailed,
+            Some(&self.spec.id),
+            fp,
+            Some(self.started.elapsed().as_secs_f64()),
+            Some(&message),
+        );
+        self.worker
+            .messages
+            .progress
+            .println(&format!("error: {}: {message}", self.spec.id));
+        (self.outcome(StageStatus::Failed(message), fp, None), None)
+    }
+
+    fn cancelled(&self, fp: &Fingerprint) -> Done {
+        self.worker.messages.log.emit(
+            EventKind::StageCancelled,
+            Some(&self.spec.id),
+            Some(fp),
+            Some(self.started.elapsed().as_secs_f64()),
+            None,
+        );
+        (self.outcome(StageStatus::Cancelled, Some(fp), None), None)
+    }
+
+    /// Takes the entry's lock. When another process holds it, says so (a line, a
+    /// `stage_waiting` event, a spinner) and waits; cancelling the stage ends the wait.
+    fn lock(&self, fp: &Fingerprint, mode: LockMode) -> Result<FileLock, Box<Done>> {
+        let messages = &self.worker.messages;
+        let control = &self.worker.options.control;
+        let spinner = OnceCell::new();
+        let waiting = || {
+            let doing = match mode {
+                LockMode::Shared => "writing",
+                LockMode::Exclusive => "using",
+            };
+            let message = format!(
+                "another gpl process is {doing} its cache entry {}; waiting for it",
+                fp.short()
+            );
+            messages.log.emit(
+                EventKind::StageWaiting,
+                Some(&self.spec.id),
+                Some(fp),
+                None,
+                Some(&message),
+            );
+            messages
+                .progress
+                .println(&format!("{}: {message}", self.spec.id));
+            let bar = messages
+                .progress
+                .stage(&format!("{} [{}]", self.spec.id, self.spec.kind));
+            bar.set_message("waiting for another gpl process");
+            let _ = spinner.set(bar);
+        };
+        let locked = self
+            .worker
+            .store
+            .lock_entry(fp, mode, waiting, || control.is_cancelled(&self.spec.id));
+        if let Some(bar) = spinner.get() {
+            bar.finish();
+        }
+        match locked {
+            Ok(lock) => Ok(lock),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                Err(Box::new(self.cancelled(fp)))
+            }
+            Err(e) => Err(Box::new(self.fail(
+                format!("cannot lock its cache entry {}: {e}", fp.short()),
+                Some(fp),
+            ))),
+        }
+    }
+
+    /// The entry is in the cache and `shared` keeps it there while this run may read it.
+    fn completed(
+        &self,
+        fp: &Fingerprint,
+        manifest: &Manifest,
+        shared: FileLock,
+        ran: bool,
+    ) -> Done {
+        self.worker.mirror(self.spec, fp, manifest);
+        let status = if ran {
+            StageStatus::Ran
+        } else {
+            self.worker.messages.log.emit(
+                EventKind::StageCached,
+                Some(&self.spec.id),
+                Some(fp),
+                Some(self.started.elapsed().as_secs_f64()),
+                None,
+            );
+            StageStatus::Cached
+        };
+        let resolved = Resolved {
+            fingerprint: fp.clone(),
+            digest: manifest.output_digest.clone(),
+            out_dir: self.worker.store.out_dir(fp),
+            _lock: Arc::new(shared),
+        };
+        (
+            self.outcome(status, Some(fp), Some(&manifest.output_digest)),
+            Some(resolved),
+        )
+    }
+
+    /// Executes the stage into a temp folder and commits it. The caller holds the entry's
+    /// exclusive lock throughout, so the temp folder is never taken for a leftover.
+    fn compute(
+        &self,
+        fp: &Fingerprint,
+        inputs: &[(StageId, Resolved)],
+        files_read: &[FileRead],
+    ) -> Result<(), Box<Done>> {
+        let worker = self.worker;
+        let spec = self.spec;
+        let log = &worker.messages.log;
+        let control = &worker.options.control;
         if control.is_cancelled(&spec.id) {
             log.emit(
                 EventKind::StageCancelled,
                 Some(&spec.id),
-                Some(&fp),
+                Some(fp),
                 Some(0.0),
                 None,
             );
-            return (outcome(StageStatus::Cancelled, Some(&fp), None), None);
+            return Err(Box::new((
+                self.outcome(StageStatus::Cancelled, Some(fp), None),
+                None,
+            )));
         }
         // Checked before the run started (Registry::first_missing).
-        let Some(executor) = self.registry.get(&spec.kind) else {
-            return fail(format!("no executor for kind '{}'", spec.kind), Some(&fp));
+        let Some(executor) = worker.registry.get(&spec.kind) else {
+            return Err(Box::new(
+                self.fail(format!("no executor for kind '{}'", spec.kind), Some(fp)),
+            ));
         };
-        let pending = match self.store.begin(&fp) {
-            Ok(p) => p,
-            Err(e) => return fail(format!("cannot create a cache folder: {e}"), Some(&fp)),
-        };
-        let scratch = self.store.scratch_dir(&fp);
-        if let Err(e) = std::fs::create_dir_all(&scratch) {
-            return fail(
+        let pending = worker.store.begin(fp).map_err(|e| {
+            Box::new(self.fail(format!("cannot create a cache folder: {e}"), Some(fp)))
+        })?;
+        let scratch = worker.store.scratch_dir(fp);
+        std::fs::create_dir_all(&scratch).map_err(|e| {
+            Box::new(self.fail(
                 format!("cannot create {}: {e}", scratch.display()),
-                Some(&fp),
-            );
-        }
+                Some(fp),
+            ))
+        })?;
 
         log.emit(
             EventKind::StageStarted,
             Some(&spec.id),
-            Some(&fp),
+            Some(fp),
             None,
             None,
         );
-        control.set_running(&spec.id, Some(&fp));
-        let progress = self
+        control.set_running(&spec.id, Some(fp));
+        let progress = worker
             .messages
             .progress
             .stage(&format!("{} [{}]", spec.id, spec.kind));
         let ctx = StageContext {
             spec,
             fingerprint: fp.clone(),
-            root: self.options.root.clone(),
+            root: worker.options.root.clone(),
             out_dir: pending.out_dir(),
             public_dir: pending.public_dir(),
             scratch_dir: scratch.clone(),
@@ -668,7 +850,7 @@ impl Worker<'_> {
                 .collect::<BTreeMap<_, _>>(),
             progress: progress.clone(),
             control: control.clone(),
-            messages: Some(self.messages.clone()),
+            messages: Some(worker.messages.clone()),
         };
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| executor.execute(&ctx)));
@@ -694,16 +876,9 @@ impl Worker<'_> {
             // Scratch is kept for a resume only when the stage left something in it.
             let _ = std::fs::remove_dir(&scratch);
             if matches!(error, StageError::Cancelled) || control.is_cancelled(&spec.id) {
-                log.emit(
-                    EventKind::StageCancelled,
-                    Some(&spec.id),
-                    Some(&fp),
-                    Some(started.elapsed().as_secs_f64()),
-                    None,
-                );
-                return (outcome(StageStatus::Cancelled, Some(&fp), None), None);
+                return Err(Box::new(self.cancelled(fp)));
             }
-            return fail(error.to_string(), Some(&fp));
+            return Err(Box::new(self.fail(error.to_string(), Some(fp))));
         }
 
         let info = CommitInfo {
@@ -717,56 +892,23 @@ impl Worker<'_> {
                     output_digest: r.digest.clone(),
                 })
                 .collect(),
-            files_read,
-            seconds: started.elapsed().as_secs_f64(),
+            files_read: files_read.to_vec(),
+            seconds: self.started.elapsed().as_secs_f64(),
         };
-        let manifest = match self.store.commit(pending, info) {
-            Ok(m) => m,
-            Err(e) => {
-                return fail(
-                    format!("cannot commit its outputs to the cache: {e}"),
-                    Some(&fp),
-                )
-            }
-        };
+        worker.store.commit(pending, info).map_err(|e| {
+            Box::new(self.fail(
+                format!("cannot commit its outputs to the cache: {e}"),
+                Some(fp),
+            ))
+        })?;
         let _ = std::fs::remove_dir_all(&scratch);
-        self.mirror(spec, &fp, &manifest);
         log.emit(
             EventKind::StageFinished,
             Some(&spec.id),
-            Some(&fp),
-            Some(started.elapsed().as_secs_f64()),
+            Some(fp),
+            Some(self.started.elapsed().as_secs_f64()),
             None,
         );
-        let resolved = Resolved {
-            fingerprint: fp.clone(),
-            digest: manifest.output_digest.clone(),
-            out_dir: self.store.out_dir(&fp),
-        };
-        (
-            outcome(StageStatus::Ran, Some(&fp), Some(&manifest.output_digest)),
-            Some(resolved),
-        )
-    }
-
-    /// Public files are a convenience copy: failing to mirror them is a warning.
-    fn mirror(&self, spec: &StageSpec, fp: &Fingerprint, manifest: &Manifest) {
-        let has_public = manifest
-            .outputs
-            .iter()
-            .any(|o| o.path.starts_with("public/"));
-        let relative = self.runs_dir.join(spec.id.file_name());
-        let dest = self.options.root.join(&relative);
-        if !has_public && !dest.exists() {
-            return;
-        }
-        let mirrored = crate::fsutil::confined_dir(&self.options.root, &relative)
-            .and_then(|dest| mirror_public(&self.store.out_dir(fp), manifest, &dest));
-        if let Err(e) = mirrored {
-            self.messages.warn(
-                Some(&spec.id),
-                &format!("cannot copy its public files to {}: {e}", dest.display()),
-            );
-        }
+        Ok(())
     }
 }

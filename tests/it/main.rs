@@ -26,6 +26,7 @@ mod lang_cases;
 mod lang_cli;
 mod pipeline_e2e;
 mod report_html;
+mod runner_concurrency;
 mod runner_pipeline;
 mod settings_change_the_run;
 mod train_callbacks;

@@ -103,14 +103,14 @@ impl StageExecutor for Meet {
     }
 }
 
-fn registry() -> Registry {
+pub(crate) fn registry() -> Registry {
     Registry::new()
         .with("derive", Derive)
         .with("slow", Slow)
         .with("fail", Fail)
 }
 
-fn options(root: &Path) -> RunOptions {
+pub(crate) fn options(root: &Path) -> RunOptions {
     let mut options = RunOptions::new(root, "toy");
     options.progress = ProgressMode::Silent;
     options.jobs = 2;
@@ -137,7 +137,7 @@ fn sorted(mut ids: Vec<&str>) -> Vec<&str> {
     ids
 }
 
-fn events_of(root: &Path, run_id: &str) -> Vec<Event> {
+pub(crate) fn events_of(root: &Path, run_id: &str) -> Vec<Event> {
     read_events(root)
         .unwrap()
         .into_iter()
@@ -145,7 +145,7 @@ fn events_of(root: &Path, run_id: &str) -> Vec<Event> {
         .collect()
 }
 
-fn stages_with(events: &[Event], kind: EventKind) -> Vec<String> {
+pub(crate) fn stages_with(events: &[Event], kind: EventKind) -> Vec<String> {
     let mut ids: Vec<String> = events
         .iter()
         .filter(|e| e.event == kind)
@@ -488,7 +488,7 @@ fn spawn_child(root: &Path) -> std::process::Child {
         .unwrap()
 }
 
-fn wait_for(path: &Path) {
+pub(crate) fn wait_for(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !path.exists() {
         assert!(
