@@ -5,7 +5,10 @@
 //!   kernels' share of a step, against PyTorch in the same run.
 //! - `epoch`: one epoch through the training loop against the raw training step.
 //! - `data`: synthesis, HDF5 load, augmentation and artifacts against the data targets.
+//! - `search`: the search optimiser's median regret on Branin and Hartmann-6, bayes and
+//!   random (`scripts/bench_search_reference.py` runs a Python GP library the same way).
 
 pub mod data;
 pub mod engine;
 pub mod epoch;
+pub mod search;

@@ -1,4 +1,4 @@
-//! `gpl bench ...` (owner: engine; data adds `gpl bench data`).
+//! `gpl bench ...` (owner: engine; data adds `gpl bench data`, search `gpl bench search`).
 
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
@@ -9,6 +9,19 @@ pub enum BenchCommand {
     Data(super::data::BenchDataArgs),
     /// Engine speed (forward and training images/s, GFLOP/s, memory) against PyTorch.
     Engine(EngineArgs),
+    /// The search optimiser: bayes and random on Branin and Hartmann-6, median regret.
+    Search(SearchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// Runs per (problem, strategy), from seeds 0, 1, ...
+    #[arg(long, default_value_t = 10)]
+    pub seeds: u64,
+    /// Fit the GP's noise instead of telling it the test functions are noise-free (as the
+    /// reference's Optuna run is told with `deterministic_objective`).
+    #[arg(long)]
+    pub fitted_noise: bool,
 }
 
 #[derive(Args, Debug)]
@@ -38,6 +51,15 @@ pub fn run(command: BenchCommand) -> miette::Result<ExitCode> {
                 python,
                 skip_torch: a.no_torch,
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Search(a) => {
+            let noise = if a.fitted_noise {
+                crate::search::Noise::Fitted
+            } else {
+                crate::search::Noise::Deterministic
+            };
+            crate::bench::search::run(a.seeds, noise);
             Ok(ExitCode::SUCCESS)
         }
     }
