@@ -4,7 +4,7 @@ budgets and seeds, printing the same lines.
     python scripts/bench_search_reference.py [--library optuna|botorch|random] [--seeds 10]
 
 optuna: Optuna's GPSampler (optuna >= 4; deterministic_objective=True, as both problems are
-noise-free). botorch: BoTorch's standard loop (SingleTaskGP with its default kernel and priors,
+noise-free, unless --fitted-noise; gpl's `--fitted-noise` is the same switch). botorch: BoTorch's standard loop (SingleTaskGP with its default kernel and priors,
 analytic LogExpectedImprovement, optimize_acqf) in float64. Both start with as many random
 (optuna) or scrambled-Sobol (botorch) points as gpl's design: max(d + 1, 5).
 Needs numpy, scipy, torch and optuna or botorch.
@@ -60,12 +60,14 @@ def init_for(d):
     return max(d + 1, 5)
 
 
-def run_optuna(f, bounds, budget, seed):
+def run_optuna(f, bounds, budget, seed, fitted_noise=False):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.GPSampler(
-        seed=seed, n_startup_trials=init_for(len(bounds)), deterministic_objective=True
+        seed=seed,
+        n_startup_trials=init_for(len(bounds)),
+        deterministic_objective=not fitted_noise,
     )
     study = optuna.create_study(direction="minimize", sampler=sampler)
 
@@ -119,12 +121,17 @@ def main():
     ap.add_argument("--library", choices=["optuna", "botorch", "random"], default="optuna")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--fitted-noise", action="store_true", help="optuna: fit the noise")
     args = ap.parse_args()
     if args.library != "random":
         import torch
 
         torch.set_num_threads(args.threads)
-    run = {"optuna": run_optuna, "botorch": run_botorch, "random": run_random}[args.library]
+    run = {
+        "optuna": lambda *a: run_optuna(*a, fitted_noise=args.fitted_noise),
+        "botorch": run_botorch,
+        "random": run_random,
+    }[args.library]
     for name, f, bounds, minimum, budget in PROBLEMS:
         regrets, start = [], time.perf_counter()
         for seed in range(args.seeds):

@@ -123,7 +123,85 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Prints one line per (problem, strategy) for seeds `0..seeds`.
+/// The cost of one proposal at 50 trials in 6 dimensions (Hartmann-6), and the share of it
+/// the linear algebra could be: one Cholesky with the inverse, which the GP fit repeats per
+/// likelihood evaluation. What the choice of hand-written linear algebra was measured by.
+fn cost_at_50(noise: Noise) {
+    let p = &PROBLEMS[1];
+    let search = |strategy| Search {
+        space: Space::new(
+            (0..6)
+                .map(|i| Dim {
+                    name: format!("x{i}"),
+                    domain: Domain::Float {
+                        lo: 0.0,
+                        hi: 1.0,
+                        log: false,
+                    },
+                })
+                .collect(),
+        )
+        .expect("a valid benchmark space"),
+        goal: Goal::Minimize,
+        strategy,
+        seed: 0,
+        noise,
+    };
+    let random = search(Strategy::Random);
+    let trials: Vec<Trial> = random
+        .propose(&[], &[], 50, &|_| true)
+        .into_iter()
+        .map(|point| {
+            let x: Vec<f64> = point
+                .iter()
+                .map(|v| match v {
+                    Value::Float(x) => *x,
+                    _ => 0.0,
+                })
+                .collect();
+            let value = (p.f)(&x);
+            Trial { point, value }
+        })
+        .collect();
+    let bayes = search(Strategy::Bayes { init: 0 });
+    let start = Instant::now();
+    let runs = 5;
+    for _ in 0..runs {
+        bayes.propose(&trials, &[], 1, &|_| true);
+    }
+    let propose_ms = 1e3 * start.elapsed().as_secs_f64() / runs as f64;
+    let x: Vec<Vec<f64>> = trials
+        .iter()
+        .map(|t| bayes.space.encode(&t.point))
+        .collect();
+    let n = x.len();
+    let mut k = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            let d2: f64 = x[i].iter().zip(&x[j]).map(|(a, b)| (a - b) * (a - b)).sum();
+            k[i * n + j] = (-d2 / 0.5).exp() + if i == j { 1e-6 } else { 0.0 };
+        }
+    }
+    let start = Instant::now();
+    let reps = 200;
+    for _ in 0..reps {
+        let c = crate::search::linalg::Cholesky::new(&k, n).expect("positive definite");
+        std::hint::black_box(c.inverse());
+    }
+    let chol_us = 1e6 * start.elapsed().as_secs_f64() / reps as f64;
+    let y: Vec<f64> = trials.iter().map(|t| t.value).collect();
+    let hyper = crate::search::gp::Hyper(vec![-1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 0.0, -10.0]);
+    let start = Instant::now();
+    for _ in 0..reps {
+        std::hint::black_box(crate::search::gp::log_marginal(&x, &y, &hyper));
+    }
+    let lml_us = 1e6 * start.elapsed().as_secs_f64() / reps as f64;
+    println!(
+        "search bench: one bayes proposal at n=50, d=6 takes {propose_ms:.1} ms; one marginal likelihood with gradient {lml_us:.0} µs, of which its Cholesky and inverse {chol_us:.0} µs"
+    );
+}
+
+/// Prints one line per (problem, strategy) for seeds `0..seeds`, then the cost at n = 50.
 pub fn run(seeds: u64, noise: Noise) {
     for p in PROBLEMS {
         let strategies = [
@@ -152,6 +230,7 @@ pub fn run(seeds: u64, noise: Noise) {
             );
         }
     }
+    cost_at_50(noise);
 }
 
 #[cfg(test)]
