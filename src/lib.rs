@@ -15,5 +15,6 @@ pub mod nn;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod search;
 pub mod stages;
 pub mod train;

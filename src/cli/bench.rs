@@ -1,4 +1,4 @@
-//! `gpl bench ...` (owner: engine; data adds `gpl bench data`).
+//! `gpl bench ...` (owner: engine; data adds `gpl bench data`, search `gpl bench search`).
 
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
@@ -11,6 +11,8 @@ pub enum BenchCommand {
     Engine(EngineArgs),
     /// Explanations (Grad-CAM, filter ascent) against PyTorch and pytorch-grad-cam.
     Explain(ExplainArgs),
+    /// The search optimiser: bayes and random on Branin and Hartmann-6, median regret.
+    Search(SearchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -30,6 +32,17 @@ pub struct ExplainArgs {
     /// Alternating rounds (gpl, then PyTorch); the ratio is the median over rounds.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// Runs per (problem, strategy), from seeds 0, 1, ...
+    #[arg(long, default_value_t = 10)]
+    pub seeds: u64,
+    /// Fit the GP's noise instead of telling it the test functions are noise-free (as the
+    /// reference's Optuna run is told with `deterministic_objective`).
+    #[arg(long)]
+    pub fitted_noise: bool,
 }
 
 #[derive(Args, Debug)]
@@ -70,6 +83,15 @@ pub fn run(command: BenchCommand) -> miette::Result<ExitCode> {
                 python,
                 skip_torch: a.no_torch,
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Search(a) => {
+            let noise = if a.fitted_noise {
+                crate::search::Noise::Fitted
+            } else {
+                crate::search::Noise::Deterministic
+            };
+            crate::bench::search::run(a.seeds, noise);
             Ok(ExitCode::SUCCESS)
         }
     }
