@@ -6,7 +6,8 @@
 //! optimises the acquisition of what would really be trained (Garrido-Merchán and
 //! Hernández-Lobato 2020) instead of rounding a continuous optimum afterwards. Moves along an
 //! integer or an ordinal choice go one value at a time; a one-hot choice moves to each other
-//! option; a float moves by a step that halves when no move improves (compass search).
+//! option; a float moves by a step that halves when no move improves (compass search), and
+//! the floats of each optimum are then refined by L-BFGS on log EI's analytic gradient.
 
 use super::gp::Gp;
 use super::lbfgs;
