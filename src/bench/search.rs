@@ -197,7 +197,7 @@ fn cost_at_50(noise: Noise) {
     }
     let lml_us = 1e6 * start.elapsed().as_secs_f64() / reps as f64;
     println!(
-        "search bench: one bayes proposal at n=50, d=6 takes {propose_ms:.1} ms; one marginal likelihood with gradient {lml_us:.0} µs, of which its Cholesky and inverse {chol_us:.0} µs"
+        "search cost: one bayes proposal at n=50, d=6 takes {propose_ms:.1} ms; one marginal likelihood with gradient {lml_us:.0} µs, of which its Cholesky and inverse {chol_us:.0} µs"
     );
 }
 

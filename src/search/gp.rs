@@ -292,6 +292,42 @@ impl Gp {
         let var = s2 - ks.iter().map(|v| v * v).sum::<f64>();
         (mean, var.max(1e-12 * s2))
     }
+
+    /// `predict` with the gradients of the mean and the variance in `u`.
+    pub fn predict_with_grad(&self, u: &[f64]) -> (f64, f64, Vec<f64>, Vec<f64>) {
+        let s2 = self.hyper.signal();
+        let d = u.len();
+        let n = self.x.len();
+        let mut ks = Vec::with_capacity(n);
+        // ∂k_i/∂u_c = −σ² (5/3)(1 + √5 r) e^{−√5 r} (u_c − x_ic) / ℓ_c².
+        let mut dk = vec![0.0; n * d];
+        for (i, xi) in self.x.iter().enumerate() {
+            let (m, g) = matern(scaled_sq_dist(xi, u, &self.inv_len2).sqrt());
+            ks.push(s2 * m);
+            for c in 0..d {
+                dk[i * d + c] = -s2 * g * (u[c] - xi[c]) * self.inv_len2[c];
+            }
+        }
+        let mean: f64 = ks.iter().zip(&self.alpha).map(|(a, b)| a * b).sum();
+        let mut v = ks;
+        self.chol.solve_lower(&mut v);
+        let var = s2 - v.iter().map(|x| x * x).sum::<f64>();
+        // ∂var = −2 (K⁻¹k)ᵀ ∂k.
+        let mut w = v;
+        self.chol.solve_upper(&mut w);
+        let mut dmean = vec![0.0; d];
+        let mut dvar = vec![0.0; d];
+        for i in 0..n {
+            for c in 0..d {
+                dmean[c] += self.alpha[i] * dk[i * d + c];
+                dvar[c] -= 2.0 * w[i] * dk[i * d + c];
+            }
+        }
+        if var < 1e-12 * s2 {
+            dvar.iter_mut().for_each(|x| *x = 0.0);
+        }
+        (mean, var.max(1e-12 * s2), dmean, dvar)
+    }
 }
 
 #[cfg(test)]
@@ -358,6 +394,31 @@ mod tests {
                 (fd - gi).abs() < 1e-6 * (1.0 + fd.abs()),
                 "θ{i}: {fd} vs {gi}"
             );
+        }
+    }
+
+    #[test]
+    fn prediction_gradients_match_finite_differences() {
+        let (x, y) = data();
+        let h = Hyper(vec![
+            (0.3f64).ln(),
+            (0.7f64).ln(),
+            (1.5f64).ln(),
+            (0.01f64).ln(),
+        ]);
+        let gp = Gp::new(x, y, h).unwrap();
+        let u = [0.55, 0.35];
+        let (_, _, dm, dv) = gp.predict_with_grad(&u);
+        for c in 0..2 {
+            let eps = 1e-6;
+            let mut up = u;
+            up[c] += eps;
+            let mut down = u;
+            down[c] -= eps;
+            let ((m1, v1), (m0, v0)) = (gp.predict(&up), gp.predict(&down));
+            let (fm, fv) = ((m1 - m0) / (2.0 * eps), (v1 - v0) / (2.0 * eps));
+            assert!((fm - dm[c]).abs() < 1e-6, "mean {c}: {fm} vs {}", dm[c]);
+            assert!((fv - dv[c]).abs() < 1e-6, "var {c}: {fv} vs {}", dv[c]);
         }
     }
 
