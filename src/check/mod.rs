@@ -24,6 +24,48 @@ use checker::{Checker, Resolved};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The model of search block `search` at one point of its space (each dimension's value by
+/// name). The pipeline's model definitions are loaded and checked again and the block's model
+/// call is instantiated with the point's values as extra named arguments, exactly as the
+/// checker instantiates the space's corners. The search stage calls this per trial: a trial's
+/// point is known only once the trials before it have finished.
+pub fn instantiate_search_model(
+    path: &Path,
+    profile: Option<&str>,
+    search: &str,
+    point: &[(String, f64)],
+) -> Result<crate::nn::ir::ModelIr, String> {
+    let fail = |errors: Vec<Error>, sources: Sources| Diagnostics { errors, sources }.to_string();
+    let loaded = loader::load(path).map_err(|(errors, sources)| fail(errors, sources))?;
+    let mut files = loaded.files;
+    let mut errors = Vec::new();
+    if let Some(name) = profile {
+        profile::apply(&mut files, name, &mut errors);
+    }
+    let mut checker = Checker::new(loaded.project_root.clone(), errors);
+    collect(&mut checker, &files, loaded.root);
+    let all: Vec<&crate::lang::ast::Block> = checker.blocks.iter().map(|(b, _)| *b).collect();
+    for b in all.iter().filter(|b| b.kind == BlockKind::Model) {
+        checker.model_def_summary(b);
+    }
+    let block = all
+        .iter()
+        .find(|b| b.kind == BlockKind::Search && b.name.text == search)
+        .ok_or_else(|| format!("{} has no search block `{search}`", path.display()))?;
+    let model = block
+        .body
+        .statements()
+        .find(|st| st.head.text == "model")
+        .and_then(|st| st.call.iter().flatten().chain(st.args()).next())
+        .map(|a| a.value().clone())
+        .ok_or_else(|| format!("search `{search}` has no model"))?;
+    let ir = checker.instantiate_at(&model, point);
+    if !checker.errors.is_empty() || ir.is_none() {
+        return Err(fail(checker.errors, loaded.sources));
+    }
+    ir.ok_or_else(|| "the model did not build".to_string())
+}
+
 /// Loads, resolves and checks a pipeline. `profile` selects a `profile NAME { ... }` block.
 pub fn load_program(path: &Path, profile: Option<&str>) -> Result<Program, Diagnostics> {
     let loaded = loader::load(path).map_err(|(errors, sources)| Diagnostics { errors, sources })?;
@@ -38,19 +80,7 @@ pub fn load_program(path: &Path, profile: Option<&str>) -> Result<Program, Diagn
             });
         }
     }
-    let mut checker = Checker {
-        errors,
-        defaults: Vec::new(),
-        project_root: loaded.project_root.clone(),
-        blocks: Vec::new(),
-        stages: BTreeMap::new(),
-        models: BTreeMap::new(),
-        augment_defs: BTreeMap::new(),
-        callback_defs: BTreeMap::new(),
-        instances: BTreeMap::new(),
-        cycles: Default::default(),
-        out: Resolved::default(),
-    };
+    let mut checker = Checker::new(loaded.project_root.clone(), errors);
     collect(&mut checker, &files, loaded.root);
     let all: Vec<&crate::lang::ast::Block> = checker.blocks.iter().map(|(b, _)| *b).collect();
     let mut order = BlockKind::ALL;
@@ -124,6 +154,24 @@ pub fn load_program(path: &Path, profile: Option<&str>) -> Result<Program, Diagn
 }
 
 /// Puts every block in its namespace, reporting duplicates.
+impl Checker<'_> {
+    fn new(project_root: std::path::PathBuf, errors: Vec<Error>) -> Self {
+        Checker {
+            errors,
+            defaults: Vec::new(),
+            project_root,
+            blocks: Vec::new(),
+            stages: BTreeMap::new(),
+            models: BTreeMap::new(),
+            augment_defs: BTreeMap::new(),
+            callback_defs: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            cycles: Default::default(),
+            out: Resolved::default(),
+        }
+    }
+}
+
 fn collect<'a>(
     checker: &mut Checker<'a>,
     files: &'a [(crate::lang::FileId, File)],

@@ -12,7 +12,7 @@ use super::files::write_atomic;
 use super::metrics_yaml::write_metrics_yaml;
 use super::model::{
     ComparisonRow, DagNode, EnsembleReport, ExplainReport, FigureValue, ModelEvaluation,
-    ReportModel, StageReport,
+    ReportModel, SearchReport, StageReport,
 };
 use super::plots;
 use super::ReportError;
@@ -392,6 +392,9 @@ fn stage_section(page: &mut Page, stage: &StageReport) -> Result<(), ReportError
     if let Some(explain) = &stage.explain {
         explain_block(page, explain, &id);
     }
+    if let Some(search) = &stage.search {
+        search_block(page, search, &id);
+    }
     page.html.push_str("</section>\n");
     Ok(())
 }
@@ -554,6 +557,35 @@ fn explain_block(page: &mut Page, e: &ExplainReport, id: &str) {
         }
         page.html.push_str("</tbody></table>\n");
     }
+}
+
+fn search_block(page: &mut Page, s: &SearchReport, id: &str) {
+    for f in &s.figures {
+        page.image(format!("{id}-{}", f.file), f.png.clone(), &f.title);
+    }
+    page.html.push_str("<table><thead><tr><th>trial</th>");
+    for d in &s.dims {
+        let _ = write!(page.html, "<th>{}</th>", escape(d));
+    }
+    let _ = writeln!(
+        page.html,
+        "<th>{}</th><th>params</th><th>MFLOPs</th><th>status</th></tr></thead><tbody>",
+        escape(&s.metric)
+    );
+    for (trial, values, objective, params, mflops, status) in &s.trials {
+        let mark = if s.best == Some(*trial) { " ★" } else { "" };
+        let _ = write!(page.html, "<tr><td>{trial}{mark}</td>");
+        for v in values {
+            let _ = write!(page.html, "<td>{}</td>", fmt_num(*v));
+        }
+        let _ = writeln!(
+            page.html,
+            "<td>{}</td><td>{params}</td><td>{mflops:.2}</td><td>{}</td></tr>",
+            fmt_opt(*objective),
+            escape(status)
+        );
+    }
+    page.html.push_str("</tbody></table>\n");
 }
 
 fn crossval_block(html: &mut String, cv: &CrossvalSummary) {

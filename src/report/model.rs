@@ -49,6 +49,8 @@ pub struct StageReport {
     pub ensemble: Option<EnsembleReport>,
     #[serde(default)]
     pub explain: Option<ExplainReport>,
+    #[serde(default)]
+    pub search: Option<SearchReport>,
 }
 
 impl StageReport {
@@ -63,6 +65,7 @@ impl StageReport {
             crossval: None,
             ensemble: None,
             explain: None,
+            search: None,
         }
     }
 }
@@ -197,4 +200,16 @@ pub struct DeletionRow {
     pub curve: Vec<f64>,
     /// Mean area under the curve (lower: the map finds what the model uses).
     pub auc: f64,
+}
+
+/// A search stage's section: every trial and the best-so-far curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SearchReport {
+    pub dims: Vec<String>,
+    /// (trial, values, objective, params, MFLOPs, status), in trial order.
+    #[allow(clippy::type_complexity)]
+    pub trials: Vec<(usize, Vec<f64>, Option<f64>, usize, f64, String)>,
+    pub best: Option<usize>,
+    pub metric: String,
+    pub figures: Vec<ExplainFigure>,
 }

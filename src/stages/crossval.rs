@@ -99,7 +99,17 @@ impl StageExecutor for CrossvalFoldStage {
         let val = set.subset(&val_idx);
         let test = set.subset(&fold_test);
         let class_names = set.class_names.clone();
-        let mut network = fit_recipe(ctx, &config.recipe, &train, weights.as_deref(), Some(&val))?;
+        let (mut network, _) = fit_recipe(
+            ctx,
+            &config.recipe,
+            &train,
+            weights.as_deref(),
+            Some(&val),
+            super::train::FitDirs {
+                files: ctx.public_dir(),
+                checkpoints: ctx.scratch_dir(),
+            },
+        )?;
         let rows = predictions(
             network.as_mut(),
             "test",

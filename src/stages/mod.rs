@@ -14,6 +14,7 @@ pub mod ensemble;
 pub mod evaluate;
 pub mod explain;
 pub mod report;
+pub mod search;
 pub mod select;
 pub mod split;
 pub mod train;
@@ -49,6 +50,7 @@ pub enum StageKind {
     CrossvalFold,
     Crossval,
     Explain,
+    Search,
     Report,
 }
 
@@ -64,6 +66,7 @@ impl StageKind {
             StageKind::CrossvalFold => "crossval_fold",
             StageKind::Crossval => "crossval",
             StageKind::Explain => "explain",
+            StageKind::Search => "search",
             StageKind::Report => "report",
         }
     }
@@ -106,6 +109,7 @@ pub const KINDS: &[&dyn Stage] = &[
     &crossval::CrossvalFoldStage,
     &crossval::CrossvalStage,
     &explain::ExplainStage,
+    &search::SearchStage,
     &report::ReportStage,
 ];
 
@@ -143,7 +147,7 @@ pub struct Compiled {
 }
 
 /// Maps every stage block onto stage specs, through its kind's `compile`. Blocks of a kind
-/// that cannot run yet (search, chain, detect) are refused with a diagnostic
+/// that cannot run yet (chain, detect) are refused with a diagnostic
 /// pointing at the block, and so is any setting no stage can honour yet.
 ///
 /// Each kind's `compile` destructures its checked block field by field, without `..`: a
@@ -153,13 +157,7 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
     let mut refused: Vec<check::Error> = program
         .blocks
         .iter()
-        .filter(|b| {
-            b.stage
-                && matches!(
-                    b.kind,
-                    BlockKind::Search | BlockKind::Chain | BlockKind::Detect
-                )
-        })
+        .filter(|b| b.stage && matches!(b.kind, BlockKind::Chain | BlockKind::Detect))
         .map(|b| check::Error::NotRunnable {
             kind: b.kind.to_string(),
             name: b.name.clone(),
@@ -200,8 +198,9 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
             }
             CheckedStage::Crossval(c) => keep(crossval::compile(program, c, label)),
             CheckedStage::Explain(e) => keep(Ok(vec![explain::compile(e, label)])),
+            CheckedStage::Search(x) => keep(search::compile(program, x, label).map(|s| vec![s])),
             // Refused above with `NotRunnable`: no executor yet.
-            CheckedStage::Search(_) | CheckedStage::Detect(_) | CheckedStage::Chain(_) => {}
+            CheckedStage::Detect(_) | CheckedStage::Chain(_) => {}
         }
     }
     if !refused.is_empty() {
@@ -242,7 +241,8 @@ fn compile_rank(kind: BlockKind) -> u8 {
         BlockKind::Evaluate => 4,
         BlockKind::Crossval => 5,
         BlockKind::Explain => 6,
-        _ => 7,
+        BlockKind::Search => 7,
+        _ => 8,
     }
 }
 

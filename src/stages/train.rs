@@ -115,12 +115,16 @@ impl StageExecutor for TrainStage {
             Some(sel) => Some(loader.select(ctx, sel)?.images),
             None => None,
         };
-        let mut network = fit_recipe(
+        let (mut network, _) = fit_recipe(
             ctx,
             &config.recipe,
             &train.images,
             train.class_weights.as_deref(),
             val.as_ref(),
+            FitDirs {
+                files: ctx.public_dir(),
+                checkpoints: ctx.scratch_dir(),
+            },
         )?;
         let mut rows = Vec::new();
         if let Some(dataset) = &config.predict {
@@ -142,7 +146,7 @@ impl StageExecutor for TrainStage {
         }
         write_predictions_csv(&ctx.public_dir().join(PREDICTIONS_FILE), &rows)
             .map_err(stage_error)?;
-        save_model(ctx, network.as_ref(), &config.recipe.model)
+        save_model(ctx.public_dir(), network.as_ref(), &config.recipe.model)
     }
 }
 
@@ -177,13 +181,20 @@ impl Stage for TrainStage {
 
 /// Builds, initialises and fits a network; checkpoints go to the stage's scratch folder.
 /// A frozen base whose input is not augmented runs once per image, not once per epoch.
+/// Where a fit writes: its history (csv and png) and its checkpoints (resume after a kill).
+pub struct FitDirs<'p> {
+    pub files: &'p Path,
+    pub checkpoints: &'p Path,
+}
+
 pub fn fit_recipe(
     ctx: &StageContext,
     recipe: &Recipe,
     train: &ImageSet,
     balance_weights: Option<&[f64]>,
     val: Option<&ImageSet>,
-) -> Result<Box<dyn Learner>, StageError> {
+    dirs: FitDirs,
+) -> Result<(Box<dyn Learner>, History), StageError> {
     let split = FrozenPrefix::split_point(&recipe.model).filter(|_| recipe.augment.is_none());
     let mut network: Box<dyn Learner> = match split {
         Some(at) => {
@@ -261,7 +272,7 @@ pub fn fit_recipe(
         &data,
         val,
         FitContext {
-            checkpoint_dir: Some(ctx.scratch_dir()),
+            checkpoint_dir: Some(dirs.checkpoints),
             cancel: Some(&cancel),
             progress: Some(&mut on_progress),
             prefetch_batches: 2,
@@ -274,13 +285,13 @@ pub fn fit_recipe(
     }
     outcome
         .history
-        .write_csv(&ctx.public_dir().join(HISTORY_FILE))
+        .write_csv(&dirs.files.join(HISTORY_FILE))
         .map_err(stage_error)?;
     let rows = epoch_rows(&outcome.history);
     let png =
         crate::report::plots::training_curves(&rows, ctx.id().as_str()).map_err(stage_error)?;
-    crate::train::write_atomic(&ctx.public_dir().join("history.png"), &png).map_err(stage_error)?;
-    Ok(network)
+    crate::train::write_atomic(&dirs.files.join("history.png"), &png).map_err(stage_error)?;
+    Ok((network, outcome.history))
 }
 
 fn load_initial_weights(
@@ -361,8 +372,8 @@ pub fn predictions(
     Ok(rows)
 }
 
-fn save_model(
-    ctx: &StageContext,
+pub(super) fn save_model(
+    dir: &Path,
     network: &dyn Learner,
     model: &ModelIr,
 ) -> Result<(), StageError> {
@@ -378,7 +389,7 @@ fn save_model(
     );
     // In the public folder: `runs/<pipeline>/<stage>/model.safetensors` opens in Python
     // (`safetensors.safe_open`), its IR in the `gpl.ir` metadata entry.
-    save_safetensors(&ctx.public_dir().join(MODEL_FILE), &weights, &metadata).map_err(stage_error)
+    save_safetensors(&dir.join(MODEL_FILE), &weights, &metadata).map_err(stage_error)
 }
 
 /// The model a train stage saved, ready to predict: the network its IR describes with the

@@ -255,6 +255,31 @@ impl<'a> Checker<'a> {
     }
 }
 
+impl Checker<'_> {
+    /// `model` with each dimension of `point` bound to its value (a search trial).
+    pub(crate) fn instantiate_at(
+        &mut self,
+        model: &Value,
+        point: &[(String, f64)],
+    ) -> Option<crate::nn::ir::ModelIr> {
+        let env: Env = point
+            .iter()
+            .map(|(name, x)| {
+                let value = Value {
+                    kind: ValueKind::Number {
+                        text: fmt_num(*x),
+                        value: *x,
+                    },
+                    span: model.span,
+                };
+                (name.clone(), value)
+            })
+            .collect();
+        self.instantiate(&with_dims(model, &env), &Env::new())
+            .map(|(ir, _)| ir)
+    }
+}
+
 /// `model(args)` with extra named arguments (a search corner).
 fn with_dims(model: &Value, dims: &Env) -> Value {
     let (name, mut args) = match &model.kind {

@@ -1,0 +1,638 @@
+//! The `search` stage: hyper-parameter search over a model's arguments, each trial trained
+//! with the recipe of the block's `train` (its data, loss, optimizer, callbacks and seed).
+//!
+//! A trial's point is proposed from the trials before it (`search::Search::propose`), so the
+//! trials cannot be nodes of the static plan. Each trial is instead a cache entry of its own,
+//! `.gpl/trials/<key>/`, keyed by its recipe (the instantiated model included) and the
+//! fingerprints of the data stages it reads, and committed by an atomic rename. Proposals are
+//! a deterministic function of the seed and the finished trials, so a search killed midway,
+//! or re-run with more `trials`, proposes the same points again and finds them cached.
+//!
+//! Files in `runs/<pipeline>/<stage>/`: `trials.csv` (trial, each parameter, objective,
+//! params, MFLOPs, seconds, status), `model.safetensors` of the best trial (its IR in the
+//! metadata), `best_so_far.png` and `search.json`.
+
+use super::select::{input_stages, DataLoader, DataSel};
+use super::train::{epoch_rows, fit_recipe, save_model, FitDirs, Recipe};
+use super::{spec, stage_error, Stage, StageKind};
+use crate::check::{self, Program};
+use crate::data::artifact::{load_json, save_json};
+use crate::nn::ir::ModelIr;
+use crate::plan::{StageId, StageSpec};
+use crate::report::heatmaps::labelled_lines;
+use crate::report::model::{ExplainFigure, SearchReport, StageReport};
+use crate::run::{StageContext, StageError, StageExecutor};
+use crate::search::{Dim, Domain, Goal, Level, Noise, Search, Space, Strategy, Trial, Value};
+use crate::train::write_atomic;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const SEARCH_FILE: &str = "search.json";
+/// Where trial entries live, under `.gpl/`.
+pub const TRIALS_DIR: &str = "trials";
+const RESULT_FILE: &str = "result.json";
+/// Values per float range when the strategy is `grid`.
+const GRID_LEVELS: usize = 5;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DimDomain {
+    Int { lo: i64, hi: i64 },
+    Float { lo: f64, hi: f64 },
+    Choice { values: Vec<f64> },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DimConfig {
+    pub name: String,
+    pub domain: DimDomain,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyKind {
+    Bayes,
+    Random,
+    Grid,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchConfig {
+    /// The pipeline file (relative to the project root) and profile the trials' models are
+    /// instantiated from.
+    pub pipeline: PathBuf,
+    pub profile: Option<String>,
+    pub search: String,
+    /// The model at the space's lower and upper corners: part of the fingerprint, so an edit
+    /// to the model's definition re-runs the search.
+    pub corners: Vec<ModelIr>,
+    pub dims: Vec<DimConfig>,
+    pub strategy: StrategyKind,
+    pub trials: usize,
+    pub init: usize,
+    pub seed: u64,
+    pub maximize: bool,
+    pub metric: String,
+    /// The train block's recipe; each trial replaces its model.
+    pub recipe: Recipe,
+    pub data: DataSel,
+    pub validation: Option<DataSel>,
+}
+
+impl SearchConfig {
+    pub fn inputs(&self) -> Vec<String> {
+        input_stages(std::iter::once(&self.data).chain(self.validation.as_ref()))
+    }
+
+    fn space(&self) -> Result<Space, StageError> {
+        let dims = self
+            .dims
+            .iter()
+            .map(|d| Dim {
+                name: d.name.clone(),
+                domain: match &d.domain {
+                    DimDomain::Int { lo, hi } => Domain::Int { lo: *lo, hi: *hi },
+                    DimDomain::Float { lo, hi } => Domain::Float {
+                        lo: *lo,
+                        hi: *hi,
+                        log: false,
+                    },
+                    DimDomain::Choice { values } => {
+                        Domain::Choice(values.iter().map(|v| Level::Num(*v)).collect())
+                    }
+                },
+            })
+            .collect();
+        Space::new(dims).map_err(|e| StageError::failed(e.to_string()))
+    }
+
+    fn optimiser(&self) -> Result<Search, StageError> {
+        Ok(Search {
+            space: self.space()?,
+            goal: if self.maximize {
+                Goal::Maximize
+            } else {
+                Goal::Minimize
+            },
+            strategy: match self.strategy {
+                StrategyKind::Bayes => Strategy::Bayes { init: self.init },
+                StrategyKind::Random => Strategy::Random,
+                StrategyKind::Grid => Strategy::Grid {
+                    levels: GRID_LEVELS,
+                },
+            },
+            seed: self.seed,
+            noise: Noise::Fitted,
+        })
+    }
+}
+
+/// A finished trial as its cache entry stores it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialResult {
+    /// The objective: the best value of the metric over the trial's epochs; None when the
+    /// trial failed or the value is not a number.
+    pub objective: Option<f64>,
+    pub params: usize,
+    pub mflops: f64,
+    pub seconds: f64,
+    /// `ok`, or why the trial failed.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialRow {
+    pub trial: usize,
+    /// Each dimension's value as written in trials.csv.
+    pub values: Vec<f64>,
+    pub result: TrialResult,
+    /// Served from `.gpl/trials/` rather than trained in this run.
+    pub cached: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Summary {
+    dims: Vec<String>,
+    rows: Vec<TrialRow>,
+    best: Option<usize>,
+    metric: String,
+    maximize: bool,
+}
+
+pub(super) fn compile(
+    program: &Program,
+    s: &check::Search,
+    label: Option<String>,
+) -> Result<StageSpec, Box<check::Error>> {
+    let check::Search {
+        name,
+        // Instantiated per trial from the pipeline file (`check::instantiate_search_model`).
+        model: _,
+        train,
+        // Part of the model call the file holds; the corners below cover them.
+        fixed: _,
+        space,
+        strategy,
+        objective,
+        span,
+    } = s;
+    let t = program.train(train).ok_or_else(|| {
+        Box::new(check::Error::bug(format!(
+            "search `{name}` names train `{train}`, which the checker resolved"
+        )))
+    })?;
+    let dims: Vec<DimConfig> = space
+        .iter()
+        .map(|d| DimConfig {
+            name: d.name.clone(),
+            domain: match &d.domain {
+                check::Domain::Int { lo, hi } => DimDomain::Int { lo: *lo, hi: *hi },
+                check::Domain::Float { lo, hi } => DimDomain::Float { lo: *lo, hi: *hi },
+                check::Domain::Choice { values } => DimDomain::Choice {
+                    values: values.clone(),
+                },
+            },
+        })
+        .collect();
+    let corner = |hi: bool| -> Vec<(String, f64)> {
+        dims.iter()
+            .map(|d| {
+                let v = match &d.domain {
+                    DimDomain::Int { lo, hi: h } => (if hi { *h } else { *lo }) as f64,
+                    DimDomain::Float { lo, hi: h } => {
+                        if hi {
+                            *h
+                        } else {
+                            *lo
+                        }
+                    }
+                    DimDomain::Choice { values } => {
+                        if hi {
+                            values[values.len() - 1]
+                        } else {
+                            values[0]
+                        }
+                    }
+                };
+                (d.name.clone(), v)
+            })
+            .collect()
+    };
+    let pipeline = program
+        .root
+        .strip_prefix(&program.project_root)
+        .unwrap_or(&program.root)
+        .to_path_buf();
+    let mut corners = Vec::new();
+    for hi in [false, true] {
+        let ir = check::instantiate_search_model(
+            &program.root,
+            program.profile.as_deref(),
+            name,
+            &corner(hi),
+        )
+        .map_err(|reason| {
+            Box::new(check::Error::Unsupported {
+                what: format!("search `{name}`: its model at a corner of the space ({reason})"),
+                span: *span,
+                help: None,
+            })
+        })?;
+        corners.push(ir);
+    }
+    let config = SearchConfig {
+        pipeline,
+        profile: program.profile.clone(),
+        search: name.clone(),
+        corners,
+        dims,
+        strategy: match strategy.kind {
+            check::StrategyKind::Bayes => StrategyKind::Bayes,
+            check::StrategyKind::Random => StrategyKind::Random,
+            check::StrategyKind::Grid => StrategyKind::Grid,
+        },
+        trials: strategy.trials,
+        init: strategy.init,
+        seed: strategy.seed,
+        maximize: objective.mode == check::Mode::Max,
+        metric: objective.metric.clone(),
+        recipe: super::train::recipe(program, t),
+        data: DataSel::of(&t.data),
+        validation: t.validation.as_ref().map(DataSel::of),
+    };
+    let inputs = config.inputs();
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    Ok(spec(
+        name.clone(),
+        StageKind::Search,
+        &config,
+        &inputs,
+        label,
+    ))
+}
+
+pub struct SearchStage;
+
+fn number(v: Value, dim: &DimConfig) -> f64 {
+    match (v, &dim.domain) {
+        (Value::Int(i), _) => i as f64,
+        (Value::Float(x), _) => x,
+        (Value::Choice(k), DimDomain::Choice { values }) => values[k],
+        (Value::Choice(k), _) => k as f64,
+    }
+}
+
+/// The metric's best value over the epochs (the epoch a checkpoint callback would keep).
+fn objective(
+    history: &crate::train::history::History,
+    metric: &str,
+    maximize: bool,
+) -> Option<f64> {
+    let values = epoch_rows(history)
+        .into_iter()
+        .filter_map(|r| match metric {
+            "loss" => Some(r.loss),
+            "accuracy" => r.accuracy,
+            "val_loss" => r.val_loss,
+            "val_accuracy" => r.val_accuracy,
+            _ => None,
+        });
+    let best = if maximize {
+        values.fold(f64::NEG_INFINITY, f64::max)
+    } else {
+        values.fold(f64::INFINITY, f64::min)
+    };
+    best.is_finite().then_some(best)
+}
+
+impl StageExecutor for SearchStage {
+    fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let config: SearchConfig = super::config(ctx)?;
+        let optimiser = config.optimiser()?;
+        let mut loader = DataLoader::default();
+        let train = loader.select(ctx, &config.data)?;
+        let val = match &config.validation {
+            Some(sel) => Some(loader.select(ctx, sel)?.images),
+            None => None,
+        };
+        // The data a trial reads, by the committed entries' names (content fingerprints).
+        let data_key: Vec<String> = config
+            .inputs()
+            .iter()
+            .map(|id| {
+                ctx.input_dir(&StageId::from(id.as_str()))
+                    .map(|d| d.display().to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        let trials_root = ctx.root().join(".gpl").join(TRIALS_DIR);
+        let pipeline = ctx.resolve(&config.pipeline);
+        let mut finished: Vec<Trial> = Vec::new();
+        let mut rows: Vec<TrialRow> = Vec::new();
+        let mut best: Option<(usize, PathBuf)> = None;
+        while finished.len() < config.trials {
+            ctx.check_cancelled()?;
+            let Some(point) = optimiser
+                .propose(&finished, &[], 1, &|_| true)
+                .into_iter()
+                .next()
+            else {
+                ctx.notice("the space has no untried point left");
+                break;
+            };
+            let trial = finished.len() + 1;
+            let values: Vec<f64> = point
+                .iter()
+                .zip(&config.dims)
+                .map(|(v, d)| number(*v, d))
+                .collect();
+            let named: Vec<(String, f64)> = config
+                .dims
+                .iter()
+                .map(|d| d.name.clone())
+                .zip(values.iter().copied())
+                .collect();
+            ctx.progress().set_message(format!(
+                "trial {trial}/{}: {}",
+                config.trials,
+                named
+                    .iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+            let (result, dir, cached) = match check::instantiate_search_model(
+                &pipeline,
+                config.profile.as_deref(),
+                &config.search,
+                &named,
+            ) {
+                Err(reason) => (
+                    TrialResult {
+                        objective: None,
+                        params: 0,
+                        mflops: 0.0,
+                        seconds: 0.0,
+                        status: format!("the model does not build: {}", first_line(&reason)),
+                    },
+                    None,
+                    false,
+                ),
+                Ok(ir) => {
+                    let recipe = Recipe {
+                        model: ir,
+                        ..config.recipe.clone()
+                    };
+                    let key = trial_key(&recipe, &data_key, &config.metric)?;
+                    let dir = trials_root.join(&key);
+                    let (result, cached) = match load_json::<TrialResult>(dir.join(RESULT_FILE)) {
+                        Ok(r) => (r, true),
+                        Err(_) => (
+                            run_trial(ctx, &recipe, &train, val.as_ref(), &config, &dir)?,
+                            false,
+                        ),
+                    };
+                    (result, Some(dir), cached)
+                }
+            };
+            let value = result.objective.unwrap_or(f64::NAN);
+            if let (Some(v), Some(dir)) = (result.objective, &dir) {
+                let better = match &best {
+                    None => true,
+                    Some((b, _)) => {
+                        let bv = rows[*b - 1].result.objective.unwrap_or(f64::NAN);
+                        if config.maximize {
+                            v > bv
+                        } else {
+                            v < bv
+                        }
+                    }
+                };
+                if better {
+                    best = Some((trial, dir.clone()));
+                }
+            }
+            finished.push(Trial { point, value });
+            rows.push(TrialRow {
+                trial,
+                values,
+                result,
+                cached,
+            });
+            ctx.progress().set_position(trial as u64);
+        }
+        write_outputs(ctx, &config, &rows, best.as_ref())
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn trial_key(recipe: &Recipe, data: &[String], metric: &str) -> Result<String, StageError> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&serde_json::to_vec(recipe).map_err(stage_error)?);
+    for d in data {
+        hasher.update(d.as_bytes());
+        hasher.update(b"\0");
+    }
+    hasher.update(metric.as_bytes());
+    Ok(hasher.finalize().to_hex()[..32].to_string())
+}
+
+/// Trains one trial into a temporary folder and renames it into place: a killed trial leaves
+/// no entry, a finished one is never half-written.
+fn run_trial(
+    ctx: &StageContext,
+    recipe: &Recipe,
+    train: &super::select::Selection,
+    val: Option<&crate::data::ImageSet>,
+    config: &SearchConfig,
+    dir: &Path,
+) -> Result<TrialResult, StageError> {
+    let parent = dir
+        .parent()
+        .ok_or_else(|| StageError::failed("bad trial folder"))?;
+    std::fs::create_dir_all(parent).map_err(stage_error)?;
+    let tmp = parent.join(format!(
+        ".tmp-{}-{}",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("trial"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let checkpoints = tmp.join("checkpoints");
+    std::fs::create_dir_all(&checkpoints).map_err(stage_error)?;
+    let start = Instant::now();
+    let fitted = fit_recipe(
+        ctx,
+        recipe,
+        &train.images,
+        train.class_weights.as_deref(),
+        val,
+        FitDirs {
+            files: &tmp,
+            checkpoints: &checkpoints,
+        },
+    );
+    ctx.check_cancelled()?;
+    let seconds = start.elapsed().as_secs_f64();
+    let (params, mflops) = (
+        recipe.model.total_params(),
+        recipe.model.total_flops() as f64 / 1e6,
+    );
+    let result = match fitted {
+        Ok((network, history)) => {
+            save_model(&tmp, network.as_ref(), &recipe.model)?;
+            let objective = objective(&history, &config.metric, config.maximize);
+            TrialResult {
+                objective,
+                params,
+                mflops,
+                seconds,
+                status: match objective {
+                    Some(_) => "ok".into(),
+                    None => format!("{} is not a number", config.metric),
+                },
+            }
+        }
+        Err(e) => TrialResult {
+            objective: None,
+            params,
+            mflops,
+            seconds,
+            status: format!("training failed: {}", first_line(&e.to_string())),
+        },
+    };
+    let _ = std::fs::remove_dir_all(&checkpoints);
+    save_json(&result, tmp.join(RESULT_FILE)).map_err(stage_error)?;
+    match std::fs::rename(&tmp, dir) {
+        Ok(()) => {}
+        // Another process committed the same trial first: keep theirs.
+        Err(_) if dir.join(RESULT_FILE).is_file() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        Err(e) => return Err(stage_error(e)),
+    }
+    Ok(result)
+}
+
+fn write_outputs(
+    ctx: &StageContext,
+    config: &SearchConfig,
+    rows: &[TrialRow],
+    best: Option<&(usize, PathBuf)>,
+) -> Result<(), StageError> {
+    let public = ctx.public_dir();
+    let mut csv = String::from("trial");
+    for d in &config.dims {
+        csv.push(',');
+        csv.push_str(&d.name);
+    }
+    csv.push_str(&format!(
+        ",{},params,mflops,seconds,status,cached\n",
+        config.metric
+    ));
+    for r in rows {
+        csv.push_str(&r.trial.to_string());
+        for v in &r.values {
+            csv.push_str(&format!(",{v}"));
+        }
+        let objective = r.result.objective.map_or(String::new(), |v| v.to_string());
+        csv.push_str(&format!(
+            ",{objective},{},{:.3},{:.2},\"{}\",{}\n",
+            r.result.params,
+            r.result.mflops,
+            r.result.seconds,
+            r.result.status.replace('"', "'"),
+            r.cached
+        ));
+    }
+    write_atomic(&public.join("trials.csv"), csv.as_bytes()).map_err(stage_error)?;
+    if let Some((_, dir)) = best {
+        let model = std::fs::read(dir.join(super::train::MODEL_FILE)).map_err(stage_error)?;
+        write_atomic(&public.join(super::train::MODEL_FILE), &model).map_err(stage_error)?;
+    }
+    let summary = Summary {
+        dims: config.dims.iter().map(|d| d.name.clone()).collect(),
+        rows: rows.to_vec(),
+        best: best.map(|(t, _)| *t),
+        metric: config.metric.clone(),
+        maximize: config.maximize,
+    };
+    if let Some(png) = best_so_far_png(&summary)? {
+        write_atomic(&public.join("best_so_far.png"), &png).map_err(stage_error)?;
+    }
+    save_json(&summary, ctx.out_dir().join(SEARCH_FILE)).map_err(stage_error)
+}
+
+fn best_so_far_png(s: &Summary) -> Result<Option<Vec<u8>>, StageError> {
+    if s.rows.is_empty() {
+        return Ok(None);
+    }
+    let mut best: Option<f64> = None;
+    let (mut curve, mut each) = (Vec::new(), Vec::new());
+    for r in &s.rows {
+        if let Some(v) = r.result.objective {
+            best = Some(match best {
+                None => v,
+                Some(b) if s.maximize => b.max(v),
+                Some(b) => b.min(v),
+            });
+        }
+        curve.push(best);
+        each.push(r.result.objective);
+    }
+    let labels: Vec<String> = s.rows.iter().map(|r| r.trial.to_string()).collect();
+    let png = labelled_lines(
+        "search: best so far",
+        "trial",
+        &s.metric,
+        &labels,
+        &[("best so far".into(), curve), ("trial".into(), each)],
+    )
+    .map_err(stage_error)?;
+    Ok(Some(png))
+}
+
+impl Stage for SearchStage {
+    fn kind(&self) -> StageKind {
+        StageKind::Search
+    }
+
+    fn report(&self, dir: &Path, section: &mut StageReport) -> Result<bool, StageError> {
+        let s: Summary = load_json(dir.join(SEARCH_FILE)).map_err(stage_error)?;
+        let mut figures = Vec::new();
+        if let Some(png) = best_so_far_png(&s)? {
+            figures.push(ExplainFigure {
+                title: "best so far".into(),
+                file: "best_so_far.png".into(),
+                png,
+            });
+        }
+        section.search = Some(SearchReport {
+            dims: s.dims,
+            trials: s
+                .rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.trial,
+                        r.values.clone(),
+                        r.result.objective,
+                        r.result.params,
+                        r.result.mflops,
+                        r.result.status.clone(),
+                    )
+                })
+                .collect(),
+            best: s.best,
+            metric: s.metric,
+            figures,
+        });
+        Ok(true)
+    }
+}
