@@ -11,21 +11,23 @@ use crate::lang::ast::*;
 use crate::lang::{Name, Span};
 
 /// Applies profile `name` to the loaded files. Errors when it is not defined or an override
-/// matches nothing.
+/// matches nothing. Every file may define the profile: an importing file extends an imported
+/// profile with overrides of its own blocks (`galaxy10_extras.gpl`'s `quick` shortens its
+/// search), applied in load order.
 pub fn apply(files: &mut [(crate::lang::FileId, File)], name: &str, errors: &mut Vec<Error>) {
-    let mut chosen: Option<Profile> = None;
+    let mut chosen: Vec<Profile> = Vec::new();
     let mut all = Vec::new();
     for (_, file) in files.iter() {
         for item in &file.items {
             if let ItemKind::Profile(p) = &item.kind {
                 all.push(p.name.text.clone());
-                if p.name.text == name && chosen.is_none() {
-                    chosen = Some(p.clone());
+                if p.name.text == name {
+                    chosen.push(p.clone());
                 }
             }
         }
     }
-    let Some(profile) = chosen else {
+    if chosen.is_empty() {
         let help = if all.is_empty() {
             Some(
                 "this pipeline defines no profiles; add `profile NAME { train *.epochs = 3 }`"
@@ -39,10 +41,12 @@ pub fn apply(files: &mut [(crate::lang::FileId, File)], name: &str, errors: &mut
             help,
         });
         return;
-    };
-    for entry in &profile.entries {
-        if let ProfileEntryKind::Override(ov) = &entry.kind {
-            apply_one(files, ov, entry.span, errors);
+    }
+    for profile in &chosen {
+        for entry in &profile.entries {
+            if let ProfileEntryKind::Override(ov) = &entry.kind {
+                apply_one(files, ov, entry.span, errors);
+            }
         }
     }
 }

@@ -28,6 +28,7 @@ mod pipeline_e2e;
 mod report_html;
 mod runner_concurrency;
 mod runner_pipeline;
+mod search_pipeline;
 mod settings_change_the_run;
 mod train_callbacks;
 mod train_fit;

@@ -1,0 +1,147 @@
+//! The search stage end to end: trials trained with the train block's recipe, each cached on
+//! its own, so a second run is fully cached and raising `trials` trains only the new ones;
+//! trials.csv and the best model for Python; an edit to the space re-runs the search only.
+
+use gpl::check::load_program;
+use gpl::plan::StageState;
+use gpl::run::{plan_states, run_plan, ProgressMode, RunOptions, RunSummary};
+use gpl::stages::{compile, registry};
+use std::fs;
+use std::path::Path;
+
+const BASE: &str = r#"
+dataset g {
+  source synthetic(galaxy10, count: 160, seed: 1)
+  split holdout(train: 0.6, val: 0.2, test: 0.2, stratify, seed: 42)
+}
+
+model tiny_net(classes, f1: 4, k1: 3, units: 16, drop: 0.1) {
+  input 69 x 69 x 3
+  conv f1 k1 x k1 relu
+  maxpool 8
+  flatten
+  dropout drop
+  dense units relu
+  dense classes softmax
+}
+
+train base {
+  model tiny_net(10)
+  data g.train
+  validation g.val
+  optimizer adam(lr: 1e-3)
+  epochs 1
+  batch 32
+  seed 7
+}
+
+search tiny {
+  model tiny_net(classes: 10)
+  train base
+  space {
+    f1 in 2..6
+    k1 in [3, 5]
+    units in 8..24
+    drop in 0.0..0.5
+  }
+  strategy bayes(trials: 3, init: 2, seed: 11)
+  objective maximize val_accuracy
+}
+"#;
+
+fn write(dir: &Path, text: &str) -> std::path::PathBuf {
+    fs::create_dir_all(dir.join(".gpl")).unwrap();
+    let file = dir.join("p.gpl");
+    fs::write(&file, text).unwrap();
+    file
+}
+
+fn run(dir: &Path, text: &str) -> RunSummary {
+    let file = write(dir, text);
+    let program = load_program(&file, None).unwrap_or_else(|d| panic!("{d}"));
+    let compiled = compile(&program).unwrap_or_else(|d| panic!("{d}"));
+    let mut options = RunOptions::new(&program.project_root, &compiled.pipeline);
+    options.progress = ProgressMode::Silent;
+    let summary = run_plan(&compiled.plan, &registry(), &options).unwrap();
+    assert!(summary.succeeded(), "{}", summary.render_table());
+    summary
+}
+
+fn not_cached(dir: &Path, text: &str) -> Vec<String> {
+    let file = write(dir, text);
+    let program = load_program(&file, None).unwrap_or_else(|d| panic!("{d}"));
+    let compiled = compile(&program).unwrap_or_else(|d| panic!("{d}"));
+    plan_states(&compiled.plan, &program.project_root)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, s)| !matches!(s, StageState::Cached(_)))
+        .map(|(id, _)| id.to_string())
+        .collect()
+}
+
+/// trials.csv rows as (trial, cached) pairs, with the header checked.
+fn trials(dir: &Path) -> Vec<(Vec<String>, bool)> {
+    let csv = fs::read_to_string(dir.join("runs/p/tiny/trials.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "trial,f1,k1,units,drop,val_accuracy,params,mflops,seconds,status,cached"
+    );
+    lines
+        .map(|l| {
+            let f: Vec<String> = l.split(',').map(str::to_string).collect();
+            let cached = f[f.len() - 1] == "true";
+            (f, cached)
+        })
+        .collect()
+}
+
+#[test]
+fn trials_are_cached_one_by_one_and_more_trials_reuse_them() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), BASE);
+    let first = trials(dir.path());
+    assert_eq!(first.len(), 3);
+    for (fields, cached) in &first {
+        assert!(!cached);
+        assert_eq!(fields[9], "\"ok\"", "{fields:?}");
+        let accuracy: f64 = fields[5].parse().unwrap();
+        assert!((0.0..=1.0).contains(&accuracy));
+        let f1: i64 = fields[1].parse().unwrap();
+        assert!((2..=6).contains(&f1));
+        assert!(["3", "5"].contains(&fields[2].as_str()));
+    }
+    assert!(dir.path().join("runs/p/tiny/model.safetensors").is_file());
+    assert!(dir.path().join("runs/p/tiny/best_so_far.png").is_file());
+    assert_eq!(not_cached(dir.path(), BASE), Vec::<String>::new());
+
+    // Five trials: the first three are the same points, served from their entries.
+    let more = BASE.replace("trials: 3, init: 2", "trials: 5, init: 2");
+    assert_eq!(not_cached(dir.path(), &more), ["report", "tiny"]);
+    run(dir.path(), &more);
+    let second = trials(dir.path());
+    assert_eq!(second.len(), 5);
+    for k in 0..3 {
+        assert!(second[k].1, "trial {} was trained again", k + 1);
+        assert_eq!(second[k].0[..6], first[k].0[..6], "trial {} moved", k + 1);
+    }
+    assert!(!second[3].1 && !second[4].1);
+
+    // An edit to the space re-runs the search, never the training it reuses.
+    let narrower = BASE.replace("units in 8..24", "units in 8..16");
+    assert_eq!(not_cached(dir.path(), &narrower), ["report", "tiny"]);
+}
+
+#[test]
+fn the_same_seed_proposes_the_same_trials() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run(a.path(), BASE);
+    run(b.path(), BASE);
+    let points = |dir: &Path| -> Vec<Vec<String>> {
+        trials(dir)
+            .into_iter()
+            .map(|(f, _)| f[..6].to_vec())
+            .collect()
+    };
+    assert_eq!(points(a.path()), points(b.path()));
+}
