@@ -73,6 +73,25 @@ impl<'a> Checker<'a> {
                 });
                 continue;
             };
+            // Only `name in DOMAIN`: anything after it (`log`, a step) would be dropped.
+            if let Some(extra) = a.positional.get(2).or(a.named.first().map(|(_, v)| v)) {
+                let log = extra.as_word().is_some_and(|n| n.text == "log");
+                self.err(Error::Unsupported {
+                    what: if log {
+                        "a log-scaled range".into()
+                    } else {
+                        format!(
+                            "`{}` after a search dimension",
+                            super::super::checker::describe(extra)
+                        )
+                    },
+                    span: extra.span,
+                    help: Some(
+                        "write the dimension as `name in lo..hi` or `name in [a, b, c]`".into(),
+                    ),
+                });
+                continue;
+            }
             // Corner values carry the dimension's span, so errors point at its line's name.
             let at = |v: &Value, span: Span| -> Value {
                 Value {
