@@ -16,16 +16,8 @@ import sys
 import time
 
 import torch
-import torch.nn as nn
 
-
-def bigger_cnn():
-    layers, cin = [], 3
-    for f in [32, 64, 128, 128]:
-        layers += [nn.Conv2d(cin, f, 3), nn.ReLU(), nn.BatchNorm2d(f, eps=1e-3, momentum=0.01), nn.MaxPool2d(2)]
-        cin = f
-    layers += [nn.Flatten(), nn.Dropout(0.5), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)]
-    return nn.Sequential(*layers)
+from bench_torch import bigger_cnn  # the same net `gpl bench engine` measures
 
 
 def main():

@@ -11,6 +11,7 @@ pub mod html;
 pub mod metrics_yaml;
 pub mod model;
 pub mod plots;
+pub mod search_plots;
 
 pub use error::ReportError;
 pub use html::{render_report, write_report, ReportFiles};

@@ -21,6 +21,7 @@ use crate::nn::ir::ModelIr;
 use crate::plan::{StageId, StageSpec};
 use crate::report::heatmaps::labelled_lines;
 use crate::report::model::{ExplainFigure, SearchReport, StageReport};
+use crate::report::search_plots::{self, pareto_plot, Dependence};
 use crate::run::{StageContext, StageError, StageExecutor};
 use crate::search::{Dim, Domain, Goal, Level, Noise, Search, Space, Strategy, Trial, Value};
 use crate::train::write_atomic;
@@ -34,6 +35,8 @@ pub const TRIALS_DIR: &str = "trials";
 const RESULT_FILE: &str = "result.json";
 /// Values per float range when the strategy is `grid`.
 const GRID_LEVELS: usize = 5;
+/// Points per parameter in the partial-dependence plot.
+const PD_STEPS: usize = 24;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -421,7 +424,13 @@ impl StageExecutor for SearchStage {
             });
             ctx.progress().set_position(trial as u64);
         }
-        write_outputs(ctx, &config, &rows, best.as_ref())
+        let dependence = partial_dependence(
+            &config,
+            &optimiser,
+            &finished,
+            best.as_ref().map(|(t, _)| *t),
+        );
+        write_outputs(ctx, &config, &rows, best.as_ref(), &dependence)
     }
 }
 
@@ -520,11 +529,50 @@ fn run_trial(
     Ok(result)
 }
 
+/// Each parameter's partial dependence under the GP fitted to the finished trials, the
+/// others held at the best trial's values (empty with fewer than two finished trials).
+fn partial_dependence(
+    config: &SearchConfig,
+    optimiser: &Search,
+    finished: &[Trial],
+    best: Option<usize>,
+) -> Vec<Dependence> {
+    let (Some(best), Some(surrogate)) = (best, optimiser.surrogate(finished)) else {
+        return Vec::new();
+    };
+    let anchor = &finished[best - 1].point;
+    let space = &optimiser.space;
+    space
+        .dims()
+        .iter()
+        .enumerate()
+        .map(|(k, dim)| {
+            let mut points: Vec<(f64, f64, f64)> = Vec::new();
+            for step in 0..=PD_STEPS {
+                let v = dim.from_unit(step as f64 / PD_STEPS as f64);
+                let x = number(v, &config.dims[k]);
+                if points.last().is_some_and(|p| p.0 == x) {
+                    continue;
+                }
+                let mut p = anchor.clone();
+                p[k] = v;
+                let (mean, sd) = surrogate.predict(space, &p);
+                points.push((x, mean, sd));
+            }
+            Dependence {
+                name: dim.name.clone(),
+                points,
+            }
+        })
+        .collect()
+}
+
 fn write_outputs(
     ctx: &StageContext,
     config: &SearchConfig,
     rows: &[TrialRow],
     best: Option<&(usize, PathBuf)>,
+    dependence: &[Dependence],
 ) -> Result<(), StageError> {
     let public = ctx.public_dir();
     let mut csv = String::from("trial");
@@ -563,10 +611,40 @@ fn write_outputs(
         metric: config.metric.clone(),
         maximize: config.maximize,
     };
-    if let Some(png) = best_so_far_png(&summary)? {
-        write_atomic(&public.join("best_so_far.png"), &png).map_err(stage_error)?;
+    for (file, png) in figures(&summary, dependence)? {
+        write_atomic(&public.join(file), &png).map_err(stage_error)?;
     }
     save_json(&summary, ctx.out_dir().join(SEARCH_FILE)).map_err(stage_error)
+}
+
+/// The search's figures by file name: the best-so-far curve, the Pareto front and the
+/// partial dependence (when there is something to draw).
+fn figures(
+    s: &Summary,
+    dependence: &[Dependence],
+) -> Result<Vec<(&'static str, Vec<u8>)>, StageError> {
+    let mut out = Vec::new();
+    if let Some(png) = best_so_far_png(s)? {
+        out.push(("best_so_far.png", png));
+    }
+    let sized: Vec<(f64, f64)> = s
+        .rows
+        .iter()
+        .filter_map(|r| r.result.objective.map(|v| (r.result.params as f64, v)))
+        .collect();
+    if !sized.is_empty() {
+        out.push((
+            "pareto.png",
+            pareto_plot(&sized, s.maximize, &s.metric).map_err(stage_error)?,
+        ));
+    }
+    if !dependence.is_empty() {
+        out.push((
+            "partial_dependence.png",
+            search_plots::partial_dependence(dependence, &s.metric).map_err(stage_error)?,
+        ));
+    }
+    Ok(out)
 }
 
 fn best_so_far_png(s: &Summary) -> Result<Option<Vec<u8>>, StageError> {
@@ -605,11 +683,20 @@ impl Stage for SearchStage {
 
     fn report(&self, dir: &Path, section: &mut StageReport) -> Result<bool, StageError> {
         let s: Summary = load_json(dir.join(SEARCH_FILE)).map_err(stage_error)?;
-        let mut figures = Vec::new();
-        if let Some(png) = best_so_far_png(&s)? {
+        // The partial dependence needs the GP: its PNG is read back from the stage's folder.
+        let mut figures: Vec<ExplainFigure> = figures(&s, &[])?
+            .into_iter()
+            .map(|(file, png)| ExplainFigure {
+                title: file.trim_end_matches(".png").replace('_', " "),
+                file: file.into(),
+                png,
+            })
+            .collect();
+        let dependence = dir.join(super::PUBLIC).join("partial_dependence.png");
+        if let Ok(png) = std::fs::read(&dependence) {
             figures.push(ExplainFigure {
-                title: "best so far".into(),
-                file: "best_so_far.png".into(),
+                title: "partial dependence".into(),
+                file: "partial_dependence.png".into(),
                 png,
             });
         }

@@ -2,10 +2,7 @@
 //! Python user opens (maps, raw maps, samples.csv, inputs.npy), the report section, and the
 //! cache: editing any explain setting re-runs the explain stage and never the training.
 
-use gpl::check::load_program;
-use gpl::plan::StageState;
-use gpl::run::{plan_states, run_plan, ProgressMode, RunOptions, RunSummary};
-use gpl::stages::{compile, registry};
+use crate::pipeline_text::{not_cached, run};
 use std::fs;
 use std::path::Path;
 
@@ -46,34 +43,6 @@ explain why on g.test {
   seed 5
 }
 "#;
-
-fn write(dir: &Path, text: &str) -> std::path::PathBuf {
-    fs::create_dir_all(dir.join(".gpl")).unwrap();
-    let file = dir.join("p.gpl");
-    fs::write(&file, text).unwrap();
-    file
-}
-
-fn run(dir: &Path, text: &str) -> RunSummary {
-    let file = write(dir, text);
-    let program = load_program(&file, None).unwrap_or_else(|d| panic!("{d}"));
-    let compiled = compile(&program).unwrap_or_else(|d| panic!("{d}"));
-    let mut options = RunOptions::new(&program.project_root, &compiled.pipeline);
-    options.progress = ProgressMode::Silent;
-    run_plan(&compiled.plan, &registry(), &options).unwrap()
-}
-
-fn not_cached(dir: &Path, text: &str) -> Vec<String> {
-    let file = write(dir, text);
-    let program = load_program(&file, None).unwrap_or_else(|d| panic!("{d}"));
-    let compiled = compile(&program).unwrap_or_else(|d| panic!("{d}"));
-    plan_states(&compiled.plan, &program.project_root)
-        .unwrap()
-        .into_iter()
-        .filter(|(_, s)| !matches!(s, StageState::Cached(_)))
-        .map(|(id, _)| id.to_string())
-        .collect()
-}
 
 /// The shape in a `.npy` header, e.g. `[3, 69, 69]`.
 fn npy_shape(path: &Path) -> Vec<usize> {

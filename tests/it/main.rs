@@ -25,6 +25,7 @@ mod hardening;
 mod lang_cases;
 mod lang_cli;
 mod pipeline_e2e;
+mod pipeline_text;
 mod report_html;
 mod runner_concurrency;
 mod runner_pipeline;

@@ -2,10 +2,8 @@
 //! its own, so a second run is fully cached and raising `trials` trains only the new ones;
 //! trials.csv and the best model for Python; an edit to the space re-runs the search only.
 
-use gpl::check::load_program;
-use gpl::plan::StageState;
-use gpl::run::{plan_states, run_plan, ProgressMode, RunOptions, RunSummary};
-use gpl::stages::{compile, registry};
+use crate::pipeline_text::not_cached;
+use gpl::run::RunSummary;
 use std::fs;
 use std::path::Path;
 
@@ -49,34 +47,10 @@ search tiny {
 }
 "#;
 
-fn write(dir: &Path, text: &str) -> std::path::PathBuf {
-    fs::create_dir_all(dir.join(".gpl")).unwrap();
-    let file = dir.join("p.gpl");
-    fs::write(&file, text).unwrap();
-    file
-}
-
 fn run(dir: &Path, text: &str) -> RunSummary {
-    let file = write(dir, text);
-    let program = load_program(&file, None).unwrap_or_else(|d| panic!("{d}"));
-    let compiled = compile(&program).unwrap_or_else(|d| panic!("{d}"));
-    let mut options = RunOptions::new(&program.project_root, &compiled.pipeline);
-    options.progress = ProgressMode::Silent;
-    let summary = run_plan(&compiled.plan, &registry(), &options).unwrap();
+    let summary = crate::pipeline_text::run(dir, text);
     assert!(summary.succeeded(), "{}", summary.render_table());
     summary
-}
-
-fn not_cached(dir: &Path, text: &str) -> Vec<String> {
-    let file = write(dir, text);
-    let program = load_program(&file, None).unwrap_or_else(|d| panic!("{d}"));
-    let compiled = compile(&program).unwrap_or_else(|d| panic!("{d}"));
-    plan_states(&compiled.plan, &program.project_root)
-        .unwrap()
-        .into_iter()
-        .filter(|(_, s)| !matches!(s, StageState::Cached(_)))
-        .map(|(id, _)| id.to_string())
-        .collect()
 }
 
 /// trials.csv rows as (trial, cached) pairs, with the header checked.
@@ -112,7 +86,12 @@ fn trials_are_cached_one_by_one_and_more_trials_reuse_them() {
         assert!(["3", "5"].contains(&fields[2].as_str()));
     }
     assert!(dir.path().join("runs/p/tiny/model.safetensors").is_file());
-    assert!(dir.path().join("runs/p/tiny/best_so_far.png").is_file());
+    for figure in ["best_so_far.png", "pareto.png", "partial_dependence.png"] {
+        assert!(
+            dir.path().join("runs/p/tiny").join(figure).is_file(),
+            "{figure}"
+        );
+    }
     assert_eq!(not_cached(dir.path(), BASE), Vec::<String>::new());
 
     // Five trials: the first three are the same points, served from their entries.

@@ -3,12 +3,11 @@
 //! stay cached, so the check can fail). Settings that cannot run yet are refused at compile
 //! time with a diagnostic, never dropped.
 
+use crate::pipeline_text::{not_cached, run, write};
 use gpl::check::load_program;
-use gpl::plan::{StageId, StageState};
-use gpl::run::{plan_states, run_plan, ProgressMode, RunOptions, RunSummary};
-use gpl::stages::{compile, registry};
+use gpl::plan::StageId;
+use gpl::stages::compile;
 use std::fs;
-use std::path::Path;
 
 const BASE: &str = r#"
 dataset g {
@@ -69,35 +68,6 @@ crossval cv on g {
   metrics accuracy, recall
 }
 "#;
-
-fn write(dir: &Path, text: &str) -> std::path::PathBuf {
-    fs::create_dir_all(dir.join(".gpl")).unwrap();
-    let file = dir.join("p.gpl");
-    fs::write(&file, text).unwrap();
-    file
-}
-
-fn run(dir: &Path, text: &str) -> RunSummary {
-    let file = write(dir, text);
-    let program = load_program(&file, None).unwrap_or_else(|d| panic!("{d}"));
-    let compiled = compile(&program).unwrap_or_else(|d| panic!("{d}"));
-    let mut options = RunOptions::new(&program.project_root, &compiled.pipeline);
-    options.progress = ProgressMode::Silent;
-    run_plan(&compiled.plan, &registry(), &options).unwrap()
-}
-
-/// The stages of `text` that a run would not take from the cache.
-fn not_cached(dir: &Path, text: &str) -> Vec<String> {
-    let file = write(dir, text);
-    let program = load_program(&file, None).unwrap_or_else(|d| panic!("{d}"));
-    let compiled = compile(&program).unwrap_or_else(|d| panic!("{d}"));
-    let states = plan_states(&compiled.plan, &program.project_root).unwrap();
-    states
-        .into_iter()
-        .filter(|(_, s)| !matches!(s, StageState::Cached(_)))
-        .map(|(id, _)| id.to_string())
-        .collect()
-}
 
 fn edit(text: &str, from: &str, to: &str) -> String {
     assert!(text.contains(from), "the base pipeline has no `{from}`");
