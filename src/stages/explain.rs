@@ -380,7 +380,12 @@ impl StageExecutor for ExplainStage {
             ));
         }
         if !report.sanity.is_empty() {
-            let layers = report.sanity[0].layers.clone();
+            // Batchnorm names are long; the axis reads `bn_3` for `batch_normalization_3`.
+            let layers: Vec<String> = report.sanity[0]
+                .layers
+                .iter()
+                .map(|l| l.replace("batch_normalization", "bn"))
+                .collect();
             let series: Vec<(String, Vec<Option<f64>>)> = report
                 .sanity
                 .iter()

@@ -415,6 +415,20 @@ impl StageExecutor for SearchStage {
                     best = Some((trial, dir.clone()));
                 }
             }
+            ctx.notice(format!(
+                "trial {trial}/{}: {} → {} {}{}",
+                config.trials,
+                named
+                    .iter()
+                    .map(|(n, v)| format!("{n}={}", show(*v)))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                config.metric,
+                result
+                    .objective
+                    .map_or_else(|| result.status.clone(), |v| format!("{v:.4}")),
+                if cached { " (cached)" } else { "" }
+            ));
             finished.push(Trial { point, value });
             rows.push(TrialRow {
                 trial,
@@ -422,7 +436,6 @@ impl StageExecutor for SearchStage {
                 result,
                 cached,
             });
-            ctx.progress().set_position(trial as u64);
         }
         let dependence = partial_dependence(
             &config,
@@ -431,6 +444,15 @@ impl StageExecutor for SearchStage {
             best.as_ref().map(|(t, _)| *t),
         );
         write_outputs(ctx, &config, &rows, best.as_ref(), &dependence)
+    }
+}
+
+/// A parameter value for people: integers as integers, others to three decimals.
+fn show(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.3}")
     }
 }
 
@@ -472,6 +494,7 @@ fn run_trial(
         dir.file_name().and_then(|n| n.to_str()).unwrap_or("trial"),
         std::process::id()
     ));
+    remove_abandoned(parent, dir);
     let _ = std::fs::remove_dir_all(&tmp);
     let checkpoints = tmp.join("checkpoints");
     std::fs::create_dir_all(&checkpoints).map_err(stage_error)?;
@@ -565,6 +588,28 @@ fn partial_dependence(
             }
         })
         .collect()
+}
+
+/// Removes the temporary folders of this trial that a killed process left behind (their
+/// process id, the name's last part, is no longer running); a live one may still commit.
+fn remove_abandoned(parent: &Path, dir: &Path) {
+    let Some(key) = dir.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let prefix = format!(".tmp-{key}-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid).exists();
+        if !alive && !entry.path().is_symlink() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn write_outputs(
