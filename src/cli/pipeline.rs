@@ -197,7 +197,15 @@ pub fn clean(args: CleanArgs) -> miette::Result<ExitCode> {
     } else {
         None
     };
-    let (_, line) = clean_command(&root, live.as_ref())?;
+    let (_, mut line) = clean_command(&root, live.as_ref())?;
+    // Search trials are keyed by recipe and data, not by a plan: only a full clean drops them.
+    if live.is_none() {
+        let trials = crate::stages::search::clean_trials(&root)
+            .map_err(|e| miette::miette!("cannot remove .gpl/trials: {e}"))?;
+        if trials > 0 {
+            line.push_str(&format!(", and {trials} search trial(s)"));
+        }
+    }
     println!("{line}");
     Ok(ExitCode::SUCCESS)
 }

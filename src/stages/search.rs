@@ -590,6 +590,36 @@ fn partial_dependence(
         .collect()
 }
 
+/// `gpl clean`: removes every finished trial entry and every temporary trial folder whose
+/// process has ended (a running search's folder stays); returns how many trials it removed.
+pub fn clean_trials(root: &Path) -> std::io::Result<usize> {
+    let dir = root.join(".gpl").join(TRIALS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        // Never follow a link out of the project, never remove what gpl did not write.
+        if path.is_symlink() || !path.is_dir() {
+            continue;
+        }
+        let finished = path.join(RESULT_FILE).is_file() && !name.starts_with(".tmp-");
+        let abandoned = name
+            .strip_prefix(".tmp-")
+            .and_then(|rest| rest.rsplit('-').next())
+            .is_some_and(|pid| !Path::new("/proc").join(pid).exists());
+        if finished || abandoned {
+            std::fs::remove_dir_all(&path)?;
+            removed += usize::from(finished);
+        }
+    }
+    Ok(removed)
+}
+
 /// Removes the temporary folders of this trial that a killed process left behind (their
 /// process id, the name's last part, is no longer running); a live one may still commit.
 fn remove_abandoned(parent: &Path, dir: &Path) {

@@ -109,6 +109,18 @@ fn trials_are_cached_one_by_one_and_more_trials_reuse_them() {
     // An edit to the space re-runs the search, never the training it reuses.
     let narrower = BASE.replace("units in 8..24", "units in 8..16");
     assert_eq!(not_cached(dir.path(), &narrower), ["report", "tiny"]);
+
+    // `gpl clean` drops finished trials and a dead process's leftovers, not a live one's.
+    let trials_dir = dir.path().join(".gpl/trials");
+    let dead = trials_dir.join(".tmp-abc-4294967295");
+    let live = trials_dir.join(format!(".tmp-def-{}", std::process::id()));
+    fs::create_dir_all(&dead).unwrap();
+    fs::create_dir_all(&live).unwrap();
+    assert_eq!(gpl::stages::search::clean_trials(dir.path()).unwrap(), 5);
+    assert!(!dead.exists());
+    assert!(live.exists());
+    let left: Vec<_> = fs::read_dir(&trials_dir).unwrap().collect();
+    assert_eq!(left.len(), 1);
 }
 
 #[test]
