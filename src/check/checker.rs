@@ -451,6 +451,19 @@ impl<'a> Checker<'a> {
 
     /// A train or ensemble name.
     pub fn predictor(&mut self, v: &Value) -> Option<Predictor> {
+        // `tiny.best`: a search's best trial.
+        if let ValueKind::Path(parts) = &v.kind {
+            if let [search, best] = parts.as_slice() {
+                if best.text != "best" {
+                    self.wrong_type(v, "a train or ensemble name, or `SEARCH.best`", None);
+                    return None;
+                }
+                self.stage_ref(search, "search", &[BlockKind::Search])?;
+                return Some(Predictor::SearchBest {
+                    name: search.text.clone(),
+                });
+            }
+        }
         let name = self.word(v, "a train or ensemble name")?;
         let block = self.stage_ref(
             name,

@@ -551,14 +551,25 @@ pub struct Freeze {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Predictor {
-    Train { name: String },
-    Ensemble { name: String },
+    Train {
+        name: String,
+    },
+    Ensemble {
+        name: String,
+    },
+    /// `tiny.best`: the best trial of search `name`.
+    SearchBest {
+        name: String,
+    },
 }
 
 impl Predictor {
+    /// The stage whose output holds the model.
     pub fn name(&self) -> &str {
         match self {
-            Predictor::Train { name } | Predictor::Ensemble { name } => name,
+            Predictor::Train { name }
+            | Predictor::Ensemble { name }
+            | Predictor::SearchBest { name } => name,
         }
     }
 }

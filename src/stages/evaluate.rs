@@ -169,6 +169,8 @@ fn predictions_dataset<'a>(program: &'a Program, model: &check::Predictor) -> Op
         check::Predictor::Ensemble { name } => program
             .ensemble(name)
             .and_then(|e| members_dataset(program, &e.members)),
+        // A search keeps no predictions: its best model runs on the images.
+        check::Predictor::SearchBest { .. } => None,
     }
 }
 
@@ -200,8 +202,15 @@ pub(super) fn compile(
             }
             _ => {
                 match model {
-                    check::Predictor::Train { name: model_name } => {
-                        let t = program.train(model_name);
+                    check::Predictor::Train { name: model_name }
+                    | check::Predictor::SearchBest { name: model_name } => {
+                        // A search's trials use its train block's recipe, classes included.
+                        let t = match model {
+                            check::Predictor::SearchBest { name } => {
+                                program.search(name).and_then(|s| program.train(&s.train))
+                            }
+                            _ => program.train(model_name),
+                        };
                         if let (Some(units), Some(classes)) = (t.and_then(|t| t.classes), classes) {
                             if units != classes {
                                 return Err(Box::new(check::Error::ClassCount {

@@ -136,3 +136,15 @@ fn the_same_seed_proposes_the_same_trials() {
     };
     assert_eq!(points(a.path()), points(b.path()));
 }
+
+#[test]
+fn the_best_trial_is_a_model_evaluate_can_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        format!("{BASE}\nevaluate final on g.test {{\n  models base, tiny.best\n  report\n}}\n");
+    run(dir.path(), &text);
+    let report =
+        fs::read_to_string(dir.path().join("runs/p/final/classification_report.txt")).unwrap();
+    assert!(report.contains("tiny on g.test"), "{report}");
+    assert!(report.contains("base on g.test"), "{report}");
+}
