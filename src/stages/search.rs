@@ -319,13 +319,18 @@ impl StageExecutor for SearchStage {
             Some(sel) => Some(loader.select(ctx, sel)?.images),
             None => None,
         };
-        // The data a trial reads, by the committed entries' names (content fingerprints).
+        // The data a trial reads, by the committed entries' paths inside the project (their
+        // names are content fingerprints), so a moved project keeps its trials.
         let data_key: Vec<String> = config
             .inputs()
             .iter()
             .map(|id| {
-                ctx.input_dir(&StageId::from(id.as_str()))
-                    .map(|d| d.display().to_string())
+                ctx.input_dir(&StageId::from(id.as_str())).map(|d| {
+                    d.strip_prefix(ctx.root())
+                        .unwrap_or(d)
+                        .display()
+                        .to_string()
+                })
             })
             .collect::<Result<_, _>>()?;
         let trials_root = ctx.root().join(".gpl").join(TRIALS_DIR);
