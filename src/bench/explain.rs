@@ -6,8 +6,9 @@
 
 use super::engine::bigger_cnn;
 use crate::explain::filters::{visualise, Ascent, InputRange};
-use crate::explain::{attribute, probabilities, Method};
+use crate::explain::{attribute, Method};
 use crate::nn::network::Network;
+use crate::nn::ops::activation::argmax;
 use crate::nn::optim::OptimizerConfig;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -116,11 +117,8 @@ fn run_in_pool(o: &ExplainBenchOptions) -> miette::Result<()> {
     let range = InputRange { lo: 0.0, hi: 1.0 };
     let mut gradcam = || -> miette::Result<f64> {
         let start = Instant::now();
-        let probs = probabilities(&mut net, &images, o.images)?;
-        let predicted: Vec<u32> = probs
-            .chunks(10)
-            .map(|r| (0..10).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap_or(0) as u32)
-            .collect();
+        let probs = net.probabilities(&images, o.images)?;
+        let predicted: Vec<u32> = probs.chunks(10).map(|r| argmax(r) as u32).collect();
         attribute(
             &mut net,
             &images,

@@ -7,7 +7,7 @@
 //! compared with) and maps at the input's resolution normalised to [0, 1]. A map with no
 //! positive evidence, or a constant one, normalises to all zeros, never to NaN.
 
-use super::{probabilities, spatial, CHUNK};
+use super::{spatial, CHUNK};
 use crate::nn::{EngineError, Network};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -366,7 +366,7 @@ fn score_cam_weights(
     let mut scores: Vec<f32> = (0..c)
         .map(|k| logits[k * classes + target as usize])
         .collect();
-    super::softmax_in_place(&mut scores);
+    crate::nn::ops::activation::softmax_row(&mut scores);
     Ok(scores)
 }
 
@@ -403,7 +403,7 @@ fn occlusion(
             batch[row..row + window * channels].fill(0.0);
         }
     }
-    let probs = probabilities(network, &batch, patches.len() + 1)?;
+    let probs = network.probabilities(&batch, patches.len() + 1)?;
     let classes = probs.len() / (patches.len() + 1);
     let base = probs[target as usize];
     let (mut sum, mut count) = (vec![0.0f32; height * width], vec![0u32; height * width]);

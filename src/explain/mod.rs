@@ -12,7 +12,7 @@ pub mod sanity;
 
 pub use maps::{attribute, Attribution, Baseline, Method};
 
-use crate::nn::{EngineError, Network};
+use crate::nn::Network;
 
 /// Images per engine call: gradient graphs are compiled per batch size, so every call uses
 /// this one size (a short last chunk is padded with zero images and a zero seed).
@@ -23,31 +23,5 @@ pub fn spatial(network: &Network, layer: usize) -> Option<[usize; 3]> {
     match network.ir().layers.get(layer)?.output.as_slice() {
         &[h, w, c] => Some([h, w, c]),
         _ => None,
-    }
-}
-
-/// Softmax probabilities of the first output for `n` images, `[n, classes]`.
-pub fn probabilities(
-    network: &mut Network,
-    images: &[f32],
-    n: usize,
-) -> Result<Vec<f32>, EngineError> {
-    let mut logits = network.logits(images, n)?;
-    let classes = logits.len() / n.max(1);
-    for row in logits.chunks_mut(classes.max(1)) {
-        softmax_in_place(row);
-    }
-    Ok(logits)
-}
-
-pub(crate) fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v as f64;
-    }
-    for v in row.iter_mut() {
-        *v = (*v as f64 / sum) as f32;
     }
 }

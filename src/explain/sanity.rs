@@ -9,7 +9,6 @@
 //!   area under the curve).
 
 use super::maps::{attribute, input_shape, Method};
-use super::probabilities;
 use crate::nn::{EngineError, Network, OptimizerConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -161,7 +160,7 @@ pub fn deletion(
                 batch[start + p * c..start + (p + 1) * c].fill(0.0);
             }
         }
-        let probs = probabilities(network, &batch, steps + 1)?;
+        let probs = network.probabilities(&batch, steps + 1)?;
         let classes = probs.len() / (steps + 1);
         let curve: Vec<f32> = (0..=steps)
             .map(|k| probs[k * classes + target as usize])

@@ -238,7 +238,7 @@ impl Network {
             .borrow()
             .chunks(first.classes)
             .zip(labels)
-            .filter(|(p, &l)| argmax(p) == l as usize)
+            .filter(|(p, &l)| activation::argmax(p) == l as usize)
             .count();
         model.penalty_backward();
         // Running statistics move only once the step is known to be finite.
@@ -319,6 +319,22 @@ impl Network {
     /// The first output before its fused softmax for `n` images (inference mode), `[n, classes]`.
     pub fn logits(&mut self, images: &[f32], n: usize) -> Result<Vec<f32>, EngineError> {
         Ok(self.all_logits(images, n)?.swap_remove(0))
+    }
+
+    /// The first output as the model defines it for `n` images (inference mode): class
+    /// probabilities when its softmax is fused, `[n, classes]`.
+    pub fn probabilities(&mut self, images: &[f32], n: usize) -> Result<Vec<f32>, EngineError> {
+        let mut out = self.logits(images, n)?;
+        let (fused, classes) = {
+            let head = self.model.borrow().head();
+            (head.fused_softmax, head.classes)
+        };
+        if fused {
+            for row in out.chunks_mut(classes) {
+                activation::softmax_row(row);
+            }
+        }
+        Ok(out)
     }
 
     /// Every output before its fused softmax for `n` images (inference mode), in output
@@ -560,16 +576,6 @@ impl Network {
     }
 }
 
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 impl Learner for Network {
     fn classes(&self) -> usize {
         Network::classes(self)
@@ -582,17 +588,7 @@ impl Learner for Network {
     }
 
     fn predict(&mut self, images: &[f32], n: usize) -> miette::Result<Vec<f32>> {
-        let mut out = self.logits(images, n)?;
-        let (fused, classes) = {
-            let head = self.model.borrow().head();
-            (head.fused_softmax, head.classes)
-        };
-        if fused {
-            for row in out.chunks_mut(classes) {
-                activation::softmax_row(row);
-            }
-        }
-        Ok(out)
+        Ok(self.probabilities(images, n)?)
     }
 
     fn state(&self) -> NamedTensors {

@@ -16,7 +16,8 @@ use crate::data::npy::npy_f32;
 use crate::explain::filters::{visualise, Ascent, InputRange};
 use crate::explain::samples::{choose, Chosen, SampleChoice};
 use crate::explain::sanity::{cascade, deletion, deletion_fractions};
-use crate::explain::{attribute, probabilities, Method};
+use crate::explain::{attribute, Method};
+use crate::nn::ops::activation::argmax;
 use crate::nn::Network;
 use crate::plan::{StageId, StageSpec};
 use crate::report::heatmaps::{channel_rgb, grid, image_rgb, labelled_lines, overlay, Tile};
@@ -458,16 +459,11 @@ fn gather(images: &[f32], per: usize, chosen: &[Chosen]) -> (Vec<f32>, Vec<u32>)
 
 /// The model's predicted class of every image.
 fn predict(network: &mut Network, images: &[f32], n: usize) -> Result<Vec<u32>, StageError> {
-    let probs = probabilities(network, images, n).map_err(stage_error)?;
+    let probs = network.probabilities(images, n).map_err(stage_error)?;
     let classes = probs.len() / n.max(1);
     Ok(probs
         .chunks(classes.max(1))
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-                .map_or(0, |(k, _)| k as u32)
-        })
+        .map(|row| argmax(row) as u32)
         .collect())
 }
 

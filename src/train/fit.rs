@@ -239,16 +239,6 @@ fn crossentropy(probabilities: &[f32], label: usize, smoothing: f32) -> f64 {
         .sum()
 }
 
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 /// Validation loss (unweighted, plus the learner's penalties, as Keras computes
 /// `val_loss`) and accuracy.
 fn evaluate(
@@ -263,7 +253,7 @@ fn evaluate(
     let mut correct = 0usize;
     for (row, &label) in probs.chunks_exact(classes).zip(&set.labels) {
         loss += crossentropy(row, label as usize, smoothing);
-        correct += usize::from(argmax(row) == label as usize);
+        correct += usize::from(crate::nn::ops::activation::argmax(row) == label as usize);
     }
     let n = set.len().max(1) as f64;
     Ok((loss / n + learner.regularization_loss(), correct as f64 / n))

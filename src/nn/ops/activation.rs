@@ -62,6 +62,17 @@ fn apply<T: Real>(act: Activation, x: T) -> T {
     }
 }
 
+/// The index of the row's largest value, the first on ties (numpy's argmax).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 pub fn softmax_row<T: Real>(row: &mut [T]) {
     let max = row.iter().fold(T::NEG_INFINITY, |m, v| m.max(*v));
     let mut sum = T::ZERO;
