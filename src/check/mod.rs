@@ -24,17 +24,17 @@ use checker::{Checker, Resolved};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The model of search block `search` at one point of its space (each dimension's value by
-/// name). The pipeline's model definitions are loaded and checked again and the block's model
-/// call is instantiated with the point's values as extra named arguments, exactly as the
-/// checker instantiates the space's corners. The search stage calls this per trial: a trial's
-/// point is known only once the trials before it have finished.
-pub fn instantiate_search_model(
+/// The model of search block `search` at each of `points` (each dimension's value by name).
+/// The pipeline's model definitions are loaded and checked again, once for all points, and the
+/// block's model call is instantiated with a point's values as extra named arguments, exactly
+/// as the checker instantiates the space's corners. The search stage calls this per trial: a
+/// trial's point is known only once the trials before it have finished.
+pub fn instantiate_search_models(
     path: &Path,
     profile: Option<&str>,
     search: &str,
-    point: &[(String, f64)],
-) -> Result<crate::nn::ir::ModelIr, String> {
+    points: &[Vec<(String, f64)>],
+) -> Result<Vec<crate::nn::ir::ModelIr>, String> {
     let fail = |errors: Vec<Error>, sources: Sources| Diagnostics { errors, sources }.to_string();
     let loaded = loader::load(path).map_err(|(errors, sources)| fail(errors, sources))?;
     let mut files = loaded.files;
@@ -59,11 +59,14 @@ pub fn instantiate_search_model(
         .and_then(|st| st.call.iter().flatten().chain(st.args()).next())
         .map(|a| a.value().clone())
         .ok_or_else(|| format!("search `{search}` has no model"))?;
-    let ir = checker.instantiate_at(&model, point);
-    if !checker.errors.is_empty() || ir.is_none() {
-        return Err(fail(checker.errors, loaded.sources));
+    let irs: Option<Vec<_>> = points
+        .iter()
+        .map(|point| checker.instantiate_at(&model, point))
+        .collect();
+    match irs {
+        Some(irs) if checker.errors.is_empty() => Ok(irs),
+        _ => Err(fail(checker.errors, loaded.sources)),
     }
-    ir.ok_or_else(|| "the model did not build".to_string())
 }
 
 /// Loads, resolves and checks a pipeline. `profile` selects a `profile NAME { ... }` block.

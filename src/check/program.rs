@@ -5,7 +5,7 @@
 use super::diagnostics::{SourceFile, Sources};
 use crate::lang::{BlockKind, Span};
 use crate::nn::ir::ModelIr;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -699,13 +699,13 @@ pub struct Search {
     pub span: Span,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Dimension {
     pub name: String,
     pub domain: Domain,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Domain {
     Int { lo: i64, hi: i64 },
@@ -722,7 +722,7 @@ pub struct Strategy {
     pub seed: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StrategyKind {
     Bayes,

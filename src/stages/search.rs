@@ -39,28 +39,6 @@ const GRID_LEVELS: usize = 5;
 const PD_STEPS: usize = 24;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum DimDomain {
-    Int { lo: i64, hi: i64 },
-    Float { lo: f64, hi: f64 },
-    Choice { values: Vec<f64> },
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DimConfig {
-    pub name: String,
-    pub domain: DimDomain,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StrategyKind {
-    Bayes,
-    Random,
-    Grid,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchConfig {
     /// The pipeline file (relative to the project root) and profile the trials' models are
     /// instantiated from.
@@ -70,8 +48,8 @@ pub struct SearchConfig {
     /// The model at the space's lower and upper corners: part of the fingerprint, so an edit
     /// to the model's definition re-runs the search.
     pub corners: Vec<ModelIr>,
-    pub dims: Vec<DimConfig>,
-    pub strategy: StrategyKind,
+    pub dims: Vec<check::Dimension>,
+    pub strategy: check::StrategyKind,
     pub trials: usize,
     pub init: usize,
     pub seed: u64,
@@ -95,13 +73,13 @@ impl SearchConfig {
             .map(|d| Dim {
                 name: d.name.clone(),
                 domain: match &d.domain {
-                    DimDomain::Int { lo, hi } => Domain::Int { lo: *lo, hi: *hi },
-                    DimDomain::Float { lo, hi } => Domain::Float {
+                    check::Domain::Int { lo, hi } => Domain::Int { lo: *lo, hi: *hi },
+                    check::Domain::Float { lo, hi } => Domain::Float {
                         lo: *lo,
                         hi: *hi,
                         log: false,
                     },
-                    DimDomain::Choice { values } => {
+                    check::Domain::Choice { values } => {
                         Domain::Choice(values.iter().map(|v| Level::Num(*v)).collect())
                     }
                 },
@@ -119,9 +97,9 @@ impl SearchConfig {
                 Goal::Minimize
             },
             strategy: match self.strategy {
-                StrategyKind::Bayes => Strategy::Bayes { init: self.init },
-                StrategyKind::Random => Strategy::Random,
-                StrategyKind::Grid => Strategy::Grid {
+                check::StrategyKind::Bayes => Strategy::Bayes { init: self.init },
+                check::StrategyKind::Random => Strategy::Random,
+                check::StrategyKind::Grid => Strategy::Grid {
                     levels: GRID_LEVELS,
                 },
             },
@@ -170,7 +148,7 @@ pub(super) fn compile(
 ) -> Result<StageSpec, Box<check::Error>> {
     let check::Search {
         name,
-        // Instantiated per trial from the pipeline file (`check::instantiate_search_model`).
+        // Instantiated per trial from the pipeline file (`check::instantiate_search_models`).
         model: _,
         train,
         // Part of the model call the file holds; the corners below cover them.
@@ -185,32 +163,20 @@ pub(super) fn compile(
             "search `{name}` names train `{train}`, which the checker resolved"
         )))
     })?;
-    let dims: Vec<DimConfig> = space
-        .iter()
-        .map(|d| DimConfig {
-            name: d.name.clone(),
-            domain: match &d.domain {
-                check::Domain::Int { lo, hi } => DimDomain::Int { lo: *lo, hi: *hi },
-                check::Domain::Float { lo, hi } => DimDomain::Float { lo: *lo, hi: *hi },
-                check::Domain::Choice { values } => DimDomain::Choice {
-                    values: values.clone(),
-                },
-            },
-        })
-        .collect();
+    let dims = space.clone();
     let corner = |hi: bool| -> Vec<(String, f64)> {
         dims.iter()
             .map(|d| {
                 let v = match &d.domain {
-                    DimDomain::Int { lo, hi: h } => (if hi { *h } else { *lo }) as f64,
-                    DimDomain::Float { lo, hi: h } => {
+                    check::Domain::Int { lo, hi: h } => (if hi { *h } else { *lo }) as f64,
+                    check::Domain::Float { lo, hi: h } => {
                         if hi {
                             *h
                         } else {
                             *lo
                         }
                     }
-                    DimDomain::Choice { values } => {
+                    check::Domain::Choice { values } => {
                         if hi {
                             values[values.len() - 1]
                         } else {
@@ -227,34 +193,26 @@ pub(super) fn compile(
         .strip_prefix(&program.project_root)
         .unwrap_or(&program.root)
         .to_path_buf();
-    let mut corners = Vec::new();
-    for hi in [false, true] {
-        let ir = check::instantiate_search_model(
-            &program.root,
-            program.profile.as_deref(),
-            name,
-            &corner(hi),
-        )
-        .map_err(|reason| {
-            Box::new(check::Error::Unsupported {
-                what: format!("search `{name}`: its model at a corner of the space ({reason})"),
-                span: *span,
-                help: None,
-            })
-        })?;
-        corners.push(ir);
-    }
+    let corners = check::instantiate_search_models(
+        &program.root,
+        program.profile.as_deref(),
+        name,
+        &[corner(false), corner(true)],
+    )
+    .map_err(|reason| {
+        Box::new(check::Error::Unsupported {
+            what: format!("search `{name}`: its model at a corner of the space ({reason})"),
+            span: *span,
+            help: None,
+        })
+    })?;
     let config = SearchConfig {
         pipeline,
         profile: program.profile.clone(),
         search: name.clone(),
         corners,
         dims,
-        strategy: match strategy.kind {
-            check::StrategyKind::Bayes => StrategyKind::Bayes,
-            check::StrategyKind::Random => StrategyKind::Random,
-            check::StrategyKind::Grid => StrategyKind::Grid,
-        },
+        strategy: strategy.kind,
         trials: strategy.trials,
         init: strategy.init,
         seed: strategy.seed,
@@ -277,11 +235,11 @@ pub(super) fn compile(
 
 pub struct SearchStage;
 
-fn number(v: Value, dim: &DimConfig) -> f64 {
+fn number(v: Value, dim: &check::Dimension) -> f64 {
     match (v, &dim.domain) {
         (Value::Int(i), _) => i as f64,
         (Value::Float(x), _) => x,
-        (Value::Choice(k), DimDomain::Choice { values }) => values[k],
+        (Value::Choice(k), check::Domain::Choice { values }) => values[k],
         (Value::Choice(k), _) => k as f64,
     }
 }
@@ -369,12 +327,13 @@ impl StageExecutor for SearchStage {
                     .collect::<Vec<_>>()
                     .join(" ")
             ));
-            let (result, dir, cached) = match check::instantiate_search_model(
+            let built = check::instantiate_search_models(
                 &pipeline,
                 config.profile.as_deref(),
                 &config.search,
-                &named,
-            ) {
+                std::slice::from_ref(&named),
+            );
+            let (result, dir, cached) = match built.map(|mut irs| irs.remove(0)) {
                 Err(reason) => (
                     TrialResult {
                         objective: None,
