@@ -165,15 +165,16 @@ impl ReportModel {
 pub struct ExplainReport {
     pub model: String,
     pub data: String,
-    pub figures: Vec<ExplainFigure>,
+    pub figures: Vec<StageFigure>,
     /// Cascading randomisation per map method (empty when `sanity false`).
     pub sanity: Vec<SanityRow>,
     /// Deletion curve per map method.
     pub deletion: Vec<DeletionRow>,
 }
 
+/// A figure a stage wrote to its folder (explain, search), shown in its report section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExplainFigure {
+pub struct StageFigure {
     pub title: String,
     /// The PNG's file name in the stage's folder.
     pub file: String,
@@ -211,5 +212,5 @@ pub struct SearchReport {
     pub trials: Vec<(usize, Vec<f64>, Option<f64>, usize, f64, String)>,
     pub best: Option<usize>,
     pub metric: String,
-    pub figures: Vec<ExplainFigure>,
+    pub figures: Vec<StageFigure>,
 }

@@ -21,7 +21,7 @@ use crate::nn::ops::activation::argmax;
 use crate::nn::Network;
 use crate::plan::{StageId, StageSpec};
 use crate::report::heatmaps::{channel_rgb, grid, image_rgb, labelled_lines, overlay, Tile};
-use crate::report::model::{DeletionRow, ExplainFigure, ExplainReport, SanityRow, StageReport};
+use crate::report::model::{DeletionRow, ExplainReport, SanityRow, StageFigure, StageReport};
 use crate::run::{StageContext, StageError, StageExecutor};
 use crate::train::write_atomic;
 use serde::{Deserialize, Serialize};
@@ -440,8 +440,8 @@ impl StageExecutor for ExplainStage {
     }
 }
 
-fn figure(title: &str, file: &str, png: Vec<u8>) -> ExplainFigure {
-    ExplainFigure {
+fn figure(title: &str, file: &str, png: Vec<u8>) -> StageFigure {
+    StageFigure {
         title: title.to_string(),
         file: file.to_string(),
         png,

@@ -20,7 +20,7 @@ use crate::data::artifact::{load_json, save_json};
 use crate::nn::ir::ModelIr;
 use crate::plan::{StageId, StageSpec};
 use crate::report::heatmaps::labelled_lines;
-use crate::report::model::{ExplainFigure, SearchReport, StageReport};
+use crate::report::model::{SearchReport, StageFigure, StageReport};
 use crate::report::search_plots::{self, pareto_plot, Dependence};
 use crate::run::{StageContext, StageError, StageExecutor};
 use crate::search::{Dim, Domain, Goal, Level, Noise, Search, Space, Strategy, Trial, Value};
@@ -723,9 +723,9 @@ impl Stage for SearchStage {
     fn report(&self, dir: &Path, section: &mut StageReport) -> Result<bool, StageError> {
         let s: Summary = load_json(dir.join(SEARCH_FILE)).map_err(stage_error)?;
         // The partial dependence needs the GP: its PNG is read back from the stage's folder.
-        let mut figures: Vec<ExplainFigure> = figures(&s, &[])?
+        let mut figures: Vec<StageFigure> = figures(&s, &[])?
             .into_iter()
-            .map(|(file, png)| ExplainFigure {
+            .map(|(file, png)| StageFigure {
                 title: file.trim_end_matches(".png").replace('_', " "),
                 file: file.into(),
                 png,
@@ -733,7 +733,7 @@ impl Stage for SearchStage {
             .collect();
         let dependence = dir.join(super::PUBLIC).join("partial_dependence.png");
         if let Ok(png) = std::fs::read(&dependence) {
-            figures.push(ExplainFigure {
+            figures.push(StageFigure {
                 title: "partial dependence".into(),
                 file: "partial_dependence.png".into(),
                 png,
