@@ -124,6 +124,7 @@ pub(super) fn describe(v: &Value) -> String {
         ValueKind::Call { name, .. } => format!("a call `{}(...)`", name.text),
         ValueKind::List(_) => "a list".into(),
         ValueKind::Range(..) => "a range".into(),
+        ValueKind::Compare { .. } => format!("the bound `{}`", crate::lang::fmt::value(v)),
         ValueKind::Dims(_) => format!("sizes `{}`", crate::lang::fmt::value(v)),
     }
 }

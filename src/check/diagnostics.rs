@@ -278,6 +278,17 @@ pub enum Error {
         help: Option<String>,
     },
 
+    #[error("no point of search `{search}`'s space meets `subject to {bounds}`")]
+    #[diagnostic(code(gpl::search::infeasible))]
+    Infeasible {
+        search: String,
+        bounds: String,
+        #[label("no model in the space is this small")]
+        span: Span,
+        #[help]
+        help: Option<String>,
+    },
+
     #[error("model `{model}` ends in {units} outputs but `{dataset}` has {classes} classes")]
     #[diagnostic(code(gpl::shape::classes))]
     ClassCount {
@@ -406,6 +417,7 @@ impl Error {
             | DataFile { span, .. }
             | NotRunnable { span, .. }
             | Unsupported { span, .. }
+            | Infeasible { span, .. }
             | LayerKind { span, .. }
             | ModelArgs { span, .. }
             | ModelRecursion { span, .. }

@@ -16,6 +16,7 @@ pub mod program;
 mod schema;
 pub mod summary;
 
+pub use blocks::search::{dimension_value, named_point, search_space};
 pub use diagnostics::{Diagnostics, Error, SourceFile, Sources};
 pub use program::*;
 
@@ -25,18 +26,42 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The model of search block `search` at each of `points` (each dimension's value by name).
-/// The pipeline's model definitions are loaded and checked again, once for all points, and the
-/// block's model call is instantiated with a point's values as extra named arguments, exactly
-/// as the checker instantiates the space's corners. The search stage calls this per trial: a
-/// trial's point is known only once the trials before it have finished.
+/// See [`with_search_models`].
 pub fn instantiate_search_models(
     path: &Path,
     profile: Option<&str>,
     search: &str,
     points: &[Vec<(String, f64)>],
 ) -> Result<Vec<crate::nn::ir::ModelIr>, String> {
-    let fail = |errors: Vec<Error>, sources: Sources| Diagnostics { errors, sources }.to_string();
-    let loaded = loader::load(path).map_err(|(errors, sources)| fail(errors, sources))?;
+    with_search_models(path, profile, search, |build| {
+        points.iter().map(|p| build(p)).collect()
+    })?
+}
+
+/// Builds a search's model at a point (each dimension's value by name), or says why not.
+pub type ModelBuilder<'a> =
+    dyn FnMut(&[(String, f64)]) -> Result<crate::nn::ir::ModelIr, String> + 'a;
+
+/// Calls `f` with a builder of search block `search`'s model at a point (each dimension's
+/// value by name). The pipeline's model definitions are loaded and checked once, and each call
+/// instantiates the block's model call with the point's values as extra named arguments,
+/// exactly as the checker instantiates the space's corners; a point whose model does not
+/// build gives the diagnostics as text. The search stage builds each trial's model, and tests
+/// thousands of candidate points against `subject to` bounds, through one builder.
+pub fn with_search_models<R>(
+    path: &Path,
+    profile: Option<&str>,
+    search: &str,
+    f: impl FnOnce(&mut dyn FnMut(&[(String, f64)]) -> Result<crate::nn::ir::ModelIr, String>) -> R,
+) -> Result<R, String> {
+    let fail = |errors: Vec<Error>, sources: &Sources| {
+        Diagnostics {
+            errors,
+            sources: sources.clone(),
+        }
+        .to_string()
+    };
+    let loaded = loader::load(path).map_err(|(errors, sources)| fail(errors, &sources))?;
     let mut files = loaded.files;
     let mut errors = Vec::new();
     if let Some(name) = profile {
@@ -47,6 +72,9 @@ pub fn instantiate_search_models(
     let all: Vec<&crate::lang::ast::Block> = checker.blocks.iter().map(|(b, _)| *b).collect();
     for b in all.iter().filter(|b| b.kind == BlockKind::Model) {
         checker.model_def_summary(b);
+    }
+    if !checker.errors.is_empty() {
+        return Err(fail(std::mem::take(&mut checker.errors), &loaded.sources));
     }
     let block = all
         .iter()
@@ -59,14 +87,12 @@ pub fn instantiate_search_models(
         .and_then(|st| st.call.iter().flatten().chain(st.args()).next())
         .map(|a| a.value().clone())
         .ok_or_else(|| format!("search `{search}` has no model"))?;
-    let irs: Option<Vec<_>> = points
-        .iter()
-        .map(|point| checker.instantiate_at(&model, point))
-        .collect();
-    match irs {
-        Some(irs) if checker.errors.is_empty() => Ok(irs),
-        _ => Err(fail(checker.errors, loaded.sources)),
-    }
+    let sources = &loaded.sources;
+    let mut build = |point: &[(String, f64)]| match checker.instantiate_at(&model, point) {
+        Some(ir) if checker.errors.is_empty() => Ok(ir),
+        _ => Err(fail(std::mem::take(&mut checker.errors), sources)),
+    };
+    Ok(f(&mut build))
 }
 
 /// Loads, resolves and checks a pipeline. `profile` selects a `profile NAME { ... }` block.

@@ -695,8 +695,51 @@ pub struct Search {
     pub space: Vec<Dimension>,
     pub strategy: Strategy,
     pub objective: Objective,
+    /// `subject to params <= 100k, mflops <= 20`: every trial's model meets all of them.
+    pub constraints: Vec<Constraint>,
     #[serde(skip)]
     pub span: Span,
+}
+
+/// A bound on the size of a search's model, known before training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Constraint {
+    pub quantity: Quantity,
+    pub op: crate::lang::ast::CmpOp,
+    pub bound: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantity {
+    /// Parameters, trainable or not.
+    Params,
+    /// Millions of floating-point operations of one image's forward pass, a multiply-add
+    /// counting two (the summary's FLOPs column over a million).
+    Mflops,
+}
+
+impl Constraint {
+    /// The model's value of the constrained quantity.
+    pub fn measure(&self, model: &crate::nn::ir::ModelIr) -> f64 {
+        match self.quantity {
+            Quantity::Params => model.total_params() as f64,
+            Quantity::Mflops => model.total_flops() as f64 / 1e6,
+        }
+    }
+
+    pub fn holds(&self, model: &crate::nn::ir::ModelIr) -> bool {
+        self.op.holds(self.measure(model), self.bound)
+    }
+
+    /// `params <= 100000`.
+    pub fn show(&self) -> String {
+        let q = match self.quantity {
+            Quantity::Params => "params",
+            Quantity::Mflops => "mflops",
+        };
+        format!("{q} {} {}", self.op.symbol(), self.bound)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -708,9 +751,21 @@ pub struct Dimension {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Domain {
-    Int { lo: i64, hi: i64 },
-    Float { lo: f64, hi: f64 },
-    Choice { values: Vec<f64> },
+    Int {
+        lo: i64,
+        hi: i64,
+    },
+    Float {
+        lo: f64,
+        hi: f64,
+        /// Sampled and modelled on a log scale (`lr in 1e-4..1e-1 log`). Left out of the
+        /// serialised form when false, so a linear range keeps its cache key.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        log: bool,
+    },
+    Choice {
+        values: Vec<f64>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -245,6 +245,42 @@ pub enum ValueKind {
     Range(Box<Value>, Box<Value>),
     /// `3x3`, `69 x 69 x 3`, `k x k`: each part a number or a name.
     Dims(Vec<Value>),
+    /// `params <= 100k`: a named quantity and its bound.
+    Compare {
+        quantity: Name,
+        op: CmpOp,
+        bound: Box<Value>,
+    },
+}
+
+/// The comparison of a bound (`<=`, `<`, `>=`, `>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum CmpOp {
+    Le,
+    Lt,
+    Ge,
+    Gt,
+}
+
+impl CmpOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            CmpOp::Le => "<=",
+            CmpOp::Lt => "<",
+            CmpOp::Ge => ">=",
+            CmpOp::Gt => ">",
+        }
+    }
+
+    /// Whether `x op bound` holds.
+    pub fn holds(self, x: f64, bound: f64) -> bool {
+        match self {
+            CmpOp::Le => x <= bound,
+            CmpOp::Lt => x < bound,
+            CmpOp::Ge => x >= bound,
+            CmpOp::Gt => x > bound,
+        }
+    }
 }
 
 impl Value {

@@ -173,6 +173,11 @@ pub fn value(v: &Value) -> String {
             items.iter().map(value).collect::<Vec<_>>().join(", ")
         ),
         ValueKind::Range(lo, hi) => format!("{}..{}", value(lo), value(hi)),
+        ValueKind::Compare {
+            quantity,
+            op,
+            bound,
+        } => format!("{} {} {}", quantity.text, op.symbol(), value(bound)),
         ValueKind::Dims(parts) => {
             let all_numbers = parts
                 .iter()

@@ -325,6 +325,22 @@ impl Cx {
                 let args = self.call_args(child(&mut parts, "call arguments"));
                 ValueKind::Call { name, args }
             }
+            Rule::compare => {
+                let mut parts = inner.into_inner();
+                let quantity = self.name(child(&mut parts, "compared quantity"));
+                let op = match child(&mut parts, "comparison").as_str() {
+                    "<=" => CmpOp::Le,
+                    "<" => CmpOp::Lt,
+                    ">=" => CmpOp::Ge,
+                    _ => CmpOp::Gt,
+                };
+                let bound = self.value(child(&mut parts, "bound"));
+                ValueKind::Compare {
+                    quantity,
+                    op,
+                    bound: Box::new(bound),
+                }
+            }
             Rule::list => ValueKind::List(inner.into_inner().map(|p| self.value(p)).collect()),
             Rule::string => ValueKind::Str(self.string(inner)),
             Rule::number => return self.number(inner),
@@ -349,8 +365,16 @@ impl Cx {
 
     fn number(&self, pair: Pair<Rule>) -> Value {
         let text = pair.as_str().to_string();
-        // The grammar only admits decimal literals, which f64 parses.
-        let value = text.parse::<f64>().unwrap_or(f64::NAN);
+        // The grammar only admits decimal literals, which f64 parses, with an optional
+        // `k` or `M` at the end.
+        let (digits, scale) = match text.strip_suffix('k') {
+            Some(d) => (d, 1e3),
+            None => match text.strip_suffix('M') {
+                Some(d) => (d, 1e6),
+                None => (text.as_str(), 1.0),
+            },
+        };
+        let value = digits.parse::<f64>().map_or(f64::NAN, |v| v * scale);
         Value {
             kind: ValueKind::Number { text, value },
             span: self.span(&pair),
@@ -419,6 +443,8 @@ fn phrase(rule: Rule) -> &'static str {
         Rule::call_args => "`(`",
         Rule::list => "a list `[a, b]`",
         Rule::range => "a range `lo..hi`",
+        Rule::compare => "a bound `name <= number`",
+        Rule::cmp_op => "a comparison (`<=`, `<`, `>=`, `>`)",
         Rule::dims => "sizes like `3x3` or `69 x 69 x 3`",
         Rule::dim => "a size",
         Rule::path => "a name or a dotted reference",
@@ -439,9 +465,10 @@ fn syntax_error(text: &str, file: FileId, err: pest::error::Error<Rule>) -> Erro
     let span = Span::new(file, pos, pos + len);
     let (expected, help) = match &err.variant {
         ErrorVariant::ParsingError { positives, .. } => {
-            // Blank lines, comments and end of file are possible almost everywhere; naming
-            // them only buries what was really expected.
+            // Blank lines, comments and end of file are possible almost everywhere, and a
+            // comparison after any name; naming them only buries what was really expected.
             let noise = [
+                Rule::cmp_op,
                 Rule::blank,
                 Rule::comment,
                 Rule::trailing,
@@ -600,6 +627,34 @@ mod tests {
             panic!()
         };
         assert_eq!(o.path.len(), 2);
+    }
+
+    #[test]
+    fn bounds_and_suffixed_numbers() {
+        let text = "search s {\n  subject to params <= 100k, mflops < 2.5M\n}\n";
+        let f = parse(text);
+        let ItemKind::Block(b) = &f.items[0].kind else {
+            panic!()
+        };
+        let st = b.body.statements().next().unwrap();
+        let values: Vec<&Value> = st.args().map(|a| a.value()).collect();
+        let ValueKind::Compare {
+            quantity,
+            op,
+            bound,
+        } = &values[1].kind
+        else {
+            panic!("{:?}", values[1])
+        };
+        assert_eq!((quantity.text.as_str(), *op), ("params", CmpOp::Le));
+        assert!(matches!(bound.kind, ValueKind::Number { value, .. } if value == 100_000.0));
+        let ValueKind::Compare { op, bound, .. } = &values[2].kind else {
+            panic!()
+        };
+        assert_eq!(*op, CmpOp::Lt);
+        assert!(matches!(bound.kind, ValueKind::Number { value, .. } if value == 2_500_000.0));
+        // `gpl fmt` keeps the bounds as written.
+        assert_eq!(crate::lang::fmt::format_file(&f), text);
     }
 
     #[test]

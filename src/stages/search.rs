@@ -23,7 +23,7 @@ use crate::report::heatmaps::labelled_lines;
 use crate::report::model::{SearchReport, StageFigure, StageReport};
 use crate::report::search_plots::{self, pareto_plot, Dependence};
 use crate::run::{StageContext, StageError, StageExecutor};
-use crate::search::{Dim, Domain, Goal, Level, Noise, Search, Space, Strategy, Trial, Value};
+use crate::search::{Goal, Noise, Point, Search, Space, Strategy, Trial};
 use crate::train::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -59,6 +59,9 @@ pub struct SearchConfig {
     pub recipe: Recipe,
     pub data: DataSel,
     pub validation: Option<DataSel>,
+    /// `subject to` bounds; left out when there are none, so older searches keep their key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<check::Constraint>,
 }
 
 impl SearchConfig {
@@ -67,25 +70,7 @@ impl SearchConfig {
     }
 
     fn space(&self) -> Result<Space, StageError> {
-        let dims = self
-            .dims
-            .iter()
-            .map(|d| Dim {
-                name: d.name.clone(),
-                domain: match &d.domain {
-                    check::Domain::Int { lo, hi } => Domain::Int { lo: *lo, hi: *hi },
-                    check::Domain::Float { lo, hi } => Domain::Float {
-                        lo: *lo,
-                        hi: *hi,
-                        log: false,
-                    },
-                    check::Domain::Choice { values } => {
-                        Domain::Choice(values.iter().map(|v| Level::Num(*v)).collect())
-                    }
-                },
-            })
-            .collect();
-        Space::new(dims).map_err(|e| StageError::failed(e.to_string()))
+        check::search_space(&self.dims).map_err(|e| StageError::failed(e.to_string()))
     }
 
     fn optimiser(&self) -> Result<Search, StageError> {
@@ -156,6 +141,7 @@ pub(super) fn compile(
         space,
         strategy,
         objective,
+        constraints,
         span,
     } = s;
     let t = program.train(train).ok_or_else(|| {
@@ -169,7 +155,7 @@ pub(super) fn compile(
             .map(|d| {
                 let v = match &d.domain {
                     check::Domain::Int { lo, hi: h } => (if hi { *h } else { *lo }) as f64,
-                    check::Domain::Float { lo, hi: h } => {
+                    check::Domain::Float { lo, hi: h, .. } => {
                         if hi {
                             *h
                         } else {
@@ -221,6 +207,7 @@ pub(super) fn compile(
         recipe: super::train::recipe(program, t),
         data: DataSel::of(&t.data),
         validation: t.validation.as_ref().map(DataSel::of),
+        constraints: constraints.clone(),
     };
     let inputs = config.inputs();
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
@@ -234,15 +221,6 @@ pub(super) fn compile(
 }
 
 pub struct SearchStage;
-
-fn number(v: Value, dim: &check::Dimension) -> f64 {
-    match (v, &dim.domain) {
-        (Value::Int(i), _) => i as f64,
-        (Value::Float(x), _) => x,
-        (Value::Choice(k), check::Domain::Choice { values }) => values[k],
-        (Value::Choice(k), _) => k as f64,
-    }
-}
 
 /// The metric's best value over the epochs (the epoch a checkpoint callback would keep).
 fn objective(
@@ -296,111 +274,121 @@ impl StageExecutor for SearchStage {
         let mut finished: Vec<Trial> = Vec::new();
         let mut rows: Vec<TrialRow> = Vec::new();
         let mut best: Option<(usize, PathBuf)> = None;
-        while finished.len() < config.trials {
-            ctx.check_cancelled()?;
-            let Some(point) = optimiser
-                .propose(&finished, &[], 1, &|_| true)
-                .into_iter()
-                .next()
-            else {
-                ctx.notice("the space has no untried point left");
-                break;
-            };
-            let trial = finished.len() + 1;
-            let values: Vec<f64> = point
-                .iter()
-                .zip(&config.dims)
-                .map(|(v, d)| number(*v, d))
-                .collect();
-            let named: Vec<(String, f64)> = config
-                .dims
-                .iter()
-                .map(|d| d.name.clone())
-                .zip(values.iter().copied())
-                .collect();
-            ctx.progress().set_message(format!(
-                "trial {trial}/{}: {}",
-                config.trials,
-                named
-                    .iter()
-                    .map(|(n, v)| format!("{n}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ));
-            let built = check::instantiate_search_models(
-                &pipeline,
-                config.profile.as_deref(),
-                &config.search,
-                std::slice::from_ref(&named),
-            );
-            let (result, dir, cached) = match built.map(|mut irs| irs.remove(0)) {
-                Err(reason) => (
-                    TrialResult {
-                        objective: None,
-                        params: 0,
-                        mflops: 0.0,
-                        seconds: 0.0,
-                        status: format!("the model does not build: {}", first_line(&reason)),
-                    },
-                    None,
-                    false,
-                ),
-                Ok(ir) => {
-                    let recipe = Recipe {
-                        model: ir,
-                        ..config.recipe.clone()
+        let searched = check::with_search_models(
+            &pipeline,
+            config.profile.as_deref(),
+            &config.search,
+            |build| -> Result<(), StageError> {
+                let build = std::cell::RefCell::new(build);
+                let feasible = Feasibility::new(&config.dims, &config.constraints);
+                while finished.len() < config.trials {
+                    ctx.check_cancelled()?;
+                    let Some(point) = optimiser
+                        .propose(&finished, &[], 1, &|p| {
+                            feasible.holds(p, &mut **build.borrow_mut())
+                        })
+                        .into_iter()
+                        .next()
+                    else {
+                        ctx.notice("the space has no untried point left");
+                        break;
                     };
-                    let key = trial_key(&recipe, &data_key, &config.metric)?;
-                    let dir = trials_root.join(&key);
-                    let (result, cached) = match load_json::<TrialResult>(dir.join(RESULT_FILE)) {
-                        Ok(r) => (r, true),
-                        Err(_) => (
-                            run_trial(ctx, &recipe, &train, val.as_ref(), &config, &dir)?,
+                    let trial = finished.len() + 1;
+                    let named = check::named_point(&config.dims, &point);
+                    let values: Vec<f64> = named.iter().map(|(_, v)| *v).collect();
+                    ctx.progress().set_message(format!(
+                        "trial {trial}/{}: {}",
+                        config.trials,
+                        named
+                            .iter()
+                            .map(|(n, v)| format!("{n}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ));
+                    let built = (build.borrow_mut())(&named);
+                    let (result, dir, cached) = match built {
+                        Err(reason) => (
+                            TrialResult {
+                                objective: None,
+                                params: 0,
+                                mflops: 0.0,
+                                seconds: 0.0,
+                                status: format!(
+                                    "the model does not build: {}",
+                                    first_line(&reason)
+                                ),
+                            },
+                            None,
                             false,
                         ),
+                        Ok(ir) => {
+                            let recipe = Recipe {
+                                model: ir,
+                                ..config.recipe.clone()
+                            };
+                            let key = trial_key(&recipe, &data_key, &config.metric)?;
+                            let dir = trials_root.join(&key);
+                            let (result, cached) =
+                                match load_json::<TrialResult>(dir.join(RESULT_FILE)) {
+                                    Ok(r) => (r, true),
+                                    Err(_) => (
+                                        run_trial(
+                                            ctx,
+                                            &recipe,
+                                            &train,
+                                            val.as_ref(),
+                                            &config,
+                                            &dir,
+                                        )?,
+                                        false,
+                                    ),
+                                };
+                            (result, Some(dir), cached)
+                        }
                     };
-                    (result, Some(dir), cached)
-                }
-            };
-            let value = result.objective.unwrap_or(f64::NAN);
-            if let (Some(v), Some(dir)) = (result.objective, &dir) {
-                let better = match &best {
-                    None => true,
-                    Some((b, _)) => {
-                        let bv = rows[*b - 1].result.objective.unwrap_or(f64::NAN);
-                        if config.maximize {
-                            v > bv
-                        } else {
-                            v < bv
+                    let value = result.objective.unwrap_or(f64::NAN);
+                    if let (Some(v), Some(dir)) = (result.objective, &dir) {
+                        let better = match &best {
+                            None => true,
+                            Some((b, _)) => {
+                                let bv = rows[*b - 1].result.objective.unwrap_or(f64::NAN);
+                                if config.maximize {
+                                    v > bv
+                                } else {
+                                    v < bv
+                                }
+                            }
+                        };
+                        if better {
+                            best = Some((trial, dir.clone()));
                         }
                     }
-                };
-                if better {
-                    best = Some((trial, dir.clone()));
+                    ctx.notice(format!(
+                        "trial {trial}/{}: {} → {} {}{}",
+                        config.trials,
+                        named
+                            .iter()
+                            .map(|(n, v)| format!("{n}={}", show(*v)))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        config.metric,
+                        result
+                            .objective
+                            .map_or_else(|| result.status.clone(), |v| format!("{v:.4}")),
+                        if cached { " (cached)" } else { "" }
+                    ));
+                    finished.push(Trial { point, value });
+                    rows.push(TrialRow {
+                        trial,
+                        values,
+                        result,
+                        cached,
+                    });
                 }
-            }
-            ctx.notice(format!(
-                "trial {trial}/{}: {} → {} {}{}",
-                config.trials,
-                named
-                    .iter()
-                    .map(|(n, v)| format!("{n}={}", show(*v)))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                config.metric,
-                result
-                    .objective
-                    .map_or_else(|| result.status.clone(), |v| format!("{v:.4}")),
-                if cached { " (cached)" } else { "" }
-            ));
-            finished.push(Trial { point, value });
-            rows.push(TrialRow {
-                trial,
-                values,
-                result,
-                cached,
-            });
-        }
+                Ok(())
+            },
+        );
+        searched.map_err(|reason| StageError::failed(first_line(&reason).to_string()))??;
         let dependence = partial_dependence(
             &config,
             &optimiser,
@@ -408,6 +396,41 @@ impl StageExecutor for SearchStage {
             best.as_ref().map(|(t, _)| *t),
         );
         write_outputs(ctx, &config, &rows, best.as_ref(), &dependence)
+    }
+}
+
+/// Which points meet the search's `subject to` bounds: each point's model is built by the
+/// checker's shape inference and measured, and the answer kept, since the acquisition search
+/// asks about the same points many times. Without bounds every point is feasible and nothing
+/// is built.
+struct Feasibility<'a> {
+    dims: &'a [check::Dimension],
+    constraints: &'a [check::Constraint],
+    known: std::cell::RefCell<std::collections::HashMap<Vec<u64>, bool>>,
+}
+
+impl<'a> Feasibility<'a> {
+    fn new(dims: &'a [check::Dimension], constraints: &'a [check::Constraint]) -> Self {
+        Feasibility {
+            dims,
+            constraints,
+            known: Default::default(),
+        }
+    }
+
+    fn holds(&self, point: &Point, build: &mut check::ModelBuilder) -> bool {
+        if self.constraints.is_empty() {
+            return true;
+        }
+        let named = check::named_point(self.dims, point);
+        let key: Vec<u64> = named.iter().map(|(_, v)| v.to_bits()).collect();
+        if let Some(&ok) = self.known.borrow().get(&key) {
+            return ok;
+        }
+        // A point whose model does not build is not proposed either.
+        let ok = build(&named).is_ok_and(|ir| self.constraints.iter().all(|c| c.holds(&ir)));
+        self.known.borrow_mut().insert(key, ok);
+        ok
     }
 }
 
@@ -537,7 +560,7 @@ fn partial_dependence(
             let mut points: Vec<(f64, f64, f64)> = Vec::new();
             for step in 0..=PD_STEPS {
                 let v = dim.from_unit(step as f64 / PD_STEPS as f64);
-                let x = number(v, &config.dims[k]);
+                let x = check::dimension_value(v, &config.dims[k]);
                 if points.last().is_some_and(|p| p.0 == x) {
                     continue;
                 }

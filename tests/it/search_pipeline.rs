@@ -148,3 +148,39 @@ fn the_best_trial_is_a_model_evaluate_can_score() {
     assert!(report.contains("tiny on g.test"), "{report}");
     assert!(report.contains("base on g.test"), "{report}");
 }
+
+#[test]
+fn size_bounds_keep_every_trial_small_and_log_ranges_stay_in_range() {
+    let dir = tempfile::tempdir().unwrap();
+    // tiny_net's parameters grow with f1 × units: 3k admits about a third of the space.
+    let text = BASE
+        .replace(
+            "strategy bayes(trials: 3, init: 2, seed: 11)",
+            "strategy bayes(trials: 6, init: 3, seed: 11)\n  subject to params <= 3k",
+        )
+        .replace("drop in 0.0..0.5", "drop in 0.01..0.5 log");
+    run(dir.path(), &text);
+    let rows = trials(dir.path());
+    assert_eq!(rows.len(), 6);
+    for (fields, _) in &rows {
+        let params: usize = fields[6].parse().unwrap();
+        assert!(params <= 3000, "a trial over the bound: {fields:?}");
+        let drop: f64 = fields[4].parse().unwrap();
+        assert!((0.01..=0.5).contains(&drop), "{fields:?}");
+    }
+    // Without the bound the same seed proposes bigger models.
+    let free = BASE
+        .replace(
+            "strategy bayes(trials: 3, init: 2, seed: 11)",
+            "strategy bayes(trials: 6, init: 3, seed: 11)",
+        )
+        .replace("drop in 0.0..0.5", "drop in 0.01..0.5 log");
+    let other = tempfile::tempdir().unwrap();
+    run(other.path(), &free);
+    let biggest = trials(other.path())
+        .iter()
+        .map(|(f, _)| f[6].parse::<usize>().unwrap())
+        .max()
+        .unwrap();
+    assert!(biggest > 3000, "the bound was never binding: {biggest}");
+}

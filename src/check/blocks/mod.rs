@@ -15,7 +15,7 @@ mod explain;
 mod loss;
 mod model_def;
 mod optimizer;
-mod search;
+pub(crate) mod search;
 mod train;
 
 use crate::check::checker::{Args, Checker};
