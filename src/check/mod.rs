@@ -279,8 +279,9 @@ fn check_rank(kind: BlockKind) -> u8 {
         BlockKind::Ensemble => 6,
         BlockKind::Evaluate => 7,
         BlockKind::Crossval => 8,
-        BlockKind::Explain => 9,
-        BlockKind::Search => 10,
+        // Search before explain: an explain block of `SEARCH.best` reads the search's layers.
+        BlockKind::Search => 9,
+        BlockKind::Explain => 10,
         BlockKind::Detect => 11,
         BlockKind::Chain => 12,
     }

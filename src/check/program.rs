@@ -697,6 +697,10 @@ pub struct Search {
     pub objective: Objective,
     /// `subject to params <= 100k, mflops <= 20`: every trial's model meets all of them.
     pub constraints: Vec<Constraint>,
+    /// The model at the space's lower corner: its layers' names and kinds are every trial's
+    /// (what an explain block of `SEARCH.best` is checked against).
+    #[serde(skip)]
+    pub corner: crate::nn::ir::ModelIr,
     #[serde(skip)]
     pub span: Span,
 }

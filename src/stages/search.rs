@@ -142,6 +142,8 @@ pub(super) fn compile(
         strategy,
         objective,
         constraints,
+        // For checking explain blocks; the stage instantiates both corners itself.
+        corner: _,
         span,
     } = s;
     let t = program.train(train).ok_or_else(|| {

@@ -138,11 +138,18 @@ fn the_same_seed_proposes_the_same_trials() {
 }
 
 #[test]
-fn the_best_trial_is_a_model_evaluate_can_score() {
+fn the_best_trial_is_a_model_evaluate_and_explain_can_use() {
     let dir = tempfile::tempdir().unwrap();
-    let text =
-        format!("{BASE}\nevaluate final on g.test {{\n  models base, tiny.best\n  report\n}}\n");
+    let text = format!(
+        "{BASE}\nevaluate final on g.test {{\n  models base, tiny.best\n  report\n}}\n\
+         explain why on g.test {{\n  model tiny.best\n  gradcam samples: 3\n  seed 1\n}}\n"
+    );
     run(dir.path(), &text);
+    let maps = fs::read(dir.path().join("runs/p/why/gradcam.npy")).unwrap();
+    assert!(
+        maps.starts_with(b"\x93NUMPY"),
+        "gradcam.npy is not a .npy file"
+    );
     let report =
         fs::read_to_string(dir.path().join("runs/p/final/classification_report.txt")).unwrap();
     assert!(report.contains("tiny on g.test"), "{report}");

@@ -82,21 +82,33 @@ impl<'a> Checker<'a> {
         let Some(st) = s.one("model") else {
             return;
         };
-        let Some(name) = self
-            .first_arg(st)
-            .and_then(|v| self.word(v, "a train name"))
-            .cloned()
-        else {
+        let Some(model_v) = self.first_arg(st) else {
             return;
         };
-        if self
-            .stage_ref(&name, "train", &[BlockKind::Train])
-            .is_none()
-        {
-            return;
-        }
-        let Some(ir) = self.out.train(&name.text).map(|t| t.ir.clone()) else {
-            return;
+        // A train stage's model, or a search's best trial (`tiny.best`), whose layers are
+        // those of the search's model at any point.
+        let (name, ir) = match self.predictor(model_v) {
+            Some(Predictor::Train { name }) => {
+                let Some(ir) = self.out.train(&name).map(|t| t.ir.clone()) else {
+                    return;
+                };
+                (name, ir)
+            }
+            Some(Predictor::SearchBest { name }) => {
+                let Some(ir) = self.out.search(&name).map(|s| s.corner.clone()) else {
+                    return;
+                };
+                (name, ir)
+            }
+            Some(Predictor::Ensemble { name }) => {
+                self.err(Error::Unsupported {
+                    what: format!("explaining ensemble `{name}`"),
+                    span: model_v.span,
+                    help: Some("explain one of its members".into()),
+                });
+                return;
+            }
+            None => return,
         };
         // Images the data can hold at most, when the checker knows (a synthetic source): an
         // index past it fails here rather than after training.
@@ -126,7 +138,7 @@ impl<'a> Checker<'a> {
         };
         self.out.add(CheckedStage::Explain(Explain {
             name: b.name.text.clone(),
-            model: name.text.clone(),
+            model: name,
             data,
             maps,
             activations,

@@ -179,15 +179,13 @@ impl<'a> Checker<'a> {
             });
         }
         // The corners of the space must build: catches a kernel too big for the smallest map.
-        let built = self
+        let lower = self
             .instantiate(&with_dims(model_v, &lo_env), &Env::new())
-            .is_some()
-            && self
-                .instantiate(&with_dims(model_v, &hi_env), &Env::new())
-                .is_some();
-        if !built {
+            .map(|(ir, _)| ir);
+        let upper = self.instantiate(&with_dims(model_v, &hi_env), &Env::new());
+        let (Some(lower), Some(_)) = (lower, upper) else {
             return;
-        }
+        };
         let constraints = match s.one("subject") {
             Some(st) => match self.constraints(st) {
                 Some(c) => c,
@@ -273,6 +271,7 @@ impl<'a> Checker<'a> {
             strategy,
             objective,
             constraints,
+            corner: lower,
             span: b.name.span,
         }));
     }
