@@ -305,8 +305,11 @@ fn comparison_section(page: &mut Page, model: &ReportModel) -> Result<(), Report
     }
     page.html.push_str(
         "<p>Macro averages weigh every class equally; AUC is the macro one-vs-rest AUC. \
-         The best value of each column is highlighted.</p>\n<table><thead><tr><th>model</th><th>evaluated on</th>\
-         <th>stage</th><th>accuracy</th><th>macro precision</th><th>macro recall</th><th>macro F1</th><th>AUC</th></tr></thead><tbody>\n",
+         The best value of each score is highlighted. MFLOPs count one image's forward pass \
+         (a multiply-add is two); images/s is inference on this machine, timed on up to 128 \
+         of the evaluated images when the evaluate stage ran.</p>\n<table><thead><tr><th>model</th><th>evaluated on</th>\
+         <th>stage</th><th>accuracy</th><th>macro precision</th><th>macro recall</th><th>macro F1</th><th>AUC</th>\
+         <th>params</th><th>MFLOPs</th><th>images/s</th></tr></thead><tbody>\n",
     );
     let columns: [fn(&ComparisonRow) -> Option<f64>; 5] = [
         |r| Some(r.scores.accuracy),
@@ -339,6 +342,16 @@ fn comparison_section(page: &mut Page, model: &ReportModel) -> Result<(), Report
                 ""
             };
             let _ = write!(page.html, "<td{class}>{}</td>", fmt_opt(v));
+        }
+        match &row.size {
+            Some(size) => {
+                let _ = write!(
+                    page.html,
+                    "<td>{}</td><td>{:.1}</td><td>{:.0}</td>",
+                    size.params, size.mflops, size.images_per_second
+                );
+            }
+            None => page.html.push_str("<td>–</td><td>–</td><td>–</td>"),
         }
         page.html.push_str("</tr>\n");
     }

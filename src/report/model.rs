@@ -122,6 +122,21 @@ pub struct ModelEvaluation {
     /// What it was evaluated on, e.g. "galaxy10.test".
     pub dataset: String,
     pub evaluation: Evaluation,
+    /// Absent for an ensemble, which has no single saved model.
+    #[serde(default)]
+    pub size: Option<ModelSize>,
+}
+
+/// How big and how fast a saved model is, for the comparison table.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelSize {
+    pub params: usize,
+    /// Floating-point operations of one image's forward pass, in millions (a multiply-add
+    /// counts two).
+    pub mflops: f64,
+    /// Inference speed measured on this machine when the stage ran (see the evaluate stage):
+    /// a timing, so it varies from run to run.
+    pub images_per_second: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +156,7 @@ pub struct ComparisonRow {
     pub dataset: String,
     pub stage: String,
     pub scores: ModelScores,
+    pub size: Option<ModelSize>,
 }
 
 impl ReportModel {
@@ -154,6 +170,7 @@ impl ReportModel {
                     dataset: e.dataset.clone(),
                     stage: stage.name.clone(),
                     scores: e.evaluation.summary(),
+                    size: e.size,
                 })
             })
             .collect()

@@ -615,6 +615,7 @@ mod tests {
             model: "m".into(),
             dataset: "d".into(),
             stage: "s".into(),
+            size: None,
             scores: ModelScores {
                 accuracy: 1.0,
                 precision: 1.0,

@@ -11,7 +11,7 @@ use crate::check::{self, Part, Program};
 use crate::data::artifact::{load_json, save_json};
 use crate::eval::evaluate;
 use crate::plan::{StageId, StageSpec};
-use crate::report::model::{ModelEvaluation, StageReport};
+use crate::report::model::{ModelEvaluation, ModelSize, StageReport};
 use crate::run::{StageContext, StageError, StageExecutor};
 use crate::train::predictions::write_predictions_csv;
 use serde::{Deserialize, Serialize};
@@ -67,8 +67,19 @@ impl StageExecutor for EvaluateStage {
         let config: EvaluateConfig = super::config(ctx)?;
         let described = config.data.describe();
         let summary = read_summary(ctx.input_dir(&StageId::from(config.data.dataset()))?)?;
-        // The images, selected once for every model that runs on them.
-        let inferred = match config.models.iter().any(|m| m.source == EvalSource::Infer) {
+        // The images, selected once for every model that runs on them or is timed on them.
+        let saved = |name: &str| -> Result<bool, StageError> {
+            Ok(ctx
+                .input_dir(&StageId::from(name))?
+                .join(super::PUBLIC)
+                .join(super::train::MODEL_FILE)
+                .is_file())
+        };
+        let mut needs_images = false;
+        for m in &config.models {
+            needs_images |= m.source == EvalSource::Infer || saved(&m.name)?;
+        }
+        let inferred = match needs_images {
             true => Some(DataLoader::default().select(ctx, &config.data)?),
             false => None,
         };
@@ -76,6 +87,13 @@ impl StageExecutor for EvaluateStage {
         let mut text = String::new();
         for model in &config.models {
             let dir = ctx.input_dir(&StageId::from(model.name.as_str()))?;
+            let size = match (&inferred, saved(&model.name)?) {
+                (Some(chosen), true) => {
+                    let mut network = super::train::load_model(dir)?;
+                    Some(model_size(&mut network, &chosen.images, config.batch)?)
+                }
+                _ => None,
+            };
             let rows = match &model.source {
                 EvalSource::Predictions { part } => read_predictions(dir)?
                     .into_iter()
@@ -136,6 +154,7 @@ impl StageExecutor for EvaluateStage {
                 model: name.clone(),
                 dataset: described.clone(),
                 evaluation,
+                size,
             });
         }
         if config.report {
@@ -147,6 +166,35 @@ impl StageExecutor for EvaluateStage {
         }
         save_json(&evaluations, ctx.out_dir().join(EVALUATION_FILE)).map_err(stage_error)
     }
+}
+
+/// Images timed per model for the comparison table's speed column.
+const SPEED_IMAGES: usize = 128;
+
+/// A saved model's parameters and MFLOPs (from its IR) and its inference speed: one warm-up
+/// batch, then up to [`SPEED_IMAGES`] of the evaluated images at the train block's batch size.
+fn model_size(
+    network: &mut crate::nn::network::Network,
+    images: &crate::data::ImageSet,
+    batch: usize,
+) -> Result<ModelSize, StageError> {
+    let n = images.len().min(SPEED_IMAGES);
+    let timed = images.subset(&(0..n).collect::<Vec<_>>());
+    let warm = images.subset(&(0..n.min(batch)).collect::<Vec<_>>());
+    crate::train::predictions::predict_set(network, &warm, batch).map_err(stage_error)?;
+    let start = std::time::Instant::now();
+    crate::train::predictions::predict_set(network, &timed, batch).map_err(stage_error)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let ir = network.ir();
+    Ok(ModelSize {
+        params: ir.total_params(),
+        mflops: ir.total_flops() as f64 / 1e6,
+        images_per_second: if seconds > 0.0 {
+            n as f64 / seconds
+        } else {
+            0.0
+        },
+    })
 }
 
 impl Stage for EvaluateStage {

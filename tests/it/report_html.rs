@@ -81,6 +81,7 @@ fn synthetic_report() -> ReportModel {
         model: model.to_string(),
         dataset: "galaxy10.test".to_string(),
         evaluation: evaluate(&y_test, p, &names()).unwrap(),
+        size: None,
     };
 
     let folds = |skill: f64, seed: u64| {

@@ -145,6 +145,24 @@ fn the_best_trial_is_a_model_evaluate_and_explain_can_use() {
          explain why on g.test {{\n  model tiny.best\n  gradcam samples: 3\n  seed 1\n}}\n"
     );
     run(dir.path(), &text);
+    // The comparison table gives the best trial's size, as trials.csv has it.
+    let best = trials(dir.path())
+        .into_iter()
+        .map(|(f, _)| f)
+        .fold(None::<Vec<String>>, |b, f| match b {
+            Some(b) if b[5].parse::<f64>().unwrap() >= f[5].parse::<f64>().unwrap() => Some(b),
+            _ => Some(f),
+        })
+        .unwrap();
+    let html = fs::read_to_string(dir.path().join("runs/p/report/report.html")).unwrap();
+    let row = html
+        .lines()
+        .find(|l| l.starts_with("<tr><td>tiny</td>"))
+        .expect("tiny's row in the comparison table");
+    assert!(
+        row.contains(&format!("<td>{}</td>", best[6])),
+        "{row} vs {best:?}"
+    );
     let maps = fs::read(dir.path().join("runs/p/why/gradcam.npy")).unwrap();
     assert!(
         maps.starts_with(b"\x93NUMPY"),
