@@ -40,6 +40,9 @@ pub enum Command {
     /// Benchmarks that run gpl and the reference side by side.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Computes one stage of a `--executor slurm` run: what each Slurm job runs.
+    #[command(hide = true)]
+    ExecStage(pipeline::ExecStageArgs),
 }
 
 pub fn main_with(cli: Cli) -> ExitCode {
@@ -52,6 +55,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::Clean(a) => pipeline::clean(a),
         Command::Data(c) => data::run(c),
         Command::Bench(c) => bench::run(c),
+        Command::ExecStage(a) => pipeline::exec_stage(a),
     };
     match result {
         Ok(code) => code,
