@@ -350,3 +350,72 @@ fn slurm_job_on_a_node_that_does_not_see_the_project_fails_with_a_clear_error() 
         "{output}"
     );
 }
+
+#[test]
+fn slurm_ctrl_c_cancels_the_runs_jobs() {
+    let Some(conf) = slurm() else { return };
+    let project = tiny_project();
+    fs::write(project.path().join("long.gpl"), LONG_TRAINING).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gpl"))
+        .args([
+            "run",
+            "long.gpl",
+            "--executor",
+            "slurm",
+            "--slurm-poll",
+            "1",
+        ])
+        .args(["--slurm-cpus", "1", "--slurm-mem", "1G"])
+        .current_dir(project.path())
+        .env("SLURM_CONF", &conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The training's job id, once the run has submitted it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let job = loop {
+        let events = read_events(project.path()).unwrap();
+        let submitted = of_kind(&events, EventKind::StageSubmitted)
+            .into_iter()
+            .find(|e| e.stage.as_ref().is_some_and(|s| s.as_str() == "long"))
+            .and_then(|e| e.message.clone());
+        if let Some(message) = submitted {
+            break message.trim_start_matches("slurm job ").to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "long was never submitted"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let ok = finish_code(&mut child, Duration::from_secs(120));
+    assert_eq!(ok, Some(130), "the run reports the interruption");
+    let state = Command::new("squeue")
+        .args(["-h", "-t", "all", "-o", "%T", "-j", &job])
+        .env("SLURM_CONF", &conf)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "CANCELLED");
+}
+
+/// The exit code of `child` (at most `limit`, then it is killed and the test fails).
+fn finish_code(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the interrupted run did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
