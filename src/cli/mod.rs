@@ -34,6 +34,8 @@ pub enum Command {
     Graph(pipeline::GraphArgs),
     /// Remove cache entries.
     Clean(pipeline::CleanArgs),
+    /// Project a pipeline's wall time on N cluster nodes from its recorded stage times.
+    Plan(pipeline::PlanArgs),
     /// Inspect, synthesize and preview datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -53,6 +55,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::Watch(a) => pipeline::watch(a),
         Command::Graph(a) => pipeline::graph(a),
         Command::Clean(a) => pipeline::clean(a),
+        Command::Plan(a) => pipeline::plan(a),
         Command::Data(c) => data::run(c),
         Command::Bench(c) => bench::run(c),
         Command::ExecStage(a) => pipeline::exec_stage(a),

@@ -156,6 +156,20 @@ pub struct GraphArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct PlanArgs {
+    pub file: PathBuf,
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Node counts to project the wall time for (e.g. 1,5,10,21).
+    #[arg(long, required = true, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
+    pub nodes: Vec<u32>,
+    /// Multiply every recorded stage time by this (e.g. the full data set's size over a
+    /// smaller profile's, when only that profile has run).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+}
+
+#[derive(Args, Debug)]
 pub struct CleanArgs {
     /// Remove only entries that no pipeline in pipelines/ references.
     #[arg(long)]
@@ -375,4 +389,77 @@ pub fn exec_stage(args: ExecStageArgs) -> miette::Result<ExitCode> {
         StageStatus::Cancelled => ExitCode::from(130),
         StageStatus::Failed(_) | StageStatus::Skipped(_) => ExitCode::from(1),
     })
+}
+
+/// `gpl plan`: the critical path and projected wall time on N nodes, from the stage times the
+/// cache and the event log recorded.
+pub fn plan(args: PlanArgs) -> miette::Result<ExitCode> {
+    use crate::plan::projection::{critical_path, list_schedule, Durations};
+    use crate::run::TimingSource;
+    if !(args.scale.is_finite() && args.scale > 0.0) {
+        eprintln!(
+            "error: --scale must be a positive number, not {}",
+            args.scale
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let (program, compiled) = match load(&args.file, args.profile.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(rendered) => {
+            eprint!("{rendered}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let plan = &compiled.plan;
+    let timings = crate::run::stage_timings(plan, &program.project_root, &compiled.pipeline)?;
+    let durations: Durations = timings
+        .iter()
+        .map(|(id, (seconds, _))| (id.clone(), seconds * args.scale))
+        .collect();
+    let from = |source: TimingSource| timings.values().filter(|(_, s)| *s == source).count();
+    let unknown: Vec<&str> = plan
+        .stages()
+        .filter(|s| !timings.contains_key(&s.id))
+        .map(|s| s.id.as_str())
+        .collect();
+    println!(
+        "stage times: {} from this plan's cache entries, {} from earlier runs of a stage of \
+         that name (.gpl/events.jsonl)",
+        from(TimingSource::Cache),
+        from(TimingSource::Log)
+    );
+    if !unknown.is_empty() {
+        println!(
+            "no time recorded for {} stage(s), counted as 0 s: {}",
+            unknown.len(),
+            unknown.join(", ")
+        );
+    }
+    if args.scale != 1.0 {
+        println!("every time multiplied by {} (--scale)", args.scale);
+    }
+    let total: f64 = durations.values().sum();
+    let (path, critical) = critical_path(plan, &durations);
+    println!("total work: {}", hms(total));
+    println!(
+        "critical path: {}: {}",
+        hms(critical),
+        path.iter()
+            .map(|id| format!("{id} ({})", hms(durations.get(id).copied().unwrap_or(0.0))))
+            .collect::<Vec<_>>()
+            .join(" -> ")
+    );
+    println!("{:>5}  {:>10}  {:>8}", "nodes", "wall time", "speed-up");
+    for &nodes in &args.nodes {
+        let wall = list_schedule(plan, &durations, nodes as usize);
+        let speedup = if wall > 0.0 { total / wall } else { 1.0 };
+        println!("{nodes:>5}  {:>10}  {speedup:>8.2}", hms(wall));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `H:MM:SS`.
+fn hms(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }

@@ -29,5 +29,5 @@ pub use events::{read_events, Event, EventKind};
 pub use executor::{Registry, StageContext, StageError, StageExecutor};
 pub use progress::{ProgressMode, StageProgress};
 pub use runner::{run_plan, Executor, RunError, RunOptions, RunSummary, StageOutcome, StageStatus};
-pub use status::{live_fingerprints, plan_states};
+pub use status::{live_fingerprints, plan_states, stage_timings, TimingSource};
 pub use watch::{watch, Reload, WatchOptions};
