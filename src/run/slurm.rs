@@ -357,7 +357,7 @@ impl SlurmBackend {
                 drop(table);
                 let polled = squeue(&active);
                 table = lock(&self.table);
-                self.record(&mut table, polled, progress_ref(&progress));
+                self.record(&mut table, polled, &progress);
                 table.polling = false;
                 table.last_poll = Some(Instant::now());
                 self.changed.notify_all();
@@ -491,10 +491,6 @@ impl Drop for SlurmBackend {
     fn drop(&mut self) {
         self.cancel_unfinished();
     }
-}
-
-fn progress_ref<'a>(f: &'a impl Fn(&str)) -> &'a dyn Fn(&str) {
-    f
 }
 
 /// (pending, running, done) among the run's jobs.

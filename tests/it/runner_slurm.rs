@@ -123,7 +123,7 @@ fn gpl_slurm(dir: &Path, conf: &Path, file: &str, name: &str, args: &[&str]) -> 
     (ok, format!("{out}\n--- stderr\n{err}"))
 }
 
-fn of_kind<'a>(events: &'a [Event], kind: EventKind) -> Vec<&'a Event> {
+fn of_kind(events: &[Event], kind: EventKind) -> Vec<&Event> {
     events.iter().filter(|e| e.event == kind).collect()
 }
 
@@ -166,6 +166,27 @@ fn slurm_run_of_the_tiny_study_publishes_what_a_local_run_does() {
     assert!(run_dir.join("cv.a.fold1.log").is_file());
 
     assert_eq!(published(cluster.path()), published(local.path()));
+
+    // `gpl plan` reads the jobs' times from the entries they committed.
+    let plan = Command::new(env!("CARGO_BIN_EXE_gpl"))
+        .args(["plan", "tiny.gpl", "--nodes", "1,21"])
+        .current_dir(cluster.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.status.success(), "{text}");
+    assert!(
+        text.contains("stage times: 14 from this plan's cache entries"),
+        "{text}"
+    );
+    assert!(text.contains("critical path: "), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("1  "))
+            .count(),
+        1,
+        "{text}"
+    );
 
     // Resources are not part of any key: other settings find every stage cached.
     let (ok, output) = gpl_slurm(
