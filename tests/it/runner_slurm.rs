@@ -440,3 +440,31 @@ fn finish_code(child: &mut std::process::Child, limit: Duration) -> Option<i32> 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn slurm_jobs_flag_caps_the_jobs_in_flight() {
+    let Some(conf) = slurm() else { return };
+    let project = tiny_project();
+    // `cv` needs the dataset and four folds, ready together once the dataset is in.
+    let (ok, output) = gpl_slurm(
+        project.path(),
+        &conf,
+        "tiny.gpl",
+        "run",
+        &["--only", "cv", "--jobs", "2"],
+    );
+    assert!(ok, "{output}");
+    assert!(output.contains("6 stages: 6 ran"), "{output}");
+    let mut polls = 0;
+    for line in output.lines() {
+        let Some(counts) = line.strip_prefix("slurm jobs: ") else {
+            continue;
+        };
+        polls += 1;
+        let words: Vec<&str> = counts.split_whitespace().collect();
+        let pending: usize = words[0].parse().unwrap();
+        let running: usize = words[2].parse().unwrap();
+        assert!(pending + running <= 2, "{line}");
+    }
+    assert!(polls > 0, "{output}");
+}
