@@ -3,7 +3,8 @@
 # cluster: installs Debian's slurm-wlm and munge when missing, writes a configuration for this
 # host under $GPL_SLURM_DIR (default /tmp/gpl-slurm; /etc/slurm is left alone), starts munged,
 # slurmctld and slurmd, and waits until the node is idle. Needs root (slurmd runs jobs as
-# their users). Not wired into CI yet.
+# their users). The tests named `slurm` (tests/it/runner_slurm.rs) start it themselves and stop
+# it when their process exits.
 #
 #   bash scripts/slurm-local.sh start   # then: export SLURM_CONF=/tmp/gpl-slurm/slurm.conf
 #   bash scripts/slurm-local.sh stop    # ends the daemons it started

@@ -34,12 +34,17 @@ pub enum Command {
     Graph(pipeline::GraphArgs),
     /// Remove cache entries.
     Clean(pipeline::CleanArgs),
+    /// Project a pipeline's wall time on N cluster nodes from its recorded stage times.
+    Plan(pipeline::PlanArgs),
     /// Inspect, synthesize and preview datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
     /// Benchmarks that run gpl and the reference side by side.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Computes one stage of a `--executor slurm` run: what each Slurm job runs.
+    #[command(hide = true)]
+    ExecStage(pipeline::ExecStageArgs),
 }
 
 pub fn main_with(cli: Cli) -> ExitCode {
@@ -50,8 +55,10 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::Watch(a) => pipeline::watch(a),
         Command::Graph(a) => pipeline::graph(a),
         Command::Clean(a) => pipeline::clean(a),
+        Command::Plan(a) => pipeline::plan(a),
         Command::Data(c) => data::run(c),
         Command::Bench(c) => bench::run(c),
+        Command::ExecStage(a) => pipeline::exec_stage(a),
     };
     match result {
         Ok(code) => code,

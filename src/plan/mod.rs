@@ -14,6 +14,7 @@
 
 pub mod fingerprint;
 pub mod graph;
+pub mod projection;
 pub mod render;
 pub mod spec;
 

@@ -20,6 +20,8 @@ pub enum EventKind {
     StageCached,
     /// Another process holds the stage's cache entry; this run waits for it.
     StageWaiting,
+    /// Submitted as a Slurm job (the message names it); the job logs its start and finish.
+    StageSubmitted,
     StageStarted,
     StageFinished,
     StageFailed,

@@ -19,6 +19,7 @@ pub mod executor;
 pub mod lock;
 pub mod progress;
 pub mod runner;
+pub mod slurm;
 pub mod status;
 pub mod watch;
 
@@ -27,6 +28,6 @@ pub use control::RunControl;
 pub use events::{read_events, Event, EventKind};
 pub use executor::{Registry, StageContext, StageError, StageExecutor};
 pub use progress::{ProgressMode, StageProgress};
-pub use runner::{run_plan, RunError, RunOptions, RunSummary, StageOutcome, StageStatus};
-pub use status::{live_fingerprints, plan_states};
+pub use runner::{run_plan, Executor, RunError, RunOptions, RunSummary, StageOutcome, StageStatus};
+pub use status::{live_fingerprints, plan_states, stage_timings, TimingSource};
 pub use watch::{watch, Reload, WatchOptions};

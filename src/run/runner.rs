@@ -13,6 +13,7 @@ use super::events::{EventKind, EventLog};
 use super::executor::{Messages, Registry, StageContext, StageError};
 use super::lock::{FileLock, LockMode};
 use super::progress::{Progress, ProgressMode};
+use super::slurm::{JobEnd, JobFile, JobInput, SlurmBackend, SlurmOptions};
 use crate::plan::fingerprint::unique_suffix;
 use crate::plan::{
     stage_fingerprint, ContentHash, FileHasher, Fingerprint, Plan, PlanError, StageId, StageSpec,
@@ -55,6 +56,13 @@ pub enum RunError {
         source: std::io::Error,
     },
 
+    #[error("{message}")]
+    #[diagnostic(
+        code(gpl::run::slurm),
+        help("`--executor slurm` submits stages with sbatch and polls them with squeue; run it where the Slurm client commands work, or use `--executor local`")
+    )]
+    Slurm { message: String },
+
     #[error("cannot watch files: {message}")]
     #[diagnostic(
         code(gpl::run::watch),
@@ -87,6 +95,18 @@ pub struct RunOptions {
     pub verify: Verify,
     pub progress: ProgressMode,
     pub control: Arc<RunControl>,
+    /// Where dirty stages are computed.
+    pub executor: Executor,
+}
+
+/// Where a run computes its dirty stages.
+#[derive(Clone, Debug, Default)]
+pub enum Executor {
+    /// In this process, `jobs` at a time.
+    #[default]
+    Local,
+    /// As Slurm jobs on a cache every node shares (`run::slurm`).
+    Slurm(Arc<SlurmOptions>),
 }
 
 impl RunOptions {
@@ -101,15 +121,19 @@ impl RunOptions {
             verify: Verify::Quick,
             progress: ProgressMode::Auto,
             control: Arc::new(RunControl::new()),
+            executor: Executor::Local,
         }
     }
 
-    fn effective_jobs(&self) -> usize {
-        match self.jobs {
-            0 => std::thread::available_parallelism()
+    /// Locally one stage per core by default; on Slurm every ready stage is submitted (the
+    /// cluster queues them) unless `jobs` caps the jobs in flight.
+    fn effective_jobs(&self, stages: usize) -> usize {
+        match (self.jobs, &self.executor) {
+            (0, Executor::Local) => std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
-            n => n,
+            (0, Executor::Slurm(_)) => stages.max(1),
+            (n, _) => n,
         }
     }
 }
@@ -335,6 +359,10 @@ pub fn run_plan(
         });
     }
 
+    // Before anything is written: a run that cannot reach Slurm starts nothing.
+    if let Executor::Slurm(_) = &options.executor {
+        super::slurm::check_commands().map_err(|message| RunError::Slurm { message })?;
+    }
     let store = CacheStore::open(&options.root).map_err(|source| RunError::CacheIo {
         path: options.root.join(".gpl"),
         source,
@@ -371,6 +399,13 @@ pub fn run_plan(
         );
     }
 
+    let slurm = match &options.executor {
+        Executor::Local => None,
+        Executor::Slurm(slurm) => Some(
+            SlurmBackend::start(slurm, &options.root, &run_id)
+                .map_err(|message| RunError::Slurm { message })?,
+        ),
+    };
     let worker = Worker {
         registry,
         store: &store,
@@ -378,8 +413,12 @@ pub fn run_plan(
         messages: messages.clone(),
         options,
         runs_dir: Path::new("runs").join(crate::plan::spec::safe_file_name(&options.pipeline)),
+        slurm: slurm.as_ref(),
+        publish: true,
     };
     let outcomes = schedule(plan, &selected, &forced, &worker, options);
+    // Jobs still queued (a stage thread that unwound) are cancelled here.
+    drop(slurm);
 
     if let Err(e) = hasher.save() {
         messages.warn(None, &format!("cannot save the file hash memo: {e}"));
@@ -441,7 +480,7 @@ fn schedule(
     worker: &Worker<'_>,
     options: &RunOptions,
 ) -> HashMap<StageId, StageOutcome> {
-    let jobs = options.effective_jobs();
+    let jobs = options.effective_jobs(selected.len());
     let mut waiting_on: HashMap<&StageId, usize> = HashMap::new();
     let mut ready: BTreeSet<(usize, &StageId)> = BTreeSet::new();
     for (position, spec) in plan.stages().enumerate() {
@@ -532,6 +571,10 @@ struct Worker<'a> {
     options: &'a RunOptions,
     /// `runs/<pipeline>`, relative to the project root.
     runs_dir: PathBuf,
+    /// Dirty stages go to Slurm jobs instead of this process.
+    slurm: Option<&'a SlurmBackend>,
+    /// Mirror public files to `runs/` (a Slurm job leaves that to its run).
+    publish: bool,
 }
 
 impl Worker<'_> {
@@ -584,6 +627,15 @@ impl Worker<'_> {
                     Lookup::Miss | Lookup::Invalid(_) => drop(shared),
                 }
             }
+            if let Some(slurm) = self.slurm {
+                // The job takes the entry's exclusive lock on its node, as a local run would.
+                if let Err(done) = run.submit(slurm, &fp, inputs, force) {
+                    return *done;
+                }
+                ran = true;
+                force = false;
+                continue;
+            }
             let exclusive = match run.lock(&fp, LockMode::Exclusive) {
                 Ok(lock) => lock,
                 Err(done) => return *done,
@@ -625,6 +677,9 @@ impl Worker<'_> {
     /// Public files are a convenience copy: failing to mirror them is a warning. Processes
     /// publishing the same stage folder take turns (its publish lock).
     fn mirror(&self, spec: &StageSpec, fp: &Fingerprint, manifest: &Manifest) {
+        if !self.publish {
+            return;
+        }
         let has_public = manifest
             .outputs
             .iter()
@@ -783,6 +838,90 @@ impl StageRun<'_, '_> {
         )
     }
 
+    /// Submits the stage as a Slurm job and waits for it to end; `Ok` once the job has
+    /// committed the entry (the caller then reads it under its shared lock).
+    fn submit(
+        &self,
+        slurm: &SlurmBackend,
+        fp: &Fingerprint,
+        inputs: &[(StageId, Resolved)],
+        force: bool,
+    ) -> Result<(), Box<Done>> {
+        let worker = self.worker;
+        let spec = self.spec;
+        let control = &worker.options.control;
+        if control.is_cancelled(&spec.id) {
+            return Err(Box::new(self.cancelled(fp)));
+        }
+        let job_inputs = inputs
+            .iter()
+            .map(|(id, r)| JobInput {
+                stage: id.clone(),
+                fingerprint: r.fingerprint.clone(),
+                digest: r.digest.clone(),
+            })
+            .collect();
+        let id = slurm
+            .submit(spec, fp, job_inputs, force, &worker.options.pipeline)
+            .map_err(|message| Box::new(self.fail(message, Some(fp))))?;
+        worker.messages.log.emit(
+            EventKind::StageSubmitted,
+            Some(&spec.id),
+            Some(fp),
+            None,
+            Some(&format!("slurm job {id}")),
+        );
+        control.set_running(&spec.id, Some(fp));
+        let bar = worker
+            .messages
+            .progress
+            .stage(&format!("{} [{}]", spec.id, spec.kind));
+        let end = slurm.wait(
+            &id,
+            || control.is_cancelled(&spec.id),
+            |state| bar.set_message(format!("slurm job {id}: {}", state.to_lowercase())),
+            |line| worker.messages.progress.println(line),
+        );
+        bar.finish();
+        control.set_running(&spec.id, None);
+        match end {
+            JobEnd::Completed => match worker.store.lookup(fp, Verify::Quick) {
+                Lookup::Hit(_) => Ok(()),
+                Lookup::Miss => Err(Box::new(self.fail(
+                    format!(
+                        "slurm job {id} completed, but its cache entry {} is not in {} as this \
+                         machine sees it: do the nodes share the project folder? {}",
+                        fp.short(),
+                        worker.store.cache_dir().display(),
+                        slurm.log_tail(&spec.id)
+                    ),
+                    Some(fp),
+                ))),
+                Lookup::Invalid(reason) => Err(Box::new(self.fail(
+                    format!(
+                        "slurm job {id} completed, but its cache entry {} is bad: {reason}",
+                        fp.short()
+                    ),
+                    Some(fp),
+                ))),
+            },
+            JobEnd::Cancelled => Err(Box::new(self.cancelled(fp))),
+            JobEnd::Failed { state, reason } => {
+                // A job killed mid-stage leaves a temp folder, never an entry.
+                slurm.sweep(worker.store);
+                let why = if reason.is_empty() || reason == "None" {
+                    state
+                } else {
+                    format!("{state} ({reason})")
+                };
+                Err(Box::new(self.fail(
+                    format!("slurm job {id} ended {why}; {}", slurm.log_tail(&spec.id)),
+                    Some(fp),
+                )))
+            }
+        }
+    }
+
     /// Executes the stage into a temp folder and commits it. The caller holds the entry's
     /// exclusive lock throughout, so the temp folder is never taken for a leftover.
     fn compute(
@@ -911,4 +1050,100 @@ impl StageRun<'_, '_> {
         );
         Ok(())
     }
+}
+
+/// `gpl exec-stage` on a Slurm node: computes the one stage `job` describes into the shared
+/// cache, through the same locks, commit and event log as a local run (its events carry the
+/// submitting run's id). The inputs must be committed as the run saw them, and the stage's key
+/// computed here must be the run's: a file read that differs on this node is refused.
+pub fn run_job(root: &Path, job: &JobFile, registry: &Registry) -> Result<StageOutcome, RunError> {
+    let store = CacheStore::open(root).map_err(|source| RunError::CacheIo {
+        path: root.join(".gpl"),
+        source,
+    })?;
+    let hasher = FileHasher::load(&file_hash_store(root));
+    let messages = Arc::new(Messages {
+        progress: Progress::new(ProgressMode::Hidden),
+        log: Arc::new(EventLog::open(root, &job.run, &job.pipeline)),
+        warnings: Default::default(),
+    });
+    let mut options = RunOptions::new(root, &job.pipeline);
+    options.progress = ProgressMode::Hidden;
+    let worker = Worker {
+        registry,
+        store: &store,
+        hasher: &hasher,
+        messages,
+        options: &options,
+        runs_dir: PathBuf::new(),
+        slurm: None,
+        publish: false,
+    };
+    let run = StageRun {
+        worker: &worker,
+        spec: &job.spec,
+        started: Instant::now(),
+    };
+    if registry.get(&job.spec.kind).is_none() {
+        return Ok(run
+            .fail(
+                format!("this gpl cannot run stage kind '{}'", job.spec.kind),
+                Some(&job.fingerprint),
+            )
+            .0);
+    }
+    let mut inputs = Vec::with_capacity(job.inputs.len());
+    for input in &job.inputs {
+        let shared = match run.lock(&input.fingerprint, LockMode::Shared) {
+            Ok(lock) => lock,
+            Err(done) => return Ok(done.0),
+        };
+        match store.lookup(&input.fingerprint, options.verify) {
+            Lookup::Hit(manifest) if manifest.output_digest == input.digest => inputs.push((
+                input.stage.clone(),
+                Resolved {
+                    fingerprint: input.fingerprint.clone(),
+                    digest: input.digest.clone(),
+                    out_dir: store.out_dir(&input.fingerprint),
+                    _lock: Arc::new(shared),
+                },
+            )),
+            _ => {
+                return Ok(run
+                    .fail(
+                        format!(
+                            "its input '{}' (cache entry {}) is not in the cache as this node \
+                             sees it",
+                            input.stage,
+                            input.fingerprint.short()
+                        ),
+                        Some(&job.fingerprint),
+                    )
+                    .0)
+            }
+        }
+    }
+    let digests: Vec<(StageId, ContentHash)> = job
+        .inputs
+        .iter()
+        .map(|i| (i.stage.clone(), i.digest.clone()))
+        .collect();
+    match resolve_fingerprint(&job.spec, &digests, &hasher, root) {
+        Ok((fp, _)) if fp == job.fingerprint => {}
+        Ok((fp, _)) => {
+            return Ok(run
+                .fail(
+                    format!(
+                        "its key on this node is {} where the run computed {}: a file it reads \
+                         differs here (changed since the run started, or not shared)",
+                        fp.short(),
+                        job.fingerprint.short()
+                    ),
+                    Some(&job.fingerprint),
+                )
+                .0)
+        }
+        Err(message) => return Ok(run.fail(message, Some(&job.fingerprint)).0),
+    }
+    Ok(worker.run_stage(&job.spec, &inputs, job.force).0)
 }

@@ -53,6 +53,54 @@ pub fn plan_states(plan: &Plan, root: &Path) -> Result<BTreeMap<StageId, StageSt
     Ok(states)
 }
 
+/// Where a stage's duration in [`stage_timings`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimingSource {
+    /// The manifest of the entry the plan's current key names: this very stage.
+    Cache,
+    /// The last `stage_finished` of a stage of that name in `.gpl/events.jsonl`: perhaps
+    /// another profile or an older configuration of it.
+    Log,
+}
+
+/// Seconds each stage of `plan` took when it was last computed (`gpl plan`). Stages never
+/// computed under this project are absent.
+pub fn stage_timings(
+    plan: &Plan,
+    root: &Path,
+    pipeline: &str,
+) -> Result<BTreeMap<StageId, (f64, TimingSource)>, RunError> {
+    let store = CacheStore::open(root).map_err(|source| RunError::CacheIo {
+        path: root.join(".gpl"),
+        source,
+    })?;
+    let mut timings = BTreeMap::new();
+    let events = super::events::read_events(root).map_err(|source| RunError::CacheIo {
+        path: super::events::events_path(root),
+        source,
+    })?;
+    for event in events {
+        if event.event != super::events::EventKind::StageFinished
+            || event.pipeline.as_deref() != Some(pipeline)
+        {
+            continue;
+        }
+        if let (Some(stage), Some(seconds)) = (event.stage, event.seconds) {
+            if plan.get(&stage).is_some() {
+                timings.insert(stage, (seconds, TimingSource::Log));
+            }
+        }
+    }
+    for (id, state) in plan_states(plan, root)? {
+        if let StageState::Cached(fp) = state {
+            if let Lookup::Hit(manifest) = store.lookup(&fp, Verify::Quick) {
+                timings.insert(id, (manifest.seconds, TimingSource::Cache));
+            }
+        }
+    }
+    Ok(timings)
+}
+
 /// Fingerprints that the current plans of `plans` resolve to now (what `gpl clean --gc`
 /// keeps). Dirty stages' fingerprints count too, so a half-finished pipeline keeps its
 /// scratch checkpoints.

@@ -130,6 +130,39 @@ pub fn registry() -> Registry {
     registry
 }
 
+/// What each kind's Slurm job asks for unless the pipeline or the command line says
+/// otherwise: trainings (and the stages that train or run networks) get cores, memory and a
+/// day; data and summary stages one core for two hours.
+pub fn slurm_defaults() -> std::collections::BTreeMap<String, crate::run::slurm::Resources> {
+    use crate::run::slurm::Resources;
+    let resources = |cpus: u32, mem: &str, time: &str| Resources {
+        cpus: Some(cpus),
+        mem: Some(mem.to_string()),
+        time: Some(time.to_string()),
+        ..Resources::default()
+    };
+    KINDS
+        .iter()
+        .map(|stage| {
+            let kind = stage.kind();
+            let resources = match kind {
+                StageKind::Train
+                | StageKind::CrossvalFold
+                | StageKind::Search
+                | StageKind::Explain => resources(4, "8G", "24:00:00"),
+                StageKind::Dataset
+                | StageKind::Split
+                | StageKind::Balance
+                | StageKind::Ensemble
+                | StageKind::Evaluate
+                | StageKind::Crossval
+                | StageKind::Report => resources(1, "4G", "2:00:00"),
+            };
+            (kind.as_str().to_string(), resources)
+        })
+        .collect()
+}
+
 /// A `&'static dyn Stage` as the runner's executor.
 struct Shared(&'static dyn Stage);
 

@@ -29,6 +29,7 @@ mod pipeline_text;
 mod report_html;
 mod runner_concurrency;
 mod runner_pipeline;
+mod runner_slurm;
 mod search_pipeline;
 mod settings_change_the_run;
 mod train_callbacks;

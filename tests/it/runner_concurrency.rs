@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// Waits for `child` (at most `limit`, then kills it and fails) and returns whether it
 /// succeeded; its output went to files, so a full pipe cannot stall it.
-fn finish(mut child: Child, limit: Duration, what: &str) -> bool {
+pub(crate) fn finish(mut child: Child, limit: Duration, what: &str) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -44,7 +44,7 @@ fn spawn_gpl_run(dir: &Path, name: &str) -> Child {
 }
 
 /// A project folder holding the tiny study (every runnable stage kind).
-fn tiny_project() -> tempfile::TempDir {
+pub(crate) fn tiny_project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     // `.gpl` marks the project root, so no folder above the temp dir is taken for it.
     fs::create_dir_all(dir.path().join(".gpl")).unwrap();
@@ -57,7 +57,7 @@ fn tiny_project() -> tempfile::TempDir {
 /// bytes two runs of one pipeline may differ in: the `seconds` column of training histories
 /// and the `training seconds` lines of the metrics and the report. A `.gpl-entry` record
 /// keeps its file list; the entry it names is keyed by those times upstream.
-fn published(root: &Path) -> BTreeMap<String, String> {
+pub(crate) fn published(root: &Path) -> BTreeMap<String, String> {
     let mut files = BTreeMap::new();
     let mut stack = vec![root.join("runs")];
     while let Some(dir) = stack.pop() {
