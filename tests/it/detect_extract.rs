@@ -150,3 +150,120 @@ fn extract_matches_sep_on_m13_without_deblending() {
     check_parity("nodeblend");
 }
 
+
+fn check_wcs(image: &str, table: &str) {
+    let img = read_fits(&fixture(image), None).unwrap();
+    let wcs = img.wcs.expect("a TAN WCS");
+    for r in &read_csv(table)[1..] {
+        let v: Vec<f64> = r.iter().map(|x| x.parse().unwrap()).collect();
+        let (ra, dec) = wcs.pixel_to_world(v[0], v[1]);
+        let dra = ((ra - v[2] + 180.0).rem_euclid(360.0) - 180.0).abs();
+        assert!(dra < 1e-9 && (dec - v[3]).abs() < 1e-9, "{image} pixel ({}, {}): ours ({ra}, {dec}), astropy ({}, {})", v[0], v[1], v[2], v[3]);
+    }
+}
+
+#[test]
+fn tan_wcs_matches_astropy_with_cdelt_and_with_a_cd_matrix() {
+    check_wcs("m13.fits", "m13_wcs.csv");
+    check_wcs("wcs_cd.fits", "wcs_cd.csv");
+}
+
+#[test]
+fn fits_reads_image_extensions_scaling_and_blanks_as_astropy() {
+    let img = read_fits(&fixture("scaled16.fits"), None).unwrap();
+    assert_eq!((img.hdu, img.width, img.height), (1, 5, 6));
+    for (i, v) in img.data.iter().enumerate() {
+        if i == 2 * 5 + 2 {
+            assert!(v.is_nan(), "BLANK pixel read as {v}");
+        } else {
+            assert_eq!(*v, 80.0 + 1.5 * i as f32, "pixel {i}");
+        }
+    }
+    let f = read_fits(&fixture("wcs_cd.fits"), Some(1)).unwrap();
+    assert_eq!((f.width, f.height), (20, 12));
+    assert!(f.data[3 * 20 + 4].is_nan());
+    assert_eq!(f.data[5], 5.0 / 7.0);
+    let err = read_fits(&fixture("wcs_cd.fits"), Some(0)).unwrap_err().to_string();
+    assert!(err.contains("wcs_cd.fits") && err.contains("HDU 0 holds no 2-D image"), "{err}");
+}
+
+#[test]
+fn malformed_fits_names_the_file_and_the_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read(fixture("m13.fits")).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("notfits.fits", b"hello world".to_vec(), "not a FITS file"),
+        ("truncated.fits", good[..2880 + 1000].to_vec(), "truncated"),
+        ("noend.fits", good[..80 * 10].to_vec(), "no END card"),
+        ("bitpix.fits", {
+            let mut b = good.clone();
+            b[80..160].copy_from_slice(format!("{:<80}", "BITPIX  =                   12").as_bytes());
+            b
+        }, "card 2 `BITPIX = 12`: must be 8, 16, 32, 64, -32 or -64"),
+        ("naxis.fits", {
+            let mut b = good.clone();
+            b[240..320].copy_from_slice(format!("{:<80}", "NAXIS1  = 'three'").as_bytes());
+            b
+        }, "card 4 `NAXIS1 = three`: expected an integer"),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let err = read_fits(&path, None).unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains(expected), "{name}: {err}");
+    }
+}
+
+/// Gaussian stars of known position and flux on a sloped sky with Gaussian noise.
+#[test]
+fn extract_finds_synthetic_gaussians_at_their_positions() {
+    use rand::{Rng, SeedableRng};
+    use rand_distr::{Distribution, Normal};
+    let (w, h) = (256usize, 192usize);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let noise = Normal::new(0.0f64, 5.0).unwrap();
+    let mut data: Vec<f32> = (0..w * h)
+        .map(|i| (100.0 + 0.05 * (i % w) as f64 + noise.sample(&mut rng)) as f32)
+        .collect();
+    let mut truth = Vec::new();
+    for gy in 0..4 {
+        for gx in 0..5 {
+            let x = 25.0 + gx as f64 * 50.0 + rng.gen_range(-3.0..3.0);
+            let y = 22.0 + gy as f64 * 48.0 + rng.gen_range(-3.0..3.0);
+            let (sx, sy) = (rng.gen_range(1.2..2.5), rng.gen_range(1.2..2.5));
+            let flux = rng.gen_range(3000.0..20000.0);
+            truth.push((x, y, flux, sx, sy));
+            for py in 0..h {
+                for px in 0..w {
+                    let (dx, dy) = ((px as f64 - x) / sx, (py as f64 - y) / sy);
+                    let r2 = dx * dx + dy * dy;
+                    if r2 < 100.0 {
+                        data[py * w + px] += (flux / (2.0 * std::f64::consts::PI * sx * sy)
+                            * (-0.5 * r2).exp()) as f32;
+                    }
+                }
+            }
+        }
+    }
+    let bkg = Background::estimate(&data, w, h, &BackgroundParams { bw: 32, bh: 32, ..BackgroundParams::default() });
+    assert!((bkg.global_rms - 5.0).abs() < 0.5, "rms {}", bkg.global_rms);
+    bkg.subtract(&mut data);
+    let objs = extract(&data, w, h, bkg.global_rms, &ExtractParams { thresh: 3.0, ..ExtractParams::default() }).unwrap();
+    assert_eq!(objs.len(), truth.len(), "{objs:?}");
+    for (x, y, flux, sx, sy) in &truth {
+        let o = objs
+            .iter()
+            .min_by(|a, b| (a.x - x).hypot(a.y - y).total_cmp(&(b.x - x).hypot(b.y - y)))
+            .unwrap();
+        assert!((o.x - x).hypot(o.y - y) < 0.25, "source at ({x}, {y}) found at ({}, {})", o.x, o.y);
+        // The isophote holds most of the light, never more than all of it.
+        let frac = o.flux as f64 / flux;
+        assert!((0.8..1.02).contains(&frac), "flux fraction {frac} at ({x}, {y})");
+        // The longer axis lies along the wider Gaussian direction.
+        let along_x = o.theta.cos().abs() > o.theta.sin().abs();
+        if (sx - sy).abs() > 0.4 {
+            assert_eq!(along_x, sx > sy, "theta {} for sx {sx} sy {sy}", o.theta);
+        }
+        assert!(o.xmin as f64 <= *x && *x <= o.xmax as f64 && o.ymin as f64 <= *y && *y <= o.ymax as f64);
+    }
+}
