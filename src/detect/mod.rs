@@ -2,6 +2,7 @@
 //! (SExtractor's algorithm, as SEP implements it): background, filtering, thresholding,
 //! labelling, deblending, measurement.
 
+pub mod catalog;
 pub mod extract;
 
 /// The detector's diagnostics.

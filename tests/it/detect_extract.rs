@@ -267,3 +267,71 @@ fn extract_finds_synthetic_gaussians_at_their_positions() {
         assert!(o.xmin as f64 <= *x && *x <= o.xmax as f64 && o.ymin as f64 <= *y && *y <= o.ymax as f64);
     }
 }
+
+fn gpl(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpl"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn data_extract_writes_the_catalogue_with_ra_dec_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m13.csv");
+    let img = fixture("m13.fits");
+    let (code, stdout, stderr) = gpl(&["data", "extract", img.to_str().unwrap(), "--out", out.to_str().unwrap(), "--thresh", "3", "--no-filter", "--no-clean"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next().unwrap(), "id,x,y,ra,dec,xmin,ymin,xmax,ymax,flux,a,b,theta,npix,flags");
+    let rows: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    // The same settings as SEP's "nofilter" case: the same objects, RA/Dec from the header.
+    let sep = sep_case("nofilter");
+    assert_eq!(rows.len(), sep.objects.len());
+    let wcs = read_fits(&img, None).unwrap().wcs.unwrap();
+    for r in &rows {
+        let (ra, dec) = wcs.pixel_to_world(r[1], r[2]);
+        assert!((ra - r[3]).abs() < 1e-6 && (dec - r[4]).abs() < 1e-6);
+        assert!(r[5] <= r[1] && r[1] <= r[7] && r[6] <= r[2] && r[2] <= r[8]);
+    }
+    assert!(std::fs::read_dir(dir.path()).unwrap().count() == 1, "temporary file left behind");
+
+    // A colour PNG is read as luminance and has no RA/Dec columns.
+    let png = dir.path().join("field.png");
+    let mut rgb = image::RgbImage::from_pixel(64, 48, image::Rgb([20, 30, 25]));
+    for (x, y, p) in rgb.enumerate_pixels_mut() {
+        let r2 = (x as f32 - 30.0).powi(2) + (y as f32 - 20.0).powi(2);
+        let v = (200.0 * (-r2 / 8.0).exp()) as u8;
+        *p = image::Rgb([p[0].saturating_add(v), p[1].saturating_add(v), p[2].saturating_add(v)]);
+        if (x + 3 * y) % 7 == 0 {
+            p[1] += 3;
+        }
+    }
+    rgb.save(&png).unwrap();
+    let out2 = dir.path().join("field.csv");
+    let (code, stdout, stderr) = gpl(&["data", "extract", png.to_str().unwrap(), "--out", out2.to_str().unwrap(), "--bw", "16", "--bh", "16"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let text = std::fs::read_to_string(&out2).unwrap();
+    assert!(text.starts_with("id,x,y,xmin,"), "{text}");
+    let row: Vec<f64> = text.lines().nth(1).unwrap().split(',').map(|v| v.parse().unwrap()).collect();
+    assert!((row[1] - 30.0).abs() < 0.5 && (row[2] - 20.0).abs() < 0.5, "{text}");
+
+    // Bad input: a diagnostic naming the file or the setting, nothing written.
+    let bad = dir.path().join("bad.fits");
+    std::fs::write(&bad, format!("{:<2880}", "SIMPLE  =                    T")).unwrap();
+    let out3 = dir.path().join("bad.csv");
+    let (code, _, stderr) = gpl(&["data", "extract", bad.to_str().unwrap(), "--out", out3.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("bad.fits") && stderr.contains("no END card"), "{stderr}");
+    let (code, _, stderr) = gpl(&["data", "extract", img.to_str().unwrap(), "--out", out3.to_str().unwrap(), "--deblend-cont", "2"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("deblend_cont = 2"), "{stderr}");
+    assert!(!out3.exists());
+}
