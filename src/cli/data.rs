@@ -237,7 +237,11 @@ fn extract_cmd(a: ExtractArgs) -> miette::Result<ExitCode> {
         catalog.background.global,
         catalog.background.global_rms,
         catalog.objects.len(),
-        if catalog.wcs.is_some() { " (with RA, Dec)" } else { "" },
+        if catalog.wcs.is_some() {
+            " (with RA, Dec)"
+        } else {
+            ""
+        },
         out.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -141,29 +141,62 @@ pub fn read_fits(path: &Path, hdu: Option<usize>) -> Result<FitsImage, FitsError
         }
         let bitpix = int("BITPIX")?;
         if ![8, 16, 32, 64, -32, -64].contains(&bitpix) {
-            return Err(bad_card(path, index, &header, "BITPIX", "must be 8, 16, 32, 64, -32 or -64"));
+            return Err(bad_card(
+                path,
+                index,
+                &header,
+                "BITPIX",
+                "must be 8, 16, 32, 64, -32 or -64",
+            ));
         }
         let naxis = int("NAXIS")?;
         if !(0..=999).contains(&naxis) {
-            return Err(bad_card(path, index, &header, "NAXIS", "must be between 0 and 999"));
+            return Err(bad_card(
+                path,
+                index,
+                &header,
+                "NAXIS",
+                "must be between 0 and 999",
+            ));
         }
         let mut axes = Vec::new();
         for n in 1..=naxis {
             let v = int(&format!("NAXIS{n}"))?;
             if v < 0 {
-                return Err(bad_card(path, index, &header, &format!("NAXIS{n}"), "must not be negative"));
+                return Err(bad_card(
+                    path,
+                    index,
+                    &header,
+                    &format!("NAXIS{n}"),
+                    "must not be negative",
+                ));
             }
             axes.push(v as usize);
         }
-        let pcount = if get("PCOUNT").is_some() { int("PCOUNT")? } else { 0 };
-        let gcount = if get("GCOUNT").is_some() { int("GCOUNT")? } else { 1 };
-        let elements: usize = if axes.is_empty() { 0 } else { axes.iter().product() };
+        let pcount = if get("PCOUNT").is_some() {
+            int("PCOUNT")?
+        } else {
+            0
+        };
+        let gcount = if get("GCOUNT").is_some() {
+            int("GCOUNT")?
+        } else {
+            1
+        };
+        let elements: usize = if axes.is_empty() {
+            0
+        } else {
+            axes.iter().product()
+        };
         let data_len = (bitpix.unsigned_abs() as usize / 8)
             * gcount.max(0) as usize
             * (pcount.max(0) as usize + elements);
         let start = offset + header.len;
         let is_image = index == 0
-            || get("XTENSION").and_then(|c| c.value.as_deref()).map(str::trim) == Some("IMAGE");
+            || get("XTENSION")
+                .and_then(|c| c.value.as_deref())
+                .map(str::trim)
+                == Some("IMAGE");
         let two_d = axes.len() >= 2 && axes[2..].iter().all(|&a| a == 1) && elements > 0;
         if is_image && two_d {
             images.push(index);
@@ -177,7 +210,15 @@ pub fn read_fits(path: &Path, hdu: Option<usize>) -> Result<FitsImage, FitsError
                     found: bytes.len().saturating_sub(start),
                 });
             }
-            return decode(path, index, header, bitpix, axes[0], axes[1], &bytes[start..]);
+            return decode(
+                path,
+                index,
+                header,
+                bitpix,
+                axes[0],
+                axes[1],
+                &bytes[start..],
+            );
         }
         if hdu == Some(index) {
             return Err(FitsError::NoImage {
@@ -204,7 +245,10 @@ fn bad_card(path: &Path, hdu: usize, header: &Header, keyword: &str, detail: &st
         .position(|c| c.keyword == keyword)
         .map(|i| {
             let c = &header.cards[i];
-            (i + 1, format!("{} = {}", c.keyword, c.value.clone().unwrap_or_default()))
+            (
+                i + 1,
+                format!("{} = {}", c.keyword, c.value.clone().unwrap_or_default()),
+            )
         })
         .unwrap_or((0, keyword.to_string()));
     FitsError::BadCard {
@@ -217,13 +261,15 @@ fn bad_card(path: &Path, hdu: usize, header: &Header, keyword: &str, detail: &st
 }
 
 fn card_int(path: &Path, hdu: usize, header: &Header, keyword: &str) -> Result<i64, FitsError> {
-    let card = header.cards.iter().find(|c| c.keyword == keyword).ok_or_else(|| {
-        FitsError::BadHeader {
+    let card = header
+        .cards
+        .iter()
+        .find(|c| c.keyword == keyword)
+        .ok_or_else(|| FitsError::BadHeader {
             path: path.into(),
             hdu,
             detail: format!("the mandatory keyword {keyword} is missing"),
-        }
-    })?;
+        })?;
     card.value
         .as_deref()
         .and_then(|v| v.trim().parse::<i64>().ok())
@@ -410,7 +456,10 @@ fn read_wcs(path: &Path, hdu: usize, cards: &[Card]) -> Result<Option<TanWcs>, F
             .any(|k| card_float(cards, k).is_some());
         let pc = if has_pc {
             let g = |k: &str, d: f64| card_float(cards, k).unwrap_or(d);
-            [[g("PC1_1", 1.0), g("PC1_2", 0.0)], [g("PC2_1", 0.0), g("PC2_2", 1.0)]]
+            [
+                [g("PC1_1", 1.0), g("PC1_2", 0.0)],
+                [g("PC2_1", 0.0), g("PC2_2", 1.0)],
+            ]
         } else {
             let rho = card_float(cards, "CROTA2").unwrap_or(0.0).to_radians();
             [

@@ -43,7 +43,10 @@ pub fn load_image(path: &Path, hdu: Option<usize>) -> Result<LoadedImage, Catalo
         .map(|_| &magic == b"SIMPLE  =")
         .unwrap_or(false)
         || matches!(
-            path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+            path.extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
             Some("fits" | "fit" | "fts")
         );
     if is_fits {
@@ -94,7 +97,13 @@ pub fn detect_image(
     let background = Background::estimate(&image.data, image.width, image.height, back);
     let mut data = image.data.clone();
     background.subtract(&mut data);
-    let objects = extract(&data, image.width, image.height, background.global_rms, params)?;
+    let objects = extract(
+        &data,
+        image.width,
+        image.height,
+        background.global_rms,
+        params,
+    )?;
     Ok(Catalog {
         background,
         objects,
@@ -126,7 +135,10 @@ pub fn write_csv(catalog: &Catalog, path: &Path) -> Result<(), CatalogError> {
             o.xmin, o.ymin, o.xmax, o.ymax, o.flux, o.a, o.b, o.theta, o.npix, o.flag
         ));
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     let mut f = std::fs::File::create(&tmp).map_err(werr)?;
     f.write_all(out.as_bytes()).map_err(werr)?;

@@ -7,7 +7,9 @@ use gpl::detect::extract::{extract, Background, BackgroundParams, ExtractParams,
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/extract").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/extract")
+        .join(name)
 }
 
 fn read_csv(name: &str) -> Vec<Vec<String>> {
@@ -21,12 +23,31 @@ fn read_csv(name: &str) -> Vec<Vec<String>> {
 #[test]
 fn background_and_rms_match_sep_on_m13() {
     let img = read_fits(&fixture("m13.fits"), None).unwrap();
-    let bkg = Background::estimate(&img.data, img.width, img.height, &BackgroundParams::default());
+    let bkg = Background::estimate(
+        &img.data,
+        img.width,
+        img.height,
+        &BackgroundParams::default(),
+    );
     let globals = read_csv("m13_sep_background.csv");
-    let (g, grms): (f32, f32) = (globals[1][0].parse().unwrap(), globals[1][1].parse().unwrap());
-    assert!((bkg.global - g).abs() <= 1e-5 * g.abs(), "global {} vs SEP {g}", bkg.global);
-    assert!((bkg.global_rms - grms).abs() <= 1e-5 * grms, "globalrms {} vs SEP {grms}", bkg.global_rms);
-    for (name, ours) in [("m13_sep_back.fits", bkg.back()), ("m13_sep_rms.fits", bkg.rms())] {
+    let (g, grms): (f32, f32) = (
+        globals[1][0].parse().unwrap(),
+        globals[1][1].parse().unwrap(),
+    );
+    assert!(
+        (bkg.global - g).abs() <= 1e-5 * g.abs(),
+        "global {} vs SEP {g}",
+        bkg.global
+    );
+    assert!(
+        (bkg.global_rms - grms).abs() <= 1e-5 * grms,
+        "globalrms {} vs SEP {grms}",
+        bkg.global_rms
+    );
+    for (name, ours) in [
+        ("m13_sep_back.fits", bkg.back()),
+        ("m13_sep_rms.fits", bkg.rms()),
+    ] {
         let sep = read_fits(&fixture(name), None).unwrap();
         assert_eq!((sep.width, sep.height), (img.width, img.height));
         let worst = ours
@@ -58,7 +79,13 @@ fn sep_case(name: &str) -> SepCase {
     };
     let objects = rows[3..]
         .iter()
-        .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap(), r[2].parse().unwrap()))
+        .map(|r| {
+            (
+                r[0].parse().unwrap(),
+                r[1].parse().unwrap(),
+                r[2].parse().unwrap(),
+            )
+        })
         .collect();
     let merged = rows[3..]
         .iter()
@@ -88,14 +115,20 @@ fn nearest(a: &[(f64, f64, f64)], b: &[(f64, f64, f64)], radius: f64) -> Vec<Opt
 fn check_parity(case: &str) {
     let sep = sep_case(case);
     let img = read_fits(&fixture("m13.fits"), None).unwrap();
-    let bkg = Background::estimate(&img.data, img.width, img.height, &BackgroundParams::default());
+    let bkg = Background::estimate(
+        &img.data,
+        img.width,
+        img.height,
+        &BackgroundParams::default(),
+    );
     let mut data = img.data.clone();
     bkg.subtract(&mut data);
-    let ours: Vec<(f64, f64, f64)> = extract(&data, img.width, img.height, bkg.global_rms, &sep.params)
-        .unwrap()
-        .iter()
-        .map(|o| (o.x, o.y, o.flux as f64))
-        .collect();
+    let ours: Vec<(f64, f64, f64)> =
+        extract(&data, img.width, img.height, bkg.global_rms, &sep.params)
+            .unwrap()
+            .iter()
+            .map(|o| (o.x, o.y, o.flux as f64))
+            .collect();
     let sep_to_ours = nearest(&sep.objects, &ours, 1.0);
     let ours_to_sep = nearest(&ours, &sep.objects, 1.0);
     let found = sep_to_ours.iter().flatten().count() as f64 / sep.objects.len() as f64;
@@ -131,8 +164,14 @@ fn check_parity(case: &str) {
     );
     assert!(found >= 0.95, "{case}: only {found} of SEP's objects found");
     assert!(real >= 0.95, "{case}: only {real} of ours are SEP's");
-    assert!(single_frac >= 0.95, "{case}: only {single_frac} of single objects' fluxes within 1%");
-    assert!(merged_total <= 0.01, "{case}: deblended objects' total flux differs by {merged_total}");
+    assert!(
+        single_frac >= 0.95,
+        "{case}: only {single_frac} of single objects' fluxes within 1%"
+    );
+    assert!(
+        merged_total <= 0.01,
+        "{case}: deblended objects' total flux differs by {merged_total}"
+    );
 }
 
 #[test]
@@ -150,7 +189,6 @@ fn extract_matches_sep_on_m13_without_deblending() {
     check_parity("nodeblend");
 }
 
-
 fn check_wcs(image: &str, table: &str) {
     let img = read_fits(&fixture(image), None).unwrap();
     let wcs = img.wcs.expect("a TAN WCS");
@@ -158,7 +196,14 @@ fn check_wcs(image: &str, table: &str) {
         let v: Vec<f64> = r.iter().map(|x| x.parse().unwrap()).collect();
         let (ra, dec) = wcs.pixel_to_world(v[0], v[1]);
         let dra = ((ra - v[2] + 180.0).rem_euclid(360.0) - 180.0).abs();
-        assert!(dra < 1e-9 && (dec - v[3]).abs() < 1e-9, "{image} pixel ({}, {}): ours ({ra}, {dec}), astropy ({}, {})", v[0], v[1], v[2], v[3]);
+        assert!(
+            dra < 1e-9 && (dec - v[3]).abs() < 1e-9,
+            "{image} pixel ({}, {}): ours ({ra}, {dec}), astropy ({}, {})",
+            v[0],
+            v[1],
+            v[2],
+            v[3]
+        );
     }
 }
 
@@ -183,8 +228,13 @@ fn fits_reads_image_extensions_scaling_and_blanks_as_astropy() {
     assert_eq!((f.width, f.height), (20, 12));
     assert!(f.data[3 * 20 + 4].is_nan());
     assert_eq!(f.data[5], 5.0 / 7.0);
-    let err = read_fits(&fixture("wcs_cd.fits"), Some(0)).unwrap_err().to_string();
-    assert!(err.contains("wcs_cd.fits") && err.contains("HDU 0 holds no 2-D image"), "{err}");
+    let err = read_fits(&fixture("wcs_cd.fits"), Some(0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("wcs_cd.fits") && err.contains("HDU 0 holds no 2-D image"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -195,22 +245,35 @@ fn malformed_fits_names_the_file_and_the_card() {
         ("notfits.fits", b"hello world".to_vec(), "not a FITS file"),
         ("truncated.fits", good[..2880 + 1000].to_vec(), "truncated"),
         ("noend.fits", good[..80 * 10].to_vec(), "no END card"),
-        ("bitpix.fits", {
-            let mut b = good.clone();
-            b[80..160].copy_from_slice(format!("{:<80}", "BITPIX  =                   12").as_bytes());
-            b
-        }, "card 2 `BITPIX = 12`: must be 8, 16, 32, 64, -32 or -64"),
-        ("naxis.fits", {
-            let mut b = good.clone();
-            b[240..320].copy_from_slice(format!("{:<80}", "NAXIS1  = 'three'").as_bytes());
-            b
-        }, "card 4 `NAXIS1 = three`: expected an integer"),
+        (
+            "bitpix.fits",
+            {
+                let mut b = good.clone();
+                b[80..160].copy_from_slice(
+                    format!("{:<80}", "BITPIX  =                   12").as_bytes(),
+                );
+                b
+            },
+            "card 2 `BITPIX = 12`: must be 8, 16, 32, 64, -32 or -64",
+        ),
+        (
+            "naxis.fits",
+            {
+                let mut b = good.clone();
+                b[240..320].copy_from_slice(format!("{:<80}", "NAXIS1  = 'three'").as_bytes());
+                b
+            },
+            "card 4 `NAXIS1 = three`: expected an integer",
+        ),
     ];
     for (name, bytes, expected) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         let err = read_fits(&path, None).unwrap_err().to_string();
-        assert!(err.contains(name) && err.contains(expected), "{name}: {err}");
+        assert!(
+            err.contains(name) && err.contains(expected),
+            "{name}: {err}"
+        );
     }
 }
 
@@ -239,32 +302,69 @@ fn extract_finds_synthetic_gaussians_at_their_positions() {
                     let r2 = dx * dx + dy * dy;
                     if r2 < 100.0 {
                         data[py * w + px] += (flux / (2.0 * std::f64::consts::PI * sx * sy)
-                            * (-0.5 * r2).exp()) as f32;
+                            * (-0.5 * r2).exp())
+                            as f32;
                     }
                 }
             }
         }
     }
-    let bkg = Background::estimate(&data, w, h, &BackgroundParams { bw: 32, bh: 32, ..BackgroundParams::default() });
+    let bkg = Background::estimate(
+        &data,
+        w,
+        h,
+        &BackgroundParams {
+            bw: 32,
+            bh: 32,
+            ..BackgroundParams::default()
+        },
+    );
     assert!((bkg.global_rms - 5.0).abs() < 0.5, "rms {}", bkg.global_rms);
     bkg.subtract(&mut data);
-    let objs = extract(&data, w, h, bkg.global_rms, &ExtractParams { thresh: 3.0, ..ExtractParams::default() }).unwrap();
+    let objs = extract(
+        &data,
+        w,
+        h,
+        bkg.global_rms,
+        &ExtractParams {
+            thresh: 3.0,
+            ..ExtractParams::default()
+        },
+    )
+    .unwrap();
     assert_eq!(objs.len(), truth.len(), "{objs:?}");
     for (x, y, flux, sx, sy) in &truth {
         let o = objs
             .iter()
-            .min_by(|a, b| (a.x - x).hypot(a.y - y).total_cmp(&(b.x - x).hypot(b.y - y)))
+            .min_by(|a, b| {
+                (a.x - x)
+                    .hypot(a.y - y)
+                    .total_cmp(&(b.x - x).hypot(b.y - y))
+            })
             .unwrap();
-        assert!((o.x - x).hypot(o.y - y) < 0.25, "source at ({x}, {y}) found at ({}, {})", o.x, o.y);
+        assert!(
+            (o.x - x).hypot(o.y - y) < 0.25,
+            "source at ({x}, {y}) found at ({}, {})",
+            o.x,
+            o.y
+        );
         // The isophote holds most of the light, never more than all of it.
         let frac = o.flux as f64 / flux;
-        assert!((0.8..1.02).contains(&frac), "flux fraction {frac} at ({x}, {y})");
+        assert!(
+            (0.8..1.02).contains(&frac),
+            "flux fraction {frac} at ({x}, {y})"
+        );
         // The longer axis lies along the wider Gaussian direction.
         let along_x = o.theta.cos().abs() > o.theta.sin().abs();
         if (sx - sy).abs() > 0.4 {
             assert_eq!(along_x, sx > sy, "theta {} for sx {sx} sy {sy}", o.theta);
         }
-        assert!(o.xmin as f64 <= *x && *x <= o.xmax as f64 && o.ymin as f64 <= *y && *y <= o.ymax as f64);
+        assert!(
+            o.xmin as f64 <= *x
+                && *x <= o.xmax as f64
+                && o.ymin as f64 <= *y
+                && *y <= o.ymax as f64
+        );
     }
 }
 
@@ -286,12 +386,27 @@ fn data_extract_writes_the_catalogue_with_ra_dec_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m13.csv");
     let img = fixture("m13.fits");
-    let (code, stdout, stderr) = gpl(&["data", "extract", img.to_str().unwrap(), "--out", out.to_str().unwrap(), "--thresh", "3", "--no-filter", "--no-clean"]);
+    let (code, stdout, stderr) = gpl(&[
+        "data",
+        "extract",
+        img.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--thresh",
+        "3",
+        "--no-filter",
+        "--no-clean",
+    ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let text = std::fs::read_to_string(&out).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next().unwrap(), "id,x,y,ra,dec,xmin,ymin,xmax,ymax,flux,a,b,theta,npix,flags");
-    let rows: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    assert_eq!(
+        lines.next().unwrap(),
+        "id,x,y,ra,dec,xmin,ymin,xmax,ymax,flux,a,b,theta,npix,flags"
+    );
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
     // The same settings as SEP's "nofilter" case: the same objects, RA/Dec from the header.
     let sep = sep_case("nofilter");
     assert_eq!(rows.len(), sep.objects.len());
@@ -301,7 +416,10 @@ fn data_extract_writes_the_catalogue_with_ra_dec_and_refuses_bad_input() {
         assert!((ra - r[3]).abs() < 1e-6 && (dec - r[4]).abs() < 1e-6);
         assert!(r[5] <= r[1] && r[1] <= r[7] && r[6] <= r[2] && r[2] <= r[8]);
     }
-    assert!(std::fs::read_dir(dir.path()).unwrap().count() == 1, "temporary file left behind");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().count() == 1,
+        "temporary file left behind"
+    );
 
     // A colour PNG is read as luminance and has no RA/Dec columns.
     let png = dir.path().join("field.png");
@@ -309,28 +427,68 @@ fn data_extract_writes_the_catalogue_with_ra_dec_and_refuses_bad_input() {
     for (x, y, p) in rgb.enumerate_pixels_mut() {
         let r2 = (x as f32 - 30.0).powi(2) + (y as f32 - 20.0).powi(2);
         let v = (200.0 * (-r2 / 8.0).exp()) as u8;
-        *p = image::Rgb([p[0].saturating_add(v), p[1].saturating_add(v), p[2].saturating_add(v)]);
+        *p = image::Rgb([
+            p[0].saturating_add(v),
+            p[1].saturating_add(v),
+            p[2].saturating_add(v),
+        ]);
         if (x + 3 * y) % 7 == 0 {
             p[1] += 3;
         }
     }
     rgb.save(&png).unwrap();
     let out2 = dir.path().join("field.csv");
-    let (code, stdout, stderr) = gpl(&["data", "extract", png.to_str().unwrap(), "--out", out2.to_str().unwrap(), "--bw", "16", "--bh", "16"]);
+    let (code, stdout, stderr) = gpl(&[
+        "data",
+        "extract",
+        png.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+        "--bw",
+        "16",
+        "--bh",
+        "16",
+    ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let text = std::fs::read_to_string(&out2).unwrap();
     assert!(text.starts_with("id,x,y,xmin,"), "{text}");
-    let row: Vec<f64> = text.lines().nth(1).unwrap().split(',').map(|v| v.parse().unwrap()).collect();
-    assert!((row[1] - 30.0).abs() < 0.5 && (row[2] - 20.0).abs() < 0.5, "{text}");
+    let row: Vec<f64> = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(
+        (row[1] - 30.0).abs() < 0.5 && (row[2] - 20.0).abs() < 0.5,
+        "{text}"
+    );
 
     // Bad input: a diagnostic naming the file or the setting, nothing written.
     let bad = dir.path().join("bad.fits");
     std::fs::write(&bad, format!("{:<2880}", "SIMPLE  =                    T")).unwrap();
     let out3 = dir.path().join("bad.csv");
-    let (code, _, stderr) = gpl(&["data", "extract", bad.to_str().unwrap(), "--out", out3.to_str().unwrap()]);
+    let (code, _, stderr) = gpl(&[
+        "data",
+        "extract",
+        bad.to_str().unwrap(),
+        "--out",
+        out3.to_str().unwrap(),
+    ]);
     assert_ne!(code, 0);
-    assert!(stderr.contains("bad.fits") && stderr.contains("no END card"), "{stderr}");
-    let (code, _, stderr) = gpl(&["data", "extract", img.to_str().unwrap(), "--out", out3.to_str().unwrap(), "--deblend-cont", "2"]);
+    assert!(
+        stderr.contains("bad.fits") && stderr.contains("no END card"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = gpl(&[
+        "data",
+        "extract",
+        img.to_str().unwrap(),
+        "--out",
+        out3.to_str().unwrap(),
+        "--deblend-cont",
+        "2",
+    ]);
     assert_ne!(code, 0);
     assert!(stderr.contains("deblend_cont = 2"), "{stderr}");
     assert!(!out3.exists());

@@ -81,9 +81,7 @@ pub(crate) fn deblend(
         let (upper, lower) = levels.split_at_mut(k + 1);
         let sons_level = &mut lower[0];
         for node in upper[k].iter_mut() {
-            let significant = |o: &Obj| {
-                (o.fdflux - o.thresh * o.fdnpix as f32) as f64 > value0
-            };
+            let significant = |o: &Obj| (o.fdflux - o.thresh * o.fdnpix as f32) as f64 > value0;
             let mut m = 0;
             for &j in &node.sons {
                 if significant(&sons_level[j].obj) {
@@ -120,8 +118,7 @@ fn gather_up(root: Obj, mut cores: Vec<Obj>, thresh0: f32, rng: &mut RandR) -> V
     for core in cores.iter_mut() {
         core.analyse(false);
         core.thresh = thresh0;
-        let dist = core.fdnpix as f32
-            / (2.0 * std::f32::consts::PI * core.abcor * core.a * core.b);
+        let dist = core.fdnpix as f32 / (2.0 * std::f32::consts::PI * core.abcor * core.a * core.b);
         let a = if dist < 70.0 {
             core.thresh * dist.exp()
         } else {
@@ -149,9 +146,13 @@ fn gather_up(root: Obj, mut cores: Vec<Obj>, thresh0: f32, rng: &mut RandR) -> V
         for (i, core) in cores.iter().enumerate() {
             let dx = (px.x as f64 - core.mx) as f32;
             let dy = (px.y as f64 - core.my) as f32;
-            let dist = 0.5 * (core.cxx * dx * dx + core.cyy * dy * dy + core.cxy * dx * dy)
-                / core.abcor;
-            acc += if dist < 70.0 { amp[i] * (-dist).exp() } else { 0.0 };
+            let dist =
+                0.5 * (core.cxx * dx * dx + core.cyy * dy * dy + core.cxy * dx * dy) / core.abcor;
+            acc += if dist < 70.0 {
+                amp[i] * (-dist).exp()
+            } else {
+                0.0
+            };
             p[i] = acc;
             if dist < distmin {
                 distmin = dist;

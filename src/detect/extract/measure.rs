@@ -110,7 +110,8 @@ impl Obj {
         let rv = self.fdflux as f64;
         let thresh2 = (thresh + peak) / 2.0;
         let (xmin, ymin) = (self.xmin, self.ymin);
-        let (mut mx, mut my, mut mx2, mut my2, mut mxy, mut tv) = (0f64, 0f64, 0f64, 0f64, 0f64, 0f64);
+        let (mut mx, mut my, mut mx2, mut my2, mut mxy, mut tv) =
+            (0f64, 0f64, 0f64, 0f64, 0f64, 0f64);
         let (mut dnpix, mut area2) = (0usize, 0usize);
         for p in &self.pixels {
             let (x, y) = ((p.x - xmin) as f64, (p.y - ymin) as f64);
@@ -213,7 +214,13 @@ pub(crate) fn clean(objs: &[Obj], clean_param: f64) -> Vec<bool> {
         let val = 1.0
             + alpha
                 * (big.cxx as f64 * dx * dx + big.cyy as f64 * dy * dy + big.cxy as f64 * dx * dy);
-        val > 1.0 && ((if val < 1e10 { amp * val.powf(-beta) } else { 0.0 }) as f32) > small.mthresh
+        val > 1.0
+            && ((if val < 1e10 {
+                amp * val.powf(-beta)
+            } else {
+                0.0
+            }) as f32)
+                > small.mthresh
     };
     let mut survives = vec![true; objs.len()];
     for i in 0..objs.len() {

@@ -153,10 +153,18 @@ impl ExtractParams {
             return bad("deblend_nthresh", "0".into(), "at least 1 level");
         }
         if !(0.0..=1.0).contains(&self.deblend_cont) {
-            return bad("deblend_cont", self.deblend_cont.to_string(), "a fraction in [0, 1]");
+            return bad(
+                "deblend_cont",
+                self.deblend_cont.to_string(),
+                "a fraction in [0, 1]",
+            );
         }
         if !(self.clean_param.is_finite() && self.clean_param > 0.0) {
-            return bad("clean_param", self.clean_param.to_string(), "a positive number");
+            return bad(
+                "clean_param",
+                self.clean_param.to_string(),
+                "a positive number",
+            );
         }
         if let Some(k) = &self.kernel {
             let sum: f32 = k.values.iter().map(|v| v.abs()).sum();
@@ -219,8 +227,14 @@ pub fn extract(
     let mut objs = Vec::new();
     for group in label::label_image(&image, &filtered, width, height, thresh, *minarea) {
         let root = Obj::new(group, thresh, size.0, size.1);
-        for mut o in deblend::deblend(root, *deblend_nthresh, *deblend_cont, *minarea, size, &mut rng)
-        {
+        for mut o in deblend::deblend(
+            root,
+            *deblend_nthresh,
+            *deblend_cont,
+            *minarea,
+            size,
+            &mut rng,
+        ) {
             o.analyse(true);
             objs.push(o);
         }
