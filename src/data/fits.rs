@@ -201,7 +201,7 @@ pub fn read_fits(path: &Path, hdu: Option<usize>) -> Result<FitsImage, FitsError
         if is_image && two_d {
             images.push(index);
         }
-        if is_image && two_d && hdu.map_or(true, |h| h == index) {
+        if is_image && two_d && hdu.is_none_or(|h| h == index) {
             if bytes.len() < start + elements * (bitpix.unsigned_abs() as usize / 8) {
                 return Err(FitsError::Truncated {
                     path: path.into(),

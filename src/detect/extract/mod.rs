@@ -168,7 +168,11 @@ impl ExtractParams {
         }
         if let Some(k) = &self.kernel {
             let sum: f32 = k.values.iter().map(|v| v.abs()).sum();
-            if k.width == 0 || k.height == 0 || k.values.len() != k.width * k.height || !(sum > 0.0)
+            if k.width == 0
+                || k.height == 0
+                || k.values.len() != k.width * k.height
+                || sum.is_nan()
+                || sum <= 0.0
             {
                 return bad(
                     "kernel",
