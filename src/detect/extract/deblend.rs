@@ -172,3 +172,19 @@ fn gather_up(root: Obj, mut cores: Vec<Obj>, thresh0: f32, rng: &mut RandR) -> V
     }
     cores
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RandR;
+
+    /// glibc's own `rand_r` from seed 1 (read through Python's ctypes).
+    #[test]
+    fn rand_r_is_glibcs() {
+        let mut r = RandR::new(1);
+        let drawn: Vec<u32> = (0..5).map(|_| r.next()).collect();
+        assert_eq!(
+            drawn,
+            [476707713, 1186278907, 505671508, 2137716191, 936145377]
+        );
+    }
+}
