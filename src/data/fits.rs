@@ -131,7 +131,6 @@ pub fn read_fits(path: &Path, hdu: Option<usize>) -> Result<FitsImage, FitsError
     }
     let mut offset = 0;
     let mut index = 0;
-    let mut images = Vec::new();
     while offset < bytes.len() {
         let header = parse_header(path, index, &bytes[offset..])?;
         let get = |k: &str| header.cards.iter().find(|c| c.keyword == k);
@@ -183,14 +182,24 @@ pub fn read_fits(path: &Path, hdu: Option<usize>) -> Result<FitsImage, FitsError
         } else {
             1
         };
-        let elements: usize = if axes.is_empty() {
+        // Sizes in u128 with checked products: a header may claim anything.
+        let overflow = || FitsError::BadHeader {
+            path: path.into(),
+            hdu: index,
+            detail: format!("the data size NAXISn = {axes:?} overflows"),
+        };
+        let elements: u128 = if axes.is_empty() {
             0
         } else {
-            axes.iter().product()
+            axes.iter()
+                .try_fold(1u128, |acc, &a| acc.checked_mul(a as u128))
+                .ok_or_else(overflow)?
         };
-        let data_len = (bitpix.unsigned_abs() as usize / 8)
-            * gcount.max(0) as usize
-            * (pcount.max(0) as usize + elements);
+        let bytes_per = bitpix.unsigned_abs() as u128 / 8;
+        let data_len = (pcount.max(0) as u128 + elements)
+            .checked_mul(gcount.max(0) as u128)
+            .and_then(|v| v.checked_mul(bytes_per))
+            .ok_or_else(overflow)?;
         let start = offset + header.len;
         let is_image = index == 0
             || get("XTENSION")
@@ -198,15 +207,13 @@ pub fn read_fits(path: &Path, hdu: Option<usize>) -> Result<FitsImage, FitsError
                 .map(str::trim)
                 == Some("IMAGE");
         let two_d = axes.len() >= 2 && axes[2..].iter().all(|&a| a == 1) && elements > 0;
-        if is_image && two_d {
-            images.push(index);
-        }
         if is_image && two_d && hdu.is_none_or(|h| h == index) {
-            if bytes.len() < start + elements * (bitpix.unsigned_abs() as usize / 8) {
+            let needed = elements * bytes_per;
+            if (bytes.len().saturating_sub(start) as u128) < needed {
                 return Err(FitsError::Truncated {
                     path: path.into(),
                     hdu: index,
-                    needed: elements * (bitpix.unsigned_abs() as usize / 8),
+                    needed: needed as usize,
                     found: bytes.len().saturating_sub(start),
                 });
             }
@@ -226,7 +233,8 @@ pub fn read_fits(path: &Path, hdu: Option<usize>) -> Result<FitsImage, FitsError
                 detail: format!("HDU {index} holds no 2-D image (NAXIS = {naxis}, axes {axes:?})"),
             });
         }
-        offset = start + data_len.div_ceil(BLOCK) * BLOCK;
+        let padded = data_len.div_ceil(BLOCK as u128) * BLOCK as u128;
+        offset = (start as u128 + padded).min(bytes.len() as u128) as usize;
         index += 1;
     }
     Err(FitsError::NoImage {

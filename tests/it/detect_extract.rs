@@ -493,3 +493,33 @@ fn data_extract_writes_the_catalogue_with_ra_dec_and_refuses_bad_input() {
     assert!(stderr.contains("deblend_cont = 2"), "{stderr}");
     assert!(!out3.exists());
 }
+
+/// Random byte changes in the header and a random truncation never panic the FITS reader:
+/// it reads an image or returns a diagnostic naming the file.
+#[test]
+fn fits_reader_survives_corrupted_headers() {
+    use rand::{Rng, SeedableRng};
+    let good = std::fs::read(fixture("wcs_cd.fits")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fuzz.fits");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(16);
+    let printable = b" =0123456789-+.'ABCDEFGHIJKLMNOPQRSTUVWXYZ/E";
+    for round in 0..400 {
+        let mut b = good.clone();
+        for _ in 0..rng.gen_range(1..6) {
+            let i = rng.gen_range(0..2 * 2880);
+            b[i] = if rng.gen_bool(0.8) {
+                printable[rng.gen_range(0..printable.len())]
+            } else {
+                rng.gen()
+            };
+        }
+        if round % 5 == 0 {
+            b.truncate(rng.gen_range(0..b.len()));
+        }
+        std::fs::write(&path, &b).unwrap();
+        if let Err(e) = read_fits(&path, None) {
+            assert!(e.to_string().contains("fuzz.fits"), "{e}");
+        }
+    }
+}
