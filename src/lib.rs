@@ -7,6 +7,7 @@ pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod data;
+pub mod detect;
 pub mod eval;
 pub mod explain;
 pub mod fsutil;

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 pub enum BenchCommand {
     /// Data layer: synthesis, warm HDF5 load and augmentation against their targets.
     Data(super::data::BenchDataArgs),
+    /// The classical detector against SEP: pixels per second on the same images.
+    Detect(DetectArgs),
     /// Engine speed (forward and training images/s, GFLOP/s, memory) against PyTorch.
     Engine(EngineArgs),
     /// Explanations (Grad-CAM, filter ascent) against PyTorch and pytorch-grad-cam.
@@ -32,6 +34,18 @@ pub struct ExplainArgs {
     /// Alternating rounds (gpl, then PyTorch); the ratio is the median over rounds.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct DetectArgs {
+    /// Alternating rounds (gpl, then SEP); the ratio is the median over rounds.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Detection threshold in units of the global background RMS.
+    #[arg(long, default_value_t = 1.5)]
+    pub thresh: f32,
+    #[arg(long, default_value_t = 5)]
+    pub minarea: usize,
 }
 
 #[derive(Args, Debug)]
@@ -70,6 +84,15 @@ pub fn run(command: BenchCommand) -> miette::Result<ExitCode> {
                 filters: a.filters,
                 steps: a.steps,
                 rounds: a.rounds.max(1),
+                python: bench_python(),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Detect(a) => {
+            crate::bench::detect::run(&crate::bench::detect::DetectBenchOptions {
+                rounds: a.rounds.max(1),
+                thresh: a.thresh,
+                minarea: a.minarea,
                 python: bench_python(),
             })?;
             Ok(ExitCode::SUCCESS)

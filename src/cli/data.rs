@@ -26,6 +26,48 @@ pub enum DataCommand {
     Synth(SynthArgs),
     /// Draw a contact sheet: one row of examples per class.
     Preview(PreviewArgs),
+    /// Detect the objects of one FITS, PNG or JPEG image (SExtractor's algorithm, as SEP) and
+    /// write their catalogue as CSV.
+    Extract(ExtractArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExtractArgs {
+    /// A FITS, PNG or JPEG image (colour images are read as luminance).
+    pub image: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The FITS HDU holding the image (default: the first that holds a 2-D image).
+    #[arg(long)]
+    pub hdu: Option<usize>,
+    /// Detection threshold in units of the global background RMS.
+    #[arg(long, default_value_t = 1.5)]
+    pub thresh: f32,
+    /// Minimum pixels above the threshold.
+    #[arg(long, default_value_t = 5)]
+    pub minarea: usize,
+    #[arg(long, default_value_t = 32)]
+    pub deblend_nthresh: usize,
+    #[arg(long, default_value_t = 0.005)]
+    pub deblend_cont: f64,
+    /// Detect on the image itself instead of filtering it with SEP's 3x3 kernel.
+    #[arg(long)]
+    pub no_filter: bool,
+    /// Keep spurious detections in the wings of bright objects.
+    #[arg(long)]
+    pub no_clean: bool,
+    #[arg(long, default_value_t = 1.0)]
+    pub clean_param: f64,
+    /// Background box width and height in pixels.
+    #[arg(long, default_value_t = 64)]
+    pub bw: usize,
+    #[arg(long, default_value_t = 64)]
+    pub bh: usize,
+    /// Background median filter width and height in boxes.
+    #[arg(long, default_value_t = 3)]
+    pub fw: usize,
+    #[arg(long, default_value_t = 3)]
+    pub fh: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -95,6 +137,7 @@ pub fn run(command: DataCommand) -> miette::Result<ExitCode> {
         } => inspect_cmd(&file, &images, &labels),
         DataCommand::Synth(a) => synth_cmd(a),
         DataCommand::Preview(a) => preview_cmd(a),
+        DataCommand::Extract(a) => extract_cmd(a),
     }
 }
 
@@ -146,6 +189,62 @@ fn inspect_cmd(file: &Path, images: &str, labels: &str) -> miette::Result<ExitCo
         file.display()
     );
     Ok(ExitCode::from(2))
+}
+
+fn extract_cmd(a: ExtractArgs) -> miette::Result<ExitCode> {
+    use crate::detect::catalog::{detect_image, load_image, write_csv};
+    use crate::detect::extract::{BackgroundParams, ExtractParams, Kernel};
+    let ExtractArgs {
+        image,
+        out,
+        hdu,
+        thresh,
+        minarea,
+        deblend_nthresh,
+        deblend_cont,
+        no_filter,
+        no_clean,
+        clean_param,
+        bw,
+        bh,
+        fw,
+        fh,
+    } = a;
+    let params = ExtractParams {
+        thresh,
+        minarea,
+        kernel: (!no_filter).then(Kernel::sep_default),
+        deblend_nthresh,
+        deblend_cont,
+        clean: !no_clean,
+        clean_param,
+    };
+    let back = BackgroundParams {
+        bw,
+        bh,
+        fw,
+        fh,
+        fthresh: 0.0,
+    };
+    let img = load_image(&image, hdu)?;
+    let catalog = detect_image(&img, &back, &params)?;
+    write_csv(&catalog, &out)?;
+    println!(
+        "{}: {}x{}, background {:.4} ± {:.4}; {} objects{} -> {}",
+        image.display(),
+        img.width,
+        img.height,
+        catalog.background.global,
+        catalog.background.global_rms,
+        catalog.objects.len(),
+        if catalog.wcs.is_some() {
+            " (with RA, Dec)"
+        } else {
+            ""
+        },
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn synth_cmd(a: SynthArgs) -> miette::Result<ExitCode> {

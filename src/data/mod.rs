@@ -5,6 +5,7 @@
 //! | `error` | `DataError`, the one diagnostic catalogue of this layer |
 //! | `synth` | the synthetic Galaxy10 (SDSS and DECaLS class lists) |
 //! | `hdf5` | Galaxy10 HDF5 files: load, inspect, write |
+//! | `fits` | FITS 2-D images and their TAN WCS (our own reader) |
 //! | `folder` | one folder per class of PNG/JPEG/TIFF images |
 //! | `augment` | Keras ImageDataGenerator augmentation plus astronomy extras |
 //! | `split` | stratified hold-out and k-fold, class drops and merges |
@@ -16,6 +17,7 @@ pub mod artifact;
 pub mod augment;
 pub mod balance;
 pub mod error;
+pub mod fits;
 pub mod folder;
 pub mod hdf5;
 pub mod npy;
