@@ -127,4 +127,11 @@ pub enum EvalError {
         help("k counts the best-scored classes, from 1")
     )]
     TopK { k: usize, classes: usize },
+
+    #[error("invalid box evaluation input: {reason}")]
+    #[diagnostic(
+        code(gpl::eval::detection),
+        help("boxes are (xmin, ymin, xmax, ymax) in pixels on images and classes counted from 0")
+    )]
+    Detection { reason: String },
 }

@@ -11,6 +11,7 @@ mod data_augment;
 mod data_cli;
 mod data_hdf5;
 mod data_split_balance;
+mod detection_metrics;
 mod engine_graph;
 mod engine_network;
 mod engine_torch;
