@@ -228,11 +228,8 @@ pub fn evaluate_boxes(
             .map(|i| ImageMatches::new(&truth_at[k * images + i], &dets_at[k * images + i], params))
             .collect();
         for a in 0..a_n {
-            let evals: Vec<&ImageEval> = per_image
-                .iter()
-                .flatten()
-                .map(|m| &m.per_area[a])
-                .collect();
+            let evals: Vec<&ImageEval> =
+                per_image.iter().flatten().map(|m| &m.per_area[a]).collect();
             if evals.is_empty() {
                 continue;
             }
@@ -265,10 +262,14 @@ fn validate(
     let bad = |reason: String| Err(EvalError::Detection { reason });
     let check_box = |what: &str, i: usize, image: usize, class: usize, b: &BBox| {
         if image >= images {
-            return bad(format!("{what} {i} is on image {image}, but there are {images} images"));
+            return bad(format!(
+                "{what} {i} is on image {image}, but there are {images} images"
+            ));
         }
         if class >= classes {
-            return bad(format!("{what} {i} has class {class}, but there are {classes} classes"));
+            return bad(format!(
+                "{what} {i} has class {class}, but there are {classes} classes"
+            ));
         }
         let corners = [b.xmin, b.ymin, b.xmax, b.ymax];
         if corners.iter().any(|v| !v.is_finite()) || b.xmin > b.xmax || b.ymin > b.ymax {
@@ -301,9 +302,10 @@ fn validate(
     if p.area_ranges.is_empty() || p.area_ranges.iter().any(|r| !(r.min <= r.max)) {
         return bad("area ranges must be a non-empty list with min ≤ max".into());
     }
-    if p.max_dets.is_empty() || p.max_dets[0] == 0 || p.max_dets.windows(2).any(|w| w[0] >= w[1])
-    {
-        return bad("maxDets must be a non-empty strictly increasing list of positive counts".into());
+    if p.max_dets.is_empty() || p.max_dets[0] == 0 || p.max_dets.windows(2).any(|w| w[0] >= w[1]) {
+        return bad(
+            "maxDets must be a non-empty strictly increasing list of positive counts".into(),
+        );
     }
     Ok(())
 }
@@ -449,7 +451,8 @@ fn accumulate(
         .enumerate()
         .flat_map(|(e, ev)| (0..ev.scores.len().min(max_det)).map(move |d| (e, d)))
         .collect();
-    pooled.sort_by(|&(ea, da), &(eb, db)| by_score_desc(evals[ea].scores[da], evals[eb].scores[db]));
+    pooled
+        .sort_by(|&(ea, da), &(eb, db)| by_score_desc(evals[ea].scores[da], evals[eb].scores[db]));
     let r_n = p.recall_thresholds.len();
     (0..p.iou_thresholds.len())
         .map(|t| {
@@ -564,7 +567,12 @@ impl BoxEvaluation {
         let p = &self.params;
         let thresholds: Vec<usize> = match iou {
             // Exact equality, as pycocotools' np.where(iouThr == p.iouThrs).
-            Some(v) => p.iou_thresholds.iter().position(|&t| t == v).into_iter().collect(),
+            Some(v) => p
+                .iou_thresholds
+                .iter()
+                .position(|&t| t == v)
+                .into_iter()
+                .collect(),
             None => (0..p.iou_thresholds.len()).collect(),
         };
         let a = p.area_ranges.iter().position(|r| r.label == area)?;
@@ -614,7 +622,11 @@ impl BoxEvaluation {
         ];
         let by_area = ["small", "medium", "large"];
         specs.extend(by_area.map(|a| (Measure::Precision, None, a, largest)));
-        specs.extend(p.max_dets.iter().map(|&m| (Measure::Recall, None, "all", m)));
+        specs.extend(
+            p.max_dets
+                .iter()
+                .map(|&m| (Measure::Recall, None, "all", m)),
+        );
         specs.extend(by_area.map(|a| (Measure::Recall, None, a, largest)));
         CocoSummary {
             rows: specs
@@ -681,7 +693,9 @@ mod tests {
         let eval = evaluate_boxes(2, 2, &truth, &dets, &CocoParams::default()).unwrap();
         let s = eval.summary(None).stats();
         // Precision is tp / (tp + fp + eps), as in pycocotools: 1 / (1 + eps), not 1.
-        let expected = [1.0, 1.0, 1.0, -1.0, 1.0, -1.0, 1.0, 1.0, 1.0, -1.0, 1.0, -1.0];
+        let expected = [
+            1.0, 1.0, 1.0, -1.0, 1.0, -1.0, 1.0, 1.0, 1.0, -1.0, 1.0, -1.0,
+        ];
         for (got, want) in s.iter().zip(expected) {
             assert!((got - want).abs() < 1e-15, "{s:?}");
         }

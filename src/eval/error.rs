@@ -134,4 +134,15 @@ pub enum EvalError {
         help("boxes are (xmin, ymin, xmax, ymax) in pixels on images and classes counted from 0")
     )]
     Detection { reason: String },
+
+    #[error("{}:{line}: {reason}", path.display())]
+    #[diagnostic(
+        code(gpl::eval::detections_csv),
+        help("detections are CSV with the header image,class,score,xmin,ymin,xmax,ymax; image is a file name or stem of the truth, class one of its class names")
+    )]
+    DetectionsCsv {
+        path: std::path::PathBuf,
+        line: usize,
+        reason: String,
+    },
 }

@@ -7,6 +7,7 @@
 pub mod classification;
 pub mod crossval;
 pub mod detection;
+pub mod detection_csv;
 pub mod ensemble;
 mod error;
 mod probs;

@@ -148,7 +148,11 @@ fn precision_and_recall_arrays_equal_pycocotools() {
                 }
             }
         }
-        close_all(&precision, &f64s(&case["precision"]), &format!("{name} precision"));
+        close_all(
+            &precision,
+            &f64s(&case["precision"]),
+            &format!("{name} precision"),
+        );
         close_all(&recall, &f64s(&case["recall"]), &format!("{name} recall"));
     }
 }
@@ -183,7 +187,10 @@ fn every_ap_row_uses_the_largest_max_dets_unlike_summarize() {
             .collect();
         let want = values.iter().sum::<f64>() / values.len() as f64;
         let got = eval.average_precision(None, None, "all", max_dets).unwrap();
-        assert!((got - want).abs() <= TOL, "maxDets {max_dets}: {got} vs {want}");
+        assert!(
+            (got - want).abs() <= TOL,
+            "maxDets {max_dets}: {got} vs {want}"
+        );
         seen.push(got);
     }
     assert!(seen[0] != seen[1] && seen[1] != seen[2], "{seen:?}");

@@ -12,6 +12,7 @@ mod data_cli;
 mod data_hdf5;
 mod data_split_balance;
 mod detection_metrics;
+mod detection_voc;
 mod engine_graph;
 mod engine_network;
 mod engine_torch;
