@@ -299,7 +299,11 @@ fn validate(
     {
         return bad("recall thresholds must be a non-empty increasing list in [0, 1]".into());
     }
-    if p.area_ranges.is_empty() || p.area_ranges.iter().any(|r| !(r.min <= r.max)) {
+    if p.area_ranges.is_empty()
+        || p.area_ranges
+            .iter()
+            .any(|r| r.min.is_nan() || r.max.is_nan() || r.min > r.max)
+    {
         return bad("area ranges must be a non-empty list with min ≤ max".into());
     }
     if p.max_dets.is_empty() || p.max_dets[0] == 0 || p.max_dets.windows(2).any(|w| w[0] >= w[1]) {
