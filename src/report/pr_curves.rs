@@ -50,10 +50,7 @@ pub fn pr_curves(
             .draw()
             .map_err(|e| e.to_string())?;
         for k in 0..eval.classes {
-            let name = class_names
-                .get(k)
-                .cloned()
-                .unwrap_or_else(|| k.to_string());
+            let name = class_names.get(k).cloned().unwrap_or_else(|| k.to_string());
             let Some(curve) = eval.pr_curve(t, k, a, m) else {
                 continue;
             };
