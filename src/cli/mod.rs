@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 pub mod bench;
 pub mod data;
+pub mod eval;
 pub mod lang;
 pub mod pipeline;
 
@@ -39,6 +40,9 @@ pub enum Command {
     /// Inspect, synthesize and preview datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Evaluate predictions made by any tool.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// Benchmarks that run gpl and the reference side by side.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -57,6 +61,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::Clean(a) => pipeline::clean(a),
         Command::Plan(a) => pipeline::plan(a),
         Command::Data(c) => data::run(c),
+        Command::Eval(c) => eval::run(c),
         Command::Bench(c) => bench::run(c),
         Command::ExecStage(a) => pipeline::exec_stage(a),
     };

@@ -133,6 +133,17 @@ pub enum DataError {
         help("the cache entry is damaged; `gpl clean` and run again")
     )]
     BadArtifact { path: PathBuf, detail: String },
+
+    #[error("{location}: {reason}")]
+    #[diagnostic(
+        code(gpl::data::voc),
+        help("a VOC folder holds one labelImg XML per image, the image beside it; boxes are pixels with 0 ≤ xmin < xmax ≤ width and 0 ≤ ymin < ymax ≤ height")
+    )]
+    Voc {
+        /// `file:line`, or the file alone when the problem is the file as a whole.
+        location: String,
+        reason: String,
+    },
 }
 
 impl DataError {

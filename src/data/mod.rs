@@ -12,6 +12,7 @@
 //! | `balance` | down/over-sampling as indices plus augment seeds, class weights |
 //! | `source` | a dataset's source with the synthetic fallback and its notice |
 //! | `artifact` | compact artifact files for cached stages |
+//! | `voc` | Pascal VOC folders (labelImg): read with checks, write |
 
 pub mod artifact;
 pub mod augment;
@@ -23,6 +24,7 @@ pub mod hdf5;
 pub mod npy;
 pub mod split;
 pub mod synth;
+pub mod voc;
 
 pub use error::DataError;
 

@@ -127,4 +127,22 @@ pub enum EvalError {
         help("k counts the best-scored classes, from 1")
     )]
     TopK { k: usize, classes: usize },
+
+    #[error("invalid box evaluation input: {reason}")]
+    #[diagnostic(
+        code(gpl::eval::detection),
+        help("boxes are (xmin, ymin, xmax, ymax) in pixels on images and classes counted from 0")
+    )]
+    Detection { reason: String },
+
+    #[error("{}:{line}: {reason}", path.display())]
+    #[diagnostic(
+        code(gpl::eval::detections_csv),
+        help("detections are CSV with the header image,class,score,xmin,ymin,xmax,ymax; image is a file name or stem of the truth, class one of its class names")
+    )]
+    DetectionsCsv {
+        path: std::path::PathBuf,
+        line: usize,
+        reason: String,
+    },
 }

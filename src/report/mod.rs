@@ -11,6 +11,7 @@ pub mod html;
 pub mod metrics_yaml;
 pub mod model;
 pub mod plots;
+pub mod pr_curves;
 pub mod search_plots;
 
 pub use error::ReportError;

@@ -12,6 +12,8 @@ mod data_cli;
 mod data_hdf5;
 mod data_split_balance;
 mod detect_extract;
+mod detection_metrics;
+mod detection_voc;
 mod engine_graph;
 mod engine_network;
 mod engine_torch;
