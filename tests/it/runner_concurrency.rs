@@ -57,6 +57,20 @@ pub(crate) fn tiny_project() -> tempfile::TempDir {
 /// bytes two runs of one pipeline may differ in: the `seconds` column of training histories
 /// and the `training seconds` lines of the metrics and the report. A `.gpl-entry` record
 /// keeps its file list; the entry it names is keyed by those times upstream.
+/// The line with each `<td class="timing">` cell (images/s in the comparison table) emptied.
+fn without_timings(line: &str) -> String {
+    const CELL: &str = "<td class=\"timing\">";
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find(CELL) {
+        out.push_str(&rest[..at + CELL.len()]);
+        rest = &rest[at + CELL.len()..];
+        rest = &rest[rest.find("</td>").unwrap_or(rest.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
 pub(crate) fn published(root: &Path) -> BTreeMap<String, String> {
     let mut files = BTreeMap::new();
     let mut stack = vec![root.join("runs")];
@@ -91,6 +105,7 @@ pub(crate) fn published(root: &Path) -> BTreeMap<String, String> {
                     .unwrap()
                     .lines()
                     .filter(|line| !line.contains("training seconds"))
+                    .map(without_timings)
                     .collect::<Vec<_>>()
                     .join("\n"),
                 Some(".gpl-entry") => {
