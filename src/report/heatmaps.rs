@@ -4,7 +4,7 @@
 
 use plotters::prelude::*;
 
-use super::plots::{color, padded, render, text_style};
+use super::plots::{color, draw_legend, padded, render, text_style};
 use super::ReportError;
 
 /// An RGB picture (`width × height × 3` bytes) and the caption drawn above it.
@@ -196,14 +196,7 @@ pub fn labelled_lines(
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
                 .map_err(|e| e.to_string())?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(text_style(12))
-            .draw()
-            .map_err(|e| e.to_string())
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 12)
     })
 }
 

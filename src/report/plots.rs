@@ -100,6 +100,22 @@ pub(super) fn render(
     Ok(png.into_inner())
 }
 
+/// The legend box of every line plot: at `at`, on a light background, labels of `size` px.
+pub(super) fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    at: SeriesLabelPosition,
+    size: u32,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font(text_style(size))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 pub(super) fn text_style(size: u32) -> TextStyle<'static> {
     (FAMILY, size).into_font().color(&BLACK)
 }
@@ -163,14 +179,7 @@ fn line_panel(
             .draw_series(points.iter().map(|&p| Circle::new(p, 2, c.filled())))
             .map_err(|e| e.to_string())?;
     }
-    chart
-        .configure_series_labels()
-        .position(legend_at)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .label_font(text_style(13))
-        .draw()
-        .map_err(|e| e.to_string())
+    draw_legend(&mut chart, legend_at, 13)
 }
 
 fn lr_panel(
@@ -470,14 +479,7 @@ pub fn roc_curves(
                     PathElement::new(vec![(x, y), (x + 18, y)], grey.stroke_width(3))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.4))
-            .label_font(text_style(12))
-            .draw()
-            .map_err(|e| e.to_string())
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight, 12)
     })
 }
 
@@ -550,14 +552,7 @@ pub fn model_comparison(rows: &[ComparisonRow], title: &str) -> Result<Vec<u8>, 
                 }))
                 .map_err(|e| e.to_string())?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.4))
-            .label_font(text_style(13))
-            .draw()
-            .map_err(|e| e.to_string())
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 13)
     })
 }
 

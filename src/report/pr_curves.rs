@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 
-use super::plots::{color, render, text_style};
+use super::plots::{color, draw_legend, render, text_style};
 use super::ReportError;
 use crate::eval::detection::BoxEvaluation;
 
@@ -67,14 +67,7 @@ pub fn pr_curves(
                     PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.4))
-            .label_font(text_style(12))
-            .draw()
-            .map_err(|e| e.to_string())
+        draw_legend(&mut chart, SeriesLabelPosition::LowerLeft, 12)
     })
 }
 

@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 
-use super::plots::{color, padded, render, text_style};
+use super::plots::{color, draw_legend, padded, render, text_style};
 use super::ReportError;
 
 /// The trials that no other trial beats on both size (fewer parameters) and objective, by
@@ -89,14 +89,7 @@ pub fn pareto_plot(
         chart
             .draw_series(line.iter().map(|&p| Circle::new(p, 5, color(1).filled())))
             .map_err(|e| e.to_string())?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(text_style(12))
-            .draw()
-            .map_err(|e| e.to_string())
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight, 12)
     })
 }
 
