@@ -1,18 +1,6 @@
 //! `gpl data synth | inspect | preview` through the real binary.
 
-use std::process::Command;
-
-fn gpl(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gpl"))
-        .args(args)
-        .output()
-        .expect("run gpl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::shared::gpl;
 
 #[test]
 fn synth_then_inspect_then_preview() {

@@ -3,6 +3,7 @@
 //! the twelve summary numbers averaged and per class, and the whole precision and recall
 //! arrays that accumulate() builds (so the precision-recall curves too).
 
+use crate::shared::f64s;
 use gpl::eval::detection::{evaluate_boxes, BBox, BoxEvaluation, CocoParams, Detection, TruthBox};
 use serde_json::Value;
 
@@ -12,14 +13,6 @@ fn fixtures() -> Vec<Value> {
     let text = include_str!("../fixtures/detection/coco_fixtures.json");
     let doc: Value = serde_json::from_str(text).expect("fixture file is valid JSON");
     doc["cases"].as_array().expect("cases array").clone()
-}
-
-fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().expect("number"))
-        .collect()
 }
 
 fn bbox(v: &Value) -> BBox {

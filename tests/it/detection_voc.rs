@@ -2,24 +2,12 @@
 //! through the real binary, on the pycocotools fixture case "boundaries" written as a VOC
 //! folder: the printed numbers are pycocotools' own, to the three decimals it prints.
 
+use crate::shared::gpl;
 use std::path::Path;
-use std::process::Command;
 
 use gpl::data::voc::{read_voc_dir, write_annotation, VocAnnotation, VocObject};
 use gpl::data::DataError;
 use serde_json::Value;
-
-fn gpl(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gpl"))
-        .args(args)
-        .output()
-        .expect("run gpl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn boundaries_case() -> Value {
     let doc: Value =

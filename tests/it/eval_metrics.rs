@@ -1,6 +1,7 @@
 //! Classification metrics against scikit-learn: every value in
 //! tests/fixtures/eval/metrics_fixtures.json (made by make_metrics_fixtures.py) within 1e-9.
 
+use crate::shared::f64s;
 use gpl::eval::classification::top_k_accuracy;
 use gpl::eval::roc::RocCurve;
 use gpl::eval::{evaluate, ProbMatrix};
@@ -12,14 +13,6 @@ fn fixtures() -> Vec<Value> {
     let text = include_str!("../fixtures/eval/metrics_fixtures.json");
     let doc: Value = serde_json::from_str(text).expect("fixture file is valid JSON");
     doc["cases"].as_array().expect("cases array").clone()
-}
-
-fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().expect("number"))
-        .collect()
 }
 
 fn close(got: f64, want: f64, what: &str) {

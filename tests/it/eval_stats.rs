@@ -1,6 +1,7 @@
 //! The Wilcoxon signed-rank test and fold summaries against SciPy 1.17:
 //! tests/fixtures/eval/stats_fixtures.json (made by make_stats_fixtures.py), within 1e-9.
 
+use crate::shared::f64s;
 use gpl::eval::crossval::{
     summarize_crossval, CrossvalOptions, Metric, ModelFolds, PairedTest, TestResult,
 };
@@ -12,14 +13,6 @@ use gpl::eval::ModelScores;
 use serde_json::Value;
 
 const TOL: f64 = 1e-9;
-
-fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().expect("number"))
-        .collect()
-}
 
 #[test]
 fn wilcoxon_matches_scipy() {

@@ -35,6 +35,7 @@ mod runner_pipeline;
 mod runner_slurm;
 mod search_pipeline;
 mod settings_change_the_run;
+mod shared;
 mod train_callbacks;
 mod train_fit;
 mod train_predictions;
