@@ -178,9 +178,12 @@ pub(super) fn compile(
 
 /// The dataset an ensemble's members all predicted, if they agree on one.
 pub(super) fn members_dataset<'a>(program: &'a Program, members: &[String]) -> Option<&'a str> {
+    // A member is a train stage or a search, whose best trial predicts with its train
+    // block's data.
     let mut datasets = members.iter().map(|m| {
         program
             .train(m)
+            .or_else(|| program.search(m).and_then(|s| program.train(&s.train)))
             .and_then(|t| super::train::predicted_dataset(program, t))
     });
     let first = datasets.next()??;

@@ -15,7 +15,7 @@
 use super::select::{input_stages, DataLoader, DataSel};
 use super::train::{epoch_rows, fit_recipe, save_model, FitDirs, Recipe};
 use super::{spec, stage_error, Stage, StageKind};
-use crate::check::{self, Program};
+use crate::check::{self, Part, Program};
 use crate::data::artifact::{load_json, save_json};
 use crate::nn::ir::ModelIr;
 use crate::plan::{StageId, StageSpec};
@@ -24,6 +24,7 @@ use crate::report::model::{SearchReport, StageFigure, StageReport};
 use crate::report::search_plots::{self, pareto_plot, Dependence};
 use crate::run::{StageContext, StageError, StageExecutor};
 use crate::search::{Goal, Noise, Point, Search, Space, Strategy, Trial};
+use crate::train::predictions::write_predictions_csv;
 use crate::train::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -62,11 +63,28 @@ pub struct SearchConfig {
     /// `subject to` bounds; left out when there are none, so older searches keep their key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<check::Constraint>,
+    /// The dataset whose split's val and test parts the best trial predicts into
+    /// `predictions.csv` (as a train stage does), so ensembles can take `SEARCH.best`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predict: Option<String>,
 }
 
 impl SearchConfig {
     pub fn inputs(&self) -> Vec<String> {
-        input_stages(std::iter::once(&self.data).chain(self.validation.as_ref()))
+        let predict = self.predict_part(Part::Test);
+        input_stages(
+            std::iter::once(&self.data)
+                .chain(self.validation.as_ref())
+                .chain(predict.as_ref()),
+        )
+    }
+
+    fn predict_part(&self, part: Part) -> Option<DataSel> {
+        self.predict.as_ref().map(|dataset| DataSel::Part {
+            dataset: dataset.clone(),
+            split: super::select::split_id(dataset),
+            part,
+        })
     }
 
     fn space(&self) -> Result<Space, StageError> {
@@ -210,6 +228,7 @@ pub(super) fn compile(
         data: DataSel::of(&t.data),
         validation: t.validation.as_ref().map(DataSel::of),
         constraints: constraints.clone(),
+        predict: super::train::predicted_dataset(program, t).map(str::to_string),
     };
     let inputs = config.inputs();
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
@@ -391,6 +410,31 @@ impl StageExecutor for SearchStage {
             },
         );
         searched.map_err(|reason| StageError::failed(first_line(&reason).to_string()))??;
+        if let Some((_, dir)) = &best {
+            let mut rows = Vec::new();
+            for part in [Part::Val, Part::Test] {
+                let Some(sel) = config.predict_part(part) else {
+                    continue;
+                };
+                let mut network =
+                    super::train::load_model_file(&dir.join(super::train::MODEL_FILE))?;
+                let chosen = loader.select(ctx, &sel)?;
+                rows.extend(super::train::predictions(
+                    &mut network,
+                    part.as_str(),
+                    &chosen.images,
+                    &chosen.indices,
+                    config.recipe.fit.batch_size,
+                )?);
+            }
+            if config.predict.is_some() {
+                write_predictions_csv(
+                    &ctx.public_dir().join(super::train::PREDICTIONS_FILE),
+                    &rows,
+                )
+                .map_err(stage_error)?;
+            }
+        }
         let dependence = partial_dependence(
             &config,
             &optimiser,

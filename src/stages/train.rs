@@ -395,7 +395,12 @@ pub(super) fn save_model(
 /// The model a train stage saved, ready to predict: the network its IR describes with the
 /// trained weights loaded. `dir` is the train stage's committed output folder.
 pub fn load_model(dir: &Path) -> Result<Network, StageError> {
-    let path = dir.join(super::PUBLIC).join(MODEL_FILE);
+    load_model_file(&dir.join(super::PUBLIC).join(MODEL_FILE))
+}
+
+/// A model written by [`save_model`], from its file.
+pub fn load_model_file(path: &Path) -> Result<Network, StageError> {
+    let path = path.to_path_buf();
     let (weights, metadata) = load_safetensors(&path).map_err(stage_error)?;
     let ir = metadata.get(IR_METADATA).ok_or_else(|| {
         StageError::failed(format!("{} has no `{IR_METADATA}` entry", path.display()))

@@ -138,11 +138,12 @@ fn the_same_seed_proposes_the_same_trials() {
 }
 
 #[test]
-fn the_best_trial_is_a_model_evaluate_and_explain_can_use() {
+fn the_best_trial_is_a_model_evaluate_explain_and_ensembles_can_use() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "{BASE}\nevaluate final on g.test {{\n  models base, tiny.best\n  report\n}}\n\
-         explain why on g.test {{\n  model tiny.best\n  gradcam samples: 3\n  seed 1\n}}\n"
+        "{BASE}\nevaluate final on g.test {{\n  models base, tiny.best, mix\n  report\n}}\n\
+         explain why on g.test {{\n  model tiny.best\n  gradcam samples: 3\n  seed 1\n}}\n\
+         ensemble mix {{\n  members base, tiny.best\n}}\n"
     );
     run(dir.path(), &text);
     // The comparison table gives the best trial's size, as trials.csv has it.
@@ -172,6 +173,16 @@ fn the_best_trial_is_a_model_evaluate_and_explain_can_use() {
         fs::read_to_string(dir.path().join("runs/p/final/classification_report.txt")).unwrap();
     assert!(report.contains("tiny on g.test"), "{report}");
     assert!(report.contains("base on g.test"), "{report}");
+    // The ensemble averages the best trial's own val/test predictions with base's.
+    assert!(report.contains("mix on g.test"), "{report}");
+    let predicted = fs::read_to_string(dir.path().join("runs/p/tiny/predictions.csv")).unwrap();
+    assert_eq!(
+        predicted.lines().count(),
+        fs::read_to_string(dir.path().join("runs/p/base/predictions.csv"))
+            .unwrap()
+            .lines()
+            .count()
+    );
 }
 
 #[test]

@@ -22,6 +22,13 @@ impl<'a> Checker<'a> {
         let mut members = Vec::new();
         let mut fixed = Vec::new();
         for v in &a.positional {
+            // `tiny.best`: a search's best trial, which predicts like a train stage.
+            if matches!(&v.kind, ValueKind::Path(p) if p.len() == 2) {
+                if let Some(Predictor::SearchBest { name }) = self.predictor(v) {
+                    members.push(name);
+                }
+                continue;
+            }
             if let Some(n) = self.word(v, "a train name").cloned() {
                 if self.stage_ref(&n, "train", &[BlockKind::Train]).is_some() {
                     members.push(n.text.clone());
