@@ -87,10 +87,14 @@ impl StageExecutor for EvaluateStage {
         let mut text = String::new();
         for model in &config.models {
             let dir = ctx.input_dir(&StageId::from(model.name.as_str()))?;
-            let size = match (&inferred, saved(&model.name)?) {
-                (Some(chosen), true) => {
-                    let mut network = super::train::load_model(dir)?;
-                    Some(model_size(&mut network, &chosen.images, config.batch)?)
+            // Loaded once: timed for the comparison table, then run on the images if need be.
+            let mut network = match saved(&model.name)? {
+                true => Some(super::train::load_model(dir)?),
+                false => None,
+            };
+            let size = match (&inferred, network.as_mut()) {
+                (Some(chosen), Some(network)) => {
+                    Some(model_size(network, &chosen.images, config.batch)?)
                 }
                 _ => None,
             };
@@ -104,7 +108,10 @@ impl StageExecutor for EvaluateStage {
                     let chosen = inferred
                         .as_ref()
                         .ok_or_else(|| StageError::failed("no images were selected"))?;
-                    let mut network = super::train::load_model(dir)?;
+                    let mut network = match network.take() {
+                        Some(network) => network,
+                        None => super::train::load_model(dir)?,
+                    };
                     predictions(
                         &mut network,
                         &described,

@@ -410,14 +410,13 @@ impl StageExecutor for SearchStage {
             },
         );
         searched.map_err(|reason| StageError::failed(first_line(&reason).to_string()))??;
-        if let Some((_, dir)) = &best {
+        if let (Some((_, dir)), true) = (&best, config.predict.is_some()) {
+            let mut network = super::train::load_model_file(&dir.join(super::train::MODEL_FILE))?;
             let mut rows = Vec::new();
             for part in [Part::Val, Part::Test] {
                 let Some(sel) = config.predict_part(part) else {
                     continue;
                 };
-                let mut network =
-                    super::train::load_model_file(&dir.join(super::train::MODEL_FILE))?;
                 let chosen = loader.select(ctx, &sel)?;
                 rows.extend(super::train::predictions(
                     &mut network,
@@ -427,13 +426,11 @@ impl StageExecutor for SearchStage {
                     config.recipe.fit.batch_size,
                 )?);
             }
-            if config.predict.is_some() {
-                write_predictions_csv(
-                    &ctx.public_dir().join(super::train::PREDICTIONS_FILE),
-                    &rows,
-                )
-                .map_err(stage_error)?;
-            }
+            write_predictions_csv(
+                &ctx.public_dir().join(super::train::PREDICTIONS_FILE),
+                &rows,
+            )
+            .map_err(stage_error)?;
         }
         let dependence = partial_dependence(
             &config,
