@@ -13,11 +13,13 @@
 //! | `source` | a dataset's source with the synthetic fallback and its notice |
 //! | `artifact` | compact artifact files for cached stages |
 //! | `voc` | Pascal VOC folders (labelImg): read with checks, write |
+//! | `fields` | detection datasets: images with boxes (`FieldSet`) and their artifact |
 
 pub mod artifact;
 pub mod augment;
 pub mod balance;
 pub mod error;
+pub mod fields;
 pub mod fits;
 pub mod folder;
 pub mod hdf5;
