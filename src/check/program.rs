@@ -239,6 +239,20 @@ pub enum Source {
     },
 }
 
+impl Source {
+    /// Whether the source gives images with boxes (detection) rather than one labelled galaxy
+    /// per image.
+    pub fn is_detection(&self) -> bool {
+        matches!(
+            self,
+            Source::Synthetic {
+                generator: SyntheticKind::Fields,
+                ..
+            }
+        )
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyntheticKind {
@@ -795,31 +809,69 @@ pub struct Objective {
     pub metric: String,
 }
 
+/// `chain NAME { detect D(min_score: 0.5); crop 69 x 69; classify M; output "catalog.csv" }`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Chain {
     pub name: String,
-    pub steps: Vec<ChainStep>,
+    pub detector: String,
+    pub min_score: f64,
+    /// The stamp cut around each detection, in the field's pixels; resampled to the
+    /// classifier's input. Defaults to the classifier's input size.
+    pub crop: Option<[usize; 2]>,
+    pub classify: Option<Predictor>,
+    /// The catalogue's file name in the chain's output folder (`.csv`; a `.fits` table is
+    /// written beside it).
+    pub output: String,
     #[serde(skip)]
     pub span: Span,
-}
-
-#[derive(Clone, Debug, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ChainStep {
-    Detect { detector: String, min_score: f64 },
-    Crop { size: [usize; 2] },
-    Classify { model: Predictor },
-    Output { path: String },
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Detect {
     pub name: String,
     pub data: DataRef,
-    pub arch: String,
-    pub epochs: usize,
-    pub batch: usize,
-    pub seed: u64,
+    pub method: DetectMethod,
     #[serde(skip)]
     pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DetectMethod {
+    /// The classical detector (SExtractor / SEP).
+    Extract(ExtractSettings),
+}
+
+/// `extract(...)`'s settings; the defaults are SEP's and DESIGN's.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExtractSettings {
+    /// Detection threshold in units of the background RMS.
+    pub thresh: f64,
+    pub minarea: usize,
+    /// Deblending levels.
+    pub deblend: usize,
+    /// Minimum flux fraction of a deblended branch.
+    pub contrast: f64,
+    pub clean: bool,
+    /// Matched filtering with SEP's default 3 x 3 kernel.
+    pub filter: bool,
+    /// Background mesh box, pixels.
+    pub mesh: usize,
+    /// Background median filter, boxes.
+    pub smooth: usize,
+}
+
+impl Default for ExtractSettings {
+    fn default() -> Self {
+        ExtractSettings {
+            thresh: 1.5,
+            minarea: 5,
+            deblend: 32,
+            contrast: 0.005,
+            clean: true,
+            filter: true,
+            mesh: 64,
+            smooth: 3,
+        }
+    }
 }

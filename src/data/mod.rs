@@ -6,6 +6,7 @@
 //! | `synth` | the synthetic Galaxy10 (SDSS and DECaLS class lists) |
 //! | `hdf5` | Galaxy10 HDF5 files: load, inspect, write |
 //! | `fits` | FITS 2-D images and their TAN WCS (our own reader) |
+//! | `fits_table` | FITS binary tables (catalogues) |
 //! | `folder` | one folder per class of PNG/JPEG/TIFF images |
 //! | `augment` | Keras ImageDataGenerator augmentation plus astronomy extras |
 //! | `split` | stratified hold-out and k-fold, class drops and merges |
@@ -21,6 +22,7 @@ pub mod balance;
 pub mod error;
 pub mod fields;
 pub mod fits;
+pub mod fits_table;
 pub mod folder;
 pub mod hdf5;
 pub mod npy;

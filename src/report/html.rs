@@ -12,7 +12,7 @@ use super::files::write_atomic;
 use super::metrics_yaml::write_metrics_yaml;
 use super::model::{
     ComparisonRow, DagNode, EnsembleReport, ExplainReport, FigureValue, ModelEvaluation,
-    ReportModel, SearchReport, StageReport,
+    ReportModel, ReportTable, SearchReport, StageReport,
 };
 use super::plots;
 use super::ReportError;
@@ -409,6 +409,13 @@ fn stage_section(page: &mut Page, stage: &StageReport) -> Result<(), ReportError
     if let Some(search) = &stage.search {
         search_block(page, search, &id);
     }
+    for table in &stage.tables {
+        table_block(&mut page.html, table);
+    }
+    for f in &stage.figures {
+        let _ = writeln!(page.html, "<h3>{}</h3>", escape(&f.title));
+        page.image(format!("{id}-{}", f.file), f.png.clone(), &f.title);
+    }
     page.html.push_str("</section>\n");
     Ok(())
 }
@@ -534,6 +541,26 @@ fn evaluation_block(page: &mut Page, e: &ModelEvaluation, id: &str) -> Result<()
     );
     page.html.push_str("</div>\n");
     Ok(())
+}
+
+fn table_block(html: &mut String, t: &ReportTable) {
+    let _ = writeln!(html, "<h3>{}</h3>", escape(&t.title));
+    html.push_str("<table><thead><tr>");
+    for h in &t.header {
+        let _ = write!(html, "<th>{}</th>", escape(h));
+    }
+    html.push_str("</tr></thead><tbody>\n");
+    for row in &t.rows {
+        html.push_str("<tr>");
+        for cell in row {
+            let _ = write!(html, "<td>{}</td>", escape(cell));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</tbody></table>\n");
+    if let Some(note) = &t.note {
+        let _ = writeln!(html, "<p class=\"note\">{}</p>", escape(note));
+    }
 }
 
 fn explain_block(page: &mut Page, e: &ExplainReport, id: &str) {

@@ -51,6 +51,23 @@ pub struct StageReport {
     pub explain: Option<ExplainReport>,
     #[serde(default)]
     pub search: Option<SearchReport>,
+    /// Tables a stage kind fills without a block of its own in the page (detect, chain).
+    #[serde(default)]
+    pub tables: Vec<ReportTable>,
+    /// Figures a stage wrote to its folder, shown after its tables.
+    #[serde(default)]
+    pub figures: Vec<StageFigure>,
+}
+
+/// A titled table of text cells.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportTable {
+    pub title: String,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// A sentence under the table (how the numbers were made).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 impl StageReport {
@@ -66,6 +83,8 @@ impl StageReport {
             ensemble: None,
             explain: None,
             search: None,
+            tables: Vec::new(),
+            figures: Vec::new(),
         }
     }
 }

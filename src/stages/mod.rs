@@ -8,8 +8,10 @@
 //! its spec, so a stage's fingerprint covers exactly what it computes from.
 
 pub mod balance;
+pub mod chain;
 pub mod crossval;
 pub mod dataset;
+pub mod detect;
 pub mod ensemble;
 pub mod evaluate;
 pub mod explain;
@@ -51,6 +53,8 @@ pub enum StageKind {
     Crossval,
     Explain,
     Search,
+    Detect,
+    Chain,
     Report,
 }
 
@@ -67,6 +71,8 @@ impl StageKind {
             StageKind::Crossval => "crossval",
             StageKind::Explain => "explain",
             StageKind::Search => "search",
+            StageKind::Detect => "detect",
+            StageKind::Chain => "chain",
             StageKind::Report => "report",
         }
     }
@@ -110,6 +116,8 @@ pub const KINDS: &[&dyn Stage] = &[
     &crossval::CrossvalStage,
     &explain::ExplainStage,
     &search::SearchStage,
+    &detect::DetectStage,
+    &chain::ChainStage,
     &report::ReportStage,
 ];
 
@@ -149,13 +157,15 @@ pub fn slurm_defaults() -> std::collections::BTreeMap<String, crate::run::slurm:
                 StageKind::Train
                 | StageKind::CrossvalFold
                 | StageKind::Search
-                | StageKind::Explain => resources(4, "8G", "24:00:00"),
+                | StageKind::Explain
+                | StageKind::Chain => resources(4, "8G", "24:00:00"),
                 StageKind::Dataset
                 | StageKind::Split
                 | StageKind::Balance
                 | StageKind::Ensemble
                 | StageKind::Evaluate
                 | StageKind::Crossval
+                | StageKind::Detect
                 | StageKind::Report => resources(1, "4G", "2:00:00"),
             };
             (kind.as_str().to_string(), resources)
@@ -179,24 +189,14 @@ pub struct Compiled {
     pub watch: Vec<PathBuf>,
 }
 
-/// Maps every stage block onto stage specs, through its kind's `compile`. Blocks of a kind
-/// that cannot run yet (chain, detect) are refused with a diagnostic
-/// pointing at the block, and so is any setting no stage can honour yet.
+/// Maps every stage block onto stage specs, through its kind's `compile`. A setting no stage
+/// can honour yet is refused with a diagnostic pointing at the block.
 ///
 /// Each kind's `compile` destructures its checked block field by field, without `..`: a
 /// setting added to the checker that no stage reads fails to compile there instead of being
 /// silently dropped.
 pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
-    let mut refused: Vec<check::Error> = program
-        .blocks
-        .iter()
-        .filter(|b| b.stage && matches!(b.kind, BlockKind::Chain | BlockKind::Detect))
-        .map(|b| check::Error::NotRunnable {
-            kind: b.kind.to_string(),
-            name: b.name.clone(),
-            span: b.span,
-        })
-        .collect();
+    let mut refused: Vec<check::Error> = Vec::new();
     let label = |name: &str| {
         program
             .span_of(name)
@@ -232,8 +232,8 @@ pub fn compile(program: &Program) -> Result<Compiled, Diagnostics> {
             CheckedStage::Crossval(c) => keep(crossval::compile(program, c, label)),
             CheckedStage::Explain(e) => keep(Ok(vec![explain::compile(e, label)])),
             CheckedStage::Search(x) => keep(search::compile(program, x, label).map(|s| vec![s])),
-            // Refused above with `NotRunnable`: no executor yet.
-            CheckedStage::Detect(_) | CheckedStage::Chain(_) => {}
+            CheckedStage::Detect(d) => keep(Ok(vec![detect::compile(d, label)])),
+            CheckedStage::Chain(x) => keep(chain::compile(program, x, label).map(|s| vec![s])),
         }
     }
     if !refused.is_empty() {
@@ -275,7 +275,9 @@ fn compile_rank(kind: BlockKind) -> u8 {
         BlockKind::Crossval => 5,
         BlockKind::Explain => 6,
         BlockKind::Search => 7,
-        _ => 8,
+        BlockKind::Detect => 8,
+        BlockKind::Chain => 9,
+        _ => 10,
     }
 }
 

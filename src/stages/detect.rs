@@ -1,0 +1,381 @@
+//! The `detect` stage: runs a detector over a dataset of fields (images with boxes) and, where
+//! the images have annotations, scores it with the COCO box metrics and draws its
+//! precision-recall curves.
+
+use super::select::DataSel;
+use super::split::read_split;
+use super::{spec, stage_error, Stage, StageKind};
+use crate::check::{self, Part};
+use crate::data::artifact::{load_json, save_json};
+use crate::data::fields::FieldSet;
+use crate::detect::extract::{BackgroundParams, ExtractParams, Kernel};
+use crate::detect::fields::{detect_pixels, ImageDetections};
+use crate::eval::detection::{evaluate_boxes, BBox, BoxEvaluation, CocoParams, Detection, TruthBox};
+use crate::plan::{StageId, StageSpec};
+use crate::report::model::{KeyFigure, ReportTable, StageFigure, StageReport};
+use crate::run::{StageContext, StageError, StageExecutor};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The detections of every image, for the chain (in the stage's private folder).
+pub const DETECTIONS_FILE: &str = "detections.json";
+const SUMMARY_FILE: &str = "summary.json";
+/// Files for people: the eval command's CSV layout, the full object table, COCO's lines.
+pub const DETECTIONS_CSV: &str = "detections.csv";
+const OBJECTS_CSV: &str = "objects.csv";
+const COCO_TXT: &str = "coco.txt";
+const PR_PNG: &str = "pr_curves.png";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MethodConfig {
+    Extract {
+        thresh: f64,
+        minarea: usize,
+        deblend: usize,
+        contrast: f64,
+        clean: bool,
+        filter: bool,
+        mesh: usize,
+        smooth: usize,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DetectConfig {
+    pub data: DataSel,
+    pub method: MethodConfig,
+}
+
+/// What the detect stage found, as the chain reads it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DetectArtifact {
+    /// The data as written in the pipeline (`fields.test`).
+    pub data: String,
+    pub class_names: Vec<String>,
+    pub images: Vec<ImageDetections>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Summary {
+    data: String,
+    method: String,
+    images: usize,
+    detections: usize,
+    truth_boxes: usize,
+    /// COCO's twelve lines, when the images have annotations.
+    coco: Vec<String>,
+    /// (label, value) of the twelve numbers.
+    stats: Vec<(String, f64)>,
+}
+
+pub struct DetectStage;
+
+/// The fields a selection covers, with their indices in the dataset.
+pub(super) fn select_fields(
+    ctx: &StageContext,
+    data: &DataSel,
+) -> Result<(FieldSet, Vec<usize>), StageError> {
+    let dir = ctx.input_dir(&StageId::from(data.dataset()))?;
+    let set = FieldSet::load(dir).map_err(stage_error)?;
+    let indices: Vec<usize> = match data {
+        DataSel::Whole { .. } => (0..set.len()).collect(),
+        DataSel::Part { split, part, .. } => {
+            let s = read_split(ctx.input_dir(&StageId::from(split.as_str()))?)?;
+            match part {
+                Part::Train => s.train,
+                Part::Val => s.val,
+                Part::Test => s.test,
+            }
+        }
+        DataSel::Balance { .. } => {
+            return Err(StageError::failed("a detector cannot read a balance block"))
+        }
+    };
+    if indices.is_empty() {
+        return Err(StageError::failed(format!(
+            "`{}` has no images: the dataset is too small for its split",
+            data.describe()
+        )));
+    }
+    Ok((set.subset(&indices), indices))
+}
+
+impl StageExecutor for DetectStage {
+    fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let config: DetectConfig = super::config(ctx)?;
+        let (set, indices) = select_fields(ctx, &config.data)?;
+        let MethodConfig::Extract {
+            thresh,
+            minarea,
+            deblend,
+            contrast,
+            clean,
+            filter,
+            mesh,
+            smooth,
+        } = config.method.clone();
+        let back = BackgroundParams {
+            bw: mesh,
+            bh: mesh,
+            fw: smooth,
+            fh: smooth,
+            ..BackgroundParams::default()
+        };
+        let params = ExtractParams {
+            thresh: thresh as f32,
+            minarea,
+            kernel: filter.then(Kernel::sep_default),
+            deblend_nthresh: deblend,
+            deblend_cont: contrast,
+            clean,
+            ..ExtractParams::default()
+        };
+        let (h, w, c) = (set.images.height, set.images.width, set.images.channels);
+        let mut images = Vec::with_capacity(set.len());
+        ctx.progress().set_length(set.len() as u64);
+        for (i, &index) in indices.iter().enumerate() {
+            ctx.check_cancelled()?;
+            let (background, rms, objects) =
+                detect_pixels(set.image(i), h, w, c, &back, &params).map_err(stage_error)?;
+            images.push(ImageDetections {
+                index,
+                name: set.names[i].clone(),
+                background,
+                background_rms: rms,
+                objects,
+            });
+            ctx.progress().set_position(i as u64 + 1);
+        }
+        let artifact = DetectArtifact {
+            data: config.data.describe(),
+            class_names: set.classes().to_vec(),
+            images,
+        };
+        write_tables(ctx, &artifact)?;
+        let mut summary = Summary {
+            data: artifact.data.clone(),
+            method: format!(
+                "extract(thresh: {thresh}, minarea: {minarea}, deblend: {deblend}, contrast: {contrast})"
+            ),
+            images: set.len(),
+            detections: artifact.images.iter().map(|d| d.objects.len()).sum(),
+            truth_boxes: set.objects.iter().map(Vec::len).sum(),
+            coco: Vec::new(),
+            stats: Vec::new(),
+        };
+        if summary.truth_boxes > 0 {
+            let (eval, names) = coco(&set, &artifact)?;
+            let params = &eval.params;
+            let table = eval.summary(None);
+            summary.coco = table.lines(params);
+            summary.stats = table
+                .rows
+                .iter()
+                .zip(STAT_LABELS)
+                .map(|(r, label)| (label.to_string(), r.value.unwrap_or(-1.0)))
+                .collect();
+            crate::train::write_atomic(
+                &ctx.public_dir().join(COCO_TXT),
+                (summary.coco.join("\n") + "\n").as_bytes(),
+            )
+            .map_err(stage_error)?;
+            let png = crate::report::pr_curves::pr_curves(
+                &eval,
+                &names,
+                0.5,
+                &format!("{} on {}: precision-recall at IoU 0.5", ctx.spec().id, artifact.data),
+            )
+            .map_err(stage_error)?;
+            crate::train::write_atomic(&ctx.public_dir().join(PR_PNG), &png)
+                .map_err(stage_error)?;
+        }
+        save_json(&artifact, ctx.out_dir().join(DETECTIONS_FILE)).map_err(stage_error)?;
+        save_json(&summary, ctx.out_dir().join(SUMMARY_FILE)).map_err(stage_error)
+    }
+}
+
+/// Short labels of COCO's twelve numbers, in `summarize`'s order.
+const STAT_LABELS: [&str; 12] = [
+    "AP", "AP50", "AP75", "AP small", "AP medium", "AP large", "AR@1", "AR@10", "AR@100",
+    "AR small", "AR medium", "AR large",
+];
+
+/// COCO's evaluation of the detections against the annotations. The extractor has no classes:
+/// with one class in the data its detections are of that class; with several, truth and
+/// detections are pooled into one class `object`.
+fn coco(set: &FieldSet, found: &DetectArtifact) -> Result<(BoxEvaluation, Vec<String>), StageError> {
+    let pooled = set.classes().len() != 1;
+    let names = if pooled {
+        vec!["object".to_string()]
+    } else {
+        set.classes().to_vec()
+    };
+    let truth: Vec<TruthBox> = set
+        .objects
+        .iter()
+        .enumerate()
+        .flat_map(|(image, objects)| {
+            objects.iter().map(move |o| TruthBox {
+                image,
+                class: if pooled { 0 } else { o.class },
+                bbox: BBox {
+                    xmin: o.xmin,
+                    ymin: o.ymin,
+                    xmax: o.xmax,
+                    ymax: o.ymax,
+                },
+                ignore: o.difficult,
+            })
+        })
+        .collect();
+    let detections: Vec<Detection> = found
+        .images
+        .iter()
+        .enumerate()
+        .flat_map(|(image, d)| {
+            d.objects.iter().map(move |o| Detection {
+                image,
+                class: 0,
+                score: o.score,
+                bbox: BBox {
+                    xmin: o.xmin,
+                    ymin: o.ymin,
+                    xmax: o.xmax,
+                    ymax: o.ymax,
+                },
+            })
+        })
+        .collect();
+    let eval = evaluate_boxes(set.len(), 1, &truth, &detections, &CocoParams::default())
+        .map_err(stage_error)?;
+    Ok((eval, names))
+}
+
+/// `detections.csv` (what `gpl eval detections` reads) and `objects.csv` (every measurement).
+fn write_tables(ctx: &StageContext, found: &DetectArtifact) -> Result<(), StageError> {
+    let class = found
+        .class_names
+        .first()
+        .filter(|_| found.class_names.len() == 1)
+        .cloned()
+        .unwrap_or_else(|| "object".into());
+    let mut dets = String::from("image,class,score,xmin,ymin,xmax,ymax\n");
+    let mut objects =
+        String::from("image,id,x,y,xmin,ymin,xmax,ymax,flux,a,b,theta,npix,flags,snr,score\n");
+    for d in &found.images {
+        for (id, o) in d.objects.iter().enumerate() {
+            let _ = writeln!(
+                dets,
+                "{},{class},{:.6},{},{},{},{}",
+                d.name, o.score, o.xmin, o.ymin, o.xmax, o.ymax
+            );
+            let _ = writeln!(
+                objects,
+                "{},{},{:.4},{:.4},{},{},{},{},{:.3},{:.4},{:.4},{:.5},{},{},{:.3},{:.6}",
+                d.name,
+                id + 1,
+                o.x,
+                o.y,
+                o.xmin,
+                o.ymin,
+                o.xmax,
+                o.ymax,
+                o.flux,
+                o.a,
+                o.b,
+                o.theta,
+                o.npix,
+                o.flags,
+                o.snr,
+                o.score
+            );
+        }
+    }
+    let public = ctx.public_dir();
+    crate::train::write_atomic(&public.join(DETECTIONS_CSV), dets.as_bytes())
+        .map_err(stage_error)?;
+    crate::train::write_atomic(&public.join(OBJECTS_CSV), objects.as_bytes()).map_err(stage_error)
+}
+
+pub fn read_detections(dir: &Path) -> Result<DetectArtifact, StageError> {
+    load_json(dir.join(DETECTIONS_FILE)).map_err(stage_error)
+}
+
+impl Stage for DetectStage {
+    fn kind(&self) -> StageKind {
+        StageKind::Detect
+    }
+
+    fn report(&self, dir: &Path, section: &mut StageReport) -> Result<bool, StageError> {
+        let s: Summary = load_json(dir.join(SUMMARY_FILE)).map_err(stage_error)?;
+        section.key_figures.extend([
+            KeyFigure::text("data", &s.data),
+            KeyFigure::text("method", &s.method),
+            KeyFigure::number("images", s.images as f64),
+            KeyFigure::number("detections", s.detections as f64),
+            KeyFigure::number("annotated boxes", s.truth_boxes as f64),
+        ]);
+        if !s.coco.is_empty() {
+            section.tables.push(ReportTable {
+                title: "COCO box metrics".into(),
+                header: vec!["metric".into(), "value".into()],
+                rows: s
+                    .coco
+                    .iter()
+                    .map(|line| {
+                        let (label, value) = line.rsplit_once(" = ").unwrap_or((line, ""));
+                        vec![label.trim().to_string(), value.to_string()]
+                    })
+                    .collect(),
+                note: Some(
+                    "As pycocotools computes them (101-point interpolation, difficult boxes ignored like crowd), except that every AP row uses the largest maxDets.".into(),
+                ),
+            });
+            let png = std::fs::read(dir.join(super::PUBLIC).join(PR_PNG)).map_err(stage_error)?;
+            section.figures.push(StageFigure {
+                title: "precision-recall at IoU 0.5".into(),
+                file: PR_PNG.into(),
+                png,
+            });
+        }
+        Ok(true)
+    }
+}
+
+/// The detect block's stage.
+pub(super) fn compile(d: &check::Detect, label: Option<String>) -> StageSpec {
+    let check::Detect {
+        name,
+        data,
+        method,
+        span: _,
+    } = d;
+    let check::DetectMethod::Extract(x) = method;
+    let check::ExtractSettings {
+        thresh,
+        minarea,
+        deblend,
+        contrast,
+        clean,
+        filter,
+        mesh,
+        smooth,
+    } = x.clone();
+    let config = DetectConfig {
+        data: DataSel::of(data),
+        method: MethodConfig::Extract {
+            thresh,
+            minarea,
+            deblend,
+            contrast,
+            clean,
+            filter,
+            mesh,
+            smooth,
+        },
+    };
+    let inputs = config.data.stages();
+    spec(name.clone(), StageKind::Detect, &config, &inputs, label)
+}
