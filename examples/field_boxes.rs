@@ -30,7 +30,7 @@ fn main() -> miette::Result<()> {
         rayon::current_num_threads()
     );
 
-    let levels = [0.3f32, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0];
+    let levels = [0.3f32, 0.4, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0];
     let mut ious: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
     let mut enclosed: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
@@ -57,7 +57,7 @@ fn main() -> miette::Result<()> {
         for (o, light) in field.objects.iter().zip(&field.light) {
             total += 1;
             let t = o.truth.as_ref().expect("synthetic truth");
-            if !o.truncated && t.peak_snr >= 50.0 {
+            if !o.truncated && t.peak_snr >= 100.0 {
                 for (k, &level) in levels.iter().enumerate() {
                     if let Some(b) = box_at(light, level * SKY_SIGMA, 424) {
                         enclosed[k].push(light.flux_inside(b.0, b.1, b.2, b.3) / light.total());
@@ -68,7 +68,12 @@ fn main() -> miette::Result<()> {
             let nearest = catalog
                 .objects
                 .iter()
-                .map(|d| (((d.x + 0.5 - t.x).powi(2) + (d.y + 0.5 - t.y).powi(2)).sqrt(), d))
+                .map(|d| {
+                    (
+                        ((d.x + 0.5 - t.x).powi(2) + (d.y + 0.5 - t.y).powi(2)).sqrt(),
+                        d,
+                    )
+                })
                 .filter(|(r, _)| *r <= 3.0)
                 .min_by(|a, b| a.0.total_cmp(&b.0));
             let Some((_, d)) = nearest else { continue };
@@ -82,9 +87,11 @@ fn main() -> miette::Result<()> {
             for (k, &level) in levels.iter().enumerate() {
                 if let Some(truth) = box_at(light, level * SKY_SIGMA, 424) {
                     ious[k].push(iou(det, truth));
-                    ratios[k].push(((det.2 - det.0) * (det.3 - det.1)
-                        / ((truth.2 - truth.0) * (truth.3 - truth.1)))
-                        .sqrt());
+                    ratios[k].push(
+                        ((det.2 - det.0) * (det.3 - det.1)
+                            / ((truth.2 - truth.0) * (truth.3 - truth.1)))
+                            .sqrt(),
+                    );
                 }
             }
         }
@@ -94,7 +101,7 @@ fn main() -> miette::Result<()> {
     );
     println!(
         "box level (sky σ) | median IoU with the detector's box | median side ratio det/truth \
-         | light in the box, untruncated galaxies of peak ≥ 50 σ: min, median"
+         | light in the box, untruncated galaxies of peak ≥ 100 σ: min, median"
     );
     for (k, level) in levels.iter().enumerate() {
         let lowest = enclosed[k].iter().copied().fold(f64::INFINITY, f64::min);
@@ -109,9 +116,7 @@ fn main() -> miette::Result<()> {
 
     // The README figure: the first field of seed 1 with three or more galaxies, at 2×.
     let config = FieldsConfig::new(50, 1);
-    let index = (0..50)
-        .find(|&i| set.objects[i].len() >= 3)
-        .unwrap_or(0);
+    let index = (0..50).find(|&i| set.objects[i].len() >= 3).unwrap_or(0);
     let field = render_field(&config, index)?;
     let (h, w) = (848, 848);
     let mut big = vec![0u8; h * w * 3];

@@ -279,7 +279,10 @@ fn synth_cmd(a: SynthArgs) -> miette::Result<ExitCode> {
         return Err(unsupported("--max-galaxies"));
     }
     let Some(out) = a.out else {
-        return Err(miette::miette!("--out FILE is required for --kind {:?}", a.kind));
+        return Err(miette::miette!(
+            "--out FILE is required for --kind {:?}",
+            a.kind
+        ));
     };
     let config = SynthConfig {
         kind,

@@ -297,7 +297,12 @@ mod tests {
         let (h, w) = (7, 7);
         let (px, py) = (5usize, 1usize);
         let img = square(h, w, (px, py, px + 1, py + 1));
-        let one = [object(px as f64, py as f64, px as f64 + 1.0, py as f64 + 1.0)];
+        let one = [object(
+            px as f64,
+            py as f64,
+            px as f64 + 1.0,
+            py as f64 + 1.0,
+        )];
         for fh in [false, true] {
             for fv in [false, true] {
                 for turns in 0..4u8 {
@@ -332,7 +337,10 @@ mod tests {
         // Half inside the kept window ([2, 8) → [-6, 6)): half visible.
         let half = object(2.0, 8.0, 8.0, 12.0);
         let kept = move_object(&t, 20, 20, &half, 0.5).unwrap();
-        assert_eq!((kept.xmin, kept.xmax, kept.ymin, kept.ymax), (0.0, 6.0, 6.0, 14.0));
+        assert_eq!(
+            (kept.xmin, kept.xmax, kept.ymin, kept.ymax),
+            (0.0, 6.0, 6.0, 14.0)
+        );
         assert!(kept.truncated);
         assert!(move_object(&t, 20, 20, &half, 0.51).is_none());
         // Entirely outside the window: always dropped.
@@ -356,8 +364,9 @@ mod tests {
             random_box_transform(&spec, 16, 16, 5),
             random_box_transform(&spec, 16, 16, 5)
         );
-        assert!((0..20).any(|s| random_box_transform(&spec, 16, 16, s)
-            != random_box_transform(&spec, 16, 16, 5)));
+        assert!((0..20)
+            .any(|s| random_box_transform(&spec, 16, 16, s)
+                != random_box_transform(&spec, 16, 16, 5)));
         for bad in [
             BoxAugmentSpec {
                 scale: [1.2, 1.0],

@@ -119,11 +119,7 @@ impl FieldSet {
     /// (images with 5 or more objects form one group), so empty, single and crowded fields
     /// are spread alike.
     pub fn holdout(&self, spec: &HoldoutSpec) -> Result<Split, DataError> {
-        let groups: Vec<u32> = self
-            .objects
-            .iter()
-            .map(|o| o.len().min(5) as u32)
-            .collect();
+        let groups: Vec<u32> = self.objects.iter().map(|o| o.len().min(5) as u32).collect();
         holdout(&groups, spec)
     }
 

@@ -1008,7 +1008,10 @@ fn render_scene(
         .unwrap_or(0);
     for _ in 0..stars {
         let (colour, peak) = star_look(rng, 3.0);
-        let at = (rng.gen_range(0.0..side as f32), rng.gen_range(0.0..side as f32));
+        let at = (
+            rng.gen_range(0.0..side as f32),
+            rng.gen_range(0.0..side as f32),
+        );
         add_star(&mut bands, side, at, sigma, peak, colour);
     }
     for band in bands.iter_mut() {

@@ -29,8 +29,7 @@ use std::f32::consts::PI;
 
 use super::fields::{FieldObject, FieldSet, SyntheticTruth};
 use super::synth::{
-    add_sky_noise, add_star, galaxy_stamp, log_uniform, star_look, to_rgb, SDSS_COUNTS,
-    SKY_SIGMA,
+    add_sky_noise, add_star, galaxy_stamp, log_uniform, star_look, to_rgb, SDSS_COUNTS, SKY_SIGMA,
 };
 use super::{DataError, ImageSet};
 
@@ -39,7 +38,7 @@ pub const FIELD_CLASSES: [&str; 1] = ["galaxy"];
 
 /// The box isophote: noiseless r-band surface brightness after the PSF, in sky sigmas per
 /// pixel (docs/decisions.md, "Synthetic detection fields", for the measurement behind it).
-pub const BOX_LEVEL_SIGMA: f32 = 1.0;
+pub const BOX_LEVEL_SIGMA: f32 = 0.4;
 
 /// Boxes narrower or shorter than this (px, after clipping) are not drawn at all.
 pub const MIN_BOX_SIDE: f64 = 4.0;
@@ -456,8 +455,7 @@ fn add_cosmic_rays(bands: &mut [Vec<f32>; 3], size: usize, rng: &mut ChaCha8Rng)
             .filter_map(|t| {
                 let d = t as f32 * 0.5;
                 let (px, py) = (x + d * angle.cos(), y + d * angle.sin());
-                (px < size as f32 && py < size as f32)
-                    .then(|| py as usize * size + px as usize)
+                (px < size as f32 && py < size as f32).then(|| py as usize * size + px as usize)
             })
             .collect();
         hit.sort_unstable();
@@ -556,7 +554,10 @@ mod tests {
         let band: Vec<f32> = (0..9).map(|v| v as f32).collect();
         assert_eq!(orient(&band, 3, 1, false)[0], 2.0);
         assert_eq!(orient(&band, 3, 0, true)[0], 2.0);
-        assert_eq!(orient(&band, 3, 2, false), band.iter().rev().cloned().collect::<Vec<_>>());
+        assert_eq!(
+            orient(&band, 3, 2, false),
+            band.iter().rev().cloned().collect::<Vec<_>>()
+        );
         assert_eq!(orient(&orient(&band, 3, 1, false), 3, 3, false), band);
     }
 
@@ -598,7 +599,9 @@ mod tests {
         let json = r#"{"count": 2, "seed": 1}"#;
         let parsed: FieldsConfig = serde_json::from_str(json).unwrap();
         assert_eq!(parsed, FieldsConfig::new(2, 1));
-        assert!(serde_json::from_str::<FieldsConfig>(r#"{"count": 2, "seed": 1, "x": 0}"#).is_err());
+        assert!(
+            serde_json::from_str::<FieldsConfig>(r#"{"count": 2, "seed": 1, "x": 0}"#).is_err()
+        );
     }
 
     #[test]

@@ -57,13 +57,10 @@ pub fn draw_boxes(
         let root = BitMapBackend::with_buffer(&mut rgb, (w as u32, h as u32)).into_drawing_area();
         let font = TextStyle::from((FAMILY, 12).into_font());
         for (xmin, ymin, xmax, ymax, label) in boxes {
-            let k = labels
-                .iter()
-                .position(|l| l == label)
-                .unwrap_or_else(|| {
-                    labels.push(label);
-                    labels.len() - 1
-                });
+            let k = labels.iter().position(|l| l == label).unwrap_or_else(|| {
+                labels.push(label);
+                labels.len() - 1
+            });
             let colour = BOX_COLOURS[k % BOX_COLOURS.len()];
             let clip = |v: f64, hi: usize| v.clamp(0.0, hi as f64 - 1.0).round() as i32;
             // Edges to the pixels they enclose: [xmin, xmax) covers xmin.floor()..xmax.ceil()-1.
