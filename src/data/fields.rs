@@ -45,7 +45,7 @@ pub struct FieldObject {
 pub struct SyntheticTruth {
     /// Galaxy10 class index (into `synth::SDSS_CLASSES`).
     pub galaxy10: u32,
-    /// Light-weighted centre, pixels.
+    /// Light-weighted centre, pixels, in the boxes' frame (pixel i spans [i, i + 1)).
     pub x: f64,
     pub y: f64,
     /// Total noiseless flux in the r band, in sky-noise units (counts / sky sigma).

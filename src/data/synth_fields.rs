@@ -99,10 +99,11 @@ impl FieldsConfig {
     }
 
     fn validate(&self) -> Result<(), DataError> {
-        if !(64..=4096).contains(&self.size) {
+        // Three f32 bands of a 2048² field are 50 MB per rendering thread.
+        if !(64..=2048).contains(&self.size) {
             return Err(DataError::invalid(
                 "fields size",
-                format!("{} px is outside 64..=4096", self.size),
+                format!("{} px is outside 64..=2048", self.size),
             ));
         }
         if !(self.noise.is_finite() && self.noise > 0.0) {
