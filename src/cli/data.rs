@@ -1,4 +1,4 @@
-//! `gpl data inspect | synth | preview` and `gpl bench data` (owner: data).
+//! `gpl data inspect | synth | preview | extract` and `gpl bench data` (owner: data).
 
 use clap::{Args, Subcommand, ValueEnum};
 use miette::IntoDiagnostic;
@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::data::hdf5::{inspect, load_galaxy10, write_galaxy10_h5};
 use crate::data::synth::{synthesize, SynthConfig, SynthKind};
+use crate::data::synth_fields::{render_fields, FieldsConfig};
 use crate::data::{artifact, ImageSet};
 
 #[derive(Subcommand, Debug)]
@@ -70,23 +71,30 @@ pub struct ExtractArgs {
     pub fh: usize,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 pub enum KindArg {
     Galaxy10,
     Galaxy10Decals,
+    /// Detection fields: several Galaxy10 galaxies, stars and cosmic rays, with boxes.
+    Fields,
 }
 
 #[derive(Args, Debug)]
 pub struct SynthArgs {
     #[arg(long, value_enum, default_value = "galaxy10")]
     pub kind: KindArg,
-    #[arg(long, default_value_t = 21_785)]
-    pub count: usize,
+    /// Images to make (default: 21,785 for the Galaxy10 kinds, 2,000 fields).
+    #[arg(long)]
+    pub count: Option<usize>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Image side in pixels (default: 69 for galaxy10, 256 for galaxy10-decals).
+    /// Image side in pixels (default: 69 for galaxy10, 256 for galaxy10-decals, 424 for
+    /// fields).
     #[arg(long)]
     pub size: Option<usize>,
+    /// Fields only: at most this many galaxies per field (default 4).
+    #[arg(long)]
+    pub max_galaxies: Option<usize>,
     /// Noise multiplier (1 = calibrated default).
     #[arg(long, default_value_t = 1.0)]
     pub noise: f32,
@@ -96,8 +104,12 @@ pub struct SynthArgs {
     /// Equal class proportions instead of the real file's.
     #[arg(long)]
     pub equal_classes: bool,
+    /// The Galaxy10 HDF5 file to write.
+    #[arg(long, required_unless_present = "voc", conflicts_with = "voc")]
+    pub out: Option<PathBuf>,
+    /// Fields only: the Pascal VOC folder to write (a PNG and a labelImg XML per field).
     #[arg(long)]
-    pub out: PathBuf,
+    pub voc: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -251,10 +263,30 @@ fn synth_cmd(a: SynthArgs) -> miette::Result<ExitCode> {
     let kind = match a.kind {
         KindArg::Galaxy10 => SynthKind::Galaxy10,
         KindArg::Galaxy10Decals => SynthKind::Galaxy10Decals,
+        KindArg::Fields => return fields_cmd(a),
+    };
+    let unsupported = |what: &str| {
+        miette::miette!(
+            code = "gpl::unsupported",
+            help = "use --kind fields for detection fields",
+            "{what} is only for --kind fields"
+        )
+    };
+    if a.voc.is_some() {
+        return Err(unsupported("--voc"));
+    }
+    if a.max_galaxies.is_some() {
+        return Err(unsupported("--max-galaxies"));
+    }
+    let Some(out) = a.out else {
+        return Err(miette::miette!(
+            "--out FILE is required for --kind {:?}",
+            a.kind
+        ));
     };
     let config = SynthConfig {
         kind,
-        count: a.count,
+        count: a.count.unwrap_or(21_785),
         seed: a.seed,
         size: a.size,
         proportions: a.equal_classes.then(|| vec![1.0; 10]),
@@ -264,14 +296,67 @@ fn synth_cmd(a: SynthArgs) -> miette::Result<ExitCode> {
     let start = Instant::now();
     let set = synthesize(&config)?;
     let made = start.elapsed();
-    write_galaxy10_h5(&set, &a.out)?;
+    write_galaxy10_h5(&set, &out)?;
     println!(
         "wrote {} synthetic {:?} images ({}x{}x3) to {} in {:.1} s (synthesis {:.1} s)",
         set.len(),
         kind,
         set.height,
         set.width,
-        a.out.display(),
+        out.display(),
+        start.elapsed().as_secs_f64(),
+        made.as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `gpl data synth --kind fields --voc DIR`: synthetic detection fields as a VOC folder.
+fn fields_cmd(a: SynthArgs) -> miette::Result<ExitCode> {
+    let refuse = |what: &str, help: &str| {
+        miette::miette!(
+            code = "gpl::unsupported",
+            help = help.to_string(),
+            "{what} is not supported for --kind fields"
+        )
+    };
+    if a.ambiguity != 1.0 {
+        return Err(refuse(
+            "--ambiguity",
+            "fields draw their galaxies at the calibrated ambiguity (1)",
+        ));
+    }
+    if a.equal_classes {
+        return Err(refuse(
+            "--equal-classes",
+            "fields draw their galaxies' classes in the real Galaxy10 proportions",
+        ));
+    }
+    let Some(dir) = a.voc else {
+        return Err(refuse(
+            "--out (a Galaxy10 HDF5 file)",
+            "fields are written as a Pascal VOC folder: give --voc DIR",
+        ));
+    };
+    let mut config = FieldsConfig::new(a.count.unwrap_or(2_000), a.seed);
+    config.noise = a.noise;
+    if let Some(size) = a.size {
+        config.size = size;
+    }
+    if let Some(m) = a.max_galaxies {
+        config.max_galaxies = m;
+    }
+    let start = Instant::now();
+    let set = render_fields(&config)?;
+    let made = start.elapsed();
+    set.write_voc(&dir)?;
+    let galaxies: usize = set.objects.iter().map(Vec::len).sum();
+    println!(
+        "wrote {} synthetic fields ({}x{}x3, {} galaxies) to {} in {:.1} s (rendering {:.1} s)",
+        set.len(),
+        set.images.height,
+        set.images.width,
+        galaxies,
+        dir.display(),
         start.elapsed().as_secs_f64(),
         made.as_secs_f64()
     );

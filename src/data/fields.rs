@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 use super::artifact::{load_image_set, load_json, save_image_set, save_json};
+use super::split::{holdout, HoldoutSpec, Split};
+use super::voc::{write_annotation, VocAnnotation, VocObject};
 use super::{DataError, ImageSet};
 
 /// Where a field set's parts live inside a stage folder.
@@ -43,7 +45,7 @@ pub struct FieldObject {
 pub struct SyntheticTruth {
     /// Galaxy10 class index (into `synth::SDSS_CLASSES`).
     pub galaxy10: u32,
-    /// Light-weighted centre, pixels.
+    /// Light-weighted centre, pixels, in the boxes' frame (pixel i spans [i, i + 1)).
     pub x: f64,
     pub y: f64,
     /// Total noiseless flux in the r band, in sky-noise units (counts / sky sigma).
@@ -110,6 +112,64 @@ impl FieldSet {
             objects: indices.iter().map(|&i| self.objects[i].clone()).collect(),
             names: indices.iter().map(|&i| self.names[i].clone()).collect(),
         }
+    }
+
+    /// A train/val/test split over the images by the Galaxy10 split's algorithm
+    /// (`split::holdout`), stratified when asked by the number of objects an image holds
+    /// (images with 5 or more objects form one group), so empty, single and crowded fields
+    /// are spread alike.
+    pub fn holdout(&self, spec: &HoldoutSpec) -> Result<Split, DataError> {
+        let groups: Vec<u32> = self.objects.iter().map(|o| o.len().min(5) as u32).collect();
+        holdout(&groups, spec)
+    }
+
+    /// Writes the set as a Pascal VOC folder labelImg opens: per image `<name>.png` and
+    /// `<name>.xml`, each atomically. Returns the XML files.
+    pub fn write_voc(&self, dir: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
+        use image::ImageEncoder;
+        let (h, w, c) = (self.images.height, self.images.width, self.images.channels);
+        let colour = match c {
+            1 => image::ExtendedColorType::L8,
+            3 => image::ExtendedColorType::Rgb8,
+            _ => {
+                return Err(DataError::invalid(
+                    "VOC images",
+                    format!("{c} channels; VOC folders hold grey or RGB images"),
+                ))
+            }
+        };
+        std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+        let mut written = Vec::with_capacity(self.len());
+        for (i, name) in self.names.iter().enumerate() {
+            let filename = format!("{name}.png");
+            let mut png = Vec::new();
+            image::codecs::png::PngEncoder::new(&mut png)
+                .write_image(self.image(i), w as u32, h as u32, colour)
+                .map_err(|e| DataError::invalid("PNG encoding", e.to_string()))?;
+            let path = dir.join(&filename);
+            crate::fsutil::write_atomic(&path, &png).map_err(|e| DataError::io(&path, e))?;
+            let annotation = VocAnnotation {
+                filename,
+                width: w as u32,
+                height: h as u32,
+                depth: c as u32,
+                objects: self.objects[i]
+                    .iter()
+                    .map(|o| VocObject {
+                        name: self.classes().get(o.class).cloned().unwrap_or_default(),
+                        pose: "Unspecified".into(),
+                        truncated: o.truncated,
+                        difficult: o.difficult,
+                        xmin: o.xmin,
+                        ymin: o.ymin,
+                        xmax: o.xmax,
+                        ymax: o.ymax,
+                    })
+                    .collect(),
+            };
+            written.push(write_annotation(dir, &annotation)?);
+        }
+        Ok(written)
     }
 
     /// Writes the two files into `dir`, each atomically.
@@ -192,5 +252,33 @@ mod tests {
         assert_eq!(b.image(0), set.image(1));
         assert_eq!(b.objects[0], set.objects[1]);
         assert_eq!(b.names, vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn holdout_splits_fields_like_images_stratified_by_object_count() {
+        let one = tiny();
+        // 40 images: 30 with one object, 10 with two.
+        let order: Vec<usize> = (0..40).map(|i| usize::from(i % 4 == 0)).collect();
+        let set = one.subset(&order);
+        let spec = HoldoutSpec {
+            train: 0.5,
+            val: 0.25,
+            test: 0.25,
+            stratify: true,
+            seed: 3,
+        };
+        let split = set.holdout(&spec).unwrap();
+        assert_eq!(
+            (split.train.len(), split.val.len(), split.test.len()),
+            (20, 10, 10)
+        );
+        let pairs = |part: &[usize]| part.iter().filter(|&&i| set.objects[i].len() == 2).count();
+        assert_eq!(
+            (pairs(&split.train), pairs(&split.val), pairs(&split.test)),
+            (5, 3, 2),
+            "each part holds its share of the two-object fields (largest remainder)"
+        );
+        let labels: Vec<u32> = set.objects.iter().map(|o| o.len() as u32).collect();
+        assert_eq!(split, holdout(&labels, &spec).unwrap());
     }
 }

@@ -15,10 +15,13 @@
 //! | `artifact` | compact artifact files for cached stages |
 //! | `voc` | Pascal VOC folders (labelImg): read with checks, write |
 //! | `fields` | detection datasets: images with boxes (`FieldSet`) and their artifact |
+//! | `synth_fields` | synthetic detection fields: Galaxy10 galaxies, stars, cosmic rays, boxes |
+//! | `box_augment` | flips, turns, crop and scale that move and clip the boxes with the pixels |
 
 pub mod artifact;
 pub mod augment;
 pub mod balance;
+pub mod box_augment;
 pub mod error;
 pub mod fields;
 pub mod fits;
@@ -28,6 +31,7 @@ pub mod hdf5;
 pub mod npy;
 pub mod split;
 pub mod synth;
+pub mod synth_fields;
 pub mod voc;
 
 pub use error::DataError;

@@ -550,10 +550,6 @@ fn centre_frame(rng: &mut ChaCha8Rng, k: &Knobs, cos_incl: f32) -> Frame {
     Frame::new(cx, cy, rng.gen_range(0.0..PI), cos_incl)
 }
 
-fn log_uniform(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> f32 {
-    rng.gen_range(lo.ln()..=hi.ln()).exp()
-}
-
 /// A smooth spheroid with axis ratio drawn from [q_lo, q_hi].
 fn elliptical(
     scene: &mut Scene,
@@ -826,6 +822,13 @@ fn disturbed(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs, flux: f32) {
 }
 
 fn sdss_scene(class: u32, rng: &mut ChaCha8Rng, k: &Knobs) -> Scene {
+    let mut scene = sdss_galaxy(class, rng, k);
+    add_surroundings(&mut scene, rng, k);
+    scene
+}
+
+/// The galaxy of an SDSS image alone: no companion (`sdss_scene` adds it, drawing after it).
+fn sdss_galaxy(class: u32, rng: &mut ChaCha8Rng, k: &Knobs) -> Scene {
     let mut scene = Scene::default();
     let flux = 1.0;
     let spiral =
@@ -887,7 +890,6 @@ fn sdss_scene(class: u32, rng: &mut ChaCha8Rng, k: &Knobs) -> Scene {
         }
         _ => unreachable!("labels come from synth_labels, always < 10"),
     }
-    add_surroundings(&mut scene, rng, k);
     scene
 }
 
@@ -974,7 +976,8 @@ fn add_surroundings(scene: &mut Scene, rng: &mut ChaCha8Rng, k: &Knobs) {
 // ---------------------------------------------------------------------------------------------
 // Imaging: PSF, sky, noise, stretch
 
-const SKY_SIGMA: f32 = 10.0;
+/// Sky noise per pixel (counts): the unit of every brightness below.
+pub(super) const SKY_SIGMA: f32 = 10.0;
 const SKY_LEVEL: f32 = SKY_SIGMA * SKY_SIGMA;
 const READ_NOISE: f32 = 3.0;
 /// Display softening and full scale of the asinh stretch, in sky sigmas.
@@ -988,22 +991,9 @@ fn render_scene(
     rng: &mut ChaCha8Rng,
     k: &Knobs,
 ) -> [Vec<f32>; 3] {
-    let n = side * side;
-    let mut bands = [vec![0f32; n], vec![0f32; n], vec![0f32; n]];
-    for p in &scene.profiles {
-        p.render(side, &mut bands);
-    }
-    for b in &scene.blobs {
-        render_blob(b, side, &mut bands);
-    }
-    for d in &scene.dust {
-        apply_dust(d, side, &mut bands);
-    }
     let fwhm = rng.gen_range(1.0..2.2) * k.scale;
     let sigma = fwhm / 2.355;
-    for (band, widen) in bands.iter_mut().zip([1.08f32, 1.0, 0.95]) {
-        gaussian_blur(band, side, sigma * widen);
-    }
+    let mut bands = noiseless(scene, side, sigma);
     // Brightness: the galaxy's peak surface brightness in sky sigmas, over a wide range, so
     // faint galaxies hide their arms in the noise.
     let peak = bands[1].iter().cloned().fold(0f32, f32::max).max(1e-12);
@@ -1017,33 +1007,109 @@ fn render_scene(
         .map(|p| p.sample(rng) as usize)
         .unwrap_or(0);
     for _ in 0..stars {
-        let colour = [rng.gen_range(0.5..1.4), 1.0, rng.gen_range(0.8..1.3)];
-        let star_peak = log_uniform(rng, 3.0, 300.0) * SKY_SIGMA;
-        let star = Blob {
-            x: rng.gen_range(0.0..side as f32),
-            y: rng.gen_range(0.0..side as f32),
-            sigma,
-            flux: star_peak * 2.0 * PI * sigma * sigma,
-            colour,
-        };
-        render_blob(&star, side, &mut bands);
+        let (colour, peak) = star_look(rng, 3.0);
+        let at = (
+            rng.gen_range(0.0..side as f32),
+            rng.gen_range(0.0..side as f32),
+        );
+        add_star(&mut bands, side, at, sigma, peak, colour);
     }
-    // Sky with Poisson photon noise and Gaussian read noise, then sky-subtracted. Counts are
-    // large (sky = 100), so the Poisson draw uses its normal limit except in faint pixels.
     for band in bands.iter_mut() {
-        for v in band.iter_mut() {
-            let expected = (*v + SKY_LEVEL).max(0.0);
-            let photons = if expected < 30.0 {
-                Poisson::new(expected.max(1e-6))
-                    .map(|p| p.sample(rng))
-                    .unwrap_or(0.0)
-            } else {
-                expected + expected.sqrt() * rng.sample::<f32, _>(StandardNormal)
-            };
-            *v = photons + READ_NOISE * rng.sample::<f32, _>(StandardNormal) - SKY_LEVEL;
-        }
+        add_sky_noise(band, rng);
     }
     bands
+}
+
+/// A scene's light before brightness and noise: its components, then the PSF (a Gaussian of
+/// `sigma` px in r, a little wider in g and narrower in i).
+fn noiseless(scene: &Scene, side: usize, sigma: f32) -> [Vec<f32>; 3] {
+    let n = side * side;
+    let mut bands = [vec![0f32; n], vec![0f32; n], vec![0f32; n]];
+    for p in &scene.profiles {
+        p.render(side, &mut bands);
+    }
+    for b in &scene.blobs {
+        render_blob(b, side, &mut bands);
+    }
+    for d in &scene.dust {
+        apply_dust(d, side, &mut bands);
+    }
+    for (band, widen) in bands.iter_mut().zip([1.08f32, 1.0, 0.95]) {
+        gaussian_blur(band, side, sigma * widen);
+    }
+    bands
+}
+
+/// A field star's colour (g, r, i relative to r) and peak in counts: log-uniform from
+/// `peak_lo` to 100 × `peak_lo` sky sigmas.
+pub(super) fn star_look(rng: &mut ChaCha8Rng, peak_lo: f32) -> ([f32; 3], f32) {
+    let colour = [rng.gen_range(0.5..1.4), 1.0, rng.gen_range(0.8..1.3)];
+    let peak = log_uniform(rng, peak_lo, 100.0 * peak_lo) * SKY_SIGMA;
+    (colour, peak)
+}
+
+/// A point source with a peak of `peak` counts at (x, y), through a Gaussian PSF of `sigma`
+/// px, added to a `side`² image.
+pub(super) fn add_star(
+    bands: &mut [Vec<f32>; 3],
+    side: usize,
+    (x, y): (f32, f32),
+    sigma: f32,
+    peak: f32,
+    colour: [f32; 3],
+) {
+    let star = Blob {
+        x,
+        y,
+        sigma,
+        flux: peak * 2.0 * PI * sigma * sigma,
+        colour,
+    };
+    render_blob(&star, side, bands);
+}
+
+/// Sky with Poisson photon noise and Gaussian read noise, then sky-subtracted. Counts are
+/// large (sky = 100), so the Poisson draw uses its normal limit except in faint pixels.
+pub(super) fn add_sky_noise(band: &mut [f32], rng: &mut ChaCha8Rng) {
+    for v in band.iter_mut() {
+        let expected = (*v + SKY_LEVEL).max(0.0);
+        let photons = if expected < 30.0 {
+            Poisson::new(expected.max(1e-6))
+                .map(|p| p.sample(rng))
+                .unwrap_or(0.0)
+        } else {
+            expected + expected.sqrt() * rng.sample::<f32, _>(StandardNormal)
+        };
+        *v = photons + READ_NOISE * rng.sample::<f32, _>(StandardNormal) - SKY_LEVEL;
+    }
+}
+
+/// A Galaxy10 (SDSS) galaxy of `class` on its own (no companion, stars or noise), its lengths
+/// drawn for a 69-px image times `scale`, centred (with the images' jitter) in a `side`²
+/// stamp, through the PSF of `psf_sigma` px, scaled so its r-band peak is 1.
+pub(super) fn galaxy_stamp(
+    class: u32,
+    scale: f32,
+    side: usize,
+    psf_sigma: f32,
+    rng: &mut ChaCha8Rng,
+) -> [Vec<f32>; 3] {
+    let knobs = Knobs {
+        scale,
+        ambiguity: 1.0,
+        centre: (side as f32 - 1.0) / 2.0,
+    };
+    let scene = sdss_galaxy(class, rng, &knobs);
+    let mut bands = noiseless(&scene, side, psf_sigma);
+    let peak = bands[1].iter().cloned().fold(0f32, f32::max).max(1e-12);
+    for band in bands.iter_mut() {
+        band.iter_mut().for_each(|v| *v /= peak);
+    }
+    bands
+}
+
+pub(super) fn log_uniform(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> f32 {
+    rng.gen_range(lo.ln()..=hi.ln()).exp()
 }
 
 fn gaussian_blur(band: &mut [f32], side: usize, sigma: f32) {
@@ -1080,7 +1146,7 @@ fn gaussian_blur(band: &mut [f32], side: usize, sigma: f32) {
 
 /// Lupton et al. (2004) asinh colour stretch: i→R, r→G, g→B, colour preserved when a pixel
 /// saturates.
-fn to_rgb(bands: &[Vec<f32>; 3], out: &mut [u8]) {
+pub(super) fn to_rgb(bands: &[Vec<f32>; 3], out: &mut [u8]) {
     let balance = [1.15f32, 1.0, 0.85]; // g, r, i display weights
     let soft = SOFTENING * SKY_SIGMA;
     let norm = 1.0 / (FULL_SCALE / SOFTENING).asinh();

@@ -2,6 +2,7 @@
 //! self-contained report.html, and metrics.yaml, all rendered from a `ReportModel` that the
 //! `report` stage fills from the other stages' artifacts.
 
+pub mod boxes;
 pub mod contact_sheet;
 mod error;
 mod files;

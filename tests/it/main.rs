@@ -23,6 +23,7 @@ mod eval_metrics;
 mod eval_stats;
 mod explain_pipeline;
 mod explain_torch;
+mod fields_synth;
 mod fuzz;
 mod hardening;
 mod lang_cases;
