@@ -1,7 +1,9 @@
-//! `gpl bench engine`: GEMM backends on the convolution shapes, then images/s of a forward
-//! pass and a training step for DESIGN.md's net and the report's bigger CNN, with GFLOP/s
-//! against the machine's ~157 GFLOP/s peak, peak memory and per-layer time, and PyTorch
-//! measured in the same run. Timing is wall-clock over at least `seconds` per figure.
+//! `gpl bench engine`: GEMM backends on the convolution shapes, the first layer by im2col and
+//! by direct convolution, then images/s of a forward pass and a training step for DESIGN.md's
+//! net and the report's bigger CNN, with GFLOP/s against the machine's ~157 GFLOP/s peak,
+//! peak memory, per-layer time and the share of a step outside the products; last, rounds
+//! alternating gpl and a warm PyTorch, ratios pair by pair. Timing is wall-clock over at least
+//! `seconds` per figure.
 
 use super::{Pairs, Warm};
 use crate::nn::gemm::{self, gemm, Backend, MatRef};

@@ -1,8 +1,9 @@
 //! Benchmarks behind `gpl bench`: each runs our code and, where there is one, the reference
 //! (PyTorch) side by side in one run and prints the ratio. No test asserts a timing.
 //!
-//! - `engine`: GEMM backends, forward and training images/s per net, per-layer time, the
-//!   kernels' share of a step, against PyTorch in the same run.
+//! - `engine`: GEMM backends, the first layer by im2col and by direct convolution, forward and
+//!   training images/s per net, per-layer time, the share of a step outside the products,
+//!   then PyTorch alternating with gpl round by round.
 //! - `epoch`: one epoch through the training loop against the raw training step.
 //! - `data`: synthesis, HDF5 load, augmentation and artifacts against the data targets.
 //! - `explain`: Grad-CAM and filter ascent against PyTorch (pytorch-grad-cam), alternating
@@ -11,6 +12,10 @@
 //!   (`scripts/bench_extract_sep.py`).
 //! - `search`: the search optimiser's median regret on Branin and Hartmann-6, bayes and
 //!   random (`scripts/bench_search_reference.py` runs a Python GP library the same way).
+//!
+//! The benches with a reference in another process share `Warm` (the reference kept warm,
+//! one command per round) and `Pairs` (ratios taken pair by pair, printed as the median with
+//! the range), so the machine's drift lands in the range rather than in the ratio.
 
 pub mod data;
 pub mod detect;
@@ -98,10 +103,6 @@ impl Pairs {
 
     pub fn push(&mut self, ratio: f64) {
         self.0.push(ratio);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// (median, lowest, highest); NaN for no pairs.
