@@ -1,6 +1,13 @@
 """PyTorch side of `gpl bench engine`: images/s for a forward pass and a training step
-(Adam, weighted cross-entropy) of the same nets gpl measures, on CPU with N threads.
-Prints one JSON object per net on stdout. Usage: bench_torch.py THREADS BATCH SECONDS"""
+(Adam, weighted cross-entropy) of the same nets gpl measures, on CPU with N threads, kept
+warm in one process so gpl and PyTorch alternate round by round. Reads one command per line
+on stdin and answers one JSON line:
+
+  infer NET SECONDS  -> forward passes of NET for at least SECONDS; {"rate": images/s, "torch": version}
+  train NET SECONDS  -> training steps likewise
+  quit
+
+Usage: bench_torch.py THREADS BATCH"""
 import json
 import sys
 import time
@@ -39,31 +46,37 @@ def rate(fn, batch, seconds):
 
 
 def main():
-    threads, batch, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    threads, batch = int(sys.argv[1]), int(sys.argv[2])
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     x = torch.rand(batch, 3, 69, 69)
     y = torch.randint(0, 10, (batch,))
     w = torch.rand(batch)
+    work = {}
     for name, build in [("design_net", design_net), ("bigger_cnn", bigger_cnn)]:
         model = build()
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
 
-        def infer():
+        def infer(model=model):
+            model.eval()
             with torch.no_grad():
                 model(x).softmax(dim=1)
 
-        def train():
+        def train(model=model, opt=opt):
+            model.train()
             opt.zero_grad(set_to_none=True)
             loss = (w * nn.functional.cross_entropy(model(x), y, reduction="none")).mean()
             loss.backward()
             opt.step()
 
-        model.eval()
-        infer_rate = rate(infer, batch, seconds)
-        model.train()
-        train_rate = rate(train, batch, seconds)
-        print(json.dumps({"net": name, "infer": infer_rate, "train": train_rate, "torch": torch.__version__}), flush=True)
+        work[("infer", name)] = infer
+        work[("train", name)] = train
+    for line in sys.stdin:
+        parts = line.split()
+        if parts == ["quit"]:
+            break
+        what, net, seconds = parts[0], parts[1], float(parts[2])
+        print(json.dumps({"rate": rate(work[(what, net)], batch, seconds), "torch": torch.__version__}), flush=True)
 
 
 if __name__ == "__main__":

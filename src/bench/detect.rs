@@ -4,13 +4,12 @@
 //! fixture) and synthetic star fields of 1024² and 2048² pixels. The ratio is pixels per
 //! second, ours over SEP's, taken pair by pair.
 
+use super::{Pairs, Warm};
 use crate::data::fits::read_fits;
 use crate::detect::extract::{extract, Background, BackgroundParams, ExtractParams};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 pub struct DetectBenchOptions {
@@ -120,51 +119,31 @@ pub fn run(o: &DetectBenchOptions) -> miette::Result<()> {
         o.thresh,
         o.minarea
     );
-    let script = root.join("scripts/bench_extract_sep.py");
-    let mut child = Command::new(&o.python)
-        .arg(&script)
-        .arg(o.thresh.to_string())
-        .arg(o.minarea.to_string())
-        .args(&paths)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| miette::miette!("cannot run `{}`: {e}", o.python))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| miette::miette!("no stdout"))?;
-    let mut lines = BufReader::new(stdout).lines();
+    let mut sep = Warm::start(
+        &o.python,
+        "bench_extract_sep.py",
+        &[o.thresh.to_string(), o.minarea.to_string()]
+            .into_iter()
+            .chain(paths.iter().map(|p| p.display().to_string()))
+            .collect::<Vec<_>>(),
+        "is sep installed? pip install sep",
+    )
+    .map_err(|e| miette::miette!("{e}"))?;
     ours(&images, &params)?; // warm-up, as SEP's side does
-    let mut ratios = Vec::new();
+    let mut ratios = Pairs::new();
     let mut result = Ok(());
     for round in 0..o.rounds {
         let (t_ours, n_ours) = ours(&images, &params)?;
-        let answer = child
-            .stdin
-            .as_mut()
-            .ok_or_else(|| miette::miette!("no stdin"))
-            .and_then(|s| writeln!(s, "run").map_err(|e| miette::miette!("{e}")))
-            .and_then(|_| {
-                lines
-                    .next()
-                    .ok_or_else(|| {
-                        miette::miette!("the SEP process ended (is sep installed? pip install sep)")
-                    })?
-                    .map_err(|e| miette::miette!("{e}"))
-            });
-        let line = match answer {
-            Ok(l) => l,
+        let v = match sep.ask("run") {
+            Ok(v) => v,
             Err(e) => {
-                result = Err(e);
+                result = Err(miette::miette!("{e}"));
                 break;
             }
         };
-        let v: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| miette::miette!("bad line `{line}`: {e}"))?;
         let t_sep = v["seconds"]
             .as_f64()
-            .ok_or_else(|| miette::miette!("no seconds in `{line}`"))?;
+            .ok_or_else(|| miette::miette!("no seconds in `{v}`"))?;
         let ratio = t_sep / t_ours;
         println!(
             "round {}: ours {:.3} s ({:.2} Mpx/s, objects {n_ours:?}), sep {:.3} s ({:.2} Mpx/s, objects {}), ratio {ratio:.2}",
@@ -177,20 +156,10 @@ pub fn run(o: &DetectBenchOptions) -> miette::Result<()> {
         );
         ratios.push(ratio);
     }
-    if let Some(stdin) = child.stdin.as_mut() {
-        let _ = writeln!(stdin, "quit");
-    }
-    let _ = child.wait();
+    drop(sep);
     let _ = std::fs::remove_dir_all(&dir);
     result?;
-    ratios.sort_by(f64::total_cmp);
-    let (lo, hi) = (ratios[0], ratios[ratios.len() - 1]);
-    let m = if ratios.len() % 2 == 1 {
-        ratios[ratios.len() / 2]
-    } else {
-        (ratios[ratios.len() / 2 - 1] + ratios[ratios.len() / 2]) / 2.0
-    };
-    println!("extract ratio vs sep: {m:.2} (pairs: {lo:.2}–{hi:.2})");
+    println!("{}", ratios.line("extract", "sep"));
     Ok(())
 }
 

@@ -1,12 +1,18 @@
-//! `gpl bench engine`: GEMM backends on the convolution shapes, then images/s of a forward
-//! pass and a training step for DESIGN.md's net and the report's bigger CNN, with GFLOP/s
-//! against the machine's ~157 GFLOP/s peak, peak memory and per-layer time, and PyTorch
-//! measured in the same run. Timing is wall-clock over at least `seconds` per figure.
+//! `gpl bench engine`: GEMM backends on the convolution shapes, the first layer by im2col and
+//! by direct convolution, then images/s of a forward pass and a training step for DESIGN.md's
+//! net and the report's bigger CNN, with GFLOP/s against the machine's ~157 GFLOP/s peak,
+//! peak memory, per-layer time and the share of a step outside the products; last, rounds
+//! alternating gpl and a warm PyTorch, ratios pair by pair. Timing is wall-clock over at least
+//! `seconds` per figure.
 
+use super::{Pairs, Warm};
 use crate::nn::gemm::{self, gemm, Backend, MatRef};
 use crate::nn::ir::{Activation, LayerOp, ModelIr, Padding, Regularizer};
 use crate::nn::learner::{Batch, Learner};
 use crate::nn::network::Network;
+use crate::nn::ops::conv::{
+    conv2d_backward_by, conv2d_forward_by, ConvGeom, ConvMethod, ConvScratch,
+};
 use crate::nn::optim::OptimizerConfig;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -19,6 +25,7 @@ pub struct BenchOptions {
     pub threads: usize,
     pub batch: usize,
     pub seconds: f64,
+    pub rounds: usize,
     pub python: String,
     pub skip_torch: bool,
 }
@@ -100,9 +107,13 @@ pub fn bigger_cnn() -> ModelIr {
     .expect("fixed valid model")
 }
 
-fn rate(seconds: f64, batch: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    f();
+/// Images/s of `f` (one batch per call) over at least `seconds` and three calls, and the
+/// seconds timed; two untimed calls first when `warm_up`.
+fn rate(seconds: f64, batch: usize, warm_up: bool, mut f: impl FnMut()) -> (f64, f64) {
+    if warm_up {
+        f();
+        f();
+    }
     let start = Instant::now();
     let mut count = 0;
     loop {
@@ -110,7 +121,7 @@ fn rate(seconds: f64, batch: usize, mut f: impl FnMut()) -> f64 {
         count += 1;
         let elapsed = start.elapsed().as_secs_f64();
         if elapsed >= seconds && count >= 3 {
-            return (count * batch) as f64 / elapsed;
+            return ((count * batch) as f64 / elapsed, elapsed);
         }
     }
 }
@@ -158,7 +169,7 @@ fn gemm_comparison(seconds: f64) -> Vec<(String, f64, f64)> {
             } else {
                 MatRef::rows(&a, k)
             };
-            let per_second = rate(seconds / 6.0, 1, || {
+            let (per_second, _) = rate(seconds / 6.0, 1, true, || {
                 gemm(m, k, n, a_ref, MatRef::rows(&b, n), &mut c, n, false, 1)
             });
             measured[slot] = per_second * 2.0 * (m * k * n) as f64 / 1e9;
@@ -168,31 +179,104 @@ fn gemm_comparison(seconds: f64) -> Vec<(String, f64, f64)> {
     out
 }
 
-struct NetFigures {
-    infer: f64,
-    train: f64,
+/// One net with its batch, measured by the profiling pass and then round by round.
+/// The bigger CNN's first layer (3 channels, K = 27) at the bench's batch and threads, by
+/// im2col + GEMM and by the direct kernels: ms per forward and per parameter gradient.
+fn first_layer_comparison(options: &BenchOptions) -> [(f64, f64); 2] {
+    let g = ConvGeom::new([69, 69, 3], 32, [3, 3], [1, 1], Padding::Valid, [1, 1], 1);
+    let n = options.batch;
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let x: Vec<f32> = (0..n * g.in_len()).map(|_| rng.gen()).collect();
+    let dy: Vec<f32> = (0..n * g.out_len()).map(|_| rng.gen()).collect();
+    let k: Vec<f32> = (0..g.kernel_len()).map(|_| rng.gen()).collect();
+    let b = vec![0.1f32; g.filters];
+    let (mut dk, mut db) = (vec![0.0f32; k.len()], vec![0.0f32; b.len()]);
+    let mut y = vec![0.0f32; n * g.out_len()];
+    let mut scratch = ConvScratch::new(&g, n, true);
+    let seconds = options.seconds / 4.0;
+    [ConvMethod::Im2col, ConvMethod::Direct].map(|method| {
+        let (forward, _) = rate(seconds, 1, true, || {
+            conv2d_forward_by(method, &g, n, &x, &k, &b, &mut y, &mut scratch, None)
+        });
+        let (backward, _) = rate(seconds, 1, true, || {
+            conv2d_backward_by(
+                method,
+                &g,
+                n,
+                &x,
+                &k,
+                &dy,
+                None,
+                Some((&mut dk, &mut db)),
+                &mut scratch,
+            )
+        });
+        (1e3 / forward, 1e3 / backward)
+    })
 }
 
-fn bench_net(ir: &ModelIr, options: &BenchOptions) -> miette::Result<NetFigures> {
-    let n = options.batch;
-    let mut net = Network::new(ir, 7, OptimizerConfig::adam())?;
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let per: usize = ir.input.iter().product();
-    let images: Vec<f32> = (0..n * per).map(|_| rng.gen()).collect();
-    let labels: Vec<u32> = (0..n).map(|_| rng.gen_range(0..10)).collect();
-    let weights: Vec<f32> = (0..n).map(|_| rng.gen_range(0.5..2.0)).collect();
-    let flops = ir.total_flops() as f64;
+struct NetBench {
+    ir: ModelIr,
+    net: Network,
+    n: usize,
+    images: Vec<f32>,
+    labels: Vec<u32>,
+    weights: Vec<f32>,
+}
 
-    net.set_profiling(true);
-    let infer = rate(options.seconds, n, || {
-        net.predict(&images, n)
-            .expect("benchmark batch is well-formed");
-    });
-    let batch = Batch::classes(&images, &labels, &weights);
-    let train = rate(options.seconds, n, || {
-        net.train_batch(&batch, 1e-3)
-            .expect("benchmark batch is well-formed");
-    });
+impl NetBench {
+    fn new(ir: ModelIr, n: usize) -> miette::Result<NetBench> {
+        let net = Network::new(&ir, 7, OptimizerConfig::adam())?;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let per: usize = ir.input.iter().product();
+        Ok(NetBench {
+            images: (0..n * per).map(|_| rng.gen()).collect(),
+            labels: (0..n).map(|_| rng.gen_range(0..10)).collect(),
+            weights: (0..n).map(|_| rng.gen_range(0.5..2.0)).collect(),
+            ir,
+            net,
+            n,
+        })
+    }
+
+    /// Forward images/s over at least `seconds`, and the seconds timed.
+    fn infer(&mut self, seconds: f64, warm_up: bool) -> (f64, f64) {
+        let (net, images, n) = (&mut self.net, &self.images, self.n);
+        rate(seconds, n, warm_up, || {
+            net.predict(images, n)
+                .expect("benchmark batch is well-formed");
+        })
+    }
+
+    /// Training images/s over at least `seconds`, and the seconds timed.
+    fn train(&mut self, seconds: f64, warm_up: bool) -> (f64, f64) {
+        let batch = Batch::classes(&self.images, &self.labels, &self.weights);
+        let net = &mut self.net;
+        rate(seconds, self.n, warm_up, || {
+            net.train_batch(&batch, 1e-3)
+                .expect("benchmark batch is well-formed");
+        })
+    }
+}
+
+/// The profiling pass of one net: images/s, GFLOP/s, memory, where a forward batch's and a
+/// training step's time goes, and the share of the step's thread time outside GEMM.
+fn profile_net(b: &mut NetBench, options: &BenchOptions) {
+    let (ir, n) = (b.ir.clone(), b.n);
+    let flops = ir.total_flops() as f64;
+    // Warm-ups first (they compile the graphs), so GEMM time and the profile cover exactly
+    // the timed batches.
+    b.infer(0.0, true);
+    b.train(0.0, true);
+    b.net.set_profiling(true);
+    gemm::set_timing(true);
+    let (infer, infer_wall) = b.infer(options.seconds, false);
+    let infer_gemm = gemm::timed_seconds();
+    gemm::set_timing(true);
+    let (train, train_wall) = b.train(options.seconds, false);
+    let train_gemm = gemm::timed_seconds();
+    gemm::set_timing(false);
+    let net = &b.net;
     let memory = net.memory(n, true);
     println!(
         "{} ({:.1} MFLOP/image forward, {} parameters)",
@@ -254,46 +338,66 @@ fn bench_net(ir: &ModelIr, options: &BenchOptions) -> miette::Result<NetFigures>
         share(train_kernels, train),
         share(infer_kernels, infer)
     );
-    Ok(NetFigures { infer, train })
+    // The products' thread-seconds (GEMM and direct convolution) against the threads' time
+    // over the same batches: what is left is memory-bound passes, bookkeeping and idling.
+    let outside = |gemm_seconds: f64, wall: f64| {
+        100.0 * (1.0 - gemm_seconds / (wall * options.threads as f64))
+    };
+    println!(
+        "  outside GEMM and direct convolution: {:.1}% of a training step's thread time, {:.1}% of an inference batch's ({} threads)",
+        outside(train_gemm, train_wall),
+        outside(infer_gemm, infer_wall),
+        options.threads
+    );
+    // Switching off also clears the timers: the rounds run unprofiled.
+    b.net.set_profiling(false);
+}
+/// Per net: ours against PyTorch, pair by pair, forward and training.
+struct NetPairs {
+    infer: Pairs,
+    train: Pairs,
 }
 
-#[derive(serde::Deserialize)]
-struct TorchLine {
-    net: String,
-    infer: f64,
-    train: f64,
-    torch: String,
-}
-
-fn torch_figures(options: &BenchOptions) -> Result<Vec<TorchLine>, String> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_torch.py");
-    let probe = std::process::Command::new(&options.python)
-        .args(["-c", "import torch"])
-        .output()
-        .map_err(|e| format!("cannot run `{}`: {e}", options.python))?;
-    if !probe.status.success() {
-        return Err(format!("torch is not importable by `{}`", options.python));
+/// `rounds` rounds of ours then theirs, forward then training, for every net; PyTorch
+/// stays warm in one process (scripts/bench_torch.py).
+fn paired_rounds(nets: &mut [NetBench], options: &BenchOptions) -> Result<Vec<NetPairs>, String> {
+    let mut torch = Warm::start(
+        &options.python,
+        "bench_torch.py",
+        &[options.threads.to_string(), options.batch.to_string()],
+        "is torch importable by GPL_BENCH_PYTHON?",
+    )?;
+    let mut theirs = |what: &str, net: &str| -> Result<(f64, String), String> {
+        let v = torch.ask(&format!("{what} {net} {}", options.seconds))?;
+        let rate = v["rate"]
+            .as_f64()
+            .ok_or_else(|| format!("no rate in `{v}`"))?;
+        Ok((rate, v["torch"].as_str().unwrap_or("?").to_string()))
+    };
+    let mut pairs: Vec<NetPairs> = nets
+        .iter()
+        .map(|_| NetPairs {
+            infer: Pairs::new(),
+            train: Pairs::new(),
+        })
+        .collect();
+    for round in 1..=options.rounds {
+        let mut line = format!("round {round}, images/s gpl | pytorch:");
+        for (b, p) in nets.iter_mut().zip(&mut pairs) {
+            let name = b.ir.name.clone();
+            let (ours_infer, _) = b.infer(options.seconds, false);
+            let (theirs_infer, version) = theirs("infer", &name)?;
+            let (ours_train, _) = b.train(options.seconds, false);
+            let (theirs_train, _) = theirs("train", &name)?;
+            p.infer.push(ours_infer / theirs_infer);
+            p.train.push(ours_train / theirs_train);
+            line.push_str(&format!(
+                " {name} forward {ours_infer:.0} | {theirs_infer:.0}, training {ours_train:.0} | {theirs_train:.0} (pytorch {version});"
+            ));
+        }
+        println!("{}", line.trim_end_matches(';'));
     }
-    let out = std::process::Command::new(&options.python)
-        .arg(&script)
-        .args([
-            options.threads.to_string(),
-            options.batch.to_string(),
-            options.seconds.to_string(),
-        ])
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).map_err(|e| format!("bad line `{l}`: {e}")))
-        .collect()
+    Ok(pairs)
 }
 
 pub fn run(options: &BenchOptions) -> miette::Result<()> {
@@ -301,9 +405,14 @@ pub fn run(options: &BenchOptions) -> miette::Result<()> {
         .num_threads(options.threads)
         .build()
         .map_err(|e| miette::miette!("thread pool: {e}"))?;
+    // Networks are not Send: the whole bench runs inside the pool.
+    pool.install(|| run_in_pool(options))
+}
+
+fn run_in_pool(options: &BenchOptions) -> miette::Result<()> {
     println!(
-        "gpl bench engine: batch {}, {} threads, ≥{} s per figure (shared machine: expect noise)",
-        options.batch, options.threads, options.seconds
+        "gpl bench engine: batch {}, {} threads, ≥{} s per figure, {} paired rounds (shared machine: expect noise)",
+        options.batch, options.threads, options.seconds, options.rounds
     );
     // One thread per GEMM call for both backends: the engine threads over batch parts.
     gemm::configure();
@@ -317,24 +426,30 @@ pub fn run(options: &BenchOptions) -> miette::Result<()> {
         "  the engine uses {:?} (docs/decisions.md, engine)",
         gemm::backend()
     );
-    let ours = pool.install(|| -> miette::Result<Vec<(String, NetFigures)>> {
-        let mut out = Vec::new();
-        for ir in [design_net(), bigger_cnn()] {
-            let figures = bench_net(&ir, options)?;
-            out.push((ir.name.clone(), figures));
-        }
-        Ok(out)
-    })?;
+    let [gemm_ms, direct_ms] = first_layer_comparison(options);
+    println!(
+        "first layer (69x69x3 -> 32 filters, K = 27, batch {}, {} threads), ms forward / kernel gradient: im2col+GEMM {:.1} / {:.1}, direct {:.1} / {:.1}; the engine uses {:?}",
+        options.batch,
+        options.threads,
+        gemm_ms.0,
+        gemm_ms.1,
+        direct_ms.0,
+        direct_ms.1,
+        ConvGeom::new([69, 69, 3], 32, [3, 3], [1, 1], Padding::Valid, [1, 1], 1).method()
+    );
+    let mut nets = Vec::new();
+    for ir in [design_net(), bigger_cnn()] {
+        let mut b = NetBench::new(ir, options.batch)?;
+        profile_net(&mut b, options);
+        nets.push(b);
+    }
     // The training stage's loop against the raw step (issue: within 5%), bigger CNN; an epoch
     // of about twice the figure time, since one epoch is a single sample.
-    let bigger_train = ours
-        .iter()
-        .find(|(name, _)| name == "bigger_cnn")
-        .map_or(300.0, |(_, f)| f.train);
+    let bigger = nets.len() - 1;
+    let bigger_train = nets[bigger].train(options.seconds, false).0;
     let batches =
         ((2.0 * options.seconds * bigger_train / options.batch as f64).ceil() as usize).max(8);
-    let epoch =
-        pool.install(|| crate::bench::epoch::epoch_vs_step(&bigger_cnn(), options.batch, batches))?;
+    let epoch = crate::bench::epoch::epoch_vs_step(&bigger_cnn(), options.batch, batches)?;
     println!(
         "bigger_cnn training epoch through the train stage's loop ({} images: shuffle, class weights, keras_default augmentation on the producer thread): {:.1} images/s vs raw step {:.1} images/s ({:.1}% of raw)",
         epoch.images,
@@ -352,28 +467,19 @@ pub fn run(options: &BenchOptions) -> miette::Result<()> {
         println!("pytorch: skipped (--no-torch)");
         return Ok(());
     }
-    match torch_figures(options) {
+    match paired_rounds(&mut nets, options) {
         Err(why) => println!("pytorch: skipped ({why})"),
-        Ok(theirs) => {
-            let mut ratios = (f64::NAN, f64::NAN);
-            for line in &theirs {
-                if let Some((_, mine)) = ours.iter().find(|(name, _)| *name == line.net) {
-                    println!(
-                        "pytorch {} {}: forward {:.1} images/s, training {:.1} images/s (gpl/pytorch: {:.2} forward, {:.2} training)",
-                        line.torch,
-                        line.net,
-                        line.infer,
-                        line.train,
-                        mine.infer / line.infer,
-                        mine.train / line.train
-                    );
-                    if line.net == "bigger_cnn" {
-                        ratios = (mine.train / line.train, mine.infer / line.infer);
-                    }
-                }
+        Ok(pairs) => {
+            for (b, p) in nets.iter().zip(&pairs) {
+                // The bigger CNN's lines are the headline (issue 19's targets).
+                let prefix = if b.ir.name == "bigger_cnn" {
+                    String::new()
+                } else {
+                    format!("{} ", b.ir.name)
+                };
+                println!("{}", p.train.line(&format!("{prefix}train"), "pytorch"));
+                println!("{}", p.infer.line(&format!("{prefix}infer"), "pytorch"));
             }
-            println!("train ratio vs pytorch: {:.2}", ratios.0);
-            println!("infer ratio vs pytorch: {:.2}", ratios.1);
         }
     }
     Ok(())

@@ -5,6 +5,7 @@
 //! the median.
 
 use super::engine::bigger_cnn;
+use super::{Pairs, Warm};
 use crate::explain::filters::{visualise, Ascent, InputRange};
 use crate::explain::{attribute, Method};
 use crate::nn::network::Network;
@@ -12,8 +13,6 @@ use crate::nn::ops::activation::argmax;
 use crate::nn::optim::OptimizerConfig;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 pub struct ExplainBenchOptions {
@@ -26,65 +25,13 @@ pub struct ExplainBenchOptions {
 }
 
 /// The warm PyTorch process of scripts/bench_explain_torch.py.
-struct Torch {
-    child: std::process::Child,
-    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
-}
-
-impl Torch {
-    fn start(o: &ExplainBenchOptions) -> Result<Torch, String> {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_explain_torch.py");
-        let mut child = Command::new(&o.python)
-            .arg(&script)
-            .args([o.threads, o.images, o.filters, o.steps].map(|v| v.to_string()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run `{}`: {e}", o.python))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        Ok(Torch {
-            child,
-            lines: BufReader::new(stdout).lines(),
-        })
-    }
-
-    fn time(&mut self, command: &str) -> Result<f64, String> {
-        let stdin = self.child.stdin.as_mut().ok_or("no stdin")?;
-        writeln!(stdin, "{command}").map_err(|e| e.to_string())?;
-        let line = self
-            .lines
-            .next()
-            .ok_or(
-                "the PyTorch process ended (is pytorch-grad-cam installed? pip install grad-cam)",
-            )?
-            .map_err(|e| e.to_string())?;
-        let v: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| format!("bad line `{line}`: {e}"))?;
-        v["seconds"]
-            .as_f64()
-            .ok_or_else(|| format!("no seconds in `{line}`"))
-    }
-}
-
-impl Drop for Torch {
-    fn drop(&mut self) {
-        if let Some(stdin) = self.child.stdin.as_mut() {
-            let _ = writeln!(stdin, "quit");
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn median_and_range(values: &mut [f64]) -> (f64, f64, f64) {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    let median = if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    };
-    (median, values[0], values[n - 1])
+fn start_torch(o: &ExplainBenchOptions) -> Result<Warm, String> {
+    Warm::start(
+        &o.python,
+        "bench_explain_torch.py",
+        &[o.threads, o.images, o.filters, o.steps].map(|v| v.to_string()),
+        "is pytorch-grad-cam installed? pip install grad-cam",
+    )
 }
 
 pub fn run(o: &ExplainBenchOptions) -> miette::Result<()> {
@@ -140,14 +87,15 @@ fn run_in_pool(o: &ExplainBenchOptions) -> miette::Result<()> {
         "explain bench: bigger CNN, Grad-CAM of {} images at conv2d_4, {} filters of conv2d_3 × {} ascent steps, {} threads, {} rounds",
         o.images, o.filters, o.steps, o.threads, o.rounds
     );
-    let mut torch = match Torch::start(o) {
+    let mut torch = match start_torch(o) {
         Ok(t) => Some(t),
         Err(e) => {
             println!("pytorch: not measured ({e})");
             None
         }
     };
-    let (mut cam_ratio, mut filter_ratio, mut total_ratio) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cam_ratio, mut filter_ratio, mut total_ratio) =
+        (Pairs::new(), Pairs::new(), Pairs::new());
     for round in 1..=o.rounds {
         let (ours_cam, ours_filters) = (gradcam()?, filters()?);
         let line = format!(
@@ -159,8 +107,8 @@ fn run_in_pool(o: &ExplainBenchOptions) -> miette::Result<()> {
             println!("{line}");
             continue;
         };
-        let theirs_cam = t.time("gradcam").map_err(|e| miette::miette!("{e}"))?;
-        let theirs_filters = t.time("filters").map_err(|e| miette::miette!("{e}"))?;
+        let theirs_cam = t.seconds("gradcam").map_err(|e| miette::miette!("{e}"))?;
+        let theirs_filters = t.seconds("filters").map_err(|e| miette::miette!("{e}"))?;
         println!(
             "{line} | pytorch grad-cam {:.1} img/s, filters {:.2} s",
             o.images as f64 / theirs_cam,
@@ -171,12 +119,9 @@ fn run_in_pool(o: &ExplainBenchOptions) -> miette::Result<()> {
         total_ratio.push((theirs_cam + theirs_filters) / (ours_cam + ours_filters));
     }
     if torch.is_some() {
-        for (what, values) in [("grad-cam", &mut cam_ratio), ("filters", &mut filter_ratio)] {
-            let (m, lo, hi) = median_and_range(values);
-            println!("{what} ratio vs pytorch: {m:.2} (pairs: {lo:.2}–{hi:.2})");
-        }
-        let (m, lo, hi) = median_and_range(&mut total_ratio);
-        println!("explain ratio vs pytorch: {m:.2} (pairs: {lo:.2}–{hi:.2})");
+        println!("{}", cam_ratio.line("grad-cam", "pytorch"));
+        println!("{}", filter_ratio.line("filters", "pytorch"));
+        println!("{}", total_ratio.line("explain", "pytorch"));
     }
     Ok(())
 }

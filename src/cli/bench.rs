@@ -66,9 +66,12 @@ pub struct EngineArgs {
     pub threads: usize,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// Minimum seconds of timing per figure.
-    #[arg(long, default_value_t = 3.0)]
+    /// Minimum seconds of timing per figure (per side and round in the paired rounds).
+    #[arg(long, default_value_t = 1.5)]
     pub seconds: f64,
+    /// Alternating rounds (gpl, then PyTorch); the ratios are medians over rounds.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
     /// Do not run the PyTorch side.
     #[arg(long)]
     pub no_torch: bool,
@@ -103,6 +106,7 @@ pub fn run(command: BenchCommand) -> miette::Result<ExitCode> {
                 threads: a.threads,
                 batch: a.batch,
                 seconds: a.seconds,
+                rounds: a.rounds.max(1),
                 python,
                 skip_torch: a.no_torch,
             })?;

@@ -7,7 +7,8 @@
 
 use super::real::Real;
 use std::any::TypeId;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::time::Instant;
 
 /// A strided read-only matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -66,6 +67,21 @@ pub fn backend() -> Backend {
     }
 }
 
+static TIMING: AtomicBool = AtomicBool::new(false);
+static TIMED_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// Sums the time spent inside products (GEMM, direct convolution) from now on (`gpl bench
+/// engine`'s share of a step outside them), or stops; either way the sum starts again from zero.
+pub fn set_timing(on: bool) {
+    TIMING.store(on, Ordering::Relaxed);
+    TIMED_NANOS.store(0, Ordering::Relaxed);
+}
+
+/// Thread-seconds spent inside products since `set_timing(true)`, summed over threads.
+pub fn timed_seconds() -> f64 {
+    TIMED_NANOS.load(Ordering::Relaxed) as f64 * 1e-9
+}
+
 fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     (rows - 1) * rs + (cols - 1) * cs
 }
@@ -105,6 +121,32 @@ pub fn gemm<T: Real>(
         b.data.len() > last_index(k, n, b.rs, b.cs),
         "gemm: rhs too small"
     );
+    timed_product(|| product(m, k, n, a, b, c, ldc, accumulate, threads))
+}
+
+/// Runs `f`, a product (a GEMM or a direct convolution), counting its time while
+/// `set_timing` is on.
+pub fn timed_product<R>(f: impl FnOnce() -> R) -> R {
+    let started = TIMING.load(Ordering::Relaxed).then(Instant::now);
+    let r = f();
+    if let Some(started) = started {
+        TIMED_NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn product<T: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    c: &mut [T],
+    ldc: usize,
+    accumulate: bool,
+    threads: usize,
+) {
     let beta = if accumulate { T::ONE } else { T::ZERO };
     match backend() {
         Backend::Gemm => {

@@ -613,6 +613,24 @@ impl Model {
         let p = &self.params;
         let x = xs[0];
         match (layer.kernel, scratch) {
+            (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s))
+                if layer.act != Activation::Softmax =>
+            {
+                // The activation as the convolution's epilogue, while each part is in cache.
+                let act = layer.act;
+                let epilogue = |part: &mut [f32]| activation::activate_part(act, part);
+                conv2d_forward(
+                    &geom,
+                    n,
+                    x,
+                    &p[kernel].value,
+                    &p[bias].value,
+                    y,
+                    s,
+                    Some(&epilogue),
+                );
+                return;
+            }
             (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) => {
                 conv2d_forward(&geom, n, x, &p[kernel].value, &p[bias].value, y, s, None)
             }

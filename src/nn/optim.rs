@@ -3,7 +3,11 @@
 //! AdamW and RMSprop. Weight decay is decoupled as in Keras 3 (w −= lr·wd·w before the
 //! update). The learning rate is an argument of every step, so schedules live in the caller.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+/// Elements per part of the optimizer update.
+const UPDATE_PART: usize = 16 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum OptimizerConfig {
@@ -89,7 +93,22 @@ impl OptimizerConfig {
     }
 
     /// One update of `w` from `g`; `step` counts from 1; `slots` as named by `slots()`.
+    /// Element-wise, so it is split over the threads in fixed parts with the same bits on
+    /// any thread count.
     pub fn update(&self, step: u64, lr: f32, w: &mut [f32], g: &[f32], slots: &mut [Vec<f32>]) {
+        let mut parts: Vec<Vec<&mut [f32]>> = w.chunks(UPDATE_PART).map(|_| Vec::new()).collect();
+        for slot in slots.iter_mut() {
+            for (part, chunk) in parts.iter_mut().zip(slot.chunks_mut(UPDATE_PART)) {
+                part.push(chunk);
+            }
+        }
+        w.par_chunks_mut(UPDATE_PART)
+            .zip(g.par_chunks(UPDATE_PART))
+            .zip(parts.into_par_iter())
+            .for_each(|((w, g), mut slots)| self.update_part(step, lr, w, g, &mut slots));
+    }
+
+    fn update_part(&self, step: u64, lr: f32, w: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]) {
         let wd = self.weight_decay();
         if wd != 0.0 {
             let k = lr * wd;

@@ -37,6 +37,8 @@ pub trait Real:
     fn max(self, other: Self) -> Self;
     fn min(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
+    /// `self · a + b` in one rounding (an FMA instruction where the caller's target has one).
+    fn mul_add(self, a: Self, b: Self) -> Self;
     fn from_usize(x: usize) -> Self {
         Self::from_f64(x as f64)
     }
@@ -87,6 +89,10 @@ macro_rules! impl_real {
             #[inline(always)]
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
             }
         }
     };

@@ -1,19 +1,29 @@
 //! 2-D convolution (stride, Keras valid/same padding incl. asymmetric, dilation, groups and
-//! depthwise) by im2col + GEMM, forward and backward.
+//! depthwise) by im2col + GEMM, forward and backward; convolutions of few input channels go
+//! to the direct kernels of `conv_direct.rs` instead (`ConvGeom::method`).
 //!
 //! Per sample, im2col writes one row per output pixel holding the (ky, kx, channel) patch,
 //! which is exactly the row order of a Keras HWIO kernel seen as a [kh·kw·cin, cout] matrix,
 //! so the product needs no transposition. Several small-map samples share one GEMM (up to
 //! `GEMM_ROWS` rows) so deep layers with 4×4 outputs still get efficient products.
 
-use super::super::gemm::{gemm, MatRef};
+use super::super::gemm::{gemm, timed_product, MatRef};
 use super::super::ir::Padding;
 use super::super::real::Real;
+use super::conv_direct::{self as direct, MAX_CHANNELS};
 use super::{axis_geometry, samples_per_part};
 use rayon::prelude::*;
 
 /// Rows (output pixels) of one im2col GEMM before a chunk of samples is split.
 const GEMM_ROWS: usize = 2048;
+
+/// How a convolution is computed: both give the same sums up to rounding order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvMethod {
+    Im2col,
+    /// Direct, for few input channels: forward and parameter gradients (`conv_direct.rs`).
+    Direct,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeom {
@@ -66,6 +76,14 @@ impl ConvGeom {
             pad_top,
             pad_left,
             groups,
+        }
+    }
+    /// The engine's choice: direct for up to `MAX_CHANNELS` input channels without groups.
+    pub fn method(&self) -> ConvMethod {
+        if self.groups == 1 && self.c <= MAX_CHANNELS {
+            ConvMethod::Direct
+        } else {
+            ConvMethod::Im2col
         }
     }
     fn cg(&self) -> usize {
@@ -155,10 +173,14 @@ type PartWork<'a, T> = ((&'a [T], &'a [T]), (&'a mut ConvPart<T>, &'a mut [T]));
 /// Per-part buffers, allocated once per (model, batch size, mode) and reused every step.
 pub struct ConvScratch<T> {
     parts: Vec<ConvPart<T>>,
+    /// The packed kernel and bias of the direct method (empty for im2col geometries).
+    packed: Vec<T>,
 }
 
 struct ConvPart<T> {
     cols: Vec<T>,
+    /// One zero-padded sample for the direct method.
+    padded: Vec<T>,
     dkernel: Vec<T>,
     dbias: Vec<T>,
 }
@@ -168,9 +190,12 @@ impl<T: Real> ConvScratch<T> {
         let per_part = samples_per_part(n);
         let parts = n.div_ceil(per_part);
         let cols = g.chunk(per_part) * g.pixels() * g.patch();
+        let is_direct = g.method() == ConvMethod::Direct;
+        let padded = if is_direct { direct::padded_len(g) } else { 0 };
         let parts = (0..parts)
             .map(|_| ConvPart {
                 cols: vec![T::ZERO; cols],
+                padded: vec![T::ZERO; padded],
                 dkernel: if backward {
                     vec![T::ZERO; g.kernel_len()]
                 } else {
@@ -183,14 +208,21 @@ impl<T: Real> ConvScratch<T> {
                 },
             })
             .collect();
-        ConvScratch { parts }
+        let packed = if is_direct {
+            vec![T::ZERO; direct::packed_len(g)]
+        } else {
+            Vec::new()
+        };
+        ConvScratch { parts, packed }
     }
 
     pub fn bytes(&self) -> usize {
-        self.parts
+        let parts: usize = self
+            .parts
             .iter()
-            .map(|p| (p.cols.len() + p.dkernel.len() + p.dbias.len()) * std::mem::size_of::<T>())
-            .sum()
+            .map(|p| p.cols.len() + p.padded.len() + p.dkernel.len() + p.dbias.len())
+            .sum();
+        (parts + self.packed.len()) * std::mem::size_of::<T>()
     }
 }
 
@@ -202,6 +234,69 @@ pub type Epilogue<'a, T> = &'a (dyn Fn(&mut [T]) + Sync);
 /// epilogue, each part of `y` goes through it as soon as it is computed.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward<T: Real>(
+    g: &ConvGeom,
+    n: usize,
+    x: &[T],
+    kernel: &[T],
+    bias: &[T],
+    y: &mut [T],
+    scratch: &mut ConvScratch<T>,
+    epilogue: Option<Epilogue<T>>,
+) {
+    conv2d_forward_by(g.method(), g, n, x, kernel, bias, y, scratch, epilogue)
+}
+
+/// `conv2d_forward` by a given method (tests and `gpl bench engine` compare the two); the
+/// direct method needs a geometry whose `method` is `Direct` (its scratch).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_by<T: Real>(
+    method: ConvMethod,
+    g: &ConvGeom,
+    n: usize,
+    x: &[T],
+    kernel: &[T],
+    bias: &[T],
+    y: &mut [T],
+    scratch: &mut ConvScratch<T>,
+    epilogue: Option<Epilogue<T>>,
+) {
+    match method {
+        ConvMethod::Im2col => forward_im2col(g, n, x, kernel, bias, y, scratch, epilogue),
+        ConvMethod::Direct => forward_direct(g, n, x, kernel, bias, y, scratch, epilogue),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_direct<T: Real>(
+    g: &ConvGeom,
+    n: usize,
+    x: &[T],
+    kernel: &[T],
+    bias: &[T],
+    y: &mut [T],
+    scratch: &mut ConvScratch<T>,
+    epilogue: Option<Epilogue<T>>,
+) {
+    assert_eq!(g.method(), ConvMethod::Direct, "direct convolution scratch");
+    let per_part = samples_per_part(n);
+    direct::pack(g, kernel, bias, &mut scratch.packed);
+    let packed = &scratch.packed;
+    x.par_chunks(per_part * g.in_len())
+        .zip(y.par_chunks_mut(per_part * g.out_len()))
+        .zip(scratch.parts.par_iter_mut())
+        .for_each(|((xp, yp), part)| {
+            for (xs, ys) in xp.chunks(g.in_len()).zip(yp.chunks_mut(g.out_len())) {
+                direct::pad(g, xs, &mut part.padded);
+                timed_product(|| direct::forward_sample(g, &part.padded, packed, ys));
+                if let Some(epilogue) = epilogue {
+                    epilogue(ys);
+                }
+            }
+        });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_im2col<T: Real>(
     g: &ConvGeom,
     n: usize,
     x: &[T],
@@ -256,6 +351,90 @@ pub fn conv2d_forward<T: Real>(
 /// frozen layers skip the kernel/bias products, the first layer skips the input gradient.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward<T: Real>(
+    g: &ConvGeom,
+    n: usize,
+    x: &[T],
+    kernel: &[T],
+    dy: &[T],
+    dx: Option<&mut [T]>,
+    params: Option<(&mut [T], &mut [T])>,
+    scratch: &mut ConvScratch<T>,
+) {
+    conv2d_backward_by(g.method(), g, n, x, kernel, dy, dx, params, scratch)
+}
+
+/// `conv2d_backward` by a given method; the direct method computes the parameter gradients
+/// and leaves the input gradient to im2col.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_by<T: Real>(
+    method: ConvMethod,
+    g: &ConvGeom,
+    n: usize,
+    x: &[T],
+    kernel: &[T],
+    dy: &[T],
+    dx: Option<&mut [T]>,
+    params: Option<(&mut [T], &mut [T])>,
+    scratch: &mut ConvScratch<T>,
+) {
+    match (method, params) {
+        (ConvMethod::Direct, Some(params)) => {
+            direct_params(g, n, x, dy, params, scratch);
+            if dx.is_some() {
+                backward_im2col(g, n, x, kernel, dy, dx, None, scratch);
+            }
+        }
+        (_, params) => backward_im2col(g, n, x, kernel, dy, dx, params, scratch),
+    }
+}
+
+/// Kernel and bias gradients by the direct method: per part, then the parts added in order.
+fn direct_params<T: Real>(
+    g: &ConvGeom,
+    n: usize,
+    x: &[T],
+    dy: &[T],
+    (dkernel, dbias): (&mut [T], &mut [T]),
+    scratch: &mut ConvScratch<T>,
+) {
+    assert_eq!(g.method(), ConvMethod::Direct, "direct convolution scratch");
+    let per_part = samples_per_part(n);
+    let f = g.filters;
+    x.par_chunks(per_part * g.in_len())
+        .zip(dy.par_chunks(per_part * g.out_len()))
+        .zip(scratch.parts.par_iter_mut())
+        .for_each(|((xp, dyp), part)| {
+            part.dkernel.fill(T::ZERO);
+            part.dbias.fill(T::ZERO);
+            for row in dyp.chunks(f) {
+                for (b, d) in part.dbias.iter_mut().zip(row) {
+                    *b += *d;
+                }
+            }
+            for (xs, dys) in xp.chunks(g.in_len()).zip(dyp.chunks(g.out_len())) {
+                direct::pad(g, xs, &mut part.padded);
+                timed_product(|| direct::dkernel_sample(g, &part.padded, dys, &mut part.dkernel));
+            }
+        });
+    add_parts(&scratch.parts, dkernel, dbias);
+}
+
+/// The parts' parameter gradients added in part order (the same bits on any thread count).
+fn add_parts<T: Real>(parts: &[ConvPart<T>], dkernel: &mut [T], dbias: &mut [T]) {
+    dkernel.fill(T::ZERO);
+    dbias.fill(T::ZERO);
+    for part in parts {
+        for (a, b) in dkernel.iter_mut().zip(&part.dkernel) {
+            *a += *b;
+        }
+        for (a, b) in dbias.iter_mut().zip(&part.dbias) {
+            *a += *b;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_im2col<T: Real>(
     g: &ConvGeom,
     n: usize,
     x: &[T],
@@ -358,16 +537,7 @@ pub fn conv2d_backward<T: Real>(
             .for_each(work);
     }
     if let Some((dkernel, dbias)) = params {
-        dkernel.fill(T::ZERO);
-        dbias.fill(T::ZERO);
-        for part in &scratch.parts {
-            for (a, b) in dkernel.iter_mut().zip(&part.dkernel) {
-                *a += *b;
-            }
-            for (a, b) in dbias.iter_mut().zip(&part.dbias) {
-                *a += *b;
-            }
-        }
+        add_parts(&scratch.parts, dkernel, dbias);
     }
 }
 
@@ -482,6 +652,163 @@ mod tests {
             ConvGeom::new([6, 5, 3], 3, [3, 3], [2, 1], Padding::Same, [1, 1], 3),
             9,
         );
+    }
+
+    /// The direct method against im2col (forward, both gradients) and finite differences.
+    fn check_direct(name: &str, g: ConvGeom, n: usize) {
+        assert_eq!(g.method(), ConvMethod::Direct, "{name}");
+        let x = values(n * g.in_len(), 11);
+        let k = values(g.kernel_len(), 12);
+        let b = values(g.filters, 13);
+        let r = values(n * g.out_len(), 14);
+        let mut scratch = ConvScratch::<f64>::new(&g, n, true);
+        let mut y = [vec![0.0; n * g.out_len()], vec![0.0; n * g.out_len()]];
+        let mut dk = [vec![0.0; k.len()], vec![0.0; k.len()]];
+        let mut db = [vec![0.0; b.len()], vec![0.0; b.len()]];
+        let mut dx = [vec![0.0; x.len()], vec![0.0; x.len()]];
+        for (i, method) in [ConvMethod::Im2col, ConvMethod::Direct]
+            .into_iter()
+            .enumerate()
+        {
+            let bump = |v: &mut Vec<f64>| v.iter_mut().for_each(|e| *e = 7.0);
+            // Stale values in the outputs must not leak into the results.
+            bump(&mut y[i]);
+            bump(&mut dk[i]);
+            bump(&mut db[i]);
+            let [ys, dks, dbs, dxs] = [&mut y[i], &mut dk[i], &mut db[i], &mut dx[i]];
+            conv2d_forward_by(method, &g, n, &x, &k, &b, ys, &mut scratch, None);
+            conv2d_backward_by(
+                method,
+                &g,
+                n,
+                &x,
+                &k,
+                &r,
+                Some(dxs),
+                Some((dks, dbs)),
+                &mut scratch,
+            );
+        }
+        let close = |what: &str, a: &[f64], w: &[f64]| {
+            for (a, w) in a.iter().zip(w) {
+                assert!(
+                    (a - w).abs() <= 1e-6 * w.abs().max(1e-3),
+                    "{name} {what}: direct {a} vs im2col {w}"
+                );
+            }
+        };
+        close("forward", &y[1], &y[0]);
+        close("dkernel", &dk[1], &dk[0]);
+        close("dbias", &db[1], &db[0]);
+        assert_eq!(dx[1], dx[0], "{name}: dx is im2col's in both");
+        assert_gradient(&format!("{name} direct dkernel"), &k, &dk[1], |k| {
+            dot(&naive(&g, n, &x, k, &b), &r)
+        });
+        assert_gradient(&format!("{name} direct dbias"), &b, &db[1], |b| {
+            dot(&naive(&g, n, &x, &k, b), &r)
+        });
+        let want = naive(&g, n, &x, &k, &b);
+        close("forward against the definition", &y[1], &want);
+    }
+
+    #[test]
+    fn direct_convolution_matches_im2col_and_finite_differences() {
+        // Filter counts across the 16-wide blocks (a partial block, one, two and a bit),
+        // output widths across the 4-pixel blocks, padding, stride and dilation.
+        check_direct(
+            "first layer 3 channels",
+            ConvGeom::new([9, 11, 3], 20, [3, 3], [1, 1], Padding::Valid, [1, 1], 1),
+            3,
+        );
+        check_direct(
+            "same stride 2",
+            ConvGeom::new([7, 9, 2], 5, [3, 3], [2, 2], Padding::Same, [1, 1], 1),
+            2,
+        );
+        check_direct(
+            "same even kernel asymmetric",
+            ConvGeom::new([6, 7, 3], 33, [4, 2], [1, 1], Padding::Same, [1, 1], 1),
+            2,
+        );
+        check_direct(
+            "dilated one channel",
+            ConvGeom::new([9, 8, 1], 16, [3, 3], [1, 2], Padding::Valid, [2, 2], 1),
+            9,
+        );
+    }
+
+    #[test]
+    fn direct_convolution_in_f32_is_as_accurate_as_im2col() {
+        // The bigger CNN's first layer at full size, in the engine's precision: each method's
+        // rounding error against im2col in f64 on the same values.
+        let g = ConvGeom::new([69, 69, 3], 32, [3, 3], [1, 1], Padding::Valid, [1, 1], 1);
+        let n = 2;
+        let f32s = |v: Vec<f64>| v.into_iter().map(|e| e as f32).collect::<Vec<f32>>();
+        let x = f32s(values(n * g.in_len(), 21));
+        let k = f32s(values(g.kernel_len(), 22));
+        let b = f32s(values(g.filters, 23));
+        let r = f32s(values(n * g.out_len(), 24));
+        let f64s = |v: &[f32]| v.iter().map(|&e| e as f64).collect::<Vec<f64>>();
+        let mut exact_scratch = ConvScratch::<f64>::new(&g, n, true);
+        let mut y64 = vec![0.0f64; n * g.out_len()];
+        let (mut dk64, mut db64) = (vec![0.0f64; k.len()], vec![0.0f64; b.len()]);
+        let (x64, k64) = (f64s(&x), f64s(&k));
+        conv2d_forward_by(
+            ConvMethod::Im2col,
+            &g,
+            n,
+            &x64,
+            &k64,
+            &f64s(&b),
+            &mut y64,
+            &mut exact_scratch,
+            None,
+        );
+        conv2d_backward_by(
+            ConvMethod::Im2col,
+            &g,
+            n,
+            &x64,
+            &k64,
+            &f64s(&r),
+            None,
+            Some((&mut dk64, &mut db64)),
+            &mut exact_scratch,
+        );
+        let mut scratch = ConvScratch::<f32>::new(&g, n, true);
+        let mut errors = Vec::new();
+        for method in [ConvMethod::Im2col, ConvMethod::Direct] {
+            let mut y = vec![0.0f32; n * g.out_len()];
+            let (mut dk, mut db) = (vec![0.0f32; k.len()], vec![0.0f32; b.len()]);
+            conv2d_forward_by(method, &g, n, &x, &k, &b, &mut y, &mut scratch, None);
+            conv2d_backward_by(
+                method,
+                &g,
+                n,
+                &x,
+                &k,
+                &r,
+                None,
+                Some((&mut dk, &mut db)),
+                &mut scratch,
+            );
+            // The worst error relative to the result's scale.
+            let error = |a: &[f32], w: &[f64]| {
+                let scale = w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                a.iter()
+                    .zip(w)
+                    .fold(0.0f64, |m, (&a, w)| m.max((a as f64 - w).abs()))
+                    / scale
+            };
+            errors.push([error(&y, &y64), error(&dk, &dk64), error(&db, &db64)]);
+        }
+        for (i, what) in ["forward", "dkernel", "dbias"].into_iter().enumerate() {
+            let (gemm, direct) = (errors[0][i], errors[1][i]);
+            assert!(
+                direct <= 2.0 * gemm.max(1e-7),
+                "{what}: direct error {direct:e}, im2col {gemm:e}"
+            );
+        }
     }
 
     #[test]
