@@ -236,6 +236,9 @@ pub enum Source {
         generator: SyntheticKind,
         count: usize,
         seed: u64,
+        /// A field's side in pixels (`synthetic(fields, size: 424)`); `None` for the
+        /// Galaxy10 generators and for fields at the default size.
+        size: Option<usize>,
     },
 }
 

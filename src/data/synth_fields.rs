@@ -75,8 +75,11 @@ pub struct FieldsConfig {
     pub max_galaxies: usize,
 }
 
+/// Galaxy Zoo 2's cutout side.
+pub const DEFAULT_SIZE: usize = 424;
+
 fn default_size() -> usize {
-    424
+    DEFAULT_SIZE
 }
 
 fn one() -> f32 {

@@ -7,6 +7,7 @@ use crate::check::{self, Program};
 use crate::data::artifact::{load_image_set, load_json, save_image_set, save_json};
 use crate::data::split::{apply_classes, ClassSpec, MergeSpec};
 use crate::data::synth::{synthesize, SynthConfig, SynthKind};
+use crate::data::synth_fields::{render_fields, FieldsConfig};
 use crate::data::ImageSet;
 use crate::plan::StageSpec;
 use crate::report::model::{KeyFigure, StageReport};
@@ -34,6 +35,8 @@ pub enum SourceConfig {
     },
     /// A struct variant: `SynthConfig` has a `kind` field of its own.
     Synthetic { config: SynthConfig },
+    /// Synthetic detection fields: images with boxes, saved as a `FieldSet`.
+    Fields { config: FieldsConfig },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,6 +74,9 @@ pub struct DatasetStage;
 impl StageExecutor for DatasetStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: DatasetConfig = super::config(ctx)?;
+        if let SourceConfig::Fields { config } = &config.source {
+            return write_fields(ctx, config);
+        }
         let (raw, source, synthetic) = load_source(ctx, &config)?;
         let mut raw = match config.resize {
             Some([height, width]) => raw.resized(height, width).map_err(stage_error)?,
@@ -129,13 +135,62 @@ impl Stage for DatasetStage {
     }
 }
 
+/// Renders synthetic fields and writes them as a field set, with the dataset summary (the
+/// class count is the boxes') and a preview of the first field with its boxes.
+fn write_fields(ctx: &StageContext, config: &FieldsConfig) -> Result<(), StageError> {
+    let set = render_fields(config).map_err(stage_error)?;
+    ctx.check_cancelled()?;
+    let boxes: usize = set.objects.iter().map(Vec::len).sum();
+    let summary = DatasetSummary {
+        source: format!(
+            "synthetic fields ({} images of {} px, seed {})",
+            config.count, config.size, config.seed
+        ),
+        synthetic: true,
+        images: set.len(),
+        shape: [set.images.height, set.images.width, set.images.channels],
+        class_names: set.classes().to_vec(),
+        class_counts: vec![boxes],
+        mapping: Vec::new(),
+    };
+    set.save(ctx.out_dir()).map_err(stage_error)?;
+    save_json(&summary, ctx.out_dir().join(DATASET_FILE)).map_err(stage_error)?;
+    save_json(&summary, ctx.public_dir().join(DATASET_FILE)).map_err(stage_error)?;
+    if !set.is_empty() {
+        let labelled: Vec<crate::report::boxes::LabelledBox> = set.objects[0]
+            .iter()
+            .map(|o| {
+                let class = o
+                    .truth
+                    .as_ref()
+                    .and_then(|t| crate::data::synth::SDSS_CLASSES.get(t.galaxy10 as usize))
+                    .map_or(String::new(), |c| c.to_string());
+                (o.xmin, o.ymin, o.xmax, o.ymax, class)
+            })
+            .collect();
+        let png = crate::report::boxes::draw_boxes(
+            set.image(0),
+            set.images.height,
+            set.images.width,
+            &labelled,
+        )
+        .map_err(stage_error)?;
+        crate::train::write_atomic(&ctx.public_dir().join(FIELD_PREVIEW), &png)
+            .map_err(stage_error)?;
+    }
+    Ok(())
+}
+
+/// The first synthetic field with its true boxes, in the dataset's folder and report.
+pub const FIELD_PREVIEW: &str = "field_boxes.png";
+
 fn load_source(
     ctx: &StageContext,
     config: &DatasetConfig,
 ) -> Result<(ImageSet, String, bool), StageError> {
     let file = match &config.source {
         SourceConfig::Hdf5 { path, .. } | SourceConfig::Folder { path, .. } => Some(path),
-        SourceConfig::Synthetic { .. } => None,
+        SourceConfig::Synthetic { .. } | SourceConfig::Fields { .. } => None,
     };
     if let (Some(path), Some(fallback)) = (file, &config.fallback) {
         if !ctx.resolve(path).exists() {
@@ -179,6 +234,9 @@ fn load_source(
             describe_synth(config),
             true,
         )),
+        SourceConfig::Fields { .. } => Err(StageError::failed(
+            "detection fields are written by `write_fields`",
+        )),
     }
 }
 
@@ -199,7 +257,7 @@ pub fn read_summary(dir: &Path) -> Result<DatasetSummary, StageError> {
     load_json(dir.join(DATASET_FILE)).map_err(stage_error)
 }
 
-/// The dataset block's stage; `synthetic(fields)` is refused (no stage can use it yet).
+/// The dataset block's stage.
 pub(super) fn compile(
     program: &Program,
     d: &check::Dataset,
@@ -222,21 +280,22 @@ pub(super) fn compile(
         split: _,
         span,
     } = d;
-    let refuse_fields = || {
-        unsupported(
+    // Fields are images with boxes: class drops, merges, names and resizing are settings of
+    // single-galaxy images, so they are refused rather than dropped.
+    if source.is_detection()
+        && (!drop.is_empty() || !merges.is_empty() || class_names.is_some() || resize.is_some())
+    {
+        return Err(unsupported(
             *span,
-            "`synthetic(fields)` (detection fields)",
-            "no stage can use detection fields yet (galaxy detection is a coming issue); use `synthetic(galaxy10)` or `synthetic(galaxy10_decals)`",
-        )
-    };
-    let source_cfg = source_config(source, image_shape.as_deref()).ok_or_else(refuse_fields)?;
-    let fallback_cfg = match fallback {
-        None => None,
-        Some(f) => match source_config(f, None).ok_or_else(refuse_fields)? {
-            SourceConfig::Synthetic { config } => Some(config),
-            // The checker accepts only synthetic fallbacks.
-            _ => None,
-        },
+            "class drops, merges, names or `resize` on a dataset of detection fields",
+            "fields keep their boxes' classes and their size; remove those statements",
+        ));
+    }
+    let source_cfg = source_config(source, image_shape.as_deref());
+    let fallback_cfg = match fallback.as_ref().map(|f| source_config(f, None)) {
+        Some(SourceConfig::Synthetic { config }) => Some(config),
+        // The checker accepts only synthetic fallbacks.
+        _ => None,
     };
     let config = DatasetConfig {
         source: source_cfg,
@@ -265,9 +324,9 @@ pub(super) fn compile(
     Ok(s)
 }
 
-/// The stage config of a source; `None` for a source no stage can load yet.
-fn source_config(source: &check::Source, shape: Option<&[usize]>) -> Option<SourceConfig> {
-    Some(match source {
+/// The stage config of a source.
+fn source_config(source: &check::Source, shape: Option<&[usize]>) -> SourceConfig {
+    match source {
         check::Source::Hdf5 {
             path,
             resolved: _,
@@ -290,16 +349,23 @@ fn source_config(source: &check::Source, shape: Option<&[usize]>) -> Option<Sour
             generator,
             count,
             seed,
+            size,
         } => {
             let mut config = SynthConfig::galaxy10(*count, *seed);
             config.kind = match generator {
                 check::SyntheticKind::Galaxy10 => SynthKind::Galaxy10,
                 check::SyntheticKind::Galaxy10Decals => SynthKind::Galaxy10Decals,
-                check::SyntheticKind::Fields => return None,
+                check::SyntheticKind::Fields => {
+                    let mut config = FieldsConfig::new(*count, *seed);
+                    if let Some(size) = size {
+                        config.size = *size;
+                    }
+                    return SourceConfig::Fields { config };
+                }
             };
             SourceConfig::Synthetic { config }
         }
-    })
+    }
 }
 
 #[cfg(test)]

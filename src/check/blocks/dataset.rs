@@ -270,7 +270,6 @@ impl<'a> Checker<'a> {
                 Some((Source::Folder { path, resolved }, None, None))
             }
             SourceKind::Synthetic => {
-                self.only_named(&ca, "synthetic", &["count", "seed"]);
                 let generator = match ca.positional.first() {
                     Some(k) => self.choice(
                         k,
@@ -291,10 +290,30 @@ impl<'a> Checker<'a> {
                         SyntheticKind::Galaxy10
                     }
                 };
+                // Only fields take a size: the Galaxy10 generators draw at their files' sizes.
+                let allowed: &[&str] = match generator {
+                    SyntheticKind::Fields => &["count", "seed", "size"],
+                    _ => &["count", "seed"],
+                };
+                self.only_named(&ca, "synthetic", allowed);
+                let size = match ca.get("size") {
+                    Some(x) if generator == SyntheticKind::Fields => {
+                        let side = self.count(x, "field size", 64)?;
+                        if side > 2048 {
+                            self.wrong_type(x, "a field size from 64 to 2048 pixels", None);
+                            return None;
+                        }
+                        Some(side)
+                    }
+                    _ => None,
+                };
                 let (classes, shape, default_count) = match generator {
                     SyntheticKind::Galaxy10 => (Some(10), Some(vec![69, 69, 3]), 21785),
                     SyntheticKind::Galaxy10Decals => (Some(10), Some(vec![256, 256, 3]), 17736),
-                    SyntheticKind::Fields => (None, None, 2000),
+                    SyntheticKind::Fields => {
+                        let side = size.unwrap_or(crate::data::synth_fields::DEFAULT_SIZE);
+                        (Some(1), Some(vec![side, side, 3]), 2000)
+                    }
                 };
                 let count = match ca.get("count") {
                     Some(c) => self.count(c, "count", 1)?,
@@ -325,6 +344,7 @@ impl<'a> Checker<'a> {
                         generator,
                         count,
                         seed,
+                        size,
                     },
                     classes,
                     shape,
