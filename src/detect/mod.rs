@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod extract;
+pub mod tile;
 
 /// The detector's diagnostics.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]

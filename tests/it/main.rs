@@ -12,6 +12,7 @@ mod data_cli;
 mod data_hdf5;
 mod data_split_balance;
 mod detect_extract;
+mod detect_tile;
 mod detection_metrics;
 mod detection_voc;
 mod engine_graph;
