@@ -237,6 +237,17 @@ pub enum Source {
         count: usize,
         seed: u64,
     },
+    /// A Pascal VOC folder (labelImg): images with boxes, for detection.
+    Voc {
+        path: String,
+        resolved: PathBuf,
+    },
+    /// One survey image; `hdu: None` is the first HDU holding a 2-D image.
+    Fits {
+        path: String,
+        resolved: PathBuf,
+        hdu: Option<usize>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
