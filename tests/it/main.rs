@@ -10,6 +10,7 @@ mod common;
 mod data_augment;
 mod data_cli;
 mod data_hdf5;
+mod data_sources;
 mod data_split_balance;
 mod detect_extract;
 mod detect_tile;
