@@ -114,7 +114,7 @@ fn a_voc_folder_runs_into_a_field_set_and_its_split() {
     // f1 is greyscale: its one channel replicated; f0 is RGB as written.
     let grey = fields.image(1);
     let at = (3 * 24 + 5) * 3;
-    let v = ((5 * 7 + 3 * 11) % 256) as u8;
+    let v = (5 * 7 + 3 * 11) as u8; // pixel (x 5, y 3), below 256
     assert_eq!(&grey[at..at + 3], &[v, v, v]);
     assert_eq!(&fields.image(0)[at..at + 3], &[v, v + 60, v + 120]);
     let star = &fields.objects[2][1];
@@ -129,7 +129,13 @@ fn a_voc_folder_runs_into_a_field_set_and_its_split() {
         serde_json::from_str(&fs::read_to_string(splits[0].join("split.json")).unwrap()).unwrap();
     let mut all: Vec<u64> = ["train", "val", "test"]
         .iter()
-        .flat_map(|k| split[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()))
+        .flat_map(|k| {
+            split[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+        })
         .collect();
     all.sort();
     assert_eq!(all, [0, 1, 2, 3]);
@@ -165,7 +171,9 @@ fn a_voc_folder_of_two_sizes_fails_naming_the_odd_file() {
         err.contains("f2.xml") && err.contains("30×16") && err.contains("24×16"),
         "{err}"
     );
-    assert!(!p.path().join(".gpl/cache").exists() || entries_with(p.path(), OBJECTS_FILE).is_empty());
+    assert!(
+        !p.path().join(".gpl/cache").exists() || entries_with(p.path(), OBJECTS_FILE).is_empty()
+    );
 }
 
 #[test]
