@@ -398,8 +398,30 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// `galaxy10`, `galaxy10.test` or a balance name.
+    /// `galaxy10`, `galaxy10.test` or a balance name, holding images with one class each: a
+    /// detection dataset (`voc(...)`, `fits(...)`) is refused here.
     pub fn data_ref(&mut self, v: &Value) -> Option<DataRef> {
+        let r = self.data_ref_any(v)?;
+        let source = self
+            .stages
+            .get(r.dataset())
+            .and_then(|b| detection_source(b));
+        if let Some(source) = source {
+            self.wrong_type(
+                v,
+                "image-classification data",
+                Some(format!(
+                    "dataset `{}` reads `{source}`: detection images with boxes, which only a detect block reads",
+                    r.dataset()
+                )),
+            );
+            return None;
+        }
+        Some(r)
+    }
+
+    /// [`Checker::data_ref`] for any dataset, detection ones included.
+    pub fn data_ref_any(&mut self, v: &Value) -> Option<DataRef> {
         let ValueKind::Path(parts) = &v.kind else {
             self.wrong_type(v, "a data reference like `galaxy10.train`", None);
             return None;
@@ -488,6 +510,30 @@ impl<'a> Checker<'a> {
         } else {
             self.project_root.join(p)
         }
+    }
+}
+
+/// `voc(...)`, `fits(...)` or `synthetic(fields, ...)` when a dataset block reads a detection
+/// source, read from its syntax so the answer does not depend on the order the blocks are
+/// checked in.
+pub(super) fn detection_source(block: &Block) -> Option<&'static str> {
+    let st = block.body.statements().find(|s| s.head.text == "source")?;
+    match &Args::of_statement(st).positional.first()?.kind {
+        ValueKind::Call { name, args } => match name.text.as_str() {
+            "voc" => Some("voc(...)"),
+            "fits" => Some("fits(...)"),
+            "synthetic" => {
+                let a = Args::new(args.iter(), name.span);
+                match &a.positional.first()?.kind {
+                    ValueKind::Path(p) if p.len() == 1 && p[0].text == "fields" => {
+                        Some("synthetic(fields, ...)")
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -240,6 +240,17 @@ pub enum Source {
         /// Galaxy10 generators and for fields at the default size.
         size: Option<usize>,
     },
+    /// A Pascal VOC folder (labelImg): images with boxes, for detection.
+    Voc {
+        path: String,
+        resolved: PathBuf,
+    },
+    /// One survey image; `hdu: None` is the first HDU holding a 2-D image.
+    Fits {
+        path: String,
+        resolved: PathBuf,
+        hdu: Option<usize>,
+    },
 }
 
 impl Source {
@@ -251,7 +262,8 @@ impl Source {
             Source::Synthetic {
                 generator: SyntheticKind::Fields,
                 ..
-            }
+            } | Source::Voc { .. }
+                | Source::Fits { .. }
         )
     }
 }

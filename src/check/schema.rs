@@ -12,7 +12,7 @@
 use super::checker::{describe, statement_span, Args, Checker};
 use super::diagnostics::{suggest, Error};
 use super::program::DataRef;
-use crate::lang::ast::{Block, HeaderWord, Statement, Value, ValueKind};
+use crate::lang::ast::{Block, BlockKind, HeaderWord, Statement, Value, ValueKind};
 use crate::lang::Name;
 use std::collections::BTreeMap;
 
@@ -311,13 +311,18 @@ impl<'a> Checker<'a> {
     pub fn data_of(&mut self, b: &Block, s: &Stmts, name: &str) -> Option<DataRef> {
         let spec = s.spec(name);
         debug_assert!(matches!(spec.value, ValueType::Data));
+        // Detect blocks read detection datasets; every other block, images with a class each.
+        let read = |this: &mut Self, v: &Value| match b.kind {
+            BlockKind::Detect => this.data_ref_any(v),
+            _ => this.data_ref(v),
+        };
         if let (Need::RequiredOn { .. }, Some(h)) = (spec.need, &b.header) {
             if h.word == HeaderWord::On {
-                return self.data_ref(&h.value);
+                return read(self, &h.value);
             }
         }
         let st = s.one(name)?;
-        self.first_arg(st).and_then(|v| self.data_ref(v))
+        self.first_arg(st).and_then(|v| read(self, v))
     }
 
     /// A `Word` statement read through `words`; its default (a word of `words`) when left out.

@@ -69,6 +69,13 @@ pub struct ExtractArgs {
     pub fw: usize,
     #[arg(long, default_value_t = 3)]
     pub fh: usize,
+    /// Extract in tiles of this many pixels a side, each with its own background, and merge
+    /// the tiles' objects; a FITS image is then read one band of tiles at a time.
+    #[arg(long)]
+    pub tile: Option<usize>,
+    /// Pixels neighbouring tiles share (with --tile); larger than the largest object.
+    #[arg(long, default_value_t = 128)]
+    pub overlap: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
@@ -204,7 +211,7 @@ fn inspect_cmd(file: &Path, images: &str, labels: &str) -> miette::Result<ExitCo
 }
 
 fn extract_cmd(a: ExtractArgs) -> miette::Result<ExitCode> {
-    use crate::detect::catalog::{detect_image, load_image, write_csv};
+    use crate::detect::catalog::{detect_image, is_fits, load_image, write_csv, write_objects_csv};
     use crate::detect::extract::{BackgroundParams, ExtractParams, Kernel};
     let ExtractArgs {
         image,
@@ -221,6 +228,8 @@ fn extract_cmd(a: ExtractArgs) -> miette::Result<ExitCode> {
         bh,
         fw,
         fh,
+        tile,
+        overlap,
     } = a;
     let params = ExtractParams {
         thresh,
@@ -238,6 +247,34 @@ fn extract_cmd(a: ExtractArgs) -> miette::Result<ExitCode> {
         fh,
         fthresh: 0.0,
     };
+    if let Some(tile) = tile {
+        use crate::detect::tile::{detect_tiled, detect_tiled_fits, TileParams};
+        let tiling = TileParams {
+            tile,
+            overlap,
+            min_ios: 0.5,
+        };
+        let catalog = if is_fits(&image) {
+            detect_tiled_fits(&image, hdu, &back, &params, &tiling)?
+        } else {
+            let mut img = load_image(&image, hdu)?;
+            detect_tiled(&mut img, None, &back, &params, &tiling)?
+        };
+        write_objects_csv(&catalog.objects, catalog.wcs.as_ref(), &out)?;
+        println!(
+            "{}: {} tiles of {tile} px (overlap {overlap}); {} objects{} -> {}",
+            image.display(),
+            catalog.tiles,
+            catalog.objects.len(),
+            if catalog.wcs.is_some() {
+                " (with RA, Dec)"
+            } else {
+                ""
+            },
+            out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let img = load_image(&image, hdu)?;
     let catalog = detect_image(&img, &back, &params)?;
     write_csv(&catalog, &out)?;

@@ -122,17 +122,58 @@ struct Header {
 
 /// Reads the 2-D image of `hdu`, or of the first HDU that holds one when `hdu` is `None`.
 pub fn read_fits(path: &Path, hdu: Option<usize>) -> Result<FitsImage, FitsError> {
-    let bytes = std::fs::read(path).map_err(|e| FitsError::Io {
+    let mut reader = open_fits(path, hdu)?;
+    let data = reader.read_rows(0, reader.height)?;
+    Ok(FitsImage {
+        path: path.into(),
+        hdu: reader.hdu,
+        width: reader.width,
+        height: reader.height,
+        data,
+        wcs: reader.wcs.take(),
+        header: std::mem::take(&mut reader.header),
+    })
+}
+
+/// A 2-D image HDU whose header has been read and whose data has not: rows are read on
+/// demand, so a caller can walk a large image in bands (`detect::tile`) in bounded memory.
+#[derive(Debug)]
+pub struct FitsReader {
+    file: std::fs::File,
+    pub path: PathBuf,
+    pub hdu: usize,
+    pub width: usize,
+    pub height: usize,
+    pub header: Vec<Card>,
+    pub wcs: Option<TanWcs>,
+    bitpix: i64,
+    bscale: f64,
+    bzero: f64,
+    blank: Option<i64>,
+    /// Byte offset of the first pixel in the file.
+    data_start: u64,
+}
+
+/// Opens the 2-D image of `hdu` (or the first HDU holding one) and reads its header only;
+/// every header on the way is read by seeking past the data before it. The file must hold
+/// all of the image's data.
+pub fn open_fits(path: &Path, hdu: Option<usize>) -> Result<FitsReader, FitsError> {
+    use std::io::{Seek, SeekFrom};
+    let io = |e: std::io::Error| FitsError::Io {
         path: path.into(),
         detail: e.to_string(),
-    })?;
-    if !bytes.starts_with(b"SIMPLE  =") || bytes.len() < CARD {
-        return Err(FitsError::NotFits { path: path.into() });
-    }
-    let mut offset = 0;
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len() as u128;
+    let mut offset: u128 = 0;
     let mut index = 0;
-    while offset < bytes.len() {
-        let header = parse_header(path, index, &bytes[offset..])?;
+    while offset < file_len {
+        file.seek(SeekFrom::Start(offset as u64)).map_err(io)?;
+        let bytes = read_header_blocks(&mut file).map_err(io)?;
+        if index == 0 && (!bytes.starts_with(b"SIMPLE  =") || bytes.len() < CARD) {
+            return Err(FitsError::NotFits { path: path.into() });
+        }
+        let header = parse_header(path, index, &bytes)?;
         let get = |k: &str| header.cards.iter().find(|c| c.keyword == k);
         let int = |k: &str| -> Result<i64, FitsError> { card_int(path, index, &header, k) };
         if index == 0 && get("SIMPLE").and_then(|c| c.value.as_deref()) != Some("T") {
@@ -200,7 +241,7 @@ pub fn read_fits(path: &Path, hdu: Option<usize>) -> Result<FitsImage, FitsError
             .checked_mul(gcount.max(0) as u128)
             .and_then(|v| v.checked_mul(bytes_per))
             .ok_or_else(overflow)?;
-        let start = offset + header.len;
+        let start = offset + header.len as u128;
         let is_image = index == 0
             || get("XTENSION")
                 .and_then(|c| c.value.as_deref())
@@ -209,23 +250,31 @@ pub fn read_fits(path: &Path, hdu: Option<usize>) -> Result<FitsImage, FitsError
         let two_d = axes.len() >= 2 && axes[2..].iter().all(|&a| a == 1) && elements > 0;
         if is_image && two_d && hdu.is_none_or(|h| h == index) {
             let needed = elements * bytes_per;
-            if (bytes.len().saturating_sub(start) as u128) < needed {
+            let found = file_len.saturating_sub(start);
+            if found < needed {
                 return Err(FitsError::Truncated {
                     path: path.into(),
                     hdu: index,
                     needed: needed as usize,
-                    found: bytes.len().saturating_sub(start),
+                    found: found as usize,
                 });
             }
-            return decode(
-                path,
-                index,
-                header,
+            let cards = header.cards;
+            let wcs = read_wcs(path, index, &cards)?;
+            return Ok(FitsReader {
+                file,
+                path: path.into(),
+                hdu: index,
+                width: axes[0],
+                height: axes[1],
                 bitpix,
-                axes[0],
-                axes[1],
-                &bytes[start..],
-            );
+                bscale: card_float(&cards, "BSCALE").unwrap_or(1.0),
+                bzero: card_float(&cards, "BZERO").unwrap_or(0.0),
+                blank: card_float(&cards, "BLANK").map(|b| b as i64),
+                header: cards,
+                wcs,
+                data_start: start as u64,
+            });
         }
         if hdu == Some(index) {
             return Err(FitsError::NoImage {
@@ -234,7 +283,7 @@ pub fn read_fits(path: &Path, hdu: Option<usize>) -> Result<FitsImage, FitsError
             });
         }
         let padded = data_len.div_ceil(BLOCK as u128) * BLOCK as u128;
-        offset = (start as u128 + padded).min(bytes.len() as u128) as usize;
+        offset = (start + padded).min(file_len);
         index += 1;
     }
     Err(FitsError::NoImage {
@@ -243,6 +292,133 @@ pub fn read_fits(path: &Path, hdu: Option<usize>) -> Result<FitsImage, FitsError
             Some(h) => format!("no HDU {h}: the file has {index} HDU(s)"),
             None => format!("none of its {index} HDU(s) holds a 2-D image"),
         },
+    })
+}
+
+/// Header blocks from the reader's position up to and including the one holding the END
+/// card, or to the end of the file (then `parse_header` reports the missing END).
+fn read_header_blocks(file: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    loop {
+        let mut block = Vec::with_capacity(BLOCK);
+        let got = file.by_ref().take(BLOCK as u64).read_to_end(&mut block)?;
+        let done = got < BLOCK
+            || block
+                .chunks(CARD)
+                .any(|c| c.starts_with(b"END     ") || c == b"END");
+        bytes.extend_from_slice(&block);
+        if done {
+            return Ok(bytes);
+        }
+    }
+}
+
+impl FitsReader {
+    /// Rows `y0..y1` (0-based, FITS row y + 1) as physical values, row-major; masked pixels
+    /// are NaN.
+    pub fn read_rows(&mut self, y0: usize, y1: usize) -> Result<Vec<f32>, FitsError> {
+        use std::io::{Read, Seek, SeekFrom};
+        assert!(
+            y0 <= y1 && y1 <= self.height,
+            "rows {y0}..{y1} of {}",
+            self.height
+        );
+        let bytes_per = self.bitpix.unsigned_abs() as usize / 8;
+        let row = self.width * bytes_per;
+        let mut bytes = vec![0u8; (y1 - y0) * row];
+        let path = &self.path;
+        let io = |e: std::io::Error| FitsError::Io {
+            path: path.clone(),
+            detail: e.to_string(),
+        };
+        self.file
+            .seek(SeekFrom::Start(self.data_start + (y0 * row) as u64))
+            .map_err(io)?;
+        self.file.read_exact(&mut bytes).map_err(io)?;
+        Ok(self.decode(&bytes))
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Vec<f32> {
+        let (bscale, bzero, blank) = (self.bscale, self.bzero, self.blank);
+        let scale = |raw: i64| -> f32 {
+            if Some(raw) == blank {
+                f32::NAN
+            } else {
+                (raw as f64 * bscale + bzero) as f32
+            }
+        };
+        match self.bitpix {
+            8 => bytes.iter().map(|&b| scale(b as i64)).collect(),
+            16 => bytes
+                .chunks_exact(2)
+                .map(|c| scale(i16::from_be_bytes([c[0], c[1]]) as i64))
+                .collect(),
+            32 => bytes
+                .chunks_exact(4)
+                .map(|c| scale(i32::from_be_bytes([c[0], c[1], c[2], c[3]]) as i64))
+                .collect(),
+            64 => bytes
+                .chunks_exact(8)
+                .map(|c| scale(i64::from_be_bytes(c.try_into().expect("chunks of 8"))))
+                .collect(),
+            -32 => bytes
+                .chunks_exact(4)
+                .map(|c| {
+                    let v = f32::from_be_bytes([c[0], c[1], c[2], c[3]]) as f64;
+                    (v * bscale + bzero) as f32
+                })
+                .map(|v| if v.is_finite() { v } else { f32::NAN })
+                .collect(),
+            -64 => bytes
+                .chunks_exact(8)
+                .map(|c| {
+                    let v = f64::from_be_bytes(c.try_into().expect("chunks of 8"));
+                    (v * bscale + bzero) as f32
+                })
+                .map(|v| if v.is_finite() { v } else { f32::NAN })
+                .collect(),
+            _ => unreachable!("BITPIX checked by open_fits"),
+        }
+    }
+}
+
+/// Writes a BITPIX −32 primary image (row-major from y = 0; NaN stays NaN), atomically: test
+/// skies and tiling checks write their own images with it.
+pub fn write_fits_f32(
+    path: &Path,
+    width: usize,
+    height: usize,
+    mut rows: impl FnMut(usize) -> Vec<f32>,
+) -> std::io::Result<()> {
+    crate::fsutil::write_atomic_with(path, |out| {
+        let mut header = String::new();
+        for card in [
+            "SIMPLE  =                    T".to_string(),
+            "BITPIX  =                  -32".to_string(),
+            "NAXIS   =                    2".to_string(),
+            format!("NAXIS1  = {width:>20}"),
+            format!("NAXIS2  = {height:>20}"),
+            "END".to_string(),
+        ] {
+            header.push_str(&format!("{card:<80}"));
+        }
+        let padded = header.len().div_ceil(BLOCK) * BLOCK;
+        out.write_all(format!("{header:<padded$}").as_bytes())?;
+        for y in 0..height {
+            let row = rows(y);
+            if row.len() != width {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("row {y} has {} values, not {width}", row.len()),
+                ));
+            }
+            for v in row {
+                out.write_all(&v.to_be_bytes())?;
+            }
+        }
+        let data = width * height * 4;
+        out.write_all(&vec![0u8; data.div_ceil(BLOCK) * BLOCK - data])
     })
 }
 
@@ -366,71 +542,6 @@ fn parse_value(text: &str) -> Option<String> {
     } else {
         Some(t.split('/').next().unwrap_or("").trim().to_string())
     }
-}
-
-fn decode(
-    path: &Path,
-    hdu: usize,
-    header: Header,
-    bitpix: i64,
-    width: usize,
-    height: usize,
-    bytes: &[u8],
-) -> Result<FitsImage, FitsError> {
-    let cards = header.cards;
-    let bscale = card_float(&cards, "BSCALE").unwrap_or(1.0);
-    let bzero = card_float(&cards, "BZERO").unwrap_or(0.0);
-    let blank = card_float(&cards, "BLANK").map(|b| b as i64);
-    let n = width * height;
-    let scale = |raw: i64| -> f32 {
-        if Some(raw) == blank {
-            f32::NAN
-        } else {
-            (raw as f64 * bscale + bzero) as f32
-        }
-    };
-    let data: Vec<f32> = match bitpix {
-        8 => bytes[..n].iter().map(|&b| scale(b as i64)).collect(),
-        16 => bytes[..2 * n]
-            .chunks_exact(2)
-            .map(|c| scale(i16::from_be_bytes([c[0], c[1]]) as i64))
-            .collect(),
-        32 => bytes[..4 * n]
-            .chunks_exact(4)
-            .map(|c| scale(i32::from_be_bytes([c[0], c[1], c[2], c[3]]) as i64))
-            .collect(),
-        64 => bytes[..8 * n]
-            .chunks_exact(8)
-            .map(|c| scale(i64::from_be_bytes(c.try_into().expect("chunks of 8"))))
-            .collect(),
-        -32 => bytes[..4 * n]
-            .chunks_exact(4)
-            .map(|c| {
-                let v = f32::from_be_bytes([c[0], c[1], c[2], c[3]]) as f64;
-                (v * bscale + bzero) as f32
-            })
-            .map(|v| if v.is_finite() { v } else { f32::NAN })
-            .collect(),
-        -64 => bytes[..8 * n]
-            .chunks_exact(8)
-            .map(|c| {
-                let v = f64::from_be_bytes(c.try_into().expect("chunks of 8"));
-                (v * bscale + bzero) as f32
-            })
-            .map(|v| if v.is_finite() { v } else { f32::NAN })
-            .collect(),
-        _ => unreachable!("BITPIX checked by read_fits"),
-    };
-    let wcs = read_wcs(path, hdu, &cards)?;
-    Ok(FitsImage {
-        path: path.into(),
-        hdu,
-        width,
-        height,
-        data,
-        header: cards,
-        wcs,
-    })
 }
 
 /// The TAN WCS when CTYPE1/2 are RA---TAN / DEC--TAN; a header that says TAN but lacks the

@@ -114,7 +114,8 @@ pub fn bintable_bytes(extname: &str, columns: &[Column]) -> Result<Vec<u8>, Stri
                 c.rows()
             ));
         }
-        if !c.name.is_ascii() || matches!(&c.data, ColumnData::Str(v) if v.iter().any(|s| !s.is_ascii()))
+        if !c.name.is_ascii()
+            || matches!(&c.data, ColumnData::Str(v) if v.iter().any(|s| !s.is_ascii()))
         {
             return Err(format!("column {} is not ASCII text", c.name));
         }
@@ -127,7 +128,12 @@ pub fn bintable_bytes(extname: &str, columns: &[Column]) -> Result<Vec<u8>, Stri
     card(&mut out, "NAXIS", "0", "");
     card(&mut out, "EXTEND", "T", "");
     end_header(&mut out);
-    card(&mut out, "XTENSION", &string_value("BINTABLE"), "binary table");
+    card(
+        &mut out,
+        "XTENSION",
+        &string_value("BINTABLE"),
+        "binary table",
+    );
     card(&mut out, "BITPIX", "8", "");
     card(&mut out, "NAXIS", "2", "");
     card(&mut out, "NAXIS1", &row_bytes.to_string(), "bytes per row");
@@ -164,7 +170,8 @@ pub fn bintable_bytes(extname: &str, columns: &[Column]) -> Result<Vec<u8>, Stri
 
 /// Writes the table through a temp file and a rename.
 pub fn write_bintable(path: &Path, extname: &str, columns: &[Column]) -> Result<(), DataError> {
-    let bytes = bintable_bytes(extname, columns).map_err(|e| DataError::invalid("FITS table", e))?;
+    let bytes =
+        bintable_bytes(extname, columns).map_err(|e| DataError::invalid("FITS table", e))?;
     crate::fsutil::write_atomic_with(path, |out| out.write_all(&bytes))
         .map_err(|e| DataError::io(path, e))
 }
@@ -201,6 +208,8 @@ mod tests {
         assert_eq!(&row2[..7], b"field_1");
         assert_eq!(i64::from_be_bytes(row2[7..15].try_into().unwrap()), 2);
         assert_eq!(f64::from_be_bytes(row2[15..23].try_into().unwrap()), -2.25);
-        assert!(bintable_bytes("T", &[Column::i64("a", vec![1]), Column::i64("b", vec![])]).is_err());
+        assert!(
+            bintable_bytes("T", &[Column::i64("a", vec![1]), Column::i64("b", vec![])]).is_err()
+        );
     }
 }

@@ -9,7 +9,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::DataError;
+use super::fields::{FieldObject, FieldSet};
+use super::{DataError, ImageSet};
 use crate::fsutil::write_atomic;
 
 /// One box of a VOC annotation, in pixels.
@@ -104,6 +105,79 @@ pub fn read_voc_dir(dir: &Path) -> Result<VocDataset, DataError> {
         annotations,
         classes,
     })
+}
+
+/// A VOC folder as a field set: every image (one size for all, else an error naming the odd
+/// image's XML and both sizes) as 8-bit RGB (greyscale replicated, alpha dropped), its boxes
+/// with classes indexed into the folder's sorted class names, in XML file-name order.
+pub fn load_field_set(dir: &Path) -> Result<FieldSet, DataError> {
+    let voc = read_voc_dir(dir)?;
+    let (width, height) = one_size(&voc)?;
+    let (w, h) = (width as usize, height as usize);
+    let mut pixels = Vec::with_capacity(voc.annotations.len() * w * h * 3);
+    for a in &voc.annotations {
+        let path = dir.join(&a.filename);
+        let img = image::open(&path).map_err(|e| DataError::BadImage {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        pixels.extend_from_slice(img.to_rgb8().as_raw());
+    }
+    // `classes` is every object's name, so each is found.
+    let class_of = |name: &str| voc.classes.iter().position(|c| c == name).unwrap_or(0);
+    let objects = voc
+        .annotations
+        .iter()
+        .map(|a| {
+            a.objects
+                .iter()
+                .map(|o| FieldObject {
+                    class: class_of(&o.name),
+                    xmin: o.xmin,
+                    ymin: o.ymin,
+                    xmax: o.xmax,
+                    ymax: o.ymax,
+                    truncated: o.truncated,
+                    difficult: o.difficult,
+                    truth: None,
+                })
+                .collect()
+        })
+        .collect();
+    Ok(FieldSet {
+        images: ImageSet {
+            height: h,
+            width: w,
+            channels: 3,
+            images: pixels,
+            labels: vec![0; voc.annotations.len()],
+            class_names: voc.classes.clone(),
+        },
+        objects,
+        names: voc.annotations.iter().map(|a| a.filename.clone()).collect(),
+    })
+}
+
+/// The size every image of `voc` shares, or an error naming the first image of another size
+/// (by its XML) with both sizes.
+pub fn one_size(voc: &VocDataset) -> Result<(u32, u32), DataError> {
+    let Some(first) = voc.annotations.first() else {
+        return Err(voc_error(&voc.root, 0, "no .xml annotation in this folder"));
+    };
+    let (width, height) = (first.width, first.height);
+    for (a, file) in voc.annotations.iter().zip(&voc.files).skip(1) {
+        if (a.width, a.height) != (width, height) {
+            return Err(voc_error(
+                file,
+                0,
+                format!(
+                    "its image {} is {}×{}, but {} is {width}×{height}; the images of a dataset share one size",
+                    a.filename, a.width, a.height, first.filename
+                ),
+            ));
+        }
+    }
+    Ok((width, height))
 }
 
 /// Refuses `path` when it is a symlink whose target lies outside `root`.

@@ -35,10 +35,11 @@ pub struct LoadedImage {
     pub wcs: Option<TanWcs>,
 }
 
-/// Loads a FITS (by its extension .fits, .fit, .fts or its `SIMPLE` signature), PNG or JPEG.
-pub fn load_image(path: &Path, hdu: Option<usize>) -> Result<LoadedImage, CatalogError> {
+/// Whether `path` is read as FITS: by its `SIMPLE` signature or its extension (.fits, .fit,
+/// .fts).
+pub fn is_fits(path: &Path) -> bool {
     let mut magic = [0u8; 9];
-    let is_fits = std::fs::File::open(path)
+    std::fs::File::open(path)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
         .map(|_| &magic == b"SIMPLE  =")
         .unwrap_or(false)
@@ -48,8 +49,12 @@ pub fn load_image(path: &Path, hdu: Option<usize>) -> Result<LoadedImage, Catalo
                 .map(str::to_ascii_lowercase)
                 .as_deref(),
             Some("fits" | "fit" | "fts")
-        );
-    if is_fits {
+        )
+}
+
+/// Loads a FITS (by its extension .fits, .fit, .fts or its `SIMPLE` signature), PNG or JPEG.
+pub fn load_image(path: &Path, hdu: Option<usize>) -> Result<LoadedImage, CatalogError> {
+    if is_fits(path) {
         let f = read_fits(path, hdu)?;
         return Ok(LoadedImage {
             width: f.width,
@@ -115,18 +120,27 @@ pub fn detect_image(
 /// (ra, dec,) xmin, ymin, xmax, ymax, flux, a, b, theta, npix, flags; pixel coordinates are
 /// 0-based, θ in radians, RA and Dec in degrees.
 pub fn write_csv(catalog: &Catalog, path: &Path) -> Result<(), CatalogError> {
+    write_objects_csv(&catalog.objects, catalog.wcs.as_ref(), path)
+}
+
+/// [`write_csv`] for objects from anywhere (a tiled extraction, for one).
+pub fn write_objects_csv(
+    objects: &[Object],
+    wcs: Option<&TanWcs>,
+    path: &Path,
+) -> Result<(), CatalogError> {
     let werr = |e: std::io::Error| CatalogError::Write {
         path: path.into(),
         detail: e.to_string(),
     };
     let mut out = String::from("id,x,y,");
-    if catalog.wcs.is_some() {
+    if wcs.is_some() {
         out.push_str("ra,dec,");
     }
     out.push_str("xmin,ymin,xmax,ymax,flux,a,b,theta,npix,flags\n");
-    for (i, o) in catalog.objects.iter().enumerate() {
+    for (i, o) in objects.iter().enumerate() {
         out.push_str(&format!("{},{:.4},{:.4},", i + 1, o.x, o.y));
-        if let Some(w) = &catalog.wcs {
+        if let Some(w) = wcs {
             let (ra, dec) = w.pixel_to_world(o.x, o.y);
             out.push_str(&format!("{ra:.7},{dec:.7},"));
         }

@@ -166,7 +166,10 @@ mod tests {
             assert!((f - want).abs() <= 1.0, "{found:?}");
         }
         // Centroids as SEP gives them: pixel centres at whole numbers.
-        assert!((o.x - 38.5).abs() < 0.2 && (o.y - 24.5).abs() < 0.2, "{o:?}");
+        assert!(
+            (o.x - 38.5).abs() < 0.2 && (o.y - 24.5).abs() < 0.2,
+            "{o:?}"
+        );
         assert!(o.score > 0.9);
     }
 }

@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod extract;
 pub mod fields;
+pub mod tile;
 
 /// The detector's diagnostics.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]

@@ -94,6 +94,16 @@ pub fn draw_boxes(
 }
 
 /// `h × w` RGB pixels as PNG bytes.
+/// [`draw_boxes`] encoded as a PNG.
+pub fn boxes_png(
+    image: &[u8],
+    h: usize,
+    w: usize,
+    boxes: &[LabelledBox],
+) -> Result<Vec<u8>, ReportError> {
+    rgb_png(&draw_boxes(image, h, w, boxes)?, h, w)
+}
+
 pub fn rgb_png(rgb: &[u8], h: usize, w: usize) -> Result<Vec<u8>, ReportError> {
     let png_error = |reason: String| ReportError::Png {
         figure: "boxes".into(),

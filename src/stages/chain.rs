@@ -17,13 +17,16 @@ use crate::data::synth::SDSS_CLASSES;
 use crate::data::ImageSet;
 use crate::detect::fields::FieldDetection;
 use crate::plan::{StageId, StageSpec};
-use crate::report::model::{KeyFigure, ReportTable, StageReport};
+use crate::report::boxes::{boxes_png, LabelledBox};
+use crate::report::model::{KeyFigure, ReportTable, StageFigure, StageReport};
 use crate::run::{StageContext, StageError, StageExecutor};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::Path;
 
 const SUMMARY_FILE: &str = "chain.json";
+/// Each field drawn with its catalogue, in the chain's folder.
+const FIELDS_DIR: &str = "fields";
 /// Boxes match the truth at IoU ≥ this (the usual detection criterion).
 pub const MATCH_IOU: f64 = 0.5;
 
@@ -123,6 +126,7 @@ impl StageExecutor for ChainStage {
             None => Vec::new(),
         };
         write_catalogue(ctx, &config.output, &entries, &class_names)?;
+        draw_fields(ctx, &fields, &entries, &class_names)?;
         let summary = summarise(&config, &fields, &entries, &class_names);
         save_json(&summary, ctx.out_dir().join(SUMMARY_FILE)).map_err(stage_error)
     }
@@ -140,9 +144,11 @@ fn classify(
     let summary = super::dataset::read_summary(ctx.input_dir(&StageId::from(c.dataset.as_str()))?)?;
     let weights: Vec<f64> = match &c.ensemble {
         Some(e) => {
-            let a: EnsembleArtifact =
-                load_json(ctx.input_dir(&StageId::from(e.as_str()))?.join(ENSEMBLE_FILE))
-                    .map_err(stage_error)?;
+            let a: EnsembleArtifact = load_json(
+                ctx.input_dir(&StageId::from(e.as_str()))?
+                    .join(ENSEMBLE_FILE),
+            )
+            .map_err(stage_error)?;
             a.weights
         }
         None => vec![1.0],
@@ -226,7 +232,11 @@ fn stamps(fields: &FieldSet, entries: &[Entry], crop: [usize; 2]) -> Result<Imag
         }
         let fill: Vec<u8> = (0..c)
             .map(|k| {
-                let v = if sky[k].is_empty() { &mut all[k] } else { &mut sky[k] };
+                let v = if sky[k].is_empty() {
+                    &mut all[k]
+                } else {
+                    &mut sky[k]
+                };
                 if v.is_empty() {
                     return 0;
                 }
@@ -274,7 +284,19 @@ fn write_catalogue(
         let _ = write!(
             csv,
             "{},{},{:.4},{:.4},{},{},{},{},{:.3},{:.4},{:.4},{:.5},{:.6}",
-            e.field, e.id, d.x, d.y, d.xmin, d.ymin, d.xmax, d.ymax, d.flux, d.a, d.b, d.theta, d.score
+            e.field,
+            e.id,
+            d.x,
+            d.y,
+            d.xmin,
+            d.ymin,
+            d.xmax,
+            d.ymax,
+            d.flux,
+            d.a,
+            d.b,
+            d.theta,
+            d.score
         );
         if let Some(k) = e.class {
             let _ = write!(csv, ",{}", class_names[k].replace(',', ";"));
@@ -325,10 +347,48 @@ fn write_catalogue(
     write_bintable(&public.join(fits), "CATALOG", &columns).map_err(stage_error)
 }
 
+/// `fields/<field>.png`: each field with its catalogue entries' boxes, labelled with the
+/// predicted class.
+fn draw_fields(
+    ctx: &StageContext,
+    fields: &FieldSet,
+    entries: &[Entry],
+    class_names: &[String],
+) -> Result<(), StageError> {
+    let dir = ctx.public_dir().join(FIELDS_DIR);
+    std::fs::create_dir_all(&dir).map_err(stage_error)?;
+    for (i, name) in fields.names.iter().enumerate() {
+        ctx.check_cancelled()?;
+        let boxes: Vec<LabelledBox> = entries
+            .iter()
+            .filter(|e| e.image == i)
+            .map(|e| {
+                let label = e.class.map_or(String::new(), |k| class_names[k].clone());
+                (e.det.xmin, e.det.ymin, e.det.xmax, e.det.ymax, label)
+            })
+            .collect();
+        let png = boxes_png(
+            fields.image(i),
+            fields.images.height,
+            fields.images.width,
+            &boxes,
+        )
+        .map_err(stage_error)?;
+        crate::train::write_atomic(&dir.join(format!("{name}.png")), &png).map_err(stage_error)?;
+    }
+    Ok(())
+}
+
 /// A class name as a column name: ASCII letters, digits and underscores.
 fn column_name(name: &str) -> String {
     name.chars()
-        .map(|ch| if ch.is_ascii_alphanumeric() { ch.to_ascii_lowercase() } else { '_' })
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() {
+                ch.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect::<String>()
         .split('_')
         .filter(|s| !s.is_empty())
@@ -419,8 +479,10 @@ fn summarise(
         Some(predicted == name)
     };
     let recovery = |subset: &[(usize, usize)], detections: usize| {
-        let hits: Vec<&(usize, usize)> =
-            subset.iter().filter(|&&(i, t)| matched[i][t].is_some()).collect();
+        let hits: Vec<&(usize, usize)> = subset
+            .iter()
+            .filter(|&&(i, t)| matched[i][t].is_some())
+            .collect();
         let judged: Vec<bool> = hits.iter().filter_map(|&&(i, t)| correct(i, t)).collect();
         Recovery {
             truth: subset.len(),
@@ -432,9 +494,18 @@ fn summarise(
     };
     summary.recovery = Some(recovery(&truths, entries.len()));
     let truth_of = |&(i, t): &(usize, usize)| fields.objects[i][t].truth.as_ref();
-    summary.by_size = bins(&truths, |k| truth_of(k).map_or(0.0, |t| t.radius), "px", &recovery);
-    summary.by_brightness =
-        bins(&truths, |k| truth_of(k).map_or(0.0, |t| t.peak_snr), "σ", &recovery);
+    summary.by_size = bins(
+        &truths,
+        |k| truth_of(k).map_or(0.0, |t| t.radius),
+        "px",
+        &recovery,
+    );
+    summary.by_brightness = bins(
+        &truths,
+        |k| truth_of(k).map_or(0.0, |t| t.peak_snr),
+        "σ",
+        &recovery,
+    );
     summary
 }
 
@@ -484,8 +555,24 @@ fn recovery_row(label: &str, r: &Recovery, purity: bool) -> Vec<String> {
     ]
 }
 
-pub fn read_summary_json(dir: &Path) -> Result<serde_json::Value, StageError> {
-    load_json(dir.join(SUMMARY_FILE)).map_err(stage_error)
+/// The alphabetically first field's drawing, for the report.
+fn first_png(dir: &Path) -> Option<StageFigure> {
+    let fields = dir.join(super::PUBLIC).join(FIELDS_DIR);
+    let mut names: Vec<String> = std::fs::read_dir(&fields)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".png"))
+        .collect();
+    names.sort();
+    let name = names.into_iter().next()?;
+    Some(StageFigure {
+        title: format!(
+            "{} with its catalogue entries",
+            name.trim_end_matches(".png")
+        ),
+        file: format!("{FIELDS_DIR}_{name}"),
+        png: std::fs::read(fields.join(&name)).ok()?,
+    })
 }
 
 impl Stage for ChainStage {
@@ -516,6 +603,10 @@ impl Stage for ChainStage {
                 note: None,
             });
         }
+        // The first field's drawing.
+        if let Some(first) = first_png(dir) {
+            section.figures.push(first);
+        }
         if let Some(r) = &s.recovery {
             let header = [
                 "galaxies",
@@ -528,7 +619,11 @@ impl Stage for ChainStage {
             .map(String::from)
             .to_vec();
             let mut rows = vec![recovery_row("all", r, true)];
-            rows.extend(s.by_size.iter().map(|(l, r)| recovery_row(&format!("half-light radius {l}"), r, false)));
+            rows.extend(
+                s.by_size
+                    .iter()
+                    .map(|(l, r)| recovery_row(&format!("half-light radius {l}"), r, false)),
+            );
             rows.extend(
                 s.by_brightness
                     .iter()
@@ -598,7 +693,13 @@ pub(super) fn compile(
             unique.push(i);
         }
     }
-    Ok(spec(name.clone(), StageKind::Chain, &config, &unique, label))
+    Ok(spec(
+        name.clone(),
+        StageKind::Chain,
+        &config,
+        &unique,
+        label,
+    ))
 }
 
 /// The stages a classifier's models live in, and its training dataset.
@@ -623,7 +724,10 @@ fn classifier(program: &Program, p: &Predictor) -> Option<ClassifierConfig> {
         Predictor::Ensemble { name } => {
             let e = program.ensemble(name)?;
             let dataset = dataset_of(e.members.first()?)?;
-            if e.members.iter().any(|m| dataset_of(m).as_deref() != Some(dataset.as_str())) {
+            if e.members
+                .iter()
+                .any(|m| dataset_of(m).as_deref() != Some(dataset.as_str()))
+            {
                 return None;
             }
             ClassifierConfig {

@@ -17,6 +17,22 @@ use std::path::{Path, PathBuf};
 
 pub const IMAGES_FILE: &str = "images.gplimg";
 pub const DATASET_FILE: &str = "dataset.json";
+pub const SKY_FILE: &str = "sky.json";
+
+/// What a `fits(...)` dataset stage records: the image the detect stage reads (through
+/// `detect::catalog::load_image` or, tile by tile, `detect::tile::detect_tiled_fits`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SkyImage {
+    /// As the pipeline writes it, relative to the project folder: `StageContext::resolve`
+    /// gives the file.
+    pub path: PathBuf,
+    /// The HDU holding the image (resolved when the pipeline left it out).
+    pub hdu: usize,
+    pub width: usize,
+    pub height: usize,
+    /// Whether the header has a celestial TAN WCS (so a catalog gets RA and Dec).
+    pub has_wcs: bool,
+}
 
 /// Where a dataset's images come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,6 +53,10 @@ pub enum SourceConfig {
     Synthetic { config: SynthConfig },
     /// Synthetic detection fields: images with boxes, saved as a `FieldSet`.
     Fields { config: FieldsConfig },
+    /// A Pascal VOC folder: a `FieldSet` (detection fields).
+    Voc { path: PathBuf },
+    /// One survey image, read by the detect stage; this stage records and validates it.
+    Fits { path: PathBuf, hdu: Option<usize> },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,8 +94,13 @@ pub struct DatasetStage;
 impl StageExecutor for DatasetStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: DatasetConfig = super::config(ctx)?;
-        if let SourceConfig::Fields { config } = &config.source {
-            return write_fields(ctx, config);
+        match &config.source {
+            SourceConfig::Fields { config } => return write_fields(ctx, config),
+            SourceConfig::Voc { path } => return voc_fields(ctx, path),
+            SourceConfig::Fits { path, hdu } => return fits_sky(ctx, path, *hdu),
+            SourceConfig::Hdf5 { .. }
+            | SourceConfig::Folder { .. }
+            | SourceConfig::Synthetic { .. } => {}
         }
         let (raw, source, synthetic) = load_source(ctx, &config)?;
         let mut raw = match config.resize {
@@ -110,6 +135,56 @@ impl StageExecutor for DatasetStage {
     }
 }
 
+/// A VOC folder as a field set (`images.gplimg` and `objects.json`), and its summary: the
+/// detection classes with their object counts.
+fn voc_fields(ctx: &StageContext, path: &Path) -> Result<(), StageError> {
+    let fields = crate::data::voc::load_field_set(&ctx.resolve(path)).map_err(stage_error)?;
+    ctx.check_cancelled()?;
+    let mut class_counts = vec![0; fields.classes().len()];
+    for o in fields.objects.iter().flatten() {
+        class_counts[o.class] += 1;
+    }
+    let images = &fields.images;
+    let summary = DatasetSummary {
+        source: format!("voc {}", path.display()),
+        synthetic: false,
+        images: fields.len(),
+        shape: [images.height, images.width, images.channels],
+        class_names: fields.classes().to_vec(),
+        class_counts,
+        mapping: Vec::new(),
+    };
+    fields.save(ctx.out_dir()).map_err(stage_error)?;
+    save_json(&summary, ctx.out_dir().join(DATASET_FILE)).map_err(stage_error)?;
+    save_json(&summary, ctx.public_dir().join(DATASET_FILE)).map_err(stage_error)
+}
+
+/// Opens the FITS image's header (a bad file or HDU fails here, naming the file) and records
+/// it in `sky.json`; the pixels are read by the stage that detects in them.
+fn fits_sky(ctx: &StageContext, path: &Path, hdu: Option<usize>) -> Result<(), StageError> {
+    let reader = crate::data::fits::open_fits(&ctx.resolve(path), hdu).map_err(stage_error)?;
+    let sky = SkyImage {
+        path: path.to_path_buf(),
+        hdu: reader.hdu,
+        width: reader.width,
+        height: reader.height,
+        has_wcs: reader.wcs.is_some(),
+    };
+    let summary = DatasetSummary {
+        source: format!("fits {} (HDU {})", path.display(), reader.hdu),
+        synthetic: false,
+        images: 1,
+        shape: [reader.height, reader.width, 1],
+        class_names: Vec::new(),
+        class_counts: Vec::new(),
+        mapping: Vec::new(),
+    };
+    save_json(&sky, ctx.out_dir().join(SKY_FILE)).map_err(stage_error)?;
+    save_json(&sky, ctx.public_dir().join(SKY_FILE)).map_err(stage_error)?;
+    save_json(&summary, ctx.out_dir().join(DATASET_FILE)).map_err(stage_error)?;
+    save_json(&summary, ctx.public_dir().join(DATASET_FILE)).map_err(stage_error)
+}
+
 impl Stage for DatasetStage {
     fn kind(&self) -> StageKind {
         StageKind::Dataset
@@ -131,6 +206,13 @@ impl Stage for DatasetStage {
         section
             .key_figures
             .push(KeyFigure::text("images per class", counts.join(", ")));
+        if let Ok(png) = std::fs::read(dir.join(super::PUBLIC).join(FIELD_PREVIEW)) {
+            section.figures.push(crate::report::model::StageFigure {
+                title: "the first field and its boxes, labelled with the galaxies' classes".into(),
+                file: FIELD_PREVIEW.into(),
+                png,
+            });
+        }
         Ok(true)
     }
 }
@@ -168,7 +250,7 @@ fn write_fields(ctx: &StageContext, config: &FieldsConfig) -> Result<(), StageEr
                 (o.xmin, o.ymin, o.xmax, o.ymax, class)
             })
             .collect();
-        let png = crate::report::boxes::draw_boxes(
+        let png = crate::report::boxes::boxes_png(
             set.image(0),
             set.images.height,
             set.images.width,
@@ -190,7 +272,12 @@ fn load_source(
 ) -> Result<(ImageSet, String, bool), StageError> {
     let file = match &config.source {
         SourceConfig::Hdf5 { path, .. } | SourceConfig::Folder { path, .. } => Some(path),
-        SourceConfig::Synthetic { .. } | SourceConfig::Fields { .. } => None,
+        SourceConfig::Synthetic { .. } => None,
+        SourceConfig::Fields { .. } | SourceConfig::Voc { .. } | SourceConfig::Fits { .. } => {
+            return Err(StageError::failed(
+                "bug: a detection source reached the image-set loader",
+            ))
+        }
     };
     if let (Some(path), Some(fallback)) = (file, &config.fallback) {
         if !ctx.resolve(path).exists() {
@@ -234,9 +321,10 @@ fn load_source(
             describe_synth(config),
             true,
         )),
-        SourceConfig::Fields { .. } => Err(StageError::failed(
-            "detection fields are written by `write_fields`",
-        )),
+        // Refused above.
+        SourceConfig::Fields { .. } | SourceConfig::Voc { .. } | SourceConfig::Fits { .. } => Err(
+            StageError::failed("bug: a detection source reached the image-set loader"),
+        ),
     }
 }
 
@@ -251,6 +339,16 @@ fn describe_synth(config: &SynthConfig) -> String {
 /// Reads the artifacts of data stages from their cache entries.
 pub fn read_images(dir: &Path) -> Result<ImageSet, StageError> {
     load_image_set(dir.join(IMAGES_FILE)).map_err(stage_error)
+}
+
+/// A `voc(...)` dataset's images and boxes.
+pub fn read_fields(dir: &Path) -> Result<crate::data::fields::FieldSet, StageError> {
+    crate::data::fields::FieldSet::load(dir).map_err(stage_error)
+}
+
+/// A `fits(...)` dataset's image.
+pub fn read_sky(dir: &Path) -> Result<SkyImage, StageError> {
+    load_json(dir.join(SKY_FILE)).map_err(stage_error)
 }
 
 pub fn read_summary(dir: &Path) -> Result<DatasetSummary, StageError> {
@@ -316,7 +414,11 @@ pub(super) fn compile(
     };
     let mut s = spec(name.clone(), StageKind::Dataset, &config, &[], label);
     // A data file is content-hashed when present; its appearance changes the stage's files.
-    if let check::Source::Hdf5 { path, .. } | check::Source::Folder { path, .. } = source {
+    if let check::Source::Hdf5 { path, .. }
+    | check::Source::Folder { path, .. }
+    | check::Source::Voc { path, .. }
+    | check::Source::Fits { path, .. } = source
+    {
         if program.project_root.join(path).exists() {
             s.files = vec![PathBuf::from(path)];
         }
@@ -365,6 +467,15 @@ fn source_config(source: &check::Source, shape: Option<&[usize]>) -> SourceConfi
             };
             SourceConfig::Synthetic { config }
         }
+        check::Source::Voc { path, resolved: _ } => SourceConfig::Voc { path: path.into() },
+        check::Source::Fits {
+            path,
+            resolved: _,
+            hdu,
+        } => SourceConfig::Fits {
+            path: path.into(),
+            hdu: *hdu,
+        },
     }
 }
 
@@ -387,6 +498,13 @@ mod tests {
             },
             SourceConfig::Synthetic {
                 config: SynthConfig::galaxy10(100, 3),
+            },
+            SourceConfig::Voc {
+                path: "data/fields".into(),
+            },
+            SourceConfig::Fits {
+                path: "data/sky.fits".into(),
+                hdu: Some(1),
             },
         ];
         for source in sources {

@@ -10,8 +10,11 @@ use crate::data::artifact::{load_json, save_json};
 use crate::data::fields::FieldSet;
 use crate::detect::extract::{BackgroundParams, ExtractParams, Kernel};
 use crate::detect::fields::{detect_pixels, ImageDetections};
-use crate::eval::detection::{evaluate_boxes, BBox, BoxEvaluation, CocoParams, Detection, TruthBox};
+use crate::eval::detection::{
+    evaluate_boxes, BBox, BoxEvaluation, CocoParams, Detection, TruthBox,
+};
 use crate::plan::{StageId, StageSpec};
+use crate::report::boxes::{boxes_png, LabelledBox};
 use crate::report::model::{KeyFigure, ReportTable, StageFigure, StageReport};
 use crate::run::{StageContext, StageError, StageExecutor};
 use serde::{Deserialize, Serialize};
@@ -26,6 +29,7 @@ pub const DETECTIONS_CSV: &str = "detections.csv";
 const OBJECTS_CSV: &str = "objects.csv";
 const COCO_TXT: &str = "coco.txt";
 const PR_PNG: &str = "pr_curves.png";
+const FIELD_PNG: &str = "first_field.png";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -185,10 +189,30 @@ impl StageExecutor for DetectStage {
                 &eval,
                 &names,
                 0.5,
-                &format!("{} on {}: precision-recall at IoU 0.5", ctx.spec().id, artifact.data),
+                &format!(
+                    "{} on {}: precision-recall at IoU 0.5",
+                    ctx.spec().id,
+                    artifact.data
+                ),
             )
             .map_err(stage_error)?;
             crate::train::write_atomic(&ctx.public_dir().join(PR_PNG), &png)
+                .map_err(stage_error)?;
+        }
+        if !set.is_empty() {
+            // The first field: annotated boxes and what the detector found.
+            let mut boxes: Vec<LabelledBox> = set.objects[0]
+                .iter()
+                .map(|o| (o.xmin, o.ymin, o.xmax, o.ymax, "truth".to_string()))
+                .collect();
+            boxes.extend(
+                artifact.images[0]
+                    .objects
+                    .iter()
+                    .map(|o| (o.xmin, o.ymin, o.xmax, o.ymax, String::new())),
+            );
+            let png = boxes_png(set.image(0), h, w, &boxes).map_err(stage_error)?;
+            crate::train::write_atomic(&ctx.public_dir().join(FIELD_PNG), &png)
                 .map_err(stage_error)?;
         }
         save_json(&artifact, ctx.out_dir().join(DETECTIONS_FILE)).map_err(stage_error)?;
@@ -198,14 +222,27 @@ impl StageExecutor for DetectStage {
 
 /// Short labels of COCO's twelve numbers, in `summarize`'s order.
 const STAT_LABELS: [&str; 12] = [
-    "AP", "AP50", "AP75", "AP small", "AP medium", "AP large", "AR@1", "AR@10", "AR@100",
-    "AR small", "AR medium", "AR large",
+    "AP",
+    "AP50",
+    "AP75",
+    "AP small",
+    "AP medium",
+    "AP large",
+    "AR@1",
+    "AR@10",
+    "AR@100",
+    "AR small",
+    "AR medium",
+    "AR large",
 ];
 
 /// COCO's evaluation of the detections against the annotations. The extractor has no classes:
 /// with one class in the data its detections are of that class; with several, truth and
 /// detections are pooled into one class `object`.
-fn coco(set: &FieldSet, found: &DetectArtifact) -> Result<(BoxEvaluation, Vec<String>), StageError> {
+fn coco(
+    set: &FieldSet,
+    found: &DetectArtifact,
+) -> Result<(BoxEvaluation, Vec<String>), StageError> {
     let pooled = set.classes().len() != 1;
     let names = if pooled {
         vec!["object".to_string()]
@@ -317,6 +354,14 @@ impl Stage for DetectStage {
             KeyFigure::number("detections", s.detections as f64),
             KeyFigure::number("annotated boxes", s.truth_boxes as f64),
         ]);
+        if let Ok(png) = std::fs::read(dir.join(super::PUBLIC).join(FIELD_PNG)) {
+            section.figures.push(StageFigure {
+                title: "the first field: annotated boxes (truth) and detections (unlabelled)"
+                    .into(),
+                file: FIELD_PNG.into(),
+                png,
+            });
+        }
         if !s.coco.is_empty() {
             section.tables.push(ReportTable {
                 title: "COCO box metrics".into(),

@@ -17,14 +17,43 @@ pub struct SplitStage;
 impl StageExecutor for SplitStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let spec: HoldoutSpec = super::config(ctx)?;
-        let set = Artifacts::of(ctx, 0)?.images()?;
-        let split = holdout(&set.labels, &spec).map_err(stage_error)?;
+        let input = Artifacts::of(ctx, 0)?;
+        // A detection dataset (a VOC folder's field set) is split by image like any other;
+        // its table counts objects, not images, per class.
+        let fields = input
+            .dir
+            .join(crate::data::fields::OBJECTS_FILE)
+            .exists()
+            .then(|| super::dataset::read_fields(input.dir))
+            .transpose()?;
+        let images;
+        let (labels, class_names) = match &fields {
+            Some(f) => (&f.images.labels, f.classes()),
+            None => {
+                images = input.images()?;
+                (&images.labels, images.class_names.as_slice())
+            }
+        };
+        let split = holdout(labels, &spec).map_err(stage_error)?;
         save_json(&split, ctx.out_dir().join(SPLIT_FILE)).map_err(stage_error)?;
-        let classes = set.class_names.len();
+        let classes = class_names.len();
+        let counts_of = |indices: &[usize]| match &fields {
+            Some(f) => {
+                let mut counts = vec![0usize; classes];
+                for o in indices.iter().flat_map(|&i| &f.objects[i]) {
+                    counts[o.class] += 1;
+                }
+                counts
+            }
+            None => class_counts(labels, indices, classes),
+        };
         let mut table = String::from("part,images");
-        for name in &set.class_names {
+        for name in class_names {
             table.push(',');
             table.push_str(&name.replace(',', ";"));
+            if fields.is_some() {
+                table.push_str(" objects");
+            }
         }
         table.push('\n');
         for (part, indices) in [
@@ -32,7 +61,7 @@ impl StageExecutor for SplitStage {
             ("val", &split.val),
             ("test", &split.test),
         ] {
-            let counts = class_counts(&set.labels, indices, classes);
+            let counts = counts_of(indices);
             let cells: Vec<String> = counts.iter().map(usize::to_string).collect();
             table.push_str(&format!("{part},{},{}\n", indices.len(), cells.join(",")));
         }

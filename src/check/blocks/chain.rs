@@ -151,9 +151,7 @@ impl<'a> Checker<'a> {
     fn check_classifier_channels(&mut self, p: &Predictor, v: &Value) {
         let input = match p {
             Predictor::Train { name } => self.out.train(name).map(|t| t.ir.input.clone()),
-            Predictor::SearchBest { name } => {
-                self.out.search(name).map(|s| s.corner.input.clone())
-            }
+            Predictor::SearchBest { name } => self.out.search(name).map(|s| s.corner.input.clone()),
             Predictor::Ensemble { name } => self
                 .out
                 .ensemble(name)

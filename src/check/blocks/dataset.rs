@@ -26,6 +26,8 @@ enum SourceKind {
     Hdf5,
     Folder,
     Synthetic,
+    Voc,
+    Fits,
 }
 
 impl<'a> Checker<'a> {
@@ -92,6 +94,9 @@ impl<'a> Checker<'a> {
         };
         let after = classes.map(|_| label_map.iter().flatten().max().map(|m| m + 1).unwrap_or(0));
         let split = s.one("split").and_then(|st| self.split(b, st));
+        if let Source::Voc { .. } | Source::Fits { .. } = source {
+            self.detection_dataset(&s, &source, split.as_ref());
+        }
         let resize = s.one("resize").and_then(|st| self.resize(st));
         if let Some([h, w]) = resize {
             let channels = shape.as_ref().and_then(|s| s.get(2).copied()).unwrap_or(3);
@@ -112,6 +117,47 @@ impl<'a> Checker<'a> {
             split,
             span: b.name.span,
         }));
+    }
+
+    /// Refuses what a detection dataset cannot honour: class edits and resizing (its classes
+    /// are the boxes' names and its boxes are in pixels of the stored images), a fallback, a
+    /// split of one FITS image, and stratifying images that have no class of their own.
+    fn detection_dataset(
+        &mut self,
+        s: &crate::check::schema::Stmts,
+        source: &Source,
+        split: Option<&Split>,
+    ) {
+        let kind = match source {
+            Source::Voc { .. } => "voc",
+            _ => "fits",
+        };
+        let mut refused = vec!["fallback", "drop", "merge", "classes", "resize"];
+        if kind == "fits" {
+            refused.push("split");
+        }
+        for name in refused {
+            for st in s.all(name) {
+                self.err(Error::Unsupported {
+                    what: format!("`{name}` in a dataset that reads `{kind}(...)`"),
+                    span: st.span,
+                    help: Some(match name {
+                        "split" => "a fits dataset is one survey image; split a voc dataset of fields instead".into(),
+                        "fallback" => "detection data has no synthetic stand-in; write `source synthetic(fields)` to use synthetic fields".into(),
+                        _ => "a detection dataset keeps the classes its annotations name, and its images at their stored size (boxes are in their pixels)".into(),
+                    }),
+                });
+            }
+        }
+        if let (Some(st), Some(split)) = (s.one("split"), split) {
+            if kind == "voc" && split.stratify {
+                self.err(Error::Unsupported {
+                    what: "`stratify` in the split of a voc dataset".into(),
+                    span: st.span,
+                    help: Some("a field holds objects of several classes and has no class of its own: write `stratify: false`".into()),
+                });
+            }
+        }
     }
 
     /// `resize H x W`: the size every image is resized to, each side in 1..=4096.
@@ -151,8 +197,8 @@ impl<'a> Checker<'a> {
         Some([side(h)?, side(w)?])
     }
 
-    /// `hdf5(...)`, `folder(...)` or `synthetic(...)`, with the class count and image shape
-    /// it implies when known.
+    /// `hdf5(...)`, `folder(...)`, `synthetic(...)`, `voc(...)` or `fits(...)`, with the class
+    /// count and image shape it implies when known.
     pub(super) fn source(
         &mut self,
         b: &Block,
@@ -162,14 +208,18 @@ impl<'a> Checker<'a> {
         let Some(v) = a.positional.first() else {
             self.err(Error::MissingArg {
                 what: st.head.text.clone(),
-                needed: "hdf5(...), folder(...) or synthetic(...)".into(),
+                needed: "hdf5(...), folder(...), synthetic(...), voc(...) or fits(...)".into(),
                 span: a.span,
                 help: None,
             });
             return None;
         };
         let ValueKind::Call { name, args } = &v.kind else {
-            self.wrong_type(v, "hdf5(...), folder(...) or synthetic(...)", None);
+            self.wrong_type(
+                v,
+                "hdf5(...), folder(...), synthetic(...), voc(...) or fits(...)",
+                None,
+            );
             return None;
         };
         let kind = self.choice_name(
@@ -179,6 +229,8 @@ impl<'a> Checker<'a> {
                 ("hdf5", SourceKind::Hdf5),
                 ("folder", SourceKind::Folder),
                 ("synthetic", SourceKind::Synthetic),
+                ("voc", SourceKind::Voc),
+                ("fits", SourceKind::Fits),
             ],
         )?;
         let ca = Args::new(args.iter(), v.span);
@@ -269,6 +321,94 @@ impl<'a> Checker<'a> {
                 let resolved = self.resolve_path(&path);
                 Some((Source::Folder { path, resolved }, None, None))
             }
+            SourceKind::Voc => {
+                self.only_named(&ca, "voc", &["path"]);
+                let path_value = ca.positional.first().or(ca.get("path").as_ref()).copied();
+                let Some(p) = path_value else {
+                    self.err(Error::MissingArg {
+                        what: "voc".into(),
+                        needed: "a folder path".into(),
+                        span: v.span,
+                        help: None,
+                    });
+                    return None;
+                };
+                let path = self.string(p, "the folder path")?;
+                let resolved = self.resolve_path(&path);
+                if !resolved.is_dir() {
+                    self.err(Error::DataFile {
+                        message: format!("the VOC folder {path} does not exist"),
+                        span: p.span,
+                        help: Some("a VOC folder holds one labelImg XML per image, the image beside it; the path is relative to the project folder".into()),
+                    });
+                    return None;
+                }
+                // Every annotation (and each image's size, from its header): a bad box, a
+                // missing image or images of two sizes is an error here, naming its file and
+                // line, not at run time.
+                let voc = crate::data::voc::read_voc_dir(&resolved);
+                let classes = match voc.and_then(|v| crate::data::voc::one_size(&v).map(|_| v)) {
+                    Ok(voc) => voc.classes.len(),
+                    Err(e) => {
+                        self.data_file_error(&e, &resolved, &path, p.span);
+                        return None;
+                    }
+                };
+                Some((Source::Voc { path, resolved }, Some(classes), None))
+            }
+            SourceKind::Fits => {
+                self.only_named(&ca, "fits", &["path", "hdu"]);
+                let path_value = ca.positional.first().or(ca.get("path").as_ref()).copied();
+                let Some(p) = path_value else {
+                    self.err(Error::MissingArg {
+                        what: "fits".into(),
+                        needed: "a file path".into(),
+                        span: v.span,
+                        help: None,
+                    });
+                    return None;
+                };
+                let path = self.string(p, "the file path")?;
+                let hdu = match ca.get("hdu") {
+                    Some(x) => Some(self.count(x, "hdu", 0)?),
+                    None => {
+                        self.note_default(
+                            b,
+                            "source.hdu",
+                            "the first HDU holding an image",
+                            "no hdu written",
+                        );
+                        None
+                    }
+                };
+                let resolved = self.resolve_path(&path);
+                if !resolved.is_file() {
+                    self.err(Error::DataFile {
+                        message: format!("the FITS file {path} does not exist"),
+                        span: p.span,
+                        help: Some("the path is relative to the project folder".into()),
+                    });
+                    return None;
+                }
+                // The header only: the HDU must exist and hold a 2-D image.
+                if let Err(e) = crate::data::fits::open_fits(&resolved, hdu) {
+                    let span = match (&e, ca.get("hdu")) {
+                        (crate::data::fits::FitsError::NoImage { .. }, Some(h)) => h.span,
+                        _ => p.span,
+                    };
+                    self.data_file_error(&e, &resolved, &path, span);
+                    return None;
+                }
+                Some((
+                    Source::Fits {
+                        path,
+                        resolved,
+                        hdu,
+                    },
+                    None,
+                    None,
+                ))
+            }
             SourceKind::Synthetic => {
                 let generator = match ca.positional.first() {
                     Some(k) => self.choice(
@@ -351,6 +491,22 @@ impl<'a> Checker<'a> {
                 ))
             }
         }
+    }
+
+    /// A data file's error at check time, naming the file as the pipeline writes it.
+    fn data_file_error(
+        &mut self,
+        e: &(impl miette::Diagnostic + std::fmt::Display),
+        resolved: &std::path::Path,
+        path: &str,
+        span: crate::lang::Span,
+    ) {
+        let resolved_text = resolved.display().to_string();
+        self.err(Error::DataFile {
+            message: e.to_string().replace(&resolved_text, path),
+            span,
+            help: e.help().map(|h| h.to_string()),
+        });
     }
 
     pub(super) fn split(&mut self, b: &Block, st: &Statement) -> Option<Split> {
