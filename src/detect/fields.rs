@@ -28,6 +28,11 @@ pub struct FieldDetection {
     /// Isophotal signal-to-noise ratio, and the score made from it (see [`extract_score`]).
     pub snr: f64,
     pub score: f64,
+    /// Sky position, degrees, when the image has a celestial WCS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ra: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dec: Option<f64>,
 }
 
 /// Per image: its detections and the background the extractor measured.
@@ -36,8 +41,9 @@ pub struct ImageDetections {
     /// The image's index in its dataset and its name.
     pub index: usize,
     pub name: String,
-    pub background: f64,
-    pub background_rms: f64,
+    /// The global background and its RMS (`None` for a tiled image: one per tile).
+    pub background: Option<f64>,
+    pub background_rms: Option<f64>,
     pub objects: Vec<FieldDetection>,
 }
 
@@ -115,6 +121,8 @@ pub fn field_detection(o: &Object, rms: f64) -> FieldDetection {
         flags: o.flag,
         snr,
         score: extract_score(snr),
+        ra: None,
+        dec: None,
     }
 }
 

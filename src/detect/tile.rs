@@ -88,11 +88,25 @@ impl ScoredBox {
 /// first), each kept unless it overlaps a kept box by `min_ios` of the smaller one or more.
 /// Returns the kept indices in that order.
 pub fn merge_detections(boxes: &[ScoredBox], min_ios: f64) -> Vec<usize> {
+    merge_across(boxes, &vec![0; boxes.len()], min_ios, true)
+}
+
+/// [`merge_detections`] where box `i` came from group `groups[i]` (its tile): with
+/// `within` false, a box is suppressed only by a kept box of another group, so the
+/// deblended neighbours one extraction separated stay separate.
+pub fn merge_across(
+    boxes: &[ScoredBox],
+    groups: &[usize],
+    min_ios: f64,
+    within: bool,
+) -> Vec<usize> {
     let mut order: Vec<usize> = (0..boxes.len()).collect();
     order.sort_by(|&a, &b| boxes[b].score.total_cmp(&boxes[a].score).then(a.cmp(&b)));
     let mut kept: Vec<usize> = Vec::new();
     for i in order {
-        if kept.iter().all(|&k| boxes[k].ios(&boxes[i]) < min_ios) {
+        let clash =
+            |k: usize| (within || groups[k] != groups[i]) && boxes[k].ios(&boxes[i]) >= min_ios;
+        if !kept.iter().any(|&k| clash(k)) {
             kept.push(i);
         }
     }
@@ -160,10 +174,11 @@ pub fn detect_tiled(
     let (width, height) = (image.width(), image.height());
     let all = tiles(width, height, tiling.tile, tiling.overlap)?;
     let mut found: Vec<Object> = Vec::new();
+    let mut groups: Vec<usize> = Vec::new();
     // Tiles come row-major: one band of rows is read per row of tiles, and freed after it.
     for band in all.chunk_by(|a, b| a.y0 == b.y0) {
         let rows = image.rows(band[0].y0, band[0].y1)?;
-        for t in band {
+        for (t, index) in band.iter().zip(groups_of(&all, band)) {
             let data: Vec<f32> = rows
                 .chunks_exact(width)
                 .flat_map(|row| row[t.x0..t.x1].iter().copied())
@@ -178,12 +193,15 @@ pub fn detect_tiled(
             for o in catalog.objects {
                 if !cut_by_inner_edge(&o, t, width, height, tiling.overlap) {
                     found.push(shifted(o, t.x0, t.y0));
+                    groups.push(index);
                 }
             }
         }
     }
     let boxes: Vec<ScoredBox> = found.iter().map(object_box).collect();
-    let kept = merge_detections(&boxes, tiling.min_ios);
+    // Only copies from different tiles are merged: within a tile the deblender has already
+    // decided what is one object.
+    let kept = merge_across(&boxes, &groups, tiling.min_ios, false);
     let mut objects: Vec<Object> = Vec::with_capacity(kept.len());
     let mut found: Vec<Option<Object>> = found.into_iter().map(Some).collect();
     for i in kept {
@@ -209,6 +227,12 @@ pub fn detect_tiled_fits(
     let mut reader = crate::data::fits::open_fits(path, hdu)?;
     let wcs = reader.wcs.clone();
     detect_tiled(&mut reader, wcs, back, params, tiling)
+}
+
+/// The indices in `all` of the tiles of `band` (a run of `all`).
+fn groups_of(all: &[Tile], band: &[Tile]) -> std::ops::Range<usize> {
+    let start = all.iter().position(|t| t == &band[0]).unwrap_or(0);
+    start..start + band.len()
 }
 
 /// Whether `o` (tile coordinates) touches an inner edge of `t` and is narrower than the

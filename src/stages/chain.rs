@@ -660,6 +660,16 @@ pub(super) fn compile(
     let detect = program
         .detect(detector)
         .ok_or_else(|| unsupported(*span, "a chain without its detector", "name a detect block"))?;
+    if program
+        .dataset(detect.data.dataset())
+        .is_some_and(|d| matches!(d.source, check::Source::Fits { .. }))
+    {
+        return Err(unsupported(
+            *span,
+            "a chain over a `fits(...)` survey image",
+            "a chain reads fields (images with boxes); a survey image's catalogue, with RA and Dec, is its detect stage's objects.csv",
+        ));
+    }
     let classify = match classify {
         None => None,
         Some(p) => Some(classifier(program, p).ok_or_else(|| {

@@ -109,7 +109,6 @@ pub(super) fn select_fields(
 impl StageExecutor for DetectStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: DetectConfig = super::config(ctx)?;
-        let (set, indices) = select_fields(ctx, &config.data)?;
         let MethodConfig::Extract {
             thresh,
             minarea,
@@ -136,6 +135,12 @@ impl StageExecutor for DetectStage {
             clean,
             ..ExtractParams::default()
         };
+        let dataset_dir = ctx.input_dir(&StageId::from(config.data.dataset()))?;
+        if dataset_dir.join(super::dataset::SKY_FILE).is_file() {
+            let sky = super::dataset::read_sky(dataset_dir)?;
+            return detect_sky(ctx, &config, &sky, &back, &params);
+        }
+        let (set, indices) = select_fields(ctx, &config.data)?;
         let (h, w, c) = (set.images.height, set.images.width, set.images.channels);
         let mut images = Vec::with_capacity(set.len());
         ctx.progress().set_length(set.len() as u64);
@@ -146,8 +151,8 @@ impl StageExecutor for DetectStage {
             images.push(ImageDetections {
                 index,
                 name: set.names[i].clone(),
-                background,
-                background_rms: rms,
+                background: Some(background),
+                background_rms: Some(rms),
                 objects,
             });
             ctx.progress().set_position(i as u64 + 1);
@@ -160,9 +165,7 @@ impl StageExecutor for DetectStage {
         write_tables(ctx, &artifact)?;
         let mut summary = Summary {
             data: artifact.data.clone(),
-            method: format!(
-                "extract(thresh: {thresh}, minarea: {minarea}, deblend: {deblend}, contrast: {contrast})"
-            ),
+            method: method_text(&params),
             images: set.len(),
             detections: artifact.images.iter().map(|d| d.objects.len()).sum(),
             truth_boxes: set.objects.iter().map(Vec::len).sum(),
@@ -218,6 +221,84 @@ impl StageExecutor for DetectStage {
         save_json(&artifact, ctx.out_dir().join(DETECTIONS_FILE)).map_err(stage_error)?;
         save_json(&summary, ctx.out_dir().join(SUMMARY_FILE)).map_err(stage_error)
     }
+}
+
+/// Tiles for survey images: the extractor reads a band of rows at a time (docs/decisions.md,
+/// "Detection sources and big images in tiles").
+const SKY_TILE: usize = 1024;
+const SKY_OVERLAP: usize = 128;
+
+/// A `fits(...)` dataset: one survey image, extracted in tiles, with RA and Dec when its header
+/// has a celestial WCS. There are no annotations, so no metrics.
+fn detect_sky(
+    ctx: &StageContext,
+    config: &DetectConfig,
+    sky: &super::dataset::SkyImage,
+    back: &BackgroundParams,
+    params: &ExtractParams,
+) -> Result<(), StageError> {
+    let tiling = crate::detect::tile::TileParams {
+        tile: SKY_TILE,
+        overlap: SKY_OVERLAP,
+        min_ios: 0.5,
+    };
+    let found = crate::detect::tile::detect_tiled_fits(
+        &ctx.resolve(&sky.path),
+        Some(sky.hdu),
+        back,
+        params,
+        &tiling,
+    )
+    .map_err(stage_error)?;
+    let objects = found
+        .objects
+        .iter()
+        .map(|o| {
+            // Each tile has its own RMS; an object's threshold is `thresh` times its tile's.
+            let rms = o.thresh as f64 / params.thresh as f64;
+            let mut d = crate::detect::fields::field_detection(o, rms);
+            if let Some(wcs) = &found.wcs {
+                let (ra, dec) = wcs.pixel_to_world(o.x, o.y);
+                d.ra = Some(ra);
+                d.dec = Some(dec);
+            }
+            d
+        })
+        .collect();
+    let name = sky
+        .path
+        .file_stem()
+        .map_or("sky".into(), |s| s.to_string_lossy().into_owned());
+    let artifact = DetectArtifact {
+        data: config.data.describe(),
+        class_names: vec!["object".into()],
+        images: vec![ImageDetections {
+            index: 0,
+            name,
+            background: None,
+            background_rms: None,
+            objects,
+        }],
+    };
+    write_tables(ctx, &artifact)?;
+    let summary = Summary {
+        data: artifact.data.clone(),
+        method: format!("{} in {SKY_TILE} px tiles", method_text(params)),
+        images: 1,
+        detections: artifact.images[0].objects.len(),
+        truth_boxes: 0,
+        coco: Vec::new(),
+        stats: Vec::new(),
+    };
+    save_json(&artifact, ctx.out_dir().join(DETECTIONS_FILE)).map_err(stage_error)?;
+    save_json(&summary, ctx.out_dir().join(SUMMARY_FILE)).map_err(stage_error)
+}
+
+fn method_text(p: &ExtractParams) -> String {
+    format!(
+        "extract(thresh: {}, minarea: {}, deblend: {}, contrast: {})",
+        p.thresh, p.minarea, p.deblend_nthresh, p.deblend_cont
+    )
 }
 
 /// Short labels of COCO's twelve numbers, in `summarize`'s order.
@@ -299,10 +380,22 @@ fn write_tables(ctx: &StageContext, found: &DetectArtifact) -> Result<(), StageE
         .cloned()
         .unwrap_or_else(|| "object".into());
     let mut dets = String::from("image,class,score,xmin,ymin,xmax,ymax\n");
-    let mut objects =
-        String::from("image,id,x,y,xmin,ymin,xmax,ymax,flux,a,b,theta,npix,flags,snr,score\n");
+    let sky = found
+        .images
+        .iter()
+        .any(|d| d.objects.iter().any(|o| o.ra.is_some()));
+    let mut objects = String::from("image,id,x,y,");
+    if sky {
+        objects.push_str("ra,dec,");
+    }
+    objects.push_str("xmin,ymin,xmax,ymax,flux,a,b,theta,npix,flags,snr,score\n");
     for d in &found.images {
         for (id, o) in d.objects.iter().enumerate() {
+            let position = match (sky, o.ra, o.dec) {
+                (true, Some(ra), Some(dec)) => format!("{:.4},{:.4},{ra:.7},{dec:.7}", o.x, o.y),
+                (true, _, _) => format!("{:.4},{:.4},,", o.x, o.y),
+                _ => format!("{:.4},{:.4}", o.x, o.y),
+            };
             let _ = writeln!(
                 dets,
                 "{},{class},{:.6},{},{},{},{}",
@@ -310,11 +403,9 @@ fn write_tables(ctx: &StageContext, found: &DetectArtifact) -> Result<(), StageE
             );
             let _ = writeln!(
                 objects,
-                "{},{},{:.4},{:.4},{},{},{},{},{:.3},{:.4},{:.4},{:.5},{},{},{:.3},{:.6}",
+                "{},{},{position},{},{},{},{},{:.3},{:.4},{:.4},{:.5},{},{},{:.3},{:.6}",
                 d.name,
                 id + 1,
-                o.x,
-                o.y,
                 o.xmin,
                 o.ymin,
                 o.xmax,

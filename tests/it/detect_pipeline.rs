@@ -149,3 +149,51 @@ fn a_detector_on_galaxy_images_and_training_on_fields_are_refused_at_check() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("detection images with boxes"), "{err}");
 }
+
+#[test]
+fn a_survey_image_is_extracted_in_tiles_with_sky_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("data")).unwrap();
+    fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/extract/m13.fits"
+        ),
+        dir.path().join("data/m13.fits"),
+    )
+    .unwrap();
+    let text = r#"
+dataset sky {
+  source fits("data/m13.fits", hdu: 0)
+}
+
+detect stars {
+  data sky
+  method extract(thresh: 1.5)
+}
+"#;
+    let summary = run(dir.path(), text);
+    assert!(summary.succeeded(), "{}", summary.render_table());
+    let objects = fs::read_to_string(dir.path().join("runs/p/stars/objects.csv")).unwrap();
+    let mut lines = objects.lines();
+    assert!(lines.next().unwrap().starts_with("image,id,x,y,ra,dec,"));
+    // The whole-image extraction of the same file finds 291 objects (SEP parity fixture);
+    // the 300 x 300 image is one tile.
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').skip(2).map(|c| c.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 291);
+    // M13 is at RA 250.42°, Dec +36.46°: every object lies within the 300-pixel field.
+    for r in &rows {
+        assert!(
+            (r[2] - 250.42).abs() < 0.2 && (r[3] - 36.46).abs() < 0.2,
+            "{r:?}"
+        );
+    }
+    // A chain cannot read a survey image.
+    let chained = format!("{text}\nchain c {{\n  detect stars\n}}\n");
+    let file = crate::pipeline_text::write(dir.path(), &chained);
+    let (code, _, err) = gpl(&["run", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("survey image"), "{err}");
+}
