@@ -32,6 +32,12 @@ pub fn check(args: CheckArgs) -> miette::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    // What `gpl run` would refuse when it compiles the plan is refused here too, so a
+    // pipeline that checks is one that runs.
+    if let Err(diagnostics) = crate::stages::compile(&program) {
+        eprint!("{}", diagnostics.render());
+        return Ok(ExitCode::from(2));
+    }
     let mut out = String::new();
     for train in program.trains() {
         let args_text: Vec<String> = train
