@@ -749,3 +749,105 @@ fn classifier(program: &Program, p: &Predictor) -> Option<ClassifierConfig> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::fields::{FieldObject, SyntheticTruth};
+
+    fn truth(xmin: f64, xmax: f64, galaxy10: u32) -> FieldObject {
+        FieldObject {
+            class: 0,
+            xmin,
+            ymin: 0.0,
+            xmax,
+            ymax: 10.0,
+            truncated: false,
+            difficult: false,
+            truth: Some(SyntheticTruth {
+                galaxy10,
+                x: (xmin + xmax) / 2.0,
+                y: 5.0,
+                flux: 1.0,
+                radius: xmax - xmin,
+                peak_snr: 10.0,
+            }),
+        }
+    }
+
+    fn entry(xmin: f64, xmax: f64, score: f64, class: usize) -> Entry {
+        Entry {
+            field: "f".into(),
+            image: 0,
+            id: 0,
+            det: FieldDetection {
+                x: 0.0,
+                y: 0.0,
+                xmin,
+                ymin: 0.0,
+                xmax,
+                ymax: 10.0,
+                flux: 0.0,
+                a: 0.0,
+                b: 0.0,
+                theta: 0.0,
+                npix: 1,
+                flags: 0,
+                snr: 0.0,
+                score,
+                ra: None,
+                dec: None,
+            },
+            class: Some(class),
+            probabilities: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn recovery_matches_the_best_scored_copy_once_and_counts_the_rest_against_purity() {
+        let fields = FieldSet {
+            images: ImageSet {
+                height: 1,
+                width: 1,
+                channels: 3,
+                images: vec![0; 3],
+                labels: vec![0],
+                class_names: vec!["galaxy".into()],
+            },
+            // Galaxy A at x 0–10 (Galaxy10 class 1), galaxy B at x 50–60 (class 2).
+            objects: vec![vec![truth(0.0, 10.0, 1), truth(50.0, 60.0, 2)]],
+            names: vec!["f".into()],
+        };
+        // Two copies of A (IoU 0.8 and 0.67), the better scored one of the wrong class; a
+        // star far from both; B missed.
+        let entries = [
+            entry(0.0, 8.0, 0.9, 0),
+            entry(1.0, 11.0, 0.8, 1),
+            entry(100.0, 104.0, 0.99, 1),
+        ];
+        let matched = match_truth(&fields, &entries);
+        assert_eq!(matched, vec![vec![Some(0), None]]);
+        let names: Vec<String> = SDSS_CLASSES.iter().map(|s| s.to_string()).collect();
+        let config = ChainConfig {
+            detector: "d".into(),
+            data: DataSel::Whole {
+                dataset: "fields".into(),
+            },
+            min_score: 0.5,
+            crop: None,
+            classify: None,
+            output: "c.csv".into(),
+            batch: 1,
+            engine_epoch: None,
+        };
+        let s = summarise(&config, &fields, &entries, &names);
+        let r = s.recovery.unwrap();
+        assert_eq!(
+            (r.truth, r.detections, r.matched, r.correct),
+            (2, 3, 1, Some(0))
+        );
+        assert_eq!(ratio(r.matched, r.truth), "0.500");
+        assert_eq!(ratio(r.matched, r.detections), "0.333");
+        assert!((iou([0.0, 0.0, 8.0, 10.0], [0.0, 0.0, 10.0, 10.0]) - 0.8).abs() < 1e-12);
+    }
+}
