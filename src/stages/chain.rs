@@ -509,13 +509,16 @@ fn summarise(
     summary
 }
 
+/// The recovery of a set of (field, object) truths given a number of detections.
+type RecoveryOf<'a> = dyn Fn(&[(usize, usize)], usize) -> Recovery + 'a;
+
 /// Tercile bins of the truth objects by `key`, each with its recovery (detections are not
 /// binned: purity is overall only).
 fn bins(
     truths: &[(usize, usize)],
     key: impl Fn(&(usize, usize)) -> f64,
     unit: &str,
-    recovery: &dyn Fn(&[(usize, usize)], usize) -> Recovery,
+    recovery: &RecoveryOf,
 ) -> Vec<(String, Recovery)> {
     let mut sorted: Vec<((usize, usize), f64)> = truths.iter().map(|t| (*t, key(t))).collect();
     sorted.sort_by(|a, b| a.1.total_cmp(&b.1));
