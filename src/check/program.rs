@@ -857,8 +857,9 @@ pub enum DetectMethod {
     Extract(ExtractSettings),
 }
 
-/// `extract(...)`'s settings; the defaults are SEP's and DESIGN's.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// `extract(...)`'s settings; the defaults are SEP's and DESIGN's. The detect stage's config
+/// holds them as they are.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct ExtractSettings {
     /// Detection threshold in units of the background RMS.
     pub thresh: f64,

@@ -34,16 +34,7 @@ const FIELD_PNG: &str = "first_field.png";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MethodConfig {
-    Extract {
-        thresh: f64,
-        minarea: usize,
-        deblend: usize,
-        contrast: f64,
-        clean: bool,
-        filter: bool,
-        mesh: usize,
-        smooth: usize,
-    },
+    Extract(check::ExtractSettings),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -109,32 +100,8 @@ pub(super) fn select_fields(
 impl StageExecutor for DetectStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: DetectConfig = super::config(ctx)?;
-        let MethodConfig::Extract {
-            thresh,
-            minarea,
-            deblend,
-            contrast,
-            clean,
-            filter,
-            mesh,
-            smooth,
-        } = config.method.clone();
-        let back = BackgroundParams {
-            bw: mesh,
-            bh: mesh,
-            fw: smooth,
-            fh: smooth,
-            ..BackgroundParams::default()
-        };
-        let params = ExtractParams {
-            thresh: thresh as f32,
-            minarea,
-            kernel: filter.then(Kernel::sep_default),
-            deblend_nthresh: deblend,
-            deblend_cont: contrast,
-            clean,
-            ..ExtractParams::default()
-        };
+        let MethodConfig::Extract(settings) = &config.method;
+        let (back, params) = extract_params(settings);
         let dataset_dir = ctx.input_dir(&StageId::from(config.data.dataset()))?;
         if dataset_dir.join(super::dataset::SKY_FILE).is_file() {
             let sky = super::dataset::read_sky(dataset_dir)?;
@@ -221,6 +188,27 @@ impl StageExecutor for DetectStage {
         save_json(&artifact, ctx.out_dir().join(DETECTIONS_FILE)).map_err(stage_error)?;
         save_json(&summary, ctx.out_dir().join(SUMMARY_FILE)).map_err(stage_error)
     }
+}
+
+/// The extractor's settings from the block's.
+fn extract_params(x: &check::ExtractSettings) -> (BackgroundParams, ExtractParams) {
+    let back = BackgroundParams {
+        bw: x.mesh,
+        bh: x.mesh,
+        fw: x.smooth,
+        fh: x.smooth,
+        ..BackgroundParams::default()
+    };
+    let params = ExtractParams {
+        thresh: x.thresh as f32,
+        minarea: x.minarea,
+        kernel: x.filter.then(Kernel::sep_default),
+        deblend_nthresh: x.deblend,
+        deblend_cont: x.contrast,
+        clean: x.clean,
+        ..ExtractParams::default()
+    };
+    (back, params)
 }
 
 /// Tiles for survey images: the extractor reads a band of rows at a time (docs/decisions.md,
@@ -489,28 +477,9 @@ pub(super) fn compile(d: &check::Detect, label: Option<String>) -> StageSpec {
         span: _,
     } = d;
     let check::DetectMethod::Extract(x) = method;
-    let check::ExtractSettings {
-        thresh,
-        minarea,
-        deblend,
-        contrast,
-        clean,
-        filter,
-        mesh,
-        smooth,
-    } = x.clone();
     let config = DetectConfig {
         data: DataSel::of(data),
-        method: MethodConfig::Extract {
-            thresh,
-            minarea,
-            deblend,
-            contrast,
-            clean,
-            filter,
-            mesh,
-            smooth,
-        },
+        method: MethodConfig::Extract(x.clone()),
     };
     let inputs = config.data.stages();
     spec(name.clone(), StageKind::Detect, &config, &inputs, label)
