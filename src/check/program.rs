@@ -830,6 +830,9 @@ pub struct Chain {
     pub name: String,
     pub detector: String,
     pub min_score: f64,
+    /// Detections whose semi-major axis `a` (pixels) is below this are left out: stars and
+    /// noise are PSF-sized, galaxies larger (0: keep all).
+    pub min_size: f64,
     /// The stamp cut around each detection, in the field's pixels; resampled to the
     /// classifier's input. Defaults to the classifier's input size.
     pub crop: Option<[usize; 2]>,

@@ -48,12 +48,19 @@ pub struct ChainConfig {
     pub detector: String,
     pub data: DataSel,
     pub min_score: f64,
+    /// Keep detections with `a` ≥ this many pixels; left out of the key when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_size: f64,
     pub crop: Option<[usize; 2]>,
     pub classify: Option<ClassifierConfig>,
     pub output: String,
     pub batch: usize,
     /// The engine computes the class probabilities.
     pub engine_epoch: Option<u32>,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// One catalogue row.
@@ -83,6 +90,8 @@ struct Summary {
     data: String,
     classifier: Option<String>,
     min_score: f64,
+    #[serde(default)]
+    min_size: f64,
     crop: Option<[usize; 2]>,
     fields: usize,
     entries: usize,
@@ -109,7 +118,10 @@ impl StageExecutor for ChainStage {
         }
         let mut entries: Vec<Entry> = Vec::new();
         for (i, d) in found.images.iter().enumerate() {
-            let kept = d.objects.iter().filter(|o| o.score >= config.min_score);
+            let kept = d
+                .objects
+                .iter()
+                .filter(|o| o.score >= config.min_score && o.a >= config.min_size);
             for (k, o) in kept.enumerate() {
                 entries.push(Entry {
                     field: d.name.clone(),
@@ -450,6 +462,7 @@ fn summarise(
         data: config.data.describe(),
         classifier: config.classify.as_ref().map(|c| c.name.clone()),
         min_score: config.min_score,
+        min_size: config.min_size,
         crop: config.crop,
         fields: fields.len(),
         entries: entries.len(),
@@ -590,6 +603,7 @@ impl Stage for ChainStage {
             KeyFigure::number("fields", s.fields as f64),
             KeyFigure::number("catalogue entries", s.entries as f64),
             KeyFigure::number("min_score", s.min_score),
+            KeyFigure::number("min_size (px)", s.min_size),
         ]);
         if let Some(c) = &s.classifier {
             section.key_figures.push(KeyFigure::text("classifier", c));
@@ -637,7 +651,7 @@ impl Stage for ChainStage {
                 header,
                 rows,
                 note: Some(format!(
-                    "A detection matches a true galaxy at IoU ≥ {MATCH_IOU} (greedy by score). Completeness: matched / true galaxies; purity: matched / catalogue entries (stars and spurious detections lower it); accuracy: predicted class = true Galaxy10 class among matched galaxies. Bins are terciles of the true galaxies."
+                    "A detection matches a true galaxy at IoU ≥ {MATCH_IOU} (greedy by score). Completeness: matched / true galaxies; purity: matched / catalogue entries (stars and spurious detections lower it; `min_size` drops PSF-sized ones); accuracy: predicted class = true Galaxy10 class among matched galaxies. Bins are terciles of the true galaxies."
                 )),
             });
         }
@@ -655,6 +669,7 @@ pub(super) fn compile(
         name,
         detector,
         min_score,
+        min_size,
         crop,
         classify,
         output,
@@ -687,6 +702,7 @@ pub(super) fn compile(
         detector: detector.clone(),
         data: DataSel::of(&detect.data),
         min_score: *min_score,
+        min_size: *min_size,
         crop: *crop,
         output: output.clone(),
         batch: 64,
@@ -837,6 +853,7 @@ mod tests {
                 dataset: "fields".into(),
             },
             min_score: 0.5,
+            min_size: 0.0,
             crop: None,
             classify: None,
             output: "c.csv".into(),

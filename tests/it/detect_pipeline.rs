@@ -39,7 +39,7 @@ train base {
 }
 
 chain catalog {
-  detect finder(min_score: 0.5)
+  detect finder(min_score: 0.5, min_size: 1.5)
   crop 48 x 48
   classify base
   output "catalog.csv"
@@ -93,14 +93,13 @@ fn fields_are_detected_scored_like_the_eval_command_and_catalogued() {
     let ap50: f64 = coco_values(&coco)[1].parse().unwrap();
     assert!(ap50 > 0.0, "the detector found no galaxy: {coco}");
 
-    // The catalogue keeps exactly the detections at or above min_score, with a class and
-    // one probability per class, and a FITS table beside it.
+    // The catalogue keeps exactly the detections at or above min_score and min_size, with a
+    // class and one probability per class, and a FITS table beside it.
     let objects = fs::read_to_string(out.join("finder/objects.csv")).unwrap();
-    let kept = objects
-        .lines()
-        .skip(1)
-        .filter(|l| l.rsplit(',').next().unwrap().parse::<f64>().unwrap() >= 0.5)
-        .count();
+    let cell = |l: &str, k: usize| l.split(',').nth(k).unwrap().parse::<f64>().unwrap();
+    let above_score = objects.lines().skip(1).filter(|l| cell(l, 15) >= 0.5);
+    let kept = above_score.clone().filter(|l| cell(l, 9) >= 1.5).count();
+    assert!(kept < above_score.count(), "min_size dropped nothing");
     let catalog = fs::read_to_string(out.join("catalog/catalog.csv")).unwrap();
     let header: Vec<&str> = catalog.lines().next().unwrap().split(',').collect();
     assert_eq!(header.iter().filter(|h| h.starts_with("p_")).count(), 10);
@@ -132,6 +131,8 @@ fn fields_are_detected_scored_like_the_eval_command_and_catalogued() {
 
     // A new score cut re-runs the chain and the report only; a new threshold the detector too.
     let edited = PIPELINE.replace("min_score: 0.5", "min_score: 0.7");
+    assert_eq!(not_cached(dir.path(), &edited), ["catalog", "report"]);
+    let edited = PIPELINE.replace("min_size: 1.5", "min_size: 2");
     assert_eq!(not_cached(dir.path(), &edited), ["catalog", "report"]);
     let edited = PIPELINE.replace("thresh: 1.5", "thresh: 3");
     assert_eq!(

@@ -92,13 +92,14 @@ impl<'a> Checker<'a> {
             self.default_of(b, &s, "output");
             output = Some("catalog.csv".into());
         }
-        let (Some((detector, min_score)), Some(output)) = (detector, output) else {
+        let (Some((detector, min_score, min_size)), Some(output)) = (detector, output) else {
             return;
         };
         self.out.add(CheckedStage::Chain(Chain {
             name: b.name.text.clone(),
             detector,
             min_score,
+            min_size,
             crop: crop.map(|(c, _)| c),
             classify,
             output,
@@ -106,8 +107,8 @@ impl<'a> Checker<'a> {
         }));
     }
 
-    /// `detect finder(min_score: 0.5)` or `detect finder`.
-    fn chain_detector(&mut self, v: &Value) -> Option<(String, f64)> {
+    /// `detect finder(min_score: 0.5, min_size: 3)` or `detect finder`.
+    fn chain_detector(&mut self, v: &Value) -> Option<(String, f64, f64)> {
         let (name, args) = match &v.kind {
             ValueKind::Call { name, args } => (name, args.as_slice()),
             ValueKind::Path(p) if p.len() == 1 => (&p[0], &[][..]),
@@ -118,12 +119,16 @@ impl<'a> Checker<'a> {
         };
         self.stage_ref(name, "detector", &[BlockKind::Detect])?;
         let ca = Args::new(args.iter(), v.span);
-        self.only_named(&ca, "detect", &["min_score"]);
+        self.only_named(&ca, "detect", &["min_score", "min_size"]);
         let min_score = match ca.get("min_score") {
             Some(x) => self.ranged(x, "min_score", 0.0, 1.0, false)?,
             None => 0.5,
         };
-        Some((name.text.clone(), min_score))
+        let min_size = match ca.get("min_size") {
+            Some(x) => self.ranged(x, "min_size", 0.0, f64::INFINITY, false)?,
+            None => 0.0,
+        };
+        Some((name.text.clone(), min_score, min_size))
     }
 
     /// The catalogue's file name: a plain `NAME.csv`, written inside the chain's folder.
