@@ -174,6 +174,8 @@ fn classify(
     }
     let classes = summary.class_names.len();
     let mut votes = vec![0f64; entries.len() * classes];
+    // Stamps are cut once per crop size: an ensemble's members usually share their input.
+    let mut cut: Vec<([usize; 2], ImageSet)> = Vec::new();
     for (member, &weight) in c.members.iter().zip(&weights) {
         ctx.check_cancelled()?;
         let mut network =
@@ -181,7 +183,14 @@ fn classify(
         let input = network.ir().input.clone();
         let (h, w) = (input[0], input[1]);
         let crop = config.crop.unwrap_or([h, w]);
-        let stamps = stamps(fields, entries, crop)?
+        if !cut.iter().any(|(size, _)| *size == crop) {
+            cut.push((crop, stamps(fields, entries, crop)?));
+        }
+        let stamps = cut
+            .iter()
+            .find(|(size, _)| *size == crop)
+            .map(|(_, set)| set.clone())
+            .ok_or_else(|| StageError::failed("no stamps were cut"))?
             .resized(h, w)
             .map_err(stage_error)?;
         let probs = crate::train::predictions::predict_set(&mut network, &stamps, config.batch)
@@ -214,17 +223,18 @@ fn stamps(fields: &FieldSet, entries: &[Entry], crop: [usize; 2]) -> Result<Imag
     );
     let [ch, cw] = crop;
     let mut pixels = Vec::with_capacity(entries.len() * ch * cw * c);
+    // Every field's catalogue boxes, gathered once.
+    let mut by_field: Vec<Vec<&FieldDetection>> = vec![Vec::new(); fields.len()];
+    for e in entries {
+        by_field[e.image].push(&e.det);
+    }
     for e in entries {
         let image = fields.image(e.image);
         // The stamp's top-left so that the centroid (pixel centres at whole numbers) sits at
         // its centre.
         let y0 = (e.det.y + 0.5 - ch as f64 / 2.0).round() as i64;
         let x0 = (e.det.x + 0.5 - cw as f64 / 2.0).round() as i64;
-        let boxes: Vec<&FieldDetection> = entries
-            .iter()
-            .filter(|o| o.image == e.image)
-            .map(|o| &o.det)
-            .collect();
+        let boxes = &by_field[e.image];
         let mut sky: Vec<Vec<u8>> = vec![Vec::new(); c];
         let mut all: Vec<Vec<u8>> = vec![Vec::new(); c];
         for y in y0.max(0)..(y0 + ch as i64).min(fh) {

@@ -61,8 +61,6 @@ struct Summary {
     truth_boxes: usize,
     /// COCO's twelve lines, when the images have annotations.
     coco: Vec<String>,
-    /// (label, value) of the twelve numbers.
-    stats: Vec<(String, f64)>,
 }
 
 pub struct DetectStage;
@@ -137,19 +135,10 @@ impl StageExecutor for DetectStage {
             detections: artifact.images.iter().map(|d| d.objects.len()).sum(),
             truth_boxes: set.objects.iter().map(Vec::len).sum(),
             coco: Vec::new(),
-            stats: Vec::new(),
         };
         if summary.truth_boxes > 0 {
             let (eval, names) = coco(&set, &artifact)?;
-            let params = &eval.params;
-            let table = eval.summary(None);
-            summary.coco = table.lines(params);
-            summary.stats = table
-                .rows
-                .iter()
-                .zip(STAT_LABELS)
-                .map(|(r, label)| (label.to_string(), r.value.unwrap_or(-1.0)))
-                .collect();
+            summary.coco = eval.summary(None).lines(&eval.params);
             crate::train::write_atomic(
                 &ctx.public_dir().join(COCO_TXT),
                 (summary.coco.join("\n") + "\n").as_bytes(),
@@ -276,7 +265,6 @@ fn detect_sky(
         detections: artifact.images[0].objects.len(),
         truth_boxes: 0,
         coco: Vec::new(),
-        stats: Vec::new(),
     };
     save_json(&artifact, ctx.out_dir().join(DETECTIONS_FILE)).map_err(stage_error)?;
     save_json(&summary, ctx.out_dir().join(SUMMARY_FILE)).map_err(stage_error)
@@ -288,22 +276,6 @@ fn method_text(p: &ExtractParams) -> String {
         p.thresh, p.minarea, p.deblend_nthresh, p.deblend_cont
     )
 }
-
-/// Short labels of COCO's twelve numbers, in `summarize`'s order.
-const STAT_LABELS: [&str; 12] = [
-    "AP",
-    "AP50",
-    "AP75",
-    "AP small",
-    "AP medium",
-    "AP large",
-    "AR@1",
-    "AR@10",
-    "AR@100",
-    "AR small",
-    "AR medium",
-    "AR large",
-];
 
 /// COCO's evaluation of the detections against the annotations. The extractor has no classes:
 /// with one class in the data its detections are of that class; with several, truth and
