@@ -226,12 +226,30 @@ impl<'a> Checker<'a> {
         Some(x as i64)
     }
 
-    /// A whole number of at least `min`, or a channel count at a width multiplier,
-    /// `width(64, alpha)`.
+    /// A whole number of at least `min`, a channel count at a width multiplier,
+    /// `width(64, alpha)`, or a product of counts, `times(anchors, classes)` (a detector
+    /// head's filters).
     pub fn count(&mut self, v: &Value, what: &str, min: i64) -> Option<usize> {
         let x = match &v.kind {
             ValueKind::Call { name, args } if name.text == "width" => {
                 self.width(v, args, what)? as i64
+            }
+            ValueKind::Call { name, args } if name.text == "times" => {
+                let a = Args::new(args.iter(), v.span);
+                self.only_named(&a, "times", &[]);
+                if a.positional.len() < 2 {
+                    self.wrong_type(
+                        v,
+                        &format!("{what} like `times(anchors, classes)`"),
+                        Some("`times(a, b, …)` multiplies two or more counts".into()),
+                    );
+                    return None;
+                }
+                let mut product = 1i64;
+                for f in &a.positional {
+                    product = product.saturating_mul(self.count(f, what, 1)? as i64);
+                }
+                product
             }
             _ => self.int(v, what)?,
         };

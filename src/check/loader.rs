@@ -25,6 +25,10 @@ const BUILTIN_STDLIB: &[(&str, &str)] = &[
         include_str!("../../stdlib/mobilenet.gpl"),
     ),
     (
+        "stdlib/detectors.gpl",
+        include_str!("../../stdlib/detectors.gpl"),
+    ),
+    (
         "stdlib/augment.gpl",
         include_str!("../../stdlib/augment.gpl"),
     ),
