@@ -74,6 +74,7 @@ pub fn epoch_vs_step(ir: &ModelIr, batch: usize, batches: usize) -> miette::Resu
         images: &set,
         class_weights: Some(&class_weights),
         augment: Some(&spec),
+        detection: None,
     };
     let config = FitConfig {
         epochs: 2,

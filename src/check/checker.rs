@@ -429,7 +429,7 @@ impl<'a> Checker<'a> {
                 v,
                 "image-classification data",
                 Some(format!(
-                    "dataset `{}` reads `{source}`: detection images with boxes, which only a detect block reads",
+                    "dataset `{}` reads `{source}`: detection images with boxes, which a detect block reads (or a train block with `anchors`, which trains a detector)",
                     r.dataset()
                 )),
             );
@@ -534,7 +534,7 @@ impl<'a> Checker<'a> {
 /// `voc(...)`, `fits(...)` or `synthetic(fields, ...)` when a dataset block reads a detection
 /// source, read from its syntax so the answer does not depend on the order the blocks are
 /// checked in.
-pub(super) fn detection_source(block: &Block) -> Option<&'static str> {
+pub(crate) fn detection_source(block: &Block) -> Option<&'static str> {
     let st = block.body.statements().find(|s| s.head.text == "source")?;
     match &Args::of_statement(st).positional.first()?.kind {
         ValueKind::Call { name, args } => match name.text.as_str() {

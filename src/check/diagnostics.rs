@@ -268,6 +268,16 @@ pub enum Error {
         help: Option<String>,
     },
 
+    #[error("the anchors do not fit the detector's feature maps: {why}")]
+    #[diagnostic(code(gpl::detector::anchors))]
+    AnchorsMisfit {
+        #[label("these anchors")]
+        span: Span,
+        why: String,
+        #[help]
+        help: Option<String>,
+    },
+
     #[error("{what} is not supported yet")]
     #[diagnostic(code(gpl::unsupported))]
     Unsupported {
@@ -417,6 +427,7 @@ impl Error {
             | DataFile { span, .. }
             | NotRunnable { span, .. }
             | Unsupported { span, .. }
+            | AnchorsMisfit { span, .. }
             | Infeasible { span, .. }
             | LayerKind { span, .. }
             | ModelArgs { span, .. }

@@ -461,8 +461,28 @@ pub struct Train {
     pub callbacks: Vec<Callback>,
     pub init: Option<InitWeights>,
     pub freeze: Option<Freeze>,
+    /// Set when the block trains a detector (it has `anchors`): the anchors and the loss
+    /// settings that replace the classification loss.
+    pub detector: Option<DetectorTraining>,
     #[serde(skip)]
     pub span: Span,
+}
+
+/// A detector's training settings: the model's two outputs are the class logits and the
+/// box offsets of every anchor, laid out level by level.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DetectorTraining {
+    /// Each level's feature map `[height, width]`, finest first, read from the model.
+    pub levels: Vec<[usize; 2]>,
+    /// The anchor side at aspect ratio 1 on each level, in input pixels.
+    pub sizes: Vec<f64>,
+    /// Width / height of the anchors of every cell.
+    pub ratios: Vec<f64>,
+    /// Classes the class head scores (logits per anchor).
+    pub classes: usize,
+    /// Focal loss (Lin et al. 2017): α for the positives, γ the focusing exponent.
+    pub alpha: f64,
+    pub gamma: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -477,6 +497,9 @@ pub struct Loss {
 pub enum LossKind {
     /// Softmax cross-entropy over integer labels.
     Crossentropy,
+    /// A detector's sigmoid focal loss on the class logits plus smooth-L1 on the box
+    /// offsets (its α and γ are in `DetectorTraining`).
+    Focal,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -314,6 +314,10 @@ impl<'a> Checker<'a> {
         // Detect blocks read detection datasets; every other block, images with a class each.
         let read = |this: &mut Self, v: &Value| match b.kind {
             BlockKind::Detect => this.data_ref_any(v),
+            // A train block with anchors trains a detector on images with boxes.
+            BlockKind::Train if b.body.statements().any(|s| s.head.text == "anchors") => {
+                this.data_ref_any(v)
+            }
             _ => this.data_ref(v),
         };
         if let (Need::RequiredOn { .. }, Some(h)) = (spec.need, &b.header) {

@@ -514,6 +514,30 @@ impl ModelIr {
         self.layers.iter().map(|l| l.flops).sum()
     }
 
+    /// The per-level maps a detector output joins, finest first: `[height, width, channels]`
+    /// of each map that a `flatten` turns into part of output `output` (a `concat` of
+    /// flattens, or one flatten). `None` when the output is not built that way.
+    pub fn level_maps(&self, output: usize) -> Option<Vec<[usize; 3]>> {
+        let layer = &self.layers[output];
+        let flattens: Vec<Source> = match layer.op {
+            LayerOp::Concat => layer.inputs.clone(),
+            LayerOp::Flatten => vec![Source::Layer(output)],
+            _ => return None,
+        };
+        flattens
+            .iter()
+            .map(|s| match *s {
+                Source::Layer(k) if self.layers[k].op == LayerOp::Flatten => {
+                    match self.layers[k].input.as_slice() {
+                        &[h, w, c] => Some([h, w, c]),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Index of a layer by name.
     pub fn layer_index(&self, name: &str) -> Option<usize> {
         self.layers.iter().position(|l| l.name == name)

@@ -24,9 +24,20 @@ pub enum Target<'a> {
         labels: &'a [u32],
         label_smoothing: f32,
     },
-    /// `[n, values]` regression targets for a box head (smooth-L1). Declared so the batch
-    /// has room for detection; no engine trains it yet, and the engine says so.
-    Boxes { values: &'a [f32] },
+    /// Per-anchor targets of a sigmoid focal loss: one label per anchor per sample, -1
+    /// ignored, 0 background, c + 1 class c.
+    Anchors {
+        labels: &'a [i32],
+        classes: usize,
+        alpha: f32,
+        gamma: f32,
+    },
+    /// Box regression targets, four per anchor; only anchors labelled ≥ 1 count (smooth-L1).
+    Boxes {
+        values: &'a [f32],
+        labels: &'a [i32],
+        beta: f32,
+    },
 }
 
 impl Target<'_> {
@@ -34,6 +45,7 @@ impl Target<'_> {
     pub fn kind(&self) -> &'static str {
         match self {
             Target::Classes { .. } => "class labels",
+            Target::Anchors { .. } => "anchor labels",
             Target::Boxes { .. } => "boxes",
         }
     }

@@ -236,6 +236,7 @@ pub fn fit_recipe(
             .augment
             .as_ref()
             .map(|spec| spec as &dyn crate::train::fit::Augment),
+            detection: None,
     };
     let cancel = AtomicBool::new(false);
     let batches = train.len().div_ceil(recipe.fit.batch_size.max(1)) as u64;

@@ -83,6 +83,41 @@ pub struct TrainData<'a> {
     /// Loss weight per class id (Keras `class_weight`); every sample weighs 1 without it.
     pub class_weights: Option<&'a [f32]>,
     pub augment: Option<&'a dyn Augment>,
+    /// A detector's anchor targets, which replace the class labels (and `augment`: the
+    /// detection samples augment their boxes with their pixels).
+    pub detection: Option<&'a dyn DetectionTargets>,
+}
+
+/// A detector's training samples and validation, supplied by the caller: per sample the
+/// network's input and every anchor's targets, and after each epoch the validation logs.
+pub trait DetectionTargets: Sync {
+    /// Anchors per image.
+    fn anchors(&self) -> usize;
+    /// The focal loss's classes, α and γ, and the box loss's smooth-L1 β.
+    fn loss(&self) -> DetectionLoss;
+    /// Writes training sample `index`'s input (`[0, 1]` floats, the set's image shape), its
+    /// anchor labels (-1 ignored, 0 background, c + 1 class c) and box targets (4 per
+    /// anchor). `seed` is the sample's augmentation seed for this epoch.
+    fn sample(&self, index: usize, seed: u64, image: &mut [f32], labels: &mut [i32], boxes: &mut [f32]);
+    /// The validation logs of the learner as it is now (`val_loss`, `val_map50`), or
+    /// nothing without a validation set.
+    fn validate(&self, learner: &mut dyn Learner) -> Result<Option<DetectionLogs>>;
+}
+
+/// The loss settings a detection batch carries.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DetectionLoss {
+    pub classes: usize,
+    pub alpha: f32,
+    pub gamma: f32,
+    pub beta: f32,
+}
+
+/// A detector's validation numbers after an epoch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DetectionLogs {
+    pub val_loss: f64,
+    pub val_map50: f64,
 }
 
 /// What the loop reports while it runs, for progress bars.
@@ -162,10 +197,14 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize, shuffle: bool) -> Vec<us
 }
 
 /// One prepared batch; its buffers go back to the producer for reuse.
+#[derive(Default)]
 struct Prepared {
     images: Vec<f32>,
     labels: Vec<u32>,
     weights: Vec<f32>,
+    /// A detector's targets: per anchor a label, and four box values.
+    anchor_labels: Vec<i32>,
+    box_targets: Vec<f32>,
 }
 
 fn prepare_batch(
@@ -181,6 +220,22 @@ fn prepare_batch(
     into.images.resize(indices.len() * sample_len, 0.0);
     into.labels.clear();
     into.weights.clear();
+    if let Some(det) = data.detection {
+        let anchors = det.anchors();
+        into.anchor_labels.resize(indices.len() * anchors, 0);
+        into.box_targets.resize(indices.len() * anchors * 4, 0.0);
+        let rows = into
+            .images
+            .chunks_mut(sample_len)
+            .zip(into.anchor_labels.chunks_mut(anchors))
+            .zip(into.box_targets.chunks_mut(anchors * 4));
+        for (((image, labels), boxes), &i) in rows.zip(indices) {
+            det.sample(i, sample_seed(seed, epoch, i), image, labels, boxes);
+            into.labels.push(0);
+            into.weights.push(1.0);
+        }
+        return into;
+    }
     for &i in indices {
         let label = set.labels[i];
         into.labels.push(label);
@@ -466,11 +521,7 @@ pub fn fit(
             let order = &order;
             scope.spawn(move || {
                 for indices in order.chunks(config.batch_size) {
-                    let buffers = recycle_rx.try_recv().unwrap_or(Prepared {
-                        images: Vec::new(),
-                        labels: Vec::new(),
-                        weights: Vec::new(),
-                    });
+                    let buffers = recycle_rx.try_recv().unwrap_or_default();
                     let prepared = prepare_batch(train, indices, config.seed, epoch, buffers);
                     if batch_tx.send(prepared).is_err() {
                         break; // the loop stopped early (error or cancel)
@@ -483,12 +534,31 @@ pub fn fit(
                 }
                 let n = prepared.labels.len();
                 debug_assert_eq!(prepared.images.len(), n * sample_len);
-                let batch = Batch {
-                    images: &prepared.images,
-                    targets: vec![Target::Classes {
+                let targets = match train.detection {
+                    Some(det) => {
+                        let loss = det.loss();
+                        vec![
+                            Target::Anchors {
+                                labels: &prepared.anchor_labels,
+                                classes: loss.classes,
+                                alpha: loss.alpha,
+                                gamma: loss.gamma,
+                            },
+                            Target::Boxes {
+                                values: &prepared.box_targets,
+                                labels: &prepared.anchor_labels,
+                                beta: loss.beta,
+                            },
+                        ]
+                    }
+                    None => vec![Target::Classes {
                         labels: &prepared.labels,
                         label_smoothing: config.label_smoothing,
                     }],
+                };
+                let batch = Batch {
+                    images: &prepared.images,
+                    targets,
                     weights: &prepared.weights,
                 };
                 // The engine refuses a non-finite loss before updating; name where it happened.
@@ -537,27 +607,43 @@ pub fn fit(
         }
 
         let n = train.images.len() as f64;
-        let mut logs = EpochLogs::from([
-            ("loss".to_string(), loss_sum / n),
-            ("accuracy".to_string(), correct as f64 / n),
-        ]);
-        let (val_loss, val_accuracy) = match val {
-            Some(v) => {
+        // A detector has no accuracy; its record says NaN and its logs leave it out.
+        let accuracy = match train.detection {
+            Some(_) => f64::NAN,
+            None => correct as f64 / n,
+        };
+        let mut logs = EpochLogs::from([("loss".to_string(), loss_sum / n)]);
+        if train.detection.is_none() {
+            logs.insert("accuracy".into(), accuracy);
+        }
+        let mut val_map50 = None;
+        let (val_loss, val_accuracy) = match (train.detection, val) {
+            (Some(det), _) => match det.validate(learner)? {
+                Some(d) => {
+                    logs.insert("val_loss".into(), d.val_loss);
+                    logs.insert("val_map50".into(), d.val_map50);
+                    val_map50 = Some(d.val_map50);
+                    (Some(d.val_loss), None)
+                }
+                None => (None, None),
+            },
+            (None, Some(v)) => {
                 let (l, a) = evaluate(learner, v, config.batch_size, config.label_smoothing)?;
                 logs.insert("val_loss".into(), l);
                 logs.insert("val_accuracy".into(), a);
                 (Some(l), Some(a))
             }
-            None => (None, None),
+            (None, None) => (None, None),
         };
         let record = EpochRecord {
             epoch: epoch + 1,
             loss: logs["loss"],
-            accuracy: logs["accuracy"],
+            accuracy,
             val_loss,
             val_accuracy,
             lr,
             seconds: started.elapsed().as_secs_f64(),
+            val_map50,
         };
         history.epochs.push(record.clone());
 

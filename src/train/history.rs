@@ -26,6 +26,9 @@ pub struct EpochRecord {
     pub lr: f32,
     /// Wall time of training and validation in this epoch.
     pub seconds: f64,
+    /// A detector's validation COCO AP at IoU 0.5 (its `accuracy` columns are NaN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_map50: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -34,6 +37,8 @@ pub struct History {
 }
 
 const HEADER: &str = "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds";
+/// A detector's history: the same columns and its validation mAP@0.5 last.
+const DETECTOR_HEADER: &str = "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,val_map50";
 
 impl History {
     pub fn len(&self) -> usize {
@@ -47,12 +52,13 @@ impl History {
     /// One row per epoch; empty cells where there was no validation set. Numbers are
     /// written in their shortest exact form, so reading the file back gives the same values.
     pub fn to_csv(&self) -> String {
-        let mut out = String::from(HEADER);
+        let detector = self.epochs.iter().any(|r| r.val_map50.is_some());
+        let mut out = String::from(if detector { DETECTOR_HEADER } else { HEADER });
         out.push('\n');
         let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
         for r in &self.epochs {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{}",
                 r.epoch,
                 r.loss,
                 r.accuracy,
@@ -61,6 +67,10 @@ impl History {
                 r.lr,
                 r.seconds
             ));
+            if detector {
+                out.push_str(&format!(",{}", opt(r.val_map50)));
+            }
+            out.push('\n');
         }
         out
     }
@@ -81,14 +91,19 @@ impl History {
             message: format!("line {line}: {message}"),
         };
         let mut lines = text.lines();
-        if lines.next() != Some(HEADER) {
-            return Err(bad(1, format!("the header must be `{HEADER}`")));
-        }
+        let columns = match lines.next() {
+            Some(HEADER) => 7,
+            Some(DETECTOR_HEADER) => 8,
+            _ => return Err(bad(1, format!("the header must be `{HEADER}`"))),
+        };
         let mut epochs = Vec::new();
         for (i, line) in lines.enumerate() {
             let cells: Vec<&str> = line.split(',').collect();
-            if cells.len() != 7 {
-                return Err(bad(i + 2, format!("{} cells, expected 7", cells.len())));
+            if cells.len() != columns {
+                return Err(bad(
+                    i + 2,
+                    format!("{} cells, expected {columns}", cells.len()),
+                ));
             }
             let num = |s: &str| {
                 crate::train::float_serde::parse(s)
@@ -114,6 +129,10 @@ impl History {
                     .parse()
                     .map_err(|_| bad(i + 2, format!("bad rate `{}`", cells[5])))?,
                 seconds: num(cells[6])?,
+                val_map50: match cells.get(7) {
+                    Some(cell) => opt(cell)?,
+                    None => None,
+                },
             });
         }
         Ok(History { epochs })
@@ -136,6 +155,7 @@ mod tests {
                     val_accuracy: Some(0.125),
                     lr: 1e-3,
                     seconds: 0.25,
+                    val_map50: None,
                 },
                 EpochRecord {
                     epoch: 2,
@@ -145,6 +165,7 @@ mod tests {
                     val_accuracy: None,
                     lr: 5e-4,
                     seconds: 1.5,
+                    val_map50: None,
                 },
             ],
         };
@@ -154,5 +175,30 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n1,2.302585092994047,0.1,inf,0.125,0.001,0.25\n"), "{text}");
         assert_eq!(History::read_csv(&path).unwrap(), history);
+    }
+
+    #[test]
+    fn a_detector_history_round_trips_with_its_map_column() {
+        let mut history = History {
+            epochs: vec![EpochRecord {
+                epoch: 1,
+                loss: 0.75,
+                accuracy: f64::NAN,
+                val_loss: Some(0.5),
+                val_accuracy: None,
+                lr: 1e-3,
+                seconds: 2.0,
+                val_map50: Some(0.625),
+            }],
+        };
+        let text = history.to_csv();
+        assert!(text.starts_with(DETECTOR_HEADER), "{text}");
+        assert!(text.ends_with(",0.625\n"), "{text}");
+        let back = History::from_csv(&text, Path::new("h.csv")).unwrap();
+        assert!(back.epochs[0].accuracy.is_nan());
+        history.epochs[0].accuracy = 0.0;
+        let mut back = back;
+        back.epochs[0].accuracy = 0.0;
+        assert_eq!(back, history);
     }
 }

@@ -111,6 +111,7 @@ fn run_full(epochs: usize, dir: Option<&std::path::Path>, prefetch: usize) -> Ru
         images: &train,
         class_weights: Some(&weights),
         augment: Some(&augment),
+        detection: None,
     };
     let mut learner = SoftmaxRegression::new(16, 3);
     let ctx = FitContext {
@@ -135,6 +136,7 @@ fn run_interrupted(epochs: usize, k: usize, dir: &std::path::Path) -> Run {
         images: &train,
         class_weights: Some(&weights),
         augment: Some(&augment),
+        detection: None,
     };
     let cancel = AtomicBool::new(false);
     let mut on_progress = |p: EpochProgress| {
@@ -270,6 +272,7 @@ fn a_checkpoint_from_another_setup_is_refused() {
         images: &train,
         class_weights: None,
         augment: None,
+        detection: None,
     };
     let mut learner = SoftmaxRegression::new(16, 3);
     let ctx = FitContext {
@@ -330,6 +333,7 @@ fn a_nan_loss_names_epoch_and_batch_and_keeps_the_last_good_checkpoint() {
         images: &train,
         class_weights: None,
         augment: None,
+        detection: None,
     };
     let dir = tempfile::tempdir().unwrap();
     // 45 samples in batches of 7: 7 batches an epoch; step 17 is epoch 3, batch 3.
@@ -376,6 +380,7 @@ fn early_stopping_ends_training_and_restores_the_best_epoch() {
         images: &train,
         class_weights: None,
         augment: None,
+        detection: None,
     };
     // Maximising the training loss: epoch 1 is the best, epoch 2 fails to improve and stops.
     let stop = CallbackSpec::EarlyStopping(EarlyStoppingConfig {
@@ -429,6 +434,7 @@ fn class_weights_scale_the_training_loss_but_not_val_loss() {
             images: &train,
             class_weights: weights,
             augment: None,
+            detection: None,
         };
         let mut learner = SoftmaxRegression::new(16, 3);
         learner.l2 = 0.0;
@@ -462,6 +468,7 @@ fn monitoring_a_metric_that_is_not_logged_is_an_error() {
         images: &train,
         class_weights: None,
         augment: None,
+        detection: None,
     };
     let config = FitConfig {
         callbacks: vec![CallbackSpec::EarlyStopping(EarlyStoppingConfig::default())],
@@ -500,6 +507,7 @@ fn cancelling_mid_epoch_leaves_the_previous_epoch_checkpoint() {
         images: &train,
         class_weights: None,
         augment: None,
+        detection: None,
     };
     let dir = tempfile::tempdir().unwrap();
     let cancel = AtomicBool::new(false);
@@ -557,6 +565,7 @@ fn class_weights_must_cover_every_class() {
         images: &train,
         class_weights: Some(&weights),
         augment: None,
+        detection: None,
     };
     let err = fit(
         &mut SoftmaxRegression::new(16, 3),
@@ -577,6 +586,7 @@ fn load_weights_replaces_named_tensors_and_keeps_the_rest() {
         images: &train,
         class_weights: None,
         augment: None,
+        detection: None,
     };
     fit(
         &mut learner,
@@ -623,6 +633,7 @@ fn a_run_that_stopped_early_resumes_to_the_same_restored_end() {
         images: &train,
         class_weights: None,
         augment: None,
+        detection: None,
     };
     let stop = CallbackSpec::EarlyStopping(EarlyStoppingConfig {
         monitor: "loss".into(),

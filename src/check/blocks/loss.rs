@@ -14,6 +14,44 @@ pub(super) const LOSS: Spec = Spec::default(
 );
 
 impl<'a> Checker<'a> {
+    /// A detector's loss: `focal(alpha:, gamma:)`, RetinaNet's 0.25 and 2 when left out.
+    /// Returns `[alpha, gamma]`.
+    pub(super) fn detector_loss(&mut self, s: &Stmts) -> Option<[f64; 2]> {
+        let Some(st) = s.one(LOSS.name) else {
+            return Some([0.25, 2.0]);
+        };
+        let v = self.first_arg(st)?;
+        let (name, args) = match &v.kind {
+            ValueKind::Call { name, args } => (name, args.as_slice()),
+            ValueKind::Path(p) if p.len() == 1 => (&p[0], &[][..]),
+            _ => {
+                self.wrong_type(v, "a loss like `focal(alpha: 0.25, gamma: 2)`", None);
+                return None;
+            }
+        };
+        if name.text != "focal" {
+            self.err(Error::Unsupported {
+                what: format!("loss `{}` for a detector", name.text),
+                span: name.span,
+                help: Some(
+                    "a detector (a train block with `anchors`) trains with `loss focal(alpha: 0.25, gamma: 2)` on its class logits and smooth-L1 on its boxes".into(),
+                ),
+            });
+            return None;
+        }
+        let a = Args::new(args.iter(), v.span);
+        self.only_named(&a, "focal", &["alpha", "gamma"]);
+        let alpha = match a.get("alpha") {
+            Some(x) => self.ranged(x, "focal alpha", 0.0, 1.0, false)?,
+            None => 0.25,
+        };
+        let gamma = match a.get("gamma") {
+            Some(x) => self.ranged(x, "focal gamma", 0.0, 10.0, false)?,
+            None => 2.0,
+        };
+        Some([alpha, gamma])
+    }
+
     pub(super) fn loss(&mut self, b: &Block, s: &Stmts) -> Option<Loss> {
         let Some(st) = s.one(LOSS.name) else {
             self.default_of(b, s, LOSS.name);
@@ -32,6 +70,16 @@ impl<'a> Checker<'a> {
                 return None;
             }
         };
+        if name.text == "focal" {
+            self.err(Error::Unsupported {
+                what: "the focal loss for a classifier".into(),
+                span: name.span,
+                help: Some(
+                    "the focal loss trains a detector: add `anchors sizes: [...], ratios: [...]` and train on detection data".into(),
+                ),
+            });
+            return None;
+        }
         let kind = self.choice_name(name, "loss", &[("crossentropy", LossKind::Crossentropy)])?;
         let a = Args::new(args.iter(), v.span);
         self.only_named(&a, "crossentropy", &["weights", "label_smoothing"]);

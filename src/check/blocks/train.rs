@@ -10,6 +10,7 @@ use crate::check::schema::{
 use crate::lang::ast::*;
 
 use super::{callbacks, loss, optimizer};
+use crate::check::checker::detection_source;
 
 pub(super) const TRAIN: &[Spec] = &[
     Spec::required("model", Other, "model scratch_big(9)"),
@@ -47,6 +48,7 @@ pub(super) const TRAIN: &[Spec] = &[
     Spec::optional("init", Other),
     Spec::optional("freeze", Other),
     Spec::optional("trainable", Other),
+    Spec::optional("anchors", Other),
 ];
 
 impl<'a> Checker<'a> {
@@ -68,7 +70,16 @@ impl<'a> Checker<'a> {
                 v
             }
         };
-        let loss = self.loss(b, &s);
+        let anchors_st = s.one("anchors");
+        let focal = anchors_st.and_then(|_| self.detector_loss(&s));
+        let loss = match anchors_st {
+            Some(_) => focal.map(|_| Loss {
+                kind: LossKind::Focal,
+                class_weights: None,
+                label_smoothing: 0.0,
+            }),
+            None => self.loss(b, &s),
+        };
         let optimizer = self.optimizer(b, &s);
         let batch = self.count_of(b, &s, "batch");
         let seed = self.count_of(b, &s, "seed").map(|x| x as u64);
@@ -158,7 +169,16 @@ impl<'a> Checker<'a> {
                 ir.layers[i].trainable = false;
             }
         }
-        if ir.outputs.len() > 1 {
+        let mut detector = None;
+        if let Some(st) = anchors_st {
+            let (Some([alpha, gamma]), Some(d)) = (
+                focal,
+                self.detector_training(st, &ir, model_v, &data, augment.as_deref()),
+            ) else {
+                return;
+            };
+            detector = Some(DetectorTraining { alpha, gamma, ..d });
+        } else if ir.outputs.len() > 1 {
             let names: Vec<&str> = ir
                 .outputs
                 .iter()
@@ -177,7 +197,10 @@ impl<'a> Checker<'a> {
             });
             return;
         }
-        let classes = self.check_data_fit(&data, &ir, model_v);
+        let classes = match &detector {
+            Some(d) => Some(d.classes),
+            None => self.check_data_fit(&data, &ir, model_v),
+        };
         let model_name = match &model_v.kind {
             ValueKind::Call { name, .. } => name.text.clone(),
             _ => crate::lang::fmt::value(model_v),
@@ -201,8 +224,186 @@ impl<'a> Checker<'a> {
             callbacks,
             init,
             freeze,
+            detector,
             span: b.name.span,
         }));
+    }
+
+    /// A detector's `anchors sizes: [...], ratios: [...]` against its model and data: two
+    /// outputs (class logits, box offsets), each a join of flattened per-level maps with
+    /// one anchor per ratio per cell, one size per level, and data with boxes.
+    fn detector_training(
+        &mut self,
+        st: &Statement,
+        ir: &crate::nn::ir::ModelIr,
+        model_v: &Value,
+        data: &DataRef,
+        augment: Option<&str>,
+    ) -> Option<DetectorTraining> {
+        let a = Args::of_statement(st);
+        self.only_named(&a, "anchors", &["sizes", "ratios"]);
+        let list = |this: &mut Self, name: &str, what: &str| -> Option<Vec<f64>> {
+            let Some(v) = a.get(name) else {
+                this.err(Error::MissingArg {
+                    what: "anchors".into(),
+                    needed: format!("`{name}: [...]`, {what}"),
+                    span: a.span,
+                    help: Some("anchors sizes: [12, 24, 48, 96], ratios: [1, 2, 0.5]".into()),
+                });
+                return None;
+            };
+            let ValueKind::List(items) = &v.kind else {
+                this.wrong_type(v, &format!("a list of {what}"), None);
+                return None;
+            };
+            let xs: Vec<f64> = items
+                .iter()
+                .filter_map(|x| this.positive(x, what))
+                .collect();
+            (xs.len() == items.len() && !xs.is_empty()).then_some(xs)
+        };
+        let sizes = list(self, "sizes", "anchor sides in input pixels, one per level");
+        let ratios = list(self, "ratios", "width / height ratios, one anchor each per cell");
+        let (sizes, ratios) = (sizes?, ratios?);
+        match self.stages.get(data.dataset()).and_then(|b| detection_source(b)) {
+            None => {
+                self.err(Error::WrongType {
+                    expected: "detection data (images with boxes)".into(),
+                    found: format!("`{}`, images with one class each", data.dataset()),
+                    span: st.head.span,
+                    help: Some(
+                        "a detector trains on `synthetic(fields)` or `voc(...)` data; without `anchors` the block trains a classifier".into(),
+                    ),
+                });
+                return None;
+            }
+            Some(source) if source.starts_with("fits") => {
+                self.err(Error::Unsupported {
+                    what: "training a detector on a FITS survey image".into(),
+                    span: st.head.span,
+                    help: Some("a FITS image has no annotated boxes; train on `synthetic(fields)` or `voc(...)` data and detect on the sky".into()),
+                });
+                return None;
+            }
+            Some(_) => {}
+        }
+        if ir.outputs.len() != 2 {
+            self.err(Error::Unsupported {
+                what: format!("a detector with {} output(s)", ir.outputs.len()),
+                span: model_v.span,
+                help: Some("a detector's model returns two outputs, class logits then box offsets (`output class_logits, box_offsets`), as stdlib/detectors.gpl's do".into()),
+            });
+            return None;
+        }
+        let maps = |this: &mut Self, k: usize| {
+            let o = ir.outputs[k];
+            let m = ir.level_maps(o);
+            if m.is_none() {
+                this.err(Error::Unsupported {
+                    what: format!(
+                        "detector output `{}` that is not a `concat` of flattened maps",
+                        ir.layers[o].name
+                    ),
+                    span: model_v.span,
+                    help: Some("each output joins `flatten`ed per-level head maps, finest first (stdlib/detectors.gpl)".into()),
+                });
+            }
+            m
+        };
+        let (class_maps, box_maps) = (maps(self, 0), maps(self, 1));
+        let (class_maps, box_maps) = (class_maps?, box_maps?);
+        let per_cell = ratios.len();
+        let misfit = |why: String| Error::AnchorsMisfit {
+            span: st.head.span,
+            why,
+            help: Some(format!(
+                "the model's heads predict {} map(s); give one size per level and as many ratios as anchors per cell",
+                class_maps.len()
+            )),
+        };
+        if class_maps.len() != box_maps.len() || class_maps.len() != sizes.len() {
+            self.err(misfit(format!(
+                "{} size(s) for {} class map(s) and {} box map(s)",
+                sizes.len(),
+                class_maps.len(),
+                box_maps.len()
+            )));
+            return None;
+        }
+        let mut classes = None;
+        for (level, (c, bx)) in class_maps.iter().zip(&box_maps).enumerate() {
+            let name = format!("level {} ({}x{})", level + 1, c[0], c[1]);
+            if c[..2] != bx[..2] {
+                self.err(misfit(format!(
+                    "{name}: the box map is {}x{}",
+                    bx[0], bx[1]
+                )));
+                return None;
+            }
+            if bx[2] != 4 * per_cell {
+                self.err(misfit(format!(
+                    "{name}: the box map has {} channels, but {per_cell} ratio(s) need 4 x {per_cell} = {}",
+                    bx[2],
+                    4 * per_cell
+                )));
+                return None;
+            }
+            if c[2] % per_cell != 0 || classes.is_some_and(|k| k * per_cell != c[2]) {
+                self.err(misfit(format!(
+                    "{name}: the class map has {} channels, not {per_cell} anchors x the other levels' classes",
+                    c[2]
+                )));
+                return None;
+            }
+            classes = Some(c[2] / per_cell);
+        }
+        let classes = classes?;
+        if let Some(known) = self.out.dataset(data.dataset()).and_then(|d| d.classes) {
+            if known > classes {
+                self.err(Error::ClassCount {
+                    model: ir.name.clone(),
+                    units: classes,
+                    dataset: data.dataset().to_string(),
+                    classes: known,
+                    span: model_v.span,
+                    help: Some(format!(
+                        "the class head scores {classes} class(es) per anchor; the data's boxes name {known}"
+                    )),
+                });
+                return None;
+            }
+        }
+        if let Some(preset) = augment.and_then(|n| self.augment_defs.get(n).copied()) {
+            const BOX_SAFE: &[&str] = &[
+                "rot90",
+                "horizontal_flip",
+                "vertical_flip",
+                "zoom",
+                "width_shift",
+                "height_shift",
+            ];
+            for s in preset.body.statements() {
+                if !BOX_SAFE.contains(&s.head.text.as_str()) {
+                    self.err(Error::Unsupported {
+                        what: format!("`{}` in a detector's augmentation", s.head.text),
+                        span: s.head.span,
+                        help: Some(format!(
+                            "boxes follow {}; a rotated or sheared box no longer bounds its galaxy",
+                            BOX_SAFE.join(", ")
+                        )),
+                    });
+                    return None;
+                }
+            }
+        }
+        Some(DetectorTraining {
+            levels: class_maps.iter().map(|c| [c[0], c[1]]).collect(),
+            sizes,
+            ratios,
+            classes,
+            alpha: 0.25,
+            gamma: 2.0,
+        })
     }
 
     pub(super) fn default_validation(&self, data: &DataRef) -> Option<DataRef> {
