@@ -463,26 +463,9 @@ pub struct Train {
     pub freeze: Option<Freeze>,
     /// Set when the block trains a detector (it has `anchors`): the anchors and the loss
     /// settings that replace the classification loss.
-    pub detector: Option<DetectorTraining>,
+    pub detector: Option<crate::train::detection::DetectorConfig>,
     #[serde(skip)]
     pub span: Span,
-}
-
-/// A detector's training settings: the model's two outputs are the class logits and the
-/// box offsets of every anchor, laid out level by level.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct DetectorTraining {
-    /// Each level's feature map `[height, width]`, finest first, read from the model.
-    pub levels: Vec<[usize; 2]>,
-    /// The anchor side at aspect ratio 1 on each level, in input pixels.
-    pub sizes: Vec<f64>,
-    /// Width / height of the anchors of every cell.
-    pub ratios: Vec<f64>,
-    /// Classes the class head scores (logits per anchor).
-    pub classes: usize,
-    /// Focal loss (Lin et al. 2017): α for the positives, γ the focusing exponent.
-    pub alpha: f64,
-    pub gamma: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -2,9 +2,12 @@
 //! (SExtractor's algorithm, as SEP implements it): background, filtering, thresholding,
 //! labelling, deblending, measurement.
 
+pub mod anchors;
+pub mod boxes;
 pub mod catalog;
 pub mod extract;
 pub mod fields;
+pub mod nms;
 pub mod tile;
 
 /// The detector's diagnostics.

@@ -15,6 +15,7 @@ use crate::data::fields::FieldSet;
 use crate::data::fits_table::{write_bintable, Column};
 use crate::data::synth::SDSS_CLASSES;
 use crate::data::ImageSet;
+use crate::detect::boxes::iou;
 use crate::detect::fields::FieldDetection;
 use crate::plan::{StageId, StageSpec};
 use crate::report::boxes::{boxes_png, LabelledBox};
@@ -416,18 +417,6 @@ fn column_name(name: &str) -> String {
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join("_")
-}
-
-fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = w * h;
-    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
-    if union > 0.0 {
-        inter / union
-    } else {
-        0.0
-    }
 }
 
 /// Greedy matching per field, detections by descending score (COCO's order), each to the
@@ -878,6 +867,6 @@ mod tests {
         );
         assert_eq!(ratio(r.matched, r.truth), "0.500");
         assert_eq!(ratio(r.matched, r.detections), "0.333");
-        assert!((iou([0.0, 0.0, 8.0, 10.0], [0.0, 0.0, 10.0, 10.0]) - 0.8).abs() < 1e-12);
+        assert!((iou([0.0f64, 0.0, 8.0, 10.0], [0.0, 0.0, 10.0, 10.0]) - 0.8).abs() < 1e-12);
     }
 }

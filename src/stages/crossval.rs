@@ -105,6 +105,7 @@ impl StageExecutor for CrossvalFoldStage {
             &train,
             weights.as_deref(),
             Some(&val),
+            None,
             super::train::FitDirs {
                 files: ctx.public_dir(),
                 checkpoints: ctx.scratch_dir(),

@@ -535,6 +535,7 @@ fn run_trial(
         &train.images,
         train.class_weights.as_deref(),
         val,
+        None,
         FitDirs {
             files: &tmp,
             checkpoints: &checkpoints,

@@ -8,10 +8,11 @@ use super::{augment_spec, spec, stage_error, Stage, StageKind};
 use crate::check::Part;
 use crate::check::{self, Program};
 use crate::data::augment::AugmentSpec;
+use crate::data::fields::FieldSet;
 use crate::data::ImageSet;
 use crate::nn::frozen::FrozenPrefix;
 use crate::nn::ir::ModelIr;
-use crate::nn::learner::Learner;
+use crate::nn::learner::{Learner, NamedTensors};
 use crate::nn::optim::OptimizerConfig;
 use crate::nn::Network;
 use crate::plan::StageSpec;
@@ -21,7 +22,8 @@ use crate::run::{StageContext, StageError, StageExecutor};
 use crate::train::callbacks::{
     CallbackSpec, EarlyStoppingConfig, ModelCheckpointConfig, ReduceLrConfig,
 };
-use crate::train::fit::{fit, EpochProgress, FitConfig, FitContext, TrainData};
+use crate::train::detection::{DetectorConfig, DetectorSet, FieldSamples};
+use crate::train::fit::{fit, DetectionTargets, EpochProgress, FitConfig, FitContext, TrainData};
 use crate::train::history::History;
 use crate::train::predictions::{
     predict_set, prediction_rows, write_predictions_csv, PredictionRow,
@@ -74,6 +76,9 @@ pub struct Recipe {
     /// On-the-fly augmentation of training batches.
     pub augment: Option<AugmentSpec>,
     pub init: Option<InitConfig>,
+    /// A detector's anchors and loss (the train block's `anchors`); absent for a classifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<DetectorConfig>,
 }
 
 /// A train stage: the recipe, the images it trains on and validates on, and the split whose
@@ -109,6 +114,9 @@ pub struct TrainStage;
 impl StageExecutor for TrainStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: TrainConfig = super::config(ctx)?;
+        if let Some(detector) = &config.recipe.detector {
+            return train_detector(ctx, &config, detector);
+        }
         let mut loader = DataLoader::default();
         let train = loader.select(ctx, &config.data)?;
         let val = match &config.validation {
@@ -121,6 +129,7 @@ impl StageExecutor for TrainStage {
             &train.images,
             train.class_weights.as_deref(),
             val.as_ref(),
+            None,
             FitDirs {
                 files: ctx.public_dir(),
                 checkpoints: ctx.scratch_dir(),
@@ -170,6 +179,16 @@ impl Stage for TrainStage {
                 .key_figures
                 .push(KeyFigure::number("best val_accuracy", best));
         }
+        if let Some(best) = history
+            .epochs
+            .iter()
+            .filter_map(|e| e.val_map50)
+            .reduce(f64::max)
+        {
+            section
+                .key_figures
+                .push(KeyFigure::number("best val mAP@0.5", best));
+        }
         let seconds: f64 = history.epochs.iter().map(|e| e.seconds).sum();
         section
             .key_figures
@@ -193,9 +212,11 @@ pub fn fit_recipe(
     train: &ImageSet,
     balance_weights: Option<&[f64]>,
     val: Option<&ImageSet>,
+    detection: Option<&dyn DetectionTargets>,
     dirs: FitDirs,
 ) -> Result<(Box<dyn Learner>, History), StageError> {
-    let split = FrozenPrefix::split_point(&recipe.model).filter(|_| recipe.augment.is_none());
+    let split = FrozenPrefix::split_point(&recipe.model)
+        .filter(|_| recipe.augment.is_none() && detection.is_none());
     let mut network: Box<dyn Learner> = match split {
         Some(at) => {
             let first_trainable = &recipe.model.layers[at].name;
@@ -211,6 +232,9 @@ pub fn fit_recipe(
             Network::new(&recipe.model, recipe.fit.seed, recipe.optimizer).map_err(stage_error)?,
         ),
     };
+    if let Some(d) = &recipe.detector {
+        set_class_prior(network.as_mut(), &recipe.model, d)?;
+    }
     if let Some(init) = &recipe.init {
         load_initial_weights(ctx, network.as_mut(), init)?;
     }
@@ -235,8 +259,9 @@ pub fn fit_recipe(
         augment: recipe
             .augment
             .as_ref()
-            .map(|spec| spec as &dyn crate::train::fit::Augment),
-            detection: None,
+            .map(|spec| spec as &dyn crate::train::fit::Augment)
+            .filter(|_| detection.is_none()),
+        detection,
     };
     let cancel = AtomicBool::new(false);
     let batches = train.len().div_ceil(recipe.fit.batch_size.max(1)) as u64;
@@ -256,11 +281,14 @@ pub fn fit_recipe(
             }
             EpochProgress::Epoch(record) => {
                 ctx.progress().set_position(record.epoch as u64 * batches);
-                ctx.progress().set_message(format!(
-                    "epoch {} val_accuracy {:.4}",
-                    record.epoch,
-                    record.val_accuracy.unwrap_or(f64::NAN)
-                ));
+                ctx.progress().set_message(match record.val_map50 {
+                    Some(map) => format!("epoch {} val mAP@0.5 {map:.4}", record.epoch),
+                    None => format!(
+                        "epoch {} val_accuracy {:.4}",
+                        record.epoch,
+                        record.val_accuracy.unwrap_or(f64::NAN)
+                    ),
+                });
             }
         }
         if ctx.cancelled() {
@@ -378,6 +406,16 @@ pub(super) fn save_model(
     network: &dyn Learner,
     model: &ModelIr,
 ) -> Result<(), StageError> {
+    save_model_with(dir, network, model, &[])
+}
+
+/// [`save_model`] with more metadata entries.
+fn save_model_with(
+    dir: &Path,
+    network: &dyn Learner,
+    model: &ModelIr,
+    extra: &[(&str, String)],
+) -> Result<(), StageError> {
     let weights: BTreeMap<_, _> = network
         .state()
         .into_iter()
@@ -388,6 +426,9 @@ pub(super) fn save_model(
         IR_METADATA.to_string(),
         serde_json::to_string(model).map_err(stage_error)?,
     );
+    for (key, value) in extra {
+        metadata.insert(key.to_string(), value.clone());
+    }
     // In the public folder: `runs/<pipeline>/<stage>/model.safetensors` opens in Python
     // (`safetensors.safe_open`), its IR in the `gpl.ir` metadata entry.
     save_safetensors(&dir.join(MODEL_FILE), &weights, &metadata).map_err(stage_error)
@@ -479,8 +520,8 @@ pub(super) fn recipe(program: &Program, t: &check::Train) -> Recipe {
         classes: _,
         loss:
             check::Loss {
-                // Softmax cross-entropy is the only loss (`LossKind` has one variant).
-                kind: check::LossKind::Crossentropy,
+                // Cross-entropy, or a detector's focal loss (then `detector` is set).
+                kind: _,
                 class_weights,
                 label_smoothing,
             },
@@ -491,6 +532,7 @@ pub(super) fn recipe(program: &Program, t: &check::Train) -> Recipe {
         augment,
         callbacks,
         init,
+        detector,
     } = t;
     let optimizer = match o.kind {
         check::OptimizerKind::Sgd => OptimizerConfig::Sgd {
@@ -549,7 +591,163 @@ pub(super) fn recipe(program: &Program, t: &check::Train) -> Recipe {
             keras_h5: i.format == check::WeightsFormat::KerasH5,
             optional: i.optional,
         }),
+        detector: detector.clone(),
     }
+}
+
+/// The focal-loss prior (Lin et al. 2017, §4.1): every class logit starts at
+/// −ln((1 − π) / π) with π = 0.01, so the thousands of background anchors do not swamp the
+/// first steps' loss. Written into the biases of the convolutions whose maps the class output
+/// flattens; a weights file given with `init` overrides it.
+fn set_class_prior(
+    network: &mut dyn Learner,
+    model: &ModelIr,
+    detector: &DetectorConfig,
+) -> Result<(), StageError> {
+    const PRIOR: f64 = 0.01;
+    let bias = -((1.0 - PRIOR) / PRIOR).ln() as f32;
+    let class_output = &model.layers[model.outputs[0]];
+    let mut weights = NamedTensors::new();
+    for source in &class_output.inputs {
+        let crate::nn::ir::Source::Layer(flatten) = *source else {
+            continue;
+        };
+        let Some(crate::nn::ir::Source::Layer(head)) = model.layers[flatten].inputs.first() else {
+            continue;
+        };
+        let head = &model.layers[*head];
+        if let crate::nn::ir::LayerOp::Conv2d { filters, .. } = head.op {
+            weights.insert(
+                format!("{}/bias", head.name),
+                crate::nn::learner::Tensor {
+                    shape: vec![filters],
+                    data: vec![bias; filters],
+                },
+            );
+        }
+    }
+    if weights.len() != detector.levels.len() {
+        return Err(StageError::failed(format!(
+            "the class output `{}` should join one convolution's map per level ({} levels), found {}",
+            class_output.name,
+            detector.levels.len(),
+            weights.len()
+        )));
+    }
+    network.load_weights(&weights).map_err(stage_error)
+}
+
+/// A train block with `anchors`: the detector trained on its fields, checkpointed and
+/// resumable like any model, and saved with its anchors so a detect block can run it.
+fn train_detector(
+    ctx: &StageContext,
+    config: &TrainConfig,
+    detector: &DetectorConfig,
+) -> Result<(), StageError> {
+    let model = &config.recipe.model;
+    let input = match model.input.as_slice() {
+        &[h, w, _] => [h, w],
+        _ => return Err(StageError::failed("a detector's input is an image")),
+    };
+    let (fields, _) = super::detect::select_fields(ctx, &config.data)?;
+    check_fields(ctx, &fields, input, detector, &config.data.describe())?;
+    let train = DetectorSet::new(&fields, input).map_err(stage_error)?;
+    let val = match &config.validation {
+        Some(sel) => {
+            let (fields, _) = super::detect::select_fields(ctx, sel)?;
+            check_fields(ctx, &fields, input, detector, &sel.describe())?;
+            Some(DetectorSet::new(&fields, input).map_err(stage_error)?)
+        }
+        None => None,
+    };
+    let augment = config
+        .recipe
+        .augment
+        .as_ref()
+        .map(crate::train::detection::box_augment);
+    let samples = FieldSamples::new(
+        &train,
+        val.as_ref(),
+        detector,
+        augment,
+        config.recipe.fit.batch_size,
+    );
+    let (network, _) = fit_recipe(
+        ctx,
+        &config.recipe,
+        &train.images,
+        None,
+        None,
+        Some(&samples),
+        FitDirs {
+            files: ctx.public_dir(),
+            checkpoints: ctx.scratch_dir(),
+        },
+    )?;
+    save_detector(ctx.public_dir(), network.as_ref(), model, detector)
+}
+
+/// The fields against the detector: their classes must be ones the head scores, and images
+/// of another size are resized (with a notice when they are enlarged).
+fn check_fields(
+    ctx: &StageContext,
+    fields: &FieldSet,
+    input: [usize; 2],
+    detector: &DetectorConfig,
+    what: &str,
+) -> Result<(), StageError> {
+    let classes = fields.classes();
+    if classes.len() > detector.classes {
+        return Err(StageError::failed(format!(
+            "`{what}` has {} box classes ({}), but the detector's class head scores {}",
+            classes.len(),
+            classes.join(", "),
+            detector.classes
+        )));
+    }
+    let (h, w) = (fields.images.height, fields.images.width);
+    if h < input[0] || w < input[1] {
+        ctx.notice(format!(
+            "`{what}` images are {h}x{w}, smaller than the detector's {}x{} input: they are enlarged",
+            input[0], input[1]
+        ));
+    }
+    Ok(())
+}
+
+/// The metadata entry of a detector's model file that holds its anchors and loss.
+pub const DETECTOR_METADATA: &str = "gpl.detector";
+
+fn save_detector(
+    dir: &Path,
+    network: &dyn Learner,
+    model: &ModelIr,
+    detector: &DetectorConfig,
+) -> Result<(), StageError> {
+    save_model_with(
+        dir,
+        network,
+        model,
+        &[(
+            DETECTOR_METADATA,
+            serde_json::to_string(detector).map_err(stage_error)?,
+        )],
+    )
+}
+
+/// A detector a train stage saved: the network with its weights, and its anchors.
+pub fn load_detector(dir: &Path) -> Result<(Network, DetectorConfig), StageError> {
+    let path = dir.join(super::PUBLIC).join(MODEL_FILE);
+    let (_, metadata) = load_safetensors(&path).map_err(stage_error)?;
+    let detector = metadata.get(DETECTOR_METADATA).ok_or_else(|| {
+        StageError::failed(format!(
+            "{} is not a detector (no `{DETECTOR_METADATA}` entry)",
+            path.display()
+        ))
+    })?;
+    let detector: DetectorConfig = serde_json::from_str(detector)
+        .map_err(|e| StageError::failed(format!("{}: bad detector entry: {e}", path.display())))?;
+    Ok((load_model_file(&path)?, detector))
 }
 
 pub(super) fn init_files(program: &Program, t: &check::Train) -> Vec<PathBuf> {

@@ -15,6 +15,10 @@ use crate::train::error::{Result, TrainError};
 use crate::train::fit::{DetectionLogs, DetectionLoss, DetectionTargets};
 use serde::{Deserialize, Serialize};
 
+/// Smooth-L1's β on the encoded offsets (Detectron's 1/9: quadratic within a ninth of a
+/// variance-scaled unit, linear beyond).
+pub const BOX_LOSS_BETA: f64 = 1.0 / 9.0;
+
 /// Everything about a detector's training that is not its layers: the anchors, the loss, and
 /// how detections are read out of its outputs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -205,6 +209,10 @@ impl DetectionTargets for FieldSamples<'_> {
         );
     }
 
+    fn has_validation(&self) -> bool {
+        self.val.is_some_and(|v| !v.is_empty())
+    }
+
     fn validate(&self, learner: &mut dyn Learner) -> Result<Option<DetectionLogs>> {
         let Some(val) = self.val.filter(|v| !v.is_empty()) else {
             return Ok(None);
@@ -258,9 +266,7 @@ pub fn predict_outputs(
                 .iter()
                 .map(|&p| p as f32 / 255.0),
         );
-        let outputs = learner
-            .outputs(&buffer, n)
-            .map_err(TrainError::learner)?;
+        let outputs = learner.outputs(&buffer, n).map_err(TrainError::learner)?;
         let [classes, boxes] = outputs.as_slice() else {
             return Err(TrainError::learner(miette::miette!(
                 "a detector has two outputs, this model {}",
@@ -349,7 +355,9 @@ pub fn map50(
         .map_err(|e| TrainError::learner(miette::miette!("{e}")))?;
     // No ground truth at all: nothing to find, AP undefined; report 0 rather than NaN so
     // a monitor can still compare epochs.
-    Ok(eval.average_precision(None, Some(0.5), "all", 100).unwrap_or(0.0))
+    Ok(eval
+        .average_precision(None, Some(0.5), "all", 100)
+        .unwrap_or(0.0))
 }
 
 /// One image's focal-loss sum, smooth-L1 sum and positive count (the training loss before

@@ -98,7 +98,16 @@ pub trait DetectionTargets: Sync {
     /// Writes training sample `index`'s input (`[0, 1]` floats, the set's image shape), its
     /// anchor labels (-1 ignored, 0 background, c + 1 class c) and box targets (4 per
     /// anchor). `seed` is the sample's augmentation seed for this epoch.
-    fn sample(&self, index: usize, seed: u64, image: &mut [f32], labels: &mut [i32], boxes: &mut [f32]);
+    fn sample(
+        &self,
+        index: usize,
+        seed: u64,
+        image: &mut [f32],
+        labels: &mut [i32],
+        boxes: &mut [f32],
+    );
+    /// Whether `validate` has a validation set to score.
+    fn has_validation(&self) -> bool;
     /// The validation logs of the learner as it is now (`val_loss`, `val_map50`), or
     /// nothing without a validation set.
     fn validate(&self, learner: &mut dyn Learner) -> Result<Option<DetectionLogs>>;
@@ -410,9 +419,16 @@ fn check_config(
             return invalid("validation images differ in size from training images".into());
         }
     }
-    let mut available = vec!["loss", "accuracy"];
-    if val.is_some_and(|v| !v.is_empty()) {
-        available.extend(["val_loss", "val_accuracy"]);
+    let mut available = vec!["loss"];
+    match train.detection {
+        Some(det) if det.has_validation() => available.extend(["val_loss", "val_map50"]),
+        Some(_) => {}
+        None => {
+            available.push("accuracy");
+            if val.is_some_and(|v| !v.is_empty()) {
+                available.extend(["val_loss", "val_accuracy"]);
+            }
+        }
     }
     for spec in &config.callbacks {
         if !available.contains(&spec.monitor()) {

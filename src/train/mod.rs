@@ -5,6 +5,7 @@
 //! tested with the small learner in `testing` and runs unchanged on `nn::Network`.
 
 pub mod callbacks;
+pub mod detection;
 pub mod error;
 pub mod fit;
 pub mod history;

@@ -1,7 +1,7 @@
 //! Keras callbacks (`early_stopping`, `reduce_lr`, `checkpoint`), in a train block or a
 //! callbacks preset.
 
-use super::MONITORS;
+use super::{DETECTOR_MONITORS, MONITORS};
 use crate::check::checker::{fmt_num, Args, Checker};
 use crate::check::program::*;
 use crate::check::schema::{Spec, ValueType};
@@ -29,14 +29,21 @@ const KINDS: &[(&str, Kind)] = &[
 
 impl<'a> Checker<'a> {
     pub(super) fn monitor(&mut self, a: &Args, b: &Block, cb: &str) -> Option<(String, Mode)> {
+        // A detector (a train block with `anchors`) logs its validation mAP, not accuracy.
+        let detector = b.body.statements().any(|s| s.head.text == "anchors");
+        let monitors: &[(&str, &str)] = if detector {
+            DETECTOR_MONITORS
+        } else {
+            MONITORS
+        };
         let monitor = match a.get("monitor") {
-            Some(v) => self.choice(v, "metric", MONITORS)?,
+            Some(v) => self.choice(v, "metric", monitors)?,
             None => {
                 self.note_default(b, &format!("{cb}.monitor"), "val_loss", "Keras's default");
                 "val_loss"
             }
         };
-        let auto = if monitor.contains("acc") {
+        let auto = if monitor.contains("acc") || monitor.contains("map") {
             Mode::Max
         } else {
             Mode::Min

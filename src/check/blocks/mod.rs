@@ -43,6 +43,13 @@ const MONITORS: &[(&str, &str)] = &[
     ("val_accuracy", "val_accuracy"),
 ];
 
+/// What a detector's training logs: its losses and the validation COCO AP at IoU 0.5.
+const DETECTOR_MONITORS: &[(&str, &str)] = &[
+    ("loss", "loss"),
+    ("val_loss", "val_loss"),
+    ("val_map50", "val_map50"),
+];
+
 impl<'a> Checker<'a> {
     /// `class 1, 2 [to N | into K]`: original labels checked against the class count and
     /// the dropped classes. Returns the labels and the number after `tail` when given.

@@ -11,6 +11,7 @@ use crate::lang::ast::*;
 
 use super::{callbacks, loss, optimizer};
 use crate::check::checker::detection_source;
+use crate::train::detection::DetectorConfig;
 
 pub(super) const TRAIN: &[Spec] = &[
     Spec::required("model", Other, "model scratch_big(9)"),
@@ -177,7 +178,7 @@ impl<'a> Checker<'a> {
             ) else {
                 return;
             };
-            detector = Some(DetectorTraining { alpha, gamma, ..d });
+            detector = Some(DetectorConfig { alpha, gamma, ..d });
         } else if ir.outputs.len() > 1 {
             let names: Vec<&str> = ir
                 .outputs
@@ -239,7 +240,7 @@ impl<'a> Checker<'a> {
         model_v: &Value,
         data: &DataRef,
         augment: Option<&str>,
-    ) -> Option<DetectorTraining> {
+    ) -> Option<DetectorConfig> {
         let a = Args::of_statement(st);
         self.only_named(&a, "anchors", &["sizes", "ratios"]);
         let list = |this: &mut Self, name: &str, what: &str| -> Option<Vec<f64>> {
@@ -263,9 +264,17 @@ impl<'a> Checker<'a> {
             (xs.len() == items.len() && !xs.is_empty()).then_some(xs)
         };
         let sizes = list(self, "sizes", "anchor sides in input pixels, one per level");
-        let ratios = list(self, "ratios", "width / height ratios, one anchor each per cell");
+        let ratios = list(
+            self,
+            "ratios",
+            "width / height ratios, one anchor each per cell",
+        );
         let (sizes, ratios) = (sizes?, ratios?);
-        match self.stages.get(data.dataset()).and_then(|b| detection_source(b)) {
+        match self
+            .stages
+            .get(data.dataset())
+            .and_then(|b| detection_source(b))
+        {
             None => {
                 self.err(Error::WrongType {
                     expected: "detection data (images with boxes)".into(),
@@ -313,13 +322,15 @@ impl<'a> Checker<'a> {
         let (class_maps, box_maps) = (maps(self, 0), maps(self, 1));
         let (class_maps, box_maps) = (class_maps?, box_maps?);
         let per_cell = ratios.len();
-        let misfit = |why: String| Error::AnchorsMisfit {
+        let misfit = |why: String| {
+            Error::AnchorsMisfit {
             span: st.head.span,
             why,
             help: Some(format!(
                 "the model's heads predict {} map(s); give one size per level and as many ratios as anchors per cell",
                 class_maps.len()
             )),
+        }
         };
         if class_maps.len() != box_maps.len() || class_maps.len() != sizes.len() {
             self.err(misfit(format!(
@@ -396,13 +407,14 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        Some(DetectorTraining {
+        Some(DetectorConfig {
             levels: class_maps.iter().map(|c| [c[0], c[1]]).collect(),
             sizes,
             ratios,
             classes,
             alpha: 0.25,
             gamma: 2.0,
+            beta: crate::train::detection::BOX_LOSS_BETA,
         })
     }
 
