@@ -240,6 +240,7 @@ impl Network {
             .zip(labels)
             .filter(|(p, &l)| activation::argmax(p) == l as usize)
             .count();
+        model.sum_shared_gradients();
         model.penalty_backward();
         // Running statistics move only once the step is known to be finite.
         for (i, scratch) in g.ctx.scratch.iter().enumerate() {
