@@ -766,17 +766,12 @@ impl TryFrom<ModelFile> for ModelIr {
             };
             let shares = match &l.share {
                 None => None,
-                Some(n) => Some(
-                    layers
-                        .iter()
-                        .position(|x| &x.name == n)
-                        .ok_or_else(|| {
-                            format!(
-                                "layer `{}` shares `{n}`, which is not an earlier layer",
-                                l.name
-                            )
-                        })?,
-                ),
+                Some(n) => Some(layers.iter().position(|x| &x.name == n).ok_or_else(|| {
+                    format!(
+                        "layer `{}` shares `{n}`, which is not an earlier layer",
+                        l.name
+                    )
+                })?),
             };
             layers.push(LayerIr {
                 name: l.name,
@@ -890,7 +885,12 @@ pub fn fmt_shape(shape: &Shape) -> String {
 /// `their_input`: both conv or both dense, with weights of one shape (a convolution's
 /// spatial size may differ), and no penalty of its own that differs from theirs (the
 /// penalty belongs to the weights, and counts once).
-fn check_share(op: &LayerOp, input: &Shape, theirs: &LayerOp, their_input: &Shape) -> Result<(), String> {
+fn check_share(
+    op: &LayerOp,
+    input: &Shape,
+    theirs: &LayerOp,
+    their_input: &Shape,
+) -> Result<(), String> {
     // The kernel's shape as Keras stores it, and the groups that split it.
     let weights = |op: &LayerOp, input: &Shape| match op {
         LayerOp::Conv2d {
@@ -938,7 +938,10 @@ fn check_share(op: &LayerOp, input: &Shape, theirs: &LayerOp, their_input: &Shap
     }
     let reg = regularizer(op);
     if reg != Regularizer::default() && reg != regularizer(theirs) {
-        return Err("the L1/L2 penalty belongs to the shared weights: set it on the layer that owns them".into());
+        return Err(
+            "the L1/L2 penalty belongs to the shared weights: set it on the layer that owns them"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -1477,7 +1480,10 @@ mod tests {
         let (specs, _) = ir.specs();
         assert_eq!(specs[5].share.as_deref(), Some("cls_p3"));
         // Layers that share nothing write no `share` key.
-        let plain = serde_json::to_string(&ModelIr::build("c", vec![8, 8, 4], vec![(None, pool())]).unwrap()).unwrap();
+        let plain = serde_json::to_string(
+            &ModelIr::build("c", vec![8, 8, 4], vec![(None, pool())]).unwrap(),
+        )
+        .unwrap();
         assert!(!plain.contains("share"), "{plain}");
         // A stored share must name an earlier layer.
         let bad = json.replacen(r#""share":"cls_p3""#, r#""share":"cls_p5""#, 1);
@@ -1522,21 +1528,54 @@ mod tests {
         assert!(m.contains("only conv and dense"), "{m}");
         let m = message(sharing("head", same_conv(6), &["p3"], "head"));
         assert!(m.contains("its own"), "{m}");
-        let LayerOp::Conv2d { filters, kernel, stride, padding, dilation, groups, activation, .. } = same_conv(6) else {
+        let LayerOp::Conv2d {
+            filters,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+            activation,
+            ..
+        } = same_conv(6)
+        else {
             unreachable!()
         };
         let penalised = LayerOp::Conv2d {
-            filters, kernel, stride, padding, dilation, groups, activation,
+            filters,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+            activation,
             regularizer: Regularizer { l1: 0.0, l2: 0.1 },
         };
         let m = message(sharing("head", penalised, &["p3"], "cls_p3"));
         assert!(m.contains("penalty"), "{m}");
         // Strides may differ: only the weights must agree.
-        let LayerOp::Conv2d { filters, kernel, padding, dilation, groups, activation, regularizer, .. } = same_conv(6) else {
+        let LayerOp::Conv2d {
+            filters,
+            kernel,
+            padding,
+            dilation,
+            groups,
+            activation,
+            regularizer,
+            ..
+        } = same_conv(6)
+        else {
             unreachable!()
         };
         let strided = LayerOp::Conv2d {
-            filters, kernel, stride: [2, 2], padding, dilation, groups, activation, regularizer,
+            filters,
+            kernel,
+            stride: [2, 2],
+            padding,
+            dilation,
+            groups,
+            activation,
+            regularizer,
         };
         assert!(build(sharing("head", strided, &["p3"], "cls_p3")).is_ok());
         assert_eq!(

@@ -279,7 +279,11 @@ impl Model {
                 Some(Kernel::Conv { kernel, bias, .. } | Kernel::Dense { kernel, bias, .. }) => {
                     Ok([kernel, bias])
                 }
-                _ => Err(shape_error(ir, index, "shares the weights of a layer without any")),
+                _ => Err(shape_error(
+                    ir,
+                    index,
+                    "shares the weights of a layer without any",
+                )),
             });
             let owned = owned.transpose()?;
             let mut rng = ChaCha8Rng::seed_from_u64(
@@ -311,7 +315,9 @@ impl Model {
                 (0..len).map(|_| dist.sample(&mut rng)).collect()
             };
             // Shared weights train when their owner does.
-            let trainable = layer.shares.map_or(layer.trainable, |o| ir.layers[o].trainable);
+            let trainable = layer
+                .shares
+                .map_or(layer.trainable, |o| ir.layers[o].trainable);
             let out_len: usize = layer.output.iter().product();
             let last = *layer.output.last().unwrap_or(&1);
             let mut act = Activation::Linear;

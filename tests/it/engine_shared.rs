@@ -79,7 +79,12 @@ fn heads(shared: bool, l2: f32) -> ModelIr {
             &[],
             None,
         ));
-        specs.push(spec(&format!("gap_{level}"), LayerOp::GlobalAvgPool, &[], None));
+        specs.push(spec(
+            &format!("gap_{level}"),
+            LayerOp::GlobalAvgPool,
+            &[],
+            None,
+        ));
         let box_share = owner("box");
         specs.push(spec(
             &format!("box_{level}"),
@@ -163,7 +168,9 @@ fn a_shared_layer_gets_the_sum_of_its_users_gradients_by_finite_differences() {
     // Only the owners have weights.
     assert!(names.iter().any(|n| n == "cls_p3/kernel"));
     assert!(
-        !names.iter().any(|n| n.starts_with("cls_p4") || n.starts_with("box_p5")),
+        !names
+            .iter()
+            .any(|n| n.starts_with("cls_p4") || n.starts_with("box_p5")),
         "{names:?}"
     );
     net.compute_gradients(&d.batch()).unwrap();
@@ -233,13 +240,28 @@ fn sharing_equals_one_layer_per_level_with_the_gradients_summed_by_hand() {
         }
         assert_eq!(got, want, "{}", p.name);
     }
-    assert_eq!(compared, 8, "kernel and bias of two layers, two later levels");
+    assert_eq!(
+        compared, 8,
+        "kernel and bias of two layers, two later levels"
+    );
     // The update applies the summed gradient once, and the next step sees it.
     let lr = 0.1;
     let before = shared.gradient("cls_p3/kernel").unwrap();
-    let value: Vec<f32> = shared.params().iter().find(|p| p.name == "cls_p3/kernel").unwrap().value.clone();
+    let value: Vec<f32> = shared
+        .params()
+        .iter()
+        .find(|p| p.name == "cls_p3/kernel")
+        .unwrap()
+        .value
+        .clone();
     shared.apply_gradients(lr);
-    let after = shared.params().iter().find(|p| p.name == "cls_p3/kernel").unwrap().value.clone();
+    let after = shared
+        .params()
+        .iter()
+        .find(|p| p.name == "cls_p3/kernel")
+        .unwrap()
+        .value
+        .clone();
     for ((v, g), a) in value.iter().zip(&before).zip(&after) {
         assert_eq!(*a, v - lr * g);
     }
@@ -269,7 +291,11 @@ fn a_shared_kernel_is_penalised_once_and_saved_once() {
         .value
         .clone();
     let once = 0.02 * kernel.iter().map(|w| (*w as f64).powi(2)).sum::<f64>();
-    assert!(((b.loss - a.loss) - once).abs() < 1e-7, "{} vs {once}", b.loss - a.loss);
+    assert!(
+        ((b.loss - a.loss) - once).abs() < 1e-7,
+        "{} vs {once}",
+        b.loss - a.loss
+    );
     // Its gradient carries the penalty's once: 2·l2·w on top of the data's.
     let (ga, gb) = (
         plain.gradient("cls_p3/kernel").unwrap(),
@@ -281,7 +307,9 @@ fn a_shared_kernel_is_penalised_once_and_saved_once() {
     // The state names the owner's weights only, and loads back.
     let state = penalised.state();
     assert!(state.keys().any(|k| k == "cls_p3/kernel"));
-    assert!(!state.keys().any(|k| k.contains("cls_p4") || k.contains("box_p5")));
+    assert!(!state
+        .keys()
+        .any(|k| k.contains("cls_p4") || k.contains("box_p5")));
     let mut reloaded = Network::new(&heads(true, 0.02), 9, OptimizerConfig::adam()).unwrap();
     reloaded.load_state(&state).unwrap();
     let n = d.labels.len();
