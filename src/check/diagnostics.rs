@@ -245,6 +245,21 @@ pub enum Error {
         span: Span,
     },
 
+    #[error("model `{model}`: layer `{layer}` cannot share the weights of `{owner}`: {message}")]
+    #[diagnostic(code(gpl::model::share))]
+    SharedWeights {
+        model: String,
+        layer: String,
+        owner: String,
+        message: String,
+        #[label("shares `{owner}`")]
+        span: Span,
+        #[label("the shared layer")]
+        owner_span: Option<Span>,
+        #[help]
+        help: Option<String>,
+    },
+
     #[error("`{layer}` does not lie on every path to an output, so `{statement}` cannot split the model there")]
     #[diagnostic(code(gpl::model::freeze))]
     FreezeOffPath {
@@ -434,6 +449,7 @@ impl Error {
             | ModelRecursion { span, .. }
             | ModelCycle { span, .. }
             | UnusedLayer { span, .. }
+            | SharedWeights { span, .. }
             | FreezeOffPath { span, .. }
             | ProfileNoMatch { span, .. } => Some(*span),
             Io { .. } | NotPipeline { .. } | UnknownProfile { .. } | Bug { .. } => None,

@@ -1,9 +1,9 @@
 //! Model instantiation: binds a model's parameters, unrolls `for` loops, splices `use`d
-//! models, turns each layer statement into an `nn::ir::LayerSpec` (its op, `name:` and
-//! `from:`), collects `output`s, and builds the graph (`ModelIr::build_graph`: names,
-//! cycles, layers reaching no output, shape inference), pointing each error at its line.
-//! Layer names form one namespace per model, `use`d models included; `input` is the
-//! model's input.
+//! models, turns each layer statement into an `nn::ir::LayerSpec` (its op, `name:`,
+//! `from:` and `share:`), collects `output`s, and builds the graph (`ModelIr::build_graph`:
+//! names, cycles, layers reaching no output, shape inference, shared weights), pointing
+//! each error at its line. Layer names form one namespace per model, `use`d models
+//! included, and `from:` and `share:` name layers as written; `input` is the model's input.
 
 use super::checker::{describe, statement_span, Args, Checker, Env};
 use super::diagnostics::{suggest, Error};
@@ -56,6 +56,8 @@ struct Written {
     span: Span,
     /// Each `from:` name's span.
     from_spans: Vec<Span>,
+    /// The `share:` name's span.
+    share_span: Option<Span>,
 }
 
 /// Layers collected while walking a body.
@@ -321,6 +323,34 @@ impl<'a> Checker<'a> {
                     span: layer_span(layers[0]),
                 }
             }
+            GraphError::UnknownShare { layer, name } => {
+                let known = names();
+                Error::UnknownName {
+                    what: "layer".into(),
+                    help: suggest(&name, known.iter().map(String::as_str)),
+                    name,
+                    span: c.ops[layer].share_span.unwrap_or(c.ops[layer].span),
+                }
+            }
+            GraphError::Share {
+                layer,
+                owner,
+                owner_name,
+                message,
+            } => {
+                let w = &c.ops[layer];
+                let span = w.share_span.unwrap_or(w.span);
+                Error::SharedWeights {
+                    model,
+                    layer: names()[layer].clone(),
+                    owner: owner_name,
+                    message,
+                    span,
+                    owner_span: Some(layer_span(owner))
+                        .filter(|s| s.file == span.file && owner != layer),
+                    help: None,
+                }
+            }
             GraphError::Unused { layer } => Error::UnusedLayer {
                 model,
                 layer: names()[layer].clone(),
@@ -387,12 +417,28 @@ impl<'a> Checker<'a> {
                         Some(v) => self.layer_names(v, "`from:` (a layer name or a list `[a, b]`)"),
                         None => Some(Vec::new()),
                     };
-                    if let (Some((name, op)), Some(from)) = (self.layer(head, &args), from) {
+                    let share = match args.get("share") {
+                        Some(v) => match self.share(head, v, &args, &c.stack[0]) {
+                            Some(share) => Some(Some(share)),
+                            None => continue,
+                        },
+                        None => Some(None),
+                    };
+                    if let (Some((name, op)), Some(from), Some(share)) =
+                        (self.layer(head, &args), from, share)
+                    {
                         let (from, from_spans) = from.into_iter().unzip();
+                        let (share, share_span) = share.unzip();
                         c.ops.push(Written {
-                            spec: LayerSpec { name, op, from },
+                            spec: LayerSpec {
+                                name,
+                                op,
+                                from,
+                                share,
+                            },
                             span: statement_span(st),
                             from_spans,
+                            share_span,
                         });
                     }
                 }
@@ -500,6 +546,40 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// `share: LAYER` on a `kind` layer: the name and its span. Only conv and dense layers
+    /// share weights; whether the shapes agree is the graph's check.
+    fn share(&mut self, kind: &str, v: &Value, a: &Args, model: &str) -> Option<(String, Span)> {
+        let owner = match &v.kind {
+            ValueKind::Str(s) => s.clone(),
+            _ => self.word(v, "one layer name")?.text.clone(),
+        };
+        if !matches!(kind, "conv" | "dense") {
+            let layer = a
+                .get("name")
+                .and_then(|n| match &n.kind {
+                    ValueKind::Str(s) => Some(s.clone()),
+                    _ => n.as_word().map(|w| w.text.clone()),
+                })
+                .unwrap_or_else(|| kind.to_string());
+            let help = if kind == "batchnorm" {
+                "EfficientDet shares a head's convolutions across pyramid levels but keeps a batchnorm per level: leave `share:` off the batchnorm"
+            } else {
+                "only layers with weights share them: conv and dense"
+            };
+            self.err(Error::SharedWeights {
+                model: model.to_string(),
+                layer,
+                owner,
+                message: format!("only conv and dense layers share weights, not {kind}"),
+                span: v.span,
+                owner_span: None,
+                help: Some(help.into()),
+            });
+            return None;
+        }
+        Some((owner, v.span))
+    }
+
     /// A layer name, or a list of them, with their spans.
     fn layer_names(&mut self, v: &Value, expected: &str) -> Option<Vec<(String, Span)>> {
         let items: Vec<&Value> = match &v.kind {
@@ -571,6 +651,7 @@ impl<'a> Checker<'a> {
                     &[
                         "name",
                         "from",
+                        "share",
                         "stride",
                         "padding",
                         "dilation",
@@ -614,7 +695,11 @@ impl<'a> Checker<'a> {
                 }
             }
             "dense" => {
-                self.only_named(a, "dense", &["name", "from", "activation", "l1", "l2"]);
+                self.only_named(
+                    a,
+                    "dense",
+                    &["name", "from", "share", "activation", "l1", "l2"],
+                );
                 let units =
                     self.need(pos.first(), a, "dense", "a unit count (`dense 512 relu`)")?;
                 let units = self.count(units, "units", 1)?;

@@ -1,11 +1,12 @@
 //! Keras-like model summaries for `gpl check`: layer, output shape, parameters, MFLOPs, and
 //! for a model that is not a plain chain Keras's functional-model "Connected to" column
-//! (what each layer reads), with the outputs listed under the table.
+//! (what each layer reads, and whose weights a layer shares), with the outputs listed
+//! under the table. Shared weights count once, at the layer that owns them.
 
 use crate::nn::ir::{fmt_shape, ModelIr};
 
 pub fn summary(title: &str, ir: &ModelIr) -> String {
-    let graph = !ir.is_chain();
+    let graph = !ir.is_chain() || ir.layers.iter().any(|l| l.shares.is_some());
     let mut rows: Vec<Vec<String>> = vec![vec![
         "Layer (type)".into(),
         "Output shape".into(),
@@ -32,7 +33,11 @@ pub fn summary(title: &str, ir: &ModelIr) -> String {
         rows[1].push(String::new());
         for (row, l) in rows[2..].iter_mut().zip(&ir.layers) {
             let sources: Vec<&str> = l.inputs.iter().map(|s| ir.source_name(*s)).collect();
-            row.push(sources.join(", "));
+            let mut connected = sources.join(", ");
+            if let Some(o) = l.shares {
+                connected.push_str(&format!(" (shares {})", ir.layers[o].name));
+            }
+            row.push(connected);
         }
     }
     let columns = rows[0].len();

@@ -65,7 +65,7 @@ impl FrozenPrefix {
     /// Index of the first trainable layer when the layers before it can be cached: at least
     /// one frozen layer, none of them dropout (whose training-mode output is random), and
     /// the later layers read only the last of them (no output among them, no shortcut
-    /// around the split).
+    /// around the split) and share no weights of a layer before it.
     pub fn split_point(ir: &ModelIr) -> Option<usize> {
         let first = ir.layers.iter().position(|l| l.trainable)?;
         let prefix = &ir.layers[..first];
@@ -74,7 +74,11 @@ impl FrozenPrefix {
             .iter()
             .flat_map(|l| &l.inputs)
             .all(|s| matches!(s, Source::Layer(j) if *j >= first) || *s == edge);
+        let shares_across = ir.layers[first..]
+            .iter()
+            .any(|l| l.shares.is_some_and(|o| o < first));
         (one_edge
+            && !shares_across
             && ir.outputs.iter().all(|&o| o >= first)
             && !prefix
                 .iter()

@@ -10,6 +10,11 @@
 //! Serialised (stage configs, checkpoint metadata) a layer lists its inputs by name under
 //! `from` only when they differ from the default, and the model its `outputs` only when
 //! they differ from the last layer: a chain's JSON is the same as before graphs existed.
+//!
+//! A conv or dense layer may `share` an earlier layer's weights (EfficientDet's heads apply
+//! one convolution to every pyramid level): it owns no parameters, and the layer it names
+//! must take weights of the same shape. Serialised, `share` names the owner and is written
+//! only when present.
 
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
@@ -172,6 +177,9 @@ pub struct LayerIr {
     pub flops: u64,
     /// False for layers frozen by `freeze until` / `trainable from`.
     pub trainable: bool,
+    /// The earlier layer whose weights this one uses (never itself a sharing layer); such a
+    /// layer has no parameters of its own (`params` 0).
+    pub shares: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -191,6 +199,8 @@ pub struct LayerSpec {
     pub name: Option<String>,
     pub op: LayerOp,
     pub from: Vec<String>,
+    /// `share:`, the layer whose weights this one uses.
+    pub share: Option<String>,
 }
 
 impl LayerSpec {
@@ -200,6 +210,7 @@ impl LayerSpec {
             name,
             op,
             from: Vec::new(),
+            share: None,
         }
     }
 }
@@ -224,6 +235,16 @@ pub enum GraphError {
     Cycle { layers: Vec<usize> },
     #[error("layer {layer} reaches no output")]
     Unused { layer: usize },
+    #[error("layer {layer} shares `{name}`, which is no layer of the model")]
+    UnknownShare { layer: usize, name: String },
+    /// `share` names a layer whose weights this one cannot use; `owner` is its spec.
+    #[error("layer {layer} cannot share `{owner_name}`'s weights: {message}")]
+    Share {
+        layer: usize,
+        owner: usize,
+        owner_name: String,
+        message: String,
+    },
     #[error("the model has no layers")]
     Empty,
 }
@@ -234,6 +255,8 @@ impl GraphError {
         match self {
             GraphError::Shape { layer, .. }
             | GraphError::UnknownSource { layer, .. }
+            | GraphError::UnknownShare { layer, .. }
+            | GraphError::Share { layer, .. }
             | GraphError::Unused { layer } => Some(*layer),
             GraphError::Cycle { layers } => layers.first().copied(),
             GraphError::UnknownOutput { .. } | GraphError::Empty => None,
@@ -342,7 +365,7 @@ impl ModelIr {
                     Source::Layer(j) => names[*j].as_str(),
                 })
                 .collect();
-            let (output, params, flops) =
+            let (output, mut params, flops) =
                 infer(&shapes, &read_names, &specs[i].op).map_err(|(message, k)| {
                     GraphError::Shape {
                         layer: i,
@@ -353,6 +376,36 @@ impl ModelIr {
                         }),
                     }
                 })?;
+            let shares = match &specs[i].share {
+                None => None,
+                Some(owner) => {
+                    let j = position(owner).ok_or_else(|| GraphError::UnknownShare {
+                        layer: i,
+                        name: owner.clone(),
+                    })?;
+                    let fail = |message: String| GraphError::Share {
+                        layer: i,
+                        owner: j,
+                        owner_name: owner.clone(),
+                        message,
+                    };
+                    if j == i {
+                        return Err(fail("a layer cannot share its own weights".into()));
+                    }
+                    if at[j] >= at[i] {
+                        return Err(fail(format!(
+                            "`{owner}` does not come before `{}`: the first layer of a group owns the weights and later ones share them",
+                            names[i]
+                        )));
+                    }
+                    let theirs = &layers[at[j]];
+                    check_share(&specs[i].op, shapes[0], &theirs.op, &theirs.input)
+                        .map_err(fail)?;
+                    // Sharing a sharing layer shares its owner's weights.
+                    params = 0;
+                    Some(theirs.shares.unwrap_or(at[j]))
+                }
+            };
             layers.push(LayerIr {
                 name: names[i].clone(),
                 op: specs[i].op.clone(),
@@ -368,6 +421,7 @@ impl ModelIr {
                 params,
                 flops,
                 trainable: true,
+                shares,
             });
         }
         if let Some(dead) = (0..specs.len()).find(|&i| !live[i]) {
@@ -395,6 +449,7 @@ impl ModelIr {
                     .iter()
                     .map(|s| self.source_name(*s).to_string())
                     .collect(),
+                share: l.shares.map(|o| self.layers[o].name.clone()),
             })
             .collect();
         let outputs = self
@@ -637,6 +692,8 @@ struct LayerFile {
     op: LayerOp,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     from: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    share: Option<String>,
     input: Shape,
     output: Shape,
     params: usize,
@@ -679,6 +736,11 @@ impl From<ModelIr> for ModelFile {
                 }
             })
             .collect();
+        let share: Vec<Option<String>> = ir
+            .layers
+            .iter()
+            .map(|l| l.shares.map(|o| ir.layers[o].name.clone()))
+            .collect();
         ModelFile {
             name: ir.name,
             input: ir.input,
@@ -686,10 +748,12 @@ impl From<ModelIr> for ModelFile {
                 .layers
                 .into_iter()
                 .zip(from)
-                .map(|(l, from)| LayerFile {
+                .zip(share)
+                .map(|((l, from), share)| LayerFile {
                     name: l.name,
                     op: l.op,
                     from,
+                    share,
                     input: l.input,
                     output: l.output,
                     params: l.params,
@@ -724,6 +788,15 @@ impl TryFrom<ModelFile> for ModelIr {
                     })
                     .collect::<Result<_, _>>()?
             };
+            let shares = match &l.share {
+                None => None,
+                Some(n) => Some(layers.iter().position(|x| &x.name == n).ok_or_else(|| {
+                    format!(
+                        "layer `{}` shares `{n}`, which is not an earlier layer",
+                        l.name
+                    )
+                })?),
+            };
             layers.push(LayerIr {
                 name: l.name,
                 op: l.op,
@@ -733,6 +806,7 @@ impl TryFrom<ModelFile> for ModelIr {
                 params: l.params,
                 flops: l.flops,
                 trainable: l.trainable,
+                shares,
             });
         }
         let outputs = if file.outputs.is_empty() {
@@ -829,6 +903,71 @@ pub fn fmt_shape(shape: &Shape) -> String {
         .map(|d| d.to_string())
         .collect::<Vec<_>>()
         .join(" x ")
+}
+
+/// Whether a layer `op` reading `input` can use the weights of a layer `theirs` reading
+/// `their_input`: both conv or both dense, with weights of one shape (a convolution's
+/// spatial size may differ), and no penalty of its own that differs from theirs (the
+/// penalty belongs to the weights, and counts once).
+fn check_share(
+    op: &LayerOp,
+    input: &Shape,
+    theirs: &LayerOp,
+    their_input: &Shape,
+) -> Result<(), String> {
+    // The kernel's shape as Keras stores it, and the groups that split it.
+    let weights = |op: &LayerOp, input: &Shape| match op {
+        LayerOp::Conv2d {
+            filters,
+            kernel,
+            groups,
+            ..
+        } => {
+            let c = input.last().copied().unwrap_or(0);
+            let grouped = if *groups == 1 {
+                String::new()
+            } else {
+                format!(" in {groups} groups")
+            };
+            Some(format!(
+                "{}{grouped}",
+                fmt_shape(&vec![kernel[0], kernel[1], c / groups, *filters])
+            ))
+        }
+        LayerOp::Dense { units, .. } => Some(fmt_shape(&vec![input.iter().product(), *units])),
+        _ => None,
+    };
+    let regularizer = |op: &LayerOp| match op {
+        LayerOp::Conv2d { regularizer, .. } | LayerOp::Dense { regularizer, .. } => *regularizer,
+        _ => Regularizer::default(),
+    };
+    let (Some(mine), Some(other)) = (weights(op, input), weights(theirs, their_input)) else {
+        return Err(format!(
+            "only conv and dense layers share weights, and this is {} sharing {}",
+            op.kind(),
+            theirs.kind()
+        ));
+    };
+    if op.kind() != theirs.kind() {
+        return Err(format!(
+            "a {} layer cannot use the weights of a {} layer",
+            op.kind(),
+            theirs.kind()
+        ));
+    }
+    if mine != other {
+        return Err(format!(
+            "its kernel would be {mine} but the shared kernel is {other}"
+        ));
+    }
+    let reg = regularizer(op);
+    if reg != Regularizer::default() && reg != regularizer(theirs) {
+        return Err(
+            "the L1/L2 penalty belongs to the shared weights: set it on the layer that owns them"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// Output shape, parameters and FLOPs of `op` reading `inputs` (named `names`, for
@@ -1117,6 +1256,7 @@ mod tests {
             name: Some(name.into()),
             op,
             from: from.iter().map(|s| s.to_string()).collect(),
+            share: None,
         }
     }
 
@@ -1325,5 +1465,164 @@ mod tests {
         };
         let ir = ModelIr::build("m", vec![5, 5, 1], vec![(None, op)]).unwrap();
         assert_eq!(ir.output(), &vec![3, 3, 1]);
+    }
+
+    fn sharing(name: &str, op: LayerOp, from: &[&str], owner: &str) -> LayerSpec {
+        LayerSpec {
+            share: Some(owner.into()),
+            ..spec(name, op, from)
+        }
+    }
+
+    #[test]
+    fn shared_layers_own_no_weights_and_serialise_by_name() {
+        // Three levels of different sizes; p5's head names p4's, which shares p3's.
+        let ir = ModelIr::build_graph(
+            "heads",
+            vec![8, 8, 4],
+            vec![
+                spec("p3", same_conv(4), &[]),
+                spec("p4", pool(), &[]),
+                spec("p5", pool(), &[]),
+                spec("cls_p3", same_conv(6), &["p3"]),
+                sharing("cls_p4", same_conv(6), &["p4"], "cls_p3"),
+                sharing("cls_p5", same_conv(6), &["p5"], "cls_p4"),
+            ],
+            vec!["cls_p3".into(), "cls_p4".into(), "cls_p5".into()],
+        )
+        .unwrap();
+        assert_eq!(ir.layers[4].shares, Some(3));
+        assert_eq!(ir.layers[5].shares, Some(3), "resolved to the owner");
+        assert_eq!(ir.layers[3].params, 3 * 3 * 4 * 6 + 6);
+        assert_eq!((ir.layers[4].params, ir.layers[5].params), (0, 0));
+        assert_eq!(ir.layers[5].output, vec![2, 2, 6]);
+        assert_eq!(ir.total_params(), (3 * 3 * 4 * 4 + 4) + (3 * 3 * 4 * 6 + 6));
+        let json = serde_json::to_string(&ir).unwrap();
+        assert_eq!(json.matches(r#""share":"cls_p3""#).count(), 2, "{json}");
+        let back: ModelIr = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ir);
+        let (specs, _) = ir.specs();
+        assert_eq!(specs[5].share.as_deref(), Some("cls_p3"));
+        // Layers that share nothing write no `share` key.
+        let plain = serde_json::to_string(
+            &ModelIr::build("c", vec![8, 8, 4], vec![(None, pool())]).unwrap(),
+        )
+        .unwrap();
+        assert!(!plain.contains("share"), "{plain}");
+        // A stored share must name an earlier layer.
+        let bad = json.replacen(r#""share":"cls_p3""#, r#""share":"cls_p5""#, 1);
+        let err = serde_json::from_str::<ModelIr>(&bad).unwrap_err();
+        assert!(err.to_string().contains("not an earlier layer"), "{err}");
+    }
+
+    #[test]
+    fn sharing_needs_an_earlier_layer_with_weights_of_one_shape() {
+        let build = |head: LayerSpec| {
+            ModelIr::build_graph(
+                "m",
+                vec![8, 8, 4],
+                vec![
+                    spec("p3", same_conv(4), &[]),
+                    spec("wide", same_conv(8), &["input"]),
+                    spec("cls_p3", same_conv(6), &["p3"]),
+                    head,
+                ],
+                vec!["cls_p3".into(), "head".into(), "wide".into()],
+            )
+        };
+        let message = |head| match build(head) {
+            Err(GraphError::Share {
+                layer: 3, message, ..
+            }) => message,
+            other => panic!("{other:?}"),
+        };
+        // Same kernel on a wider input: the weights differ.
+        let m = message(sharing("head", same_conv(6), &["wide"], "cls_p3"));
+        assert!(
+            m.contains("3 x 3 x 8 x 6") && m.contains("3 x 3 x 4 x 6"),
+            "{m}"
+        );
+        let m = message(sharing("head", same_conv(5), &["p3"], "cls_p3"));
+        assert!(m.contains("3 x 3 x 4 x 5"), "{m}");
+        let bn = LayerOp::BatchNorm {
+            momentum: 0.99,
+            epsilon: 1e-3,
+        };
+        let m = message(sharing("head", bn, &["p3"], "cls_p3"));
+        assert!(m.contains("only conv and dense"), "{m}");
+        let m = message(sharing("head", same_conv(6), &["p3"], "head"));
+        assert!(m.contains("its own"), "{m}");
+        let LayerOp::Conv2d {
+            filters,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+            activation,
+            ..
+        } = same_conv(6)
+        else {
+            unreachable!()
+        };
+        let penalised = LayerOp::Conv2d {
+            filters,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+            activation,
+            regularizer: Regularizer { l1: 0.0, l2: 0.1 },
+        };
+        let m = message(sharing("head", penalised, &["p3"], "cls_p3"));
+        assert!(m.contains("penalty"), "{m}");
+        // Strides may differ: only the weights must agree.
+        let LayerOp::Conv2d {
+            filters,
+            kernel,
+            padding,
+            dilation,
+            groups,
+            activation,
+            regularizer,
+            ..
+        } = same_conv(6)
+        else {
+            unreachable!()
+        };
+        let strided = LayerOp::Conv2d {
+            filters,
+            kernel,
+            stride: [2, 2],
+            padding,
+            dilation,
+            groups,
+            activation,
+            regularizer,
+        };
+        assert!(build(sharing("head", strided, &["p3"], "cls_p3")).is_ok());
+        assert_eq!(
+            build(sharing("head", same_conv(6), &["p3"], "cls")).unwrap_err(),
+            GraphError::UnknownShare {
+                layer: 3,
+                name: "cls".into()
+            }
+        );
+        // The shared layer must come first in reading order.
+        let err = ModelIr::build_graph(
+            "m",
+            vec![8, 8, 4],
+            vec![
+                sharing("a", same_conv(4), &[], "b"),
+                spec("b", same_conv(4), &["a"]),
+            ],
+            vec![],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, GraphError::Share { layer: 0, owner: 1, message, .. } if message.contains("does not come before")),
+            "{err:?}"
+        );
     }
 }

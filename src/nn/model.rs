@@ -8,6 +8,12 @@
 //! Keras HDF5 weights map one to one. A weighted sum's fusion weights are its `kernel`.
 //! A softmax ending an output is fused into that output's cross-entropy: the layer
 //! outputs logits, and `Network::predict` applies the softmax.
+//!
+//! A layer that shares another's weights (`LayerIr::shares`) reads the owner's parameters
+//! and has none of its own, so every name, penalty and optimizer update exists once. Its
+//! backward writes the weight gradients into buffers of its own, which
+//! `sum_shared_gradients` adds to the parameters' after the backward pass, in layer order.
+//! It trains exactly when the owner does.
 
 use super::error::EngineError;
 use super::ir::{Activation, LayerOp, ModelIr, Regularizer, Source};
@@ -171,6 +177,8 @@ pub(crate) struct Model {
     pub(crate) heads: Vec<Head>,
     /// Operators time their kernels (`Network::profile`).
     pub(crate) profiling: bool,
+    /// Per layer: for one sharing another's weights, its own kernel and bias gradients.
+    pub(crate) shared_grads: Vec<Option<[Vec<f32>; 2]>>,
 }
 
 fn shape_error(ir: &ModelIr, index: usize, message: impl Into<String>) -> EngineError {
@@ -263,8 +271,21 @@ impl Model {
         }
 
         let mut params = Vec::new();
-        let mut layers = Vec::new();
+        let mut layers: Vec<Layer> = Vec::new();
+        let mut shared_grads = Vec::with_capacity(ir.layers.len());
         for (index, layer) in ir.layers.iter().enumerate() {
+            // The owner's weights, which a sharing layer uses instead of its own.
+            let owned = layer.shares.map(|o| match layers.get(o).map(|l| l.kernel) {
+                Some(Kernel::Conv { kernel, bias, .. } | Kernel::Dense { kernel, bias, .. }) => {
+                    Ok([kernel, bias])
+                }
+                _ => Err(shape_error(
+                    ir,
+                    index,
+                    "shares the weights of a layer without any",
+                )),
+            });
+            let owned = owned.transpose()?;
             let mut rng = ChaCha8Rng::seed_from_u64(
                 seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
@@ -293,7 +314,10 @@ impl Model {
                 let dist = Uniform::new(-limit, limit);
                 (0..len).map(|_| dist.sample(&mut rng)).collect()
             };
-            let trainable = layer.trainable;
+            // Shared weights train when their owner does.
+            let trainable = layer
+                .shares
+                .map_or(layer.trainable, |o| ir.layers[o].trainable);
             let out_len: usize = layer.output.iter().product();
             let last = *layer.output.last().unwrap_or(&1);
             let mut act = Activation::Linear;
@@ -313,22 +337,28 @@ impl Model {
                     let geom = ConvGeom::new(
                         input, *filters, *kernel, *stride, *padding, *dilation, *groups,
                     );
-                    let cg = input[2] / groups;
-                    let shape = vec![kernel[0], kernel[1], cg, *filters];
-                    let value = glorot(
-                        kernel[0] * kernel[1] * cg,
-                        kernel[0] * kernel[1] * filters,
-                        geom.kernel_len(),
-                    );
                     act = *activation;
-                    let k = add("kernel", shape, value, trainable, *regularizer);
-                    let b = add(
-                        "bias",
-                        vec![*filters],
-                        vec![0.0; *filters],
-                        trainable,
-                        Regularizer::default(),
-                    );
+                    let [k, b] = match owned {
+                        Some(ids) => ids,
+                        None => {
+                            let cg = input[2] / groups;
+                            let shape = vec![kernel[0], kernel[1], cg, *filters];
+                            let value = glorot(
+                                kernel[0] * kernel[1] * cg,
+                                kernel[0] * kernel[1] * filters,
+                                geom.kernel_len(),
+                            );
+                            let k = add("kernel", shape, value, trainable, *regularizer);
+                            let b = add(
+                                "bias",
+                                vec![*filters],
+                                vec![0.0; *filters],
+                                trainable,
+                                Regularizer::default(),
+                            );
+                            [k, b]
+                        }
+                    };
                     Kernel::Conv {
                         geom,
                         kernel: k,
@@ -342,20 +372,26 @@ impl Model {
                 } => {
                     let inputs = layer.input[0];
                     act = *activation;
-                    let k = add(
-                        "kernel",
-                        vec![inputs, *units],
-                        glorot(inputs, *units, inputs * units),
-                        trainable,
-                        *regularizer,
-                    );
-                    let b = add(
-                        "bias",
-                        vec![*units],
-                        vec![0.0; *units],
-                        trainable,
-                        Regularizer::default(),
-                    );
+                    let [k, b] = match owned {
+                        Some(ids) => ids,
+                        None => {
+                            let k = add(
+                                "kernel",
+                                vec![inputs, *units],
+                                glorot(inputs, *units, inputs * units),
+                                trainable,
+                                *regularizer,
+                            );
+                            let b = add(
+                                "bias",
+                                vec![*units],
+                                vec![0.0; *units],
+                                trainable,
+                                Regularizer::default(),
+                            );
+                            [k, b]
+                        }
+                    };
                     Kernel::Dense {
                         inputs,
                         units: *units,
@@ -487,6 +523,7 @@ impl Model {
             if heads.iter().any(|h| h.layer == index && h.fused_softmax) {
                 act = Activation::Linear;
             }
+            shared_grads.push(owned.map(|ids| ids.map(|id| vec![0.0; params[id].grad.len()])));
             layers.push(Layer {
                 kernel,
                 act,
@@ -508,7 +545,28 @@ impl Model {
             seed,
             heads,
             profiling: false,
+            shared_grads,
         })
+    }
+
+    /// Adds each sharing layer's weight gradients of the last backward pass to the shared
+    /// parameters' (which hold the owner's), in layer order.
+    pub(crate) fn sum_shared_gradients(&mut self) {
+        for (layer, own) in self.layers.iter().zip(&self.shared_grads) {
+            let (Some(own), true) = (own, layer.trainable) else {
+                continue;
+            };
+            let (Kernel::Conv { kernel, bias, .. } | Kernel::Dense { kernel, bias, .. }) =
+                layer.kernel
+            else {
+                unreachable!("only conv and dense layers share weights");
+            };
+            for (id, g) in [kernel, bias].into_iter().zip(own) {
+                for (sum, x) in self.params[id].grad.iter_mut().zip(g) {
+                    *sum += x;
+                }
+            }
+        }
     }
 
     /// The first output, which `predict`, accuracy and explanations use.
@@ -728,6 +786,7 @@ impl Model {
         }
         let with_params = param_grads && layer.trainable;
         let p = &mut self.params;
+        let own = &mut self.shared_grads[i];
         match (layer.kernel, &mut *dxs) {
             (Kernel::Add, dxs) => {
                 for dx in dxs.iter_mut().flatten() {
@@ -772,10 +831,7 @@ impl Model {
         let dx = dxs.first_mut().and_then(|d| d.as_deref_mut());
         match (layer.kernel, scratch) {
             (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) => {
-                let (mut gk, mut gb) = (
-                    std::mem::take(&mut p[kernel].grad),
-                    std::mem::take(&mut p[bias].grad),
-                );
+                let [mut gk, mut gb] = take_grads(p, own, [kernel, bias]);
                 conv2d_backward(
                     &geom,
                     n,
@@ -786,7 +842,7 @@ impl Model {
                     with_params.then_some((&mut gk[..], &mut gb[..])),
                     s,
                 );
-                (p[kernel].grad, p[bias].grad) = (gk, gb);
+                put_grads(p, own, [kernel, bias], [gk, gb]);
             }
             (
                 Kernel::Dense {
@@ -797,10 +853,7 @@ impl Model {
                 },
                 _,
             ) => {
-                let (mut gk, mut gb) = (
-                    std::mem::take(&mut p[kernel].grad),
-                    std::mem::take(&mut p[bias].grad),
-                );
+                let [mut gk, mut gb] = take_grads(p, own, [kernel, bias]);
                 dense_backward(
                     n,
                     inputs,
@@ -811,7 +864,7 @@ impl Model {
                     dx,
                     with_params.then_some((&mut gk[..], &mut gb[..])),
                 );
-                (p[kernel].grad, p[bias].grad) = (gk, gb);
+                put_grads(p, own, [kernel, bias], [gk, gb]);
             }
             (Kernel::MaxPool(g), scratch) => {
                 if let Some(dx) = dx {
@@ -965,6 +1018,36 @@ impl Model {
                 );
                 update_running(momentum, bm, bv, &mut mm, &mut mv);
                 (self.params[mean].value, self.params[var].value) = (mm, mv);
+            }
+        }
+    }
+}
+
+/// The buffers a layer's backward writes its weight gradients `ids` into: the parameters'
+/// own, or a sharing layer's `own` (added in by `Model::sum_shared_gradients`).
+fn take_grads(
+    params: &mut [Param],
+    own: &mut Option<[Vec<f32>; 2]>,
+    ids: [usize; 2],
+) -> [Vec<f32>; 2] {
+    match own {
+        Some(own) => own.each_mut().map(std::mem::take),
+        None => ids.map(|id| std::mem::take(&mut params[id].grad)),
+    }
+}
+
+/// Gives back what `take_grads` took.
+fn put_grads(
+    params: &mut [Param],
+    own: &mut Option<[Vec<f32>; 2]>,
+    ids: [usize; 2],
+    grads: [Vec<f32>; 2],
+) {
+    match own {
+        Some(own) => *own = grads,
+        None => {
+            for (id, g) in ids.into_iter().zip(grads) {
+                params[id].grad = g;
             }
         }
     }

@@ -251,6 +251,7 @@ impl Network {
             }
             None => 0,
         };
+        model.sum_shared_gradients();
         model.penalty_backward();
         // Running statistics move only once the step is known to be finite.
         for (i, scratch) in g.ctx.scratch.iter().enumerate() {

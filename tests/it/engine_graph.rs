@@ -39,6 +39,7 @@ fn spec(name: &str, op: LayerOp, from: &[&str]) -> LayerSpec {
         name: Some(name.into()),
         op,
         from: from.iter().map(|s| s.to_string()).collect(),
+        share: None,
     }
 }
 

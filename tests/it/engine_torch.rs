@@ -257,6 +257,7 @@ pub(crate) fn graph_model() -> ModelIr {
         name: Some(name.into()),
         op,
         from: from.iter().map(|s| s.to_string()).collect(),
+        share: None,
     };
     ModelIr::build_graph(
         "branching",

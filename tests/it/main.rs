@@ -19,6 +19,7 @@ mod detection_metrics;
 mod detection_voc;
 mod engine_graph;
 mod engine_network;
+mod engine_shared;
 mod engine_torch;
 mod engine_transfer;
 mod eval_ensemble;

@@ -34,6 +34,7 @@ fn dense(name: &str, from: &[&str]) -> LayerSpec {
             regularizer: Regularizer::default(),
         },
         from: from.iter().map(|s| s.to_string()).collect(),
+        share: None,
     }
 }
 
@@ -42,6 +43,7 @@ fn join(name: &str, op: LayerOp, from: &[&str]) -> LayerSpec {
         name: Some(name.into()),
         op,
         from: from.iter().map(|s| s.to_string()).collect(),
+        share: None,
     }
 }
 
