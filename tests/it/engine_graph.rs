@@ -643,6 +643,21 @@ fn detection_targets_are_checked_against_the_outputs() {
         },
     );
     assert!(matches!(err, EngineError::Targets { .. }), "{err}");
+    labels[5] = -2;
+    let err = fails(
+        &mut net,
+        &d,
+        1,
+        Target::Boxes {
+            values: &d.boxes,
+            labels: &labels,
+            beta: 0.1,
+        },
+    );
+    assert!(
+        matches!(&err, EngineError::Targets { output, given, .. } if output == "boxes" && given.contains("-2")),
+        "{err}"
+    );
     // 3 × 3 × 6 values per image do not hold whole boxes.
     let six = ModelIr::build_graph(
         "six",
