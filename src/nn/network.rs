@@ -622,23 +622,29 @@ fn check_target(target: &Target, head: &Head, name: &str, n: usize) -> Result<()
         }
     };
     // The loss reads the output before a fused softmax, so only class targets may have one.
-    let logits_only = |what: &str| {
+    let logits_only = |loss: &str| {
         if head.fused_softmax {
             Err(refuse(
-                what.to_string(),
-                format!("the output ends in softmax, and the {what} loss wants raw values (logits): give `{name}` a linear activation"),
+                target.kind().to_string(),
+                format!("the output ends in softmax, and the {loss} loss wants raw values (logits): give `{name}` a linear activation"),
             ))
         } else {
             Ok(())
         }
     };
-    let anchor_labels = |labels: &[i32], max: i32| match labels.iter().find(|&&l| l < -1 || l > max)
-    {
-        Some(&l) => Err(refuse(
-            format!("anchor label {l}"),
-            format!("anchor labels are −1 (ignored), 0 (background) or 1..={max} (class + 1)"),
-        )),
-        None => Ok(()),
+    // Box targets only tell positives (≥ 1) from the rest, so any class id is theirs to name.
+    let anchor_labels = |labels: &[i32], classes: Option<usize>| {
+        let max = classes.map_or(i32::MAX, |c| c as i32);
+        match labels.iter().find(|&&l| l < -1 || l > max) {
+            Some(&l) => Err(refuse(
+                format!("anchor label {l}"),
+                match classes {
+                    Some(c) => format!("anchor labels are −1 (ignored), 0 (background) or 1..={c} (class + 1) for {c} classes"),
+                    None => "anchor labels are −1 (ignored), 0 (background) or a class + 1".into(),
+                },
+            )),
+            None => Ok(()),
+        }
     };
     match *target {
         Target::Classes {
@@ -666,7 +672,7 @@ fn check_target(target: &Target, head: &Head, name: &str, n: usize) -> Result<()
             gamma,
         } => {
             logits_only("focal")?;
-            if classes == 0 || head.classes % classes != 0 {
+            if classes == 0 || !head.classes.is_multiple_of(classes) {
                 return Err(refuse(
                     format!("{classes} classes per anchor"),
                     format!(
@@ -676,8 +682,8 @@ fn check_target(target: &Target, head: &Head, name: &str, n: usize) -> Result<()
                 ));
             }
             length("anchor labels", n * head.classes / classes, labels.len())?;
-            anchor_labels(labels, classes as i32)?;
-            if !(0.0..=1.0).contains(&alpha) || !(gamma >= 0.0 && gamma.is_finite()) {
+            anchor_labels(labels, Some(classes))?;
+            if !((0.0..=1.0).contains(&alpha) && gamma >= 0.0 && gamma.is_finite()) {
                 return Err(refuse(
                     format!("focal α {alpha}, γ {gamma}"),
                     "α must be in [0, 1] and γ a finite value ≥ 0".into(),
@@ -690,7 +696,7 @@ fn check_target(target: &Target, head: &Head, name: &str, n: usize) -> Result<()
             beta,
         } => {
             logits_only("box")?;
-            if head.classes % 4 != 0 {
+            if !head.classes.is_multiple_of(4) {
                 return Err(refuse(
                     "boxes".into(),
                     format!(
@@ -701,7 +707,7 @@ fn check_target(target: &Target, head: &Head, name: &str, n: usize) -> Result<()
             }
             length("box values", n * head.classes, values.len())?;
             length("anchor labels", n * head.classes / 4, labels.len())?;
-            anchor_labels(labels, i32::MAX)?;
+            anchor_labels(labels, None)?;
             if !(beta >= 0.0 && beta.is_finite()) {
                 return Err(refuse(
                     format!("smooth-L1 β {beta}"),

@@ -133,9 +133,13 @@ pub fn sigmoid_focal_loss<T: Real>(
                     (-1.0, 1.0 - alpha)
                 };
                 let sx = s * x;
-                let bce = (-sx).max(0.0) + (-sx.abs()).exp().ln_1p();
-                let q = sigmoid(-sx);
-                let p_t = sigmoid(sx);
+                let e = (-sx.abs()).exp();
+                let bce = (-sx).max(0.0) + e.ln_1p();
+                let (p_t, q) = if sx >= 0.0 {
+                    (1.0 / (1.0 + e), e / (1.0 + e))
+                } else {
+                    (e / (1.0 + e), 1.0 / (1.0 + e))
+                };
                 let modulator = q.powf(gamma);
                 (
                     alpha_t * modulator * bce,
@@ -149,15 +153,6 @@ pub fn sigmoid_focal_loss<T: Real>(
         }
     }
     loss / positives
-}
-
-fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
 }
 
 /// Smooth-L1 (PyTorch's: ½d²/β below β, |d| − ½β above; plain L1 at β = 0) of the box
