@@ -235,6 +235,11 @@ impl Learner for FrozenPrefix {
         self.suffix.predict(&features, n)
     }
 
+    fn outputs(&mut self, images: &[f32], n: usize) -> miette::Result<Vec<Vec<f32>>> {
+        let features = self.features(images, n)?;
+        self.suffix.outputs(&features, n)
+    }
+
     fn regularization_loss(&self) -> f64 {
         self.suffix.regularization_loss()
     }

@@ -15,7 +15,8 @@ pub struct Tensor {
     pub data: Vec<f32>,
 }
 
-/// What one model output is trained towards, one entry per sample of the batch.
+/// What one model output is trained towards, one entry per sample of the batch. The target's
+/// kind chooses the output's loss for the batch.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Target<'a> {
     /// A class id per sample: softmax cross-entropy against the one-hot label smoothed
@@ -24,9 +25,27 @@ pub enum Target<'a> {
         labels: &'a [u32],
         label_smoothing: f32,
     },
-    /// `[n, values]` regression targets for a box head (smooth-L1). Declared so the batch
-    /// has room for detection; no engine trains it yet, and the engine says so.
-    Boxes { values: &'a [f32] },
+    /// Per-anchor targets for a sigmoid focal loss over `classes` logits per anchor (the
+    /// output holds `anchors · classes` logits per sample, no activation): `labels` has one
+    /// entry per anchor per sample (`[n · anchors]`): −1 ignored, 0 background, c + 1 for
+    /// class c. Loss = Σ over non-ignored anchors and classes of α_t (1 − p_t)^γ · BCE(p, y),
+    /// each sample's terms times its batch weight, divided by max(1, positive anchors in the
+    /// batch) (RetinaNet; torchvision's `sigmoid_focal_loss` with reduction "sum").
+    Anchors {
+        labels: &'a [i32],
+        classes: usize,
+        alpha: f32,
+        gamma: f32,
+    },
+    /// Box regression: `values` `[n · anchors · 4]` encoded targets; only anchors whose
+    /// `labels` entry (`[n · anchors]`, as for `Anchors`) is ≥ 1 count. Loss = Σ smooth-L1
+    /// (pred − target; `beta`, PyTorch's) over the positive anchors' 4 values, each sample's
+    /// terms times its batch weight, divided by max(1, positive anchors in the batch).
+    Boxes {
+        values: &'a [f32],
+        labels: &'a [i32],
+        beta: f32,
+    },
 }
 
 impl Target<'_> {
@@ -34,6 +53,7 @@ impl Target<'_> {
     pub fn kind(&self) -> &'static str {
         match self {
             Target::Classes { .. } => "class labels",
+            Target::Anchors { .. } => "anchor labels",
             Target::Boxes { .. } => "boxes",
         }
     }
@@ -45,7 +65,8 @@ pub struct Batch<'a> {
     /// One target per model output, in the model's output order.
     pub targets: Vec<Target<'a>>,
     /// Per-sample loss weights (the class weight of each sample's label; 1.0 without weights),
-    /// applied to every output's loss.
+    /// applied to every output's loss; the detection losses multiply each sample's terms by it
+    /// and keep their normaliser (the positive anchors) unweighted.
     pub weights: &'a [f32],
 }
 
@@ -81,9 +102,11 @@ impl<'a> Batch<'a> {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StepStats {
-    /// Keras semantics: mean over the batch of weight_i * crossentropy_i, plus L1/L2 penalties.
+    /// The sum of the outputs' losses plus the L1/L2 penalties; a class output's is Keras's mean
+    /// over the batch of weight_i · crossentropy_i.
     pub loss: f64,
-    /// Samples whose arg-max prediction equals the label.
+    /// Samples whose arg-max prediction equals the label (0 when the first target is not
+    /// `Classes`).
     pub correct: usize,
 }
 
@@ -94,6 +117,13 @@ pub trait Learner {
     fn train_batch(&mut self, batch: &Batch, lr: f32) -> miette::Result<StepStats>;
     /// Class probabilities, `n * classes` row-major, in inference mode.
     fn predict(&mut self, images: &[f32], n: usize) -> miette::Result<Vec<f32>>;
+    /// Every model output for `n` images in inference mode, in output order, each as the
+    /// model defines it (`[n, values]`; a softmax ending an output is applied, nothing else:
+    /// a detector's class logits and box offsets come raw).
+    fn outputs(&mut self, images: &[f32], n: usize) -> miette::Result<Vec<Vec<f32>>> {
+        let _ = (images, n);
+        miette::bail!("this learner cannot return its model's outputs")
+    }
     /// The L1/L2 penalty of the layer regularizers at the current weights. Keras adds it to
     /// the validation loss too (`val_loss` = unweighted crossentropy + penalties), so the loop
     /// asks for it after each epoch. Engines without regularizers keep the default.

@@ -4,9 +4,9 @@
 //! optimizer state live in the model and persist across executions and graphs.
 
 use super::error::EngineError;
-use super::graph::{compile, Compiled, Mode};
+use super::graph::{compile, Compiled, LossKind, Mode};
 use super::ir::ModelIr;
-use super::model::{Model, Param};
+use super::model::{Head, Model, Param};
 use super::ops::activation;
 use super::optim::OptimizerConfig;
 use crate::nn::learner::{Batch, Learner, NamedTensors, StepStats, Target, Tensor};
@@ -167,8 +167,9 @@ impl Network {
     }
 
     /// Forward and backward without an optimizer update: returns the loss (the sum of every
-    /// output's loss, with penalties) and leaves every gradient readable through
-    /// `gradient()`. `train_batch` is this plus the update. Accuracy counts the first output.
+    /// output's loss, each of the kind its target names, with penalties) and leaves every
+    /// gradient readable through `gradient()`. `train_batch` is this plus the update.
+    /// Accuracy counts the first output when its target is class labels.
     pub fn compute_gradients(&mut self, batch: &Batch) -> Result<StepStats, EngineError> {
         let n = batch.len();
         self.check_images(batch.images, n)?;
@@ -181,49 +182,54 @@ impl Network {
                 got: batch.targets.len(),
             });
         }
-        let mut classes_of = Vec::with_capacity(heads.len());
         for ((target, head), name) in batch.targets.iter().zip(&heads).zip(&names) {
-            let Target::Classes {
-                labels,
-                label_smoothing,
-            } = *target
-            else {
-                return Err(EngineError::Targets {
-                    output: name.clone(),
-                    given: target.kind().into(),
-                    reason: "only class labels train yet (box regression comes with detection)"
-                        .into(),
-                });
-            };
-            if labels.len() != n {
-                return Err(EngineError::Batch {
-                    what: "labels",
-                    expected: n,
-                    got: labels.len(),
-                });
-            }
-            if let Some(&label) = labels.iter().find(|&&l| l as usize >= head.classes) {
-                return Err(EngineError::Label {
-                    label,
-                    classes: head.classes,
-                });
-            }
-            if !(0.0..=1.0).contains(&label_smoothing) {
-                return Err(EngineError::Targets {
-                    output: name.clone(),
-                    given: format!("label smoothing {label_smoothing}"),
-                    reason: "label smoothing must be in [0, 1]".into(),
-                });
-            }
-            classes_of.push((labels, label_smoothing));
+            check_target(target, head, name, n)?;
         }
         let model = self.model.clone();
         let g = self.graph(n, Mode::Train);
         g.input.borrow_mut().copy_from_slice(batch.images);
-        for (t, (labels, smoothing)) in g.targets.iter().zip(&classes_of) {
-            t.labels.borrow_mut().copy_from_slice(labels);
+        for (t, target) in g.targets.iter().zip(&batch.targets) {
             t.weights.borrow_mut().copy_from_slice(batch.weights);
-            t.smoothing.set(*smoothing);
+            let refill = |to: &RefCell<Vec<i32>>, from: &[i32]| {
+                let mut to = to.borrow_mut();
+                to.clear();
+                to.extend_from_slice(from);
+            };
+            t.kind.set(match *target {
+                Target::Classes {
+                    labels,
+                    label_smoothing,
+                } => {
+                    t.labels.borrow_mut().copy_from_slice(labels);
+                    LossKind::Classes {
+                        smoothing: label_smoothing,
+                    }
+                }
+                Target::Anchors {
+                    labels,
+                    classes,
+                    alpha,
+                    gamma,
+                } => {
+                    refill(&t.anchor_labels, labels);
+                    LossKind::Focal {
+                        classes,
+                        alpha,
+                        gamma,
+                    }
+                }
+                Target::Boxes {
+                    values,
+                    labels,
+                    beta,
+                } => {
+                    refill(&t.anchor_labels, labels);
+                    let mut boxes = t.boxes.borrow_mut();
+                    boxes.clear();
+                    boxes.extend_from_slice(values);
+                    LossKind::Boxes { beta }
+                }
+            });
         }
         g.graph.execute();
         g.steps += 1;
@@ -232,14 +238,19 @@ impl Network {
         if !total.is_finite() {
             return Err(EngineError::NonFiniteLoss { loss: total });
         }
-        let (first, (labels, _)) = (&g.targets[0], classes_of[0]);
-        let correct = first
-            .probs
-            .borrow()
-            .chunks(first.classes)
-            .zip(labels)
-            .filter(|(p, &l)| activation::argmax(p) == l as usize)
-            .count();
+        let correct = match batch.labels() {
+            Some(labels) => {
+                let first = &g.targets[0];
+                first
+                    .probs
+                    .borrow()
+                    .chunks(first.classes)
+                    .zip(labels)
+                    .filter(|(p, &l)| activation::argmax(p) == l as usize)
+                    .count()
+            }
+            None => 0,
+        };
         model.penalty_backward();
         // Running statistics move only once the step is known to be finite.
         for (i, scratch) in g.ctx.scratch.iter().enumerate() {
@@ -332,6 +343,21 @@ impl Network {
         if fused {
             for row in out.chunks_mut(classes) {
                 activation::softmax_row(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every output as the model defines it for `n` images (inference mode), in output order:
+    /// `all_logits` with the softmax applied to the outputs whose softmax is fused.
+    pub fn all_outputs(&mut self, images: &[f32], n: usize) -> Result<Vec<Vec<f32>>, EngineError> {
+        let mut out = self.all_logits(images, n)?;
+        let heads = self.model.borrow().heads.clone();
+        for (values, head) in out.iter_mut().zip(&heads) {
+            if head.fused_softmax {
+                for row in values.chunks_mut(head.classes) {
+                    activation::softmax_row(row);
+                }
             }
         }
         Ok(out)
@@ -576,6 +602,115 @@ impl Network {
     }
 }
 
+/// Checks one output's target against the output and the batch size `n`.
+fn check_target(target: &Target, head: &Head, name: &str, n: usize) -> Result<(), EngineError> {
+    let refuse = |given: String, reason: String| EngineError::Targets {
+        output: name.to_string(),
+        given,
+        reason,
+    };
+    let length = |what: &'static str, expected: usize, got: usize| {
+        if expected == got {
+            Ok(())
+        } else {
+            Err(EngineError::Batch {
+                what,
+                expected,
+                got,
+            })
+        }
+    };
+    // The loss reads the output before a fused softmax, so only class targets may have one.
+    let logits_only = |what: &str| {
+        if head.fused_softmax {
+            Err(refuse(
+                what.to_string(),
+                format!("the output ends in softmax, and the {what} loss wants raw values (logits): give `{name}` a linear activation"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let anchor_labels = |labels: &[i32], max: i32| match labels.iter().find(|&&l| l < -1 || l > max) {
+        Some(&l) => Err(refuse(
+            format!("anchor label {l}"),
+            format!("anchor labels are −1 (ignored), 0 (background) or 1..={max} (class + 1)"),
+        )),
+        None => Ok(()),
+    };
+    match *target {
+        Target::Classes {
+            labels,
+            label_smoothing,
+        } => {
+            length("labels", n, labels.len())?;
+            if let Some(&label) = labels.iter().find(|&&l| l as usize >= head.classes) {
+                return Err(EngineError::Label {
+                    label,
+                    classes: head.classes,
+                });
+            }
+            if !(0.0..=1.0).contains(&label_smoothing) {
+                return Err(refuse(
+                    format!("label smoothing {label_smoothing}"),
+                    "label smoothing must be in [0, 1]".into(),
+                ));
+            }
+        }
+        Target::Anchors {
+            labels,
+            classes,
+            alpha,
+            gamma,
+        } => {
+            logits_only("focal")?;
+            if classes == 0 || head.classes % classes != 0 {
+                return Err(refuse(
+                    format!("{classes} classes per anchor"),
+                    format!(
+                        "the output has {} values per image, not a multiple of the classes",
+                        head.classes
+                    ),
+                ));
+            }
+            length("anchor labels", n * head.classes / classes, labels.len())?;
+            anchor_labels(labels, classes as i32)?;
+            if !(0.0..=1.0).contains(&alpha) || !(gamma >= 0.0 && gamma.is_finite()) {
+                return Err(refuse(
+                    format!("focal α {alpha}, γ {gamma}"),
+                    "α must be in [0, 1] and γ a finite value ≥ 0".into(),
+                ));
+            }
+        }
+        Target::Boxes {
+            values,
+            labels,
+            beta,
+        } => {
+            logits_only("box")?;
+            if head.classes % 4 != 0 {
+                return Err(refuse(
+                    "boxes".into(),
+                    format!(
+                        "the output has {} values per image, not 4 per anchor",
+                        head.classes
+                    ),
+                ));
+            }
+            length("box values", n * head.classes, values.len())?;
+            length("anchor labels", n * head.classes / 4, labels.len())?;
+            anchor_labels(labels, i32::MAX)?;
+            if !(beta >= 0.0 && beta.is_finite()) {
+                return Err(refuse(
+                    format!("smooth-L1 β {beta}"),
+                    "β must be a finite value ≥ 0".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Learner for Network {
     fn classes(&self) -> usize {
         Network::classes(self)
@@ -589,6 +724,10 @@ impl Learner for Network {
 
     fn predict(&mut self, images: &[f32], n: usize) -> miette::Result<Vec<f32>> {
         Ok(self.probabilities(images, n)?)
+    }
+
+    fn outputs(&mut self, images: &[f32], n: usize) -> miette::Result<Vec<Vec<f32>>> {
+        Ok(self.all_outputs(images, n)?)
     }
 
     fn state(&self) -> NamedTensors {

@@ -2,8 +2,8 @@
 //! backward kernel, compiled once per (batch size, mode) and executed per batch.
 //!
 //! ```text
-//! Input → LayerForward(0) → … → LayerForward(out_k) → CrossEntropy_k, one per output (Train)
-//!            autograd pass:  ← LayerBackward(out_k) ← CrossEntropyBackward_k
+//! Input → LayerForward(0) → … → LayerForward(out_k) → OutputLoss_k, one per output (Train)
+//!            autograd pass:  ← LayerBackward(out_k) ← OutputLossBackward_k
 //! Input → LayerForward … ; fusion pass: conv + inference batchnorm → ConvBnForward  (Infer)
 //! Input → LayerForward … → ScoreObjective (first output); autograd w.r.t. one activation
 //! ```
@@ -20,7 +20,6 @@
 //! stay in the `Model`, shared by the graphs of every batch size and mode.
 
 mod autograd;
-mod branch;
 mod fuse;
 mod ops;
 #[cfg(test)]
@@ -28,12 +27,12 @@ mod tests;
 
 pub(crate) use autograd::Autograd;
 pub(crate) use fuse::FuseConvBatchnorm;
-pub(crate) use ops::Targets;
+pub(crate) use ops::{LossKind, Targets};
 
 use super::ir::Source;
 use super::model::{Head, Model, Scratch};
 use luminal::prelude::{Graph, NodeIndex, ShapeTracker, Tensor};
-use ops::{CrossEntropy, Input, LayerForward, ScoreObjective};
+use ops::{Input, LayerForward, OutputLoss, ScoreObjective};
 use std::cell::{Ref, RefCell, RefMut};
 use std::fmt;
 use std::rc::{Rc, Weak};
@@ -182,8 +181,8 @@ impl Context {
 /// What a compiled graph computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Mode {
-    /// Forward with batch statistics and dropout, weighted cross-entropy, backward to every
-    /// trainable parameter.
+    /// Forward with batch statistics and dropout, each output's loss (the kind its batch
+    /// target names: cross-entropy, focal, smooth-L1), backward to every trainable parameter.
     Train,
     /// Forward in inference mode, convolutions fused with the batchnorm after them.
     Infer,
@@ -205,7 +204,7 @@ pub(crate) struct Compiled {
     /// Each layer's output (an output layer's holds its logits). In `Infer` graphs a fused
     /// convolution's own output is not written.
     pub(crate) outputs: Vec<Buffer>,
-    /// Per model output: labels and sample weights in, loss and probabilities out (`Train`).
+    /// Per model output: targets and sample weights in, loss and probabilities out (`Train`).
     pub(crate) targets: Vec<Rc<Targets>>,
     /// d objective / d logits (`Explain`).
     pub(crate) seed: Option<Buffer>,
@@ -271,7 +270,7 @@ pub(crate) fn compile(
                 let t = Rc::new(Targets::new(&ctx, head.classes));
                 losses.push(
                     graph
-                        .add_op(CrossEntropy { targets: t.clone() })
+                        .add_op(OutputLoss { targets: t.clone() })
                         .input(nodes[head.layer], 0, shape(n, head.classes))
                         .finish(),
                 );

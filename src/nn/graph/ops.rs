@@ -6,7 +6,7 @@
 //! node's inputs, and its output; its outputs are the gradients asked for, in input order.
 
 use super::{Buffer, Context};
-use crate::nn::ops::loss::softmax_cross_entropy;
+use crate::nn::ops::loss::{box_smooth_l1, sigmoid_focal_loss, softmax_cross_entropy};
 use luminal::op::{InputTensor, Operator};
 use luminal::prelude::{ShapeTracker, Tensor};
 use std::any::Any;
@@ -188,18 +188,39 @@ impl Operator for ConvBnForward {
     }
 }
 
-/// One output's class targets and what its loss leaves for the network to read.
+/// Which loss an output trains with in the current batch, chosen by the batch's target (see
+/// `learner::Target`): the compiled graph stays the same whatever the kind.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum LossKind {
+    /// Softmax cross-entropy with Keras label smoothing ε.
+    Classes { smoothing: f32 },
+    /// Sigmoid focal loss over `classes` logits per anchor.
+    Focal {
+        classes: usize,
+        alpha: f32,
+        gamma: f32,
+    },
+    /// Smooth-L1 over the 4 values of each positive anchor.
+    Boxes { beta: f32 },
+}
+
+/// One output's targets and what its loss leaves for the network to read.
 pub(crate) struct Targets {
+    pub(crate) kind: Cell<LossKind>,
+    /// Class ids (`Classes`), one per sample.
     pub(crate) labels: RefCell<Vec<u32>>,
+    /// One label per anchor (`Focal`, `Boxes`): −1 ignored, 0 background, c + 1 for class c.
+    pub(crate) anchor_labels: RefCell<Vec<i32>>,
+    /// Encoded box targets (`Boxes`), as long as the output.
+    pub(crate) boxes: RefCell<Vec<f32>>,
     pub(crate) weights: RefCell<Vec<f32>>,
-    /// Keras label smoothing ε of the current batch.
-    pub(crate) smoothing: Cell<f32>,
+    /// Values per sample of the output.
     pub(crate) classes: usize,
-    /// Softmax of the logits.
+    /// Softmax of the logits (`Classes` only).
     pub(crate) probs: Buffer,
-    /// d loss / d logits, computed with the loss (the softmax is fused into it).
+    /// d loss / d output, computed with the loss (a softmax is fused into it).
     dlogits: Buffer,
-    /// Weighted mean cross-entropy of the last execution.
+    /// The output's loss in the last execution.
     pub(crate) loss: Cell<f64>,
 }
 
@@ -211,16 +232,18 @@ impl PartialEq for Targets {
 
 impl std::fmt::Debug for Targets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Targets({} classes)", self.classes)
+        write!(f, "Targets({} values, {:?})", self.classes, self.kind.get())
     }
 }
 
 impl Targets {
     pub(crate) fn new(ctx: &Context, classes: usize) -> Targets {
         Targets {
+            kind: Cell::new(LossKind::Classes { smoothing: 0.0 }),
             labels: RefCell::new(vec![0; ctx.n]),
+            anchor_labels: RefCell::new(Vec::new()),
+            boxes: RefCell::new(Vec::new()),
             weights: RefCell::new(vec![0.0; ctx.n]),
-            smoothing: Cell::new(0.0),
             classes,
             probs: ctx.buffer(ctx.n * classes),
             dlogits: ctx.buffer(ctx.n * classes),
@@ -229,24 +252,52 @@ impl Targets {
     }
 }
 
-/// Weighted softmax cross-entropy from logits (one per output); outputs the probabilities.
+/// One output's loss, of the kind its targets name for this execution: weighted softmax
+/// cross-entropy from logits, the sigmoid focal loss, or smooth-L1 on positive anchors'
+/// boxes. Outputs the class probabilities (meaningful for `Classes` only).
 #[derive(Debug, PartialEq)]
-pub(crate) struct CrossEntropy {
+pub(crate) struct OutputLoss {
     pub(crate) targets: Rc<Targets>,
 }
 
-impl Operator for CrossEntropy {
+impl Operator for OutputLoss {
     fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
         let t = &self.targets;
-        let loss = softmax_cross_entropy(
-            t.classes,
-            &input(&inp, 0).borrow(),
-            &t.labels.borrow(),
-            &t.weights.borrow(),
-            t.smoothing.get(),
-            &mut t.probs.borrow_mut(),
-            Some(&mut t.dlogits.borrow_mut()),
-        );
+        let x = input(&inp, 0).borrow();
+        let weights = t.weights.borrow();
+        let mut dlogits = t.dlogits.borrow_mut();
+        let loss = match t.kind.get() {
+            LossKind::Classes { smoothing } => softmax_cross_entropy(
+                t.classes,
+                &x,
+                &t.labels.borrow(),
+                &weights,
+                smoothing,
+                &mut t.probs.borrow_mut(),
+                Some(&mut dlogits),
+            ),
+            LossKind::Focal {
+                classes,
+                alpha,
+                gamma,
+            } => sigmoid_focal_loss(
+                classes,
+                &x,
+                &t.anchor_labels.borrow(),
+                &weights,
+                alpha,
+                gamma,
+                Some(&mut dlogits),
+            ),
+            LossKind::Boxes { beta } => box_smooth_l1(
+                beta,
+                &x,
+                &t.boxes.borrow(),
+                &t.anchor_labels.borrow(),
+                &weights,
+                Some(&mut dlogits),
+            ),
+        };
         t.loss.set(loss);
         vec![t.probs.tensor()]
     }
@@ -254,7 +305,7 @@ impl Operator for CrossEntropy {
     fn custom(&mut self, key: &str, _: Box<dyn Any>) -> Option<Box<dyn Any>> {
         match key {
             BACKWARD => backward_answer(GradientOut {
-                name: "CrossEntropyBackward",
+                name: "OutputLossBackward",
                 source: self.targets.dlogits.clone(),
                 grad: self.targets.dlogits.clone(),
             }),

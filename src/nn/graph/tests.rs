@@ -1,29 +1,29 @@
 //! The autograd pass on a branching model graph, against central finite differences. The
 //! input is read by two layers and `a` by the add and the concatenation, so their gradients
 //! are sums the pass must add; gradients are asked of the input and of `a`, and the loss is
-//! smooth-L1 on the concatenation:
+//! the box regression's smooth-L1 on the concatenation (one positive anchor per sample):
 //!
 //! ```text
 //! input ─┬─ dense a ─┬──────────── add(a, b) ─┐
-//!        └─ dense b ─┴─(b)                    ├─ concat(add, a) ── SmoothL1(·, target)
+//!        └─ dense b ─┴─(b)                    ├─ concat(add, a) ── OutputLoss(Boxes)
 //!                    a ───────────────────────┘
 //! ```
 
 use super::autograd::Autograd;
-use super::branch::SmoothL1;
-use super::ops::{Input, LayerForward};
-use super::{Arena, Buffer, Context};
+use super::ops::{Input, LayerForward, LossKind, OutputLoss, Targets};
+use super::{Buffer, Context};
 use crate::nn::ir::{Activation, LayerOp, LayerSpec, ModelIr, Regularizer, Source};
 use crate::nn::model::Model;
 use luminal::prelude::{Graph, NodeIndex, ShapeTracker};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 const N: usize = 3;
 const FEATURES: usize = 4;
-const UNITS: usize = 3;
+/// Two units each: the concatenation is one anchor's 4 box values.
+const UNITS: usize = 2;
 
 fn dense(name: &str, from: &[&str]) -> LayerSpec {
     LayerSpec {
@@ -48,7 +48,7 @@ fn join(name: &str, op: LayerOp, from: &[&str]) -> LayerSpec {
 struct Branching {
     graph: Graph,
     x: Buffer,
-    loss: Rc<Cell<f64>>,
+    targets: Rc<Targets>,
     /// Gradients w.r.t. the input and the output of `a`.
     grads: [Buffer; 2],
     /// Nodes the pass added.
@@ -93,16 +93,14 @@ fn branching(target: &[f32]) -> Branching {
         }
         nodes.push(op.finish());
     }
-    let arena: Rc<Arena> = ctx.arena.clone();
-    let t = arena.buffer(N * 2 * UNITS);
-    t.borrow_mut().copy_from_slice(target);
-    let loss = Rc::new(Cell::new(0.0));
+    let targets = Rc::new(Targets::new(&ctx, 2 * UNITS));
+    targets.kind.set(LossKind::Boxes { beta: 0.5 });
+    targets.boxes.borrow_mut().extend_from_slice(target);
+    targets.anchor_labels.borrow_mut().extend_from_slice(&[1; N]);
+    targets.weights.borrow_mut().fill(1.0);
     let loss_node = graph
-        .add_op(SmoothL1 {
-            beta: 0.5,
-            target: t,
-            grad: arena.buffer(N * 2 * UNITS),
-            loss: loss.clone(),
+        .add_op(OutputLoss {
+            targets: targets.clone(),
         })
         .input(
             nodes[3],
@@ -111,14 +109,14 @@ fn branching(target: &[f32]) -> Branching {
         )
         .finish();
     let before = graph.graph.node_count();
-    let pass = Autograd::new(arena, vec![loss_node], false, vec![x_node, nodes[0]]);
+    let pass = Autograd::new(ctx.arena.clone(), vec![loss_node], false, vec![x_node, nodes[0]]);
     graph.compile(&pass, ());
     let added = graph.graph.node_count() - before;
     let grads = [x_node, nodes[0]].map(|node| pass.gradient(node).expect("requested"));
     Branching {
         graph,
         x,
-        loss,
+        targets,
         grads,
         added,
     }
@@ -141,7 +139,7 @@ fn autograd_sums_the_branches_and_matches_finite_differences() {
     let mut run = |x: &[f32]| -> f64 {
         g.x.borrow_mut().copy_from_slice(x);
         g.graph.execute();
-        g.loss.get()
+        g.targets.loss.get()
     };
     run(&x0);
     let [dx, da] = g.grads.clone().map(|b| b.borrow().clone());
