@@ -166,9 +166,11 @@ def main():
             print(json.dumps({"outputs": outputs, "params": params, "torch": torch.__version__}), flush=True)
             continue
         what, n, seconds = parts[0], int(parts[1]), float(parts[2])
+        # Two untimed calls the first time only, as gpl's side warms up once.
+        warm_up = 0 if (what, n) in work else 2
         if (what, n) not in work:
             work[(what, n)] = {"infer": infer, "train": train}[what](n)
-        print(json.dumps({"rate": rate(work[(what, n)], n, seconds)}), flush=True)
+        print(json.dumps({"rate": rate(work[(what, n)], n, seconds, warm_up)}), flush=True)
 
 
 if __name__ == "__main__":
