@@ -96,8 +96,13 @@ fn ours(images: &[Image], params: &ExtractParams) -> miette::Result<(f64, Vec<us
 }
 
 pub fn run(o: &DetectBenchOptions) -> miette::Result<()> {
+    // A part whose reference cannot run does not stop the other; its error ends the run.
+    let mut first = Ok(());
     if o.only != Some(DetectPart::Detector) {
-        extractor(o)?;
+        first = extractor(o);
+        if let (Err(e), None) = (&first, o.only) {
+            println!("extractor: failed ({e}); the detector part follows");
+        }
     }
     if o.only != Some(DetectPart::Extractor) {
         let dir = tempfile_dir("detector")?;
@@ -113,7 +118,7 @@ pub fn run(o: &DetectBenchOptions) -> miette::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         result?;
     }
-    Ok(())
+    first
 }
 
 /// The classical extractor against SEP.
