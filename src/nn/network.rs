@@ -631,7 +631,8 @@ fn check_target(target: &Target, head: &Head, name: &str, n: usize) -> Result<()
             Ok(())
         }
     };
-    let anchor_labels = |labels: &[i32], max: i32| match labels.iter().find(|&&l| l < -1 || l > max) {
+    let anchor_labels = |labels: &[i32], max: i32| match labels.iter().find(|&&l| l < -1 || l > max)
+    {
         Some(&l) => Err(refuse(
             format!("anchor label {l}"),
             format!("anchor labels are −1 (ignored), 0 (background) or 1..={max} (class + 1)"),
@@ -664,7 +665,7 @@ fn check_target(target: &Target, head: &Head, name: &str, n: usize) -> Result<()
             gamma,
         } => {
             logits_only("focal")?;
-            if classes == 0 || head.classes % classes != 0 {
+            if classes == 0 || !head.classes.is_multiple_of(classes) {
                 return Err(refuse(
                     format!("{classes} classes per anchor"),
                     format!(
@@ -675,7 +676,7 @@ fn check_target(target: &Target, head: &Head, name: &str, n: usize) -> Result<()
             }
             length("anchor labels", n * head.classes / classes, labels.len())?;
             anchor_labels(labels, classes as i32)?;
-            if !(0.0..=1.0).contains(&alpha) || !(gamma >= 0.0 && gamma.is_finite()) {
+            if !((0.0..=1.0).contains(&alpha) && gamma >= 0.0 && gamma.is_finite()) {
                 return Err(refuse(
                     format!("focal α {alpha}, γ {gamma}"),
                     "α must be in [0, 1] and γ a finite value ≥ 0".into(),
@@ -688,7 +689,7 @@ fn check_target(target: &Target, head: &Head, name: &str, n: usize) -> Result<()
             beta,
         } => {
             logits_only("box")?;
-            if head.classes % 4 != 0 {
+            if !head.classes.is_multiple_of(4) {
                 return Err(refuse(
                     "boxes".into(),
                     format!(

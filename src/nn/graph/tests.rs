@@ -96,7 +96,10 @@ fn branching(target: &[f32]) -> Branching {
     let targets = Rc::new(Targets::new(&ctx, 2 * UNITS));
     targets.kind.set(LossKind::Boxes { beta: 0.5 });
     targets.boxes.borrow_mut().extend_from_slice(target);
-    targets.anchor_labels.borrow_mut().extend_from_slice(&[1; N]);
+    targets
+        .anchor_labels
+        .borrow_mut()
+        .extend_from_slice(&[1; N]);
     targets.weights.borrow_mut().fill(1.0);
     let loss_node = graph
         .add_op(OutputLoss {
@@ -109,7 +112,12 @@ fn branching(target: &[f32]) -> Branching {
         )
         .finish();
     let before = graph.graph.node_count();
-    let pass = Autograd::new(ctx.arena.clone(), vec![loss_node], false, vec![x_node, nodes[0]]);
+    let pass = Autograd::new(
+        ctx.arena.clone(),
+        vec![loss_node],
+        false,
+        vec![x_node, nodes[0]],
+    );
     graph.compile(&pass, ());
     let added = graph.graph.node_count() - before;
     let grads = [x_node, nodes[0]].map(|node| pass.gradient(node).expect("requested"));

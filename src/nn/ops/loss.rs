@@ -133,9 +133,13 @@ pub fn sigmoid_focal_loss<T: Real>(
                     (-1.0, 1.0 - alpha)
                 };
                 let sx = s * x;
-                let bce = (-sx).max(0.0) + (-sx.abs()).exp().ln_1p();
-                let q = sigmoid(-sx);
-                let p_t = sigmoid(sx);
+                let e = (-sx.abs()).exp();
+                let bce = (-sx).max(0.0) + e.ln_1p();
+                let (p_t, q) = if sx >= 0.0 {
+                    (1.0 / (1.0 + e), e / (1.0 + e))
+                } else {
+                    (e / (1.0 + e), 1.0 / (1.0 + e))
+                };
                 let modulator = q.powf(gamma);
                 (
                     alpha_t * modulator * bce,
@@ -149,15 +153,6 @@ pub fn sigmoid_focal_loss<T: Real>(
         }
     }
     loss / positives
-}
-
-fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
 }
 
 /// Smooth-L1 (PyTorch's: ½d²/β below β, |d| − ½β above; plain L1 at β = 0) of the box
@@ -296,7 +291,8 @@ mod tests {
                 .map(|v| v * scale)
                 .collect();
             let mut d = vec![0.0; z.len()];
-            let loss = sigmoid_focal_loss(classes, &z, &labels, &weights, alpha, gamma, Some(&mut d));
+            let loss =
+                sigmoid_focal_loss(classes, &z, &labels, &weights, alpha, gamma, Some(&mut d));
             // The textbook form, with p = σ(x) and the naive logarithms.
             let (a, g) = (alpha as f64, gamma as f64);
             let mut manual = 0.0;
@@ -308,12 +304,16 @@ mod tests {
                     let p = sigmoid_f64(z[i * classes + k]);
                     let y = label == k as i32 + 1;
                     let (p_t, alpha_t) = if y { (p, a) } else { (1.0 - p, 1.0 - a) };
-                    manual += weights[i / anchors] as f64 * -alpha_t * (1.0 - p_t).powf(g) * p_t.ln();
+                    manual +=
+                        weights[i / anchors] as f64 * -alpha_t * (1.0 - p_t).powf(g) * p_t.ln();
                 }
             }
             let positives = labels.iter().filter(|&&l| l >= 1).count() as f64;
             manual /= positives;
-            assert!((loss - manual).abs() < 1e-10 * manual.abs(), "{loss} vs {manual}");
+            assert!(
+                (loss - manual).abs() < 1e-10 * manual.abs(),
+                "{loss} vs {manual}"
+            );
             assert_gradient("focal", &z, &d, |z| {
                 sigmoid_focal_loss(classes, z, &labels, &weights, alpha, gamma, None)
             });
@@ -326,10 +326,16 @@ mod tests {
         // A saturated, correct prediction costs nothing and its gradient does not blow up.
         let mut d = [0.0f64; 2];
         let loss = sigmoid_focal_loss(2, &[60.0f64, -60.0], &[1], &[1.0], 0.25, 2.0, Some(&mut d));
-        assert!(loss.abs() < 1e-30 && d.iter().all(|v| v.abs() < 1e-30), "{loss} {d:?}");
+        assert!(
+            loss.abs() < 1e-30 && d.iter().all(|v| v.abs() < 1e-30),
+            "{loss} {d:?}"
+        );
         // Without positives the sum is divided by one.
         let lone = sigmoid_focal_loss(1, &[0.0f64], &[0], &[1.0], 0.25, 0.0, None);
-        assert!((lone - 0.75 * std::f64::consts::LN_2).abs() < 1e-12, "{lone}");
+        assert!(
+            (lone - 0.75 * std::f64::consts::LN_2).abs() < 1e-12,
+            "{lone}"
+        );
     }
 
     #[test]
@@ -361,7 +367,10 @@ mod tests {
                 }
             }
             manual /= labels.iter().filter(|&&l| l >= 1).count() as f64;
-            assert!((loss - manual).abs() < 1e-12, "beta {beta}: {loss} vs {manual}");
+            assert!(
+                (loss - manual).abs() < 1e-12,
+                "beta {beta}: {loss} vs {manual}"
+            );
             assert_gradient("box smooth l1", &pred, &g, |p| {
                 box_smooth_l1(beta, p, &target, &labels, &weights, None)
             });
@@ -415,7 +424,10 @@ mod tests {
     /// torch's smooth_l1_loss in float64, run in the engine's f32 and in f64.
     #[test]
     fn detection_losses_match_pytorch() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/engine/focal.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/engine/focal.json"
+        );
         let fixture: Fixture =
             serde_json::from_str(&std::fs::read_to_string(path).expect("fixture present"))
                 .expect("fixture parses");
@@ -423,30 +435,58 @@ mod tests {
         for (i, c) in fixture.focal.iter().enumerate() {
             let mut d = vec![0.0f64; c.grad.len()];
             let loss = sigmoid_focal_loss(
-                c.classes, &c.logits, &c.labels, &c.weights, c.alpha, c.gamma, Some(&mut d),
+                c.classes,
+                &c.logits,
+                &c.labels,
+                &c.weights,
+                c.alpha,
+                c.gamma,
+                Some(&mut d),
             );
             assert_close(&format!("focal {i} loss"), loss, c.loss, 1e-6);
             let scale = c.grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             for (k, (g, w)) in d.iter().zip(&c.grad).enumerate() {
-                assert!((g - w).abs() <= 1e-5 * scale, "focal {i} grad {k}: {g} vs {w}");
+                assert!(
+                    (g - w).abs() <= 1e-5 * scale,
+                    "focal {i} grad {k}: {g} vs {w}"
+                );
             }
             let logits: Vec<f32> = c.logits.iter().map(|&v| v as f32).collect();
             let mut d32 = vec![0.0f32; c.grad.len()];
             let loss32 = sigmoid_focal_loss(
-                c.classes, &logits, &c.labels, &c.weights, c.alpha, c.gamma, Some(&mut d32),
+                c.classes,
+                &logits,
+                &c.labels,
+                &c.weights,
+                c.alpha,
+                c.gamma,
+                Some(&mut d32),
             );
             assert_close(&format!("focal {i} loss in f32"), loss32, c.loss, 1e-6);
             for (k, (g, w)) in d32.iter().zip(&c.grad).enumerate() {
-                assert!((*g as f64 - w).abs() <= 1e-5 * scale, "focal {i} f32 grad {k}: {g} vs {w}");
+                assert!(
+                    (*g as f64 - w).abs() <= 1e-5 * scale,
+                    "focal {i} f32 grad {k}: {g} vs {w}"
+                );
             }
         }
         for (i, c) in fixture.boxes.iter().enumerate() {
             let mut g = vec![0.0f64; c.grad.len()];
-            let loss = box_smooth_l1(c.beta, &c.pred, &c.target, &c.labels, &c.weights, Some(&mut g));
+            let loss = box_smooth_l1(
+                c.beta,
+                &c.pred,
+                &c.target,
+                &c.labels,
+                &c.weights,
+                Some(&mut g),
+            );
             assert_close(&format!("boxes {i} loss"), loss, c.loss, 1e-6);
             let scale = c.grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             for (k, (a, w)) in g.iter().zip(&c.grad).enumerate() {
-                assert!((a - w).abs() <= 1e-5 * scale, "boxes {i} grad {k}: {a} vs {w}");
+                assert!(
+                    (a - w).abs() <= 1e-5 * scale,
+                    "boxes {i} grad {k}: {a} vs {w}"
+                );
             }
         }
     }
