@@ -33,8 +33,10 @@ def bigger_cnn():
     return nn.Sequential(*layers)
 
 
-def rate(fn, batch, seconds):
-    for _ in range(2):
+def rate(fn, batch, seconds, warm_up=2):
+    """Images/s of `fn` (one batch per call) over at least SECONDS and three calls, after
+    `warm_up` untimed calls."""
+    for _ in range(warm_up):
         fn()
     count, start = 0, time.perf_counter()
     while True:

@@ -2,7 +2,8 @@
 //! defaults) against SEP itself on the same images, alternating round by round with SEP kept
 //! warm in one process (scripts/bench_extract_sep.py). The images: astropy's M13 (the parity
 //! fixture) and synthetic star fields of 1024² and 2048² pixels. The ratio is pixels per
-//! second, ours over SEP's, taken pair by pair.
+//! second, ours over SEP's, taken pair by pair. Then the learned detector against PyTorch
+//! (`super::detector`); `only` picks one part.
 
 use super::{Pairs, Warm};
 use crate::data::fits::read_fits;
@@ -12,11 +13,26 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use std::time::Instant;
 
+/// The parts of `gpl bench detect`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DetectPart {
+    /// The classical extractor against SEP.
+    Extractor,
+    /// The SSD-lite against PyTorch.
+    Detector,
+}
+
 pub struct DetectBenchOptions {
     pub rounds: usize,
     pub thresh: f32,
     pub minarea: usize,
     pub python: String,
+    /// One part only; both when None.
+    pub only: Option<DetectPart>,
+    /// Threads for the detector, ours and PyTorch's.
+    pub threads: usize,
+    /// Minimum seconds per detector figure (per side and round).
+    pub seconds: f64,
 }
 
 struct Image {
@@ -80,6 +96,33 @@ fn ours(images: &[Image], params: &ExtractParams) -> miette::Result<(f64, Vec<us
 }
 
 pub fn run(o: &DetectBenchOptions) -> miette::Result<()> {
+    // A part whose reference cannot run does not stop the other; its error ends the run.
+    let mut first = Ok(());
+    if o.only != Some(DetectPart::Detector) {
+        first = extractor(o);
+        if let (Err(e), None) = (&first, o.only) {
+            println!("extractor: failed ({e}); the detector part follows");
+        }
+    }
+    if o.only != Some(DetectPart::Extractor) {
+        let dir = tempfile_dir("detector")?;
+        let result = super::detector::run(
+            &super::detector::DetectorBenchOptions {
+                threads: o.threads,
+                seconds: o.seconds,
+                rounds: o.rounds,
+                python: o.python.clone(),
+            },
+            &dir,
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        result?;
+    }
+    first
+}
+
+/// The classical extractor against SEP.
+fn extractor(o: &DetectBenchOptions) -> miette::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let m13 = read_fits(&root.join("tests/fixtures/extract/m13.fits"), None)?;
     let images = vec![
@@ -92,7 +135,7 @@ pub fn run(o: &DetectBenchOptions) -> miette::Result<()> {
         star_field(1024, 1500, 1),
         star_field(2048, 6000, 2),
     ];
-    let dir = tempfile_dir()?;
+    let dir = tempfile_dir("extractor")?;
     let mut paths = Vec::new();
     for (i, img) in images.iter().enumerate() {
         let p = dir.join(format!("image{i}.npy"));
@@ -163,9 +206,10 @@ pub fn run(o: &DetectBenchOptions) -> miette::Result<()> {
     Ok(())
 }
 
-/// A private folder under the system's temp directory for the images SEP reads.
-fn tempfile_dir() -> miette::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("gpl-bench-detect-{}", std::process::id()));
+/// A private folder under the system's temp directory for what the reference side reads
+/// (the images SEP reads; the detector's two-line pipeline).
+fn tempfile_dir(part: &str) -> miette::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("gpl-bench-detect-{part}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| miette::miette!("{}: {e}", dir.display()))?;
     Ok(dir)
 }

@@ -5,7 +5,7 @@
 //! alternating gpl and a warm PyTorch, ratios pair by pair. Timing is wall-clock over at least
 //! `seconds` per figure.
 
-use super::{Pairs, Warm};
+use super::{rate, Pairs, Warm};
 use crate::nn::gemm::{self, gemm, Backend, MatRef};
 use crate::nn::ir::{Activation, LayerOp, ModelIr, Padding, Regularizer};
 use crate::nn::learner::{Batch, Learner};
@@ -16,7 +16,6 @@ use crate::nn::ops::conv::{
 use crate::nn::optim::OptimizerConfig;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::time::Instant;
 
 /// This machine's fp32 peak: 2 cores × 2 FMA units × 8 lanes × 2 flops × 2.45 GHz.
 pub const PEAK_GFLOPS: f64 = 156.8;
@@ -105,25 +104,6 @@ pub fn bigger_cnn() -> ModelIr {
         ops.into_iter().map(|o| (None, o)).collect(),
     )
     .expect("fixed valid model")
-}
-
-/// Images/s of `f` (one batch per call) over at least `seconds` and three calls, and the
-/// seconds timed; two untimed calls first when `warm_up`.
-fn rate(seconds: f64, batch: usize, warm_up: bool, mut f: impl FnMut()) -> (f64, f64) {
-    if warm_up {
-        f();
-        f();
-    }
-    let start = Instant::now();
-    let mut count = 0;
-    loop {
-        f();
-        count += 1;
-        let elapsed = start.elapsed().as_secs_f64();
-        if elapsed >= seconds && count >= 3 {
-            return ((count * batch) as f64 / elapsed, elapsed);
-        }
-    }
 }
 
 /// Peak resident memory of this process (VmHWM), in bytes, where /proc exposes it.

@@ -9,7 +9,8 @@
 //! - `explain`: Grad-CAM and filter ascent against PyTorch (pytorch-grad-cam), alternating
 //!   round by round.
 //! - `detect`: the classical detector against SEP on the same images, alternating rounds
-//!   (`scripts/bench_extract_sep.py`).
+//!   (`scripts/bench_extract_sep.py`); then stdlib's SSD-lite against the same network in
+//!   PyTorch (`detector`, `scripts/bench_detect_torch.py`), inference at batch 1 and 16.
 //! - `search`: the search optimiser's median regret on Branin and Hartmann-6, bayes and
 //!   random (`scripts/bench_search_reference.py` runs a Python GP library the same way).
 //!
@@ -19,6 +20,7 @@
 
 pub mod data;
 pub mod detect;
+pub mod detector;
 pub mod engine;
 pub mod epoch;
 pub mod explain;
@@ -26,6 +28,26 @@ pub mod search;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Instant;
+
+/// Images/s of `f` (one batch per call) over at least `seconds` and three calls, and the
+/// seconds timed; two untimed calls first when `warm_up`.
+pub fn rate(seconds: f64, batch: usize, warm_up: bool, mut f: impl FnMut()) -> (f64, f64) {
+    if warm_up {
+        f();
+        f();
+    }
+    let start = Instant::now();
+    let mut count = 0;
+    loop {
+        f();
+        count += 1;
+        let elapsed = start.elapsed().as_secs_f64();
+        if elapsed >= seconds && count >= 3 {
+            return ((count * batch) as f64 / elapsed, elapsed);
+        }
+    }
+}
 
 /// A reference implementation kept warm in one process (a script under `scripts/`), so ours
 /// and theirs can alternate round by round: each command is one line on its stdin, each

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 pub enum BenchCommand {
     /// Data layer: synthesis, warm HDF5 load and augmentation against their targets.
     Data(super::data::BenchDataArgs),
-    /// The classical detector against SEP: pixels per second on the same images.
+    /// The classical detector against SEP (pixels per second on the same images), then the
+    /// SSD-lite detector against PyTorch (images per second).
     Detect(DetectArgs),
     /// Engine speed (forward and training images/s, GFLOP/s, memory) against PyTorch.
     Engine(EngineArgs),
@@ -38,7 +39,7 @@ pub struct ExplainArgs {
 
 #[derive(Args, Debug)]
 pub struct DetectArgs {
-    /// Alternating rounds (gpl, then SEP); the ratio is the median over rounds.
+    /// Alternating rounds (gpl, then SEP or PyTorch); each ratio is the median over rounds.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Detection threshold in units of the global background RMS.
@@ -46,6 +47,21 @@ pub struct DetectArgs {
     pub thresh: f32,
     #[arg(long, default_value_t = 5)]
     pub minarea: usize,
+    /// Run one part only: `extractor` (against SEP) or `detector` (SSD-lite against PyTorch).
+    #[arg(long, value_enum)]
+    pub only: Option<DetectPartArg>,
+    /// Threads for the detector part, gpl and PyTorch.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Minimum seconds of timing per detector figure, per side and round.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum DetectPartArg {
+    Extractor,
+    Detector,
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +113,12 @@ pub fn run(command: BenchCommand) -> miette::Result<ExitCode> {
                 thresh: a.thresh,
                 minarea: a.minarea,
                 python: bench_python(),
+                only: a.only.map(|p| match p {
+                    DetectPartArg::Extractor => crate::bench::detect::DetectPart::Extractor,
+                    DetectPartArg::Detector => crate::bench::detect::DetectPart::Detector,
+                }),
+                threads: a.threads.max(1),
+                seconds: a.seconds,
             })?;
             Ok(ExitCode::SUCCESS)
         }
