@@ -864,6 +864,14 @@ pub struct Detect {
 pub enum DetectMethod {
     /// The classical detector (SExtractor / SEP).
     Extract(ExtractSettings),
+    /// A detector trained by train block `train` (one with `anchors`), read out with
+    /// class-wise NMS at `iou`, scores from `min_score`, at most `top_k` boxes per image.
+    Learned {
+        train: String,
+        iou: f64,
+        min_score: f64,
+        top_k: usize,
+    },
 }
 
 /// `extract(...)`'s settings; the defaults are SEP's and DESIGN's. The detect stage's config

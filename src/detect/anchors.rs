@@ -77,7 +77,7 @@ impl Anchors {
     /// Anchors made from given boxes, as one level (for tests and for detectors whose anchors
     /// come from elsewhere).
     pub fn from_boxes(boxes: Vec<[f32; 4]>) -> Anchors {
-        let levels = vec![0..boxes.len()];
+        let levels = std::iter::once(0..boxes.len()).collect();
         Anchors { boxes, levels }
     }
 

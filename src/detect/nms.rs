@@ -155,9 +155,18 @@ pub fn decode_detections(
             (s >= cfg.score_threshold).then_some((i, s))
         })
         .collect();
-    // Stable: equal scores stay in (anchor, class) order. No NaN passed the threshold.
-    candidates.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal));
+    // Score descending, equal scores in (anchor, class) order: a total order (no NaN passed
+    // the threshold), so selecting the best before sorting them gives the same list.
+    let order = |a: &(usize, f32), b: &(usize, f32)| {
+        b.1.partial_cmp(&a.1)
+            .unwrap_or(Ordering::Equal)
+            .then(a.0.cmp(&b.0))
+    };
+    if candidates.len() > cfg.pre_nms_top_k && cfg.pre_nms_top_k > 0 {
+        candidates.select_nth_unstable_by(cfg.pre_nms_top_k - 1, order);
+    }
     candidates.truncate(cfg.pre_nms_top_k);
+    candidates.sort_unstable_by(order);
     let found: Vec<Detection> = candidates
         .into_iter()
         .filter_map(|(i, score)| {
@@ -235,6 +244,17 @@ mod tests {
         assert_eq!(
             got,
             vec![(1, [1.0, 0.0, 11.0, 10.0]), (0, [0.0, 0.0, 10.0, 10.0])]
+        );
+        // Equal scores: the first (anchor, class) wins the one place among the best.
+        let logits = [-9.0, -9.0, -9.0, 1.5, -9.0, 1.5];
+        let cfg = DecodeConfig {
+            pre_nms_top_k: 1,
+            ..cfg
+        };
+        let d = decode_detections(&anchors, &logits, &deltas, 2, [64, 64], &cfg);
+        assert_eq!(
+            (d.len(), d[0].class, d[0].bbox),
+            (1, 1, [1.0, 0.0, 11.0, 10.0])
         );
     }
 

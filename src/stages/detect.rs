@@ -9,7 +9,9 @@ use crate::check::{self, Part};
 use crate::data::artifact::{load_json, save_json};
 use crate::data::fields::FieldSet;
 use crate::detect::extract::{BackgroundParams, ExtractParams, Kernel};
-use crate::detect::fields::{detect_pixels, ImageDetections};
+use crate::detect::fields::{detect_pixels, FieldDetection, ImageDetections};
+use crate::detect::nms::{decode_detections, DecodeConfig};
+use crate::train::detection::{predict_outputs, DetectorSet};
 use crate::eval::detection::{
     evaluate_boxes, BBox, BoxEvaluation, CocoParams, Detection, TruthBox,
 };
@@ -35,6 +37,14 @@ const FIELD_PNG: &str = "first_field.png";
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MethodConfig {
     Extract(check::ExtractSettings),
+    /// A detector a train stage trained (its model file holds the anchors), read out with
+    /// class-wise NMS at `iou`, keeping scores from `min_score`, at most `top_k` per image.
+    Learned {
+        train: String,
+        iou: f64,
+        min_score: f64,
+        top_k: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,30 +108,38 @@ pub(super) fn select_fields(
 impl StageExecutor for DetectStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: DetectConfig = super::config(ctx)?;
-        let MethodConfig::Extract(settings) = &config.method;
-        let (back, params) = extract_params(settings);
-        let dataset_dir = ctx.input_dir(&StageId::from(config.data.dataset()))?;
-        if dataset_dir.join(super::dataset::SKY_FILE).is_file() {
-            let sky = super::dataset::read_sky(dataset_dir)?;
-            return detect_sky(ctx, &config, &sky, &back, &params);
-        }
-        let (set, indices) = select_fields(ctx, &config.data)?;
-        let (h, w, c) = (set.images.height, set.images.width, set.images.channels);
-        let mut images = Vec::with_capacity(set.len());
-        ctx.progress().set_length(set.len() as u64);
-        for (i, &index) in indices.iter().enumerate() {
-            ctx.check_cancelled()?;
-            let (background, rms, objects) =
-                detect_pixels(set.image(i), h, w, c, &back, &params).map_err(stage_error)?;
-            images.push(ImageDetections {
-                index,
-                name: set.names[i].clone(),
-                background: Some(background),
-                background_rms: Some(rms),
-                objects,
-            });
-            ctx.progress().set_position(i as u64 + 1);
-        }
+        let (set, indices, images, method) = match &config.method {
+            MethodConfig::Extract(settings) => {
+                let (back, params) = extract_params(settings);
+                let dataset_dir = ctx.input_dir(&StageId::from(config.data.dataset()))?;
+                if dataset_dir.join(super::dataset::SKY_FILE).is_file() {
+                    let sky = super::dataset::read_sky(dataset_dir)?;
+                    return detect_sky(ctx, &config, &sky, &back, &params);
+                }
+                let (set, indices) = select_fields(ctx, &config.data)?;
+                let images = extract_fields(ctx, &set, &indices, &back, &params)?;
+                (set, indices, images, method_text(&params))
+            }
+            MethodConfig::Learned {
+                train,
+                iou,
+                min_score,
+                top_k,
+            } => {
+                let (set, indices) = select_fields(ctx, &config.data)?;
+                let cfg = DecodeConfig {
+                    score_threshold: *min_score as f32,
+                    iou: *iou as f32,
+                    top_k: *top_k,
+                    pre_nms_top_k: 1000,
+                };
+                let images = learned_fields(ctx, train, &set, &indices, &cfg)?;
+                let method = format!("{train}(iou: {iou}, min_score: {min_score}, top_k: {top_k})");
+                (set, indices, images, method)
+            }
+        };
+        let _ = indices;
+        let (h, w) = (set.images.height, set.images.width);
         let artifact = DetectArtifact {
             data: config.data.describe(),
             class_names: set.classes().to_vec(),
@@ -130,7 +148,7 @@ impl StageExecutor for DetectStage {
         write_tables(ctx, &artifact)?;
         let mut summary = Summary {
             data: artifact.data.clone(),
-            method: method_text(&params),
+            method,
             images: set.len(),
             detections: artifact.images.iter().map(|d| d.objects.len()).sum(),
             truth_boxes: set.objects.iter().map(Vec::len).sum(),
@@ -177,6 +195,104 @@ impl StageExecutor for DetectStage {
         save_json(&artifact, ctx.out_dir().join(DETECTIONS_FILE)).map_err(stage_error)?;
         save_json(&summary, ctx.out_dir().join(SUMMARY_FILE)).map_err(stage_error)
     }
+}
+
+/// The classical detector on every field.
+fn extract_fields(
+    ctx: &StageContext,
+    set: &FieldSet,
+    indices: &[usize],
+    back: &BackgroundParams,
+    params: &ExtractParams,
+) -> Result<Vec<ImageDetections>, StageError> {
+    let (h, w, c) = (set.images.height, set.images.width, set.images.channels);
+    let mut images = Vec::with_capacity(set.len());
+    ctx.progress().set_length(set.len() as u64);
+    for (i, &index) in indices.iter().enumerate() {
+        ctx.check_cancelled()?;
+        let (background, rms, objects) =
+            detect_pixels(set.image(i), h, w, c, back, params).map_err(stage_error)?;
+        images.push(ImageDetections {
+            index,
+            name: set.names[i].clone(),
+            background: Some(background),
+            background_rms: Some(rms),
+            objects,
+        });
+        ctx.progress().set_position(i as u64 + 1);
+    }
+    Ok(images)
+}
+
+/// A trained detector on every field: the fields resized to its input, its outputs decoded
+/// and suppressed class by class, the boxes scaled back to the fields' pixels. A learned box
+/// has no isophote: its `a` and `b` are half its longer and shorter sides, its flux and
+/// signal-to-noise 0, its pixel count its area.
+fn learned_fields(
+    ctx: &StageContext,
+    train: &str,
+    set: &FieldSet,
+    indices: &[usize],
+    cfg: &DecodeConfig,
+) -> Result<Vec<ImageDetections>, StageError> {
+    let (mut network, detector) =
+        super::train::load_detector(ctx.input_dir(&StageId::from(train))?)?;
+    let input = match network.ir().input.as_slice() {
+        &[h, w, _] => [h, w],
+        _ => return Err(StageError::failed("a detector's input is an image")),
+    };
+    let resized = DetectorSet::new(set, input).map_err(stage_error)?;
+    let anchors = detector.anchors(input);
+    let mut images = Vec::with_capacity(set.len());
+    ctx.progress().set_length(set.len() as u64);
+    const BATCH: usize = 16;
+    for start in (0..set.len()).step_by(BATCH) {
+        ctx.check_cancelled()?;
+        let n = BATCH.min(set.len() - start);
+        let part = resized.images.subset(&(start..start + n).collect::<Vec<_>>());
+        let outputs = predict_outputs(&mut network, &part, n).map_err(stage_error)?;
+        for (k, (logits, deltas)) in outputs.iter().enumerate() {
+            let i = start + k;
+            let found =
+                decode_detections(&anchors, logits, deltas, detector.classes, input, cfg);
+            let objects = found
+                .iter()
+                .map(|d| {
+                    let [x0, y0, x1, y1] = d.bbox.map(f64::from);
+                    let (xmin, xmax) = (x0 / resized.scale[0], x1 / resized.scale[0]);
+                    let (ymin, ymax) = (y0 / resized.scale[1], y1 / resized.scale[1]);
+                    let (bw, bh) = (xmax - xmin, ymax - ymin);
+                    FieldDetection {
+                        x: (xmin + xmax) / 2.0 - 0.5,
+                        y: (ymin + ymax) / 2.0 - 0.5,
+                        xmin,
+                        ymin,
+                        xmax,
+                        ymax,
+                        flux: 0.0,
+                        a: bw.max(bh) / 2.0,
+                        b: bw.min(bh) / 2.0,
+                        theta: if bw >= bh { 0.0 } else { std::f64::consts::FRAC_PI_2 },
+                        npix: (bw * bh).round().max(0.0) as usize,
+                        flags: 0,
+                        snr: 0.0,
+                        score: d.score as f64,
+                        ra: None,
+                        dec: None,
+                    }
+                })
+                .collect();
+            images.push(ImageDetections {
+                index: indices[i],
+                name: set.names[i].clone(),
+                background: None,
+                background_rms: None,
+                objects,
+            });
+        }
+        ctx.progress().set_position((start + n) as u64);
+    }
+    Ok(images)
 }
 
 /// The extractor's settings from the block's.
@@ -448,11 +564,26 @@ pub(super) fn compile(d: &check::Detect, label: Option<String>) -> StageSpec {
         method,
         span: _,
     } = d;
-    let check::DetectMethod::Extract(x) = method;
     let config = DetectConfig {
         data: DataSel::of(data),
-        method: MethodConfig::Extract(x.clone()),
+        method: match method {
+            check::DetectMethod::Extract(x) => MethodConfig::Extract(x.clone()),
+            check::DetectMethod::Learned {
+                train,
+                iou,
+                min_score,
+                top_k,
+            } => MethodConfig::Learned {
+                train: train.clone(),
+                iou: *iou,
+                min_score: *min_score,
+                top_k: *top_k,
+            },
+        },
     };
-    let inputs = config.data.stages();
+    let mut inputs = config.data.stages();
+    if let MethodConfig::Learned { train, .. } = &config.method {
+        inputs.push(train.as_str());
+    }
     spec(name.clone(), StageKind::Detect, &config, &inputs, label)
 }

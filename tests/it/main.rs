@@ -12,6 +12,7 @@ mod data_cli;
 mod data_hdf5;
 mod data_sources;
 mod data_split_balance;
+mod detect_anchors;
 mod detect_extract;
 mod detect_pipeline;
 mod detect_tile;

@@ -7,6 +7,7 @@ use crate::check::diagnostics::Error;
 use crate::check::program::*;
 use crate::check::schema::{Spec, ValueType::Data, ValueType::Other};
 use crate::lang::ast::*;
+use crate::lang::Name;
 
 pub(super) const DETECT: &[Spec] = &[
     Spec::required("data", Data, "data fields.test"),
@@ -19,13 +20,61 @@ pub(super) const DETECT: &[Spec] = &[
 ];
 
 /// The learned detectors the language names; issue 17 makes them run.
-const LEARNED: &[&str] = &["ssd_mobilenet", "ssd", "efficientdet"];
+/// Names people reach for that are models, not trained detectors.
+const LEARNED: &[&str] = &["ssd_mobilenet", "ssd_lite", "efficientdet", "bifpn_det"];
 
 const EXTRACT_ARGS: &[&str] = &[
     "thresh", "minarea", "deblend", "contrast", "clean", "filter", "mesh", "smooth",
 ];
 
 impl<'a> Checker<'a> {
+    /// `method NAME(iou:, min_score:, top_k:)`: the detector train block NAME trained.
+    fn learned_method(&mut self, name: &Name, args: &[Arg], v: &Value) -> Option<DetectMethod> {
+        let block = self.stages.get(name.text.as_str()).copied();
+        let is_detector = block.is_some_and(|b| {
+            b.kind == BlockKind::Train && b.body.statements().any(|s| s.head.text == "anchors")
+        });
+        if !is_detector {
+            let help = if LEARNED.contains(&name.text.as_str()) {
+                format!("`{}` is a model: train it in a train block with `anchors` and name that block here", name.text)
+            } else if block.is_some() {
+                format!("`{}` is not a train block with `anchors`", name.text)
+            } else {
+                "a method is `extract(...)` or the name of a train block with `anchors` (a detector)".into()
+            };
+            self.err(Error::UnknownName {
+                what: "detector".into(),
+                name: name.text.clone(),
+                span: name.span,
+                help: Some(help),
+            });
+            return None;
+        }
+        let a = Args::new(args.iter(), v.span);
+        self.only_named(&a, &name.text, &["iou", "min_score", "top_k"]);
+        if let Some(p) = a.positional.first() {
+            self.wrong_type(p, "named settings like `iou: 0.5`", None);
+        }
+        let iou = match a.get("iou") {
+            Some(x) => self.ranged(x, "NMS IoU", 0.0, 1.0, false)?,
+            None => 0.5,
+        };
+        let min_score = match a.get("min_score") {
+            Some(x) => self.ranged(x, "min_score", 0.0, 1.0, true)?,
+            None => 0.05,
+        };
+        let top_k = match a.get("top_k") {
+            Some(x) => self.count(x, "top_k", 1)?,
+            None => 100,
+        };
+        Some(DetectMethod::Learned {
+            train: name.text.clone(),
+            iou,
+            min_score,
+            top_k,
+        })
+    }
+
     pub fn detect(&mut self, b: &'a Block) {
         let s = self.statements(b, DETECT);
         let data = self.data_of(b, &s, "data");
@@ -87,15 +136,8 @@ impl<'a> Checker<'a> {
                 return None;
             }
         };
-        if LEARNED.contains(&name.text.as_str()) {
-            self.err(Error::Unsupported {
-                what: format!("the learned detector `{}`", name.text),
-                span: name.span,
-                help: Some(
-                    "learned detectors (SSD, EfficientDet) are not built yet; use `method extract(...)`, the classical SExtractor algorithm".into(),
-                ),
-            });
-            return None;
+        if name.text != "extract" {
+            return self.learned_method(name, args, v);
         }
         self.choice_name(name, "detection method", &[("extract", ())])?;
         let a = Args::new(args.iter(), v.span);
