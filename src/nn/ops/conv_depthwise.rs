@@ -30,7 +30,8 @@ use rayon::prelude::*;
 
 /// Channels per vector block (two AVX registers of f32); the rest go 8 then 1 at a time.
 const CW: usize = 16;
-/// Output pixels summed in separate accumulators in the kernel gradient.
+/// Output pixels summed in separate accumulators in the kernel gradient, and output pixels
+/// computed together (sharing each tap's kernel load) in the gather passes.
 const PX: usize = 4;
 /// Values of output per rayon task in the row-parallel passes (at least one row).
 const TASK_VALUES: usize = 16 * 1024;
@@ -85,6 +86,9 @@ impl Isa {
 struct Taps {
     start: Vec<usize>,
     pairs: Vec<(usize, usize)>,
+    /// `Some(shift)` where positions p .. p + PX have the same kernel indices and their
+    /// sources advance by `shift` per position: a block the gather computes together.
+    block: Vec<Option<usize>>,
 }
 
 impl Taps {
@@ -120,7 +124,32 @@ impl Taps {
             each(p, &mut pairs);
         }
         start.push(pairs.len());
-        Taps { start, pairs }
+        let mut taps = Taps {
+            start,
+            pairs,
+            block: Vec::new(),
+        };
+        taps.block = (0..len).map(|p| taps.regular_from(p)).collect();
+        taps
+    }
+
+    fn regular_from(&self, p: usize) -> Option<usize> {
+        if p + PX > self.start.len() - 1 {
+            return None;
+        }
+        let first = self.of(p);
+        let (&(_, s0), &(_, s1)) = (first.first()?, self.of(p + 1).first()?);
+        let shift = s1.checked_sub(s0)?;
+        (1..PX)
+            .all(|q| {
+                let other = self.of(p + q);
+                other.len() == first.len()
+                    && other
+                        .iter()
+                        .zip(first)
+                        .all(|(&(k, s), &(k0, s0))| k == k0 && s == s0 + q * shift)
+            })
+            .then_some(shift)
     }
 
     fn of(&self, p: usize) -> &[(usize, usize)] {
@@ -169,52 +198,84 @@ impl<T: Real> Gather<'_, T> {
             let (s, r) = ((first + i) / self.out_rows, (first + i) % self.out_rows);
             let src = &src[s * self.src_sample..][..self.src_sample];
             let ys = self.rows.of(r);
-            for (q, o) in row.chunks_mut(c).enumerate() {
+            let mut q = 0;
+            while q < self.out_cols {
                 let xs = self.cols.of(q);
-                let mut c0 = 0;
-                while c0 + CW <= c {
-                    self.pixel::<FMA, CW>(src, ys, xs, c0, o);
-                    c0 += CW;
-                }
-                if c0 + 8 <= c {
-                    self.pixel::<FMA, 8>(src, ys, xs, c0, o);
-                    c0 += 8;
-                }
-                while c0 < c {
-                    self.pixel::<FMA, 1>(src, ys, xs, c0, o);
-                    c0 += 1;
-                }
+                let o = &mut row[q * c..];
+                let n = match self.cols.block[q] {
+                    Some(shift) => {
+                        self.channels::<FMA, PX>(src, ys, xs, shift, o);
+                        PX
+                    }
+                    None => {
+                        self.channels::<FMA, 1>(src, ys, xs, 0, o);
+                        1
+                    }
+                };
+                q += n;
             }
         }
     }
 
-    /// Channels `c0 .. c0 + W` of one output pixel.
+    /// All channels of `P` output pixels whose column taps are `xs` shifted by `shift` source
+    /// columns per pixel, block by block of channels.
     #[inline(always)]
-    fn pixel<const FMA: bool, const W: usize>(
+    fn channels<const FMA: bool, const P: usize>(
         &self,
         src: &[T],
         ys: &[(usize, usize)],
         xs: &[(usize, usize)],
+        shift: usize,
+        out: &mut [T],
+    ) {
+        let c = self.c;
+        let mut c0 = 0;
+        while c0 + CW <= c {
+            self.pixels::<FMA, P, CW>(src, ys, xs, shift, c0, out);
+            c0 += CW;
+        }
+        if c0 + 8 <= c {
+            self.pixels::<FMA, P, 8>(src, ys, xs, shift, c0, out);
+            c0 += 8;
+        }
+        while c0 < c {
+            self.pixels::<FMA, P, 1>(src, ys, xs, shift, c0, out);
+            c0 += 1;
+        }
+    }
+
+    /// Channels `c0 .. c0 + W` of `P` output pixels.
+    #[inline(always)]
+    fn pixels<const FMA: bool, const P: usize, const W: usize>(
+        &self,
+        src: &[T],
+        ys: &[(usize, usize)],
+        xs: &[(usize, usize)],
+        shift: usize,
         c0: usize,
         out: &mut [T],
     ) {
         let c = self.c;
-        let mut acc = match self.init {
+        let mut acc = [match self.init {
             Some(init) => *block::<T, W>(init, c0),
             None => [T::ZERO; W],
-        };
+        }; P];
         for &(ky, sy) in ys {
             let src_row = &src[sy * self.src_row..][..self.src_row];
             let k_row = &self.kernel[ky * self.kw * c..][..self.kw * c];
             for &(kx, sx) in xs {
-                let v = block::<T, W>(src_row, sx * c + c0);
                 let k = block::<T, W>(k_row, kx * c + c0);
-                for j in 0..W {
-                    acc[j] = madd::<T, FMA>(v[j], k[j], acc[j]);
+                for (p, a) in acc.iter_mut().enumerate() {
+                    let v = block::<T, W>(src_row, (sx + p * shift) * c + c0);
+                    for j in 0..W {
+                        a[j] = madd::<T, FMA>(v[j], k[j], a[j]);
+                    }
                 }
             }
         }
-        out[c0..c0 + W].copy_from_slice(&acc);
+        for (p, a) in acc.iter().enumerate() {
+            out[p * c + c0..][..W].copy_from_slice(a);
+        }
     }
 }
 
