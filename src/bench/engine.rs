@@ -1,6 +1,7 @@
 //! `gpl bench engine`: GEMM backends on the convolution shapes, the first layer by im2col and
-//! by direct convolution, then images/s of a forward pass and a training step for DESIGN.md's
-//! net and the report's bigger CNN, with GFLOP/s against the machine's ~157 GFLOP/s peak,
+//! by direct convolution, a depthwise layer by grouped im2col and by its own kernel, then
+//! images/s of a forward pass and a training step for DESIGN.md's net and the report's bigger
+//! CNN, with GFLOP/s against the machine's ~157 GFLOP/s peak,
 //! peak memory, per-layer time and the share of a step outside the products; last, rounds
 //! alternating gpl and a warm PyTorch, ratios pair by pair. Timing is wall-clock over at least
 //! `seconds` per figure.
@@ -193,6 +194,48 @@ fn first_layer_comparison(options: &BenchOptions) -> [(f64, f64); 2] {
         });
         (1e3 / forward, 1e3 / backward)
     })
+}
+
+/// A MobileNet-shaped depthwise layer (batch 16, 64×64×64, 3×3 stride 1 same) by grouped
+/// im2col + GEMM (one product per channel, what the engine did before) and by the depthwise
+/// kernel, at the bench's threads: ms per forward and per backward (input and parameter
+/// gradients).
+fn depthwise_comparison(options: &BenchOptions) -> [(f64, f64); 2] {
+    let g = depthwise_layer();
+    let n = 16;
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let x: Vec<f32> = (0..n * g.in_len()).map(|_| rng.gen()).collect();
+    let dy: Vec<f32> = (0..n * g.out_len()).map(|_| rng.gen()).collect();
+    let k: Vec<f32> = (0..g.kernel_len()).map(|_| rng.gen()).collect();
+    let b = vec![0.1f32; g.filters];
+    let (mut dk, mut db) = (vec![0.0f32; k.len()], vec![0.0f32; b.len()]);
+    let mut dx = vec![0.0f32; x.len()];
+    let mut y = vec![0.0f32; n * g.out_len()];
+    let mut scratch = ConvScratch::new(&g, n, true);
+    let seconds = options.seconds / 4.0;
+    [ConvMethod::Im2col, ConvMethod::Depthwise].map(|method| {
+        let (forward, _) = rate(seconds, 1, true, || {
+            conv2d_forward_by(method, &g, n, &x, &k, &b, &mut y, &mut scratch, None)
+        });
+        let (backward, _) = rate(seconds, 1, true, || {
+            conv2d_backward_by(
+                method,
+                &g,
+                n,
+                &x,
+                &k,
+                &dy,
+                Some(&mut dx),
+                Some((&mut dk, &mut db)),
+                &mut scratch,
+            )
+        });
+        (1e3 / forward, 1e3 / backward)
+    })
+}
+
+fn depthwise_layer() -> ConvGeom {
+    ConvGeom::new([64, 64, 64], 64, [3, 3], [1, 1], Padding::Same, [1, 1], 64)
 }
 
 struct NetBench {
@@ -416,6 +459,16 @@ fn run_in_pool(options: &BenchOptions) -> miette::Result<()> {
         direct_ms.0,
         direct_ms.1,
         ConvGeom::new([69, 69, 3], 32, [3, 3], [1, 1], Padding::Valid, [1, 1], 1).method()
+    );
+    let [gemm_ms, depthwise_ms] = depthwise_comparison(options);
+    println!(
+        "depthwise layer (64x64x64, 3x3 stride 1 same, batch 16, {} threads), ms forward / backward (input + parameter gradients): grouped im2col+GEMM {:.1} / {:.1}, depthwise kernel {:.1} / {:.1}; the engine uses {:?}",
+        options.threads,
+        gemm_ms.0,
+        gemm_ms.1,
+        depthwise_ms.0,
+        depthwise_ms.1,
+        depthwise_layer().method()
     );
     let mut nets = Vec::new();
     for ir in [design_net(), bigger_cnn()] {

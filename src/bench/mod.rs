@@ -1,8 +1,8 @@
 //! Benchmarks behind `gpl bench`: each runs our code and, where there is one, the reference
 //! (PyTorch) side by side in one run and prints the ratio. No test asserts a timing.
 //!
-//! - `engine`: GEMM backends, the first layer by im2col and by direct convolution, forward and
-//!   training images/s per net, per-layer time, the share of a step outside the products,
+//! - `engine`: GEMM backends, the first layer by im2col and by direct convolution, a depthwise
+//!   layer by grouped im2col and by its kernel, forward and training images/s per net, per-layer time, the share of a step outside the products,
 //!   then PyTorch alternating with gpl round by round.
 //! - `epoch`: one epoch through the training loop against the raw training step.
 //! - `data`: synthesis, HDF5 load, augmentation and artifacts against the data targets.

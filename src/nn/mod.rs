@@ -30,8 +30,10 @@ pub mod real;
 ///
 /// 1: the luminal engine as first released (keyed then by the crate version only);
 /// 2: models as graphs, label smoothing applied;
-/// 3: direct convolution for few input channels (its sums round in another order).
-pub const ENGINE_EPOCH: u32 = 3;
+/// 3: direct convolution for few input channels (its sums round in another order);
+/// 4: the depthwise convolution kernel (its sums, and the bias gradient's, round in another
+/// order than grouped im2col's).
+pub const ENGINE_EPOCH: u32 = 4;
 
 pub use error::EngineError;
 pub use model::Param;

@@ -379,3 +379,69 @@ fn fused_inference_matches_the_layers_run_one_by_one() {
         "fused conv+batchnorm changed the outputs"
     );
 }
+
+/// A MobileNet-style block: a depthwise convolution (groups = channels = filters, the engine's
+/// depthwise kernel) with batchnorm and relu6, then a pointwise one.
+fn depthwise_model() -> ModelIr {
+    let depthwise = |stride: usize| LayerOp::Conv2d {
+        filters: 8,
+        kernel: [3, 3],
+        stride: [stride, stride],
+        padding: Padding::Same,
+        dilation: [1, 1],
+        groups: 8,
+        activation: Activation::Linear,
+        regularizer: Regularizer::default(),
+    };
+    let norm = || LayerOp::BatchNorm {
+        momentum: 0.9,
+        epsilon: 1e-3,
+    };
+    let ops = vec![
+        conv(8, 3, 1, Padding::Same, Activation::Relu),
+        depthwise(1),
+        norm(),
+        LayerOp::Activation(Activation::Relu6),
+        depthwise(2),
+        norm(),
+        LayerOp::Activation(Activation::Relu6),
+        conv(12, 1, 1, Padding::Valid, Activation::Relu),
+        LayerOp::GlobalAvgPool,
+        LayerOp::Dense {
+            units: 3,
+            activation: Activation::Softmax,
+            regularizer: Regularizer::default(),
+        },
+    ];
+    ModelIr::build(
+        "depthwise",
+        vec![13, 11, 2],
+        ops.into_iter().map(|o| (None, o)).collect(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_depthwise_model_does_not_depend_on_the_thread_count() {
+    let ir = depthwise_model();
+    let d = data(12, 13 * 11 * 2, 3, 8);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut net = Network::new(&ir, 4, OptimizerConfig::adam()).unwrap();
+            let mut losses = Vec::new();
+            for _ in 0..3 {
+                losses.push(net.train_batch(&d.batch(), 1e-2).unwrap().loss);
+            }
+            // Inference: the depthwise convolution fused with its batchnorm.
+            let probs = net.predict(&d.images, 12).unwrap();
+            (losses, probs, net.state())
+        })
+    };
+    let one = run(1);
+    assert!(one.0.iter().all(|l| l.is_finite()), "{:?}", one.0);
+    assert_eq!(one, run(3));
+}

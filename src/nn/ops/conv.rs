@@ -1,6 +1,7 @@
 //! 2-D convolution (stride, Keras valid/same padding incl. asymmetric, dilation, groups and
 //! depthwise) by im2col + GEMM, forward and backward; convolutions of few input channels go
-//! to the direct kernels of `conv_direct.rs` instead (`ConvGeom::method`).
+//! to the direct kernels of `conv_direct.rs` instead, and depthwise ones (one filter per
+//! channel) to `conv_depthwise.rs` (`ConvGeom::method`).
 //!
 //! Per sample, im2col writes one row per output pixel holding the (ky, kx, channel) patch,
 //! which is exactly the row order of a Keras HWIO kernel seen as a [kh·kw·cin, cout] matrix,
@@ -10,6 +11,7 @@
 use super::super::gemm::{gemm, timed_product, MatRef};
 use super::super::ir::Padding;
 use super::super::real::Real;
+use super::conv_depthwise::{self as depthwise, Isa};
 use super::conv_direct::{self as direct, MAX_CHANNELS};
 use super::{axis_geometry, samples_per_part};
 use rayon::prelude::*;
@@ -23,6 +25,8 @@ pub enum ConvMethod {
     Im2col,
     /// Direct, for few input channels: forward and parameter gradients (`conv_direct.rs`).
     Direct,
+    /// Depthwise (groups = channels = filters): all three passes (`conv_depthwise.rs`).
+    Depthwise,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,10 +82,13 @@ impl ConvGeom {
             groups,
         }
     }
-    /// The engine's choice: direct for up to `MAX_CHANNELS` input channels without groups.
+    /// The engine's choice: direct for up to `MAX_CHANNELS` input channels without groups,
+    /// the depthwise kernel for one filter per channel, im2col otherwise.
     pub fn method(&self) -> ConvMethod {
         if self.groups == 1 && self.c <= MAX_CHANNELS {
             ConvMethod::Direct
+        } else if depthwise::is_depthwise(self) {
+            ConvMethod::Depthwise
         } else {
             ConvMethod::Im2col
         }
@@ -189,8 +196,14 @@ impl<T: Real> ConvScratch<T> {
     pub fn new(g: &ConvGeom, n: usize, backward: bool) -> Self {
         let per_part = samples_per_part(n);
         let parts = n.div_ceil(per_part);
-        let cols = g.chunk(per_part) * g.pixels() * g.patch();
         let is_direct = g.method() == ConvMethod::Direct;
+        // The depthwise kernel needs no im2col buffer (tests and the bench that run such a
+        // geometry by im2col grow it on first use).
+        let cols = if g.method() == ConvMethod::Depthwise {
+            0
+        } else {
+            im2col_len(g, per_part)
+        };
         let padded = if is_direct { direct::padded_len(g) } else { 0 };
         let parts = (0..parts)
             .map(|_| ConvPart {
@@ -224,6 +237,11 @@ impl<T: Real> ConvScratch<T> {
             .sum();
         (parts + self.packed.len()) * std::mem::size_of::<T>()
     }
+}
+
+/// Length of one part's im2col buffer.
+fn im2col_len(g: &ConvGeom, per_part: usize) -> usize {
+    g.chunk(per_part) * g.pixels() * g.patch()
 }
 
 /// What a convolution applies to each finished part of its output while it is in cache
@@ -263,6 +281,9 @@ pub fn conv2d_forward_by<T: Real>(
     match method {
         ConvMethod::Im2col => forward_im2col(g, n, x, kernel, bias, y, scratch, epilogue),
         ConvMethod::Direct => forward_direct(g, n, x, kernel, bias, y, scratch, epilogue),
+        ConvMethod::Depthwise => {
+            depthwise::forward(Isa::native(), g, n, x, kernel, bias, y, epilogue)
+        }
     }
 }
 
@@ -295,6 +316,14 @@ fn forward_direct<T: Real>(
         });
 }
 
+/// Gives each part an im2col buffer where the scratch was made for another method.
+fn grow_cols<T: Real>(g: &ConvGeom, per_part: usize, scratch: &mut ConvScratch<T>) {
+    let len = im2col_len(g, per_part);
+    for part in scratch.parts.iter_mut().filter(|p| p.cols.len() < len) {
+        part.cols.resize(len, T::ZERO);
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn forward_im2col<T: Real>(
     g: &ConvGeom,
@@ -309,6 +338,7 @@ fn forward_im2col<T: Real>(
     let per_part = samples_per_part(n);
     let chunk = g.chunk(per_part);
     let (pixels, patch, fg, f) = (g.pixels(), g.patch(), g.fg(), g.filters);
+    grow_cols(g, per_part, scratch);
     x.par_chunks(per_part * g.in_len())
         .zip(y.par_chunks_mut(per_part * g.out_len()))
         .zip(scratch.parts.par_iter_mut())
@@ -384,6 +414,14 @@ pub fn conv2d_backward_by<T: Real>(
                 backward_im2col(g, n, x, kernel, dy, dx, None, scratch);
             }
         }
+        (ConvMethod::Depthwise, params) => {
+            if let Some(params) = params {
+                depthwise_params(g, n, x, dy, params, scratch);
+            }
+            if let Some(dx) = dx {
+                depthwise::backward_input(Isa::native(), g, n, kernel, dy, dx);
+            }
+        }
         (_, params) => backward_im2col(g, n, x, kernel, dy, dx, params, scratch),
     }
 }
@@ -419,6 +457,31 @@ fn direct_params<T: Real>(
     add_parts(&scratch.parts, dkernel, dbias);
 }
 
+/// Kernel and bias gradients by the depthwise kernel: per part, then the parts added in order.
+fn depthwise_params<T: Real>(
+    g: &ConvGeom,
+    n: usize,
+    x: &[T],
+    dy: &[T],
+    (dkernel, dbias): (&mut [T], &mut [T]),
+    scratch: &mut ConvScratch<T>,
+) {
+    assert_eq!(g.method(), ConvMethod::Depthwise, "depthwise convolution");
+    let per_part = samples_per_part(n);
+    let isa = Isa::native();
+    x.par_chunks(per_part * g.in_len())
+        .zip(dy.par_chunks(per_part * g.out_len()))
+        .zip(scratch.parts.par_iter_mut())
+        .for_each(|((xp, dyp), part)| {
+            part.dkernel.fill(T::ZERO);
+            part.dbias.fill(T::ZERO);
+            timed_product(|| {
+                depthwise::params_part(isa, g, xp, dyp, &mut part.dkernel, &mut part.dbias)
+            });
+        });
+    add_parts(&scratch.parts, dkernel, dbias);
+}
+
 /// The parts' parameter gradients added in part order (the same bits on any thread count).
 fn add_parts<T: Real>(parts: &[ConvPart<T>], dkernel: &mut [T], dbias: &mut [T]) {
     dkernel.fill(T::ZERO);
@@ -447,6 +510,7 @@ fn backward_im2col<T: Real>(
     let per_part = samples_per_part(n);
     let chunk = g.chunk(per_part);
     let (pixels, patch, fg, f) = (g.pixels(), g.patch(), g.fg(), g.filters);
+    grow_cols(g, per_part, scratch);
     let want_params = params.is_some();
     let mut empty: Vec<T> = Vec::new();
     let (dx_all, dx_stride) = match dx {

@@ -9,6 +9,7 @@
 
 pub mod activation;
 pub mod conv;
+pub mod conv_depthwise;
 pub mod conv_direct;
 pub mod dense;
 pub mod dropout;
