@@ -615,7 +615,8 @@ fn set_class_prior(
         let Some(crate::nn::ir::Source::Layer(head)) = model.layers[flatten].inputs.first() else {
             continue;
         };
-        let head = &model.layers[*head];
+        // A head that shares another's weights sets the owner's bias (once).
+        let head = &model.layers[model.layers[*head].shares.unwrap_or(*head)];
         if let crate::nn::ir::LayerOp::Conv2d { filters, .. } = head.op {
             weights.insert(
                 format!("{}/bias", head.name),
@@ -626,12 +627,11 @@ fn set_class_prior(
             );
         }
     }
-    if weights.len() != detector.levels.len() {
+    if weights.is_empty() {
         return Err(StageError::failed(format!(
-            "the class output `{}` should join one convolution's map per level ({} levels), found {}",
+            "the class output `{}` should join one convolution's map per level ({} levels), found none",
             class_output.name,
             detector.levels.len(),
-            weights.len()
         )));
     }
     network.load_weights(&weights).map_err(stage_error)
