@@ -511,6 +511,9 @@ impl<'a> Checker<'a> {
             "model (train or ensemble)",
             &[BlockKind::Train, BlockKind::Ensemble],
         )?;
+        if block.kind == BlockKind::Train && self.is_detector(name) {
+            return None;
+        }
         Some(match block.kind {
             BlockKind::Ensemble => Predictor::Ensemble {
                 name: name.text.clone(),
@@ -519,6 +522,29 @@ impl<'a> Checker<'a> {
                 name: name.text.clone(),
             },
         })
+    }
+
+    /// A train block that trains a classifier: detectors (train blocks with `anchors`) are
+    /// refused where a classifier is wanted.
+    pub fn classifier_ref(&mut self, n: &Name) -> Option<&'a Block> {
+        let block = self.stage_ref(n, "train", &[BlockKind::Train])?;
+        (!self.is_detector(n)).then_some(block)
+    }
+
+    /// Whether train block `n` trains a detector; reports that a classifier is wanted.
+    fn is_detector(&mut self, n: &Name) -> bool {
+        let detector = self.stages.get(n.text.as_str()).is_some_and(|b| {
+            b.kind == BlockKind::Train && b.body.statements().any(|s| s.head.text == "anchors")
+        });
+        if detector {
+            self.err(Error::WrongType {
+                expected: "a classifier".into(),
+                found: format!("the detector `{}` (a train block with `anchors`)", n.text),
+                span: n.span,
+                help: Some("a train block with `anchors` trains a detector: name it in a detect block's `method`; evaluate, ensembles, cross-validation, searches, explanations and a chain's `classify` take classifiers".into()),
+            });
+        }
+        detector
     }
 
     pub fn resolve_path(&self, path: &str) -> PathBuf {

@@ -463,7 +463,7 @@ pub struct Train {
     pub freeze: Option<Freeze>,
     /// Set when the block trains a detector (it has `anchors`): the anchors and the loss
     /// settings that replace the classification loss.
-    pub detector: Option<crate::train::detection::DetectorConfig>,
+    pub detector: Option<Box<crate::train::detection::DetectorConfig>>,
     #[serde(skip)]
     pub span: Span,
 }

@@ -11,7 +11,6 @@ use crate::data::fields::FieldSet;
 use crate::detect::extract::{BackgroundParams, ExtractParams, Kernel};
 use crate::detect::fields::{detect_pixels, FieldDetection, ImageDetections};
 use crate::detect::nms::{decode_detections, DecodeConfig};
-use crate::train::detection::{predict_outputs, DetectorSet};
 use crate::eval::detection::{
     evaluate_boxes, BBox, BoxEvaluation, CocoParams, Detection, TruthBox,
 };
@@ -19,6 +18,7 @@ use crate::plan::{StageId, StageSpec};
 use crate::report::boxes::{boxes_png, LabelledBox};
 use crate::report::model::{KeyFigure, ReportTable, StageFigure, StageReport};
 use crate::run::{StageContext, StageError, StageExecutor};
+use crate::train::detection::{predict_outputs, DetectorSet};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -133,8 +133,13 @@ impl StageExecutor for DetectStage {
                     top_k: *top_k,
                     pre_nms_top_k: 1000,
                 };
-                let images = learned_fields(ctx, train, &set, &indices, &cfg)?;
-                let method = format!("{train}(iou: {iou}, min_score: {min_score}, top_k: {top_k})");
+                let (images, ir) = learned_fields(ctx, train, &set, &indices, &cfg)?;
+                let method = format!(
+                    "{train}(iou: {iou}, min_score: {min_score}, top_k: {top_k}): {}, {} parameters, {:.1} MFLOPs per image",
+                    ir.name,
+                    ir.total_params(),
+                    ir.total_flops() as f64 / 1e6
+                );
                 (set, indices, images, method)
             }
         };
@@ -157,6 +162,16 @@ impl StageExecutor for DetectStage {
         if summary.truth_boxes > 0 {
             let (eval, names) = coco(&set, &artifact)?;
             summary.coco = eval.summary(None).lines(&eval.params);
+            let at = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
+            // One line per detector in the run's output: the comparison at a glance.
+            ctx.notice(format!(
+                "{}: mAP@0.5 {}, AR@1 {}, AP@[.5:.95] {} on {} fields",
+                summary.method,
+                at(eval.average_precision(None, Some(0.5), "all", 100)),
+                at(eval.average_recall(None, None, "all", 1)),
+                at(eval.average_precision(None, None, "all", 100)),
+                set.len()
+            ));
             crate::train::write_atomic(
                 &ctx.public_dir().join(COCO_TXT),
                 (summary.coco.join("\n") + "\n").as_bytes(),
@@ -234,7 +249,7 @@ fn learned_fields(
     set: &FieldSet,
     indices: &[usize],
     cfg: &DecodeConfig,
-) -> Result<Vec<ImageDetections>, StageError> {
+) -> Result<(Vec<ImageDetections>, crate::nn::ir::ModelIr), StageError> {
     let (mut network, detector) =
         super::train::load_detector(ctx.input_dir(&StageId::from(train))?)?;
     let input = match network.ir().input.as_slice() {
@@ -249,12 +264,13 @@ fn learned_fields(
     for start in (0..set.len()).step_by(BATCH) {
         ctx.check_cancelled()?;
         let n = BATCH.min(set.len() - start);
-        let part = resized.images.subset(&(start..start + n).collect::<Vec<_>>());
+        let part = resized
+            .images
+            .subset(&(start..start + n).collect::<Vec<_>>());
         let outputs = predict_outputs(&mut network, &part, n).map_err(stage_error)?;
         for (k, (logits, deltas)) in outputs.iter().enumerate() {
             let i = start + k;
-            let found =
-                decode_detections(&anchors, logits, deltas, detector.classes, input, cfg);
+            let found = decode_detections(&anchors, logits, deltas, detector.classes, input, cfg);
             let objects = found
                 .iter()
                 .map(|d| {
@@ -272,7 +288,11 @@ fn learned_fields(
                         flux: 0.0,
                         a: bw.max(bh) / 2.0,
                         b: bw.min(bh) / 2.0,
-                        theta: if bw >= bh { 0.0 } else { std::f64::consts::FRAC_PI_2 },
+                        theta: if bw >= bh {
+                            0.0
+                        } else {
+                            std::f64::consts::FRAC_PI_2
+                        },
                         npix: (bw * bh).round().max(0.0) as usize,
                         flags: 0,
                         snr: 0.0,
@@ -292,7 +312,7 @@ fn learned_fields(
         }
         ctx.progress().set_position((start + n) as u64);
     }
-    Ok(images)
+    Ok((images, network.ir().clone()))
 }
 
 /// The extractor's settings from the block's.

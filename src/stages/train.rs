@@ -591,7 +591,7 @@ pub(super) fn recipe(program: &Program, t: &check::Train) -> Recipe {
             keras_h5: i.format == check::WeightsFormat::KerasH5,
             optional: i.optional,
         }),
-        detector: detector.clone(),
+        detector: detector.as_deref().cloned(),
     }
 }
 

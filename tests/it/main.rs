@@ -14,6 +14,7 @@ mod data_sources;
 mod data_split_balance;
 mod detect_anchors;
 mod detect_extract;
+mod detect_learned;
 mod detect_pipeline;
 mod detect_tile;
 mod detection_metrics;

@@ -69,10 +69,7 @@ impl<'a> Checker<'a> {
                     .collect();
                 names
                     .into_iter()
-                    .filter_map(|n| {
-                        self.stage_ref(&n, "train", &[BlockKind::Train])
-                            .map(|_| n.text.clone())
-                    })
+                    .filter_map(|n| self.classifier_ref(&n).map(|_| n.text.clone()))
                     .collect()
             }
             None => Vec::new(),

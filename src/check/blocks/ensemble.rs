@@ -30,13 +30,13 @@ impl<'a> Checker<'a> {
                 continue;
             }
             if let Some(n) = self.word(v, "a train name").cloned() {
-                if self.stage_ref(&n, "train", &[BlockKind::Train]).is_some() {
+                if self.classifier_ref(&n).is_some() {
                     members.push(n.text.clone());
                 }
             }
         }
         for (n, v) in &a.named {
-            if self.stage_ref(n, "train", &[BlockKind::Train]).is_some() {
+            if self.classifier_ref(n).is_some() {
                 members.push(n.text.clone());
                 if let Some(w) = self.ranged(v, "an ensemble weight", 0.0, f64::INFINITY, false) {
                     fixed.push(w);

@@ -58,10 +58,7 @@ impl<'a> Checker<'a> {
             .first_arg(train_st)
             .and_then(|v| self.word(v, "a train name"))
             .cloned();
-        let train = train.and_then(|n| {
-            self.stage_ref(&n, "train", &[BlockKind::Train])
-                .map(|_| n.text.clone())
-        });
+        let train = train.and_then(|n| self.classifier_ref(&n).map(|_| n.text.clone()));
         let mut space = Vec::new();
         let mut lo_env = Env::new();
         let mut hi_env = Env::new();

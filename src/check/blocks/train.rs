@@ -178,7 +178,7 @@ impl<'a> Checker<'a> {
             ) else {
                 return;
             };
-            detector = Some(DetectorConfig { alpha, gamma, ..d });
+            detector = Some(Box::new(DetectorConfig { alpha, gamma, ..d }));
         } else if ir.outputs.len() > 1 {
             let names: Vec<&str> = ir
                 .outputs

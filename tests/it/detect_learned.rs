@@ -1,0 +1,111 @@
+//! Learned detectors end to end on tiny fields: an SSD-lite trained by a train block with
+//! `anchors` (history with the validation mAP, a checkpoint, the model file with its
+//! anchors), run by a detect block and scored with the COCO metrics, then used by a chain.
+
+use crate::pipeline_text::run;
+use std::fs;
+
+const PIPELINE: &str = r#"
+import "stdlib/detectors.gpl"
+
+dataset fields {
+  source synthetic(fields, count: 24, size: 96, seed: 3)
+  split holdout(train: 0.5, val: 0.25, test: 0.25, seed: 4)
+}
+
+train ssd {
+  model ssd_lite(1, size: 64, alpha: 0.25)
+  data fields.train
+  anchors sizes: [8, 16, 32, 64], ratios: [1, 2, 0.5]
+  epochs 2
+  batch 6
+  seed 5
+  early_stopping(monitor: val_map50, patience: 3)
+}
+
+detect found {
+  data fields.test
+  method ssd(iou: 0.5, min_score: 0.001)
+}
+
+dataset g {
+  source synthetic(galaxy10, count: 60, seed: 1)
+  split holdout(train: 0.6, val: 0.2, test: 0.2, seed: 4)
+}
+
+model tiny(classes) {
+  input 69 x 69 x 3
+  conv 4 3 x 3 relu
+  maxpool 8
+  flatten
+  dense classes softmax
+}
+
+train base {
+  model tiny(10)
+  data g.train
+  epochs 1
+  batch 32
+  seed 7
+}
+
+chain catalog {
+  detect found(min_score: 0.001)
+  crop 48 x 48
+  classify base
+  output "catalog.csv"
+}
+"#;
+
+#[test]
+fn a_trained_ssd_detects_is_scored_and_feeds_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run(dir.path(), PIPELINE);
+    assert!(summary.succeeded(), "{}", summary.render_table());
+    let out = dir.path().join("runs/p");
+
+    // The history has the detector's columns: no accuracy, a validation mAP per epoch.
+    let history = fs::read_to_string(out.join("ssd/history.csv")).unwrap();
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(
+        lines[0],
+        "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,val_map50"
+    );
+    assert_eq!(lines.len(), 3, "{history}");
+    for line in &lines[1..] {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells[2], "NaN");
+        let loss: f64 = cells[1].parse().unwrap();
+        let map: f64 = cells[7].parse().unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "{line}");
+        assert!((0.0..=1.0).contains(&map), "{line}");
+    }
+
+    // The model file carries its anchors, so the detect block needs nothing else.
+    let model = fs::read(out.join("ssd/model.safetensors")).unwrap();
+    assert!(model.windows(12).any(|w| w == b"gpl.detector"));
+
+    // The detect stage scored its detections with COCO's twelve numbers.
+    let coco = fs::read_to_string(out.join("found/coco.txt")).unwrap();
+    assert_eq!(coco.lines().count(), 12, "{coco}");
+    let detections = fs::read_to_string(out.join("found/detections.csv")).unwrap();
+    let rows = detections.lines().count() - 1;
+    assert!(rows > 0, "no detection at min_score 0.001");
+    for line in detections.lines().skip(1) {
+        let cells: Vec<f64> = line
+            .split(',')
+            .skip(2)
+            .map(|c| c.parse().unwrap())
+            .collect();
+        let [score, x0, y0, x1, y1] = cells[..] else {
+            panic!("{line}")
+        };
+        assert!((0.001..=1.0).contains(&score), "{line}");
+        assert!(0.0 <= x0 && x0 < x1 && x1 <= 96.0, "{line}");
+        assert!(0.0 <= y0 && y0 < y1 && y1 <= 96.0, "{line}");
+    }
+
+    // The chain takes the learned detector like the classical one.
+    let catalog = fs::read_to_string(out.join("catalog/catalog.csv")).unwrap();
+    assert_eq!(catalog.lines().count() - 1, rows);
+}
