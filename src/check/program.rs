@@ -564,6 +564,9 @@ pub struct InitWeights {
     pub format: WeightsFormat,
     /// `or random`: a missing file starts from random initialisation (with a notice).
     pub optional: bool,
+    /// `init weights from NAME`: the model train block NAME saved (`path` is then empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

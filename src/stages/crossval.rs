@@ -220,6 +220,13 @@ pub(super) fn compile(
         let Some(t) = program.train(model) else {
             continue;
         };
+        if let Some(stage) = t.init.as_ref().and_then(|i| i.stage.as_ref()) {
+            return Err(unsupported(
+                *span,
+                &format!("cross-validating `{model}`, which starts from train block `{stage}`'s weights"),
+                "each fold would start from weights trained on images that fold tests on; initialise from a file instead",
+            ));
+        }
         let balance = match &t.data {
             check::DataRef::Balance { balance, .. } => {
                 program.balance(balance).map(|b| balance_spec(program, b))

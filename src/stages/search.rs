@@ -169,6 +169,13 @@ pub(super) fn compile(
             "search `{name}` names train `{train}`, which the checker resolved"
         )))
     })?;
+    if let Some(stage) = t.init.as_ref().and_then(|i| i.stage.as_ref()) {
+        return Err(super::unsupported(
+            *span,
+            &format!("searching over `{train}`, which starts from train block `{stage}`'s weights"),
+            "a search's trials are keyed by their recipe alone; initialise from a file instead",
+        ));
+    }
     let dims = space.clone();
     let corner = |hi: bool| -> Vec<(String, f64)> {
         dims.iter()

@@ -61,6 +61,9 @@ pub struct InitConfig {
     pub keras_h5: bool,
     /// A missing file starts from random initialisation, with a notice.
     pub optional: bool,
+    /// The train stage whose saved model gives the weights (then `path` is unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
 }
 
 /// Everything that decides a trained model, apart from its data.
@@ -101,11 +104,17 @@ impl TrainConfig {
             split: split_id(dataset),
             part: Part::Test,
         });
-        input_stages(
+        let mut inputs = input_stages(
             std::iter::once(&self.data)
                 .chain(self.validation.as_ref())
                 .chain(predict.as_ref()),
-        )
+        );
+        if let Some(stage) = self.recipe.init.as_ref().and_then(|i| i.stage.clone()) {
+            if !inputs.contains(&stage) {
+                inputs.push(stage);
+            }
+        }
+        inputs
     }
 }
 
@@ -328,7 +337,15 @@ fn load_initial_weights(
     network: &mut dyn Learner,
     init: &InitConfig,
 ) -> Result<(), StageError> {
-    let path = ctx.resolve(&init.path);
+    let (path, shown) = match &init.stage {
+        Some(stage) => (
+            ctx.input_dir(&crate::plan::StageId::from(stage.as_str()))?
+                .join(super::PUBLIC)
+                .join(MODEL_FILE),
+            format!("train block `{stage}`"),
+        ),
+        None => (ctx.resolve(&init.path), init.path.display().to_string()),
+    };
     if !path.exists() {
         if init.optional {
             ctx.notice(format!(
@@ -348,6 +365,7 @@ fn load_initial_weights(
         .filter(|(name, _)| is_weight(name))
         .map(|(name, t)| (name, t.shape))
         .collect();
+    let expected_count = expected.len();
     let weights = if init.keras_h5 {
         // A base without a head: keep only the layers the file has.
         let file_layers = crate::train::weights::read_keras_h5(&path).map_err(stage_error)?;
@@ -362,10 +380,15 @@ fn load_initial_weights(
             .filter(|(name, _)| expected.contains_key(name))
             .collect()
     };
+    if weights.is_empty() {
+        return Err(StageError::failed(format!(
+            "{shown} has no weight this model has (layer names differ)"
+        )));
+    }
     ctx.notice(format!(
-        "loaded {} weight tensors from {}",
+        "loaded {} of the model's {} weight tensors from {shown}",
         weights.len(),
-        init.path.display()
+        expected_count
     ));
     network
         .load_weights(&weights)
@@ -590,6 +613,7 @@ pub(super) fn recipe(program: &Program, t: &check::Train) -> Recipe {
             path: i.path.clone().into(),
             keras_h5: i.format == check::WeightsFormat::KerasH5,
             optional: i.optional,
+            stage: i.stage.clone(),
         }),
         detector: detector.as_deref().cloned(),
     }
@@ -753,7 +777,7 @@ pub fn load_detector(dir: &Path) -> Result<(Network, DetectorConfig), StageError
 pub(super) fn init_files(program: &Program, t: &check::Train) -> Vec<PathBuf> {
     t.init
         .iter()
-        .filter(|i| program.project_root.join(&i.path).exists())
+        .filter(|i| i.stage.is_none() && program.project_root.join(&i.path).exists())
         .map(|i| PathBuf::from(&i.path))
         .collect()
 }

@@ -1,6 +1,7 @@
 //! Learned detectors end to end on tiny fields: an SSD-lite trained by a train block with
 //! `anchors` (history with the validation mAP, a checkpoint, the model file with its
-//! anchors), run by a detect block and scored with the COCO metrics, then used by a chain.
+//! anchors), its backbone initialised from a MobileNet classifier trained in the same
+//! pipeline, run by a detect block and scored with the COCO metrics, then used by a chain.
 
 use crate::pipeline_text::run;
 use std::fs;
@@ -17,6 +18,7 @@ train ssd {
   model ssd_lite(1, size: 64, alpha: 0.25)
   data fields.train
   anchors sizes: [8, 16, 32, 64], ratios: [1, 2, 0.5]
+  init weights from mobile
   epochs 2
   batch 6
   seed 5
@@ -41,6 +43,14 @@ model tiny(classes) {
   dense classes softmax
 }
 
+train mobile {
+  model mobilenet_small(10, alpha: 0.25)
+  data g.train
+  epochs 1
+  batch 32
+  seed 7
+}
+
 train base {
   model tiny(10)
   data g.train
@@ -62,6 +72,16 @@ fn a_trained_ssd_detects_is_scored_and_feeds_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let summary = run(dir.path(), PIPELINE);
     assert!(summary.succeeded(), "{}", summary.render_table());
+    // The detector started from the classifier: it waited for it (an input), and loading
+    // fails when no weight name matches.
+    let program = gpl::check::load_program(&dir.path().join("p.gpl"), None).unwrap();
+    let compiled = gpl::stages::compile(&program).unwrap();
+    let ssd = compiled.plan.get(&gpl::plan::StageId::from("ssd")).unwrap();
+    assert!(
+        ssd.inputs.iter().any(|i| i.as_str() == "mobile"),
+        "{:?}",
+        ssd.inputs
+    );
     let out = dir.path().join("runs/p");
 
     // The history has the detector's columns: no accuracy, a validation mAP per epoch.

@@ -483,9 +483,24 @@ impl<'a> Checker<'a> {
         Some(classes)
     }
 
-    /// `init weights from "file" [or random]`
+    /// `init weights from "file" [or random]`, or `init weights from NAME`: the weights a
+    /// classifier train block of this pipeline learned (transfer without downloads).
     pub(super) fn init(&mut self, st: &Statement) -> Option<InitWeights> {
         let a = Args::of_statement(st);
+        if let [w, f, v] = a.positional.as_slice() {
+            let is = |v: &Value, word: &str| v.as_word().is_some_and(|n| n.text == word);
+            if let (true, true, Some(n)) = (is(w, "weights"), is(f, "from"), v.as_word()) {
+                let n = n.clone();
+                self.classifier_ref(&n)?;
+                return Some(InitWeights {
+                    path: String::new(),
+                    resolved: Default::default(),
+                    format: WeightsFormat::Safetensors,
+                    optional: false,
+                    stage: Some(n.text),
+                });
+            }
+        }
         let words: Vec<Option<&str>> = a
             .positional
             .iter()
@@ -504,7 +519,7 @@ impl<'a> Checker<'a> {
         );
         if !shape_ok {
             self.err(Error::WrongType {
-                expected: "`init weights from \"file\"` (optionally `or random`)".into(),
+                expected: "`init weights from \"file\"` (optionally `or random`) or `init weights from TRAIN`".into(),
                 found: "something else".into(),
                 span: a.span,
                 help: None,
@@ -531,6 +546,7 @@ impl<'a> Checker<'a> {
             resolved,
             format,
             optional: a.positional.len() == 5,
+            stage: None,
         })
     }
 
