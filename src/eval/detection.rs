@@ -63,6 +63,31 @@ pub struct Detection {
     pub bbox: BBox,
 }
 
+/// The ground truth of some fields' annotated objects (one `Vec` per image); `pooled` counts
+/// every object as class 0 (a detector that finds objects without naming their class).
+pub fn field_truth(
+    objects: &[Vec<crate::data::fields::FieldObject>],
+    pooled: bool,
+) -> Vec<TruthBox> {
+    objects
+        .iter()
+        .enumerate()
+        .flat_map(|(image, objects)| {
+            objects.iter().map(move |o| TruthBox {
+                image,
+                class: if pooled { 0 } else { o.class },
+                bbox: BBox {
+                    xmin: o.xmin,
+                    ymin: o.ymin,
+                    xmax: o.xmax,
+                    ymax: o.ymax,
+                },
+                ignore: o.difficult,
+            })
+        })
+        .collect()
+}
+
 /// An area range, both ends included (as pycocotools compares them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AreaRange {

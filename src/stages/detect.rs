@@ -12,7 +12,7 @@ use crate::detect::extract::{BackgroundParams, ExtractParams, Kernel};
 use crate::detect::fields::{detect_pixels, FieldDetection, ImageDetections};
 use crate::detect::nms::{decode_detections, DecodeConfig};
 use crate::eval::detection::{
-    evaluate_boxes, BBox, BoxEvaluation, CocoParams, Detection, TruthBox,
+    evaluate_boxes, field_truth, BBox, BoxEvaluation, CocoParams, Detection,
 };
 use crate::plan::{StageId, StageSpec};
 use crate::report::boxes::{boxes_png, LabelledBox};
@@ -426,24 +426,7 @@ fn coco(
     } else {
         set.classes().to_vec()
     };
-    let truth: Vec<TruthBox> = set
-        .objects
-        .iter()
-        .enumerate()
-        .flat_map(|(image, objects)| {
-            objects.iter().map(move |o| TruthBox {
-                image,
-                class: if pooled { 0 } else { o.class },
-                bbox: BBox {
-                    xmin: o.xmin,
-                    ymin: o.ymin,
-                    xmax: o.xmax,
-                    ymax: o.ymax,
-                },
-                ignore: o.difficult,
-            })
-        })
-        .collect();
+    let truth = field_truth(&set.objects, pooled);
     let detections: Vec<Detection> = found
         .images
         .iter()

@@ -9,7 +9,7 @@ use crate::data::fields::{FieldObject, FieldSet};
 use crate::data::ImageSet;
 use crate::detect::anchors::{detection_targets, AnchorLevel, Anchors, MatchConfig};
 use crate::detect::nms::{decode_detections, DecodeConfig};
-use crate::eval::detection::{evaluate_boxes, BBox, CocoParams, Detection, TruthBox};
+use crate::eval::detection::{evaluate_boxes, field_truth, BBox, CocoParams, Detection};
 use crate::nn::learner::Learner;
 use crate::train::error::{Result, TrainError};
 use crate::train::fit::{DetectionLogs, DetectionLoss, DetectionTargets};
@@ -315,24 +315,7 @@ pub fn map50(
     detections: &[Vec<crate::detect::nms::Detection>],
     classes: usize,
 ) -> Result<f64> {
-    let truth: Vec<TruthBox> = set
-        .objects
-        .iter()
-        .enumerate()
-        .flat_map(|(image, objects)| {
-            objects.iter().map(move |o| TruthBox {
-                image,
-                class: o.class,
-                bbox: BBox {
-                    xmin: o.xmin,
-                    ymin: o.ymin,
-                    xmax: o.xmax,
-                    ymax: o.ymax,
-                },
-                ignore: o.difficult,
-            })
-        })
-        .collect();
+    let truth = field_truth(&set.objects, false);
     let dets: Vec<Detection> = detections
         .iter()
         .enumerate()

@@ -393,6 +393,32 @@ impl<'a> Checker<'a> {
                 "width_shift",
                 "height_shift",
             ];
+            // Boxes shift by one fraction of the side on both axes.
+            let shift = |name: &str| {
+                preset
+                    .body
+                    .statements()
+                    .find(|s| s.head.text == name)
+                    .and_then(|s| Args::of_statement(s).positional.first().copied())
+                    .and_then(|v| match v.kind {
+                        ValueKind::Number { value, .. } => Some((value, v.span)),
+                        _ => None,
+                    })
+            };
+            let (w, h) = (shift("width_shift"), shift("height_shift"));
+            let uneven = match (w, h) {
+                (Some((w, _)), Some((h, span))) => (w != h).then_some(span),
+                (Some((_, span)), None) | (None, Some((_, span))) => Some(span),
+                (None, None) => None,
+            };
+            if let Some(span) = uneven {
+                self.err(Error::Unsupported {
+                    what: "different width and height shifts in a detector's augmentation".into(),
+                    span,
+                    help: Some("a detector's fields shift by one fraction on both axes: give width_shift and height_shift the same value".into()),
+                });
+                return None;
+            }
             for s in preset.body.statements() {
                 if !BOX_SAFE.contains(&s.head.text.as_str()) {
                     self.err(Error::Unsupported {
