@@ -11,6 +11,7 @@ use crate::detect::anchors::{detection_targets, AnchorLevel, Anchors, MatchConfi
 use crate::detect::nms::{decode_detections, DecodeConfig};
 use crate::eval::detection::{evaluate_boxes, field_truth, BBox, CocoParams, Detection};
 use crate::nn::learner::Learner;
+use crate::nn::ops::loss::{box_smooth_l1, sigmoid_focal_loss};
 use crate::train::error::{Result, TrainError};
 use crate::train::fit::{DetectionLogs, DetectionLoss, DetectionTargets};
 use serde::{Deserialize, Serialize};
@@ -218,32 +219,47 @@ impl DetectionTargets for FieldSamples<'_> {
             return Ok(None);
         };
         let outputs = predict_outputs(learner, &val.images, self.batch)?;
+        // The training loss on the whole validation set at once: the engine's focal and box
+        // losses, divided by the set's positive anchors.
         let a = self.anchors.len();
         let loss = self.config.loss();
-        let (mut cls_sum, mut box_sum, mut positives) = (0.0f64, 0.0f64, 0usize);
-        let mut labels = vec![0i32; a];
-        let mut targets = vec![0f32; 4 * a];
-        for (i, (logits, deltas)) in outputs.iter().enumerate() {
+        let mut labels = vec![0i32; a * outputs.len()];
+        let mut targets = vec![0f32; 4 * a * outputs.len()];
+        let rows = labels.chunks_mut(a).zip(targets.chunks_mut(4 * a));
+        for (i, (labels, targets)) in rows.enumerate() {
             let (gt, classes) = truth_boxes(&val.objects[i]);
             detection_targets(
                 &self.anchors,
                 &gt,
                 &classes,
                 MatchConfig::default(),
-                &mut labels,
-                &mut targets,
+                labels,
+                targets,
             );
-            let (c, b, p) = detection_loss_sums(&loss, logits, deltas, &labels, &targets);
-            cls_sum += c;
-            box_sum += b;
-            positives += p;
         }
-        let norm = positives.max(1) as f64;
+        let logits: Vec<f32> = outputs
+            .iter()
+            .flat_map(|(l, _)| l.iter().copied())
+            .collect();
+        let deltas: Vec<f32> = outputs
+            .iter()
+            .flat_map(|(_, d)| d.iter().copied())
+            .collect();
+        let weights = vec![1.0f32; outputs.len()];
+        let val_loss = sigmoid_focal_loss(
+            loss.classes,
+            &logits,
+            &labels,
+            &weights,
+            loss.alpha,
+            loss.gamma,
+            None,
+        ) + box_smooth_l1(loss.beta, &deltas, &targets, &labels, &weights, None);
         let input = [val.images.height, val.images.width];
         let detections = decode_all(&self.anchors, &outputs, self.config.classes, input);
         let map50 = map50(val, &detections, self.config.classes)?;
         Ok(Some(DetectionLogs {
-            val_loss: (cls_sum + box_sum) / norm,
+            val_loss,
             val_map50: map50,
         }))
     }
@@ -341,47 +357,6 @@ pub fn map50(
     Ok(eval
         .average_precision(None, Some(0.5), "all", 100)
         .unwrap_or(0.0))
-}
-
-/// One image's focal-loss sum, smooth-L1 sum and positive count (the training loss before
-/// it is divided by the positives), for the validation loss.
-fn detection_loss_sums(
-    loss: &DetectionLoss,
-    logits: &[f32],
-    deltas: &[f32],
-    labels: &[i32],
-    targets: &[f32],
-) -> (f64, f64, usize) {
-    let (alpha, gamma, beta) = (loss.alpha as f64, loss.gamma as f64, loss.beta as f64);
-    let c = loss.classes;
-    let (mut focal, mut boxes, mut positives) = (0.0, 0.0, 0);
-    for (a, &label) in labels.iter().enumerate() {
-        if label < 0 {
-            continue;
-        }
-        for k in 0..c {
-            let x = logits[a * c + k] as f64;
-            let y = if label as usize == k + 1 { 1.0 } else { 0.0 };
-            let p = 1.0 / (1.0 + (-x).exp());
-            // BCE with logits, stably: max(x, 0) − x·y + ln(1 + e^−|x|).
-            let ce = x.max(0.0) - x * y + (-x.abs()).exp().ln_1p();
-            let p_t = p * y + (1.0 - p) * (1.0 - y);
-            let alpha_t = alpha * y + (1.0 - alpha) * (1.0 - y);
-            focal += alpha_t * (1.0 - p_t).powf(gamma) * ce;
-        }
-        if label >= 1 {
-            positives += 1;
-            for j in 0..4 {
-                let d = (deltas[4 * a + j] - targets[4 * a + j]).abs() as f64;
-                boxes += if d < beta {
-                    0.5 * d * d / beta
-                } else {
-                    d - 0.5 * beta
-                };
-            }
-        }
-    }
-    (focal, boxes, positives)
 }
 
 /// The box-safe part of an augmentation recipe (the checker refuses the rest for detectors):
