@@ -88,6 +88,56 @@ pub fn field_truth(
         .collect()
 }
 
+/// Per image, which annotated objects are blended: their box overlaps another object's box in
+/// the same image (a shared edge is not an overlap). The rest are isolated.
+pub fn blended_objects(objects: &[Vec<crate::data::fields::FieldObject>]) -> Vec<Vec<bool>> {
+    objects
+        .iter()
+        .map(|image| {
+            let overlaps = |a: &crate::data::fields::FieldObject,
+                            b: &crate::data::fields::FieldObject| {
+                a.xmin.max(b.xmin) < a.xmax.min(b.xmax) && a.ymin.max(b.ymin) < a.ymax.min(b.ymax)
+            };
+            image
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    image
+                        .iter()
+                        .enumerate()
+                        .any(|(j, b)| i != j && overlaps(a, b))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The truth for scoring one group of objects: every box outside the group (`keep` false, in
+/// the truth's order) is ignored as pycocotools ignores a crowd, so a detection of it counts
+/// neither for nor against the group.
+pub fn keep_group(truth: &[TruthBox], keep: &[bool]) -> Vec<TruthBox> {
+    truth
+        .iter()
+        .zip(keep)
+        .map(|(t, &k)| TruthBox {
+            ignore: t.ignore || !k,
+            ..*t
+        })
+        .collect()
+}
+
+/// The most COCO's AR@1 can reach on this truth: each image's one detection finds at most one
+/// of its boxes, so it is the images with a box over the boxes (difficult ones left out).
+pub fn ar1_ceiling(truth: &[TruthBox], images: usize) -> Option<f64> {
+    let relevant: Vec<&TruthBox> = truth.iter().filter(|t| !t.ignore).collect();
+    let mut has = vec![false; images];
+    for t in &relevant {
+        has[t.image] = true;
+    }
+    let with = has.iter().filter(|&&h| h).count();
+    (!relevant.is_empty()).then(|| with as f64 / relevant.len() as f64)
+}
+
 /// An area range, both ends included (as pycocotools compares them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AreaRange {
@@ -729,6 +779,93 @@ mod tests {
             assert!((got - want).abs() < 1e-15, "{s:?}");
         }
         assert_eq!(eval.summary(Some(1)).stats(), vec![-1.0; 12]);
+    }
+
+    fn object(xmin: f64, ymin: f64, xmax: f64, ymax: f64) -> crate::data::fields::FieldObject {
+        crate::data::fields::FieldObject {
+            class: 0,
+            xmin,
+            ymin,
+            xmax,
+            ymax,
+            truncated: false,
+            difficult: false,
+            truth: None,
+        }
+    }
+
+    #[test]
+    fn blended_means_a_box_overlapping_another() {
+        let objects = vec![
+            vec![
+                object(0.0, 0.0, 10.0, 10.0),
+                object(5.0, 5.0, 20.0, 20.0),
+                // Touching the second along an edge only.
+                object(20.0, 0.0, 30.0, 10.0),
+            ],
+            vec![object(0.0, 0.0, 10.0, 10.0)],
+        ];
+        assert_eq!(
+            blended_objects(&objects),
+            vec![vec![true, true, false], vec![false]]
+        );
+    }
+
+    /// Scoring one group: a detection of a box outside the group is neither a hit nor a false
+    /// positive, a missed box of the group lowers the recall, a detection of nothing is a
+    /// false positive; and a perfect detector's AR@1 is exactly the ceiling.
+    #[test]
+    fn a_group_ignores_the_other_boxes_and_ar1_has_its_ceiling() {
+        let objects = vec![
+            vec![
+                object(0.0, 0.0, 40.0, 40.0),
+                object(30.0, 30.0, 70.0, 70.0),
+                object(100.0, 100.0, 140.0, 140.0),
+            ],
+            vec![object(10.0, 10.0, 50.0, 50.0)],
+        ];
+        let truth = field_truth(&objects, false);
+        let blended = blended_objects(&objects).concat();
+        let det = |image, score, bbox| Detection {
+            image,
+            class: 0,
+            score,
+            bbox,
+        };
+        // Both blended boxes found; of the isolated ones, only the first image's.
+        let dets = [
+            det(0, 0.9, b(0.0, 0.0, 40.0, 40.0)),
+            det(0, 0.8, b(30.0, 30.0, 70.0, 70.0)),
+            det(0, 0.7, b(100.0, 100.0, 140.0, 140.0)),
+        ];
+        let p = CocoParams::default();
+        let score = |keep: &[bool]| {
+            let eval = evaluate_boxes(2, 1, &keep_group(&truth, keep), &dets, &p).unwrap();
+            (
+                eval.average_precision(None, Some(0.5), "all", 100).unwrap(),
+                eval.average_recall(None, Some(0.5), "all", 100).unwrap(),
+            )
+        };
+        let blends: Vec<bool> = blended.clone();
+        let isolated: Vec<bool> = blended.iter().map(|b| !b).collect();
+        let (ap, recall) = score(&blends);
+        assert!((ap - 1.0).abs() < 1e-12 && recall == 1.0, "{ap} {recall}");
+        let (ap, recall) = score(&isolated);
+        assert_eq!(recall, 0.5);
+        // Precision 1 up to recall 0.5: 51 of the 101 recall points.
+        assert!((ap - 51.0 / 101.0).abs() < 1e-12, "{ap}");
+        // A false positive far from everything lowers both groups' precision.
+        let mut with_fp = dets.to_vec();
+        with_fp.push(det(1, 0.95, b(150.0, 0.0, 190.0, 40.0)));
+        let eval = evaluate_boxes(2, 1, &keep_group(&truth, &blends), &with_fp, &p).unwrap();
+        assert!(eval.average_precision(None, Some(0.5), "all", 100).unwrap() < 0.9);
+
+        // Two images, four boxes: one detection per image finds at most two.
+        assert_eq!(ar1_ceiling(&truth, 2), Some(0.5));
+        let perfect: Vec<Detection> = truth.iter().map(|t| det(t.image, 0.5, t.bbox)).collect();
+        let eval = evaluate_boxes(2, 1, &truth, &perfect, &p).unwrap();
+        assert_eq!(eval.average_recall(None, None, "all", 1), Some(0.5));
+        assert_eq!(ar1_ceiling(&[], 2), None);
     }
 
     #[test]

@@ -70,6 +70,56 @@ pub struct ReportTable {
     pub note: Option<String>,
 }
 
+impl ReportTable {
+    /// The table as aligned text for a terminal: the first column to the left, the others
+    /// to the right, the note under it.
+    pub fn to_text(&self) -> String {
+        let columns = self.header.len();
+        let width: Vec<usize> = (0..columns)
+            .map(|c| {
+                std::iter::once(&self.header)
+                    .chain(&self.rows)
+                    .filter_map(|r| r.get(c))
+                    .map(|cell| cell.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |row: &[String]| {
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(c, cell)| match c {
+                    0 => format!("{cell:<w$}", w = width[0]),
+                    _ => format!("{cell:>w$}", w = width[c]),
+                })
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        };
+        let mut out = vec![self.title.clone(), line(&self.header)];
+        out.extend(self.rows.iter().map(|r| line(r)));
+        if let Some(note) = &self.note {
+            out.push(note.clone());
+        }
+        out.join("\n")
+    }
+
+    /// The table as CSV (cells quoted where they hold a comma or a quote).
+    pub fn to_csv(&self) -> String {
+        let cell = |c: &String| {
+            if c.contains([',', '"', '\n']) {
+                format!("\"{}\"", c.replace('"', "\"\""))
+            } else {
+                c.clone()
+            }
+        };
+        std::iter::once(&self.header)
+            .chain(&self.rows)
+            .map(|r| r.iter().map(cell).collect::<Vec<_>>().join(",") + "\n")
+            .collect()
+    }
+}
+
 impl StageReport {
     /// A section with only a name and a kind; fill the rest field by field.
     pub fn new(name: impl Into<String>, kind: impl Into<String>) -> Self {

@@ -12,7 +12,8 @@ use crate::detect::extract::{BackgroundParams, ExtractParams, Kernel};
 use crate::detect::fields::{detect_pixels, FieldDetection, ImageDetections};
 use crate::detect::nms::{decode_detections, DecodeConfig};
 use crate::eval::detection::{
-    evaluate_boxes, field_truth, BBox, BoxEvaluation, CocoParams, Detection,
+    ar1_ceiling, blended_objects, evaluate_boxes, field_truth, keep_group, BBox, BoxEvaluation,
+    CocoParams, Detection,
 };
 use crate::plan::{StageId, StageSpec};
 use crate::report::boxes::{boxes_png, LabelledBox};
@@ -22,6 +23,7 @@ use crate::train::detection::{predict_outputs, DetectorSet};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Instant;
 
 /// The detections of every image, for the chain (in the stage's private folder).
 pub const DETECTIONS_FILE: &str = "detections.json";
@@ -71,6 +73,43 @@ struct Summary {
     truth_boxes: usize,
     /// COCO's twelve lines, when the images have annotations.
     coco: Vec<String>,
+    /// The detector's line in the report's comparison, when the images have annotations.
+    #[serde(default)]
+    scores: Option<DetectorScores>,
+}
+
+/// One detector's line in the report's comparison of the pipeline's detectors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DetectorScores {
+    /// `classical` or the trained model's name.
+    pub detector: String,
+    pub data: String,
+    pub fields: usize,
+    pub map50: Option<f64>,
+    pub ar1: Option<f64>,
+    pub ap: Option<f64>,
+    /// A learned detector's size (none for the classical one).
+    pub params: Option<usize>,
+    pub mflops: Option<f64>,
+    /// Fields per second from a field's pixels to its boxes (resizing, decoding and NMS
+    /// included), one field at a time and 16 at a time. The classical detector takes one
+    /// field at a time, so both are its one rate.
+    pub rate1: f64,
+    pub rate16: f64,
+    /// The galaxies whose box overlaps no other box, and those whose box does.
+    pub isolated: GroupScores,
+    pub blended: GroupScores,
+    /// The most AR@1 can be on these fields (`eval::detection::ar1_ceiling`).
+    pub ar1_ceiling: Option<f64>,
+}
+
+/// A detector's scores on one group of the annotated objects, the others ignored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupScores {
+    pub objects: usize,
+    pub map50: Option<f64>,
+    /// The share of the group found at IoU 0.5 (100 detections per field).
+    pub recall50: Option<f64>,
 }
 
 pub struct DetectStage;
@@ -108,7 +147,7 @@ pub(super) fn select_fields(
 impl StageExecutor for DetectStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: DetectConfig = super::config(ctx)?;
-        let (set, indices, images, method) = match &config.method {
+        let (set, indices, images, method, speed) = match &config.method {
             MethodConfig::Extract(settings) => {
                 let (back, params) = extract_params(settings);
                 let dataset_dir = ctx.input_dir(&StageId::from(config.data.dataset()))?;
@@ -117,8 +156,17 @@ impl StageExecutor for DetectStage {
                     return detect_sky(ctx, &config, &sky, &back, &params);
                 }
                 let (set, indices) = select_fields(ctx, &config.data)?;
+                let started = Instant::now();
                 let images = extract_fields(ctx, &set, &indices, &back, &params)?;
-                (set, indices, images, method_text(&params))
+                let rate = set.len() as f64 / started.elapsed().as_secs_f64();
+                let speed = Speed {
+                    detector: "classical".into(),
+                    params: None,
+                    mflops: None,
+                    rate1: rate,
+                    rate16: rate,
+                };
+                (set, indices, images, method_text(&params), speed)
             }
             MethodConfig::Learned {
                 train,
@@ -133,14 +181,14 @@ impl StageExecutor for DetectStage {
                     top_k: *top_k,
                     pre_nms_top_k: 1000,
                 };
-                let (images, ir) = learned_fields(ctx, train, &set, &indices, &cfg)?;
+                let (images, speed) = learned_fields(ctx, train, &set, &indices, &cfg)?;
                 let method = format!(
                     "{train}(iou: {iou}, min_score: {min_score}, top_k: {top_k}): {}, {} parameters, {:.1} MFLOPs per image",
-                    ir.name,
-                    ir.total_params(),
-                    ir.total_flops() as f64 / 1e6
+                    speed.detector,
+                    speed.params.unwrap_or(0),
+                    speed.mflops.unwrap_or(0.0)
                 );
-                (set, indices, images, method)
+                (set, indices, images, method, speed)
             }
         };
         let _ = indices;
@@ -158,20 +206,25 @@ impl StageExecutor for DetectStage {
             detections: artifact.images.iter().map(|d| d.objects.len()).sum(),
             truth_boxes: set.objects.iter().map(Vec::len).sum(),
             coco: Vec::new(),
+            scores: None,
         };
         if summary.truth_boxes > 0 {
-            let (eval, names) = coco(&set, &artifact)?;
+            let (eval, names) = coco(&set, &artifact, None)?;
             summary.coco = eval.summary(None).lines(&eval.params);
+            let scores = detector_scores(&set, &artifact, &eval, speed)?;
             let at = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
-            // One line per detector in the run's output: the comparison at a glance.
+            // One line per detector in the run's output; the report stage prints them side by
+            // side.
             ctx.notice(format!(
-                "{}: mAP@0.5 {}, AR@1 {}, AP@[.5:.95] {} on {} fields",
+                "{}: mAP@0.5 {}, AR@1 {}, AP@[.5:.95] {} on {} fields, {:.1} fields/s",
                 summary.method,
-                at(eval.average_precision(None, Some(0.5), "all", 100)),
-                at(eval.average_recall(None, None, "all", 1)),
-                at(eval.average_precision(None, None, "all", 100)),
-                set.len()
+                at(scores.map50),
+                at(scores.ar1),
+                at(scores.ap),
+                set.len(),
+                scores.rate16
             ));
+            summary.scores = Some(scores);
             crate::train::write_atomic(
                 &ctx.public_dir().join(COCO_TXT),
                 (summary.coco.join("\n") + "\n").as_bytes(),
@@ -239,19 +292,68 @@ fn extract_fields(
     Ok(images)
 }
 
-/// A trained detector on every field: the fields resized to its input, its outputs decoded
-/// and suppressed class by class, the boxes scaled back to the fields' pixels. A learned box
-/// has no isophote: its `a` and `b` are half its longer and shorter sides, its flux and
-/// signal-to-noise 0, its pixel count its area.
+/// What the comparison says of a detector besides its scores.
+struct Speed {
+    detector: String,
+    params: Option<usize>,
+    mflops: Option<f64>,
+    rate1: f64,
+    rate16: f64,
+}
+
+/// Fields read out one at a time for the batch-1 rate (the first ones of the set).
+const RATE_FIELDS: usize = 32;
+
+/// A trained detector on every field, 16 fields at a time, then on the first fields one at
+/// a time for the batch-1 rate.
 fn learned_fields(
     ctx: &StageContext,
     train: &str,
     set: &FieldSet,
     indices: &[usize],
     cfg: &DecodeConfig,
-) -> Result<(Vec<ImageDetections>, crate::nn::ir::ModelIr), StageError> {
+) -> Result<(Vec<ImageDetections>, Speed), StageError> {
     let (mut network, detector) =
         super::train::load_detector(ctx.input_dir(&StageId::from(train))?)?;
+    let started = Instant::now();
+    let images = read_out(ctx, &mut network, &detector, set, indices, cfg, 16)?;
+    let rate16 = set.len() as f64 / started.elapsed().as_secs_f64();
+    let first: Vec<usize> = (0..set.len().min(RATE_FIELDS)).collect();
+    let started = Instant::now();
+    read_out(
+        ctx,
+        &mut network,
+        &detector,
+        &set.subset(&first),
+        &indices[..first.len()],
+        cfg,
+        1,
+    )?;
+    let rate1 = first.len() as f64 / started.elapsed().as_secs_f64();
+    let ir = network.ir();
+    let speed = Speed {
+        detector: ir.name.clone(),
+        params: Some(ir.total_params()),
+        mflops: Some(ir.total_flops() as f64 / 1e6),
+        rate1,
+        rate16,
+    };
+    Ok((images, speed))
+}
+
+/// The detector on some fields, `batch` at a time: the fields resized to its input, its
+/// outputs decoded and suppressed class by class, the boxes scaled back to the fields'
+/// pixels. A learned box has no isophote: its `a` and `b` are half its longer and shorter
+/// sides, its flux and signal-to-noise 0, its pixel count its area.
+fn read_out(
+    ctx: &StageContext,
+    network: &mut crate::nn::network::Network,
+    detector: &crate::train::detection::DetectorConfig,
+    set: &FieldSet,
+    indices: &[usize],
+    cfg: &DecodeConfig,
+    batch: usize,
+) -> Result<Vec<ImageDetections>, StageError> {
     let input = match network.ir().input.as_slice() {
         &[h, w, _] => [h, w],
         _ => return Err(StageError::failed("a detector's input is an image")),
@@ -260,14 +362,13 @@ fn learned_fields(
     let anchors = detector.anchors(input);
     let mut images = Vec::with_capacity(set.len());
     ctx.progress().set_length(set.len() as u64);
-    const BATCH: usize = 16;
-    for start in (0..set.len()).step_by(BATCH) {
+    for start in (0..set.len()).step_by(batch) {
         ctx.check_cancelled()?;
-        let n = BATCH.min(set.len() - start);
+        let n = batch.min(set.len() - start);
         let part = resized
             .images
             .subset(&(start..start + n).collect::<Vec<_>>());
-        let outputs = predict_outputs(&mut network, &part, n).map_err(stage_error)?;
+        let outputs = predict_outputs(network, &part, n).map_err(stage_error)?;
         for (k, (logits, deltas)) in outputs.iter().enumerate() {
             let i = start + k;
             let found = decode_detections(&anchors, logits, deltas, detector.classes, input, cfg);
@@ -312,7 +413,7 @@ fn learned_fields(
         }
         ctx.progress().set_position((start + n) as u64);
     }
-    Ok((images, network.ir().clone()))
+    Ok(images)
 }
 
 /// The extractor's settings from the block's.
@@ -401,6 +502,7 @@ fn detect_sky(
         detections: artifact.images[0].objects.len(),
         truth_boxes: 0,
         coco: Vec::new(),
+        scores: None,
     };
     save_json(&artifact, ctx.out_dir().join(DETECTIONS_FILE)).map_err(stage_error)?;
     save_json(&summary, ctx.out_dir().join(SUMMARY_FILE)).map_err(stage_error)
@@ -416,9 +518,12 @@ fn method_text(p: &ExtractParams) -> String {
 /// COCO's evaluation of the detections against the annotations. The extractor has no classes:
 /// with one class in the data its detections are of that class; with several, truth and
 /// detections are pooled into one class `object`.
+/// With `keep`, only that group of the annotated objects (in `field_truth`'s order) counts;
+/// the others are ignored.
 fn coco(
     set: &FieldSet,
     found: &DetectArtifact,
+    keep: Option<&[bool]>,
 ) -> Result<(BoxEvaluation, Vec<String>), StageError> {
     let pooled = set.classes().len() != 1;
     let names = if pooled {
@@ -426,7 +531,10 @@ fn coco(
     } else {
         set.classes().to_vec()
     };
-    let truth = field_truth(&set.objects, pooled);
+    let mut truth = field_truth(&set.objects, pooled);
+    if let Some(keep) = keep {
+        truth = keep_group(&truth, keep);
+    }
     let detections: Vec<Detection> = found
         .images
         .iter()
@@ -448,6 +556,115 @@ fn coco(
     let eval = evaluate_boxes(set.len(), 1, &truth, &detections, &CocoParams::default())
         .map_err(stage_error)?;
     Ok((eval, names))
+}
+
+/// The comparison's line: COCO's headline figures, then the same detections scored on the
+/// isolated and on the blended galaxies (`eval::detection::blended_objects`).
+fn detector_scores(
+    set: &FieldSet,
+    found: &DetectArtifact,
+    eval: &BoxEvaluation,
+    speed: Speed,
+) -> Result<DetectorScores, StageError> {
+    let blended: Vec<bool> = blended_objects(&set.objects).concat();
+    let group = |in_group: bool| -> Result<GroupScores, StageError> {
+        let keep: Vec<bool> = blended.iter().map(|&b| b == in_group).collect();
+        let (eval, _) = coco(set, found, Some(&keep))?;
+        Ok(GroupScores {
+            objects: keep.iter().filter(|&&k| k).count(),
+            map50: eval.average_precision(None, Some(0.5), "all", 100),
+            recall50: eval.average_recall(None, Some(0.5), "all", 100),
+        })
+    };
+    Ok(DetectorScores {
+        detector: speed.detector,
+        data: found.data.clone(),
+        fields: set.len(),
+        map50: eval.average_precision(None, Some(0.5), "all", 100),
+        ar1: eval.average_recall(None, None, "all", 1),
+        ap: eval.average_precision(None, None, "all", 100),
+        params: speed.params,
+        mflops: speed.mflops,
+        rate1: speed.rate1,
+        rate16: speed.rate16,
+        isolated: group(false)?,
+        blended: group(true)?,
+        ar1_ceiling: ar1_ceiling(&field_truth(&set.objects, true), set.len()),
+    })
+}
+
+/// The pipeline's detectors side by side, as the report's table.
+pub(super) fn comparison_table(rows: &[(String, DetectorScores)]) -> ReportTable {
+    let at = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let body = rows
+        .iter()
+        .map(|(name, s)| {
+            vec![
+                name.clone(),
+                s.detector.clone(),
+                at(s.map50),
+                at(s.ar1),
+                at(s.ap),
+                s.params.map_or("-".into(), |p| p.to_string()),
+                s.mflops.map_or("-".into(), |f| format!("{f:.1}")),
+                format!("{:.1}", s.rate1),
+                format!("{:.1}", s.rate16),
+                at(s.isolated.map50),
+                at(s.isolated.recall50),
+                at(s.blended.map50),
+                at(s.blended.recall50),
+            ]
+        })
+        .collect();
+    let mut note = String::from(
+        "Isolated: a galaxy whose box overlaps no other box; blended: one whose box does. Each group is scored with the other's boxes ignored as COCO ignores a crowd. Fields/s: from a field's pixels to its boxes (resizing, decoding and NMS included), one field (b1) or 16 (b16) at a time; the classical detector works a field at a time, so both are its one rate.",
+    );
+    let mut seen = Vec::new();
+    for (_, s) in rows {
+        if seen.contains(&&s.data) {
+            continue;
+        }
+        seen.push(&s.data);
+        let _ = write!(
+            note,
+            " {}: {} fields, {} isolated and {} blended galaxies",
+            s.data, s.fields, s.isolated.objects, s.blended.objects
+        );
+        if let Some(ceiling) = s.ar1_ceiling {
+            let _ = write!(
+                note,
+                "; AR@1 can be at most {ceiling:.3} there (one detection per field)"
+            );
+        }
+        note.push('.');
+    }
+    ReportTable {
+        title: "detectors compared (COCO box metrics)".into(),
+        header: [
+            "detect",
+            "detector",
+            "mAP@0.5",
+            "AR@1",
+            "AP@[.5:.95]",
+            "params",
+            "MFLOPs",
+            "fields/s b1",
+            "fields/s b16",
+            "isolated mAP@0.5",
+            "isolated recall",
+            "blended mAP@0.5",
+            "blended recall",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: body,
+        note: Some(note),
+    }
+}
+
+/// A detect stage's line in the comparison, if it scored annotated fields.
+pub(super) fn read_scores(dir: &Path) -> Option<DetectorScores> {
+    load_json::<Summary>(dir.join(SUMMARY_FILE)).ok()?.scores
 }
 
 /// `detections.csv` (what `gpl eval detections` reads) and `objects.csv` (every measurement).

@@ -20,14 +20,38 @@ pub struct ReportConfig {
 
 pub struct ReportStage;
 
+/// The comparison of the pipeline's detectors, for Python and spreadsheets.
+const DETECTORS_CSV: &str = "detectors_compared.csv";
+
 impl StageExecutor for ReportStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: ReportConfig = super::config(ctx)?;
         let mut sections = Vec::new();
+        let mut detectors = Vec::new();
         for (node, dir) in config.sections.iter().zip(ctx.input_dirs()) {
             if let Some(section) = stage_section(node, dir)? {
                 sections.push(section);
             }
+            if node.kind == StageKind::Detect.as_str() {
+                if let Some(scores) = super::detect::read_scores(dir) {
+                    detectors.push((node.name.clone(), scores, sections.len()));
+                }
+            }
+        }
+        if let Some(&(_, _, after)) = detectors.last() {
+            // The detectors side by side, after the last of them: in the run's output, as
+            // CSV, and as a section of the report.
+            let rows: Vec<_> = detectors.into_iter().map(|(n, s, _)| (n, s)).collect();
+            let table = super::detect::comparison_table(&rows);
+            ctx.notice(format!("detectors compared\n{}", table.to_text()));
+            crate::train::write_atomic(
+                &ctx.public_dir().join(DETECTORS_CSV),
+                table.to_csv().as_bytes(),
+            )
+            .map_err(stage_error)?;
+            let mut section = StageReport::new("detectors compared", "comparison");
+            section.tables.push(table);
+            sections.insert(after, section);
         }
         let model = ReportModel {
             pipeline: config.pipeline.clone(),

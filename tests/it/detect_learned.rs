@@ -125,6 +125,30 @@ fn a_trained_ssd_detects_is_scored_and_feeds_the_chain() {
         assert!(0.0 <= y0 && y0 < y1 && y1 <= 96.0, "{line}");
     }
 
+    // The report compares the detectors: the same mAP@0.5 as COCO's AP50 line, a size, rates,
+    // and the isolated and blended galaxies adding up to the annotated ones.
+    let compared = fs::read_to_string(out.join("report/detectors_compared.csv")).unwrap();
+    let lines: Vec<&str> = compared.lines().collect();
+    assert_eq!(lines.len(), 2, "{compared}");
+    assert!(
+        lines[0].starts_with("detect,detector,mAP@0.5,AR@1"),
+        "{compared}"
+    );
+    let cells: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(&cells[..2], ["found", "ssd_lite"]);
+    let ap50_line = coco.lines().nth(1).unwrap();
+    let ap50: f64 = ap50_line
+        .rsplit(" = ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(cells[2], format!("{ap50:.3}"), "{compared} / {ap50_line}");
+    for rate in &cells[7..9] {
+        assert!(rate.parse::<f64>().unwrap() > 0.0, "{compared}");
+    }
+
     // The chain takes the learned detector like the classical one.
     let catalog = fs::read_to_string(out.join("catalog/catalog.csv")).unwrap();
     assert_eq!(catalog.lines().count() - 1, rows);
