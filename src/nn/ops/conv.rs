@@ -1,7 +1,8 @@
 //! 2-D convolution (stride, Keras valid/same padding incl. asymmetric, dilation, groups and
 //! depthwise) by im2col + GEMM, forward and backward; convolutions of few input channels go
 //! to the direct kernels of `conv_direct.rs` instead, and depthwise ones (one filter per
-//! channel) to `conv_depthwise.rs` (`ConvGeom::method`).
+//! channel) to `conv_depthwise.rs` (`ConvGeom::method`), and pointwise ones (1×1, stride 1,
+//! no groups) to one GEMM straight on the input, with no im2col copy.
 //!
 //! Per sample, im2col writes one row per output pixel holding the (ky, kx, channel) patch,
 //! which is exactly the row order of a Keras HWIO kernel seen as a [kh·kw·cin, cout] matrix,
@@ -27,6 +28,12 @@ pub enum ConvMethod {
     Direct,
     /// Depthwise (groups = channels = filters): all three passes (`conv_depthwise.rs`).
     Depthwise,
+    /// Pointwise (1×1, stride 1, no padding, no groups): all three passes by GEMM on the
+    /// caller's slices. A method of its own rather than a branch inside im2col, so tests and
+    /// benches can still run such a geometry by im2col and compare; the products are the same
+    /// ones im2col makes (same operands, strides and chunks), so the results are the same
+    /// bits: im2col's rows for this geometry are a plain copy of the sample.
+    Pointwise,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,15 +90,26 @@ impl ConvGeom {
         }
     }
     /// The engine's choice: direct for up to `MAX_CHANNELS` input channels without groups,
-    /// the depthwise kernel for one filter per channel, im2col otherwise.
+    /// the depthwise kernel for one filter per channel, GEMM on the input for pointwise
+    /// geometries, im2col otherwise.
     pub fn method(&self) -> ConvMethod {
         if self.groups == 1 && self.c <= MAX_CHANNELS {
             ConvMethod::Direct
         } else if depthwise::is_depthwise(self) {
             ConvMethod::Depthwise
+        } else if self.is_pointwise() {
+            ConvMethod::Pointwise
         } else {
             ConvMethod::Im2col
         }
+    }
+    /// Whether each output pixel is one input pixel times the kernel matrix: a 1×1 kernel
+    /// (its dilation is then moot) at stride 1, without padding or groups, so one sample's
+    /// input already is its im2col matrix ([pixels, channels]).
+    pub fn is_pointwise(&self) -> bool {
+        (self.kh, self.kw, self.sh, self.sw, self.groups) == (1, 1, 1, 1, 1)
+            && (self.pad_top, self.pad_left) == (0, 0)
+            && (self.oh, self.ow) == (self.h, self.w)
     }
     fn cg(&self) -> usize {
         self.c / self.groups
@@ -197,9 +215,9 @@ impl<T: Real> ConvScratch<T> {
         let per_part = samples_per_part(n);
         let parts = n.div_ceil(per_part);
         let is_direct = g.method() == ConvMethod::Direct;
-        // The depthwise kernel needs no im2col buffer (tests and the bench that run such a
-        // geometry by im2col grow it on first use).
-        let cols = if g.method() == ConvMethod::Depthwise {
+        // The depthwise and pointwise methods need no im2col buffer (tests and the bench that
+        // run such a geometry by im2col grow it on first use).
+        let cols = if matches!(g.method(), ConvMethod::Depthwise | ConvMethod::Pointwise) {
             0
         } else {
             im2col_len(g, per_part)
@@ -284,6 +302,7 @@ pub fn conv2d_forward_by<T: Real>(
         ConvMethod::Depthwise => {
             depthwise::forward(Isa::native(), g, n, x, kernel, bias, y, epilogue)
         }
+        ConvMethod::Pointwise => forward_pointwise(g, n, x, kernel, bias, y, epilogue),
     }
 }
 
@@ -377,6 +396,49 @@ fn forward_im2col<T: Real>(
         });
 }
 
+/// `forward_im2col` for a pointwise geometry: the same products, the input sample standing
+/// for its im2col rows ([pixels, c] with row stride c, the im2col layout of a 1×1 patch).
+fn forward_pointwise<T: Real>(
+    g: &ConvGeom,
+    n: usize,
+    x: &[T],
+    kernel: &[T],
+    bias: &[T],
+    y: &mut [T],
+    epilogue: Option<Epilogue<T>>,
+) {
+    assert!(g.is_pointwise(), "pointwise convolution of {g:?}");
+    let per_part = samples_per_part(n);
+    let chunk = g.chunk(per_part);
+    let (pixels, c, f) = (g.pixels(), g.c, g.filters);
+    x.par_chunks(per_part * g.in_len())
+        .zip(y.par_chunks_mut(per_part * g.out_len()))
+        .for_each(|(xp, yp)| {
+            for row in yp.chunks_mut(f) {
+                row.copy_from_slice(bias);
+            }
+            let samples = xp.len() / g.in_len();
+            for s0 in (0..samples).step_by(chunk) {
+                let s1 = (s0 + chunk).min(samples);
+                // y[rows, f] += x[rows, c] × K[c, f]
+                gemm(
+                    (s1 - s0) * pixels,
+                    c,
+                    f,
+                    MatRef::rows(&xp[s0 * pixels * c..], c),
+                    MatRef::rows(kernel, f),
+                    &mut yp[s0 * pixels * f..],
+                    f,
+                    true,
+                    1,
+                );
+                if let Some(epilogue) = epilogue {
+                    epilogue(&mut yp[s0 * pixels * f..s1 * pixels * f]);
+                }
+            }
+        });
+}
+
 /// Gradients of conv2d given `dy` (already through the activation). Each output is optional:
 /// frozen layers skip the kernel/bias products, the first layer skips the input gradient.
 #[allow(clippy::too_many_arguments)]
@@ -421,6 +483,9 @@ pub fn conv2d_backward_by<T: Real>(
             if let Some(dx) = dx {
                 depthwise::backward_input(Isa::native(), g, n, kernel, dy, dx);
             }
+        }
+        (ConvMethod::Pointwise, params) => {
+            backward_pointwise(g, n, x, kernel, dy, dx, params, scratch)
         }
         (_, params) => backward_im2col(g, n, x, kernel, dy, dx, params, scratch),
     }
@@ -512,11 +577,6 @@ fn backward_im2col<T: Real>(
     let (pixels, patch, fg, f) = (g.pixels(), g.patch(), g.fg(), g.filters);
     grow_cols(g, per_part, scratch);
     let want_params = params.is_some();
-    let mut empty: Vec<T> = Vec::new();
-    let (dx_all, dx_stride) = match dx {
-        Some(d) => (d, per_part * g.in_len()),
-        None => (empty.as_mut_slice(), 0),
-    };
     let work = |((xp, dyp), (part, dxp)): PartWork<T>| {
         if want_params {
             part.dkernel.fill(T::ZERO);
@@ -579,27 +639,108 @@ fn backward_im2col<T: Real>(
             }
         }
     };
-    let parts = scratch.parts.len();
-    if dx_stride > 0 {
-        x.par_chunks(per_part * g.in_len())
-            .zip(dy.par_chunks(per_part * g.out_len()))
+    for_each_part(g, n, x, dy, dx, scratch, work);
+    if let Some((dkernel, dbias)) = params {
+        add_parts(&scratch.parts, dkernel, dbias);
+    }
+}
+
+/// Runs `work` on every part of the batch in parallel: the part's x and dy, its scratch and
+/// its slice of dx (empty when the input gradient is not wanted).
+fn for_each_part<T: Real>(
+    g: &ConvGeom,
+    n: usize,
+    x: &[T],
+    dy: &[T],
+    dx: Option<&mut [T]>,
+    scratch: &mut ConvScratch<T>,
+    work: impl Fn(PartWork<T>) + Sync + Send,
+) {
+    let per_part = samples_per_part(n);
+    let xs = x.par_chunks(per_part * g.in_len());
+    let dys = dy.par_chunks(per_part * g.out_len());
+    if let Some(dx) = dx {
+        xs.zip(dys)
             .zip(
                 scratch
                     .parts
                     .par_iter_mut()
-                    .zip(dx_all.par_chunks_mut(dx_stride)),
+                    .zip(dx.par_chunks_mut(per_part * g.in_len())),
             )
             .for_each(work);
     } else {
-        let mut empties: Vec<&mut [T]> = Vec::with_capacity(parts);
-        for _ in 0..parts {
+        let mut empties: Vec<&mut [T]> = Vec::with_capacity(scratch.parts.len());
+        for _ in 0..scratch.parts.len() {
             empties.push(&mut []);
         }
-        x.par_chunks(per_part * g.in_len())
-            .zip(dy.par_chunks(per_part * g.out_len()))
+        xs.zip(dys)
             .zip(scratch.parts.par_iter_mut().zip(empties.into_par_iter()))
             .for_each(work);
     }
+}
+
+/// `backward_im2col` for a pointwise geometry: the same products and chunks, reading x and
+/// writing dx in place of the im2col buffer (col2im of a 1×1 patch at stride 1 is a copy).
+#[allow(clippy::too_many_arguments)]
+fn backward_pointwise<T: Real>(
+    g: &ConvGeom,
+    n: usize,
+    x: &[T],
+    kernel: &[T],
+    dy: &[T],
+    dx: Option<&mut [T]>,
+    params: Option<(&mut [T], &mut [T])>,
+    scratch: &mut ConvScratch<T>,
+) {
+    assert!(g.is_pointwise(), "pointwise convolution of {g:?}");
+    let chunk = g.chunk(samples_per_part(n));
+    let (pixels, c, f) = (g.pixels(), g.c, g.filters);
+    let want_params = params.is_some();
+    let work = |((xp, dyp), (part, dxp)): PartWork<T>| {
+        if want_params {
+            part.dkernel.fill(T::ZERO);
+            part.dbias.fill(T::ZERO);
+            for row in dyp.chunks(f) {
+                for (b, d) in part.dbias.iter_mut().zip(row) {
+                    *b += *d;
+                }
+            }
+        }
+        let samples = xp.len() / g.in_len();
+        for s0 in (0..samples).step_by(chunk) {
+            let rows = ((s0 + chunk).min(samples) - s0) * pixels;
+            let dy_chunk = &dyp[s0 * pixels * f..];
+            if want_params {
+                // dK[c, f] += x^T [c, rows] × dy [rows, f]
+                gemm(
+                    c,
+                    rows,
+                    f,
+                    MatRef::rows(&xp[s0 * pixels * c..], c).t(),
+                    MatRef::rows(dy_chunk, f),
+                    &mut part.dkernel,
+                    f,
+                    true,
+                    1,
+                );
+            }
+            if !dxp.is_empty() {
+                // dx[rows, c] = dy [rows, f] × K^T [f, c]
+                gemm(
+                    rows,
+                    f,
+                    c,
+                    MatRef::rows(dy_chunk, f),
+                    MatRef::rows(kernel, f).t(),
+                    &mut dxp[s0 * pixels * c..],
+                    c,
+                    false,
+                    1,
+                );
+            }
+        }
+    };
+    for_each_part(g, n, x, dy, dx, scratch, work);
     if let Some((dkernel, dbias)) = params {
         add_parts(&scratch.parts, dkernel, dbias);
     }
@@ -716,6 +857,183 @@ mod tests {
             ConvGeom::new([6, 5, 3], 3, [3, 3], [2, 1], Padding::Same, [1, 1], 3),
             9,
         );
+        let pointwise = ConvGeom::new([4, 5, 9], 7, [1, 1], [1, 1], Padding::Same, [1, 1], 1);
+        assert_eq!(pointwise.method(), ConvMethod::Pointwise);
+        check("pointwise", pointwise, 3);
+        check("pointwise one sample", pointwise, 1);
+    }
+
+    /// One method's forward (through an epilogue), dx, dkernel and dbias; and dx again
+    /// without parameter gradients, the parameter gradients again without dx.
+    fn run_method<T: Real>(
+        method: ConvMethod,
+        g: &ConvGeom,
+        n: usize,
+        [x, k, b, r]: [&[T]; 4],
+    ) -> [Vec<T>; 6] {
+        let mut scratch = ConvScratch::<T>::new(g, n, true);
+        // Stale values in the outputs must not leak into the results.
+        let stale = |len: usize| vec![T::from_f64(f64::NAN); len];
+        let mut y = stale(n * g.out_len());
+        let epilogue = |part: &mut [T]| {
+            for v in part {
+                *v = *v * T::from_f64(0.5) + T::ONE;
+            }
+        };
+        conv2d_forward_by(method, g, n, x, k, b, &mut y, &mut scratch, Some(&epilogue));
+        let (mut dx, mut dk, mut db) = (stale(x.len()), stale(k.len()), stale(b.len()));
+        conv2d_backward_by(
+            method,
+            g,
+            n,
+            x,
+            k,
+            r,
+            Some(&mut dx),
+            Some((&mut dk, &mut db)),
+            &mut scratch,
+        );
+        let mut dx_only = stale(x.len());
+        conv2d_backward_by(
+            method,
+            g,
+            n,
+            x,
+            k,
+            r,
+            Some(&mut dx_only),
+            None,
+            &mut scratch,
+        );
+        let (mut dk_only, mut db_only) = (stale(k.len()), stale(b.len()));
+        conv2d_backward_by(
+            method,
+            g,
+            n,
+            x,
+            k,
+            r,
+            None,
+            Some((&mut dk_only, &mut db_only)),
+            &mut scratch,
+        );
+        [y, dx, dk, db, dx_only, [dk_only, db_only].concat()]
+    }
+
+    /// The pointwise method against im2col: the same products on the same operands, so the
+    /// same bits, in f64 and in the engine's f32.
+    fn check_pointwise(name: &str, g: ConvGeom, n: usize) {
+        assert_eq!(g.method(), ConvMethod::Pointwise, "{name}");
+        let x = values(n * g.in_len(), 31);
+        let k = values(g.kernel_len(), 32);
+        let b = values(g.filters, 33);
+        let r = values(n * g.out_len(), 34);
+        let same = |precision: &str, ours: &[Vec<u64>], im2col: &[Vec<u64>]| {
+            let whats = [
+                "forward",
+                "dx",
+                "dkernel",
+                "dbias",
+                "dx alone",
+                "params alone",
+            ];
+            for ((what, a), w) in whats.into_iter().zip(ours).zip(im2col) {
+                assert!(
+                    a == w,
+                    "{name} {precision} {what}: pointwise differs from im2col"
+                );
+            }
+        };
+        let bits64 = |v: [Vec<f64>; 6]| v.map(|v| v.iter().map(|e| e.to_bits()).collect());
+        let inputs = [&x[..], &k[..], &b[..], &r[..]];
+        let pointwise = run_method(ConvMethod::Pointwise, &g, n, inputs);
+        let im2col = run_method(ConvMethod::Im2col, &g, n, inputs);
+        assert!(
+            pointwise.iter().flatten().all(|v| v.is_finite()),
+            "{name}: stale NaN"
+        );
+        assert_eq!(pointwise[4], pointwise[1], "{name}: dx alone");
+        assert_eq!(
+            pointwise[5],
+            [pointwise[2].clone(), pointwise[3].clone()].concat(),
+            "{name}: parameter gradients alone"
+        );
+        same("f64", &bits64(pointwise), &bits64(im2col));
+        let f32s = |v: &[f64]| v.iter().map(|&e| e as f32).collect::<Vec<f32>>();
+        let bits32 = |v: [Vec<f32>; 6]| v.map(|v| v.iter().map(|e| e.to_bits() as u64).collect());
+        let (x, k, b, r) = (f32s(&x), f32s(&k), f32s(&b), f32s(&r));
+        let inputs = [&x[..], &k[..], &b[..], &r[..]];
+        same(
+            "f32",
+            &bits32(run_method(ConvMethod::Pointwise, &g, n, inputs)),
+            &bits32(run_method(ConvMethod::Im2col, &g, n, inputs)),
+        );
+    }
+
+    #[test]
+    fn pointwise_convolution_is_im2col_bit_for_bit() {
+        let geom = |input: [usize; 3], filters: usize, padding: Padding| {
+            ConvGeom::new(input, filters, [1, 1], [1, 1], padding, [1, 1], 1)
+        };
+        check_pointwise("small", geom([5, 7, 9], 6, Padding::Valid), 3);
+        check_pointwise("one sample", geom([3, 5, 12], 5, Padding::Same), 1);
+        // 11 samples in parts of 2: the last part holds one.
+        check_pointwise("uneven parts", geom([4, 4, 17], 33, Padding::Same), 11);
+        // 700 pixels: GEMMs of 2 samples; 17 samples in parts of 3, 3 and 2: chunks of 2
+        // then 1 in most parts.
+        check_pointwise("uneven chunks", geom([20, 35, 10], 8, Padding::Valid), 17);
+        // 2304 pixels: one sample per GEMM, two per part.
+        check_pointwise("big maps", geom([48, 48, 6], 16, Padding::Same), 9);
+        // Dilation does not move a 1×1 kernel's single tap.
+        let dilated = ConvGeom::new([6, 5, 8], 4, [1, 1], [1, 1], Padding::Valid, [2, 3], 1);
+        check_pointwise("dilated", dilated, 2);
+    }
+
+    #[test]
+    fn only_unit_stride_ungrouped_1x1_many_channels_is_pointwise() {
+        let g = |c: usize, kernel: [usize; 2], stride: [usize; 2], groups: usize| {
+            ConvGeom::new([8, 6, c], 8, kernel, stride, Padding::Same, [1, 1], groups).method()
+        };
+        assert_eq!(g(16, [1, 1], [1, 1], 1), ConvMethod::Pointwise);
+        assert_eq!(
+            g(MAX_CHANNELS + 1, [1, 1], [1, 1], 1),
+            ConvMethod::Pointwise
+        );
+        assert_eq!(g(MAX_CHANNELS, [1, 1], [1, 1], 1), ConvMethod::Direct);
+        assert_eq!(g(16, [1, 1], [2, 2], 1), ConvMethod::Im2col);
+        assert_eq!(g(16, [1, 1], [1, 2], 1), ConvMethod::Im2col);
+        assert_eq!(g(16, [1, 2], [1, 1], 1), ConvMethod::Im2col);
+        assert_eq!(g(16, [3, 3], [1, 1], 1), ConvMethod::Im2col);
+        assert_eq!(g(16, [1, 1], [1, 1], 2), ConvMethod::Im2col);
+        // The scratch holds the parameter gradients' parts only: no im2col buffers.
+        let geom = ConvGeom::new([32, 32, 16], 24, [1, 1], [1, 1], Padding::Same, [1, 1], 1);
+        let scratch = ConvScratch::<f32>::new(&geom, 16, true);
+        assert!(scratch.parts.iter().all(|p| p.cols.is_empty()));
+        let gradients = scratch.parts.len() * (geom.kernel_len() + geom.filters);
+        assert_eq!(scratch.bytes(), gradients * std::mem::size_of::<f32>());
+        assert_eq!(ConvScratch::<f32>::new(&geom, 16, false).bytes(), 0);
+    }
+
+    #[test]
+    fn pointwise_does_not_depend_on_the_thread_count() {
+        let g = ConvGeom::new([24, 20, 12], 10, [1, 1], [1, 1], Padding::Same, [1, 1], 1);
+        let n = 7;
+        let f32s = |v: Vec<f64>| v.into_iter().map(|e| e as f32).collect::<Vec<f32>>();
+        let x = f32s(values(n * g.in_len(), 61));
+        let k = f32s(values(g.kernel_len(), 62));
+        let b = f32s(values(g.filters, 63));
+        let r = f32s(values(n * g.out_len(), 64));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let inputs = [&x[..], &k[..], &b[..], &r[..]];
+            pool.install(|| run_method(ConvMethod::Pointwise, &g, n, inputs))
+        };
+        let one = run(1);
+        assert_eq!(one, run(3));
+        assert!(one[2].iter().any(|&v| v != 0.0));
     }
 
     /// The direct method against im2col (forward, both gradients) and finite differences.
