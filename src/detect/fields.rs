@@ -28,6 +28,10 @@ pub struct FieldDetection {
     /// Isophotal signal-to-noise ratio, and the score made from it (see [`extract_score`]).
     pub snr: f64,
     pub score: f64,
+    /// The class a learned detector named, an index into its artifact's class names; the
+    /// classical detector names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<usize>,
     /// Sky position, degrees, when the image has a celestial WCS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ra: Option<f64>,
@@ -121,6 +125,7 @@ pub fn field_detection(o: &Object, rms: f64) -> FieldDetection {
         flags: o.flag,
         snr,
         score: extract_score(snr),
+        class: None,
         ra: None,
         dec: None,
     }

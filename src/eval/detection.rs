@@ -126,16 +126,24 @@ pub fn keep_group(truth: &[TruthBox], keep: &[bool]) -> Vec<TruthBox> {
         .collect()
 }
 
-/// The most COCO's AR@1 can reach on this truth: each image's one detection finds at most one
-/// of its boxes, so it is the images with a box over the boxes (difficult ones left out).
+/// The most COCO's AR@1 can reach on this truth: each image's one detection of a class finds at
+/// most one of its boxes of that class, so per class it is the images with such a box over
+/// the boxes (difficult ones left out), averaged over the classes that have any, as AR is.
 pub fn ar1_ceiling(truth: &[TruthBox], images: usize) -> Option<f64> {
-    let relevant: Vec<&TruthBox> = truth.iter().filter(|t| !t.ignore).collect();
-    let mut has = vec![false; images];
-    for t in &relevant {
-        has[t.image] = true;
-    }
-    let with = has.iter().filter(|&&h| h).count();
-    (!relevant.is_empty()).then(|| with as f64 / relevant.len() as f64)
+    let classes = truth.iter().map(|t| t.class + 1).max().unwrap_or(0);
+    let bounds: Vec<f64> = (0..classes)
+        .filter_map(|k| {
+            let relevant: Vec<&TruthBox> =
+                truth.iter().filter(|t| t.class == k && !t.ignore).collect();
+            let mut has = vec![false; images];
+            for t in &relevant {
+                has[t.image] = true;
+            }
+            let with = has.iter().filter(|&&h| h).count();
+            (!relevant.is_empty()).then(|| with as f64 / relevant.len() as f64)
+        })
+        .collect();
+    (!bounds.is_empty()).then(|| bounds.iter().sum::<f64>() / bounds.len() as f64)
 }
 
 /// An area range, both ends included (as pycocotools compares them).

@@ -813,6 +813,7 @@ mod tests {
                 flags: 0,
                 snr: 0.0,
                 score,
+                class: None,
                 ra: None,
                 dec: None,
             },

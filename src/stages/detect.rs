@@ -147,7 +147,7 @@ pub(super) fn select_fields(
 impl StageExecutor for DetectStage {
     fn execute(&self, ctx: &StageContext) -> Result<(), StageError> {
         let config: DetectConfig = super::config(ctx)?;
-        let (set, indices, images, method, speed) = match &config.method {
+        let (set, indices, images, method, speed, class_names) = match &config.method {
             MethodConfig::Extract(settings) => {
                 let (back, params) = extract_params(settings);
                 let dataset_dir = ctx.input_dir(&StageId::from(config.data.dataset()))?;
@@ -166,7 +166,8 @@ impl StageExecutor for DetectStage {
                     rate1: rate,
                     rate16: rate,
                 };
-                (set, indices, images, method_text(&params), speed)
+                let names = set.classes().to_vec();
+                (set, indices, images, method_text(&params), speed, names)
             }
             MethodConfig::Learned {
                 train,
@@ -181,21 +182,24 @@ impl StageExecutor for DetectStage {
                     top_k: *top_k,
                     pre_nms_top_k: 1000,
                 };
-                let (images, speed) = learned_fields(ctx, train, &set, &indices, &cfg)?;
+                let (images, speed, classes) = learned_fields(ctx, train, &set, &indices, &cfg)?;
+                // The data's classes, then any the head scores beyond them.
+                let mut names = set.classes().to_vec();
+                names.extend((names.len()..classes).map(|k| format!("class {k}")));
                 let method = format!(
                     "{train}(iou: {iou}, min_score: {min_score}, top_k: {top_k}): {}, {} parameters, {:.1} MFLOPs per image",
                     speed.detector,
                     speed.params.unwrap_or(0),
                     speed.mflops.unwrap_or(0.0)
                 );
-                (set, indices, images, method, speed)
+                (set, indices, images, method, speed, names)
             }
         };
         let _ = indices;
         let (h, w) = (set.images.height, set.images.width);
         let artifact = DetectArtifact {
             data: config.data.describe(),
-            class_names: set.classes().to_vec(),
+            class_names,
             images,
         };
         write_tables(ctx, &artifact)?;
@@ -312,7 +316,7 @@ fn learned_fields(
     set: &FieldSet,
     indices: &[usize],
     cfg: &DecodeConfig,
-) -> Result<(Vec<ImageDetections>, Speed), StageError> {
+) -> Result<(Vec<ImageDetections>, Speed, usize), StageError> {
     let (mut network, detector) =
         super::train::load_detector(ctx.input_dir(&StageId::from(train))?)?;
     let started = Instant::now();
@@ -338,7 +342,7 @@ fn learned_fields(
         rate1,
         rate16,
     };
-    Ok((images, speed))
+    Ok((images, speed, detector.classes))
 }
 
 /// The detector on some fields, `batch` at a time: the fields resized to its input, its
@@ -398,6 +402,7 @@ fn read_out(
                         flags: 0,
                         snr: 0.0,
                         score: d.score as f64,
+                        class: Some(d.class),
                         ra: None,
                         dec: None,
                     }
@@ -525,9 +530,12 @@ fn coco(
     found: &DetectArtifact,
     keep: Option<&[bool]>,
 ) -> Result<(BoxEvaluation, Vec<String>), StageError> {
-    let pooled = set.classes().len() != 1;
+    let named = named(found);
+    let pooled = set.classes().len() != 1 && !named;
     let names = if pooled {
         vec!["object".to_string()]
+    } else if named {
+        found.class_names.clone()
     } else {
         set.classes().to_vec()
     };
@@ -542,7 +550,7 @@ fn coco(
         .flat_map(|(image, d)| {
             d.objects.iter().map(move |o| Detection {
                 image,
-                class: 0,
+                class: if pooled { 0 } else { o.class.unwrap_or(0) },
                 score: o.score,
                 bbox: BBox {
                     xmin: o.xmin,
@@ -553,8 +561,14 @@ fn coco(
             })
         })
         .collect();
-    let eval = evaluate_boxes(set.len(), 1, &truth, &detections, &CocoParams::default())
-        .map_err(stage_error)?;
+    let eval = evaluate_boxes(
+        set.len(),
+        names.len(),
+        &truth,
+        &detections,
+        &CocoParams::default(),
+    )
+    .map_err(stage_error)?;
     Ok((eval, names))
 }
 
@@ -589,7 +603,10 @@ fn detector_scores(
         rate16: speed.rate16,
         isolated: group(false)?,
         blended: group(true)?,
-        ar1_ceiling: ar1_ceiling(&field_truth(&set.objects, true), set.len()),
+        ar1_ceiling: ar1_ceiling(
+            &field_truth(&set.objects, found.class_names.len() == 1 || !named(found)),
+            set.len(),
+        ),
     })
 }
 
@@ -667,14 +684,31 @@ pub(super) fn read_scores(dir: &Path) -> Option<DetectorScores> {
     load_json::<Summary>(dir.join(SUMMARY_FILE)).ok()?.scores
 }
 
+/// A learned detector names classes, so it is scored class by class; the extractor names
+/// none, so with several classes in the data it is scored on all of them pooled.
+fn named(found: &DetectArtifact) -> bool {
+    found
+        .images
+        .iter()
+        .flat_map(|d| &d.objects)
+        .all(|o| o.class.is_some())
+}
+
 /// `detections.csv` (what `gpl eval detections` reads) and `objects.csv` (every measurement).
 fn write_tables(ctx: &StageContext, found: &DetectArtifact) -> Result<(), StageError> {
-    let class = found
+    // The extractor names no class: the data's one class, or `object`.
+    let unnamed = found
         .class_names
         .first()
         .filter(|_| found.class_names.len() == 1)
         .cloned()
         .unwrap_or_else(|| "object".into());
+    let class_of = |o: &FieldDetection| {
+        o.class
+            .and_then(|k| found.class_names.get(k))
+            .unwrap_or(&unnamed)
+            .clone()
+    };
     let mut dets = String::from("image,class,score,xmin,ymin,xmax,ymax\n");
     let sky = found
         .images
@@ -684,7 +718,12 @@ fn write_tables(ctx: &StageContext, found: &DetectArtifact) -> Result<(), StageE
     if sky {
         objects.push_str("ra,dec,");
     }
-    objects.push_str("xmin,ymin,xmax,ymax,flux,a,b,theta,npix,flags,snr,score\n");
+    let classes = found
+        .images
+        .iter()
+        .any(|d| d.objects.iter().any(|o| o.class.is_some()));
+    objects.push_str("xmin,ymin,xmax,ymax,flux,a,b,theta,npix,flags,snr,score");
+    objects.push_str(if classes { ",class\n" } else { "\n" });
     for d in &found.images {
         for (id, o) in d.objects.iter().enumerate() {
             let position = match (sky, o.ra, o.dec) {
@@ -694,8 +733,14 @@ fn write_tables(ctx: &StageContext, found: &DetectArtifact) -> Result<(), StageE
             };
             let _ = writeln!(
                 dets,
-                "{},{class},{:.6},{},{},{},{}",
-                d.name, o.score, o.xmin, o.ymin, o.xmax, o.ymax
+                "{},{},{:.6},{},{},{},{}",
+                d.name,
+                class_of(o),
+                o.score,
+                o.xmin,
+                o.ymin,
+                o.xmax,
+                o.ymax
             );
             let _ = writeln!(
                 objects,
@@ -715,6 +760,10 @@ fn write_tables(ctx: &StageContext, found: &DetectArtifact) -> Result<(), StageE
                 o.snr,
                 o.score
             );
+            if classes {
+                objects.pop();
+                let _ = writeln!(objects, ",{}", class_of(o));
+            }
         }
     }
     let public = ctx.public_dir();

@@ -153,3 +153,97 @@ fn a_trained_ssd_detects_is_scored_and_feeds_the_chain() {
     let catalog = fs::read_to_string(out.join("catalog/catalog.csv")).unwrap();
     assert_eq!(catalog.lines().count() - 1, rows);
 }
+
+/// A detector of two classes on a VOC folder: each detection keeps the class the head named,
+/// `detections.csv` and `objects.csv` write its name, and COCO scores class by class.
+#[test]
+fn a_two_class_detector_names_its_classes() {
+    use gpl::data::voc::{write_annotation, VocAnnotation, VocObject};
+    let dir = tempfile::tempdir().unwrap();
+    let voc = dir.path().join("fields");
+    fs::create_dir(&voc).unwrap();
+    for i in 0..8u32 {
+        // A bright square and a dim one, moving from image to image.
+        let mut img = image::RgbImage::new(64, 64);
+        let (bx, dx) = (4 + 3 * i, 40 - 2 * i);
+        for y in 8..24 {
+            for x in bx..bx + 16 {
+                img.put_pixel(x, y, image::Rgb([250, 250, 250]));
+            }
+        }
+        for y in 36..52 {
+            for x in dx..dx + 16 {
+                img.put_pixel(x, y, image::Rgb([90, 90, 90]));
+            }
+        }
+        let filename = format!("f{i}.png");
+        img.save(voc.join(&filename)).unwrap();
+        let object = |name: &str, x: u32, y: u32| VocObject {
+            name: name.into(),
+            pose: "Unspecified".into(),
+            truncated: false,
+            difficult: false,
+            xmin: x as f64,
+            ymin: y as f64,
+            xmax: (x + 16) as f64,
+            ymax: (y + 16) as f64,
+        };
+        let annotation = VocAnnotation {
+            filename,
+            width: 64,
+            height: 64,
+            depth: 3,
+            objects: vec![object("bright", bx, 8), object("dim", dx, 36)],
+        };
+        write_annotation(&voc, &annotation).unwrap();
+    }
+    let pipeline = r#"
+import "stdlib/detectors.gpl"
+
+dataset fields {
+  source voc("fields")
+  split holdout(train: 0.5, val: 0.25, test: 0.25, seed: 4)
+}
+
+train ssd {
+  model ssd_lite(2, size: 64, alpha: 0.25)
+  data fields.train
+  anchors sizes: [8, 16, 32, 64], ratios: [1, 2, 0.5]
+  epochs 1
+  batch 4
+  seed 5
+}
+
+detect found {
+  data fields.test
+  method ssd(iou: 0.5, min_score: 0.001)
+}
+"#;
+    let summary = run(dir.path(), pipeline);
+    assert!(summary.succeeded(), "{}", summary.render_table());
+    let out = dir.path().join("runs/p/found");
+    let detections = fs::read_to_string(out.join("detections.csv")).unwrap();
+    let classes: std::collections::BTreeSet<&str> = detections
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    // At min_score 0.001 both class maps give boxes, each under its own name.
+    assert_eq!(
+        classes.into_iter().collect::<Vec<_>>(),
+        ["bright", "dim"],
+        "{detections}"
+    );
+    let objects = fs::read_to_string(out.join("objects.csv")).unwrap();
+    assert!(objects.lines().next().unwrap().ends_with(",score,class"));
+    assert_eq!(
+        objects
+            .lines()
+            .skip(1)
+            .filter(|l| l.ends_with(",dim"))
+            .count(),
+        detections.lines().filter(|l| l.contains(",dim,")).count()
+    );
+    let coco = fs::read_to_string(out.join("coco.txt")).unwrap();
+    assert_eq!(coco.lines().count(), 12, "{coco}");
+}
