@@ -108,45 +108,59 @@ pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: Opti
                 "max-pool window of {} positions reached the kernel; the checker refuses it",
                 g.kh * g.kw
             );
+            // Channels in blocks of 8 kept in registers across the window: the running
+            // index in 32-bit lanes, as wide as the compare's mask, so each select is one
+            // blend; narrowed to bytes once per block. Lanes past the last channel hold -inf,
+            // never greater, and are not stored.
+            const B: usize = 8;
             x.par_chunks(g.in_len())
                 .zip(
                     y.par_chunks_mut(g.out_len())
                         .zip(argmax.par_chunks_mut(g.out_len())),
                 )
                 .for_each(|(xs, (ys, am))| {
-                    // The running index in 32-bit lanes, as wide as the compare's mask, so the
-                    // select is one blend per vector; narrowed to bytes once per window.
-                    let mut idx = vec![0u32; c];
                     for oy in 0..g.oh {
                         for ox in 0..g.ow {
                             let o = (oy * g.ow + ox) * c;
-                            let (yr, ar) = (&mut ys[o..o + c], &mut am[o..o + c]);
                             let (y0, x0) = g.origin(oy, ox);
                             let (rows, cols) = g.window(oy, ox);
-                            let mut first = true;
-                            for iy in rows {
-                                let ky = (iy as isize - y0) as usize;
-                                for ix in cols.clone() {
-                                    let p = (ky * g.kw + (ix as isize - x0) as usize) as u32;
-                                    let xr = &xs[(iy * g.w + ix) * c..][..c];
-                                    if first {
-                                        yr.copy_from_slice(xr);
-                                        idx.fill(p);
-                                        first = false;
-                                        continue;
-                                    }
-                                    // Strict `>` keeps the first maximum; selects, not
-                                    // branches, because random data mispredicts half of them.
-                                    for ((yv, iv), xv) in yr.iter_mut().zip(idx.iter_mut()).zip(xr)
-                                    {
-                                        let greater = *xv > *yv;
-                                        *yv = if greater { *xv } else { *yv };
-                                        *iv = if greater { p } else { *iv };
+                            let position = |iy: usize, ix: usize| {
+                                ((iy as isize - y0) as usize * g.kw + (ix as isize - x0) as usize)
+                                    as u32
+                            };
+                            let first = (rows.start * g.w + cols.start) * c;
+                            let mut cb = 0;
+                            while cb < c {
+                                let width = B.min(c - cb);
+                                let mut m = [T::NEG_INFINITY; B];
+                                let mut id = [position(rows.start, cols.start); B];
+                                m[..width].copy_from_slice(&xs[first + cb..][..width]);
+                                let mut skip = true;
+                                for iy in rows.clone() {
+                                    for ix in cols.clone() {
+                                        if skip {
+                                            skip = false;
+                                            continue;
+                                        }
+                                        let p = position(iy, ix);
+                                        let mut xv = [T::NEG_INFINITY; B];
+                                        xv[..width].copy_from_slice(
+                                            &xs[(iy * g.w + ix) * c + cb..][..width],
+                                        );
+                                        // Strict `>` keeps the first maximum; selects, not
+                                        // branches: random data mispredicts half of them.
+                                        for j in 0..B {
+                                            let greater = xv[j] > m[j];
+                                            m[j] = if greater { xv[j] } else { m[j] };
+                                            id[j] = if greater { p } else { id[j] };
+                                        }
                                     }
                                 }
-                            }
-                            for (a, i) in ar.iter_mut().zip(&idx) {
-                                *a = *i as u8;
+                                ys[o + cb..][..width].copy_from_slice(&m[..width]);
+                                for (a, i) in am[o + cb..][..width].iter_mut().zip(&id) {
+                                    *a = *i as u8;
+                                }
+                                cb += B;
                             }
                         }
                     }
