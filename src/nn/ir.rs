@@ -16,6 +16,7 @@
 //! must take weights of the same shape. Serialised, `share` names the owner and is written
 //! only when present.
 
+use super::ops::pool::MAX_POOL_WINDOW;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -1131,6 +1132,17 @@ fn infer_one(input: &Shape, op: &LayerOp) -> Result<(Shape, usize, u64), String>
             if stride.contains(&0) || size.contains(&0) {
                 return Err("pool size and stride must be at least 1".into());
             }
+            let positions = mul(size[0], size[1])?;
+            if matches!(op, LayerOp::MaxPool { .. }) && positions > MAX_POOL_WINDOW {
+                return Err(format!(
+                    "a {}x{} max pool has {positions} window positions; at most {} are supported \
+                     (training stores the position of each maximum in one byte): use a smaller \
+                     window, or `globalavgpool` for a pool over the whole map",
+                    size[0],
+                    size[1],
+                    MAX_POOL_WINDOW
+                ));
+            }
             let oh = spatial_out(h, size[0], stride[0], *padding)
                 .map_err(|m| format!("{}x{} pool on a {h}x{w} feature map: {m}", size[0], size[1]))?;
             let ow = spatial_out(w, size[1], stride[1], *padding)
@@ -1465,6 +1477,36 @@ mod tests {
         };
         let ir = ModelIr::build("m", vec![5, 5, 1], vec![(None, op)]).unwrap();
         assert_eq!(ir.output(), &vec![3, 3, 1]);
+    }
+
+    #[test]
+    fn max_pool_windows_fit_a_byte() {
+        let op = |kind: &str, size: [usize; 2]| {
+            let (stride, padding) = ([1, 1], Padding::Valid);
+            if kind == "max" {
+                LayerOp::MaxPool {
+                    size,
+                    stride,
+                    padding,
+                }
+            } else {
+                LayerOp::AvgPool {
+                    size,
+                    stride,
+                    padding,
+                }
+            }
+        };
+        let build = |op| ModelIr::build("m", vec![20, 20, 1], vec![(None, op)]);
+        assert_eq!(build(op("max", [16, 16])).unwrap().output(), &vec![5, 5, 1]);
+        let err = build(op("max", [17, 16])).unwrap_err().to_string();
+        assert!(
+            err.contains("17x16 max pool has 272 window positions"),
+            "{err}"
+        );
+        assert!(err.contains("at most 256"), "{err}");
+        // Average pooling stores no argmax.
+        assert_eq!(build(op("avg", [17, 16])).unwrap().output(), &vec![4, 5, 1]);
     }
 
     fn sharing(name: &str, op: LayerOp, from: &[&str], owner: &str) -> LayerSpec {

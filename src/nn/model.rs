@@ -142,7 +142,8 @@ pub(crate) enum Scratch {
         var: Vec<f32>,
     },
     Mask(Vec<f32>),
-    Argmax(Vec<u32>),
+    /// Per max-pool output, the position of its maximum inside the window (`ops::pool`).
+    Argmax(Vec<u8>),
 }
 
 impl Scratch {
@@ -152,7 +153,7 @@ impl Scratch {
             Scratch::Conv(c) => c.bytes(),
             Scratch::Norm { mean, inv_std, var } => (mean.len() + inv_std.len() + var.len()) * 4,
             Scratch::Mask(m) => m.len() * 4,
-            Scratch::Argmax(a) => a.len() * 4,
+            Scratch::Argmax(a) => a.len(),
         }
     }
 }

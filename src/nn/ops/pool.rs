@@ -1,5 +1,6 @@
-//! Max pooling (argmax stored in the forward pass; first maximum wins ties, like PyTorch),
-//! average pooling (Keras "same" averages only the real pixels) and global average pooling.
+//! Max pooling (in training the forward stores, per output, the position of the first maximum
+//! inside its window as one byte; ties go to the first, like PyTorch), average pooling (Keras
+//! "same" averages only the real pixels) and global average pooling.
 
 use super::super::ir::Padding;
 use super::super::real::Real;
@@ -51,20 +52,34 @@ impl PoolGeom {
     pub fn out_len(&self) -> usize {
         self.oh * self.ow * self.c
     }
+    /// The input row and column of output pixel (oy, ox)'s unclipped window origin (negative
+    /// inside "same" padding).
+    fn origin(&self, oy: usize, ox: usize) -> (isize, isize) {
+        (
+            (oy * self.sh) as isize - self.pad_top as isize,
+            (ox * self.sw) as isize - self.pad_left as isize,
+        )
+    }
     /// The in-bounds input rows and columns of output pixel (oy, ox).
     fn window(&self, oy: usize, ox: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
-        let y0 = (oy * self.sh) as isize - self.pad_top as isize;
-        let x0 = (ox * self.sw) as isize - self.pad_left as isize;
+        let (y0, x0) = self.origin(oy, ox);
         let ys = y0.max(0) as usize..((y0 + self.kh as isize).min(self.h as isize)) as usize;
         let xs = x0.max(0) as usize..((x0 + self.kw as isize).min(self.w as isize)) as usize;
         (ys, xs)
     }
 }
 
+/// The most positions a max-pool window may have: the training argmax is one byte per output
+/// element, the window position `ky * kw + kx` in scan order (0..=255).
+pub const MAX_POOL_WINDOW: usize = 256;
+
 /// Max over each window. With `argmax` (training) it also records, per output element, the
-/// index inside the sample of the first maximum in scan order (ties go to the first, like
-/// PyTorch); without it (inference) it is a plain vectorisable max.
-pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: Option<&mut [u32]>) {
+/// position of the first maximum inside its window, `ky * kw + kx` counted from the
+/// *unclipped* window's origin (row `oy * sh - pad_top`, column `ox * sw - pad_left`), so with
+/// "same" padding an edge window's first real pixel need not be position 0. Ties go to the
+/// first in scan order, like PyTorch. Without it (inference) it is a plain vectorisable max.
+/// Windows must have at most [`MAX_POOL_WINDOW`] positions (the model checker refuses more).
+pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: Option<&mut [u8]>) {
     let c = g.c;
     match argmax {
         None => x
@@ -87,51 +102,78 @@ pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: Opti
                     }
                 }
             }),
-        Some(argmax) => x
-            .par_chunks(g.in_len())
-            .zip(
-                y.par_chunks_mut(g.out_len())
-                    .zip(argmax.par_chunks_mut(g.out_len())),
-            )
-            .for_each(|(xs, (ys, am))| {
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        let o = (oy * g.ow + ox) * c;
-                        let (yr, ar) = (&mut ys[o..o + c], &mut am[o..o + c]);
-                        let (rows, cols) = g.window(oy, ox);
-                        let mut first = true;
-                        for iy in rows {
-                            for ix in cols.clone() {
-                                let base = (iy * g.w + ix) * c;
-                                let xr = &xs[base..base + c];
-                                if first {
-                                    yr.copy_from_slice(xr);
-                                    for (ch, a) in ar.iter_mut().enumerate() {
-                                        *a = (base + ch) as u32;
+        Some(argmax) => {
+            assert!(
+                g.kh * g.kw <= MAX_POOL_WINDOW,
+                "max-pool window of {} positions reached the kernel; the checker refuses it",
+                g.kh * g.kw
+            );
+            // Channels in blocks of 8 kept in registers across the window: the running
+            // index in 32-bit lanes, as wide as the compare's mask, so each select is one
+            // blend; narrowed to bytes once per block. Lanes past the last channel hold -inf,
+            // never greater, and are not stored.
+            const B: usize = 8;
+            x.par_chunks(g.in_len())
+                .zip(
+                    y.par_chunks_mut(g.out_len())
+                        .zip(argmax.par_chunks_mut(g.out_len())),
+                )
+                .for_each(|(xs, (ys, am))| {
+                    for oy in 0..g.oh {
+                        for ox in 0..g.ow {
+                            let o = (oy * g.ow + ox) * c;
+                            let (y0, x0) = g.origin(oy, ox);
+                            let (rows, cols) = g.window(oy, ox);
+                            let position = |iy: usize, ix: usize| {
+                                ((iy as isize - y0) as usize * g.kw + (ix as isize - x0) as usize)
+                                    as u32
+                            };
+                            let first = (rows.start * g.w + cols.start) * c;
+                            let mut cb = 0;
+                            while cb < c {
+                                let width = B.min(c - cb);
+                                let mut m = [T::NEG_INFINITY; B];
+                                let mut id = [position(rows.start, cols.start); B];
+                                m[..width].copy_from_slice(&xs[first + cb..][..width]);
+                                let mut skip = true;
+                                for iy in rows.clone() {
+                                    for ix in cols.clone() {
+                                        if skip {
+                                            skip = false;
+                                            continue;
+                                        }
+                                        let p = position(iy, ix);
+                                        let mut xv = [T::NEG_INFINITY; B];
+                                        xv[..width].copy_from_slice(
+                                            &xs[(iy * g.w + ix) * c + cb..][..width],
+                                        );
+                                        // Strict `>` keeps the first maximum; selects, not
+                                        // branches: random data mispredicts half of them.
+                                        for j in 0..B {
+                                            let greater = xv[j] > m[j];
+                                            m[j] = if greater { xv[j] } else { m[j] };
+                                            id[j] = if greater { p } else { id[j] };
+                                        }
                                     }
-                                    first = false;
-                                    continue;
                                 }
-                                // Strict `>` keeps the first maximum; selects, not branches,
-                                // because random data mispredicts half of them.
-                                let base32 = base as u32;
-                                for (ch, ((yv, av), xv)) in
-                                    yr.iter_mut().zip(ar.iter_mut()).zip(xr).enumerate()
-                                {
-                                    let greater = *xv > *yv;
-                                    *yv = if greater { *xv } else { *yv };
-                                    *av = if greater { base32 + ch as u32 } else { *av };
+                                ys[o + cb..][..width].copy_from_slice(&m[..width]);
+                                for (a, i) in am[o + cb..][..width].iter_mut().zip(&id) {
+                                    *a = *i as u8;
                                 }
+                                cb += B;
                             }
                         }
                     }
-                }
-            }),
+                })
+        }
     }
 }
 
-/// Training backward: scatter through the stored argmax.
-pub fn maxpool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u32], dx: &mut [T]) {
+/// Training backward: each output gradient is added to the input its window index names
+/// (position recomputed from the output position), outputs in order, so overlapping windows
+/// add in the same order as a scatter through full input positions.
+pub fn maxpool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u8], dx: &mut [T]) {
+    let c = g.c;
     dx.par_chunks_mut(g.in_len())
         .zip(
             dy.par_chunks(g.out_len())
@@ -139,8 +181,23 @@ pub fn maxpool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u32], dx: &mu
         )
         .for_each(|(dxs, (dys, am))| {
             dxs.fill(T::ZERO);
-            for (d, &a) in dys.iter().zip(am) {
-                dxs[a as usize] += *d;
+            // Per window position, the offset of its pixel in the sample (wrapping for the
+            // positions a clipped window lacks; the forward never names those).
+            let mut offset = vec![0usize; g.kh * g.kw];
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let (y0, x0) = g.origin(oy, ox);
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let pixel = (y0 + ky as isize) * g.w as isize + x0 + kx as isize;
+                            offset[ky * g.kw + kx] = (pixel * c as isize) as usize;
+                        }
+                    }
+                    let o = (oy * g.ow + ox) * c;
+                    for (ch, (d, &a)) in dys[o..o + c].iter().zip(&am[o..o + c]).enumerate() {
+                        dxs[offset[a as usize].wrapping_add(ch)] += *d;
+                    }
+                }
             }
         });
 }
@@ -334,6 +391,141 @@ mod tests {
         assert_eq!(dx, vec![1.0, 10.0, 0.0]);
         maxpool_backward_recompute(&g, &x, &y, &[1.0, 10.0], &mut dx);
         assert_eq!(dx, vec![1.0, 10.0, 0.0]);
+    }
+
+    /// The routing the byte index must reproduce, written plainly: per sample, output pixel
+    /// and channel, scan the clipped window, keep the first strict maximum and its position
+    /// in the sample; backward adds each output gradient at that position, outputs in order.
+    fn reference_maxpool(
+        g: &PoolGeom,
+        n: usize,
+        x: &[f32],
+        dy: &[f32],
+    ) -> (Vec<f32>, Vec<usize>, Vec<f32>) {
+        let (mut y, mut pos) = (vec![0.0; n * g.out_len()], vec![0; n * g.out_len()]);
+        let mut dx = vec![0.0; x.len()];
+        for s in 0..n {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    for ch in 0..g.c {
+                        let o = s * g.out_len() + (oy * g.ow + ox) * g.c + ch;
+                        let (rows, cols) = g.window(oy, ox);
+                        let mut best: Option<(f32, usize)> = None;
+                        for iy in rows {
+                            for ix in cols.clone() {
+                                let p = (iy * g.w + ix) * g.c + ch;
+                                let v = x[s * g.in_len() + p];
+                                if best.is_none_or(|(b, _)| v > b) {
+                                    best = Some((v, p));
+                                }
+                            }
+                        }
+                        let (v, p) = best.unwrap();
+                        y[o] = v;
+                        pos[o] = p;
+                        dx[s * g.in_len() + p] += dy[o];
+                    }
+                }
+            }
+        }
+        (y, pos, dx)
+    }
+
+    #[test]
+    fn byte_argmax_routes_like_the_reference() {
+        let n = 3;
+        for channels in [1, 3, 16, 67] {
+            for (name, g) in [
+                (
+                    "3x3 stride 2, overlapping",
+                    PoolGeom::new([7, 8, channels], [3, 3], [2, 2], Padding::Valid),
+                ),
+                (
+                    "3x3 stride 1 same, clipped at all edges",
+                    PoolGeom::new([5, 6, channels], [3, 3], [1, 1], Padding::Same),
+                ),
+                (
+                    "2x2 stride 3, gaps",
+                    PoolGeom::new([8, 7, channels], [2, 2], [3, 3], Padding::Valid),
+                ),
+                (
+                    "2x2 stride 2 same, odd input",
+                    PoolGeom::new([5, 7, channels], [2, 2], [2, 2], Padding::Same),
+                ),
+                (
+                    "2x3 stride 1x2 same",
+                    PoolGeom::new([5, 6, channels], [2, 3], [1, 2], Padding::Same),
+                ),
+                (
+                    "4x4 stride 3 same",
+                    PoolGeom::new([7, 9, channels], [4, 4], [3, 3], Padding::Same),
+                ),
+                (
+                    "16x16, index 255",
+                    PoolGeom::new([17, 17, channels], [16, 16], [1, 1], Padding::Valid),
+                ),
+            ] {
+                // Few levels, so ties are common and the first-maximum rule is exercised.
+                let mut x = values(n * g.in_len(), 3 + channels as u64)
+                    .iter()
+                    .map(|v| (v * 4.0).round() as f32 * 0.25)
+                    .collect::<Vec<f32>>();
+                if name.starts_with("16x16") {
+                    // A maximum at the last pixel of the first window: position 255.
+                    x[(15 * g.w + 15) * channels] = 2.0;
+                }
+                let dy: Vec<f32> = values(n * g.out_len(), 5)
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect();
+                let (y_ref, pos_ref, dx_ref) = reference_maxpool(&g, n, &x, &dy);
+                let run = |threads: usize| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap()
+                        .install(|| {
+                            let mut y = vec![0.0; n * g.out_len()];
+                            let mut am = vec![0u8; y.len()];
+                            maxpool_forward(&g, &x, &mut y, Some(&mut am));
+                            let mut dx = vec![f32::NAN; x.len()];
+                            maxpool_backward(&g, &dy, &am, &mut dx);
+                            (y, am, dx)
+                        })
+                };
+                let (y, am, dx) = run(1);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&y),
+                    bits(&y_ref),
+                    "{name}, {channels} channels: forward"
+                );
+                assert_eq!(
+                    bits(&dx),
+                    bits(&dx_ref),
+                    "{name}, {channels} channels: backward"
+                );
+                // The stored byte is the position in the unclipped window, origin in the padding.
+                for (o, (&a, &p)) in am.iter().zip(&pos_ref).enumerate() {
+                    let pixel = o % g.out_len() / channels;
+                    let (y0, x0) = g.origin(pixel / g.ow, pixel % g.ow);
+                    let (iy, ix) = ((p / channels / g.w) as isize, (p / channels % g.w) as isize);
+                    let expect = (iy - y0) as usize * g.kw + (ix - x0) as usize;
+                    assert_eq!(
+                        a as usize, expect,
+                        "{name}, {channels} channels: index at {o}"
+                    );
+                }
+                if name.starts_with("16x16") {
+                    assert_eq!(am[0], 255, "the last window position is reachable");
+                }
+                assert_eq!(
+                    run(3),
+                    (y, am, dx),
+                    "{name}, {channels} channels: 3 threads"
+                );
+            }
+        }
     }
 
     #[test]
