@@ -210,6 +210,20 @@ struct ConvPart<T> {
     dbias: Vec<T>,
 }
 
+impl<T: Real> ConvPart<T> {
+    /// Zeroes the part's kernel gradient and sums its output gradient's rows (`f` filters
+    /// each) into its bias gradient, in row order.
+    fn start_gradients(&mut self, dy: &[T], f: usize) {
+        self.dkernel.fill(T::ZERO);
+        self.dbias.fill(T::ZERO);
+        for row in dy.chunks(f) {
+            for (b, d) in self.dbias.iter_mut().zip(row) {
+                *b += *d;
+            }
+        }
+    }
+}
+
 impl<T: Real> ConvScratch<T> {
     pub fn new(g: &ConvGeom, n: usize, backward: bool) -> Self {
         let per_part = samples_per_part(n);
@@ -507,13 +521,7 @@ fn direct_params<T: Real>(
         .zip(dy.par_chunks(per_part * g.out_len()))
         .zip(scratch.parts.par_iter_mut())
         .for_each(|((xp, dyp), part)| {
-            part.dkernel.fill(T::ZERO);
-            part.dbias.fill(T::ZERO);
-            for row in dyp.chunks(f) {
-                for (b, d) in part.dbias.iter_mut().zip(row) {
-                    *b += *d;
-                }
-            }
+            part.start_gradients(dyp, f);
             for (xs, dys) in xp.chunks(g.in_len()).zip(dyp.chunks(g.out_len())) {
                 direct::pad(g, xs, &mut part.padded);
                 timed_product(|| direct::dkernel_sample(g, &part.padded, dys, &mut part.dkernel));
@@ -579,13 +587,7 @@ fn backward_im2col<T: Real>(
     let want_params = params.is_some();
     let work = |((xp, dyp), (part, dxp)): PartWork<T>| {
         if want_params {
-            part.dkernel.fill(T::ZERO);
-            part.dbias.fill(T::ZERO);
-            for row in dyp.chunks(f) {
-                for (b, d) in part.dbias.iter_mut().zip(row) {
-                    *b += *d;
-                }
-            }
+            part.start_gradients(dyp, f);
         }
         dxp.fill(T::ZERO);
         let samples = xp.len() / g.in_len();
@@ -698,13 +700,7 @@ fn backward_pointwise<T: Real>(
     let want_params = params.is_some();
     let work = |((xp, dyp), (part, dxp)): PartWork<T>| {
         if want_params {
-            part.dkernel.fill(T::ZERO);
-            part.dbias.fill(T::ZERO);
-            for row in dyp.chunks(f) {
-                for (b, d) in part.dbias.iter_mut().zip(row) {
-                    *b += *d;
-                }
-            }
+            part.start_gradients(dyp, f);
         }
         let samples = xp.len() / g.in_len();
         for s0 in (0..samples).step_by(chunk) {
