@@ -15,11 +15,9 @@ pub fn activate<T: Real>(act: Activation, y: &mut [T], last: usize) {
     match act {
         Activation::Linear => {}
         Activation::Softmax => y.par_chunks_mut(last).for_each(softmax_row),
-        _ => y.par_chunks_mut(CHUNK).for_each(|ys| {
-            for v in ys.iter_mut() {
-                *v = apply(act, *v);
-            }
-        }),
+        _ => y
+            .par_chunks_mut(CHUNK)
+            .for_each(|ys| activate_part(act, ys)),
     }
 }
 
@@ -27,9 +25,27 @@ pub fn activate<T: Real>(act: Activation, y: &mut [T], last: usize) {
 /// part is in cache). Not for softmax, which needs whole rows of its axis.
 pub fn activate_part<T: Real>(act: Activation, ys: &mut [T]) {
     debug_assert!(act != Activation::Softmax, "softmax is not element-wise");
-    if act != Activation::Linear {
-        for v in ys.iter_mut() {
-            *v = apply(act, *v);
+    // ReLU and ReLU6 (every MobileNet block) as selects in loops of their own, which the
+    // compiler vectorises; through `apply`'s match they ran one value at a time. Same values,
+    // except that a negative zero or NaN comes out as +0.
+    match act {
+        Activation::Linear => {}
+        Activation::Relu => {
+            for v in ys.iter_mut() {
+                *v = if *v > T::ZERO { *v } else { T::ZERO };
+            }
+        }
+        Activation::Relu6 => {
+            let six = T::from_f64(6.0);
+            for v in ys.iter_mut() {
+                let r = if *v > T::ZERO { *v } else { T::ZERO };
+                *v = if r < six { r } else { six };
+            }
+        }
+        _ => {
+            for v in ys.iter_mut() {
+                *v = apply(act, *v);
+            }
         }
     }
 }
@@ -103,9 +119,28 @@ pub fn activate_backward<T: Real>(act: Activation, y: &[T], dy: &mut [T], last: 
         _ => dy
             .par_chunks_mut(CHUNK)
             .zip(y.par_chunks(CHUNK))
-            .for_each(|(ds, ys)| {
-                for (d, y) in ds.iter_mut().zip(ys) {
-                    *d *= derivative(act, *y);
+            .for_each(|(ds, ys)| match act {
+                // Selects rather than a multiply by a 0/1 derivative, so they vectorise; a
+                // gradient stopped there is +0 (it was ±0, or NaN for an infinite one).
+                Activation::Relu => {
+                    for (d, y) in ds.iter_mut().zip(ys) {
+                        *d = if *y > T::ZERO { *d } else { T::ZERO };
+                    }
+                }
+                Activation::Relu6 => {
+                    let six = T::from_f64(6.0);
+                    for (d, y) in ds.iter_mut().zip(ys) {
+                        *d = if *y > T::ZERO && *y < six {
+                            *d
+                        } else {
+                            T::ZERO
+                        };
+                    }
+                }
+                _ => {
+                    for (d, y) in ds.iter_mut().zip(ys) {
+                        *d *= derivative(act, *y);
+                    }
                 }
             }),
     }
