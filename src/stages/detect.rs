@@ -530,15 +530,7 @@ fn coco(
     found: &DetectArtifact,
     keep: Option<&[bool]>,
 ) -> Result<(BoxEvaluation, Vec<String>), StageError> {
-    let named = named(found);
-    let pooled = set.classes().len() != 1 && !named;
-    let names = if pooled {
-        vec!["object".to_string()]
-    } else if named {
-        found.class_names.clone()
-    } else {
-        set.classes().to_vec()
-    };
+    let (pooled, names) = scored_classes(set, found);
     let mut truth = field_truth(&set.objects, pooled);
     if let Some(keep) = keep {
         truth = keep_group(&truth, keep);
@@ -570,6 +562,19 @@ fn coco(
     )
     .map_err(stage_error)?;
     Ok((eval, names))
+}
+
+/// Whether the detections are scored pooled into one class `object`, and the class names
+/// they are scored under.
+fn scored_classes(set: &FieldSet, found: &DetectArtifact) -> (bool, Vec<String>) {
+    let named = named(found);
+    if set.classes().len() != 1 && !named {
+        (true, vec!["object".to_string()])
+    } else if named {
+        (false, found.class_names.clone())
+    } else {
+        (false, set.classes().to_vec())
+    }
 }
 
 /// The comparison's line: COCO's headline figures, then the same detections scored on the
@@ -604,7 +609,7 @@ fn detector_scores(
         isolated: group(false)?,
         blended: group(true)?,
         ar1_ceiling: ar1_ceiling(
-            &field_truth(&set.objects, found.class_names.len() == 1 || !named(found)),
+            &field_truth(&set.objects, scored_classes(set, found).0),
             set.len(),
         ),
     })
