@@ -168,7 +168,7 @@ fn first_layer_comparison(options: &BenchOptions) -> [(f64, f64); 2] {
     let n = options.batch;
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let x: Vec<f32> = (0..n * g.in_len()).map(|_| rng.gen()).collect();
-    let dy: Vec<f32> = (0..n * g.out_len()).map(|_| rng.gen()).collect();
+    let mut dy: Vec<f32> = (0..n * g.out_len()).map(|_| rng.gen()).collect();
     let k: Vec<f32> = (0..g.kernel_len()).map(|_| rng.gen()).collect();
     let b = vec![0.1f32; g.filters];
     let (mut dk, mut db) = (vec![0.0f32; k.len()], vec![0.0f32; b.len()]);
@@ -186,7 +186,8 @@ fn first_layer_comparison(options: &BenchOptions) -> [(f64, f64); 2] {
                 n,
                 &x,
                 &k,
-                &dy,
+                &mut dy,
+                None,
                 None,
                 Some((&mut dk, &mut db)),
                 &mut scratch,
@@ -205,7 +206,7 @@ fn depthwise_comparison(options: &BenchOptions) -> [(f64, f64); 2] {
     let n = 16;
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let x: Vec<f32> = (0..n * g.in_len()).map(|_| rng.gen()).collect();
-    let dy: Vec<f32> = (0..n * g.out_len()).map(|_| rng.gen()).collect();
+    let mut dy: Vec<f32> = (0..n * g.out_len()).map(|_| rng.gen()).collect();
     let k: Vec<f32> = (0..g.kernel_len()).map(|_| rng.gen()).collect();
     let b = vec![0.1f32; g.filters];
     let (mut dk, mut db) = (vec![0.0f32; k.len()], vec![0.0f32; b.len()]);
@@ -224,7 +225,8 @@ fn depthwise_comparison(options: &BenchOptions) -> [(f64, f64); 2] {
                 n,
                 &x,
                 &k,
-                &dy,
+                &mut dy,
+                None,
                 Some(&mut dx),
                 Some((&mut dk, &mut db)),
                 &mut scratch,

@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod frozen;
+mod fusion;
 pub mod gemm;
 mod graph;
 pub mod io;
@@ -32,8 +33,10 @@ pub mod real;
 /// 2: models as graphs, label smoothing applied;
 /// 3: direct convolution for few input channels (its sums round in another order);
 /// 4: the depthwise convolution kernel (its sums, and the bias gradient's, round in another
-/// order than grouped im2col's).
-pub const ENGINE_EPOCH: u32 = 4;
+/// order than grouped im2col's);
+/// 5: training batchnorm's statistics in one pass, per-sample moments in f64 about the
+/// running mean (the same loop in a convolution's epilogue when the two are fused).
+pub const ENGINE_EPOCH: u32 = 5;
 
 pub use error::EngineError;
 pub use model::Param;

@@ -25,8 +25,8 @@ use super::ops::merge::{
     weighted_sum_backward, weighted_sum_forward,
 };
 use super::ops::norm::{
-    affine_part, batchnorm_infer_backward, batchnorm_infer_forward, batchnorm_train_backward,
-    batchnorm_train_forward, infer_affine, update_running,
+    batchnorm_infer_backward, batchnorm_infer_forward, batchnorm_train_backward,
+    batchnorm_train_forward, moment_shift, update_running, BatchStats,
 };
 use super::ops::pool::{
     avgpool_backward, avgpool_forward, global_avgpool_backward, global_avgpool_forward,
@@ -178,6 +178,9 @@ pub(crate) struct Model {
     pub(crate) heads: Vec<Head>,
     /// Operators time their kernels (`Network::profile`).
     pub(crate) profiling: bool,
+    /// Whether graphs fuse a convolution with the batchnorm after it (`fusion`); off only to
+    /// compare with the layers run apart (tests, `gpl bench engine`).
+    pub(crate) fusion: bool,
     /// Per layer: for one sharing another's weights, its own kernel and bias gradients.
     pub(crate) shared_grads: Vec<Option<[Vec<f32>; 2]>>,
 }
@@ -546,6 +549,7 @@ impl Model {
             seed,
             heads,
             profiling: false,
+            fusion: true,
             shared_grads,
         })
     }
@@ -575,89 +579,6 @@ impl Model {
         self.heads[0]
     }
 
-    /// Whether layer `i` (a convolution) and layer `i + 1` (batchnorm in inference mode) can
-    /// run as one pass (`forward_conv_bn`).
-    pub(crate) fn fusible_conv_bn(&self, i: usize) -> bool {
-        let (Some(conv), Some(norm)) = (self.layers.get(i), self.layers.get(i + 1)) else {
-            return false;
-        };
-        // The convolution's own output is never written: nothing else may need it.
-        let read_elsewhere = self.heads.iter().any(|h| h.layer == i)
-            || self
-                .layers
-                .iter()
-                .enumerate()
-                .any(|(j, l)| j != i + 1 && l.inputs.contains(&Source::Layer(i)));
-        norm.inputs == [Source::Layer(i)]
-            && !read_elsewhere
-            && matches!(
-                (conv.kernel, norm.kernel),
-                (Kernel::Conv { .. }, Kernel::BatchNorm { .. })
-            )
-            && !norm.bn_training(false)
-            && conv.act != Activation::Softmax
-            && norm.act != Activation::Softmax
-    }
-
-    /// Layer `i` (a convolution) and layer `i + 1` (batchnorm in inference mode) in one pass,
-    /// output to `y` (the batchnorm's output); the activation and normalisation are applied
-    /// while each part is in cache. Same arithmetic as the two layers run apart, so the
-    /// outputs are bit-identical. Callers check `fusible_conv_bn` first.
-    pub(crate) fn forward_conv_bn(
-        &self,
-        i: usize,
-        scratch: &mut Scratch,
-        x: &[f32],
-        y: &mut [f32],
-        n: usize,
-    ) {
-        assert!(
-            self.fusible_conv_bn(i),
-            "layers {i} and {} do not fuse",
-            i + 1
-        );
-        let (conv, norm) = (&self.layers[i], &self.layers[i + 1]);
-        let (
-            Kernel::Conv { geom, kernel, bias },
-            Kernel::BatchNorm {
-                eps,
-                gamma,
-                beta,
-                mean,
-                var,
-                ..
-            },
-            Scratch::Conv(s),
-        ) = (conv.kernel, norm.kernel, scratch)
-        else {
-            unreachable!("checked by fusible_conv_bn");
-        };
-        let p = &self.params;
-        let (scale, shift) = infer_affine(
-            eps,
-            &p[gamma].value,
-            &p[beta].value,
-            &p[mean].value,
-            &p[var].value,
-        );
-        let (conv_act, norm_act) = (conv.act, norm.act);
-        let epilogue = |part: &mut [f32]| {
-            activation::activate_part(conv_act, part);
-            affine_part(&scale, &shift, part);
-            activation::activate_part(norm_act, part);
-        };
-        conv2d_forward(
-            &geom,
-            n,
-            x,
-            &p[kernel].value,
-            &p[bias].value,
-            y,
-            s,
-            Some(&epilogue),
-        );
-    }
-
     /// One layer's kernel and activation, inputs `xs` (in the layer's input order) → `y`.
     pub(crate) fn forward_layer(
         &self,
@@ -677,7 +598,7 @@ impl Model {
             {
                 // The activation as the convolution's epilogue, while each part is in cache.
                 let act = layer.act;
-                let epilogue = |part: &mut [f32]| activation::activate_part(act, part);
+                let epilogue = |_: usize, part: &mut [f32]| activation::activate_part(act, part);
                 conv2d_forward(
                     &geom,
                     n,
@@ -726,13 +647,17 @@ impl Model {
                     batchnorm_train_forward(
                         c,
                         eps,
+                        n,
+                        &moment_shift(&p[mean].value),
                         x,
                         &p[gamma].value,
                         &p[beta].value,
                         y,
-                        bm,
-                        inv_std,
-                        bv,
+                        BatchStats {
+                            mean: bm,
+                            inv_std,
+                            var: bv,
+                        },
                     );
                 } else {
                     let (g, b) = (&p[gamma].value, &p[beta].value);
@@ -779,10 +704,14 @@ impl Model {
     ) {
         let layer = &self.layers[i];
         let x = xs[0];
+        // A convolution's activation backward runs in its prologue, block by block with the
+        // bias gradient's sum (softmax needs whole rows of its own axis).
+        let in_prologue =
+            matches!(layer.kernel, Kernel::Conv { .. }) && layer.act != Activation::Softmax;
         if layer.act.needs_input() {
             // Only a layer of its own (a copy) has such an activation: its input is `x`.
             activation::activate_backward_from_input(layer.act, x, dy);
-        } else {
+        } else if !in_prologue {
             activation::activate_backward(layer.act, y, dy, layer.last);
         }
         let with_params = param_grads && layer.trainable;
@@ -833,12 +762,17 @@ impl Model {
         match (layer.kernel, scratch) {
             (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) => {
                 let [mut gk, mut gb] = take_grads(p, own, [kernel, bias]);
+                let (act, f) = (layer.act, geom.filters);
+                let prologue = |row: usize, d: &mut [f32]| {
+                    activation::activate_backward_part(act, &y[row * f..][..d.len()], d)
+                };
                 conv2d_backward(
                     &geom,
                     n,
                     x,
                     &p[kernel].value,
                     dy,
+                    (in_prologue && act != Activation::Linear).then_some(&prologue as _),
                     dx,
                     with_params.then_some((&mut gk[..], &mut gb[..])),
                     s,
@@ -1026,7 +960,7 @@ impl Model {
 
 /// The buffers a layer's backward writes its weight gradients `ids` into: the parameters'
 /// own, or a sharing layer's `own` (added in by `Model::sum_shared_gradients`).
-fn take_grads(
+pub(crate) fn take_grads(
     params: &mut [Param],
     own: &mut Option<[Vec<f32>; 2]>,
     ids: [usize; 2],
@@ -1038,7 +972,7 @@ fn take_grads(
 }
 
 /// Gives back what `take_grads` took.
-fn put_grads(
+pub(crate) fn put_grads(
     params: &mut [Param],
     own: &mut Option<[Vec<f32>; 2]>,
     ids: [usize; 2],

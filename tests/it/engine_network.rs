@@ -380,6 +380,82 @@ fn fused_inference_matches_the_layers_run_one_by_one() {
     );
 }
 
+/// Convolutions by each method before a batchnorm: direct (2 input channels), im2col and
+/// pointwise, the last batchnorm followed by its own relu6 layer.
+fn conv_bn_stack() -> ModelIr {
+    let norm = || LayerOp::BatchNorm {
+        momentum: 0.9,
+        epsilon: 1e-3,
+    };
+    let ops = vec![
+        conv(8, 3, 1, Padding::Same, Activation::Relu),
+        norm(),
+        LayerOp::MaxPool {
+            size: [2, 2],
+            stride: [2, 2],
+            padding: Padding::Valid,
+        },
+        conv(16, 3, 1, Padding::Same, Activation::Relu6),
+        norm(),
+        conv(8, 1, 1, Padding::Valid, Activation::Linear),
+        norm(),
+        LayerOp::Activation(Activation::Relu6),
+        LayerOp::GlobalAvgPool,
+        LayerOp::Dense {
+            units: 3,
+            activation: Activation::Softmax,
+            regularizer: Regularizer::default(),
+        },
+    ];
+    ModelIr::build(
+        "conv_bn_stack",
+        vec![10, 9, 2],
+        ops.into_iter().map(|o| (None, o)).collect(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn fused_training_matches_the_layers_run_one_by_one() {
+    // Every convolution → batchnorm pair trains as one fused operator: the same kernels and
+    // loops in the same order, so the same bits as the layers apart, step after step.
+    for (ir, per) in [
+        (conv_bn_stack(), 10 * 9 * 2),
+        (small_model(0.0), 9 * 7 * 2),
+        (depthwise_model(), 13 * 11 * 2),
+    ] {
+        let n = 11;
+        let d = data(n, per, 3, 21);
+        let run = |fusion: bool| {
+            let mut net = Network::new(&ir, 6, OptimizerConfig::adam()).unwrap();
+            net.set_fusion(fusion);
+            let losses: Vec<f64> = (0..4)
+                .map(|_| net.train_batch(&d.batch(), 1e-2).unwrap().loss)
+                .collect();
+            let params: Vec<Vec<f32>> = net.params().iter().map(|p| p.value.clone()).collect();
+            (losses, params, net.graph_nodes(n, true).unwrap())
+        };
+        let (fused, apart) = (run(true), run(false));
+        let pairs = ir
+            .layers
+            .windows(2)
+            .filter(|w| {
+                matches!(w[0].op, LayerOp::Conv2d { .. })
+                    && matches!(w[1].op, LayerOp::BatchNorm { .. })
+            })
+            .count();
+        // Each pair is one forward and one backward node fewer.
+        assert_eq!(
+            fused.2 + 2 * pairs,
+            apart.2,
+            "{}: fusion did not run",
+            ir.name
+        );
+        assert_eq!(fused.0, apart.0, "{}: losses differ", ir.name);
+        assert!(fused.1 == apart.1, "{}: parameters differ", ir.name);
+    }
+}
+
 /// A MobileNet-style block: a depthwise convolution (groups = channels = filters, the engine's
 /// depthwise kernel) with batchnorm and relu6, then a pointwise one.
 fn depthwise_model() -> ModelIr {

@@ -1,9 +1,12 @@
-//! The fusion compiler pass for inference graphs: a convolution whose only reader is the
-//! batchnorm after it becomes one `ConvBnForward` operator, which applies the activation
-//! and normalisation in the convolution's epilogue while each part is in cache and writes
-//! the batchnorm's buffer (batchnorm alone was 12% of a forward batch when it ran apart).
+//! The fusion compiler pass: a convolution whose only reader is the batchnorm after it
+//! becomes one operator (`nn::fusion` has the arithmetic). Inference: `ConvBnForward`, the
+//! activation and normalisation in the convolution's epilogue (batchnorm alone was 12% of a
+//! forward batch when it ran apart). Training, before the autograd pass: `ConvBnTrain`, the
+//! batch moments in the epilogue, and a backward that computes the batchnorm's input gradient,
+//! the activation's backward and the bias sum in one pass (`ConvBnTrainBackward`).
 
-use super::ops::{ConvBnForward, LayerForward};
+use super::ops::{ConvBnForward, ConvBnTrain, LayerForward};
+use luminal::op::Operator;
 use luminal::prelude::{move_incoming_edge, move_outgoing_edge, Compiler, Graph, ToIdsMut};
 
 pub(crate) struct FuseConvBatchnorm;
@@ -19,7 +22,12 @@ impl Compiler for FuseConvBatchnorm {
             else {
                 continue;
             };
-            if conv.train || !conv.ctx.model.borrow().fusible_conv_bn(conv.layer) {
+            if !conv
+                .ctx
+                .model
+                .borrow()
+                .fusible_conv_bn(conv.layer, conv.train)
+            {
                 continue;
             }
             let dests = graph.get_dests(conv_node);
@@ -32,13 +40,22 @@ impl Compiler for FuseConvBatchnorm {
             if norm.layer != conv.layer + 1 {
                 continue;
             }
-            let fused = ConvBnForward {
-                ctx: conv.ctx.clone(),
-                conv: conv.layer,
-                out: norm.out.clone(),
+            let fused: Box<dyn Operator> = if conv.train {
+                Box::new(ConvBnTrain {
+                    ctx: conv.ctx.clone(),
+                    conv: conv.layer,
+                    conv_out: conv.out.clone(),
+                    out: norm.out.clone(),
+                })
+            } else {
+                Box::new(ConvBnForward {
+                    ctx: conv.ctx.clone(),
+                    conv: conv.layer,
+                    out: norm.out.clone(),
+                })
             };
             let norm_node = *norm_node;
-            let node = graph.graph.add_node(Box::new(fused));
+            let node = graph.graph.add_node(fused);
             move_incoming_edge(conv_node, node, &mut graph.graph);
             move_outgoing_edge(norm_node, node, &mut graph.graph);
             graph.graph.remove_node(conv_node);

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! Input → LayerForward(0) → … → LayerForward(out_k) → OutputLoss_k, one per output (Train)
+//!            fusion pass: conv + training batchnorm → ConvBnTrain
 //!            autograd pass:  ← LayerBackward(out_k) ← OutputLossBackward_k
 //! Input → LayerForward … ; fusion pass: conv + inference batchnorm → ConvBnForward  (Infer)
 //! Input → LayerForward … → ScoreObjective (first output); autograd w.r.t. one activation
@@ -182,7 +183,8 @@ impl Context {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Mode {
     /// Forward with batch statistics and dropout, each output's loss (the kind its batch
-    /// target names: cross-entropy, focal, smooth-L1), backward to every trainable parameter.
+    /// target names: cross-entropy, focal, smooth-L1), backward to every trainable parameter;
+    /// convolutions fused with the training batchnorm after them.
     Train,
     /// Forward in inference mode, convolutions fused with the batchnorm after them.
     Infer,
@@ -219,7 +221,7 @@ fn shape(n: usize, len: usize) -> ShapeTracker {
 }
 
 /// Builds the forward graph of `model` for batch `n`, then runs the compiler passes that
-/// `mode` needs: the autograd pass (`Train`, `Explain`) or the fusion pass (`Infer`).
+/// `mode` needs: the fusion pass (`Train`, `Infer`) and the autograd pass (`Train`, `Explain`).
 pub(crate) fn compile(
     model: &Rc<RefCell<Model>>,
     input_len: usize,
@@ -276,6 +278,7 @@ pub(crate) fn compile(
                 );
                 targets.push(t);
             }
+            graph.compile(FuseConvBatchnorm, ());
             graph.compile(
                 &Autograd::new(ctx.arena.clone(), losses, true, Vec::new()),
                 (),

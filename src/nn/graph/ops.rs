@@ -188,6 +188,117 @@ impl Operator for ConvBnForward {
     }
 }
 
+/// A training convolution and the batchnorm after it (made by the fusion pass before the
+/// autograd pass): the convolution, its activation and the batch moments in one pass over the
+/// convolution's output, then the normalisation. It keeps the convolution's output for its
+/// backward, which reads (dy, x, the batchnorm's output).
+#[derive(Debug, PartialEq)]
+pub(crate) struct ConvBnTrain {
+    pub(crate) ctx: Rc<Context>,
+    pub(crate) conv: usize,
+    pub(crate) conv_out: Buffer,
+    pub(crate) out: Buffer,
+}
+
+impl ConvBnTrain {
+    fn trainable(&self) -> bool {
+        let model = self.ctx.model.borrow();
+        model.layers[self.conv..=self.conv + 1]
+            .iter()
+            .any(|l| l.trainable && l.has_params())
+    }
+}
+
+impl Operator for ConvBnTrain {
+    fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
+        let x = input(&inp, 0).borrow();
+        let (mut y_conv, mut y) = (self.conv_out.borrow_mut(), self.out.borrow_mut());
+        let (ctx, conv, norm) = (&self.ctx, self.conv, self.conv + 1);
+        let moments = ctx.timed(conv, 0, || {
+            ctx.model.borrow().forward_conv_moments(
+                conv,
+                &mut ctx.scratch[conv].borrow_mut(),
+                &x,
+                &mut y_conv,
+                ctx.n,
+            )
+        });
+        ctx.timed(norm, 0, || {
+            ctx.model.borrow().forward_bn_from_moments(
+                norm,
+                &mut ctx.scratch[norm].borrow_mut(),
+                &moments,
+                &y_conv,
+                &mut y,
+            )
+        });
+        vec![self.out.tensor()]
+    }
+
+    fn custom(&mut self, key: &str, request: Box<dyn Any>) -> Option<Box<dyn Any>> {
+        match key {
+            TRAINABLE => Some(Box::new(self.trainable())),
+            BACKWARD => {
+                let request = request.downcast::<BackwardRequest>().ok()?;
+                let in_len = self.ctx.model.borrow().layers[self.conv].in_lens[0];
+                backward_answer(ConvBnTrainBackward {
+                    ctx: self.ctx.clone(),
+                    conv: self.conv,
+                    conv_out: self.conv_out.clone(),
+                    params: request.params && self.trainable(),
+                    dx: request.inputs[0].then(|| self.ctx.buffer(self.ctx.n * in_len)),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `ConvBnTrain`'s backward: inputs (dy, x, the batchnorm's output); output the input's
+/// gradient when asked. dy is overwritten: it becomes the convolution's output gradient.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ConvBnTrainBackward {
+    ctx: Rc<Context>,
+    conv: usize,
+    conv_out: Buffer,
+    params: bool,
+    dx: Option<Buffer>,
+}
+
+impl Operator for ConvBnTrainBackward {
+    fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
+        let mut dy = input(&inp, 0).borrow_mut();
+        let (x, y) = (input(&inp, 1).borrow(), input(&inp, 2).borrow());
+        let y_conv = self.conv_out.borrow();
+        let mut dx = self.dx.as_ref().map(Buffer::borrow_mut);
+        let (ctx, conv, norm) = (&self.ctx, self.conv, self.conv + 1);
+        let grad = ctx.timed(norm, 1, || {
+            ctx.model.borrow_mut().backward_bn_sums(
+                norm,
+                &ctx.scratch[norm].borrow(),
+                &y_conv,
+                &y,
+                &mut dy,
+                self.params,
+            )
+        });
+        ctx.timed(conv, 1, || {
+            ctx.model.borrow_mut().backward_conv_after_bn(
+                conv,
+                &mut ctx.scratch[conv].borrow_mut(),
+                &x,
+                &y_conv,
+                &grad,
+                &mut dy,
+                dx.as_deref_mut().map(Vec::as_mut_slice),
+                ctx.n,
+                self.params,
+            )
+        });
+        self.dx.iter().map(Buffer::tensor).collect()
+    }
+}
+
 /// Which loss an output trains with in the current batch, chosen by the batch's target (see
 /// `learner::Target`): the compiled graph stays the same whatever the kind.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -119,30 +119,38 @@ pub fn activate_backward<T: Real>(act: Activation, y: &[T], dy: &mut [T], last: 
         _ => dy
             .par_chunks_mut(CHUNK)
             .zip(y.par_chunks(CHUNK))
-            .for_each(|(ds, ys)| match act {
-                // Selects rather than a multiply by a 0/1 derivative, so they vectorise; a
-                // gradient stopped there is +0 (it was ±0, or NaN for an infinite one).
-                Activation::Relu => {
-                    for (d, y) in ds.iter_mut().zip(ys) {
-                        *d = if *y > T::ZERO { *d } else { T::ZERO };
-                    }
-                }
-                Activation::Relu6 => {
-                    let six = T::from_f64(6.0);
-                    for (d, y) in ds.iter_mut().zip(ys) {
-                        *d = if *y > T::ZERO && *y < six {
-                            *d
-                        } else {
-                            T::ZERO
-                        };
-                    }
-                }
-                _ => {
-                    for (d, y) in ds.iter_mut().zip(ys) {
-                        *d *= derivative(act, *y);
-                    }
-                }
-            }),
+            .for_each(|(ds, ys)| activate_backward_part(act, ys, ds)),
+    }
+}
+
+/// `activate_backward` on one contiguous part, on the calling thread (a convolution's backward
+/// prologue while the part is in cache). Not for softmax, which needs whole rows of its axis.
+pub fn activate_backward_part<T: Real>(act: Activation, ys: &[T], ds: &mut [T]) {
+    debug_assert!(act != Activation::Softmax, "softmax is not element-wise");
+    match act {
+        Activation::Linear => {}
+        // Selects rather than a multiply by a 0/1 derivative, so they vectorise; a
+        // gradient stopped there is +0 (it was ±0, or NaN for an infinite one).
+        Activation::Relu => {
+            for (d, y) in ds.iter_mut().zip(ys) {
+                *d = if *y > T::ZERO { *d } else { T::ZERO };
+            }
+        }
+        Activation::Relu6 => {
+            let six = T::from_f64(6.0);
+            for (d, y) in ds.iter_mut().zip(ys) {
+                *d = if *y > T::ZERO && *y < six {
+                    *d
+                } else {
+                    T::ZERO
+                };
+            }
+        }
+        _ => {
+            for (d, y) in ds.iter_mut().zip(ys) {
+                *d *= derivative(act, *y);
+            }
+        }
     }
 }
 

@@ -210,20 +210,6 @@ struct ConvPart<T> {
     dbias: Vec<T>,
 }
 
-impl<T: Real> ConvPart<T> {
-    /// Zeroes the part's kernel gradient and sums its output gradient's rows (`f` filters
-    /// each) into its bias gradient, in row order.
-    fn start_gradients(&mut self, dy: &[T], f: usize) {
-        self.dkernel.fill(T::ZERO);
-        self.dbias.fill(T::ZERO);
-        for row in dy.chunks(f) {
-            for (b, d) in self.dbias.iter_mut().zip(row) {
-                *b += *d;
-            }
-        }
-    }
-}
-
 impl<T: Real> ConvScratch<T> {
     pub fn new(g: &ConvGeom, n: usize, backward: bool) -> Self {
         let per_part = samples_per_part(n);
@@ -276,9 +262,15 @@ fn im2col_len(g: &ConvGeom, per_part: usize) -> usize {
     g.chunk(per_part) * g.pixels() * g.patch()
 }
 
-/// What a convolution applies to each finished part of its output while it is in cache
-/// (whole output pixels of whole samples): the inference path fuses activation and batchnorm.
-pub type Epilogue<'a, T> = &'a (dyn Fn(&mut [T]) + Sync);
+/// What a convolution applies to each finished part of its output while it is in cache:
+/// `(first row, rows)`, a row being one output pixel's filters. Whole samples, except for the
+/// depthwise kernel, whose parts are image rows. The inference path fuses activation and
+/// batchnorm; training, the activation and the batch moments.
+pub type Epilogue<'a, T> = &'a (dyn Fn(usize, &mut [T]) + Sync);
+
+/// What a convolution's backward applies to each block of its output gradient, in place,
+/// before the products: `(first row, rows)` (the activation's backward, a fused batchnorm's).
+pub type Prologue<'a, T> = &'a (dyn Fn(usize, &mut [T]) + Sync);
 
 /// y = conv(x, kernel) + bias for a batch of `n`; `y` is [n, oh, ow, filters]. With an
 /// epilogue, each part of `y` goes through it as soon as it is computed.
@@ -338,12 +330,14 @@ fn forward_direct<T: Real>(
     x.par_chunks(per_part * g.in_len())
         .zip(y.par_chunks_mut(per_part * g.out_len()))
         .zip(scratch.parts.par_iter_mut())
-        .for_each(|((xp, yp), part)| {
-            for (xs, ys) in xp.chunks(g.in_len()).zip(yp.chunks_mut(g.out_len())) {
+        .enumerate()
+        .for_each(|(p, ((xp, yp), part))| {
+            let chunks = xp.chunks(g.in_len()).zip(yp.chunks_mut(g.out_len()));
+            for (s, (xs, ys)) in chunks.enumerate() {
                 direct::pad(g, xs, &mut part.padded);
                 timed_product(|| direct::forward_sample(g, &part.padded, packed, ys));
                 if let Some(epilogue) = epilogue {
-                    epilogue(ys);
+                    epilogue((p * per_part + s) * g.pixels(), ys);
                 }
             }
         });
@@ -375,7 +369,8 @@ fn forward_im2col<T: Real>(
     x.par_chunks(per_part * g.in_len())
         .zip(y.par_chunks_mut(per_part * g.out_len()))
         .zip(scratch.parts.par_iter_mut())
-        .for_each(|((xp, yp), part)| {
+        .enumerate()
+        .for_each(|(p, ((xp, yp), part))| {
             for row in yp.chunks_mut(f) {
                 row.copy_from_slice(bias);
             }
@@ -404,7 +399,10 @@ fn forward_im2col<T: Real>(
                     );
                 }
                 if let Some(epilogue) = epilogue {
-                    epilogue(&mut yp[s0 * pixels * f..s1 * pixels * f]);
+                    epilogue(
+                        (p * per_part + s0) * pixels,
+                        &mut yp[s0 * pixels * f..s1 * pixels * f],
+                    );
                 }
             }
         });
@@ -427,7 +425,8 @@ fn forward_pointwise<T: Real>(
     let (pixels, c, f) = (g.pixels(), g.c, g.filters);
     x.par_chunks(per_part * g.in_len())
         .zip(y.par_chunks_mut(per_part * g.out_len()))
-        .for_each(|(xp, yp)| {
+        .enumerate()
+        .for_each(|(p, (xp, yp))| {
             for row in yp.chunks_mut(f) {
                 row.copy_from_slice(bias);
             }
@@ -447,26 +446,43 @@ fn forward_pointwise<T: Real>(
                     1,
                 );
                 if let Some(epilogue) = epilogue {
-                    epilogue(&mut yp[s0 * pixels * f..s1 * pixels * f]);
+                    epilogue(
+                        (p * per_part + s0) * pixels,
+                        &mut yp[s0 * pixels * f..s1 * pixels * f],
+                    );
                 }
             }
         });
 }
 
-/// Gradients of conv2d given `dy` (already through the activation). Each output is optional:
-/// frozen layers skip the kernel/bias products, the first layer skips the input gradient.
+/// Gradients of conv2d given `dy`, the gradient of its output; with a prologue (the
+/// activation's backward, a fused batchnorm's), `dy` goes through it first, in place, block
+/// by block together with the bias gradient's sum. Each output is optional: frozen layers
+/// skip the kernel/bias products, the first layer skips the input gradient.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward<T: Real>(
     g: &ConvGeom,
     n: usize,
     x: &[T],
     kernel: &[T],
-    dy: &[T],
+    dy: &mut [T],
+    prologue: Option<Prologue<T>>,
     dx: Option<&mut [T]>,
     params: Option<(&mut [T], &mut [T])>,
     scratch: &mut ConvScratch<T>,
 ) {
-    conv2d_backward_by(g.method(), g, n, x, kernel, dy, dx, params, scratch)
+    conv2d_backward_by(
+        g.method(),
+        g,
+        n,
+        x,
+        kernel,
+        dy,
+        prologue,
+        dx,
+        params,
+        scratch,
+    )
 }
 
 /// `conv2d_backward` by a given method; the direct method computes the parameter gradients
@@ -478,11 +494,18 @@ pub fn conv2d_backward_by<T: Real>(
     n: usize,
     x: &[T],
     kernel: &[T],
-    dy: &[T],
+    dy: &mut [T],
+    prologue: Option<Prologue<T>>,
     dx: Option<&mut [T]>,
     params: Option<(&mut [T], &mut [T])>,
     scratch: &mut ConvScratch<T>,
 ) {
+    // The depthwise kernel sums its bias gradient inside its own pass.
+    let bias = params.is_some() && method != ConvMethod::Depthwise;
+    if prologue.is_some() || bias {
+        prepare_output_gradient(g, n, dy, prologue, bias, scratch);
+    }
+    let dy: &[T] = dy;
     match (method, params) {
         (ConvMethod::Direct, Some(params)) => {
             direct_params(g, n, x, dy, params, scratch);
@@ -505,6 +528,45 @@ pub fn conv2d_backward_by<T: Real>(
     }
 }
 
+/// Values of the output gradient a prologue handles at once: a block that stays in L1.
+const PROLOGUE_VALUES: usize = 4096;
+
+/// Each part's output gradient through `prologue`, block by block, and (with `bias`) summed
+/// into the part's bias gradient in row order, while the block is in cache: one pass where
+/// the activation's backward and the bias sum were two.
+fn prepare_output_gradient<T: Real>(
+    g: &ConvGeom,
+    n: usize,
+    dy: &mut [T],
+    prologue: Option<Prologue<T>>,
+    bias: bool,
+    scratch: &mut ConvScratch<T>,
+) {
+    let f = g.filters;
+    let part_rows = samples_per_part(n) * g.pixels();
+    let block_rows = (PROLOGUE_VALUES / f).max(1);
+    dy.par_chunks_mut(part_rows * f)
+        .zip(scratch.parts.par_iter_mut())
+        .enumerate()
+        .for_each(|(p, (dyp, part))| {
+            if bias {
+                part.dbias.fill(T::ZERO);
+            }
+            for (b, block) in dyp.chunks_mut(block_rows * f).enumerate() {
+                if let Some(prologue) = prologue {
+                    prologue(p * part_rows + b * block_rows, block);
+                }
+                if bias {
+                    for row in block.chunks(f) {
+                        for (s, d) in part.dbias.iter_mut().zip(row) {
+                            *s += *d;
+                        }
+                    }
+                }
+            }
+        });
+}
+
 /// Kernel and bias gradients by the direct method: per part, then the parts added in order.
 fn direct_params<T: Real>(
     g: &ConvGeom,
@@ -516,12 +578,11 @@ fn direct_params<T: Real>(
 ) {
     assert_eq!(g.method(), ConvMethod::Direct, "direct convolution scratch");
     let per_part = samples_per_part(n);
-    let f = g.filters;
     x.par_chunks(per_part * g.in_len())
         .zip(dy.par_chunks(per_part * g.out_len()))
         .zip(scratch.parts.par_iter_mut())
         .for_each(|((xp, dyp), part)| {
-            part.start_gradients(dyp, f);
+            part.dkernel.fill(T::ZERO);
             for (xs, dys) in xp.chunks(g.in_len()).zip(dyp.chunks(g.out_len())) {
                 direct::pad(g, xs, &mut part.padded);
                 timed_product(|| direct::dkernel_sample(g, &part.padded, dys, &mut part.dkernel));
@@ -587,7 +648,7 @@ fn backward_im2col<T: Real>(
     let want_params = params.is_some();
     let work = |((xp, dyp), (part, dxp)): PartWork<T>| {
         if want_params {
-            part.start_gradients(dyp, f);
+            part.dkernel.fill(T::ZERO);
         }
         dxp.fill(T::ZERO);
         let samples = xp.len() / g.in_len();
@@ -700,7 +761,7 @@ fn backward_pointwise<T: Real>(
     let want_params = params.is_some();
     let work = |((xp, dyp), (part, dxp)): PartWork<T>| {
         if want_params {
-            part.start_gradients(dyp, f);
+            part.dkernel.fill(T::ZERO);
         }
         let samples = xp.len() / g.in_len();
         for s0 in (0..samples).step_by(chunk) {
@@ -801,7 +862,8 @@ mod tests {
             n,
             &x,
             &k,
-            &r,
+            &mut r.clone(),
+            None,
             Some(&mut dx),
             Some((&mut dk, &mut db)),
             &mut scratch,
@@ -817,7 +879,17 @@ mod tests {
         });
         // Frozen layer path: only dx, same values.
         let mut dx2 = vec![0.0; x.len()];
-        conv2d_backward(&g, n, &x, &k, &r, Some(&mut dx2), None, &mut scratch);
+        conv2d_backward(
+            &g,
+            n,
+            &x,
+            &k,
+            &mut r.clone(),
+            None,
+            Some(&mut dx2),
+            None,
+            &mut scratch,
+        );
         assert_eq!(dx, dx2, "{name}: dx without parameter gradients");
     }
 
@@ -871,7 +943,7 @@ mod tests {
         // Stale values in the outputs must not leak into the results.
         let stale = |len: usize| vec![T::from_f64(f64::NAN); len];
         let mut y = stale(n * g.out_len());
-        let epilogue = |part: &mut [T]| {
+        let epilogue = |_: usize, part: &mut [T]| {
             for v in part {
                 *v = *v * T::from_f64(0.5) + T::ONE;
             }
@@ -884,7 +956,8 @@ mod tests {
             n,
             x,
             k,
-            r,
+            &mut r.to_vec(),
+            None,
             Some(&mut dx),
             Some((&mut dk, &mut db)),
             &mut scratch,
@@ -896,7 +969,8 @@ mod tests {
             n,
             x,
             k,
-            r,
+            &mut r.to_vec(),
+            None,
             Some(&mut dx_only),
             None,
             &mut scratch,
@@ -908,7 +982,8 @@ mod tests {
             n,
             x,
             k,
-            r,
+            &mut r.to_vec(),
+            None,
             None,
             Some((&mut dk_only, &mut db_only)),
             &mut scratch,
@@ -1061,7 +1136,8 @@ mod tests {
                 n,
                 &x,
                 &k,
-                &r,
+                &mut r.clone(),
+                None,
                 Some(dxs),
                 Some((dks, dbs)),
                 &mut scratch,
@@ -1148,7 +1224,8 @@ mod tests {
             n,
             &x64,
             &k64,
-            &f64s(&r),
+            &mut f64s(&r),
+            None,
             None,
             Some((&mut dk64, &mut db64)),
             &mut exact_scratch,
@@ -1165,7 +1242,8 @@ mod tests {
                 n,
                 &x,
                 &k,
-                &r,
+                &mut r.clone(),
+                None,
                 None,
                 Some((&mut dk, &mut db)),
                 &mut scratch,

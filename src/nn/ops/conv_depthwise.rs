@@ -332,7 +332,7 @@ pub fn forward<T: Real>(
         .for_each(|(t, out)| {
             timed_product(|| gather.rows(isa, x, t * per_task, out));
             if let Some(epilogue) = epilogue {
-                epilogue(out);
+                epilogue(t * per_task * g.ow, out);
             }
         });
 }
@@ -531,7 +531,8 @@ mod tests {
             n,
             x,
             k,
-            r,
+            &mut r.to_vec(),
+            None,
             Some(&mut dx),
             Some((&mut dk, &mut db)),
             &mut scratch,
@@ -738,7 +739,8 @@ mod tests {
             n,
             &x,
             &k,
-            &r,
+            &mut r.clone(),
+            None,
             Some(&mut dx),
             Some((&mut dk, &mut db)),
             &mut scratch,
@@ -794,7 +796,8 @@ mod tests {
                     n,
                     &x,
                     &k,
-                    &r,
+                    &mut r.clone(),
+                    None,
                     Some(&mut dx),
                     Some((&mut dk, &mut db)),
                     &mut scratch,

@@ -45,40 +45,92 @@ fn channel_sums<T: Real>(
     total
 }
 
-/// Training forward. Writes `mean` and `inv_std` (1/sqrt(var + eps)) for the backward pass.
+/// The shift the batch moments are taken about, per channel: the running mean, so the
+/// one-pass variance `E[(x − k)²] − E[x − k]²` does not cancel once the averages have moved.
+pub fn moment_shift<T: Real>(moving_mean: &[T]) -> Vec<f64> {
+    moving_mean.iter().map(|m| m.to_f64()).collect()
+}
+
+/// One sample's moments about `shift`: `out[..c]` = Σ (x − k), `out[c..]` = Σ (x − k)², in f64,
+/// rows in order. The unfused batchnorm and a convolution's epilogue (training fusion) both
+/// call this on whole samples, so they get the same bits.
+pub fn sample_moments<T: Real>(c: usize, shift: &[f64], rows: &[T], out: &mut [f64]) {
+    let (s1, s2) = out.split_at_mut(c);
+    s1.fill(0.0);
+    s2.fill(0.0);
+    for row in rows.chunks(c) {
+        for (((a, b), v), k) in s1.iter_mut().zip(s2.iter_mut()).zip(row).zip(shift) {
+            let d = v.to_f64() - *k;
+            *a += d;
+            *b += d * d;
+        }
+    }
+}
+
+/// `sample_moments` of each of the `n` samples of `x`, `[n, 2c]`.
+pub fn batch_moments<T: Real>(c: usize, n: usize, shift: &[f64], x: &[T]) -> Vec<f64> {
+    let mut moments = vec![0.0; n * 2 * c];
+    x.par_chunks(x.len() / n.max(1))
+        .zip(moments.par_chunks_mut(2 * c))
+        .for_each(|(xs, m)| sample_moments(c, shift, xs, m));
+    moments
+}
+
+/// Training forward: the batch's moments (one pass), then the normalisation. Writes `mean`,
+/// `inv_std` (1/sqrt(var + eps)) and the biased `var` for the backward and running averages.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_train_forward<T: Real>(
     c: usize,
     eps: f32,
+    n: usize,
+    shift: &[f64],
     x: &[T],
     gamma: &[T],
     beta: &[T],
     y: &mut [T],
-    mean: &mut [T],
-    inv_std: &mut [T],
-    var_out: &mut [T],
+    stats: BatchStats<T>,
 ) {
-    let rows = x.len() / c;
-    let sums = channel_sums::<T>(rows, c, |r, acc| {
-        for (a, v) in acc.iter_mut().zip(&x[r * c..(r + 1) * c]) {
-            *a += *v;
+    let moments = batch_moments(c, n, shift, x);
+    batchnorm_train_normalise(c, eps, shift, &moments, x, gamma, beta, y, stats);
+}
+
+/// Where a training forward writes the batch's statistics, per channel.
+pub struct BatchStats<'a, T> {
+    pub mean: &'a mut [T],
+    pub inv_std: &'a mut [T],
+    pub var: &'a mut [T],
+}
+
+/// The rest of the training forward once the per-sample `moments` are known (by
+/// `batch_moments`, or in a convolution's epilogue): the statistics (samples added in order),
+/// then `y = (x − mean) · inv_std · gamma + beta`.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_train_normalise<T: Real>(
+    c: usize,
+    eps: f32,
+    shift: &[f64],
+    moments: &[f64],
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    y: &mut [T],
+    stats: BatchStats<T>,
+) {
+    let rows = (x.len() / c) as f64;
+    let mut total = vec![0.0f64; 2 * c];
+    for sample in moments.chunks(2 * c) {
+        for (t, v) in total.iter_mut().zip(sample) {
+            *t += v;
         }
-    });
-    let mu: Vec<f64> = sums.iter().map(|s| s / rows as f64).collect();
-    let mu_t: Vec<T> = mu.iter().map(|m| T::from_f64(*m)).collect();
-    let sq = channel_sums::<T>(rows, c, |r, acc| {
-        for ((a, v), m) in acc.iter_mut().zip(&x[r * c..(r + 1) * c]).zip(&mu_t) {
-            let d = *v - *m;
-            *a += d * d;
-        }
-    });
-    for ch in 0..c {
-        let var = sq[ch] / rows as f64;
-        mean[ch] = T::from_f64(mu[ch]);
-        var_out[ch] = T::from_f64(var);
-        inv_std[ch] = T::from_f64(1.0 / (var + eps as f64).sqrt());
     }
-    normalise(c, x, gamma, beta, mean, inv_std, y);
+    for ch in 0..c {
+        let d = total[ch] / rows;
+        let var = (total[c + ch] / rows - d * d).max(0.0);
+        stats.mean[ch] = T::from_f64(shift[ch] + d);
+        stats.var[ch] = T::from_f64(var);
+        stats.inv_std[ch] = T::from_f64(1.0 / (var + eps as f64).sqrt());
+    }
+    normalise(c, x, gamma, beta, stats.mean, stats.inv_std, y);
 }
 
 /// Inference batchnorm as a per-channel affine map, `(scale, shift)`, the same arithmetic as
@@ -164,6 +216,30 @@ pub fn batchnorm_train_backward<T: Real>(
     dgamma: &mut [T],
     dbeta: &mut [T],
 ) {
+    let input = batchnorm_param_gradients(c, x, dy, gamma, mean, inv_std, dgamma, dbeta);
+    if let Some(dx) = dx {
+        dx.par_chunks_mut(c * 256)
+            .zip(x.par_chunks(c * 256).zip(dy.par_chunks(c * 256)))
+            .for_each(|(dxs, (xs, dys))| {
+                dxs.copy_from_slice(dys);
+                input.apply(xs, dxs);
+            });
+    }
+}
+
+/// The parameter gradients of a training batchnorm (one pass over x and dy), and what its
+/// input gradient needs from them.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_param_gradients<T: Real>(
+    c: usize,
+    x: &[T],
+    dy: &[T],
+    gamma: &[T],
+    mean: &[T],
+    inv_std: &[T],
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+) -> InputGradient<T> {
     let rows = x.len() / c;
     let sums = channel_sums::<T>(rows, 2 * c, |r, acc| {
         let (xr, dr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
@@ -177,21 +253,37 @@ pub fn batchnorm_train_backward<T: Real>(
         dgamma[ch] = T::from_f64(sums[ch]);
         dbeta[ch] = T::from_f64(sums[c + ch]);
     }
-    if let Some(dx) = dx {
-        let m = rows as f64;
-        let k: Vec<T> = (0..c).map(|ch| gamma[ch] * inv_std[ch]).collect();
-        let mg: Vec<T> = (0..c).map(|ch| T::from_f64(sums[ch] / m)).collect();
-        let mb: Vec<T> = (0..c).map(|ch| T::from_f64(sums[c + ch] / m)).collect();
-        dx.par_chunks_mut(c * 256)
-            .zip(x.par_chunks(c * 256).zip(dy.par_chunks(c * 256)))
-            .for_each(|(dxs, (xs, dys))| {
-                for ((dxr, xr), dr) in dxs.chunks_mut(c).zip(xs.chunks(c)).zip(dys.chunks(c)) {
-                    for ch in 0..c {
-                        let xhat = (xr[ch] - mean[ch]) * inv_std[ch];
-                        dxr[ch] = k[ch] * (dr[ch] - mb[ch] - xhat * mg[ch]);
-                    }
-                }
-            });
+    let m = rows as f64;
+    InputGradient {
+        k: (0..c).map(|ch| gamma[ch] * inv_std[ch]).collect(),
+        mean_dgamma: (0..c).map(|ch| T::from_f64(sums[ch] / m)).collect(),
+        mean_dbeta: (0..c).map(|ch| T::from_f64(sums[c + ch] / m)).collect(),
+        mean: mean.to_vec(),
+        inv_std: inv_std.to_vec(),
+    }
+}
+
+/// A training batchnorm's input gradient, `dx = γ·inv_std · (dy − mean(dy) − x̂ · mean(dy·x̂))`,
+/// applied to any rows: the unfused layer's pass and a fused convolution's backward prologue
+/// run this one loop, so they get the same bits.
+pub struct InputGradient<T> {
+    k: Vec<T>,
+    mean_dgamma: Vec<T>,
+    mean_dbeta: Vec<T>,
+    mean: Vec<T>,
+    inv_std: Vec<T>,
+}
+
+impl<T: Real> InputGradient<T> {
+    /// `d` (rows of dy, the rows of `x` they belong to) becomes dx, in place.
+    pub fn apply(&self, x: &[T], d: &mut [T]) {
+        let c = self.k.len();
+        for (dr, xr) in d.chunks_mut(c).zip(x.chunks(c)) {
+            for ch in 0..c {
+                let xhat = (xr[ch] - self.mean[ch]) * self.inv_std[ch];
+                dr[ch] = self.k[ch] * (dr[ch] - self.mean_dbeta[ch] - xhat * self.mean_dgamma[ch]);
+            }
+        }
     }
 }
 
@@ -238,10 +330,18 @@ mod tests {
     use super::super::check::{assert_gradient, dot, values};
     use super::*;
 
+    /// Moments taken about a shift away from the data's mean, as after some steps.
+    const SHIFT: [f64; 3] = [0.3, -0.2, 0.1];
+
     fn train_loss(c: usize, x: &[f64], gamma: &[f64], beta: &[f64], r: &[f64]) -> f64 {
         let mut y = vec![0.0; x.len()];
         let (mut m, mut s, mut v) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
-        batchnorm_train_forward(c, 1e-3, x, gamma, beta, &mut y, &mut m, &mut s, &mut v);
+        let stats = BatchStats {
+            mean: &mut m,
+            inv_std: &mut s,
+            var: &mut v,
+        };
+        batchnorm_train_forward(c, 1e-3, 1, &SHIFT[..c], x, gamma, beta, &mut y, stats);
         dot(&y, r)
     }
 
@@ -254,7 +354,12 @@ mod tests {
         let r = values(rows * c, 4);
         let mut y = vec![0.0; x.len()];
         let (mut m, mut s, mut v) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
-        batchnorm_train_forward(c, 1e-3, &x, &gamma, &beta, &mut y, &mut m, &mut s, &mut v);
+        let stats = BatchStats {
+            mean: &mut m,
+            inv_std: &mut s,
+            var: &mut v,
+        };
+        batchnorm_train_forward(c, 1e-3, 1, &SHIFT[..c], &x, &gamma, &beta, &mut y, stats);
         let (mut dx, mut dg, mut db) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
         batchnorm_train_backward(c, &x, &r, &gamma, &m, &s, Some(&mut dx), &mut dg, &mut db);
         assert_gradient("batchnorm dx", &x, &dx, |x| {
@@ -280,7 +385,12 @@ mod tests {
     fn running_averages_use_keras_momentum_and_biased_variance() {
         let x = [1.0f64, 3.0];
         let (mut y, mut m, mut s, mut v) = (vec![0.0; 2], vec![0.0], vec![0.0], vec![0.0]);
-        batchnorm_train_forward(1, 1e-3, &x, &[1.0], &[0.0], &mut y, &mut m, &mut s, &mut v);
+        let stats = BatchStats {
+            mean: &mut m,
+            inv_std: &mut s,
+            var: &mut v,
+        };
+        batchnorm_train_forward(1, 1e-3, 2, &[0.5], &x, &[1.0], &[0.0], &mut y, stats);
         assert_eq!((m[0], v[0]), (2.0, 1.0));
         let (mut mm, mut mv) = (vec![0.0], vec![1.0]);
         update_running(0.99, &m, &v, &mut mm, &mut mv);

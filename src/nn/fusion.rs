@@ -1,0 +1,307 @@
+//! A convolution and the batchnorm after it, run as one graph operator (the fusion pass,
+//! `graph::FuseConvBatchnorm`), in inference and in training. Each fused path calls the same
+//! kernels and loops as the two layers run apart, in the same order, so its results are
+//! bit-identical to theirs (`tests/it/engine_network.rs` checks both modes); what it saves
+//! is passes over memory:
+//!
+//! ```text
+//! inference  conv → act → affine → act             in the convolution's epilogue
+//! training   conv → act → batch moments             in the epilogue; then normalise
+//!            dγ, dβ (one pass); then dx of the batchnorm → act backward → bias sum
+//!                                                   in the convolution's backward prologue
+//! ```
+
+use super::ir::{Activation, Source};
+use super::model::{put_grads, take_grads, Kernel, Model, Scratch};
+use super::ops::activation;
+use super::ops::conv::{conv2d_backward, conv2d_forward};
+use super::ops::norm::{
+    affine_part, batch_moments, batchnorm_param_gradients, batchnorm_train_normalise, infer_affine,
+    moment_shift, sample_moments, BatchStats, InputGradient,
+};
+use std::sync::Mutex;
+
+impl Model {
+    /// Whether layer `i` (a convolution) and layer `i + 1` (a batchnorm) can run as one
+    /// operator in a graph that trains (`train`: the batchnorm uses the batch's statistics,
+    /// `forward_conv_moments` …) or infers (`forward_conv_bn`).
+    pub(crate) fn fusible_conv_bn(&self, i: usize, train: bool) -> bool {
+        let (Some(conv), Some(norm)) = (self.layers.get(i), self.layers.get(i + 1)) else {
+            return false;
+        };
+        // Inference never writes the convolution's own output, and training passes it to the
+        // batchnorm's backward only: nothing else may read it.
+        let read_elsewhere = self.heads.iter().any(|h| h.layer == i)
+            || self
+                .layers
+                .iter()
+                .enumerate()
+                .any(|(j, l)| j != i + 1 && l.inputs.contains(&Source::Layer(i)));
+        norm.inputs == [Source::Layer(i)]
+            && !read_elsewhere
+            && matches!(
+                (conv.kernel, norm.kernel),
+                (Kernel::Conv { .. }, Kernel::BatchNorm { .. })
+            )
+            && norm.bn_training(train) == train
+            && self.fusion
+            && conv.act != Activation::Softmax
+            && norm.act != Activation::Softmax
+    }
+
+    /// Layer `i` (a convolution) and layer `i + 1` (batchnorm in inference mode) in one pass,
+    /// output to `y` (the batchnorm's output); the activation and normalisation are applied
+    /// while each part is in cache. Same arithmetic as the two layers run apart, so the
+    /// outputs are bit-identical. Callers check `fusible_conv_bn(i, false)` first.
+    pub(crate) fn forward_conv_bn(
+        &self,
+        i: usize,
+        scratch: &mut Scratch,
+        x: &[f32],
+        y: &mut [f32],
+        n: usize,
+    ) {
+        assert!(
+            self.fusible_conv_bn(i, false),
+            "layers {i} and {} do not fuse",
+            i + 1
+        );
+        let (conv, norm) = (&self.layers[i], &self.layers[i + 1]);
+        let (
+            Kernel::Conv { geom, kernel, bias },
+            Kernel::BatchNorm {
+                eps,
+                gamma,
+                beta,
+                mean,
+                var,
+                ..
+            },
+            Scratch::Conv(s),
+        ) = (conv.kernel, norm.kernel, scratch)
+        else {
+            unreachable!("checked by fusible_conv_bn");
+        };
+        let p = &self.params;
+        let (scale, shift) = infer_affine(
+            eps,
+            &p[gamma].value,
+            &p[beta].value,
+            &p[mean].value,
+            &p[var].value,
+        );
+        let (conv_act, norm_act) = (conv.act, norm.act);
+        let epilogue = |_: usize, part: &mut [f32]| {
+            activation::activate_part(conv_act, part);
+            affine_part(&scale, &shift, part);
+            activation::activate_part(norm_act, part);
+        };
+        conv2d_forward(
+            &geom,
+            n,
+            x,
+            &p[kernel].value,
+            &p[bias].value,
+            y,
+            s,
+            Some(&epilogue),
+        );
+    }
+
+    /// Training, first half: layer `i` (a convolution) and its activation → `y_conv`, and the
+    /// batch moments the batchnorm after it needs (`norm::sample_moments` of each sample, in
+    /// the convolution's epilogue where its parts are whole samples). Callers check
+    /// `fusible_conv_bn(i, true)` first.
+    pub(crate) fn forward_conv_moments(
+        &self,
+        i: usize,
+        scratch: &mut Scratch,
+        x: &[f32],
+        y_conv: &mut [f32],
+        n: usize,
+    ) -> Vec<f64> {
+        let (conv, norm) = (&self.layers[i], &self.layers[i + 1]);
+        let (
+            Kernel::Conv { geom, kernel, bias },
+            Kernel::BatchNorm { c, mean, .. },
+            Scratch::Conv(s),
+        ) = (conv.kernel, norm.kernel, scratch)
+        else {
+            unreachable!("checked by fusible_conv_bn");
+        };
+        let p = &self.params;
+        let shift = moment_shift(&p[mean].value);
+        let (sample_len, pixels) = (conv.out_len, conv.out_len / c);
+        // The depthwise kernel's parts are image rows, not samples: its moments take a pass.
+        let whole_samples = geom.method() != super::ops::conv::ConvMethod::Depthwise;
+        let moments = Mutex::new(vec![0.0f64; n * 2 * c]);
+        let act = conv.act;
+        let epilogue = |row: usize, part: &mut [f32]| {
+            activation::activate_part(act, part);
+            if whole_samples {
+                let mut own = vec![0.0f64; 2 * c];
+                for (k, sample) in part.chunks(sample_len).enumerate() {
+                    sample_moments(c, &shift, sample, &mut own);
+                    let mut all = moments.lock().unwrap_or_else(|e| e.into_inner());
+                    all[(row / pixels + k) * 2 * c..][..2 * c].copy_from_slice(&own);
+                }
+            }
+        };
+        conv2d_forward(
+            &geom,
+            n,
+            x,
+            &p[kernel].value,
+            &p[bias].value,
+            y_conv,
+            s,
+            Some(&epilogue),
+        );
+        if whole_samples {
+            moments.into_inner().unwrap_or_else(|e| e.into_inner())
+        } else {
+            batch_moments(c, n, &shift, y_conv)
+        }
+    }
+
+    /// Training, second half: layer `j`'s (the batchnorm's) statistics from the `moments`, its
+    /// normalisation of `y_conv` and its activation → `y`.
+    pub(crate) fn forward_bn_from_moments(
+        &self,
+        j: usize,
+        scratch: &mut Scratch,
+        moments: &[f64],
+        y_conv: &[f32],
+        y: &mut [f32],
+    ) {
+        let norm = &self.layers[j];
+        let (
+            Kernel::BatchNorm {
+                c,
+                eps,
+                gamma,
+                beta,
+                mean,
+                ..
+            },
+            Scratch::Norm {
+                mean: bm,
+                inv_std,
+                var,
+            },
+        ) = (norm.kernel, scratch)
+        else {
+            unreachable!("checked by fusible_conv_bn");
+        };
+        let p = &self.params;
+        batchnorm_train_normalise(
+            c,
+            eps,
+            &moment_shift(&p[mean].value),
+            moments,
+            y_conv,
+            &p[gamma].value,
+            &p[beta].value,
+            y,
+            BatchStats {
+                mean: bm,
+                inv_std,
+                var,
+            },
+        );
+        activation::activate(norm.act, y, c);
+    }
+
+    /// Backward, first half: layer `j`'s (the batchnorm's) activation backward on `dy` (in
+    /// place), its parameter gradients (written when `param_grads`), and what its input
+    /// gradient needs.
+    pub(crate) fn backward_bn_sums(
+        &mut self,
+        j: usize,
+        scratch: &Scratch,
+        y_conv: &[f32],
+        y: &[f32],
+        dy: &mut [f32],
+        param_grads: bool,
+    ) -> InputGradient<f32> {
+        let norm = &self.layers[j];
+        let (
+            Kernel::BatchNorm { c, gamma, beta, .. },
+            Scratch::Norm {
+                mean: bm, inv_std, ..
+            },
+        ) = (norm.kernel, scratch)
+        else {
+            unreachable!("checked by fusible_conv_bn");
+        };
+        activation::activate_backward(norm.act, y, dy, c);
+        let with_params = param_grads && norm.trainable;
+        let p = &mut self.params;
+        let (mut gg, mut gb) = if with_params {
+            (
+                std::mem::take(&mut p[gamma].grad),
+                std::mem::take(&mut p[beta].grad),
+            )
+        } else {
+            (vec![0.0; c], vec![0.0; c])
+        };
+        let grad = batchnorm_param_gradients(
+            c,
+            y_conv,
+            dy,
+            &p[gamma].value,
+            bm,
+            inv_std,
+            &mut gg,
+            &mut gb,
+        );
+        if with_params {
+            (p[gamma].grad, p[beta].grad) = (gg, gb);
+        }
+        grad
+    }
+
+    /// Backward, second half: the convolution `i`'s gradients, its output gradient `dy` going
+    /// through the batchnorm's input gradient and the activation's backward in the
+    /// convolution's prologue, block by block with the bias sum.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_conv_after_bn(
+        &mut self,
+        i: usize,
+        scratch: &mut Scratch,
+        x: &[f32],
+        y_conv: &[f32],
+        norm: &InputGradient<f32>,
+        dy: &mut [f32],
+        dx: Option<&mut [f32]>,
+        n: usize,
+        param_grads: bool,
+    ) {
+        let conv = &self.layers[i];
+        let (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) = (conv.kernel, scratch) else {
+            unreachable!("checked by fusible_conv_bn");
+        };
+        let (act, f) = (conv.act, geom.filters);
+        let with_params = param_grads && conv.trainable;
+        let prologue = |row: usize, d: &mut [f32]| {
+            let y = &y_conv[row * f..][..d.len()];
+            norm.apply(y, d);
+            activation::activate_backward_part(act, y, d);
+        };
+        let p = &mut self.params;
+        let own = &mut self.shared_grads[i];
+        let [mut gk, mut gb] = take_grads(p, own, [kernel, bias]);
+        conv2d_backward(
+            &geom,
+            n,
+            x,
+            &p[kernel].value,
+            dy,
+            Some(&prologue),
+            dx,
+            with_params.then_some((&mut gk[..], &mut gb[..])),
+            s,
+        );
+        put_grads(p, own, [kernel, bias], [gk, gb]);
+    }
+}
