@@ -284,6 +284,39 @@ impl NetBench {
     }
 }
 
+/// The training fusion's own effect (convolution + batchnorm + max-pool as one operator,
+/// `nn::fusion`): the same net trained with it and without, alternating in rounds, with each
+/// graph's step memory. The results are the same bits either way (a test checks it).
+fn fusion_pairs(b: &mut NetBench, options: &BenchOptions) {
+    let mut pairs = Pairs::new();
+    let (mut fused, mut apart) = (Vec::new(), Vec::new());
+    let mut memory = [0.0; 2];
+    for _ in 0..options.rounds {
+        for (on, rates) in [(true, &mut fused), (false, &mut apart)] {
+            b.net.set_fusion(on);
+            b.train(0.0, true);
+            memory[usize::from(!on)] = mib(b.net.memory(b.n, true).total());
+            rates.push(b.train(options.seconds, false).0);
+        }
+        pairs.push(fused[fused.len() - 1] / apart[apart.len() - 1]);
+    }
+    b.net.set_fusion(true);
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "{} training, convolution + batchnorm (+ max-pool) fused: {:.1} images/s, {:.1} MiB a step; run apart: {:.1} images/s, {:.1} MiB; {}",
+        b.ir.name,
+        median(&fused),
+        memory[0],
+        median(&apart),
+        memory[1],
+        pairs.line("fused", "apart")
+    );
+}
+
 /// The profiling pass of one net: images/s, GFLOP/s, memory, where a forward batch's and a
 /// training step's time goes, and the share of the step's thread time outside GEMM.
 fn profile_net(b: &mut NetBench, options: &BenchOptions) {
@@ -492,6 +525,7 @@ fn run_in_pool(options: &BenchOptions) -> miette::Result<()> {
         epoch.raw_step,
         100.0 * epoch.epoch / epoch.raw_step
     );
+    fusion_pairs(&mut nets[bigger], options);
     if let Some(rss) = peak_rss() {
         println!(
             "peak resident memory of the benchmark process: {:.1} MiB",

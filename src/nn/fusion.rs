@@ -16,9 +16,11 @@ use super::model::{put_grads, take_grads, Kernel, Model, Scratch};
 use super::ops::activation;
 use super::ops::conv::{conv2d_backward, conv2d_forward};
 use super::ops::norm::{
-    affine_part, batch_moments, batchnorm_param_gradients, batchnorm_train_normalise, infer_affine,
-    moment_shift, sample_moments, BatchStats, InputGradient,
+    affine_part, batch_moments, batch_statistics, batchnorm_param_gradients,
+    batchnorm_train_normalise, infer_affine, moment_shift, sample_moments, train_affine,
+    BatchStats, InputGradient,
 };
+use super::ops::pool::{maxpool_backward, maxpool_forward_affine};
 use std::sync::Mutex;
 
 impl Model {
@@ -210,6 +212,87 @@ impl Model {
             },
         );
         activation::activate(norm.act, y, c);
+    }
+
+    /// Whether the max-pool `j + 1` can apply the training batchnorm `j`'s normalisation as
+    /// it reads (`forward_bn_pool_from_moments`), so the normalised tensor is never written:
+    /// the pool is the batchnorm's only reader, and neither has an activation of its own.
+    pub(crate) fn fusible_bn_pool(&self, j: usize) -> bool {
+        let (Some(norm), Some(pool)) = (self.layers.get(j), self.layers.get(j + 1)) else {
+            return false;
+        };
+        let read_elsewhere = self.heads.iter().any(|h| h.layer == j)
+            || self
+                .layers
+                .iter()
+                .enumerate()
+                .any(|(k, l)| k != j + 1 && l.inputs.contains(&Source::Layer(j)));
+        matches!(norm.kernel, Kernel::BatchNorm { .. })
+            && matches!(pool.kernel, Kernel::MaxPool(_))
+            && pool.inputs == [Source::Layer(j)]
+            && !read_elsewhere
+            && norm.act == Activation::Linear
+            && pool.act == Activation::Linear
+            && self.fusion
+    }
+
+    /// Training, second half when a max-pool follows: the batchnorm `j`'s statistics from
+    /// the `moments`, then the max-pool `j + 1` of its normalisation of `y_conv` → `y` (the
+    /// pool's output) and the pool's argmax. Callers check `fusible_bn_pool(j)` first.
+    pub(crate) fn forward_bn_pool_from_moments(
+        &self,
+        j: usize,
+        norm_scratch: &mut Scratch,
+        pool_scratch: &mut Scratch,
+        moments: &[f64],
+        y_conv: &[f32],
+        y: &mut [f32],
+    ) {
+        let (
+            Kernel::BatchNorm {
+                c,
+                eps,
+                gamma,
+                beta,
+                mean,
+                ..
+            },
+            Kernel::MaxPool(g),
+            Scratch::Norm {
+                mean: bm,
+                inv_std,
+                var,
+            },
+            Scratch::Argmax(argmax),
+        ) = (
+            self.layers[j].kernel,
+            self.layers[j + 1].kernel,
+            norm_scratch,
+            pool_scratch,
+        )
+        else {
+            unreachable!("checked by fusible_bn_pool");
+        };
+        let p = &self.params;
+        let mut stats = BatchStats {
+            mean: bm,
+            inv_std,
+            var,
+        };
+        let shift = moment_shift(&p[mean].value);
+        batch_statistics(c, eps, y_conv.len() / c, &shift, moments, &mut stats);
+        let (scale, offset) =
+            train_affine(&p[gamma].value, &p[beta].value, stats.mean, stats.inv_std);
+        maxpool_forward_affine(&g, y_conv, &scale, &offset, y, argmax);
+    }
+
+    /// The max-pool `k`'s backward: `dy` (its output's gradient) routed to `dx` through the
+    /// argmax its training forward kept.
+    pub(crate) fn backward_pool(&self, k: usize, scratch: &Scratch, dy: &[f32], dx: &mut [f32]) {
+        let (Kernel::MaxPool(g), Scratch::Argmax(argmax)) = (self.layers[k].kernel, scratch) else {
+            unreachable!("checked by fusible_bn_pool");
+        };
+        maxpool_backward(&g, dy, argmax, dx);
     }
 
     /// Backward, first half: layer `j`'s (the batchnorm's) activation backward on `dy` (in

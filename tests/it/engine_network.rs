@@ -1,7 +1,7 @@
 //! The network as a whole: wiring of gradients through every layer kind, frozen layers,
 //! bit-exact resume, checkpoints, input gradients, errors, thread-count determinism, learning.
 
-use gpl::nn::ir::{Activation, LayerOp, ModelIr, Padding, Regularizer};
+use gpl::nn::ir::{Activation, LayerIr, LayerOp, ModelIr, Padding, Regularizer};
 use gpl::nn::learner::{Batch, Learner};
 use gpl::nn::{EngineError, Network, OptimizerConfig};
 use rand::{Rng, SeedableRng};
@@ -417,8 +417,9 @@ fn conv_bn_stack() -> ModelIr {
 
 #[test]
 fn fused_training_matches_the_layers_run_one_by_one() {
-    // Every convolution → batchnorm pair trains as one fused operator: the same kernels and
-    // loops in the same order, so the same bits as the layers apart, step after step.
+    // Every convolution → batchnorm pair (→ max-pool) trains as one fused operator: the same
+    // kernels and loops in the same order, so the same bits as the layers apart, step after
+    // step.
     for (ir, per) in [
         (conv_bn_stack(), 10 * 9 * 2),
         (small_model(0.0), 9 * 7 * 2),
@@ -436,17 +437,19 @@ fn fused_training_matches_the_layers_run_one_by_one() {
             (losses, params, net.graph_nodes(n, true).unwrap())
         };
         let (fused, apart) = (run(true), run(false));
-        let pairs = ir
-            .layers
-            .windows(2)
-            .filter(|w| {
-                matches!(w[0].op, LayerOp::Conv2d { .. })
-                    && matches!(w[1].op, LayerOp::BatchNorm { .. })
-            })
+        let is = |layer: &LayerIr, kind: fn(&LayerOp) -> bool| kind(&layer.op);
+        let conv = |op: &LayerOp| matches!(op, LayerOp::Conv2d { .. });
+        let norm = |op: &LayerOp| matches!(op, LayerOp::BatchNorm { .. });
+        let pool = |op: &LayerOp| matches!(op, LayerOp::MaxPool { .. });
+        let pairs = (ir.layers.windows(2))
+            .filter(|w| is(&w[0], conv) && is(&w[1], norm))
             .count();
-        // Each pair is one forward and one backward node fewer.
+        let pools = (ir.layers.windows(3))
+            .filter(|w| is(&w[0], conv) && is(&w[1], norm) && is(&w[2], pool))
+            .count();
+        // Each pair is one forward and one backward node fewer, each max-pool after it as many.
         assert_eq!(
-            fused.2 + 2 * pairs,
+            fused.2 + 2 * (pairs + pools),
             apart.2,
             "{}: fusion did not run",
             ir.name

@@ -3,7 +3,8 @@
 //! activation and normalisation in the convolution's epilogue (batchnorm alone was 12% of a
 //! forward batch when it ran apart). Training, before the autograd pass: `ConvBnTrain`, the
 //! batch moments in the epilogue, and a backward that computes the batchnorm's input gradient,
-//! the activation's backward and the bias sum in one pass (`ConvBnTrainBackward`).
+//! the activation's backward and the bias sum in one pass (`ConvBnTrainBackward`); a
+//! max-pool after the batchnorm joins them and applies the normalisation as it reads.
 
 use super::ops::{ConvBnForward, ConvBnTrain, LayerForward};
 use luminal::op::Operator;
@@ -40,12 +41,41 @@ impl Compiler for FuseConvBatchnorm {
             if norm.layer != conv.layer + 1 {
                 continue;
             }
+            // Training: the max-pool after the batchnorm joins when it can take the
+            // normalisation on its reads.
+            let norm_node = *norm_node;
+            let pool = conv.train
+                && conv.ctx.model.borrow().fusible_bn_pool(norm.layer)
+                && match graph.get_dests(norm_node).as_slice() {
+                    [(_, op)] => op
+                        .as_ref()
+                        .as_any()
+                        .downcast_ref::<LayerForward>()
+                        .is_some_and(|p| p.layer == norm.layer + 1),
+                    _ => false,
+                };
+            let pool_node = pool.then(|| graph.get_dests(norm_node)[0].0);
+            let last = pool_node.unwrap_or(norm_node);
+            let last_out = graph
+                .graph
+                .node_weight(last)
+                .and_then(|op| op.as_ref().as_any().downcast_ref::<LayerForward>())
+                .map(|l| l.out.clone())
+                .expect("a layer node");
+            // The buffer nobody writes any more: inference never writes the convolution's
+            // output, a fused pool reads the convolution's output in place of the batchnorm's.
+            let unwritten = if !conv.train {
+                Some(conv.out.clone())
+            } else {
+                pool.then(|| norm.out.clone())
+            };
             let fused: Box<dyn Operator> = if conv.train {
                 Box::new(ConvBnTrain {
                     ctx: conv.ctx.clone(),
                     conv: conv.layer,
+                    pool,
                     conv_out: conv.out.clone(),
-                    out: norm.out.clone(),
+                    out: last_out,
                 })
             } else {
                 Box::new(ConvBnForward {
@@ -54,12 +84,17 @@ impl Compiler for FuseConvBatchnorm {
                     out: norm.out.clone(),
                 })
             };
-            let norm_node = *norm_node;
+            if let Some(buffer) = unwritten {
+                *buffer.borrow_mut() = Vec::new();
+            }
             let node = graph.graph.add_node(fused);
             move_incoming_edge(conv_node, node, &mut graph.graph);
-            move_outgoing_edge(norm_node, node, &mut graph.graph);
+            move_outgoing_edge(last, node, &mut graph.graph);
             graph.graph.remove_node(conv_node);
             graph.graph.remove_node(norm_node);
+            if let Some(pool_node) = pool_node {
+                graph.graph.remove_node(pool_node);
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! Input → LayerForward(0) → … → LayerForward(out_k) → OutputLoss_k, one per output (Train)
-//!            fusion pass: conv + training batchnorm → ConvBnTrain
+//!            fusion pass: conv + training batchnorm (+ max-pool) → ConvBnTrain
 //!            autograd pass:  ← LayerBackward(out_k) ← OutputLossBackward_k
 //! Input → LayerForward … ; fusion pass: conv + inference batchnorm → ConvBnForward  (Infer)
 //! Input → LayerForward … → ScoreObjective (first output); autograd w.r.t. one activation
@@ -203,8 +203,9 @@ pub(crate) struct Compiled {
     pub(crate) ctx: Rc<Context>,
     /// The images, written before each execution.
     pub(crate) input: Buffer,
-    /// Each layer's output (an output layer's holds its logits). In `Infer` graphs a fused
-    /// convolution's own output is not written.
+    /// Each layer's output (an output layer's holds its logits). A buffer the fusion pass
+    /// made unwritten is emptied: a fused convolution's in `Infer` graphs, a batchnorm's
+    /// fused into the max-pool after it in `Train` graphs.
     pub(crate) outputs: Vec<Buffer>,
     /// Per model output: targets and sample weights in, loss and probabilities out (`Train`).
     pub(crate) targets: Vec<Rc<Targets>>,

@@ -188,14 +188,18 @@ impl Operator for ConvBnForward {
     }
 }
 
-/// A training convolution and the batchnorm after it (made by the fusion pass before the
-/// autograd pass): the convolution, its activation and the batch moments in one pass over the
-/// convolution's output, then the normalisation. It keeps the convolution's output for its
-/// backward, which reads (dy, x, the batchnorm's output).
+/// A training convolution and the batchnorm after it, and the max-pool after that when it
+/// fuses too (made by the fusion pass before the autograd pass): the convolution, its
+/// activation and the batch moments in one pass over the convolution's output, then the
+/// normalisation, or the max-pool reading the convolution's output through the
+/// normalisation (the normalised tensor is then never written). It keeps the convolution's
+/// output for its backward, which reads (dy, x, this node's output).
 #[derive(Debug, PartialEq)]
 pub(crate) struct ConvBnTrain {
     pub(crate) ctx: Rc<Context>,
     pub(crate) conv: usize,
+    /// Whether the max-pool `conv + 2` is fused too (its buffer is then `out`).
+    pub(crate) pool: bool,
     pub(crate) conv_out: Buffer,
     pub(crate) out: Buffer,
 }
@@ -213,7 +217,7 @@ impl Operator for ConvBnTrain {
     fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
         let x = input(&inp, 0).borrow();
         let (mut y_conv, mut y) = (self.conv_out.borrow_mut(), self.out.borrow_mut());
-        let (ctx, conv, norm) = (&self.ctx, self.conv, self.conv + 1);
+        let (ctx, conv, norm, pool) = (&self.ctx, self.conv, self.conv + 1, self.conv + 2);
         let moments = ctx.timed(conv, 0, || {
             ctx.model.borrow().forward_conv_moments(
                 conv,
@@ -223,15 +227,28 @@ impl Operator for ConvBnTrain {
                 ctx.n,
             )
         });
-        ctx.timed(norm, 0, || {
-            ctx.model.borrow().forward_bn_from_moments(
-                norm,
-                &mut ctx.scratch[norm].borrow_mut(),
-                &moments,
-                &y_conv,
-                &mut y,
-            )
-        });
+        if self.pool {
+            ctx.timed(pool, 0, || {
+                ctx.model.borrow().forward_bn_pool_from_moments(
+                    norm,
+                    &mut ctx.scratch[norm].borrow_mut(),
+                    &mut ctx.scratch[pool].borrow_mut(),
+                    &moments,
+                    &y_conv,
+                    &mut y,
+                )
+            });
+        } else {
+            ctx.timed(norm, 0, || {
+                ctx.model.borrow().forward_bn_from_moments(
+                    norm,
+                    &mut ctx.scratch[norm].borrow_mut(),
+                    &moments,
+                    &y_conv,
+                    &mut y,
+                )
+            });
+        }
         vec![self.out.tensor()]
     }
 
@@ -240,13 +257,19 @@ impl Operator for ConvBnTrain {
             TRAINABLE => Some(Box::new(self.trainable())),
             BACKWARD => {
                 let request = request.downcast::<BackwardRequest>().ok()?;
-                let in_len = self.ctx.model.borrow().layers[self.conv].in_lens[0];
+                let (in_len, norm_len) = {
+                    let model = self.ctx.model.borrow();
+                    let layers = &model.layers;
+                    (layers[self.conv].in_lens[0], layers[self.conv + 1].out_len)
+                };
+                let n = self.ctx.n;
                 backward_answer(ConvBnTrainBackward {
                     ctx: self.ctx.clone(),
                     conv: self.conv,
                     conv_out: self.conv_out.clone(),
+                    routed: self.pool.then(|| self.ctx.buffer(n * norm_len)),
                     params: request.params && self.trainable(),
-                    dx: request.inputs[0].then(|| self.ctx.buffer(self.ctx.n * in_len)),
+                    dx: request.inputs[0].then(|| self.ctx.buffer(n * in_len)),
                 })
             }
             _ => None,
@@ -254,31 +277,51 @@ impl Operator for ConvBnTrain {
     }
 }
 
-/// `ConvBnTrain`'s backward: inputs (dy, x, the batchnorm's output); output the input's
-/// gradient when asked. dy is overwritten: it becomes the convolution's output gradient.
+/// `ConvBnTrain`'s backward: inputs (dy, x, the forward node's output); output the input's
+/// gradient when asked. Without a pool, dy is overwritten: it becomes the convolution's
+/// output gradient; with one, the pool routes dy into `routed`, which becomes it.
 #[derive(Debug, PartialEq)]
 pub(crate) struct ConvBnTrainBackward {
     ctx: Rc<Context>,
     conv: usize,
     conv_out: Buffer,
+    /// The gradient of the batchnorm's output, when the pool is fused.
+    routed: Option<Buffer>,
     params: bool,
     dx: Option<Buffer>,
 }
 
 impl Operator for ConvBnTrainBackward {
     fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
-        let mut dy = input(&inp, 0).borrow_mut();
+        let mut dy_in = input(&inp, 0).borrow_mut();
         let (x, y) = (input(&inp, 1).borrow(), input(&inp, 2).borrow());
         let y_conv = self.conv_out.borrow();
         let mut dx = self.dx.as_ref().map(Buffer::borrow_mut);
-        let (ctx, conv, norm) = (&self.ctx, self.conv, self.conv + 1);
+        let (ctx, conv, norm, pool) = (&self.ctx, self.conv, self.conv + 1, self.conv + 2);
+        let mut routed = self.routed.as_ref().map(Buffer::borrow_mut);
+        // The batchnorm's output gradient, and its output where its activation needs it (a
+        // fused pool has none: `fusible_bn_pool`).
+        let (dy, y_norm): (&mut [f32], &[f32]) = match routed.as_deref_mut() {
+            Some(routed) => {
+                ctx.timed(pool, 1, || {
+                    ctx.model.borrow().backward_pool(
+                        pool,
+                        &ctx.scratch[pool].borrow(),
+                        &dy_in,
+                        routed,
+                    )
+                });
+                (routed, &[])
+            }
+            None => (&mut dy_in, &y),
+        };
         let grad = ctx.timed(norm, 1, || {
             ctx.model.borrow_mut().backward_bn_sums(
                 norm,
                 &ctx.scratch[norm].borrow(),
                 &y_conv,
-                &y,
-                &mut dy,
+                y_norm,
+                dy,
                 self.params,
             )
         });
@@ -289,7 +332,7 @@ impl Operator for ConvBnTrainBackward {
                 &x,
                 &y_conv,
                 &grad,
-                &mut dy,
+                dy,
                 dx.as_deref_mut().map(Vec::as_mut_slice),
                 ctx.n,
                 self.params,

@@ -102,8 +102,8 @@ pub struct BatchStats<'a, T> {
 }
 
 /// The rest of the training forward once the per-sample `moments` are known (by
-/// `batch_moments`, or in a convolution's epilogue): the statistics (samples added in order),
-/// then `y = (x − mean) · inv_std · gamma + beta`.
+/// `batch_moments`, or in a convolution's epilogue): the statistics, then
+/// `y = (x − mean) · inv_std · gamma + beta`.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_train_normalise<T: Real>(
     c: usize,
@@ -114,9 +114,23 @@ pub fn batchnorm_train_normalise<T: Real>(
     gamma: &[T],
     beta: &[T],
     y: &mut [T],
-    stats: BatchStats<T>,
+    mut stats: BatchStats<T>,
 ) {
-    let rows = (x.len() / c) as f64;
+    batch_statistics(c, eps, x.len() / c, shift, moments, &mut stats);
+    normalise(c, x, gamma, beta, stats.mean, stats.inv_std, y);
+}
+
+/// The batch's mean, biased variance and 1/sqrt(var + eps) over `rows` rows, from the
+/// per-sample `moments` about `shift` (samples added in order).
+pub fn batch_statistics<T: Real>(
+    c: usize,
+    eps: f32,
+    rows: usize,
+    shift: &[f64],
+    moments: &[f64],
+    stats: &mut BatchStats<T>,
+) {
+    let rows = rows as f64;
     let mut total = vec![0.0f64; 2 * c];
     for sample in moments.chunks(2 * c) {
         for (t, v) in total.iter_mut().zip(sample) {
@@ -130,7 +144,17 @@ pub fn batchnorm_train_normalise<T: Real>(
         stats.var[ch] = T::from_f64(var);
         stats.inv_std[ch] = T::from_f64(1.0 / (var + eps as f64).sqrt());
     }
-    normalise(c, x, gamma, beta, stats.mean, stats.inv_std, y);
+}
+
+/// A training batchnorm as a per-channel affine map `(scale, shift)` of its input, the
+/// arithmetic `normalise` applies (a max-pool fused after it applies it as it reads).
+pub fn train_affine<T: Real>(
+    gamma: &[T],
+    beta: &[T],
+    mean: &[T],
+    inv_std: &[T],
+) -> (Vec<T>, Vec<T>) {
+    affine(gamma, beta, mean, inv_std)
 }
 
 /// Inference batchnorm as a per-channel affine map, `(scale, shift)`, the same arithmetic as

@@ -102,71 +102,113 @@ pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: Opti
                     }
                 }
             }),
-        Some(argmax) => {
-            assert!(
-                g.kh * g.kw <= MAX_POOL_WINDOW,
-                "max-pool window of {} positions reached the kernel; the checker refuses it",
-                g.kh * g.kw
-            );
-            // Channels in blocks of 8 kept in registers across the window: the running
-            // index in 32-bit lanes, as wide as the compare's mask, so each select is one
-            // blend; narrowed to bytes once per block. Lanes past the last channel hold -inf,
-            // never greater, and are not stored.
-            const B: usize = 8;
-            x.par_chunks(g.in_len())
-                .zip(
-                    y.par_chunks_mut(g.out_len())
-                        .zip(argmax.par_chunks_mut(g.out_len())),
-                )
-                .for_each(|(xs, (ys, am))| {
-                    for oy in 0..g.oh {
-                        for ox in 0..g.ow {
-                            let o = (oy * g.ow + ox) * c;
-                            let (y0, x0) = g.origin(oy, ox);
-                            let (rows, cols) = g.window(oy, ox);
-                            let position = |iy: usize, ix: usize| {
-                                ((iy as isize - y0) as usize * g.kw + (ix as isize - x0) as usize)
-                                    as u32
-                            };
-                            let first = (rows.start * g.w + cols.start) * c;
-                            let mut cb = 0;
-                            while cb < c {
-                                let width = B.min(c - cb);
-                                let mut m = [T::NEG_INFINITY; B];
-                                let mut id = [position(rows.start, cols.start); B];
-                                m[..width].copy_from_slice(&xs[first + cb..][..width]);
-                                let mut skip = true;
-                                for iy in rows.clone() {
-                                    for ix in cols.clone() {
-                                        if skip {
-                                            skip = false;
-                                            continue;
-                                        }
-                                        let p = position(iy, ix);
-                                        let mut xv = [T::NEG_INFINITY; B];
-                                        xv[..width].copy_from_slice(
-                                            &xs[(iy * g.w + ix) * c + cb..][..width],
-                                        );
-                                        // Strict `>` keeps the first maximum; selects, not
-                                        // branches: random data mispredicts half of them.
-                                        for j in 0..B {
-                                            let greater = xv[j] > m[j];
-                                            m[j] = if greater { xv[j] } else { m[j] };
-                                            id[j] = if greater { p } else { id[j] };
-                                        }
-                                    }
+        Some(argmax) => maxpool_argmax(g, x, y, argmax, |_, _: &mut [T; ARGMAX_LANES]| {}),
+    }
+}
+
+/// The training max-pool of a batchnorm's output `x · scale + shift` (per channel), reading
+/// its input `x` (the fusion of a training batchnorm with the max-pool after it): the same
+/// values and argmax as normalising first, without writing the normalised tensor.
+pub fn maxpool_forward_affine<T: Real>(
+    g: &PoolGeom,
+    x: &[T],
+    scale: &[T],
+    shift: &[T],
+    y: &mut [T],
+    argmax: &mut [u8],
+) {
+    // Per block of channels, as wide as the registers the pool keeps; lanes past the last
+    // channel map −∞ to itself.
+    let blocks = g.c.div_ceil(ARGMAX_LANES);
+    let mut maps = vec![([T::ONE; ARGMAX_LANES], [T::ZERO; ARGMAX_LANES]); blocks];
+    for (ch, (s, t)) in scale.iter().zip(shift).enumerate() {
+        let (b, j) = (ch / ARGMAX_LANES, ch % ARGMAX_LANES);
+        maps[b].0[j] = *s;
+        maps[b].1[j] = *t;
+    }
+    maxpool_argmax(g, x, y, argmax, |cb, v: &mut [T; ARGMAX_LANES]| {
+        let (s, t) = &maps[cb / ARGMAX_LANES];
+        for j in 0..ARGMAX_LANES {
+            v[j] = v[j] * s[j] + t[j];
+        }
+    })
+}
+
+/// Channels the training max-pool keeps in registers at once.
+const ARGMAX_LANES: usize = 8;
+
+/// The max-pool that keeps each maximum's position in its window; `load(first channel,
+/// values)` maps a block's values as they are read (nothing, or a batchnorm's affine map).
+fn maxpool_argmax<T: Real>(
+    g: &PoolGeom,
+    x: &[T],
+    y: &mut [T],
+    argmax: &mut [u8],
+    load: impl Fn(usize, &mut [T; ARGMAX_LANES]) + Sync,
+) {
+    let c = g.c;
+    assert!(
+        g.kh * g.kw <= MAX_POOL_WINDOW,
+        "max-pool window of {} positions reached the kernel; the checker refuses it",
+        g.kh * g.kw
+    );
+    // Channels in blocks of 8 kept in registers across the window: the running
+    // index in 32-bit lanes, as wide as the compare's mask, so each select is one
+    // blend; narrowed to bytes once per block. Lanes past the last channel hold -inf,
+    // never greater, and are not stored.
+    const B: usize = ARGMAX_LANES;
+    x.par_chunks(g.in_len())
+        .zip(
+            y.par_chunks_mut(g.out_len())
+                .zip(argmax.par_chunks_mut(g.out_len())),
+        )
+        .for_each(|(xs, (ys, am))| {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let o = (oy * g.ow + ox) * c;
+                    let (y0, x0) = g.origin(oy, ox);
+                    let (rows, cols) = g.window(oy, ox);
+                    let position = |iy: usize, ix: usize| {
+                        ((iy as isize - y0) as usize * g.kw + (ix as isize - x0) as usize) as u32
+                    };
+                    let first = (rows.start * g.w + cols.start) * c;
+                    let mut cb = 0;
+                    while cb < c {
+                        let width = B.min(c - cb);
+                        let mut m = [T::NEG_INFINITY; B];
+                        let mut id = [position(rows.start, cols.start); B];
+                        m[..width].copy_from_slice(&xs[first + cb..][..width]);
+                        load(cb, &mut m);
+                        let mut skip = true;
+                        for iy in rows.clone() {
+                            for ix in cols.clone() {
+                                if skip {
+                                    skip = false;
+                                    continue;
                                 }
-                                ys[o + cb..][..width].copy_from_slice(&m[..width]);
-                                for (a, i) in am[o + cb..][..width].iter_mut().zip(&id) {
-                                    *a = *i as u8;
+                                let p = position(iy, ix);
+                                let mut xv = [T::NEG_INFINITY; B];
+                                xv[..width]
+                                    .copy_from_slice(&xs[(iy * g.w + ix) * c + cb..][..width]);
+                                load(cb, &mut xv);
+                                // Strict `>` keeps the first maximum; selects, not
+                                // branches: random data mispredicts half of them.
+                                for j in 0..B {
+                                    let greater = xv[j] > m[j];
+                                    m[j] = if greater { xv[j] } else { m[j] };
+                                    id[j] = if greater { p } else { id[j] };
                                 }
-                                cb += B;
                             }
                         }
+                        ys[o + cb..][..width].copy_from_slice(&m[..width]);
+                        for (a, i) in am[o + cb..][..width].iter_mut().zip(&id) {
+                            *a = *i as u8;
+                        }
+                        cb += B;
                     }
-                })
-        }
-    }
+                }
+            }
+        })
 }
 
 /// Training backward: each output gradient is added to the input its window index names
