@@ -1,7 +1,7 @@
 //! `gpl bench engine`: GEMM backends on the convolution shapes, the first layer by im2col and
 //! by direct convolution, a depthwise layer by grouped im2col and by its own kernel, then
 //! images/s of a forward pass and a training step for DESIGN.md's net and the report's bigger
-//! CNN, with GFLOP/s against the machine's ~157 GFLOP/s peak,
+//! CNN, with GFLOP/s against the machine's peak (`peak_gflops`),
 //! peak memory, per-layer time and the share of a step outside the products; last, rounds
 //! alternating gpl and a warm PyTorch, ratios pair by pair. Timing is wall-clock over at least
 //! `seconds` per figure.
@@ -18,8 +18,25 @@ use crate::nn::optim::OptimizerConfig;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// This machine's fp32 peak: 2 cores × 2 FMA units × 8 lanes × 2 flops × 2.45 GHz.
-pub const PEAK_GFLOPS: f64 = 156.8;
+/// The fp32 peak of `threads` cores of this CPU, GFLOP/s: 2 FMA units × lanes × 2 flops × the
+/// clock /proc/cpuinfo gives (2.45 GHz where it gives none), with 16 lanes where the CPU has
+/// AVX-512 and 8 otherwise. (It was a constant for 8 lanes, 156.8 at 2 cores, until a
+/// single-threaded GEMM measured 147 GFLOP/s on an AVX-512 machine: a peak it cannot be.)
+pub fn peak_gflops(threads: usize) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    let wide = std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    let lanes = if wide { 16.0 } else { 8.0 };
+    let ghz = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("cpu MHz"))?;
+            line.split(':').nth(1)?.trim().parse::<f64>().ok()
+        })
+        .map_or(2.45, |mhz| mhz / 1000.0);
+    threads as f64 * 2.0 * lanes * 2.0 * ghz
+}
 
 pub struct BenchOptions {
     pub threads: usize,
@@ -336,6 +353,7 @@ fn profile_net(b: &mut NetBench, options: &BenchOptions) {
     gemm::set_timing(false);
     let net = &b.net;
     let memory = net.memory(n, true);
+    let peak = peak_gflops(options.threads);
     println!(
         "{} ({:.1} MFLOP/image forward, {} parameters)",
         ir.name,
@@ -343,17 +361,19 @@ fn profile_net(b: &mut NetBench, options: &BenchOptions) {
         ir.total_params()
     );
     println!(
-        "  forward   {:8.1} images/s  {:6.1} GFLOP/s  ({:.0}% of peak)",
+        "  forward   {:8.1} images/s  {:6.1} GFLOP/s  ({:.0}% of the {:.0} GFLOP/s peak)",
         infer,
         infer * flops / 1e9,
-        100.0 * infer * flops / 1e9 / PEAK_GFLOPS
+        100.0 * infer * flops / 1e9 / peak,
+        peak
     );
     // A training step is about three forward passes of work (forward, input and weight gradients).
     println!(
-        "  training  {:8.1} images/s  {:6.1} GFLOP/s  ({:.0}% of peak)",
+        "  training  {:8.1} images/s  {:6.1} GFLOP/s  ({:.0}% of the {:.0} GFLOP/s peak)",
         train,
         3.0 * train * flops / 1e9,
-        100.0 * 3.0 * train * flops / 1e9 / PEAK_GFLOPS
+        100.0 * 3.0 * train * flops / 1e9 / peak,
+        peak
     );
     println!(
         "  training step memory: {:.1} MiB (parameters {:.1}, gradients {:.1}, optimizer {:.1}, activations+scratch {:.1})",
