@@ -33,14 +33,7 @@ impl Model {
         };
         // Inference never writes the convolution's own output, and training passes it to the
         // batchnorm's backward only: nothing else may read it.
-        let read_elsewhere = self.heads.iter().any(|h| h.layer == i)
-            || self
-                .layers
-                .iter()
-                .enumerate()
-                .any(|(j, l)| j != i + 1 && l.inputs.contains(&Source::Layer(i)));
-        norm.inputs == [Source::Layer(i)]
-            && !read_elsewhere
+        self.only_reader(i, i + 1)
             && matches!(
                 (conv.kernel, norm.kernel),
                 (Kernel::Conv { .. }, Kernel::BatchNorm { .. })
@@ -51,8 +44,51 @@ impl Model {
             && norm.act != Activation::Softmax
     }
 
+    /// Whether layer `k` reads layer `j`'s output and nothing else, and nothing else reads it
+    /// (no other layer, and it is not a model output).
+    fn only_reader(&self, j: usize, k: usize) -> bool {
+        !self.heads.iter().any(|h| h.layer == j)
+            && self
+                .layers
+                .get(k)
+                .is_some_and(|l| l.inputs == [Source::Layer(j)])
+            && !self
+                .layers
+                .iter()
+                .enumerate()
+                .any(|(m, l)| m != k && l.inputs.contains(&Source::Layer(j)))
+    }
+
+    /// Whether the activation layer `j + 1` can run inside the batchnorm `j` before it, as the
+    /// batchnorm's own activation would (the SSD-lite's batchnorm → ReLU6 blocks): the
+    /// batchnorm's only reader, element-wise and derived from its output, and the batchnorm
+    /// has no activation of its own.
+    pub(crate) fn fusible_bn_act(&self, j: usize) -> bool {
+        let (Some(norm), Some(act)) = (self.layers.get(j), self.layers.get(j + 1)) else {
+            return false;
+        };
+        self.only_reader(j, j + 1)
+            && matches!(norm.kernel, Kernel::BatchNorm { .. })
+            && matches!(act.kernel, Kernel::Copy)
+            && norm.act == Activation::Linear
+            && !matches!(act.act, Activation::Linear | Activation::Softmax)
+            && !act.act.needs_input()
+            && self.fusion
+    }
+
+    /// The activation applied after batchnorm `j`'s normalisation: the activation layer's
+    /// after it when that is fused (`with_act`), else its own.
+    fn post_activation(&self, j: usize, with_act: bool) -> Activation {
+        if with_act {
+            self.layers[j + 1].act
+        } else {
+            self.layers[j].act
+        }
+    }
+
     /// Layer `i` (a convolution) and layer `i + 1` (batchnorm in inference mode) in one pass,
-    /// output to `y` (the batchnorm's output); the activation and normalisation are applied
+    /// and with `with_act` the activation layer `i + 2`, output to `y` (the last one's
+    /// output); the activations and normalisation are applied
     /// while each part is in cache. Same arithmetic as the two layers run apart, so the
     /// outputs are bit-identical. Callers check `fusible_conv_bn(i, false)` first.
     pub(crate) fn forward_conv_bn(
@@ -62,6 +98,7 @@ impl Model {
         x: &[f32],
         y: &mut [f32],
         n: usize,
+        with_act: bool,
     ) {
         assert!(
             self.fusible_conv_bn(i, false),
@@ -92,7 +129,7 @@ impl Model {
             &p[mean].value,
             &p[var].value,
         );
-        let (conv_act, norm_act) = (conv.act, norm.act);
+        let (conv_act, norm_act) = (conv.act, self.post_activation(i + 1, with_act));
         let epilogue = |_: usize, part: &mut [f32]| {
             activation::activate_part(conv_act, part);
             affine_part(&scale, &shift, part);
@@ -167,7 +204,8 @@ impl Model {
     }
 
     /// Training, second half: layer `j`'s (the batchnorm's) statistics from the `moments`, its
-    /// normalisation of `y_conv` and its activation → `y`.
+    /// normalisation of `y_conv` and its activation (the activation layer's after it with
+    /// `with_act`) → `y`, in one pass.
     pub(crate) fn forward_bn_from_moments(
         &self,
         j: usize,
@@ -175,6 +213,7 @@ impl Model {
         moments: &[f64],
         y_conv: &[f32],
         y: &mut [f32],
+        with_act: bool,
     ) {
         let norm = &self.layers[j];
         let (
@@ -210,8 +249,8 @@ impl Model {
                 inv_std,
                 var,
             },
+            self.post_activation(j, with_act),
         );
-        activation::activate(norm.act, y, c);
     }
 
     /// Whether the max-pool `j + 1` can apply the training batchnorm `j`'s normalisation as
@@ -221,16 +260,9 @@ impl Model {
         let (Some(norm), Some(pool)) = (self.layers.get(j), self.layers.get(j + 1)) else {
             return false;
         };
-        let read_elsewhere = self.heads.iter().any(|h| h.layer == j)
-            || self
-                .layers
-                .iter()
-                .enumerate()
-                .any(|(k, l)| k != j + 1 && l.inputs.contains(&Source::Layer(j)));
-        matches!(norm.kernel, Kernel::BatchNorm { .. })
+        self.only_reader(j, j + 1)
+            && matches!(norm.kernel, Kernel::BatchNorm { .. })
             && matches!(pool.kernel, Kernel::MaxPool(_))
-            && pool.inputs == [Source::Layer(j)]
-            && !read_elsewhere
             && norm.act == Activation::Linear
             && pool.act == Activation::Linear
             && self.fusion
@@ -295,9 +327,11 @@ impl Model {
         maxpool_backward(&g, dy, argmax, dx);
     }
 
-    /// Backward, first half: layer `j`'s (the batchnorm's) activation backward on `dy` (in
-    /// place), its parameter gradients (written when `param_grads`), and what its input
+    /// Backward, first half: the backward of the activation after layer `j`'s (the
+    /// batchnorm's) normalisation on `dy` (in place; `y` is that activation's output), its
+    /// parameter gradients (written when `param_grads`), and what its input
     /// gradient needs.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_bn_sums(
         &mut self,
         j: usize,
@@ -306,6 +340,7 @@ impl Model {
         y: &[f32],
         dy: &mut [f32],
         param_grads: bool,
+        with_act: bool,
     ) -> InputGradient<f32> {
         let norm = &self.layers[j];
         let (
@@ -317,7 +352,7 @@ impl Model {
         else {
             unreachable!("checked by fusible_conv_bn");
         };
-        activation::activate_backward(norm.act, y, dy, c);
+        activation::activate_backward(self.post_activation(j, with_act), y, dy, c);
         let with_params = param_grads && norm.trainable;
         let p = &mut self.params;
         let (mut gg, mut gb) = if with_params {

@@ -417,7 +417,7 @@ fn conv_bn_stack() -> ModelIr {
 
 #[test]
 fn fused_training_matches_the_layers_run_one_by_one() {
-    // Every convolution → batchnorm pair (→ max-pool) trains as one fused operator: the same
+    // Every convolution → batchnorm pair (→ max-pool or activation) trains as one fused operator: the same
     // kernels and loops in the same order, so the same bits as the layers apart, step after
     // step.
     for (ir, per) in [
@@ -444,12 +444,14 @@ fn fused_training_matches_the_layers_run_one_by_one() {
         let pairs = (ir.layers.windows(2))
             .filter(|w| is(&w[0], conv) && is(&w[1], norm))
             .count();
-        let pools = (ir.layers.windows(3))
-            .filter(|w| is(&w[0], conv) && is(&w[1], norm) && is(&w[2], pool))
+        let act = |op: &LayerOp| matches!(op, LayerOp::Activation(Activation::Relu6));
+        let thirds = (ir.layers.windows(3))
+            .filter(|w| is(&w[0], conv) && is(&w[1], norm) && (is(&w[2], pool) || is(&w[2], act)))
             .count();
-        // Each pair is one forward and one backward node fewer, each max-pool after it as many.
+        // Each pair is one forward and one backward node fewer, and each max-pool or
+        // activation layer after it as many.
         assert_eq!(
-            fused.2 + 2 * (pairs + pools),
+            fused.2 + 2 * (pairs + thirds),
             apart.2,
             "{}: fusion did not run",
             ir.name

@@ -4,7 +4,8 @@
 //! forward batch when it ran apart). Training, before the autograd pass: `ConvBnTrain`, the
 //! batch moments in the epilogue, and a backward that computes the batchnorm's input gradient,
 //! the activation's backward and the bias sum in one pass (`ConvBnTrainBackward`); a
-//! max-pool after the batchnorm joins them and applies the normalisation as it reads.
+//! max-pool after the batchnorm joins them and applies the normalisation as it reads; an
+//! activation layer after the batchnorm joins them in both modes.
 
 use super::ops::{ConvBnForward, ConvBnTrain, LayerForward};
 use luminal::op::Operator;
@@ -54,26 +55,40 @@ impl Compiler for FuseConvBatchnorm {
                         .is_some_and(|p| p.layer == norm.layer + 1),
                     _ => false,
                 };
-            let pool_node = pool.then(|| graph.get_dests(norm_node)[0].0);
-            let last = pool_node.unwrap_or(norm_node);
+            // Otherwise an activation layer after the batchnorm joins, in both modes.
+            let act = !pool
+                && conv.ctx.model.borrow().fusible_bn_act(norm.layer)
+                && match graph.get_dests(norm_node).as_slice() {
+                    [(_, op)] => op
+                        .as_ref()
+                        .as_any()
+                        .downcast_ref::<LayerForward>()
+                        .is_some_and(|a| a.layer == norm.layer + 1),
+                    _ => false,
+                };
+            let third = (pool || act).then(|| graph.get_dests(norm_node)[0].0);
+            let last = third.unwrap_or(norm_node);
             let last_out = graph
                 .graph
                 .node_weight(last)
                 .and_then(|op| op.as_ref().as_any().downcast_ref::<LayerForward>())
                 .map(|l| l.out.clone())
                 .expect("a layer node");
-            // The buffer nobody writes any more: inference never writes the convolution's
-            // output, a fused pool reads the convolution's output in place of the batchnorm's.
-            let unwritten = if !conv.train {
-                Some(conv.out.clone())
-            } else {
-                pool.then(|| norm.out.clone())
-            };
+            // The buffers nobody writes any more: inference never writes the convolution's
+            // output; the batchnorm's goes unwritten when a pool or activation layer joins.
+            let mut unwritten = Vec::new();
+            if !conv.train {
+                unwritten.push(conv.out.clone());
+            }
+            if third.is_some() {
+                unwritten.push(norm.out.clone());
+            }
             let fused: Box<dyn Operator> = if conv.train {
                 Box::new(ConvBnTrain {
                     ctx: conv.ctx.clone(),
                     conv: conv.layer,
                     pool,
+                    act,
                     conv_out: conv.out.clone(),
                     out: last_out,
                 })
@@ -81,10 +96,11 @@ impl Compiler for FuseConvBatchnorm {
                 Box::new(ConvBnForward {
                     ctx: conv.ctx.clone(),
                     conv: conv.layer,
-                    out: norm.out.clone(),
+                    act,
+                    out: last_out,
                 })
             };
-            if let Some(buffer) = unwritten {
+            for buffer in unwritten {
                 *buffer.borrow_mut() = Vec::new();
             }
             let node = graph.graph.add_node(fused);
@@ -92,8 +108,8 @@ impl Compiler for FuseConvBatchnorm {
             move_outgoing_edge(last, node, &mut graph.graph);
             graph.graph.remove_node(conv_node);
             graph.graph.remove_node(norm_node);
-            if let Some(pool_node) = pool_node {
-                graph.graph.remove_node(pool_node);
+            if let Some(third) = third {
+                graph.graph.remove_node(third);
             }
         }
     }

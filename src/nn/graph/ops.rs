@@ -168,6 +168,8 @@ impl Operator for LayerBackward {
 pub(crate) struct ConvBnForward {
     pub(crate) ctx: Rc<Context>,
     pub(crate) conv: usize,
+    /// Whether the activation layer `conv + 2` is fused too (its buffer is then `out`).
+    pub(crate) act: bool,
     pub(crate) out: Buffer,
 }
 
@@ -182,6 +184,7 @@ impl Operator for ConvBnForward {
                 &x,
                 &mut y,
                 ctx.n,
+                self.act,
             )
         });
         vec![self.out.tensor()]
@@ -192,7 +195,8 @@ impl Operator for ConvBnForward {
 /// fuses too (made by the fusion pass before the autograd pass): the convolution, its
 /// activation and the batch moments in one pass over the convolution's output, then the
 /// normalisation, or the max-pool reading the convolution's output through the
-/// normalisation (the normalised tensor is then never written). It keeps the convolution's
+/// normalisation (the normalised tensor is then never written), or, in place of the pool, an
+/// activation layer applied with the normalisation. It keeps the convolution's
 /// output for its backward, which reads (dy, x, this node's output).
 #[derive(Debug, PartialEq)]
 pub(crate) struct ConvBnTrain {
@@ -200,6 +204,8 @@ pub(crate) struct ConvBnTrain {
     pub(crate) conv: usize,
     /// Whether the max-pool `conv + 2` is fused too (its buffer is then `out`).
     pub(crate) pool: bool,
+    /// Whether the activation layer `conv + 2` is fused too (its buffer is then `out`).
+    pub(crate) act: bool,
     pub(crate) conv_out: Buffer,
     pub(crate) out: Buffer,
 }
@@ -246,6 +252,7 @@ impl Operator for ConvBnTrain {
                     &moments,
                     &y_conv,
                     &mut y,
+                    self.act,
                 )
             });
         }
@@ -267,6 +274,7 @@ impl Operator for ConvBnTrain {
                     ctx: self.ctx.clone(),
                     conv: self.conv,
                     conv_out: self.conv_out.clone(),
+                    act: self.act,
                     routed: self.pool.then(|| self.ctx.buffer(n * norm_len)),
                     params: request.params && self.trainable(),
                     dx: request.inputs[0].then(|| self.ctx.buffer(n * in_len)),
@@ -285,6 +293,8 @@ pub(crate) struct ConvBnTrainBackward {
     ctx: Rc<Context>,
     conv: usize,
     conv_out: Buffer,
+    /// Whether an activation layer after the batchnorm is fused.
+    act: bool,
     /// The gradient of the batchnorm's output, when the pool is fused.
     routed: Option<Buffer>,
     params: bool,
@@ -323,6 +333,7 @@ impl Operator for ConvBnTrainBackward {
                 y_norm,
                 dy,
                 self.params,
+                self.act,
             )
         });
         ctx.timed(conv, 1, || {

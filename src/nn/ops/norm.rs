@@ -2,8 +2,9 @@
 //! training normalises with the batch's biased variance and moves the running averages by
 //! `momentum` (moving = moving·momentum + batch·(1 − momentum)); inference uses the averages.
 
+use super::super::ir::Activation;
 use super::super::real::Real;
-use super::PARTS;
+use super::{activation, PARTS};
 use rayon::prelude::*;
 
 /// Rows summed in `T` before they are added into the f64 totals: vectorisable inner loops,
@@ -91,7 +92,18 @@ pub fn batchnorm_train_forward<T: Real>(
     stats: BatchStats<T>,
 ) {
     let moments = batch_moments(c, n, shift, x);
-    batchnorm_train_normalise(c, eps, shift, &moments, x, gamma, beta, y, stats);
+    batchnorm_train_normalise(
+        c,
+        eps,
+        shift,
+        &moments,
+        x,
+        gamma,
+        beta,
+        y,
+        stats,
+        Activation::Linear,
+    );
 }
 
 /// Where a training forward writes the batch's statistics, per channel.
@@ -103,7 +115,8 @@ pub struct BatchStats<'a, T> {
 
 /// The rest of the training forward once the per-sample `moments` are known (by
 /// `batch_moments`, or in a convolution's epilogue): the statistics, then
-/// `y = (x − mean) · inv_std · gamma + beta`.
+/// `y = post((x − mean) · inv_std · gamma + beta)`, `post` applied while each part is in cache
+/// (an activation layer fused after the batchnorm).
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_train_normalise<T: Real>(
     c: usize,
@@ -115,9 +128,10 @@ pub fn batchnorm_train_normalise<T: Real>(
     beta: &[T],
     y: &mut [T],
     mut stats: BatchStats<T>,
+    post: Activation,
 ) {
     batch_statistics(c, eps, x.len() / c, shift, moments, &mut stats);
-    normalise(c, x, gamma, beta, stats.mean, stats.inv_std, y);
+    normalise(c, x, gamma, beta, stats.mean, stats.inv_std, y, post);
 }
 
 /// The batch's mean, biased variance and 1/sqrt(var + eps) over `rows` rows, from the
@@ -190,6 +204,8 @@ pub fn affine_part<T: Real>(scale: &[T], shift: &[T], y: &mut [T]) {
     }
 }
 
+/// `y = post(x · scale + shift)` per channel, `post` applied to each part while in cache.
+#[allow(clippy::too_many_arguments)]
 fn normalise<T: Real>(
     c: usize,
     x: &[T],
@@ -198,6 +214,7 @@ fn normalise<T: Real>(
     mean: &[T],
     inv_std: &[T],
     y: &mut [T],
+    post: Activation,
 ) {
     let (scale, shift) = affine(gamma, beta, mean, inv_std);
     y.par_chunks_mut(c * 256)
@@ -208,6 +225,7 @@ fn normalise<T: Real>(
                     yr[ch] = xr[ch] * scale[ch] + shift[ch];
                 }
             }
+            activation::activate_part(post, ys);
         });
 }
 
@@ -327,7 +345,16 @@ pub fn batchnorm_infer_forward<T: Real>(
         .iter()
         .map(|v| T::ONE / (*v + T::from_f64(eps as f64)).sqrt())
         .collect();
-    normalise(c, x, gamma, beta, moving_mean, &inv_std, y);
+    normalise(
+        c,
+        x,
+        gamma,
+        beta,
+        moving_mean,
+        &inv_std,
+        y,
+        Activation::Linear,
+    );
 }
 
 /// Inference backward (input gradient only: saliency through a trained network).
