@@ -42,31 +42,24 @@ impl Compiler for FuseConvBatchnorm {
             if norm.layer != conv.layer + 1 {
                 continue;
             }
-            // Training: the max-pool after the batchnorm joins when it can take the
-            // normalisation on its reads.
+            // The layer after the batchnorm, when it is the batchnorm's only reader.
             let norm_node = *norm_node;
-            let pool = conv.train
-                && conv.ctx.model.borrow().fusible_bn_pool(norm.layer)
-                && match graph.get_dests(norm_node).as_slice() {
-                    [(_, op)] => op
-                        .as_ref()
-                        .as_any()
-                        .downcast_ref::<LayerForward>()
-                        .is_some_and(|p| p.layer == norm.layer + 1),
-                    _ => false,
-                };
-            // Otherwise an activation layer after the batchnorm joins, in both modes.
-            let act = !pool
-                && conv.ctx.model.borrow().fusible_bn_act(norm.layer)
-                && match graph.get_dests(norm_node).as_slice() {
-                    [(_, op)] => op
-                        .as_ref()
-                        .as_any()
-                        .downcast_ref::<LayerForward>()
-                        .is_some_and(|a| a.layer == norm.layer + 1),
-                    _ => false,
-                };
-            let third = (pool || act).then(|| graph.get_dests(norm_node)[0].0);
+            let next = match graph.get_dests(norm_node).as_slice() {
+                [(node, op)] => op
+                    .as_ref()
+                    .as_any()
+                    .downcast_ref::<LayerForward>()
+                    .filter(|l| l.layer == norm.layer + 1)
+                    .map(|_| *node),
+                _ => None,
+            };
+            // Training: a max-pool joins when it can take the normalisation on its reads;
+            // otherwise an activation layer joins, in both modes.
+            let model = conv.ctx.model.borrow();
+            let pool = next.is_some() && conv.train && model.fusible_bn_pool(norm.layer);
+            let act = next.is_some() && !pool && model.fusible_bn_act(norm.layer);
+            drop(model);
+            let third = next.filter(|_| pool || act);
             let last = third.unwrap_or(norm_node);
             let last_out = graph
                 .graph
