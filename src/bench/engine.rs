@@ -306,29 +306,28 @@ impl NetBench {
 /// graph's step memory. The results are the same bits either way (a test checks it).
 fn fusion_pairs(b: &mut NetBench, options: &BenchOptions) {
     let mut pairs = Pairs::new();
-    let (mut fused, mut apart) = (Vec::new(), Vec::new());
+    // Images/s of each side, for their medians.
+    let (mut fused, mut apart) = (Pairs::new(), Pairs::new());
     let mut memory = [0.0; 2];
     for _ in 0..options.rounds {
-        for (on, rates) in [(true, &mut fused), (false, &mut apart)] {
+        let mut rate = [0.0; 2];
+        for (side, on) in [true, false].into_iter().enumerate() {
             b.net.set_fusion(on);
             b.train(0.0, true);
-            memory[usize::from(!on)] = mib(b.net.memory(b.n, true).total());
-            rates.push(b.train(options.seconds, false).0);
+            memory[side] = mib(b.net.memory(b.n, true).total());
+            rate[side] = b.train(options.seconds, false).0;
         }
-        pairs.push(fused[fused.len() - 1] / apart[apart.len() - 1]);
+        fused.push(rate[0]);
+        apart.push(rate[1]);
+        pairs.push(rate[0] / rate[1]);
     }
     b.net.set_fusion(true);
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     println!(
         "{} training, convolution + batchnorm (+ max-pool) fused: {:.1} images/s, {:.1} MiB a step; run apart: {:.1} images/s, {:.1} MiB; {}",
         b.ir.name,
-        median(&fused),
+        fused.summary().0,
         memory[0],
-        median(&apart),
+        apart.summary().0,
         memory[1],
         pairs.line("fused", "apart")
     );

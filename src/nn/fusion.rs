@@ -14,11 +14,11 @@
 use super::ir::{Activation, Source};
 use super::model::{put_grads, take_grads, Kernel, Model, Scratch};
 use super::ops::activation;
-use super::ops::conv::{conv2d_backward, conv2d_forward};
+use super::ops::conv::{conv2d_backward, conv2d_forward, ConvMethod};
 use super::ops::norm::{
-    affine_part, batch_moments, batch_statistics, batchnorm_param_gradients,
-    batchnorm_train_normalise, infer_affine, moment_shift, sample_moments, train_affine,
-    BatchStats, InputGradient,
+    affine, affine_part, batch_moments, batch_statistics, batchnorm_param_gradients,
+    batchnorm_train_normalise, infer_affine, moment_shift, sample_moments, BatchStats,
+    InputGradient,
 };
 use super::ops::pool::{maxpool_backward, maxpool_forward_affine};
 use std::sync::Mutex;
@@ -172,7 +172,7 @@ impl Model {
         let shift = moment_shift(&p[mean].value);
         let (sample_len, pixels) = (conv.out_len, conv.out_len / c);
         // The depthwise kernel's parts are image rows, not samples: its moments take a pass.
-        let whole_samples = geom.method() != super::ops::conv::ConvMethod::Depthwise;
+        let whole_samples = geom.method() != ConvMethod::Depthwise;
         let moments = Mutex::new(vec![0.0f64; n * 2 * c]);
         let act = conv.act;
         let epilogue = |row: usize, part: &mut [f32]| {
@@ -313,8 +313,7 @@ impl Model {
         };
         let shift = moment_shift(&p[mean].value);
         batch_statistics(c, eps, y_conv.len() / c, &shift, moments, &mut stats);
-        let (scale, offset) =
-            train_affine(&p[gamma].value, &p[beta].value, stats.mean, stats.inv_std);
+        let (scale, offset) = affine(&p[gamma].value, &p[beta].value, stats.mean, stats.inv_std);
         maxpool_forward_affine(&g, y_conv, &scale, &offset, y, argmax);
     }
 

@@ -127,6 +127,10 @@ impl Layer {
                 | Kernel::WeightedSum { .. }
         )
     }
+    /// Whether the layer has parameters that train (its backward computes their gradients).
+    pub(crate) fn trains_params(&self) -> bool {
+        self.trainable && self.has_params()
+    }
     /// Batchnorm of a frozen layer runs in inference mode even while training (Keras 2.1+).
     pub(crate) fn bn_training(&self, train: bool) -> bool {
         train && self.trainable

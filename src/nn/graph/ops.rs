@@ -65,9 +65,7 @@ pub(crate) struct LayerForward {
 
 impl LayerForward {
     fn trainable(&self) -> bool {
-        let model = self.ctx.model.borrow();
-        let layer = &model.layers[self.layer];
-        layer.trainable && layer.has_params()
+        self.ctx.model.borrow().layers[self.layer].trains_params()
     }
 }
 
@@ -215,7 +213,7 @@ impl ConvBnTrain {
         let model = self.ctx.model.borrow();
         model.layers[self.conv..=self.conv + 1]
             .iter()
-            .any(|l| l.trainable && l.has_params())
+            .any(|l| l.trains_params())
     }
 }
 

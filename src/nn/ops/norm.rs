@@ -160,17 +160,6 @@ pub fn batch_statistics<T: Real>(
     }
 }
 
-/// A training batchnorm as a per-channel affine map `(scale, shift)` of its input, the
-/// arithmetic `normalise` applies (a max-pool fused after it applies it as it reads).
-pub fn train_affine<T: Real>(
-    gamma: &[T],
-    beta: &[T],
-    mean: &[T],
-    inv_std: &[T],
-) -> (Vec<T>, Vec<T>) {
-    affine(gamma, beta, mean, inv_std)
-}
-
 /// Inference batchnorm as a per-channel affine map, `(scale, shift)`, the same arithmetic as
 /// `batchnorm_infer_forward` so a fused kernel epilogue gives bit-identical outputs.
 pub fn infer_affine<T: Real>(
@@ -187,7 +176,10 @@ pub fn infer_affine<T: Real>(
     affine(gamma, beta, moving_mean, &inv_std)
 }
 
-fn affine<T: Real>(gamma: &[T], beta: &[T], mean: &[T], inv_std: &[T]) -> (Vec<T>, Vec<T>) {
+/// A batchnorm as a per-channel affine map `(scale, shift)` of its input, from its mean and
+/// 1/sqrt(var + eps): the arithmetic `normalise` applies (a max-pool fused after a training
+/// batchnorm applies it as it reads).
+pub fn affine<T: Real>(gamma: &[T], beta: &[T], mean: &[T], inv_std: &[T]) -> (Vec<T>, Vec<T>) {
     let scale: Vec<T> = gamma.iter().zip(inv_std).map(|(g, s)| *g * *s).collect();
     let shift: Vec<T> = (0..gamma.len())
         .map(|ch| beta[ch] - mean[ch] * scale[ch])
