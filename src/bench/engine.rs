@@ -178,10 +178,32 @@ fn gemm_comparison(seconds: f64) -> Vec<(String, f64, f64)> {
 }
 
 /// One net with its batch, measured by the profiling pass and then round by round.
-/// The bigger CNN's first layer (3 channels, K = 27) at the bench's batch and threads, by
-/// im2col + GEMM and by the direct kernels: ms per forward and per parameter gradient.
-fn first_layer_comparison(options: &BenchOptions) -> [(f64, f64); 2] {
-    let g = ConvGeom::new([69, 69, 3], 32, [3, 3], [1, 1], Padding::Valid, [1, 1], 1);
+/// The bigger CNN's first two layers: 3 channels (K = 27, no input gradient needed) and
+/// 32 channels on a 31×31 map (K = 288).
+fn compared_layers() -> [(&'static str, ConvGeom, bool); 2] {
+    let g =
+        |input, filters, padding| ConvGeom::new(input, filters, [3, 3], [1, 1], padding, [1, 1], 1);
+    [
+        (
+            "first layer (69x69x3 -> 32 filters, K = 27",
+            g([69, 69, 3], 32, Padding::Valid),
+            false,
+        ),
+        (
+            "second layer (31x31x32 -> 64 filters, K = 288",
+            g([31, 31, 32], 64, Padding::Same),
+            true,
+        ),
+    ]
+}
+
+/// One layer at the bench's batch and threads, by im2col + GEMM and by the direct kernels:
+/// ms per forward, per parameter gradient and (with `input_gradient`) per input gradient.
+fn layer_comparison(
+    g: &ConvGeom,
+    input_gradient: bool,
+    options: &BenchOptions,
+) -> [(f64, f64, Option<f64>); 2] {
     let n = options.batch;
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let x: Vec<f32> = (0..n * g.in_len()).map(|_| rng.gen()).collect();
@@ -189,17 +211,18 @@ fn first_layer_comparison(options: &BenchOptions) -> [(f64, f64); 2] {
     let k: Vec<f32> = (0..g.kernel_len()).map(|_| rng.gen()).collect();
     let b = vec![0.1f32; g.filters];
     let (mut dk, mut db) = (vec![0.0f32; k.len()], vec![0.0f32; b.len()]);
+    let mut dx = vec![0.0f32; x.len()];
     let mut y = vec![0.0f32; n * g.out_len()];
-    let mut scratch = ConvScratch::new(&g, n, true);
+    let mut scratch = ConvScratch::new(g, n, true);
     let seconds = options.seconds / 4.0;
     [ConvMethod::Im2col, ConvMethod::Direct].map(|method| {
         let (forward, _) = rate(seconds, 1, true, || {
-            conv2d_forward_by(method, &g, n, &x, &k, &b, &mut y, &mut scratch, None)
+            conv2d_forward_by(method, g, n, &x, &k, &b, &mut y, &mut scratch, None)
         });
-        let (backward, _) = rate(seconds, 1, true, || {
+        let (params, _) = rate(seconds, 1, true, || {
             conv2d_backward_by(
                 method,
-                &g,
+                g,
                 n,
                 &x,
                 &k,
@@ -210,7 +233,24 @@ fn first_layer_comparison(options: &BenchOptions) -> [(f64, f64); 2] {
                 &mut scratch,
             )
         });
-        (1e3 / forward, 1e3 / backward)
+        let input = input_gradient.then(|| {
+            let (input, _) = rate(seconds, 1, true, || {
+                conv2d_backward_by(
+                    method,
+                    g,
+                    n,
+                    &x,
+                    &k,
+                    &mut dy,
+                    None,
+                    Some(&mut dx),
+                    None,
+                    &mut scratch,
+                )
+            });
+            1e3 / input
+        });
+        (1e3 / forward, 1e3 / params, input)
     })
 }
 
@@ -503,17 +543,22 @@ fn run_in_pool(options: &BenchOptions) -> miette::Result<()> {
         "  the engine uses {:?} (docs/decisions.md, engine)",
         gemm::backend()
     );
-    let [gemm_ms, direct_ms] = first_layer_comparison(options);
-    println!(
-        "first layer (69x69x3 -> 32 filters, K = 27, batch {}, {} threads), ms forward / kernel gradient: im2col+GEMM {:.1} / {:.1}, direct {:.1} / {:.1}; the engine uses {:?}",
-        options.batch,
-        options.threads,
-        gemm_ms.0,
-        gemm_ms.1,
-        direct_ms.0,
-        direct_ms.1,
-        ConvGeom::new([69, 69, 3], 32, [3, 3], [1, 1], Padding::Valid, [1, 1], 1).method()
-    );
+    for (name, g, input_gradient) in compared_layers() {
+        let [gemm_ms, direct_ms] = layer_comparison(&g, input_gradient, options);
+        let ms = |(forward, params, input): (f64, f64, Option<f64>)| match input {
+            Some(input) => format!("{forward:.1} / {params:.1} / {input:.1}"),
+            None => format!("{forward:.1} / {params:.1}"),
+        };
+        println!(
+            "{name}, batch {}, {} threads), ms forward / kernel gradient{}: im2col+GEMM {}, direct {}; the engine uses {:?}",
+            options.batch,
+            options.threads,
+            if input_gradient { " / input gradient" } else { "" },
+            ms(gemm_ms),
+            ms(direct_ms),
+            g.method()
+        );
+    }
     let [gemm_ms, depthwise_ms] = depthwise_comparison(options);
     println!(
         "depthwise layer (64x64x64, 3x3 stride 1 same, batch 16, {} threads), ms forward / backward (input + parameter gradients): grouped im2col+GEMM {:.1} / {:.1}, depthwise kernel {:.1} / {:.1}; the engine uses {:?}",

@@ -35,8 +35,10 @@ pub mod real;
 /// 4: the depthwise convolution kernel (its sums, and the bias gradient's, round in another
 /// order than grouped im2col's);
 /// 5: training batchnorm's statistics in one pass, per-sample moments in f64 about the
-/// running mean (the same loop in a convolution's epilogue when the two are fused).
-pub const ENGINE_EPOCH: u32 = 5;
+/// running mean (the same loop in a convolution's epilogue when the two are fused);
+/// 6: direct convolution (AVX-512) for every ungrouped layer at least 8 pixels wide where
+/// the CPU has AVX-512, its input gradient included (its sums round in another order).
+pub const ENGINE_EPOCH: u32 = 6;
 
 pub use error::EngineError;
 pub use model::Param;

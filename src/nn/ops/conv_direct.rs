@@ -1,25 +1,91 @@
-//! Direct convolution for few input channels (the first layer of every galaxy net: 3
-//! channels, a 27-long patch), forward and the parameter gradients.
+//! Direct convolution: forward, the parameter gradients and (at stride 1) the input
+//! gradient, read straight from a zero-padded copy of each sample with no im2col copy.
 //!
-//! With K = 27 the im2col copy costs as much as the product, and the GEMM writes its output
-//! twice (bias, then accumulate). Here each block of output pixels × filters is summed in
-//! registers over the taps, read straight from a zero-padded copy of the sample, and written
-//! once. The kernel is packed in blocks of `FW` filters ([block][tap][FW], zeros past the
-//! last filter) so every inner loop has a fixed length the compiler vectorises. Where the
+//! The engine uses it for few input channels everywhere (the first layer of every galaxy
+//! net: 3 channels, a 27-long patch, where the im2col copy costs as much as the product), and
+//! for every ungrouped convolution of maps at least `WIDE_MIN_WIDTH` wide where the CPU has
+//! AVX-512 (`wide`), whose f32 kernels are in `conv_direct_avx512.rs`. Elsewhere each block
+//! of output pixels × filters is summed in registers over the taps by the portable loops
+//! below: the kernel is packed in blocks of `FW` filters ([block][tap][FW], zeros past the
+//! last filter) so every inner loop has a fixed length the compiler vectorises, and where the
 //! CPU has AVX2 and FMA (detected at run time, as matrixmultiply does) the same code is
 //! compiled for them and each multiply-add rounds once.
 //!
-//! The input gradient stays on the im2col path (`conv.rs`): the first layer never needs it,
-//! and explanations that do are not the hot path.
+//! The input gradient at stride 1 is itself a forward convolution (`transposed`): of the
+//! output gradient, padded by kernel − 1 − pad, with the kernel flipped and its channels and
+//! filters swapped. Strided layers take theirs from the im2col path (`conv.rs`).
 
 use super::super::real::Real;
 use super::conv::ConvGeom;
+use std::any::TypeId;
 
 /// Input channels up to which the engine convolves directly (groups of one only). Measured
 /// in `gpl bench engine` (first-layer line): at 3 channels direct wins forward and backward.
 pub const MAX_CHANNELS: usize = 4;
-/// Filters per register block.
-const FW: usize = 16;
+/// Filters per register block (one AVX-512 register of f32).
+pub(super) const FW: usize = 16;
+/// Output width from which a many-channel convolution goes direct on AVX-512: narrower maps
+/// give a register block too few pixels to hide the multiply-add latency, and im2col
+/// batches several samples into one product instead.
+pub const WIDE_MIN_WIDTH: usize = 8;
+
+/// Whether the AVX-512 kernels run here, making the direct method the engine's choice for
+/// many-channel layers too (`ConvGeom::method`).
+pub fn wide() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::conv_direct_avx512::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `s` as f32, when `T` is f32 (the AVX-512 kernels' type).
+fn as_f32<T: Real>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 by the TypeId test, so the slice is reinterpreted as itself.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) })
+}
+
+fn as_f32_mut<T: Real>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut f32, s.len()) })
+}
+
+/// The geometry whose forward pass is `g`'s input gradient, at stride 1 without groups:
+/// input the output gradient ([oh, ow, filters]), output [h, w, c], padded by
+/// dilation·(kernel − 1) − pad before, with `transpose_kernel`'s kernel and no bias.
+pub fn transposed(g: &ConvGeom) -> Option<ConvGeom> {
+    if (g.sh, g.sw, g.groups) != (1, 1, 1) {
+        return None;
+    }
+    Some(ConvGeom {
+        h: g.oh,
+        w: g.ow,
+        c: g.filters,
+        oh: g.h,
+        ow: g.w,
+        filters: g.c,
+        pad_top: g.dh * (g.kh - 1) - g.pad_top,
+        pad_left: g.dw * (g.kw - 1) - g.pad_left,
+        ..*g
+    })
+}
+
+/// `g`'s HWIO kernel flipped in both axes with channels and filters swapped: the kernel of
+/// `transposed(g)`.
+pub(super) fn transpose_kernel<T: Real>(g: &ConvGeom, kernel: &[T], out: &mut [T]) {
+    let (c, f) = (g.c, g.filters);
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let flipped = (g.kh - 1 - ky) * g.kw + (g.kw - 1 - kx);
+            for ci in 0..c {
+                for fi in 0..f {
+                    out[(flipped * f + fi) * c + ci] = kernel[((ky * g.kw + kx) * c + ci) * f + fi];
+                }
+            }
+        }
+    }
+}
 /// Output pixels per register block in the forward pass.
 const PB: usize = 4;
 
@@ -105,6 +171,13 @@ fn tap_offsets(g: &ConvGeom) -> Vec<usize> {
 /// One sample's output `y` ([oh, ow, filters]) from its padded input.
 pub(super) fn forward_sample<T: Real>(g: &ConvGeom, xp: &[T], packed: &[T], y: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
+    if let (true, Some(xp), Some(packed), Some(y)) =
+        (wide(), as_f32(xp), as_f32(packed), as_f32_mut(y))
+    {
+        // SAFETY: the CPU has AVX-512F (`wide`).
+        return unsafe { super::conv_direct_avx512::forward_sample(g, xp, packed, y) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for (checked above).
         return unsafe { forward_sample_fma(g, xp, packed, y) };
@@ -179,6 +252,13 @@ fn forward_block<T: Real, const FMA: bool, const P: usize>(
 /// Adds one sample's kernel gradient, dK[tap, filter] += Σ_pixels x(pixel, tap) · dy[pixel,
 /// filter], onto `dkernel` (HWIO).
 pub(super) fn dkernel_sample<T: Real>(g: &ConvGeom, xp: &[T], dy: &[T], dkernel: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(xp), Some(dy), Some(dkernel)) =
+        (wide(), as_f32(xp), as_f32(dy), as_f32_mut(dkernel))
+    {
+        // SAFETY: the CPU has AVX-512F (`wide`).
+        return unsafe { super::conv_direct_avx512::dkernel_sample(g, xp, dy, dkernel) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for (checked above).

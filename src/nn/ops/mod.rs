@@ -11,6 +11,8 @@ pub mod activation;
 pub mod conv;
 pub mod conv_depthwise;
 pub mod conv_direct;
+#[cfg(target_arch = "x86_64")]
+mod conv_direct_avx512;
 pub mod dense;
 pub mod dropout;
 pub mod loss;
