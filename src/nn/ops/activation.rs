@@ -6,6 +6,7 @@
 
 use super::super::ir::Activation;
 use super::super::real::Real;
+use super::super::simd::multiversion;
 use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
@@ -24,30 +25,32 @@ pub fn activate<T: Real>(act: Activation, y: &mut [T], last: usize) {
 /// `activate` on one contiguous part, on the calling thread (a kernel's epilogue while the
 /// part is in cache). Not for softmax, which needs whole rows of its axis.
 pub fn activate_part<T: Real>(act: Activation, ys: &mut [T]) {
-    debug_assert!(act != Activation::Softmax, "softmax is not element-wise");
-    // ReLU and ReLU6 (every MobileNet block) as selects in loops of their own, which the
-    // compiler vectorises; through `apply`'s match they ran one value at a time. Same values,
-    // except that a negative zero or NaN comes out as +0.
-    match act {
-        Activation::Linear => {}
-        Activation::Relu => {
-            for v in ys.iter_mut() {
-                *v = if *v > T::ZERO { *v } else { T::ZERO };
+    multiversion!(fn [T: Real] (act: Activation, ys: &mut [T]) {
+        debug_assert!(act != Activation::Softmax, "softmax is not element-wise");
+        // ReLU and ReLU6 (every MobileNet block) as selects in loops of their own, which the
+        // compiler vectorises; through `apply`'s match they ran one value at a time. Same values,
+        // except that a negative zero or NaN comes out as +0.
+        match act {
+            Activation::Linear => {}
+            Activation::Relu => {
+                for v in ys.iter_mut() {
+                    *v = if *v > T::ZERO { *v } else { T::ZERO };
+                }
+            }
+            Activation::Relu6 => {
+                let six = T::from_f64(6.0);
+                for v in ys.iter_mut() {
+                    let r = if *v > T::ZERO { *v } else { T::ZERO };
+                    *v = if r < six { r } else { six };
+                }
+            }
+            _ => {
+                for v in ys.iter_mut() {
+                    *v = apply(act, *v);
+                }
             }
         }
-        Activation::Relu6 => {
-            let six = T::from_f64(6.0);
-            for v in ys.iter_mut() {
-                let r = if *v > T::ZERO { *v } else { T::ZERO };
-                *v = if r < six { r } else { six };
-            }
-        }
-        _ => {
-            for v in ys.iter_mut() {
-                *v = apply(act, *v);
-            }
-        }
-    }
+    })
 }
 
 #[inline(always)]
@@ -126,32 +129,34 @@ pub fn activate_backward<T: Real>(act: Activation, y: &[T], dy: &mut [T], last: 
 /// `activate_backward` on one contiguous part, on the calling thread (a convolution's backward
 /// prologue while the part is in cache). Not for softmax, which needs whole rows of its axis.
 pub fn activate_backward_part<T: Real>(act: Activation, ys: &[T], ds: &mut [T]) {
-    debug_assert!(act != Activation::Softmax, "softmax is not element-wise");
-    match act {
-        Activation::Linear => {}
-        // Selects rather than a multiply by a 0/1 derivative, so they vectorise; a
-        // gradient stopped there is +0 (it was ±0, or NaN for an infinite one).
-        Activation::Relu => {
-            for (d, y) in ds.iter_mut().zip(ys) {
-                *d = if *y > T::ZERO { *d } else { T::ZERO };
+    multiversion!(fn [T: Real] (act: Activation, ys: &[T], ds: &mut [T]) {
+        debug_assert!(act != Activation::Softmax, "softmax is not element-wise");
+        match act {
+            Activation::Linear => {}
+            // Selects rather than a multiply by a 0/1 derivative, so they vectorise; a
+            // gradient stopped there is +0 (it was ±0, or NaN for an infinite one).
+            Activation::Relu => {
+                for (d, y) in ds.iter_mut().zip(ys) {
+                    *d = if *y > T::ZERO { *d } else { T::ZERO };
+                }
+            }
+            Activation::Relu6 => {
+                let six = T::from_f64(6.0);
+                for (d, y) in ds.iter_mut().zip(ys) {
+                    *d = if *y > T::ZERO && *y < six {
+                        *d
+                    } else {
+                        T::ZERO
+                    };
+                }
+            }
+            _ => {
+                for (d, y) in ds.iter_mut().zip(ys) {
+                    *d *= derivative(act, *y);
+                }
             }
         }
-        Activation::Relu6 => {
-            let six = T::from_f64(6.0);
-            for (d, y) in ds.iter_mut().zip(ys) {
-                *d = if *y > T::ZERO && *y < six {
-                    *d
-                } else {
-                    T::ZERO
-                };
-            }
-        }
-        _ => {
-            for (d, y) in ds.iter_mut().zip(ys) {
-                *d *= derivative(act, *y);
-            }
-        }
-    }
+    })
 }
 
 #[inline(always)]

@@ -12,6 +12,7 @@
 use super::super::gemm::{gemm, timed_product, MatRef};
 use super::super::ir::Padding;
 use super::super::real::Real;
+use super::super::simd::multiversion;
 use super::conv_depthwise::{self as depthwise, Isa};
 use super::conv_direct::{self as direct, MAX_CHANNELS};
 use super::{axis_geometry, samples_per_part};
@@ -600,11 +601,14 @@ fn prepare_output_gradient<T: Real>(
                     prologue(p * part_rows + b * block_rows, block);
                 }
                 if bias {
-                    for row in block.chunks(f) {
-                        for (s, d) in part.dbias.iter_mut().zip(row) {
-                            *s += *d;
+                    let dbias = &mut part.dbias[..];
+                    multiversion!(fn [T: Real] (f: usize, block: &[T], dbias: &mut [T]) {
+                        for row in block.chunks(f) {
+                            for (s, d) in dbias.iter_mut().zip(row) {
+                                *s += *d;
+                            }
                         }
-                    }
+                    });
                 }
             }
         });

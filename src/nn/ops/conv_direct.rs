@@ -130,19 +130,24 @@ pub(super) fn pack<T: Real>(g: &ConvGeom, kernel: &[T], bias: &[T], packed: &mut
     }
 }
 
-/// Copies one sample into its zero-padded frame.
+/// Copies one sample into its zero-padded frame, zeroing only the border around it (the
+/// frame is rewritten for every sample, so the copy is all the traffic there is).
 pub(super) fn pad<T: Real>(g: &ConvGeom, x: &[T], padded: &mut [T]) {
     let (hp, wp) = padded_dims(g);
-    padded.fill(T::ZERO);
+    let c = g.c;
+    let frame = &mut padded[..hp * wp * c];
     let cols = g.w.min(wp.saturating_sub(g.pad_left));
-    for iy in 0..g.h {
-        let py = iy + g.pad_top;
-        if py >= hp {
-            break;
-        }
-        padded[(py * wp + g.pad_left) * g.c..][..cols * g.c]
-            .copy_from_slice(&x[iy * g.w * g.c..][..cols * g.c]);
+    let rows = g.h.min(hp.saturating_sub(g.pad_top));
+    frame[..g.pad_top.min(hp) * wp * c].fill(T::ZERO);
+    for iy in 0..rows {
+        let row = &mut frame[(iy + g.pad_top) * wp * c..][..wp * c];
+        let (left, rest) = row.split_at_mut(g.pad_left.min(wp) * c);
+        let (inside, right) = rest.split_at_mut(cols * c);
+        left.fill(T::ZERO);
+        inside.copy_from_slice(&x[iy * g.w * c..][..cols * c]);
+        right.fill(T::ZERO);
     }
+    frame[(g.pad_top + rows).min(hp) * wp * c..].fill(T::ZERO);
 }
 
 #[inline(always)]

@@ -4,6 +4,7 @@
 
 use super::super::ir::Activation;
 use super::super::real::Real;
+use super::super::simd::multiversion;
 use super::{activation, PARTS};
 use rayon::prelude::*;
 
@@ -22,19 +23,26 @@ fn channel_sums<T: Real>(
     let partials: Vec<Vec<f64>> = (0..rows.div_ceil(per_part))
         .into_par_iter()
         .map(|p| {
-            let mut total = vec![0.0f64; width];
-            let mut block = vec![T::ZERO; width];
-            let end = ((p + 1) * per_part).min(rows);
-            for start in (p * per_part..end).step_by(BLOCK) {
-                block.fill(T::ZERO);
-                for r in start..(start + BLOCK).min(end) {
-                    f(r, &mut block);
+            let range = p * per_part..((p + 1) * per_part).min(rows);
+            let f = &f;
+            multiversion!(fn [T: Real, F: Fn(usize, &mut [T])] (
+                range: std::ops::Range<usize>,
+                width: usize,
+                f: &F,
+            ) -> Vec<f64> {
+                let mut total = vec![0.0f64; width];
+                let mut block = vec![T::ZERO; width];
+                for start in range.clone().step_by(BLOCK) {
+                    block.fill(T::ZERO);
+                    for r in start..(start + BLOCK).min(range.end) {
+                        f(r, &mut block);
+                    }
+                    for (t, b) in total.iter_mut().zip(&block) {
+                        *t += b.to_f64();
+                    }
                 }
-                for (t, b) in total.iter_mut().zip(&block) {
-                    *t += b.to_f64();
-                }
-            }
-            total
+                total
+            })
         })
         .collect();
     let mut total = vec![0.0f64; width];
@@ -56,16 +64,18 @@ pub fn moment_shift<T: Real>(moving_mean: &[T]) -> Vec<f64> {
 /// rows in order. The unfused batchnorm and a convolution's epilogue (training fusion) both
 /// call this on whole samples, so they get the same bits.
 pub fn sample_moments<T: Real>(c: usize, shift: &[f64], rows: &[T], out: &mut [f64]) {
-    let (s1, s2) = out.split_at_mut(c);
-    s1.fill(0.0);
-    s2.fill(0.0);
-    for row in rows.chunks(c) {
-        for (((a, b), v), k) in s1.iter_mut().zip(s2.iter_mut()).zip(row).zip(shift) {
-            let d = v.to_f64() - *k;
-            *a += d;
-            *b += d * d;
+    multiversion!(fn [T: Real] (c: usize, shift: &[f64], rows: &[T], out: &mut [f64]) {
+        let (s1, s2) = out.split_at_mut(c);
+        s1.fill(0.0);
+        s2.fill(0.0);
+        for row in rows.chunks(c) {
+            for (((a, b), v), k) in s1.iter_mut().zip(s2.iter_mut()).zip(row).zip(shift) {
+                let d = v.to_f64() - *k;
+                *a += d;
+                *b += d * d;
+            }
         }
-    }
+    })
 }
 
 /// `sample_moments` of each of the `n` samples of `x`, `[n, 2c]`.
@@ -189,11 +199,14 @@ pub fn affine<T: Real>(gamma: &[T], beta: &[T], mean: &[T], inv_std: &[T]) -> (V
 
 /// `y = y · scale + shift` per channel, in place on the calling thread (`y` is whole rows).
 pub fn affine_part<T: Real>(scale: &[T], shift: &[T], y: &mut [T]) {
-    for row in y.chunks_mut(scale.len()) {
-        for ch in 0..scale.len() {
-            row[ch] = row[ch] * scale[ch] + shift[ch];
+    multiversion!(fn [T: Real] (scale: &[T], shift: &[T], y: &mut [T]) {
+        // Zipped, not indexed: an index check in the loop would stop its vectorisation.
+        for row in y.chunks_mut(scale.len()) {
+            for ((v, s), t) in row.iter_mut().zip(scale).zip(shift) {
+                *v = *v * *s + *t;
+            }
         }
-    }
+    })
 }
 
 /// `y = post(x · scale + shift)` per channel, `post` applied to each part while in cache.
@@ -212,11 +225,14 @@ fn normalise<T: Real>(
     y.par_chunks_mut(c * 256)
         .zip(x.par_chunks(c * 256))
         .for_each(|(ys, xs)| {
-            for (yr, xr) in ys.chunks_mut(c).zip(xs.chunks(c)) {
-                for ch in 0..c {
-                    yr[ch] = xr[ch] * scale[ch] + shift[ch];
+            let (scale, shift) = (&scale[..], &shift[..]);
+            multiversion!(fn [T: Real] (c: usize, scale: &[T], shift: &[T], xs: &[T], ys: &mut [T]) {
+                for (yr, xr) in ys.chunks_mut(c).zip(xs.chunks(c)) {
+                    for (((y, x), s), t) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
+                        *y = *x * *s + *t;
+                    }
                 }
-            }
+            });
             activation::activate_part(post, ys);
         });
 }
@@ -278,9 +294,13 @@ pub fn batchnorm_param_gradients<T: Real>(
     let sums = channel_sums::<T>(rows, 2 * c, |r, acc| {
         let (xr, dr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
         let (dg, db) = acc.split_at_mut(c);
-        for ch in 0..c {
-            dg[ch] += dr[ch] * ((xr[ch] - mean[ch]) * inv_std[ch]);
-            db[ch] += dr[ch];
+        let per_channel = dg
+            .iter_mut()
+            .zip(db.iter_mut())
+            .zip(mean.iter().zip(inv_std));
+        for (((dg, db), (m, s)), (x, d)) in per_channel.zip(xr.iter().zip(dr)) {
+            *dg += *d * ((*x - *m) * *s);
+            *db += *d;
         }
     });
     for ch in 0..c {
@@ -311,13 +331,24 @@ pub struct InputGradient<T> {
 impl<T: Real> InputGradient<T> {
     /// `d` (rows of dy, the rows of `x` they belong to) becomes dx, in place.
     pub fn apply(&self, x: &[T], d: &mut [T]) {
-        let c = self.k.len();
-        for (dr, xr) in d.chunks_mut(c).zip(x.chunks(c)) {
-            for ch in 0..c {
-                let xhat = (xr[ch] - self.mean[ch]) * self.inv_std[ch];
-                dr[ch] = self.k[ch] * (dr[ch] - self.mean_dbeta[ch] - xhat * self.mean_dgamma[ch]);
+        let g = self;
+        multiversion!(fn [T: Real] (g: &InputGradient<T>, x: &[T], d: &mut [T]) {
+            let c = g.k.len();
+            let per_channel = g
+                .k
+                .iter()
+                .zip(&g.mean_dbeta)
+                .zip(&g.mean_dgamma)
+                .zip(g.mean.iter().zip(&g.inv_std));
+            for (dr, xr) in d.chunks_mut(c).zip(x.chunks(c)) {
+                for ((d, x), (((k, mdb), mdg), (m, s))) in
+                    dr.iter_mut().zip(xr).zip(per_channel.clone())
+                {
+                    let xhat = (*x - *m) * *s;
+                    *d = *k * (*d - *mdb - xhat * *mdg);
+                }
             }
-        }
+        })
     }
 }
 

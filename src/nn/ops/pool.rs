@@ -4,6 +4,7 @@
 
 use super::super::ir::Padding;
 use super::super::real::Real;
+use super::super::simd::multiversion;
 use super::axis_geometry;
 use rayon::prelude::*;
 
@@ -86,21 +87,23 @@ pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: Opti
             .par_chunks(g.in_len())
             .zip(y.par_chunks_mut(g.out_len()))
             .for_each(|(xs, ys)| {
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        let yr = &mut ys[(oy * g.ow + ox) * c..][..c];
-                        yr.fill(T::NEG_INFINITY);
-                        let (rows, cols) = g.window(oy, ox);
-                        for iy in rows {
-                            for ix in cols.clone() {
-                                let xr = &xs[(iy * g.w + ix) * c..][..c];
-                                for ch in 0..c {
-                                    yr[ch] = yr[ch].max(xr[ch]);
+                multiversion!(fn [T: Real] (g: &PoolGeom, c: usize, xs: &[T], ys: &mut [T]) {
+                    for oy in 0..g.oh {
+                        for ox in 0..g.ow {
+                            let yr = &mut ys[(oy * g.ow + ox) * c..][..c];
+                            yr.fill(T::NEG_INFINITY);
+                            let (rows, cols) = g.window(oy, ox);
+                            for iy in rows {
+                                for ix in cols.clone() {
+                                    let xr = &xs[(iy * g.w + ix) * c..][..c];
+                                    for ch in 0..c {
+                                        yr[ch] = yr[ch].max(xr[ch]);
+                                    }
                                 }
                             }
                         }
                     }
-                }
+                })
             }),
         Some(argmax) => maxpool_argmax(g, x, y, argmax, |_, _: &mut [T; ARGMAX_LANES]| {}),
     }
@@ -156,58 +159,68 @@ fn maxpool_argmax<T: Real>(
     // index in 32-bit lanes, as wide as the compare's mask, so each select is one
     // blend; narrowed to bytes once per block. Lanes past the last channel hold -inf,
     // never greater, and are not stored.
-    const B: usize = ARGMAX_LANES;
     x.par_chunks(g.in_len())
         .zip(
             y.par_chunks_mut(g.out_len())
                 .zip(argmax.par_chunks_mut(g.out_len())),
         )
         .for_each(|(xs, (ys, am))| {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    let o = (oy * g.ow + ox) * c;
-                    let (y0, x0) = g.origin(oy, ox);
-                    let (rows, cols) = g.window(oy, ox);
-                    let position = |iy: usize, ix: usize| {
-                        ((iy as isize - y0) as usize * g.kw + (ix as isize - x0) as usize) as u32
-                    };
-                    let first = (rows.start * g.w + cols.start) * c;
-                    let mut cb = 0;
-                    while cb < c {
-                        let width = B.min(c - cb);
-                        let mut m = [T::NEG_INFINITY; B];
-                        let mut id = [position(rows.start, cols.start); B];
-                        m[..width].copy_from_slice(&xs[first + cb..][..width]);
-                        load(cb, &mut m);
-                        let mut skip = true;
-                        for iy in rows.clone() {
-                            for ix in cols.clone() {
-                                if skip {
-                                    skip = false;
-                                    continue;
-                                }
-                                let p = position(iy, ix);
-                                let mut xv = [T::NEG_INFINITY; B];
-                                xv[..width]
-                                    .copy_from_slice(&xs[(iy * g.w + ix) * c + cb..][..width]);
-                                load(cb, &mut xv);
-                                // Strict `>` keeps the first maximum; selects, not
-                                // branches: random data mispredicts half of them.
-                                for j in 0..B {
-                                    let greater = xv[j] > m[j];
-                                    m[j] = if greater { xv[j] } else { m[j] };
-                                    id[j] = if greater { p } else { id[j] };
+            let load = &load;
+            multiversion!(fn [T: Real, L: Fn(usize, &mut [T; ARGMAX_LANES])] (
+                g: &PoolGeom,
+                c: usize,
+                load: &L,
+                xs: &[T],
+                ys: &mut [T],
+                am: &mut [u8],
+            ) {
+                const B: usize = ARGMAX_LANES;
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let o = (oy * g.ow + ox) * c;
+                        let (y0, x0) = g.origin(oy, ox);
+                        let (rows, cols) = g.window(oy, ox);
+                        let position = |iy: usize, ix: usize| {
+                            ((iy as isize - y0) as usize * g.kw + (ix as isize - x0) as usize) as u32
+                        };
+                        let first = (rows.start * g.w + cols.start) * c;
+                        let mut cb = 0;
+                        while cb < c {
+                            let width = B.min(c - cb);
+                            let mut m = [T::NEG_INFINITY; B];
+                            let mut id = [position(rows.start, cols.start); B];
+                            m[..width].copy_from_slice(&xs[first + cb..][..width]);
+                            load(cb, &mut m);
+                            let mut skip = true;
+                            for iy in rows.clone() {
+                                for ix in cols.clone() {
+                                    if skip {
+                                        skip = false;
+                                        continue;
+                                    }
+                                    let p = position(iy, ix);
+                                    let mut xv = [T::NEG_INFINITY; B];
+                                    xv[..width]
+                                        .copy_from_slice(&xs[(iy * g.w + ix) * c + cb..][..width]);
+                                    load(cb, &mut xv);
+                                    // Strict `>` keeps the first maximum; selects, not
+                                    // branches: random data mispredicts half of them.
+                                    for j in 0..B {
+                                        let greater = xv[j] > m[j];
+                                        m[j] = if greater { xv[j] } else { m[j] };
+                                        id[j] = if greater { p } else { id[j] };
+                                    }
                                 }
                             }
+                            ys[o + cb..][..width].copy_from_slice(&m[..width]);
+                            for (a, i) in am[o + cb..][..width].iter_mut().zip(&id) {
+                                *a = *i as u8;
+                            }
+                            cb += B;
                         }
-                        ys[o + cb..][..width].copy_from_slice(&m[..width]);
-                        for (a, i) in am[o + cb..][..width].iter_mut().zip(&id) {
-                            *a = *i as u8;
-                        }
-                        cb += B;
                     }
                 }
-            }
+            })
         })
 }
 
@@ -222,6 +235,7 @@ pub fn maxpool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u8], dx: &mut
                 .zip(argmax.par_chunks(g.out_len())),
         )
         .for_each(|(dxs, (dys, am))| {
+            multiversion!(fn [T: Real] (g: &PoolGeom, c: usize, dys: &[T], am: &[u8], dxs: &mut [T]) {
             dxs.fill(T::ZERO);
             // Per window position, the offset of its pixel in the sample (wrapping for the
             // positions a clipped window lacks; the forward never names those).
@@ -241,6 +255,7 @@ pub fn maxpool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u8], dx: &mut
                     }
                 }
             }
+            })
         });
 }
 
