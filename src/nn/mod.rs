@@ -22,7 +22,7 @@ pub mod network;
 pub mod ops;
 pub mod optim;
 pub mod real;
-pub(crate) mod simd;
+pub mod simd;
 
 /// The engine's numerics generation, part of the cache key of every stage that runs the
 /// engine (train, crossval folds). Bump it whenever a change to the engine (a kernel, a

@@ -14,11 +14,23 @@
 //! reorder floating-point sums, so a loop vectorised across channels keeps each channel's
 //! order of summation.
 
-/// Whether this CPU has the features the wide copies are compiled for.
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static WIDE: AtomicBool = AtomicBool::new(true);
+
+/// Lets the wide copies run (the default) or not: the test that both copies give the same
+/// bits trains once each way.
+pub fn set_wide(on: bool) {
+    WIDE.store(on, Ordering::Relaxed);
+}
+
+/// Whether the wide copies run: allowed, and this CPU has the features they are compiled for.
 pub fn avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        WIDE.load(Ordering::Relaxed)
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false

@@ -461,6 +461,36 @@ fn fused_training_matches_the_layers_run_one_by_one() {
     }
 }
 
+#[test]
+fn wide_loops_give_the_same_bits_as_the_baseline_build() {
+    // The memory-bound loops run compiled for AVX2 + FMA where the CPU has them, for baseline
+    // x86-64 otherwise (`nn::simd`): the same operations in the same order, so training and
+    // inference give the same bits either way. (On a CPU without AVX2 both runs are baseline.)
+    for (ir, per) in [
+        (conv_bn_stack(), 10 * 9 * 2),
+        (small_model(0.0), 9 * 7 * 2),
+        (depthwise_model(), 13 * 11 * 2),
+    ] {
+        let n = 11;
+        let d = data(n, per, 3, 23);
+        let run = |wide: bool| {
+            gpl::nn::simd::set_wide(wide);
+            let mut net = Network::new(&ir, 6, OptimizerConfig::adam()).unwrap();
+            let losses: Vec<f64> = (0..3)
+                .map(|_| net.train_batch(&d.batch(), 1e-2).unwrap().loss)
+                .collect();
+            let params: Vec<Vec<f32>> = net.params().iter().map(|p| p.value.clone()).collect();
+            let probabilities = net.probabilities(&d.images, n).unwrap();
+            gpl::nn::simd::set_wide(true);
+            (losses, params, probabilities)
+        };
+        let (wide, baseline) = (run(true), run(false));
+        assert_eq!(wide.0, baseline.0, "{}: losses differ", ir.name);
+        assert!(wide.1 == baseline.1, "{}: parameters differ", ir.name);
+        assert!(wide.2 == baseline.2, "{}: predictions differ", ir.name);
+    }
+}
+
 /// A MobileNet-style block: a depthwise convolution (groups = channels = filters, the engine's
 /// depthwise kernel) with batchnorm and relu6, then a pointwise one.
 fn depthwise_model() -> ModelIr {
