@@ -10,6 +10,11 @@
 //!            dγ, dβ (one pass); then dx of the batchnorm → act backward → bias sum
 //!                                                   in the convolution's backward prologue
 //! ```
+//!
+//! With a max-pool fused after the batchnorm, the pool reads the convolution's output through
+//! the batchnorm's affine map, and where its windows do not overlap its backward is a gather
+//! (`Routing`) made block by block in cache, by the gradient sums and again in the prologue,
+//! instead of a routed tensor written by one pass and read by two.
 
 use super::ir::{Activation, Source};
 use super::model::{put_grads, take_grads, Kernel, Model, Scratch};
@@ -17,13 +22,45 @@ use super::ops::activation;
 use super::ops::conv::{conv2d_backward, conv2d_forward, ConvMethod};
 use super::ops::norm::{
     affine, affine_part, batch_moments, batch_statistics, batchnorm_param_gradients,
-    batchnorm_train_normalise, infer_affine, moment_shift, sample_moments, BatchStats,
-    InputGradient,
+    batchnorm_param_gradients_by, batchnorm_train_normalise, infer_affine, moment_shift,
+    sample_moments, BatchStats, InputGradient,
 };
-use super::ops::pool::{maxpool_backward, maxpool_forward_affine};
+use super::ops::pool::{
+    maxpool_backward, maxpool_forward_affine, routed_rows, windows_disjoint, PoolGeom,
+};
 use std::sync::Mutex;
 
+/// A fused max-pool's input gradient as a gather (`pool::routed_rows`): its output gradient
+/// and the argmax its forward kept.
+pub(crate) struct Routing<'a> {
+    pub(crate) pool: PoolGeom,
+    pub(crate) argmax: &'a [u8],
+    pub(crate) dy: &'a [f32],
+}
+
+impl Routing<'_> {
+    /// Rows `first ..` of the routed gradient into `out`.
+    fn rows(&self, first: usize, out: &mut [f32]) {
+        routed_rows(&self.pool, self.dy, self.argmax, first, out)
+    }
+}
+
 impl Model {
+    /// The max-pool `k`'s backward as a `Routing`, where its windows do not overlap.
+    pub(crate) fn routing<'a>(
+        &self,
+        k: usize,
+        scratch: &'a Scratch,
+        dy: &'a [f32],
+    ) -> Option<Routing<'a>> {
+        match (self.layers[k].kernel, scratch) {
+            (Kernel::MaxPool(pool), Scratch::Argmax(argmax)) if windows_disjoint(&pool) => {
+                Some(Routing { pool, argmax, dy })
+            }
+            _ => None,
+        }
+    }
+
     /// Whether layer `i` (a convolution) and layer `i + 1` (a batchnorm) can run as one
     /// operator in a graph that trains (`train`: the batchnorm uses the batch's statistics,
     /// `forward_conv_moments` …) or infers (`forward_conv_bn`).
@@ -338,6 +375,7 @@ impl Model {
         y_conv: &[f32],
         y: &[f32],
         dy: &mut [f32],
+        routing: Option<&Routing>,
         param_grads: bool,
         with_act: bool,
     ) -> InputGradient<f32> {
@@ -351,7 +389,9 @@ impl Model {
         else {
             unreachable!("checked by fusible_conv_bn");
         };
-        activation::activate_backward(self.post_activation(j, with_act), y, dy, c);
+        if routing.is_none() {
+            activation::activate_backward(self.post_activation(j, with_act), y, dy, c);
+        }
         let with_params = param_grads && norm.trainable;
         let p = &mut self.params;
         let (mut gg, mut gb) = if with_params {
@@ -362,16 +402,30 @@ impl Model {
         } else {
             (vec![0.0; c], vec![0.0; c])
         };
-        let grad = batchnorm_param_gradients(
-            c,
-            y_conv,
-            dy,
-            &p[gamma].value,
-            bm,
-            inv_std,
-            &mut gg,
-            &mut gb,
-        );
+        let (gamma_value, mean) = (&p[gamma].value, &bm[..]);
+        let grad = match routing {
+            // A fused pool's batchnorm has no activation of its own (`fusible_bn_pool`).
+            Some(r) => batchnorm_param_gradients_by(
+                c,
+                y_conv,
+                gamma_value,
+                mean,
+                inv_std,
+                &mut gg,
+                &mut gb,
+                |first, out| r.rows(first, out),
+            ),
+            None => batchnorm_param_gradients(
+                c,
+                y_conv,
+                dy,
+                gamma_value,
+                mean,
+                inv_std,
+                &mut gg,
+                &mut gb,
+            ),
+        };
         if with_params {
             (p[gamma].grad, p[beta].grad) = (gg, gb);
         }
@@ -390,6 +444,7 @@ impl Model {
         y_conv: &[f32],
         norm: &InputGradient<f32>,
         dy: &mut [f32],
+        routing: Option<&Routing>,
         dx: Option<&mut [f32]>,
         n: usize,
         param_grads: bool,
@@ -401,6 +456,9 @@ impl Model {
         let (act, f) = (conv.act, geom.filters);
         let with_params = param_grads && conv.trainable;
         let prologue = |row: usize, d: &mut [f32]| {
+            if let Some(r) = routing {
+                r.rows(row, d);
+            }
             let y = &y_conv[row * f..][..d.len()];
             norm.apply(y, d);
             activation::activate_backward_part(act, y, d);

@@ -307,22 +307,27 @@ impl Operator for ConvBnTrainBackward {
         let mut dx = self.dx.as_ref().map(Buffer::borrow_mut);
         let (ctx, conv, norm, pool) = (&self.ctx, self.conv, self.conv + 1, self.conv + 2);
         let mut routed = self.routed.as_ref().map(Buffer::borrow_mut);
+        let pool_scratch = self.routed.as_ref().map(|_| ctx.scratch[pool].borrow());
         // The batchnorm's output gradient, and its output where its activation needs it (a
-        // fused pool has none: `fusible_bn_pool`).
-        let (dy, y_norm): (&mut [f32], &[f32]) = match routed.as_deref_mut() {
-            Some(routed) => {
-                ctx.timed(pool, 1, || {
-                    ctx.model.borrow().backward_pool(
-                        pool,
-                        &ctx.scratch[pool].borrow(),
-                        &dy_in,
-                        routed,
-                    )
-                });
-                (routed, &[])
-            }
-            None => (&mut dy_in, &y),
-        };
+        // fused pool has none: `fusible_bn_pool`). A fused pool whose windows do not overlap
+        // routes its gradient block by block inside the batchnorm's sums and the
+        // convolution's prologue (`Routing`): the routed tensor is then written only there.
+        let (dy, y_norm, routing): (&mut [f32], &[f32], _) =
+            match (routed.as_deref_mut(), pool_scratch.as_deref()) {
+                (Some(routed), Some(scratch)) => {
+                    let dy_pool: &[f32] = &dy_in;
+                    let routing = ctx.model.borrow().routing(pool, scratch, dy_pool);
+                    if routing.is_none() {
+                        ctx.timed(pool, 1, || {
+                            ctx.model
+                                .borrow()
+                                .backward_pool(pool, scratch, dy_pool, routed)
+                        });
+                    }
+                    (routed, &[], routing)
+                }
+                _ => (&mut dy_in, &y, None),
+            };
         let grad = ctx.timed(norm, 1, || {
             ctx.model.borrow_mut().backward_bn_sums(
                 norm,
@@ -330,6 +335,7 @@ impl Operator for ConvBnTrainBackward {
                 &y_conv,
                 y_norm,
                 dy,
+                routing.as_ref(),
                 self.params,
                 self.act,
             )
@@ -342,6 +348,7 @@ impl Operator for ConvBnTrainBackward {
                 &y_conv,
                 &grad,
                 dy,
+                routing.as_ref(),
                 dx.as_deref_mut().map(Vec::as_mut_slice),
                 ctx.n,
                 self.params,

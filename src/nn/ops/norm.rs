@@ -13,36 +13,30 @@ use rayon::prelude::*;
 const BLOCK: usize = 256;
 
 /// Per-channel sums of `width` values per row, over rows in fixed parts added in order
-/// (deterministic on any thread count). `f(row, acc)` adds one row's values to `acc`.
+/// (deterministic on any thread count), each part in blocks of `BLOCK` rows summed in `T`
+/// and then added into f64 totals. `f(rows, acc, scratch)` adds the rows' values to `acc` in
+/// order (`scratch`: the part's own buffer, for rows made on the fly).
 fn channel_sums<T: Real>(
     rows: usize,
     width: usize,
-    f: impl Fn(usize, &mut [T]) + Sync,
+    f: impl Fn(std::ops::Range<usize>, &mut [T], &mut Vec<T>) + Sync,
 ) -> Vec<f64> {
     let per_part = rows.div_ceil(PARTS).max(1);
     let partials: Vec<Vec<f64>> = (0..rows.div_ceil(per_part))
         .into_par_iter()
         .map(|p| {
-            let range = p * per_part..((p + 1) * per_part).min(rows);
-            let f = &f;
-            multiversion!(fn [T: Real, F: Fn(usize, &mut [T])] (
-                range: std::ops::Range<usize>,
-                width: usize,
-                f: &F,
-            ) -> Vec<f64> {
-                let mut total = vec![0.0f64; width];
-                let mut block = vec![T::ZERO; width];
-                for start in range.clone().step_by(BLOCK) {
-                    block.fill(T::ZERO);
-                    for r in start..(start + BLOCK).min(range.end) {
-                        f(r, &mut block);
-                    }
-                    for (t, b) in total.iter_mut().zip(&block) {
-                        *t += b.to_f64();
-                    }
+            let end = ((p + 1) * per_part).min(rows);
+            let mut total = vec![0.0f64; width];
+            let mut block = vec![T::ZERO; width];
+            let mut scratch = Vec::new();
+            for start in (p * per_part..end).step_by(BLOCK) {
+                block.fill(T::ZERO);
+                f(start..(start + BLOCK).min(end), &mut block, &mut scratch);
+                for (t, b) in total.iter_mut().zip(&block) {
+                    *t += b.to_f64();
                 }
-                total
-            })
+            }
+            total
         })
         .collect();
     let mut total = vec![0.0f64; width];
@@ -290,19 +284,64 @@ pub fn batchnorm_param_gradients<T: Real>(
     dgamma: &mut [T],
     dbeta: &mut [T],
 ) -> InputGradient<T> {
-    let rows = x.len() / c;
-    let sums = channel_sums::<T>(rows, 2 * c, |r, acc| {
-        let (xr, dr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
+    let stats = (gamma, mean, inv_std);
+    param_gradients(c, x, stats, dgamma, dbeta, |rows, acc, _| {
+        let (x, dy) = (
+            &x[rows.start * c..rows.end * c],
+            &dy[rows.start * c..rows.end * c],
+        );
+        param_sums(c, mean, inv_std, x, dy, acc)
+    })
+}
+
+/// `batchnorm_param_gradients` where the output gradient is not stored but made block by
+/// block: `dy_rows(first row, rows)` writes it (a fused max-pool's routed gradient,
+/// `pool::routed_rows`). The same sums in the same order, so the same bits as routing first.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_param_gradients_by<T: Real>(
+    c: usize,
+    x: &[T],
+    gamma: &[T],
+    mean: &[T],
+    inv_std: &[T],
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+    dy_rows: impl Fn(usize, &mut [T]) + Sync,
+) -> InputGradient<T> {
+    let stats = (gamma, mean, inv_std);
+    param_gradients(c, x, stats, dgamma, dbeta, |rows, acc, dy| {
+        dy.resize(rows.len() * c, T::ZERO);
+        dy_rows(rows.start, dy);
+        param_sums(c, mean, inv_std, &x[rows.start * c..rows.end * c], dy, acc)
+    })
+}
+
+/// Σ dy·x̂ and Σ dy per channel over `block`'s rows, in order, onto `acc` ([2c]).
+fn param_sums<T: Real>(c: usize, mean: &[T], inv_std: &[T], x: &[T], dy: &[T], acc: &mut [T]) {
+    multiversion!(fn [T: Real] (c: usize, mean: &[T], inv_std: &[T], x: &[T], dy: &[T], acc: &mut [T]) {
         let (dg, db) = acc.split_at_mut(c);
-        let per_channel = dg
-            .iter_mut()
-            .zip(db.iter_mut())
-            .zip(mean.iter().zip(inv_std));
-        for (((dg, db), (m, s)), (x, d)) in per_channel.zip(xr.iter().zip(dr)) {
-            *dg += *d * ((*x - *m) * *s);
-            *db += *d;
+        for (xr, dr) in x.chunks(c).zip(dy.chunks(c)) {
+            let per_channel = dg.iter_mut().zip(db.iter_mut()).zip(mean.iter().zip(inv_std));
+            for (((dg, db), (m, s)), (x, d)) in per_channel.zip(xr.iter().zip(dr)) {
+                *dg += *d * ((*x - *m) * *s);
+                *db += *d;
+            }
         }
-    });
+    })
+}
+
+/// The sums by `block_sums` (see `channel_sums`), written to the parameter gradients, and
+/// the input gradient they make.
+fn param_gradients<T: Real>(
+    c: usize,
+    x: &[T],
+    (gamma, mean, inv_std): (&[T], &[T], &[T]),
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+    block_sums: impl Fn(std::ops::Range<usize>, &mut [T], &mut Vec<T>) + Sync,
+) -> InputGradient<T> {
+    let rows = x.len() / c;
+    let sums = channel_sums::<T>(rows, 2 * c, block_sums);
     for ch in 0..c {
         dgamma[ch] = T::from_f64(sums[ch]);
         dbeta[ch] = T::from_f64(sums[c + ch]);

@@ -259,6 +259,44 @@ pub fn maxpool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u8], dx: &mut
         });
 }
 
+/// Whether every input pixel lies in at most one window (stride at least the size on both
+/// axes, as in every galaxy net's 2×2 pools): the input gradient is then a gather,
+/// `routed_rows`, which a fused convolution's backward computes block by block in cache
+/// instead of reading a routed tensor.
+pub fn windows_disjoint(g: &PoolGeom) -> bool {
+    g.sh >= g.kh && g.sw >= g.kw
+}
+
+/// Rows `first ..` (pixels of the batch's input, sample-major) of the max-pool's input
+/// gradient, for windows that do not overlap (`windows_disjoint`): each channel's output
+/// gradient where the argmax names this pixel, otherwise zero; the same values, bit for bit,
+/// as `maxpool_backward` writes (`0 + d`: a −0 gradient arrives as +0 there too).
+pub fn routed_rows<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u8], first: usize, out: &mut [T]) {
+    debug_assert!(windows_disjoint(g), "routed rows of overlapping windows");
+    multiversion!(fn [T: Real] (g: &PoolGeom, dy: &[T], argmax: &[u8], first: usize, out: &mut [T]) {
+        let c = g.c;
+        let pixels = g.h * g.w;
+        let (mut sample, mut at) = (first / pixels, first % pixels);
+        for row in out.chunks_mut(c) {
+            let (iy, ix) = (at / g.w + g.pad_top, at % g.w + g.pad_left);
+            let (oy, ky, ox, kx) = (iy / g.sh, iy % g.sh, ix / g.sw, ix % g.sw);
+            if ky >= g.kh || kx >= g.kw || oy >= g.oh || ox >= g.ow {
+                row.fill(T::ZERO);
+            } else {
+                let o = sample * g.out_len() + (oy * g.ow + ox) * c;
+                let position = (ky * g.kw + kx) as u8;
+                for ((v, d), a) in row.iter_mut().zip(&dy[o..o + c]).zip(&argmax[o..o + c]) {
+                    *v = if *a == position { T::ZERO + *d } else { T::ZERO };
+                }
+            }
+            at += 1;
+            if at == pixels {
+                (sample, at) = (sample + 1, 0);
+            }
+        }
+    })
+}
+
 /// Inference-mode backward (saliency, Grad-CAM), where no argmax was stored: routes each
 /// output gradient to the first input of its window equal to the output.
 pub fn maxpool_backward_recompute<T: Real>(g: &PoolGeom, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) {
@@ -486,6 +524,50 @@ mod tests {
             }
         }
         (y, pos, dx)
+    }
+
+    #[test]
+    fn routed_rows_are_the_backward_bit_for_bit() {
+        // Disjoint windows only: with gaps, with "same" padding on an odd input, odd sizes;
+        // the rows asked for in blocks that start and end mid-sample; −0 gradients included.
+        let n = 3;
+        for g in [
+            PoolGeom::new([9, 7, 5], [2, 2], [2, 2], Padding::Valid),
+            PoolGeom::new([5, 7, 16], [2, 2], [2, 2], Padding::Same),
+            PoolGeom::new([8, 7, 3], [2, 2], [3, 3], Padding::Valid),
+            PoolGeom::new([7, 9, 4], [3, 2], [3, 2], Padding::Same),
+        ] {
+            assert!(windows_disjoint(&g));
+            let x: Vec<f32> = values(n * g.in_len(), 5)
+                .iter()
+                .map(|v| (v * 4.0).round() as f32 * 0.25)
+                .collect();
+            let mut dy: Vec<f32> = values(n * g.out_len(), 6)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            dy.iter_mut().step_by(7).for_each(|v| *v = -0.0);
+            let (mut y, mut argmax) = (vec![0.0f32; dy.len()], vec![0u8; dy.len()]);
+            maxpool_forward(&g, &x, &mut y, Some(&mut argmax));
+            let mut want = vec![1.0f32; x.len()];
+            maxpool_backward(&g, &dy, &argmax, &mut want);
+            let mut got = vec![f32::NAN; x.len()];
+            let rows = x.len() / g.c;
+            let mut first = 0;
+            for block in [1, 5, 13, rows] {
+                let end = (first + block).min(rows);
+                routed_rows(&g, &dy, &argmax, first, &mut got[first * g.c..end * g.c]);
+                first = end;
+            }
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+            assert_eq!(bits(&got), bits(&want), "{g:?}");
+        }
+        assert!(!windows_disjoint(&PoolGeom::new(
+            [7, 8, 1],
+            [3, 3],
+            [2, 2],
+            Padding::Valid
+        )));
     }
 
     #[test]
