@@ -1,5 +1,5 @@
-//! `gpl bench engine`: GEMM backends on the convolution shapes, the first layer by im2col and
-//! by direct convolution, a depthwise layer by grouped im2col and by its own kernel, then
+//! `gpl bench engine`: GEMM backends on the convolution shapes, the bigger CNN's first two
+//! layers by im2col and by direct convolution, a depthwise layer by grouped im2col and by its own kernel, then
 //! images/s of a forward pass and a training step for DESIGN.md's net and the report's bigger
 //! CNN, with GFLOP/s against the machine's peak (`peak_gflops`),
 //! peak memory, per-layer time and the share of a step outside the products; last, rounds
