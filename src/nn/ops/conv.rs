@@ -1167,26 +1167,33 @@ mod tests {
         assert_eq!(ConvScratch::<f32>::new(&geom, 16, false).bytes(), 0);
     }
 
-    #[test]
-    fn pointwise_does_not_depend_on_the_thread_count() {
-        let g = ConvGeom::new([24, 20, 12], 10, [1, 1], [1, 1], Padding::Same, [1, 1], 1);
+    /// `run_method` by `method` on one thread and on three: the results must be the same
+    /// bits, and not all zero.
+    fn same_on_any_thread_count(method: ConvMethod, g: &ConvGeom, seed: u64) -> [Vec<f32>; 6] {
         let n = 7;
         let f32s = |v: Vec<f64>| v.into_iter().map(|e| e as f32).collect::<Vec<f32>>();
-        let x = f32s(values(n * g.in_len(), 61));
-        let k = f32s(values(g.kernel_len(), 62));
-        let b = f32s(values(g.filters, 63));
-        let r = f32s(values(n * g.out_len(), 64));
+        let x = f32s(values(n * g.in_len(), seed));
+        let k = f32s(values(g.kernel_len(), seed + 1));
+        let b = f32s(values(g.filters, seed + 2));
+        let r = f32s(values(n * g.out_len(), seed + 3));
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
             let inputs = [&x[..], &k[..], &b[..], &r[..]];
-            pool.install(|| run_method(ConvMethod::Pointwise, &g, n, inputs))
+            pool.install(|| run_method(method, g, n, inputs))
         };
         let one = run(1);
-        assert_eq!(one, run(3));
-        assert!(one[2].iter().any(|&v| v != 0.0));
+        assert_eq!(one, run(3), "{method:?} {g:?}");
+        one
+    }
+
+    #[test]
+    fn pointwise_does_not_depend_on_the_thread_count() {
+        let g = ConvGeom::new([24, 20, 12], 10, [1, 1], [1, 1], Padding::Same, [1, 1], 1);
+        let out = same_on_any_thread_count(ConvMethod::Pointwise, &g, 61);
+        assert!(out[2].iter().any(|&v| v != 0.0));
     }
 
     /// The direct method against im2col (forward, all three gradients) and finite
@@ -1403,23 +1410,8 @@ mod tests {
     #[test]
     fn direct_does_not_depend_on_the_thread_count() {
         let g = ConvGeom::new([11, 19, 16], 24, [3, 3], [1, 1], Padding::Same, [1, 1], 1);
-        let n = 7;
-        let f32s = |v: Vec<f64>| v.into_iter().map(|e| e as f32).collect::<Vec<f32>>();
-        let x = f32s(values(n * g.in_len(), 71));
-        let k = f32s(values(g.kernel_len(), 72));
-        let b = f32s(values(g.filters, 73));
-        let r = f32s(values(n * g.out_len(), 74));
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let inputs = [&x[..], &k[..], &b[..], &r[..]];
-            pool.install(|| run_method(ConvMethod::Direct, &g, n, inputs))
-        };
-        let one = run(1);
-        assert_eq!(one, run(3));
-        assert!(one.iter().all(|v| v.iter().any(|&e| e != 0.0)));
+        let out = same_on_any_thread_count(ConvMethod::Direct, &g, 71);
+        assert!(out.iter().all(|v| v.iter().any(|&e| e != 0.0)));
     }
 
     #[test]

@@ -26,7 +26,7 @@ const MAX_PIXELS: usize = 14;
 /// gradient vectors and a broadcast in registers (the rows' sums live in memory).
 const TAPS: usize = 12;
 
-/// Calls `$f::<$nb, N>($arg)` for the run-time count `$n` in 1..=14.
+/// Calls `$f::<$nb, N>($arg)` for the run-time count `$n` in 1..=14 (pixels or taps).
 macro_rules! by_count {
     ($n:expr, $f:ident::<$nb:literal>($arg:expr)) => {
         match $n {
@@ -45,27 +45,6 @@ macro_rules! by_count {
             13 => $f::<$nb, 13>($arg),
             14 => $f::<$nb, 14>($arg),
             n => unreachable!("register block of {n}"),
-        }
-    };
-}
-
-/// Calls `$f::<$nb, N>($arg)` for the run-time count `$n` in 1..=12.
-macro_rules! by_taps {
-    ($n:expr, $f:ident::<$nb:literal>($arg:expr)) => {
-        match $n {
-            1 => $f::<$nb, 1>($arg),
-            2 => $f::<$nb, 2>($arg),
-            3 => $f::<$nb, 3>($arg),
-            4 => $f::<$nb, 4>($arg),
-            5 => $f::<$nb, 5>($arg),
-            6 => $f::<$nb, 6>($arg),
-            7 => $f::<$nb, 7>($arg),
-            8 => $f::<$nb, 8>($arg),
-            9 => $f::<$nb, 9>($arg),
-            10 => $f::<$nb, 10>($arg),
-            11 => $f::<$nb, 11>($arg),
-            12 => $f::<$nb, 12>($arg),
-            n => unreachable!("register block of {n} taps"),
         }
     };
 }
@@ -265,9 +244,9 @@ pub(super) unsafe fn dkernel_sample(g: &ConvGeom, xp: &[f32], dy: &[f32], dkerne
                         .add((first_tap + t) * g.filters + b * FW),
                 };
                 if pair {
-                    by_taps!(taps, dkernel_block::<2>(&block));
+                    by_count!(taps, dkernel_block::<2>(&block));
                 } else {
-                    by_taps!(taps, dkernel_block::<1>(&block));
+                    by_count!(taps, dkernel_block::<1>(&block));
                 }
             }
             first_tap += run;
