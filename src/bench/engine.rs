@@ -1,10 +1,10 @@
 //! `gpl bench engine`: GEMM backends on the convolution shapes, the bigger CNN's first two
-//! layers by im2col and by direct convolution, a depthwise layer by grouped im2col and by its own kernel, then
-//! images/s of a forward pass and a training step for DESIGN.md's net and the report's bigger
-//! CNN, with GFLOP/s against the machine's peak (`peak_gflops`),
-//! peak memory, per-layer time and the share of a step outside the products; last, rounds
-//! alternating gpl and a warm PyTorch, ratios pair by pair. Timing is wall-clock over at least
-//! `seconds` per figure.
+//! layers by im2col and by direct convolution, a depthwise layer by grouped im2col and by its
+//! own kernel, then images/s of a forward pass and a training step for DESIGN.md's net and the
+//! report's bigger CNN, with GFLOP/s against the machine's peak (`peak_gflops`), peak memory,
+//! per-layer time and the share of a step outside the products; last, rounds alternating gpl
+//! and a warm PyTorch, ratios pair by pair. Timing is wall-clock over at least `seconds` per
+//! figure.
 
 use super::{rate, Pairs, Warm};
 use crate::nn::gemm::{self, gemm, Backend, MatRef};
@@ -177,7 +177,6 @@ fn gemm_comparison(seconds: f64) -> Vec<(String, f64, f64)> {
     out
 }
 
-/// One net with its batch, measured by the profiling pass and then round by round.
 /// The bigger CNN's first two layers: 3 channels (K = 27, no input gradient needed) and
 /// 32 channels on a 31×31 map (K = 288).
 fn compared_layers() -> [(&'static str, ConvGeom, bool); 2] {
@@ -219,22 +218,9 @@ fn layer_comparison(
         let (forward, _) = rate(seconds, 1, true, || {
             conv2d_forward_by(method, g, n, &x, &k, &b, &mut y, &mut scratch, None)
         });
-        let (params, _) = rate(seconds, 1, true, || {
-            conv2d_backward_by(
-                method,
-                g,
-                n,
-                &x,
-                &k,
-                &mut dy,
-                None,
-                None,
-                Some((&mut dk, &mut db)),
-                &mut scratch,
-            )
-        });
-        let input = input_gradient.then(|| {
-            let (input, _) = rate(seconds, 1, true, || {
+        // ms of one backward computing the input gradient (`input`) or the parameters'.
+        let mut backward = |input: bool| {
+            let (rate, _) = rate(seconds, 1, true, || {
                 conv2d_backward_by(
                     method,
                     g,
@@ -243,14 +229,16 @@ fn layer_comparison(
                     &k,
                     &mut dy,
                     None,
-                    Some(&mut dx),
-                    None,
+                    input.then_some(&mut dx[..]),
+                    (!input).then_some((&mut dk[..], &mut db[..])),
                     &mut scratch,
                 )
             });
-            1e3 / input
-        });
-        (1e3 / forward, 1e3 / params, input)
+            1e3 / rate
+        };
+        let params = backward(false);
+        let input = input_gradient.then(|| backward(true));
+        (1e3 / forward, params, input)
     })
 }
 
@@ -297,6 +285,7 @@ fn depthwise_layer() -> ConvGeom {
     ConvGeom::new([64, 64, 64], 64, [3, 3], [1, 1], Padding::Same, [1, 1], 64)
 }
 
+/// One net with its batch, measured by the profiling pass and then round by round.
 struct NetBench {
     ir: ModelIr,
     net: Network,

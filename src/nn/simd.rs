@@ -6,8 +6,9 @@
 //!
 //! Not AVX-512: compiled for it, the compiler vectorises 16 lanes four times unrolled, 64
 //! values a step, and a batchnorm's or pool's row of 32 channels then runs entirely in the
-//! scalar remainder. Measured on the bigger CNN (`gpl bench engine`): with AVX-512 copies
-//! conv2d_1's inference went from 5.7 to 7.5 ms and its training backward from 11.3 to 14.9 ms.
+//! scalar remainder. Measured on the bigger CNN (`gpl bench engine --no-torch`, one run
+//! each): with AVX-512 copies conv2d_1's inference went from 5.7 to 7.5 ms and its training
+//! backward from 11.3 to 14.9 ms.
 //!
 //! Both copies compute the same bits: the same operations in the same order, only wider.
 //! Rust never fuses a multiply and an add into an FMA by itself, and the compiler does not

@@ -86,6 +86,7 @@ pub(super) fn transpose_kernel<T: Real>(g: &ConvGeom, kernel: &[T], out: &mut [T
         }
     }
 }
+
 /// Output pixels per register block in the forward pass.
 const PB: usize = 4;
 

@@ -87,6 +87,15 @@ fn even_runs(len: usize, most: usize) -> Vec<(usize, usize)> {
     out
 }
 
+/// The filters' 16-wide blocks two at a time, as (first, last): `last == first` for a lone
+/// block at the end.
+fn block_pairs(filters: usize) -> impl Iterator<Item = (usize, usize)> {
+    let blocks = filters.div_ceil(FW);
+    (0..blocks)
+        .step_by(2)
+        .map(move |b| (b, (b + 1).min(blocks - 1)))
+}
+
 /// The lanes of a 16-filter block that hold filters (all but past the last filter).
 fn lanes(filters: usize, block: usize) -> __mmask16 {
     let valid = filters - block * FW;
@@ -137,10 +146,7 @@ pub(super) unsafe fn forward_sample(g: &ConvGeom, xp: &[f32], packed: &[f32], y:
     let tap_runs = tap_runs(g);
     let runs = even_runs(g.ow, MAX_PIXELS);
     let (kernel, bias) = packed.split_at(blocks * taps * FW);
-    let mut b = 0;
-    while b < blocks {
-        let pair = blocks - b >= 2;
-        let last = if pair { b + 1 } else { b };
+    for (b, last) in block_pairs(g.filters) {
         let filters = Filters {
             kernel: [b, last].map(|k| kernel.as_ptr().add(k * taps * FW)),
             bias: [b, last].map(|k| bias.as_ptr().add(k * FW)),
@@ -156,14 +162,13 @@ pub(super) unsafe fn forward_sample(g: &ConvGeom, xp: &[f32], packed: &[f32], y:
                     out: y.as_mut_ptr().add((oy * g.ow + ox) * g.filters + b * FW),
                     f: g.filters,
                 };
-                if pair {
+                if last > b {
                     by_count!(pixels, forward_block::<2>(&block));
                 } else {
                     by_count!(pixels, forward_block::<1>(&block));
                 }
             }
         }
-        b = last + 1;
     }
 }
 
@@ -225,33 +230,31 @@ pub(super) unsafe fn dkernel_sample(g: &ConvGeom, xp: &[f32], dy: &[f32], dkerne
     assert!(xp.len() >= padded_len(g), "direct: padded sample too small");
     assert!(dy.len() >= g.out_len(), "direct: output gradient too small");
     assert!(dkernel.len() >= g.kernel_len(), "direct: kernel gradient");
-    let blocks = g.filters.div_ceil(FW);
-    let mut b = 0;
-    while b < blocks {
-        let pair = blocks - b >= 2;
-        let last = if pair { b + 1 } else { b };
-        let mut first_tap = 0;
-        for (offset, run) in tap_runs(g) {
-            for (t, taps) in even_runs(run, TAPS) {
-                let block = KernelBlock {
-                    g,
-                    wp,
-                    x: xp.as_ptr().add(offset + t),
-                    dy: dy.as_ptr().add(b * FW),
-                    lanes: [b, last].map(|k| lanes(g.filters, k)),
-                    dk: dkernel
-                        .as_mut_ptr()
-                        .add((first_tap + t) * g.filters + b * FW),
-                };
-                if pair {
-                    by_count!(taps, dkernel_block::<2>(&block));
-                } else {
-                    by_count!(taps, dkernel_block::<1>(&block));
-                }
-            }
-            first_tap += run;
+    // Register blocks of taps: (offset in the padded frame, first tap, taps).
+    let mut tap_blocks = Vec::new();
+    let mut first_tap = 0;
+    for (offset, run) in tap_runs(g) {
+        for (t, taps) in even_runs(run, TAPS) {
+            tap_blocks.push((offset + t, first_tap + t, taps));
         }
-        b = last + 1;
+        first_tap += run;
+    }
+    for (b, last) in block_pairs(g.filters) {
+        for &(offset, tap, taps) in &tap_blocks {
+            let block = KernelBlock {
+                g,
+                wp,
+                x: xp.as_ptr().add(offset),
+                dy: dy.as_ptr().add(b * FW),
+                lanes: [b, last].map(|k| lanes(g.filters, k)),
+                dk: dkernel.as_mut_ptr().add(tap * g.filters + b * FW),
+            };
+            if last > b {
+                by_count!(taps, dkernel_block::<2>(&block));
+            } else {
+                by_count!(taps, dkernel_block::<1>(&block));
+            }
+        }
     }
 }
 
