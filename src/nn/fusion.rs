@@ -1,11 +1,13 @@
 //! A convolution and the batchnorm after it, run as one graph operator (the fusion pass,
-//! `graph::FuseConvBatchnorm`), in inference and in training. Each fused path calls the same
+//! `graph::FuseConvBatchnorm`), in inference and in training; in inference a max-pool after
+//! the convolution (or its batchnorm) joins too, batchnorm or not. Each fused path calls the same
 //! kernels and loops as the two layers run apart, in the same order, so its results are
 //! bit-identical to theirs (`tests/it/engine_network.rs` checks both modes); what it saves
 //! is passes over memory:
 //!
 //! ```text
 //! inference  conv → act → affine → act             in the convolution's epilogue
+//!            → max-pool                              of each sample while it is in cache
 //! training   conv → act → batch moments             in the epilogue; then normalise
 //!            dγ, dβ (one pass); then dx of the batchnorm → act backward → bias sum
 //!                                                   in the convolution's backward prologue
@@ -19,14 +21,17 @@
 use super::ir::{Activation, Source};
 use super::model::{put_grads, take_grads, Kernel, Model, Scratch};
 use super::ops::activation;
-use super::ops::conv::{conv2d_backward, conv2d_forward, ConvMethod};
+use super::ops::conv::{
+    conv2d_backward, conv2d_forward, conv2d_forward_pooled, conv_pools_in_cache, ConvMethod,
+};
 use super::ops::norm::{
     affine, affine_part, batch_moments, batch_statistics, batchnorm_param_gradients,
     batchnorm_param_gradients_by, batchnorm_train_normalise, infer_affine, moment_shift,
     sample_moments, BatchStats, InputGradient,
 };
 use super::ops::pool::{
-    maxpool_backward, maxpool_forward_affine, routed_rows, windows_disjoint, PoolGeom,
+    maxpool_backward, maxpool_forward_affine, maxpool_sample, routed_rows, windows_disjoint,
+    PoolGeom,
 };
 use std::sync::Mutex;
 
@@ -42,6 +47,23 @@ impl Routing<'_> {
     /// Rows `first ..` of the routed gradient into `out`.
     fn rows(&self, first: usize, out: &mut [f32]) {
         routed_rows(&self.pool, self.dy, self.argmax, first, out)
+    }
+}
+
+/// The layers after an inference convolution that run in its pass (`forward_conv_chain`),
+/// in order and consecutive: a batchnorm, then an activation layer (only after a
+/// batchnorm), then a max-pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct InferChain {
+    pub(crate) norm: bool,
+    pub(crate) act: bool,
+    pub(crate) pool: bool,
+}
+
+impl InferChain {
+    /// The layers in the chain, the convolution included.
+    pub(crate) fn len(self) -> usize {
+        1 + usize::from(self.norm) + usize::from(self.act) + usize::from(self.pool)
     }
 }
 
@@ -63,7 +85,7 @@ impl Model {
 
     /// Whether layer `i` (a convolution) and layer `i + 1` (a batchnorm) can run as one
     /// operator in a graph that trains (`train`: the batchnorm uses the batch's statistics,
-    /// `forward_conv_moments` …) or infers (`forward_conv_bn`).
+    /// `forward_conv_moments` …) or infers (`forward_conv_chain`).
     pub(crate) fn fusible_conv_bn(&self, i: usize, train: bool) -> bool {
         let (Some(conv), Some(norm)) = (self.layers.get(i), self.layers.get(i + 1)) else {
             return false;
@@ -123,65 +145,108 @@ impl Model {
         }
     }
 
-    /// Layer `i` (a convolution) and layer `i + 1` (batchnorm in inference mode) in one pass,
-    /// and with `with_act` the activation layer `i + 2`, output to `y` (the last one's
-    /// output); the activations and normalisation are applied
-    /// while each part is in cache. Same arithmetic as the two layers run apart, so the
-    /// outputs are bit-identical. Callers check `fusible_conv_bn(i, false)` first.
-    pub(crate) fn forward_conv_bn(
+    /// Whether the max-pool `j + 1` can pool the inference convolution `conv`'s output in
+    /// cache, sample by sample (`conv2d_forward_pooled`), `j` being the convolution or the
+    /// last layer fused with it: the pool is `j`'s only reader, has no activation of its own,
+    /// and the convolution runs by the direct method, whose parts are whole samples.
+    pub(crate) fn fusible_conv_pool(&self, conv: usize, j: usize) -> bool {
+        let (Some(last), Some(pool)) = (self.layers.get(j), self.layers.get(j + 1)) else {
+            return false;
+        };
+        let Kernel::Conv { geom, .. } = self.layers[conv].kernel else {
+            return false;
+        };
+        self.only_reader(j, j + 1)
+            && matches!(pool.kernel, Kernel::MaxPool(_))
+            && pool.act == Activation::Linear
+            && last.act != Activation::Softmax
+            && conv_pools_in_cache(&geom)
+            && self.fusion
+    }
+
+    /// Inference: the convolution `i` and the layers fused after it (`chain`) in one pass,
+    /// output to `y` (the last one's output). The activations and a batchnorm's affine map
+    /// are applied while each sample is in cache, and a fused max-pool pools it there, so
+    /// only the last layer's output is written. Same arithmetic as the layers run apart, so
+    /// the outputs are bit-identical. Callers check `fusible_conv_bn(i, false)` for a
+    /// batchnorm and `fusible_conv_pool` for a pool first.
+    pub(crate) fn forward_conv_chain(
         &self,
         i: usize,
+        chain: InferChain,
         scratch: &mut Scratch,
         x: &[f32],
         y: &mut [f32],
         n: usize,
-        with_act: bool,
     ) {
-        assert!(
-            self.fusible_conv_bn(i, false),
-            "layers {i} and {} do not fuse",
-            i + 1
-        );
-        let (conv, norm) = (&self.layers[i], &self.layers[i + 1]);
-        let (
-            Kernel::Conv { geom, kernel, bias },
-            Kernel::BatchNorm {
+        let (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) =
+            (self.layers[i].kernel, scratch)
+        else {
+            unreachable!("the chain starts at a convolution");
+        };
+        let p = &self.params;
+        let conv_act = self.layers[i].act;
+        // The batchnorm's affine map and the activation after it.
+        let norm = chain.norm.then(|| {
+            assert!(
+                self.fusible_conv_bn(i, false),
+                "layers {i} and {} do not fuse",
+                i + 1
+            );
+            let Kernel::BatchNorm {
                 eps,
                 gamma,
                 beta,
                 mean,
                 var,
                 ..
-            },
-            Scratch::Conv(s),
-        ) = (conv.kernel, norm.kernel, scratch)
-        else {
-            unreachable!("checked by fusible_conv_bn");
-        };
-        let p = &self.params;
-        let (scale, shift) = infer_affine(
-            eps,
-            &p[gamma].value,
-            &p[beta].value,
-            &p[mean].value,
-            &p[var].value,
-        );
-        let (conv_act, norm_act) = (conv.act, self.post_activation(i + 1, with_act));
+            } = self.layers[i + 1].kernel
+            else {
+                unreachable!("checked by fusible_conv_bn");
+            };
+            let affine = infer_affine(
+                eps,
+                &p[gamma].value,
+                &p[beta].value,
+                &p[mean].value,
+                &p[var].value,
+            );
+            (affine, self.post_activation(i + 1, chain.act))
+        });
         let epilogue = |_: usize, part: &mut [f32]| {
             activation::activate_part(conv_act, part);
-            affine_part(&scale, &shift, part);
-            activation::activate_part(norm_act, part);
+            if let Some(((scale, shift), norm_act)) = &norm {
+                affine_part(scale, shift, part);
+                activation::activate_part(*norm_act, part);
+            }
         };
-        conv2d_forward(
-            &geom,
-            n,
-            x,
-            &p[kernel].value,
-            &p[bias].value,
-            y,
-            s,
-            Some(&epilogue),
-        );
+        let (kernel, bias) = (&p[kernel].value, &p[bias].value);
+        if chain.pool {
+            let last = i + chain.len() - 2;
+            assert!(
+                self.fusible_conv_pool(i, last),
+                "layer {} does not fuse",
+                last + 1
+            );
+            let Kernel::MaxPool(pool) = self.layers[last + 1].kernel else {
+                unreachable!("checked by fusible_conv_pool");
+            };
+            let pool_sample = |sample: &[f32], out: &mut [f32]| maxpool_sample(&pool, sample, out);
+            conv2d_forward_pooled(
+                &geom,
+                n,
+                x,
+                kernel,
+                bias,
+                y,
+                pool.out_len(),
+                s,
+                Some(&epilogue),
+                &pool_sample,
+            );
+        } else {
+            conv2d_forward(&geom, n, x, kernel, bias, y, s, Some(&epilogue));
+        }
     }
 
     /// Training, first half: layer `i` (a convolution) and its activation → `y_conv`, and the

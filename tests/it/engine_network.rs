@@ -3,6 +3,7 @@
 
 use gpl::nn::ir::{Activation, LayerIr, LayerOp, ModelIr, Padding, Regularizer};
 use gpl::nn::learner::{Batch, Learner};
+use gpl::nn::ops::conv::{ConvGeom, ConvMethod};
 use gpl::nn::{EngineError, Network, OptimizerConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -356,28 +357,72 @@ fn a_small_cnn_learns_a_separable_problem() {
 
 #[test]
 fn fused_inference_matches_the_layers_run_one_by_one() {
-    // small_model starts with conv → batchnorm, the pair inference fuses into one pass.
-    let ir = small_model(0.0);
-    let mut net = Network::new(&ir, 3, OptimizerConfig::adam()).unwrap();
-    let n = 5;
-    let d = data(n, 9 * 7 * 2, 3, 8);
-    for _ in 0..3 {
-        // Moves the batchnorm's running averages away from 0 and 1.
-        net.train_batch(&d.batch(), 1e-2).unwrap();
+    // Inference runs a convolution with the batchnorm (and activation layer) after it in one
+    // pass, and pools each sample in cache where a max-pool follows: the same loops in the
+    // same order, so the same bits as the layers apart.
+    let wide_direct = ConvGeom::new([5, 9, 6], 8, [3, 3], [1, 1], Padding::Same, [1, 1], 1)
+        .method()
+        == ConvMethod::Direct;
+    for (ir, per, fewer_nodes) in [
+        // conv → batchnorm → max-pool ("same", clipped windows).
+        (small_model(0.0), 9 * 7 * 2, 2),
+        // conv → batchnorm → max-pool, conv → batchnorm, conv → batchnorm → relu6.
+        (conv_bn_stack(), 10 * 9 * 2, 2 + 1 + 2),
+        // conv → overlapping max-pool; a wide convolution → max-pool where it runs direct.
+        (conv_pool_model(), 12 * 20 * 3, 1 + usize::from(wide_direct)),
+    ] {
+        let n = 5;
+        let d = data(n, per, 3, 8);
+        let run = |fusion: bool| {
+            let mut net = Network::new(&ir, 3, OptimizerConfig::adam()).unwrap();
+            net.set_fusion(fusion);
+            for _ in 0..3 {
+                // Moves the batchnorms' running averages away from 0 and 1.
+                net.train_batch(&d.batch(), 1e-2).unwrap();
+            }
+            let logits = net.logits(&d.images, n).unwrap();
+            (logits, net.graph_nodes(n, false).unwrap())
+        };
+        let (fused, apart) = (run(true), run(false));
+        assert_eq!(
+            fused.1 + fewer_nodes,
+            apart.1,
+            "{}: fusion did not run",
+            ir.name
+        );
+        assert_eq!(fused.0, apart.0, "{}: fusion changed the outputs", ir.name);
     }
-    let fused = net.logits(&d.images, n).unwrap();
-    // The fusion pass replaced the pair's two nodes by one: input + layers − 1.
-    assert_eq!(net.graph_nodes(n, false), Some(ir.layers.len()));
-    // Explanation graphs are not fused (they read every activation): their forward runs
-    // the layers one by one.
-    let classes = vec![0; n];
-    let apart = net
-        .class_score_gradients(&d.images, &classes, None)
-        .unwrap();
-    assert_eq!(
-        fused, apart.logits.data,
-        "fused conv+batchnorm changed the outputs"
-    );
+}
+
+/// Max-pools after convolutions without a batchnorm: one of 3 input channels (direct on any
+/// CPU) with overlapping windows, and one 9 pixels wide (direct where the CPU has AVX-512).
+fn conv_pool_model() -> ModelIr {
+    let ops = vec![
+        conv(6, 3, 1, Padding::Valid, Activation::Elu { alpha: 1.0 }),
+        LayerOp::MaxPool {
+            size: [3, 3],
+            stride: [2, 2],
+            padding: Padding::Same,
+        },
+        conv(8, 3, 1, Padding::Same, Activation::Relu),
+        LayerOp::MaxPool {
+            size: [2, 2],
+            stride: [2, 2],
+            padding: Padding::Valid,
+        },
+        LayerOp::Flatten,
+        LayerOp::Dense {
+            units: 3,
+            activation: Activation::Softmax,
+            regularizer: Regularizer::default(),
+        },
+    ];
+    ModelIr::build(
+        "conv_pool",
+        vec![12, 20, 3],
+        ops.into_iter().map(|o| (None, o)).collect(),
+    )
+    .unwrap()
 }
 
 /// Convolutions by each method before a batchnorm: direct (2 input channels), im2col and

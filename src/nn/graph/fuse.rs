@@ -1,108 +1,113 @@
-//! The fusion compiler pass: a convolution whose only reader is the batchnorm after it
-//! becomes one operator (`nn::fusion` has the arithmetic). Inference: `ConvBnForward`, the
-//! activation and normalisation in the convolution's epilogue (batchnorm alone was 12% of a
-//! forward batch when it ran apart). Training, before the autograd pass: `ConvBnTrain`, the
-//! batch moments in the epilogue, and a backward that computes the batchnorm's input gradient,
-//! the activation's backward and the bias sum in one pass (`ConvBnTrainBackward`); a
-//! max-pool after the batchnorm joins them and applies the normalisation as it reads; an
-//! activation layer after the batchnorm joins them in both modes.
+//! The fusion compiler pass: a convolution and the layers after it that only it feeds become
+//! one operator (`nn::fusion` has the arithmetic). Inference: `ConvChainForward`, the
+//! activation and a batchnorm's normalisation in the convolution's epilogue (batchnorm alone
+//! was 12% of a forward batch when it ran apart), and a max-pool after them pooling each
+//! sample while it is in cache (the first layer's pool read a 37 MB tensor the convolution
+//! had just written). Training, before the autograd pass: `ConvBnTrain`, the batch moments in
+//! the epilogue, and a backward that computes the batchnorm's input gradient, the
+//! activation's backward and the bias sum in one pass (`ConvBnTrainBackward`); a max-pool
+//! after the batchnorm joins them and applies the normalisation as it reads; an activation
+//! layer after the batchnorm joins them in both modes.
 
-use super::ops::{ConvBnForward, ConvBnTrain, LayerForward};
+use super::ops::{ConvBnTrain, ConvChainForward, LayerForward};
+use super::Buffer;
+use crate::nn::fusion::InferChain;
+use crate::nn::model::Kernel;
 use luminal::op::Operator;
-use luminal::prelude::{move_incoming_edge, move_outgoing_edge, Compiler, Graph, ToIdsMut};
+use luminal::prelude::{
+    move_incoming_edge, move_outgoing_edge, Compiler, Graph, NodeIndex, ToIdsMut,
+};
 
 pub(crate) struct FuseConvBatchnorm;
+
+/// The layer node at `node`.
+fn layer_at(graph: &Graph, node: NodeIndex) -> Option<&LayerForward> {
+    graph
+        .graph
+        .node_weight(node)
+        .and_then(|op| op.as_ref().as_any().downcast_ref::<LayerForward>())
+}
+
+/// The node of layer `layer + 1` and its buffer, when it is the only node that reads `node`.
+fn next_layer(graph: &Graph, node: NodeIndex, layer: usize) -> Option<(NodeIndex, Buffer)> {
+    match graph.get_dests(node).as_slice() {
+        [(next, op)] => op
+            .as_ref()
+            .as_any()
+            .downcast_ref::<LayerForward>()
+            .filter(|l| l.layer == layer + 1)
+            .map(|l| (*next, l.out.clone())),
+        _ => None,
+    }
+}
 
 impl Compiler for FuseConvBatchnorm {
     fn compile<T: ToIdsMut>(&self, graph: &mut Graph, _: T) {
         let nodes: Vec<_> = graph.graph.node_indices().collect();
         for conv_node in nodes {
-            let Some(conv) = graph
-                .graph
-                .node_weight(conv_node)
-                .and_then(|op| op.as_ref().as_any().downcast_ref::<LayerForward>())
-            else {
+            let Some(conv) = layer_at(graph, conv_node) else {
                 continue;
             };
-            if !conv
-                .ctx
-                .model
-                .borrow()
-                .fusible_conv_bn(conv.layer, conv.train)
-            {
+            let (ctx, layer, train) = (conv.ctx.clone(), conv.layer, conv.train);
+            let model = ctx.model.borrow();
+            if !matches!(model.layers[layer].kernel, Kernel::Conv { .. }) {
                 continue;
             }
-            let dests = graph.get_dests(conv_node);
-            let [(norm_node, norm)] = dests.as_slice() else {
-                continue;
+            // The fused layers' nodes and buffers, in order, the convolution's first.
+            let mut chain = vec![(conv_node, conv.out.clone())];
+            let extend = |chain: &mut Vec<(NodeIndex, Buffer)>, fuses: bool| {
+                let (last, _) = *chain.last().expect("the convolution");
+                let next = fuses
+                    .then(|| next_layer(graph, last, layer + chain.len() - 1))
+                    .flatten();
+                next.map(|node| chain.push(node)).is_some()
             };
-            let Some(norm) = norm.as_ref().as_any().downcast_ref::<LayerForward>() else {
-                continue;
-            };
-            if norm.layer != conv.layer + 1 {
-                continue;
-            }
-            // The layer after the batchnorm, when it is the batchnorm's only reader.
-            let norm_node = *norm_node;
-            let next = match graph.get_dests(norm_node).as_slice() {
-                [(node, op)] => op
-                    .as_ref()
-                    .as_any()
-                    .downcast_ref::<LayerForward>()
-                    .filter(|l| l.layer == norm.layer + 1)
-                    .map(|_| *node),
-                _ => None,
-            };
+            let norm = extend(&mut chain, model.fusible_conv_bn(layer, train));
             // Training: a max-pool joins when it can take the normalisation on its reads;
             // otherwise an activation layer joins, in both modes.
-            let model = conv.ctx.model.borrow();
-            let pool = next.is_some() && conv.train && model.fusible_bn_pool(norm.layer);
-            let act = next.is_some() && !pool && model.fusible_bn_act(norm.layer);
+            let train_pool = norm && extend(&mut chain, train && model.fusible_bn_pool(layer + 1));
+            let act = norm && !train_pool && extend(&mut chain, model.fusible_bn_act(layer + 1));
+            // Inference: a max-pool after any of them pools each sample in cache.
+            let last = layer + chain.len() - 1;
+            let infer_pool = extend(&mut chain, !train && model.fusible_conv_pool(layer, last));
             drop(model);
-            let third = next.filter(|_| pool || act);
-            let last = third.unwrap_or(norm_node);
-            let last_out = graph
-                .graph
-                .node_weight(last)
-                .and_then(|op| op.as_ref().as_any().downcast_ref::<LayerForward>())
-                .map(|l| l.out.clone())
-                .expect("a layer node");
-            // The buffers nobody writes any more: inference never writes the convolution's
-            // output; the batchnorm's goes unwritten when a pool or activation layer joins.
-            let mut unwritten = Vec::new();
-            if !conv.train {
-                unwritten.push(conv.out.clone());
+            if chain.len() == 1 || (train && !norm) {
+                continue;
             }
-            if third.is_some() {
-                unwritten.push(norm.out.clone());
-            }
-            let fused: Box<dyn Operator> = if conv.train {
-                Box::new(ConvBnTrain {
-                    ctx: conv.ctx.clone(),
-                    conv: conv.layer,
-                    pool,
-                    act,
-                    conv_out: conv.out.clone(),
-                    out: last_out,
-                })
-            } else {
-                Box::new(ConvBnForward {
-                    ctx: conv.ctx.clone(),
-                    conv: conv.layer,
-                    act,
-                    out: last_out,
-                })
-            };
-            for buffer in unwritten {
+            let out = chain.last().expect("the chain").1.clone();
+            // The buffers nobody writes any more: all but the last one's, except that
+            // training keeps the convolution's output for the backward.
+            let first_unwritten = usize::from(train);
+            for (_, buffer) in &chain[first_unwritten..chain.len() - 1] {
                 *buffer.borrow_mut() = Vec::new();
             }
+            let fused: Box<dyn Operator> = if train {
+                Box::new(ConvBnTrain {
+                    ctx,
+                    conv: layer,
+                    pool: train_pool,
+                    act,
+                    conv_out: chain[0].1.clone(),
+                    out,
+                })
+            } else {
+                Box::new(ConvChainForward {
+                    ctx,
+                    conv: layer,
+                    chain: InferChain {
+                        norm,
+                        act,
+                        pool: infer_pool,
+                    },
+                    out,
+                })
+            };
             let node = graph.graph.add_node(fused);
-            move_incoming_edge(conv_node, node, &mut graph.graph);
+            let (first, last) = (chain[0].0, chain[chain.len() - 1].0);
+            move_incoming_edge(first, node, &mut graph.graph);
             move_outgoing_edge(last, node, &mut graph.graph);
-            graph.graph.remove_node(conv_node);
-            graph.graph.remove_node(norm_node);
-            if let Some(third) = third {
-                graph.graph.remove_node(third);
+            for (old, _) in chain {
+                graph.graph.remove_node(old);
             }
         }
     }

@@ -5,7 +5,7 @@
 //! Input → LayerForward(0) → … → LayerForward(out_k) → OutputLoss_k, one per output (Train)
 //!            fusion pass: conv + training batchnorm (+ max-pool) → ConvBnTrain
 //!            autograd pass:  ← LayerBackward(out_k) ← OutputLossBackward_k
-//! Input → LayerForward … ; fusion pass: conv + inference batchnorm → ConvBnForward  (Infer)
+//! Input → LayerForward … ; fusion pass: conv (+ batchnorm) (+ max-pool) → ConvChainForward  (Infer)
 //! Input → LayerForward … → ScoreObjective (first output); autograd w.r.t. one activation
 //! ```
 //!

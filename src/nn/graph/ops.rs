@@ -6,6 +6,7 @@
 //! node's inputs, and its output; its outputs are the gradients asked for, in input order.
 
 use super::{Buffer, Context};
+use crate::nn::fusion::InferChain;
 use crate::nn::ops::loss::{box_smooth_l1, sigmoid_focal_loss, softmax_cross_entropy};
 use luminal::op::{InputTensor, Operator};
 use luminal::prelude::{ShapeTracker, Tensor};
@@ -160,29 +161,28 @@ impl Operator for LayerBackward {
     }
 }
 
-/// Inference convolution and the batchnorm after it in one pass (made by the fusion pass),
-/// writing the batchnorm's buffer.
+/// An inference convolution and the layers after it that run in its pass (made by the
+/// fusion pass: a batchnorm, an activation layer, a max-pool), writing the last one's buffer.
 #[derive(Debug, PartialEq)]
-pub(crate) struct ConvBnForward {
+pub(crate) struct ConvChainForward {
     pub(crate) ctx: Rc<Context>,
     pub(crate) conv: usize,
-    /// Whether the activation layer `conv + 2` is fused too (its buffer is then `out`).
-    pub(crate) act: bool,
+    pub(crate) chain: InferChain,
     pub(crate) out: Buffer,
 }
 
-impl Operator for ConvBnForward {
+impl Operator for ConvChainForward {
     fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
         let (x, mut y) = (input(&inp, 0).borrow(), self.out.borrow_mut());
         let ctx = &self.ctx;
         ctx.timed(self.conv, 0, || {
-            ctx.model.borrow().forward_conv_bn(
+            ctx.model.borrow().forward_conv_chain(
                 self.conv,
+                self.chain,
                 &mut ctx.scratch[self.conv].borrow_mut(),
                 &x,
                 &mut y,
                 ctx.n,
-                self.act,
             )
         });
         vec![self.out.tensor()]

@@ -214,6 +214,9 @@ struct ConvPart<T> {
     cols: Vec<T>,
     /// One zero-padded sample for the direct method.
     padded: Vec<T>,
+    /// One sample of the output, for the direct method that pools it in cache (grown on
+    /// first use: only inference graphs that fuse a pool need it).
+    sample: Vec<T>,
     dkernel: Vec<T>,
     dbias: Vec<T>,
 }
@@ -244,6 +247,7 @@ impl<T: Real> ConvScratch<T> {
             .map(|_| ConvPart {
                 cols: vec![T::ZERO; cols],
                 padded: vec![T::ZERO; padded],
+                sample: Vec::new(),
                 dkernel: if backward {
                     vec![T::ZERO; g.kernel_len()]
                 } else {
@@ -280,7 +284,9 @@ impl<T: Real> ConvScratch<T> {
         let parts: usize = self
             .parts
             .iter()
-            .map(|p| p.cols.len() + p.padded.len() + p.dkernel.len() + p.dbias.len())
+            .map(|p| {
+                p.cols.len() + p.padded.len() + p.sample.len() + p.dkernel.len() + p.dbias.len()
+            })
             .sum();
         (parts + self.packed.len() + self.flipped.len() + self.packed_flipped.len())
             * std::mem::size_of::<T>()
@@ -334,12 +340,63 @@ pub fn conv2d_forward_by<T: Real>(
 ) {
     match method {
         ConvMethod::Im2col => forward_im2col(g, n, x, kernel, bias, y, scratch, epilogue),
-        ConvMethod::Direct => forward_direct(g, n, x, kernel, bias, y, scratch, epilogue),
+        ConvMethod::Direct => {
+            forward_direct(g, n, x, kernel, bias, Output::Whole(y), scratch, epilogue)
+        }
         ConvMethod::Depthwise => {
             depthwise::forward(Isa::native(), g, n, x, kernel, bias, y, epilogue)
         }
         ConvMethod::Pointwise => forward_pointwise(g, n, x, kernel, bias, y, epilogue),
     }
+}
+
+/// A pool applied to each sample of a convolution's output while it is in cache
+/// (`conv2d_forward_pooled`): `(sample, pooled sample)`.
+pub type SamplePool<'a, T> = &'a (dyn Fn(&[T], &mut [T]) + Sync);
+
+/// `conv2d_forward` with each finished sample of the output (after the epilogue) put through
+/// `pool` into `pooled` ([n, pooled_len]) at once, so the full output is never written to
+/// memory and read back: the inference fusion of a convolution with the max-pool after it.
+/// The direct method only, whose parts are whole samples computed one at a time (callers
+/// check `conv_pools_in_cache`).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_pooled<T: Real>(
+    g: &ConvGeom,
+    n: usize,
+    x: &[T],
+    kernel: &[T],
+    bias: &[T],
+    pooled: &mut [T],
+    pooled_len: usize,
+    scratch: &mut ConvScratch<T>,
+    epilogue: Option<Epilogue<T>>,
+    pool: SamplePool<T>,
+) {
+    assert!(
+        conv_pools_in_cache(g),
+        "only the direct method pools in cache"
+    );
+    let output = Output::Pooled {
+        y: pooled,
+        len: pooled_len,
+        pool,
+    };
+    forward_direct(g, n, x, kernel, bias, output, scratch, epilogue)
+}
+
+/// Whether `conv2d_forward_pooled` takes this geometry.
+pub fn conv_pools_in_cache(g: &ConvGeom) -> bool {
+    g.method() == ConvMethod::Direct
+}
+
+/// Where the direct forward puts each finished sample: into the output, or through a pool.
+enum Output<'a, T> {
+    Whole(&'a mut [T]),
+    Pooled {
+        y: &'a mut [T],
+        len: usize,
+        pool: SamplePool<'a, T>,
+    },
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -349,26 +406,43 @@ fn forward_direct<T: Real>(
     x: &[T],
     kernel: &[T],
     bias: &[T],
-    y: &mut [T],
+    output: Output<T>,
     scratch: &mut ConvScratch<T>,
     epilogue: Option<Epilogue<T>>,
 ) {
     let per_part = samples_per_part(n);
     grow_padded(g, scratch);
+    let (y, out_len, pool) = match output {
+        Output::Whole(y) => (y, g.out_len(), None),
+        Output::Pooled { y, len, pool } => {
+            for part in scratch.parts.iter_mut() {
+                part.sample.resize(g.out_len(), T::ZERO);
+            }
+            (y, len, Some(pool))
+        }
+    };
     scratch.packed.resize(direct::packed_len(g), T::ZERO);
     direct::pack(g, kernel, bias, &mut scratch.packed);
     let packed = &scratch.packed;
     x.par_chunks(per_part * g.in_len())
-        .zip(y.par_chunks_mut(per_part * g.out_len()))
+        .zip(y.par_chunks_mut(per_part * out_len))
         .zip(scratch.parts.par_iter_mut())
         .enumerate()
         .for_each(|(p, ((xp, yp), part))| {
-            let chunks = xp.chunks(g.in_len()).zip(yp.chunks_mut(g.out_len()));
+            let chunks = xp.chunks(g.in_len()).zip(yp.chunks_mut(out_len));
             for (s, (xs, ys)) in chunks.enumerate() {
                 direct::pad(g, xs, &mut part.padded);
-                timed_product(|| direct::forward_sample(g, &part.padded, packed, ys));
+                // With a pool, the sample goes to the part's own buffer, in cache.
+                let sample = match pool {
+                    Some(_) => &mut part.sample[..],
+                    None => &mut *ys,
+                };
+                timed_product(|| direct::forward_sample(g, &part.padded, packed, sample));
                 if let Some(epilogue) = epilogue {
-                    epilogue((p * per_part + s) * g.pixels(), ys);
+                    epilogue((p * per_part + s) * g.pixels(), sample);
+                }
+                if let Some(pool) = pool {
+                    pool(&part.sample, ys);
                 }
             }
         });

@@ -81,32 +81,36 @@ pub const MAX_POOL_WINDOW: usize = 256;
 /// first in scan order, like PyTorch. Without it (inference) it is a plain vectorisable max.
 /// Windows must have at most [`MAX_POOL_WINDOW`] positions (the model checker refuses more).
 pub fn maxpool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: Option<&mut [u8]>) {
-    let c = g.c;
     match argmax {
         None => x
             .par_chunks(g.in_len())
             .zip(y.par_chunks_mut(g.out_len()))
-            .for_each(|(xs, ys)| {
-                multiversion!(fn [T: Real] (g: &PoolGeom, c: usize, xs: &[T], ys: &mut [T]) {
-                    for oy in 0..g.oh {
-                        for ox in 0..g.ow {
-                            let yr = &mut ys[(oy * g.ow + ox) * c..][..c];
-                            yr.fill(T::NEG_INFINITY);
-                            let (rows, cols) = g.window(oy, ox);
-                            for iy in rows {
-                                for ix in cols.clone() {
-                                    let xr = &xs[(iy * g.w + ix) * c..][..c];
-                                    for ch in 0..c {
-                                        yr[ch] = yr[ch].max(xr[ch]);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                })
-            }),
+            .for_each(|(xs, ys)| maxpool_sample(g, xs, ys)),
         Some(argmax) => maxpool_argmax(g, x, y, argmax, |_, _: &mut [T; ARGMAX_LANES]| {}),
     }
+}
+
+/// The inference max-pool of one sample (`maxpool_forward` without an argmax, and the pool
+/// an inference convolution applies to each sample in cache).
+pub fn maxpool_sample<T: Real>(g: &PoolGeom, xs: &[T], ys: &mut [T]) {
+    let c = g.c;
+    multiversion!(fn [T: Real] (g: &PoolGeom, c: usize, xs: &[T], ys: &mut [T]) {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let yr = &mut ys[(oy * g.ow + ox) * c..][..c];
+                yr.fill(T::NEG_INFINITY);
+                let (rows, cols) = g.window(oy, ox);
+                for iy in rows {
+                    for ix in cols.clone() {
+                        let xr = &xs[(iy * g.w + ix) * c..][..c];
+                        for ch in 0..c {
+                            yr[ch] = yr[ch].max(xr[ch]);
+                        }
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// The training max-pool of a batchnorm's output `x · scale + shift` (per channel), reading
