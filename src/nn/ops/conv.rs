@@ -614,6 +614,13 @@ pub fn conv2d_backward_by<T: Real>(
     params: Option<(&mut [T], &mut [T])>,
     scratch: &mut ConvScratch<T>,
 ) {
+    // The direct method with its own input gradient (or none wanted) takes each sample
+    // through the prologue and both products while its output gradient is in cache.
+    let transposed = direct::transposed(g).filter(|_| method == ConvMethod::Direct);
+    if method == ConvMethod::Direct && (dx.is_none() || transposed.is_some()) {
+        let dx = dx.map(|dx| (transposed.expect("checked"), dx));
+        return backward_direct(g, n, x, kernel, dy, prologue, dx, params, scratch);
+    }
     // The depthwise kernel sums its bias gradient inside its own pass.
     let bias = params.is_some() && method != ConvMethod::Depthwise;
     if prologue.is_some() || bias {
@@ -660,32 +667,119 @@ fn prepare_output_gradient<T: Real>(
     bias: bool,
     scratch: &mut ConvScratch<T>,
 ) {
-    let f = g.filters;
     let part_rows = samples_per_part(n) * g.pixels();
-    let block_rows = (PROLOGUE_VALUES / f).max(1);
-    dy.par_chunks_mut(part_rows * f)
+    dy.par_chunks_mut(part_rows * g.filters)
         .zip(scratch.parts.par_iter_mut())
         .enumerate()
         .for_each(|(p, (dyp, part))| {
             if bias {
                 part.dbias.fill(T::ZERO);
             }
-            for (b, block) in dyp.chunks_mut(block_rows * f).enumerate() {
-                if let Some(prologue) = prologue {
-                    prologue(p * part_rows + b * block_rows, block);
+            let dbias = bias.then_some(&mut part.dbias[..]);
+            prepare_rows(g.filters, p * part_rows, dyp, prologue, dbias);
+        });
+}
+
+/// Rows `first ..` of an output gradient through `prologue` in blocks that stay in L1, each
+/// block added to `dbias` (when given) row by row as soon as it is done.
+fn prepare_rows<T: Real>(
+    f: usize,
+    first: usize,
+    rows: &mut [T],
+    prologue: Option<Prologue<T>>,
+    mut dbias: Option<&mut [T]>,
+) {
+    let block_rows = (PROLOGUE_VALUES / f).max(1);
+    for (b, block) in rows.chunks_mut(block_rows * f).enumerate() {
+        if let Some(prologue) = prologue {
+            prologue(first + b * block_rows, block);
+        }
+        if let Some(dbias) = dbias.as_deref_mut() {
+            multiversion!(fn [T: Real] (f: usize, block: &[T], dbias: &mut [T]) {
+                for row in block.chunks(f) {
+                    for (s, d) in dbias.iter_mut().zip(row) {
+                        *s += *d;
+                    }
                 }
-                if bias {
-                    let dbias = &mut part.dbias[..];
-                    multiversion!(fn [T: Real] (f: usize, block: &[T], dbias: &mut [T]) {
-                        for row in block.chunks(f) {
-                            for (s, d) in dbias.iter_mut().zip(row) {
-                                *s += *d;
-                            }
-                        }
+            });
+        }
+    }
+}
+
+/// The direct method's backward, sample by sample: the sample's output gradient through the
+/// prologue and into the bias sum, then its kernel-gradient products and its input gradient
+/// (by `transposed`, the direct input gradient's geometry), all while that sample's output
+/// gradient is in cache. Run as passes over the whole batch instead, the first layer's
+/// 37 MB output gradient went to memory once and came back once per product. The same
+/// operations in the same order per part as those passes, so the same bits.
+#[allow(clippy::too_many_arguments)]
+fn backward_direct<T: Real>(
+    g: &ConvGeom,
+    n: usize,
+    x: &[T],
+    kernel: &[T],
+    dy: &mut [T],
+    prologue: Option<Prologue<T>>,
+    dx: Option<(ConvGeom, &mut [T])>,
+    params: Option<(&mut [T], &mut [T])>,
+    scratch: &mut ConvScratch<T>,
+) {
+    let per_part = samples_per_part(n);
+    grow_padded(g, scratch);
+    let t = dx.as_ref().map(|(t, _)| *t);
+    if let Some(t) = &t {
+        pack_transposed(g, t, kernel, scratch);
+    }
+    // Each part's share of dx, or none.
+    let dx_parts: Vec<Option<&mut [T]>> = match dx {
+        Some((_, dx)) => dx.chunks_mut(per_part * g.in_len()).map(Some).collect(),
+        None => (0..scratch.parts.len()).map(|_| None).collect(),
+    };
+    let with_params = params.is_some();
+    let (packed_flipped, parts) = (&scratch.packed_flipped, &mut scratch.parts);
+    x.par_chunks(per_part * g.in_len())
+        .zip(dy.par_chunks_mut(per_part * g.out_len()))
+        .zip(parts.par_iter_mut().zip(dx_parts))
+        .enumerate()
+        .for_each(|(p, ((xp, dyp), (part, mut dxp)))| {
+            if with_params {
+                part.dkernel.fill(T::ZERO);
+                part.dbias.fill(T::ZERO);
+            }
+            let samples = xp.chunks(g.in_len()).zip(dyp.chunks_mut(g.out_len()));
+            for (s, (xs, dys)) in samples.enumerate() {
+                let first = (p * per_part + s) * g.pixels();
+                let dbias = with_params.then_some(&mut part.dbias[..]);
+                prepare_rows(g.filters, first, dys, prologue, dbias);
+                if with_params {
+                    direct::pad(g, xs, &mut part.padded);
+                    timed_product(|| {
+                        direct::dkernel_sample(g, &part.padded, dys, &mut part.dkernel)
                     });
+                }
+                if let (Some(t), Some(dxp)) = (&t, dxp.as_deref_mut()) {
+                    let dxs = &mut dxp[s * g.in_len()..][..g.in_len()];
+                    direct::pad(t, dys, &mut part.padded);
+                    timed_product(|| direct::forward_sample(t, &part.padded, packed_flipped, dxs));
                 }
             }
         });
+    if let Some(params) = params {
+        add_parts(&scratch.parts, params.0, params.1);
+    }
+}
+
+/// The direct input gradient's kernel: `kernel` flipped and transposed, packed for `t`.
+fn pack_transposed<T: Real>(g: &ConvGeom, t: &ConvGeom, kernel: &[T], scratch: &mut ConvScratch<T>) {
+    // Scratch made for another method (tests and the bench) grows here.
+    scratch.flipped.resize(g.kernel_len(), T::ZERO);
+    scratch
+        .packed_flipped
+        .resize(direct::packed_len(t), T::ZERO);
+    direct::transpose_kernel(g, kernel, &mut scratch.flipped);
+    let no_bias = vec![T::ZERO; t.filters];
+    direct::pack(t, &scratch.flipped, &no_bias, &mut scratch.packed_flipped);
+    grow_padded(t, scratch);
 }
 
 /// Kernel and bias gradients by the direct method: per part, then the parts added in order.
@@ -725,15 +819,7 @@ fn direct_input_gradient<T: Real>(
     dx: &mut [T],
     scratch: &mut ConvScratch<T>,
 ) {
-    // Scratch made for another method (tests and the bench) grows here.
-    scratch.flipped.resize(g.kernel_len(), T::ZERO);
-    scratch
-        .packed_flipped
-        .resize(direct::packed_len(t), T::ZERO);
-    direct::transpose_kernel(g, kernel, &mut scratch.flipped);
-    let no_bias = vec![T::ZERO; t.filters];
-    direct::pack(t, &scratch.flipped, &no_bias, &mut scratch.packed_flipped);
-    grow_padded(t, scratch);
+    pack_transposed(g, t, kernel, scratch);
     let packed = &scratch.packed_flipped;
     let per_part = samples_per_part(n);
     dy.par_chunks(per_part * g.out_len())
