@@ -22,7 +22,8 @@ use super::ir::{Activation, Source};
 use super::model::{put_grads, take_grads, Kernel, Model, Scratch};
 use super::ops::activation;
 use super::ops::conv::{
-    conv2d_backward, conv2d_forward, conv2d_forward_pooled, conv_pools_in_cache, ConvMethod,
+    backward_in_cache, conv2d_backward, conv2d_backward_made, conv2d_forward,
+    conv2d_forward_pooled, conv_pools_in_cache, ConvMethod,
 };
 use super::ops::norm::{
     affine, affine_part, batch_moments, batch_statistics, batchnorm_param_gradients,
@@ -80,6 +81,20 @@ impl Model {
                 Some(Routing { pool, argmax, dy })
             }
             _ => None,
+        }
+    }
+
+    /// Whether the backward of the convolution `i`, fused with a batchnorm and the max-pool
+    /// `i + 2`, can make its output gradient from the pool's in cache, sample by sample, so
+    /// the routed tensor is never stored: the pool's windows do not overlap (`routing`) and
+    /// the convolution's backward runs sample by sample (`conv::backward_in_cache`; `dx`:
+    /// with the input gradient).
+    pub(crate) fn routes_in_cache(&self, i: usize, dx: bool) -> bool {
+        match (self.layers[i].kernel, self.layers[i + 2].kernel) {
+            (Kernel::Conv { geom, .. }, Kernel::MaxPool(pool)) => {
+                windows_disjoint(&pool) && backward_in_cache(&geom, dx)
+            }
+            _ => false,
         }
     }
 
@@ -499,7 +514,9 @@ impl Model {
 
     /// Backward, second half: the convolution `i`'s gradients, its output gradient `dy` going
     /// through the batchnorm's input gradient and the activation's backward in the
-    /// convolution's prologue, block by block with the bias sum.
+    /// convolution's prologue, block by block with the bias sum. Without `dy`, the `routing`
+    /// makes it in the prologue, sample by sample in cache (callers check
+    /// `routes_in_cache`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_conv_after_bn(
         &mut self,
@@ -508,7 +525,7 @@ impl Model {
         x: &[f32],
         y_conv: &[f32],
         norm: &InputGradient<f32>,
-        dy: &mut [f32],
+        dy: Option<&mut [f32]>,
         routing: Option<&Routing>,
         dx: Option<&mut [f32]>,
         n: usize,
@@ -531,17 +548,23 @@ impl Model {
         let p = &mut self.params;
         let own = &mut self.shared_grads[i];
         let [mut gk, mut gb] = take_grads(p, own, [kernel, bias]);
-        conv2d_backward(
-            &geom,
-            n,
-            x,
-            &p[kernel].value,
-            dy,
-            Some(&prologue),
-            dx,
-            with_params.then_some((&mut gk[..], &mut gb[..])),
-            s,
-        );
+        let params = with_params.then_some((&mut gk[..], &mut gb[..]));
+        let kernel_value = &p[kernel].value;
+        match dy {
+            Some(dy) => conv2d_backward(
+                &geom,
+                n,
+                x,
+                kernel_value,
+                dy,
+                Some(&prologue),
+                dx,
+                params,
+                s,
+            ),
+            // Routed sample by sample in cache (`routes_in_cache`).
+            None => conv2d_backward_made(&geom, n, x, kernel_value, &prologue, dx, params, s),
+        }
         put_grads(p, own, [kernel, bias], [gk, gb]);
     }
 }

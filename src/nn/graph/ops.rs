@@ -262,10 +262,16 @@ impl Operator for ConvBnTrain {
             TRAINABLE => Some(Box::new(self.trainable())),
             BACKWARD => {
                 let request = request.downcast::<BackwardRequest>().ok()?;
-                let (in_len, norm_len) = {
+                let wants_dx = request.inputs[0];
+                let (in_len, norm_len, in_cache) = {
                     let model = self.ctx.model.borrow();
                     let layers = &model.layers;
-                    (layers[self.conv].in_lens[0], layers[self.conv + 1].out_len)
+                    let in_cache = self.pool && model.routes_in_cache(self.conv, wants_dx);
+                    (
+                        layers[self.conv].in_lens[0],
+                        layers[self.conv + 1].out_len,
+                        in_cache,
+                    )
                 };
                 let n = self.ctx.n;
                 backward_answer(ConvBnTrainBackward {
@@ -273,9 +279,10 @@ impl Operator for ConvBnTrain {
                     conv: self.conv,
                     conv_out: self.conv_out.clone(),
                     act: self.act,
-                    routed: self.pool.then(|| self.ctx.buffer(n * norm_len)),
+                    pool: self.pool,
+                    routed: (self.pool && !in_cache).then(|| self.ctx.buffer(n * norm_len)),
                     params: request.params && self.trainable(),
-                    dx: request.inputs[0].then(|| self.ctx.buffer(n * in_len)),
+                    dx: wants_dx.then(|| self.ctx.buffer(n * in_len)),
                 })
             }
             _ => None,
@@ -293,7 +300,10 @@ pub(crate) struct ConvBnTrainBackward {
     conv_out: Buffer,
     /// Whether an activation layer after the batchnorm is fused.
     act: bool,
-    /// The gradient of the batchnorm's output, when the pool is fused.
+    /// Whether the max-pool after the batchnorm is fused.
+    pool: bool,
+    /// The gradient of the batchnorm's output, when the pool is fused and it is stored
+    /// (not made sample by sample in cache: `Model::routes_in_cache`).
     routed: Option<Buffer>,
     params: bool,
     dx: Option<Buffer>,
@@ -307,26 +317,29 @@ impl Operator for ConvBnTrainBackward {
         let mut dx = self.dx.as_ref().map(Buffer::borrow_mut);
         let (ctx, conv, norm, pool) = (&self.ctx, self.conv, self.conv + 1, self.conv + 2);
         let mut routed = self.routed.as_ref().map(Buffer::borrow_mut);
-        let pool_scratch = self.routed.as_ref().map(|_| ctx.scratch[pool].borrow());
-        // The batchnorm's output gradient, and its output where its activation needs it (a
-        // fused pool has none: `fusible_bn_pool`). A fused pool whose windows do not overlap
-        // routes its gradient block by block inside the batchnorm's sums and the
+        let pool_scratch = self.pool.then(|| ctx.scratch[pool].borrow());
+        // The batchnorm's output gradient (none where it is made in the convolution's
+        // backward, sample by sample in cache), and its output where its activation needs it
+        // (a fused pool has none: `fusible_bn_pool`). A fused pool whose windows do not
+        // overlap routes its gradient block by block inside the batchnorm's sums and the
         // convolution's prologue (`Routing`): the routed tensor is then written only there.
-        let (dy, y_norm, routing): (&mut [f32], &[f32], _) =
-            match (routed.as_deref_mut(), pool_scratch.as_deref()) {
-                (Some(routed), Some(scratch)) => {
+        let (mut dy, y_norm, routing): (Option<&mut [f32]>, &[f32], _) =
+            match pool_scratch.as_deref() {
+                Some(scratch) => {
                     let dy_pool: &[f32] = &dy_in;
                     let routing = ctx.model.borrow().routing(pool, scratch, dy_pool);
-                    if routing.is_none() {
-                        ctx.timed(pool, 1, || {
+                    match (routed.as_deref_mut(), &routing) {
+                        (Some(routed), None) => ctx.timed(pool, 1, || {
                             ctx.model
                                 .borrow()
                                 .backward_pool(pool, scratch, dy_pool, routed)
-                        });
+                        }),
+                        (None, None) => unreachable!("routes_in_cache checks the windows"),
+                        _ => {}
                     }
-                    (routed, &[], routing)
+                    (routed.as_deref_mut().map(|r| &mut r[..]), &[], routing)
                 }
-                _ => (&mut dy_in, &y, None),
+                None => (Some(&mut dy_in[..]), &y[..], None),
             };
         let grad = ctx.timed(norm, 1, || {
             ctx.model.borrow_mut().backward_bn_sums(
@@ -334,7 +347,7 @@ impl Operator for ConvBnTrainBackward {
                 &ctx.scratch[norm].borrow(),
                 &y_conv,
                 y_norm,
-                dy,
+                dy.as_deref_mut().unwrap_or_default(),
                 routing.as_ref(),
                 self.params,
                 self.act,

@@ -619,7 +619,7 @@ pub fn conv2d_backward_by<T: Real>(
     let transposed = direct::transposed(g).filter(|_| method == ConvMethod::Direct);
     if method == ConvMethod::Direct && (dx.is_none() || transposed.is_some()) {
         let dx = dx.map(|dx| (transposed.expect("checked"), dx));
-        return backward_direct(g, n, x, kernel, dy, prologue, dx, params, scratch);
+        return backward_direct(g, n, x, kernel, Some(dy), prologue, dx, params, scratch);
     }
     // The depthwise kernel sums its bias gradient inside its own pass.
     let bias = params.is_some() && method != ConvMethod::Depthwise;
@@ -718,7 +718,7 @@ fn backward_direct<T: Real>(
     n: usize,
     x: &[T],
     kernel: &[T],
-    dy: &mut [T],
+    dy: Option<&mut [T]>,
     prologue: Option<Prologue<T>>,
     dx: Option<(ConvGeom, &mut [T])>,
     params: Option<(&mut [T], &mut [T])>,
@@ -730,37 +730,49 @@ fn backward_direct<T: Real>(
     if let Some(t) = &t {
         pack_transposed(g, t, kernel, scratch);
     }
-    // Each part's share of dx, or none.
-    let dx_parts: Vec<Option<&mut [T]>> = match dx {
-        Some((_, dx)) => dx.chunks_mut(per_part * g.in_len()).map(Some).collect(),
-        None => (0..scratch.parts.len()).map(|_| None).collect(),
-    };
+    if dy.is_none() {
+        for part in scratch.parts.iter_mut() {
+            part.sample.resize(g.out_len(), T::ZERO);
+        }
+    }
+    // Each part's share of dy and dx, where they are stored.
+    let parts = n.div_ceil(per_part);
+    let dy_parts = parts_of(dy, per_part * g.out_len(), parts);
+    let dx_parts = parts_of(dx.map(|(_, dx)| dx), per_part * g.in_len(), parts);
     let with_params = params.is_some();
     let (packed_flipped, parts) = (&scratch.packed_flipped, &mut scratch.parts);
     x.par_chunks(per_part * g.in_len())
-        .zip(dy.par_chunks_mut(per_part * g.out_len()))
-        .zip(parts.par_iter_mut().zip(dx_parts))
+        .zip(parts.par_iter_mut())
+        .zip(dy_parts.into_par_iter().zip(dx_parts))
         .enumerate()
-        .for_each(|(p, ((xp, dyp), (part, mut dxp)))| {
+        .for_each(|(p, ((xp, part), (mut dyp, mut dxp)))| {
+            let ConvPart {
+                padded,
+                sample,
+                dkernel,
+                dbias,
+                ..
+            } = part;
             if with_params {
-                part.dkernel.fill(T::ZERO);
-                part.dbias.fill(T::ZERO);
+                dkernel.fill(T::ZERO);
+                dbias.fill(T::ZERO);
             }
-            let samples = xp.chunks(g.in_len()).zip(dyp.chunks_mut(g.out_len()));
-            for (s, (xs, dys)) in samples.enumerate() {
+            for (s, xs) in xp.chunks(g.in_len()).enumerate() {
                 let first = (p * per_part + s) * g.pixels();
-                let dbias = with_params.then_some(&mut part.dbias[..]);
+                let dys = match dyp.as_deref_mut() {
+                    Some(dyp) => &mut dyp[s * g.out_len()..][..g.out_len()],
+                    None => &mut sample[..],
+                };
+                let dbias = with_params.then_some(&mut dbias[..]);
                 prepare_rows(g.filters, first, dys, prologue, dbias);
                 if with_params {
-                    direct::pad(g, xs, &mut part.padded);
-                    timed_product(|| {
-                        direct::dkernel_sample(g, &part.padded, dys, &mut part.dkernel)
-                    });
+                    direct::pad(g, xs, padded);
+                    timed_product(|| direct::dkernel_sample(g, padded, dys, dkernel));
                 }
                 if let (Some(t), Some(dxp)) = (&t, dxp.as_deref_mut()) {
                     let dxs = &mut dxp[s * g.in_len()..][..g.in_len()];
-                    direct::pad(t, dys, &mut part.padded);
-                    timed_product(|| direct::forward_sample(t, &part.padded, packed_flipped, dxs));
+                    direct::pad(t, dys, padded);
+                    timed_product(|| direct::forward_sample(t, padded, packed_flipped, dxs));
                 }
             }
         });
@@ -769,8 +781,49 @@ fn backward_direct<T: Real>(
     }
 }
 
+/// `v` in `parts` chunks of `len`, or `parts` times none.
+fn parts_of<T>(v: Option<&mut [T]>, len: usize, parts: usize) -> Vec<Option<&mut [T]>> {
+    match v {
+        Some(v) => v.chunks_mut(len).map(Some).collect(),
+        None => (0..parts).map(|_| None).collect(),
+    }
+}
+
+/// Whether `conv2d_backward_made` takes this geometry, with or without an input gradient:
+/// the direct method, with its own input gradient where one is wanted.
+pub fn backward_in_cache(g: &ConvGeom, dx: bool) -> bool {
+    g.method() == ConvMethod::Direct && (!dx || direct::transposed(g).is_some())
+}
+
+/// `conv2d_backward` for an output gradient that the prologue makes itself, block by block
+/// (a fused max-pool's routed gradient): each sample's is made in the part's own buffer, in
+/// cache, and never stored. Callers check `backward_in_cache`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_made<T: Real>(
+    g: &ConvGeom,
+    n: usize,
+    x: &[T],
+    kernel: &[T],
+    prologue: Prologue<T>,
+    dx: Option<&mut [T]>,
+    params: Option<(&mut [T], &mut [T])>,
+    scratch: &mut ConvScratch<T>,
+) {
+    assert!(
+        backward_in_cache(g, dx.is_some()),
+        "only the direct method makes its output gradient in cache"
+    );
+    let dx = dx.map(|dx| (direct::transposed(g).expect("checked"), dx));
+    backward_direct(g, n, x, kernel, None, Some(prologue), dx, params, scratch)
+}
+
 /// The direct input gradient's kernel: `kernel` flipped and transposed, packed for `t`.
-fn pack_transposed<T: Real>(g: &ConvGeom, t: &ConvGeom, kernel: &[T], scratch: &mut ConvScratch<T>) {
+fn pack_transposed<T: Real>(
+    g: &ConvGeom,
+    t: &ConvGeom,
+    kernel: &[T],
+    scratch: &mut ConvScratch<T>,
+) {
     // Scratch made for another method (tests and the bench) grows here.
     scratch.flipped.resize(g.kernel_len(), T::ZERO);
     scratch
