@@ -389,6 +389,9 @@ pub fn conv_pools_in_cache(g: &ConvGeom) -> bool {
     g.method() == ConvMethod::Direct
 }
 
+/// Bytes of one sample's output above which the direct forward streams it out.
+const STREAM_BYTES: usize = 256 << 10;
+
 /// Where the direct forward puts each finished sample: into the output, or through a pool.
 enum Output<'a, T> {
     Whole(&'a mut [T]),
@@ -414,13 +417,15 @@ fn forward_direct<T: Real>(
     grow_padded(g, scratch);
     let (y, out_len, pool) = match output {
         Output::Whole(y) => (y, g.out_len(), None),
-        Output::Pooled { y, len, pool } => {
-            for part in scratch.parts.iter_mut() {
-                part.sample.resize(g.out_len(), T::ZERO);
-            }
-            (y, len, Some(pool))
-        }
+        Output::Pooled { y, len, pool } => (y, len, Some(pool)),
     };
+    // An output too big for the cache is computed in the part's own buffer and streamed out.
+    let stream = pool.is_none() && g.out_len() * std::mem::size_of::<T>() > STREAM_BYTES;
+    if pool.is_some() || stream {
+        for part in scratch.parts.iter_mut() {
+            part.sample.resize(g.out_len(), T::ZERO);
+        }
+    }
     scratch.packed.resize(direct::packed_len(g), T::ZERO);
     direct::pack(g, kernel, bias, &mut scratch.packed);
     let packed = &scratch.packed;
@@ -433,9 +438,9 @@ fn forward_direct<T: Real>(
             for (s, (xs, ys)) in chunks.enumerate() {
                 direct::pad(g, xs, &mut part.padded);
                 // With a pool, the sample goes to the part's own buffer, in cache.
-                let sample = match pool {
-                    Some(_) => &mut part.sample[..],
-                    None => &mut *ys,
+                let sample = match pool.is_some() || stream {
+                    true => &mut part.sample[..],
+                    false => &mut *ys,
                 };
                 timed_product(|| direct::forward_sample(g, &part.padded, packed, sample));
                 if let Some(epilogue) = epilogue {
@@ -443,6 +448,8 @@ fn forward_direct<T: Real>(
                 }
                 if let Some(pool) = pool {
                     pool(&part.sample, ys);
+                } else if stream {
+                    direct::stream_copy(&part.sample, ys);
                 }
             }
         });

@@ -38,6 +38,17 @@ pub fn wide() -> bool {
     false
 }
 
+/// `src` copied to `dst`, by non-temporal stores where the AVX-512 kernels run: for an
+/// output too big to stay in cache, computed in a part's own buffer first.
+pub fn stream_copy<T: Real>(src: &[T], dst: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(s), Some(d)) = (wide(), as_f32(src), as_f32_mut(dst)) {
+        // SAFETY: `wide` checked the CPU's features.
+        return unsafe { super::conv_direct_avx512::stream_copy(s, d) };
+    }
+    dst.copy_from_slice(src)
+}
+
 /// `s` as f32, when `T` is f32 (the AVX-512 kernels' type).
 fn as_f32<T: Real>(s: &[T]) -> Option<&[f32]> {
     // SAFETY: T is f32 by the TypeId test, so the slice is reinterpreted as itself.
@@ -352,6 +363,25 @@ fn dkernel_taps<T: Real, const FMA: bool, const B: usize>(
             .zip(a)
         {
             *dk += *v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_copy;
+
+    #[test]
+    fn stream_copy_copies_every_value_at_any_alignment() {
+        // Heads before a 64-byte boundary, whole vectors, tails after the last one.
+        let src: Vec<f32> = (0..300).map(|i| i as f32 * 0.5 - 7.0).collect();
+        for offset in 0..17 {
+            for len in [0, 1, 15, 16, 17, 64, 100, 283 - offset] {
+                let mut dst = vec![f32::NAN; 300];
+                stream_copy(&src[..len], &mut dst[offset..offset + len]);
+                assert_eq!(&dst[offset..offset + len], &src[..len], "offset {offset}, {len}");
+                assert!(dst[..offset].iter().chain(&dst[offset + len..]).all(|v| v.is_nan()));
+            }
         }
     }
 }

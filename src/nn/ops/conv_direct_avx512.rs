@@ -295,3 +295,23 @@ unsafe fn dkernel_block<const NB: usize, const B: usize>(k: &KernelBlock) {
         }
     }
 }
+
+/// `src` copied to `dst` with non-temporal stores, which write whole cache lines to memory
+/// without first reading them in (a plain store reads each line it writes).
+///
+/// # Safety
+/// The CPU must have AVX-512F (`available`).
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn stream_copy(src: &[f32], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    // Plain stores up to the first 64-byte boundary of `dst`, streams after it.
+    let head = dst.as_ptr().align_offset(64).min(dst.len());
+    dst[..head].copy_from_slice(&src[..head]);
+    let body = (dst.len() - head) / FW * FW;
+    for i in (head..head + body).step_by(FW) {
+        let v = _mm512_loadu_ps(src.as_ptr().add(i));
+        _mm512_stream_ps(dst.as_mut_ptr().add(i), v);
+    }
+    dst[head + body..].copy_from_slice(&src[head + body..]);
+    _mm_sfence();
+}
