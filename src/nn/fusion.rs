@@ -90,12 +90,8 @@ impl Model {
     /// the convolution's backward runs sample by sample (`conv::backward_in_cache`; `dx`:
     /// with the input gradient).
     pub(crate) fn routes_in_cache(&self, i: usize, dx: bool) -> bool {
-        match (self.layers[i].kernel, self.layers[i + 2].kernel) {
-            (Kernel::Conv { geom, .. }, Kernel::MaxPool(pool)) => {
-                windows_disjoint(&pool) && backward_in_cache(&geom, dx)
-            }
-            _ => false,
-        }
+        matches!(self.layers[i + 2].kernel, Kernel::MaxPool(pool) if windows_disjoint(&pool))
+            && self.conv_routes_in_cache(i, dx)
     }
 
     /// Whether layer `i` (a convolution) and layer `i + 1` (a batchnorm) can run as one
@@ -564,6 +560,89 @@ impl Model {
             ),
             // Routed sample by sample in cache (`routes_in_cache`).
             None => conv2d_backward_made(&geom, n, x, kernel_value, &prologue, dx, params, s),
+        }
+        put_grads(p, own, [kernel, bias], [gk, gb]);
+    }
+}
+
+impl Model {
+    /// Whether a training convolution `i` and the max-pool `i + 1` after it (no batchnorm
+    /// between) can run as one operator, whose backward makes the convolution's output
+    /// gradient from the pool's by its argmax inside the convolution's prologue
+    /// (`backward_conv_pool`): the pool is the convolution's only reader, has no activation
+    /// of its own, its windows do not overlap, and the convolution's activation runs in
+    /// its prologue.
+    pub(crate) fn fusible_conv_pool_train(&self, i: usize) -> bool {
+        let (Some(conv), Some(pool)) = (self.layers.get(i), self.layers.get(i + 1)) else {
+            return false;
+        };
+        self.only_reader(i, i + 1)
+            && matches!(conv.kernel, Kernel::Conv { .. })
+            && matches!(pool.kernel, Kernel::MaxPool(g) if windows_disjoint(&g))
+            && conv.act != Activation::Softmax
+            && !conv.act.needs_input()
+            && pool.act == Activation::Linear
+            && self.fusion
+    }
+
+    /// Whether `backward_conv_pool` makes the output gradient sample by sample in cache
+    /// (the direct method, with its own input gradient when `dx` is wanted), so the routed
+    /// tensor needs no buffer.
+    pub(crate) fn conv_routes_in_cache(&self, i: usize, dx: bool) -> bool {
+        matches!(self.layers[i].kernel, Kernel::Conv { geom, .. } if backward_in_cache(&geom, dx))
+    }
+
+    /// The backward of the training convolution `i` and the max-pool `i + 1` fused with it:
+    /// `dy` (the pool's output gradient) routed through the pool's argmax and the
+    /// activation's backward in the convolution's prologue, block by block. With `routed`
+    /// (a buffer for the convolution's output gradient) the pool's backward writes it first,
+    /// as the layers apart do; without, it is made in cache (`conv_routes_in_cache`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_conv_pool(
+        &mut self,
+        i: usize,
+        conv_scratch: &mut Scratch,
+        pool_scratch: &Scratch,
+        x: &[f32],
+        y_conv: &[f32],
+        dy: &[f32],
+        routed: Option<&mut [f32]>,
+        dx: Option<&mut [f32]>,
+        n: usize,
+        param_grads: bool,
+    ) {
+        let conv = &self.layers[i];
+        let (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) = (conv.kernel, conv_scratch)
+        else {
+            unreachable!("checked by fusible_conv_pool_train");
+        };
+        let routing = self
+            .routing(i + 1, pool_scratch, dy)
+            .expect("checked by fusible_conv_pool_train");
+        let (act, f) = (conv.act, geom.filters);
+        let with_params = param_grads && conv.trainable;
+        let activation = |row: usize, d: &mut [f32]| {
+            activation::activate_backward_part(act, &y_conv[row * f..][..d.len()], d)
+        };
+        let made = |row: usize, d: &mut [f32]| {
+            routing.rows(row, d);
+            activation(row, d);
+        };
+        let p = &mut self.params;
+        let own = &mut self.shared_grads[i];
+        let [mut gk, mut gb] = take_grads(p, own, [kernel, bias]);
+        let params = with_params.then_some((&mut gk[..], &mut gb[..]));
+        let kernel_value = &p[kernel].value;
+        match routed {
+            Some(routed) => {
+                let Scratch::Argmax(argmax) = pool_scratch else {
+                    unreachable!("a training max-pool keeps its argmax");
+                };
+                maxpool_backward(&routing.pool, dy, argmax, routed);
+                let prologue = (act != Activation::Linear).then_some(&activation as _);
+                conv2d_backward(&geom, n, x, kernel_value, routed, prologue, dx, params, s)
+            }
+            None => conv2d_backward_made(&geom, n, x, kernel_value, &made, dx, params, s),
         }
         put_grads(p, own, [kernel, bias], [gk, gb]);
     }

@@ -395,21 +395,21 @@ fn fused_inference_matches_the_layers_run_one_by_one() {
 }
 
 /// Max-pools after convolutions without a batchnorm: one of 3 input channels (direct on any
-/// CPU) with overlapping windows, and one 9 pixels wide (direct where the CPU has AVX-512).
+/// CPU) with overlapping windows, one 9 pixels wide (direct where the CPU has AVX-512), and
+/// a strided one (its training backward routes the pool's gradient through a stored buffer).
 fn conv_pool_model() -> ModelIr {
+    let pool = |size: [usize; 2], stride: [usize; 2], padding| LayerOp::MaxPool {
+        size,
+        stride,
+        padding,
+    };
     let ops = vec![
         conv(6, 3, 1, Padding::Valid, Activation::Elu { alpha: 1.0 }),
-        LayerOp::MaxPool {
-            size: [3, 3],
-            stride: [2, 2],
-            padding: Padding::Same,
-        },
+        pool([3, 3], [2, 2], Padding::Same),
         conv(8, 3, 1, Padding::Same, Activation::Relu),
-        LayerOp::MaxPool {
-            size: [2, 2],
-            stride: [2, 2],
-            padding: Padding::Valid,
-        },
+        pool([1, 2], [1, 2], Padding::Valid),
+        conv(8, 3, 2, Padding::Same, Activation::Relu),
+        pool([2, 2], [2, 2], Padding::Valid),
         LayerOp::Flatten,
         LayerOp::Dense {
             units: 3,
@@ -462,13 +462,14 @@ fn conv_bn_stack() -> ModelIr {
 
 #[test]
 fn fused_training_matches_the_layers_run_one_by_one() {
-    // Every convolution → batchnorm pair (→ max-pool or activation) trains as one fused operator: the same
-    // kernels and loops in the same order, so the same bits as the layers apart, step after
-    // step.
+    // Every convolution → batchnorm pair (→ max-pool or activation), and every convolution →
+    // max-pool pair, trains as one fused operator: the same kernels and loops in the same
+    // order, so the same bits as the layers apart, step after step.
     for (ir, per) in [
         (conv_bn_stack(), 10 * 9 * 2),
         (small_model(0.0), 9 * 7 * 2),
         (depthwise_model(), 13 * 11 * 2),
+        (conv_pool_model(), 12 * 20 * 3),
     ] {
         let n = 11;
         let d = data(n, per, 3, 21);
@@ -493,10 +494,18 @@ fn fused_training_matches_the_layers_run_one_by_one() {
         let thirds = (ir.layers.windows(3))
             .filter(|w| is(&w[0], conv) && is(&w[1], norm) && (is(&w[2], pool) || is(&w[2], act)))
             .count();
+        // A max-pool right after a convolution fuses where its windows do not overlap.
+        let disjoint = |op: &LayerOp| {
+            matches!(op, LayerOp::MaxPool { size, stride, .. }
+                if size[0] <= stride[0] && size[1] <= stride[1])
+        };
+        let conv_pools = (ir.layers.windows(2))
+            .filter(|w| is(&w[0], conv) && is(&w[1], disjoint))
+            .count();
         // Each pair is one forward and one backward node fewer, and each max-pool or
         // activation layer after it as many.
         assert_eq!(
-            fused.2 + 2 * (pairs + thirds),
+            fused.2 + 2 * (pairs + thirds + conv_pools),
             apart.2,
             "{}: fusion did not run",
             ir.name

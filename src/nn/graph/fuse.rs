@@ -7,9 +7,11 @@
 //! the epilogue, and a backward that computes the batchnorm's input gradient, the
 //! activation's backward and the bias sum in one pass (`ConvBnTrainBackward`); a max-pool
 //! after the batchnorm joins them and applies the normalisation as it reads; an activation
-//! layer after the batchnorm joins them in both modes.
+//! layer after the batchnorm joins them in both modes. A training max-pool right after a
+//! convolution becomes `ConvPoolTrain`, whose backward routes the pool's gradient inside the
+//! convolution's.
 
-use super::ops::{ConvBnTrain, ConvChainForward, LayerForward};
+use super::ops::{ConvBnTrain, ConvChainForward, ConvPoolTrain, LayerForward};
 use super::Buffer;
 use crate::nn::fusion::InferChain;
 use crate::nn::model::Kernel;
@@ -67,11 +69,17 @@ impl Compiler for FuseConvBatchnorm {
             // otherwise an activation layer joins, in both modes.
             let train_pool = norm && extend(&mut chain, train && model.fusible_bn_pool(layer + 1));
             let act = norm && !train_pool && extend(&mut chain, model.fusible_bn_act(layer + 1));
-            // Inference: a max-pool after any of them pools each sample in cache.
+            // Inference: a max-pool after any of them pools each sample in cache. Training
+            // without a batchnorm: a max-pool routes its gradient in the convolution's
+            // backward.
             let last = layer + chain.len() - 1;
-            let infer_pool = extend(&mut chain, !train && model.fusible_conv_pool(layer, last));
+            let pool = if train {
+                !norm && extend(&mut chain, model.fusible_conv_pool_train(layer))
+            } else {
+                extend(&mut chain, model.fusible_conv_pool(layer, last))
+            };
             drop(model);
-            if chain.len() == 1 || (train && !norm) {
+            if chain.len() == 1 {
                 continue;
             }
             let out = chain.last().expect("the chain").1.clone();
@@ -81,7 +89,14 @@ impl Compiler for FuseConvBatchnorm {
             for (_, buffer) in &chain[first_unwritten..chain.len() - 1] {
                 *buffer.borrow_mut() = Vec::new();
             }
-            let fused: Box<dyn Operator> = if train {
+            let fused: Box<dyn Operator> = if train && !norm {
+                Box::new(ConvPoolTrain {
+                    ctx,
+                    conv: layer,
+                    conv_out: chain[0].1.clone(),
+                    out,
+                })
+            } else if train {
                 Box::new(ConvBnTrain {
                     ctx,
                     conv: layer,
@@ -94,11 +109,7 @@ impl Compiler for FuseConvBatchnorm {
                 Box::new(ConvChainForward {
                     ctx,
                     conv: layer,
-                    chain: InferChain {
-                        norm,
-                        act,
-                        pool: infer_pool,
-                    },
+                    chain: InferChain { norm, act, pool },
                     out,
                 })
             };

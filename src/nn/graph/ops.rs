@@ -371,6 +371,100 @@ impl Operator for ConvBnTrainBackward {
     }
 }
 
+/// A training convolution and the max-pool after it, with no batchnorm between (made by the
+/// fusion pass before the autograd pass). Its forward runs the two layers as they run apart
+/// and keeps the convolution's output for the backward; its backward makes the
+/// convolution's output gradient from the pool's in the convolution's prologue
+/// (`Model::backward_conv_pool`), so the routed tensor is not stored where the convolution
+/// runs sample by sample.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ConvPoolTrain {
+    pub(crate) ctx: Rc<Context>,
+    pub(crate) conv: usize,
+    pub(crate) conv_out: Buffer,
+    pub(crate) out: Buffer,
+}
+
+impl Operator for ConvPoolTrain {
+    fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
+        let x = input(&inp, 0).borrow();
+        let (mut y_conv, mut y) = (self.conv_out.borrow_mut(), self.out.borrow_mut());
+        let (ctx, n) = (&self.ctx, self.ctx.n);
+        let run = |layer: usize, x: &[f32], y: &mut [f32]| {
+            ctx.timed(layer, 0, || {
+                let scratch = &mut ctx.scratch[layer].borrow_mut();
+                ctx.model
+                    .borrow()
+                    .forward_layer(layer, scratch, &[x], y, n, true)
+            })
+        };
+        run(self.conv, &x, &mut y_conv);
+        run(self.conv + 1, &y_conv, &mut y);
+        vec![self.out.tensor()]
+    }
+
+    fn custom(&mut self, key: &str, request: Box<dyn Any>) -> Option<Box<dyn Any>> {
+        let model = self.ctx.model.borrow();
+        match key {
+            TRAINABLE => Some(Box::new(model.layers[self.conv].trains_params())),
+            BACKWARD => {
+                let request = request.downcast::<BackwardRequest>().ok()?;
+                let layer = &model.layers[self.conv];
+                let wants_dx = request.inputs[0];
+                let n = self.ctx.n;
+                let stored = !model.conv_routes_in_cache(self.conv, wants_dx);
+                backward_answer(ConvPoolTrainBackward {
+                    ctx: self.ctx.clone(),
+                    conv: self.conv,
+                    conv_out: self.conv_out.clone(),
+                    routed: stored.then(|| self.ctx.buffer(n * layer.out_len)),
+                    params: request.params && layer.trains_params(),
+                    dx: wants_dx.then(|| self.ctx.buffer(n * layer.in_lens[0])),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `ConvPoolTrain`'s backward: inputs (dy, x, the pool's output); output the input's
+/// gradient when asked.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ConvPoolTrainBackward {
+    ctx: Rc<Context>,
+    conv: usize,
+    conv_out: Buffer,
+    /// The convolution's output gradient, where it is stored (`conv_routes_in_cache`).
+    routed: Option<Buffer>,
+    params: bool,
+    dx: Option<Buffer>,
+}
+
+impl Operator for ConvPoolTrainBackward {
+    fn process(&mut self, inp: Inputs) -> Vec<Tensor> {
+        let (dy, x) = (input(&inp, 0).borrow(), input(&inp, 1).borrow());
+        let y_conv = self.conv_out.borrow();
+        let mut routed = self.routed.as_ref().map(Buffer::borrow_mut);
+        let mut dx = self.dx.as_ref().map(Buffer::borrow_mut);
+        let (ctx, conv) = (&self.ctx, self.conv);
+        ctx.timed(conv, 1, || {
+            ctx.model.borrow_mut().backward_conv_pool(
+                conv,
+                &mut ctx.scratch[conv].borrow_mut(),
+                &ctx.scratch[conv + 1].borrow(),
+                &x,
+                &y_conv,
+                &dy,
+                routed.as_deref_mut().map(Vec::as_mut_slice),
+                dx.as_deref_mut().map(Vec::as_mut_slice),
+                ctx.n,
+                self.params,
+            )
+        });
+        self.dx.iter().map(Buffer::tensor).collect()
+    }
+}
+
 /// Which loss an output trains with in the current batch, chosen by the batch's target (see
 /// `learner::Target`): the compiled graph stays the same whatever the kind.
 #[derive(Clone, Copy, Debug, PartialEq)]

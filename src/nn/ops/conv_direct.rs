@@ -379,8 +379,15 @@ mod tests {
             for len in [0, 1, 15, 16, 17, 64, 100, 283 - offset] {
                 let mut dst = vec![f32::NAN; 300];
                 stream_copy(&src[..len], &mut dst[offset..offset + len]);
-                assert_eq!(&dst[offset..offset + len], &src[..len], "offset {offset}, {len}");
-                assert!(dst[..offset].iter().chain(&dst[offset + len..]).all(|v| v.is_nan()));
+                assert_eq!(
+                    &dst[offset..offset + len],
+                    &src[..len],
+                    "offset {offset}, {len}"
+                );
+                assert!(dst[..offset]
+                    .iter()
+                    .chain(&dst[offset + len..])
+                    .all(|v| v.is_nan()));
             }
         }
     }
