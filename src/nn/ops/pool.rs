@@ -280,10 +280,15 @@ pub fn routed_rows<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u8], first: usize,
     multiversion!(fn [T: Real] (g: &PoolGeom, dy: &[T], argmax: &[u8], first: usize, out: &mut [T]) {
         let c = g.c;
         let pixels = g.h * g.w;
-        let (mut sample, mut at) = (first / pixels, first % pixels);
+        let (mut sample, at) = (first / pixels, first % pixels);
+        // The input pixel (y, x) and its window and position in it along each axis, kept up
+        // to date as the rows advance: divisions only once per image row (four per pixel
+        // cost about as much as the rest of the gather).
+        let (mut y, mut x) = (at / g.w, at % g.w);
+        let row_of = |y: usize| ((y + g.pad_top) / g.sh, (y + g.pad_top) % g.sh);
+        let col_of = |x: usize| ((x + g.pad_left) / g.sw, (x + g.pad_left) % g.sw);
+        let ((mut oy, mut ky), (mut ox, mut kx)) = (row_of(y), col_of(x));
         for row in out.chunks_mut(c) {
-            let (iy, ix) = (at / g.w + g.pad_top, at % g.w + g.pad_left);
-            let (oy, ky, ox, kx) = (iy / g.sh, iy % g.sh, ix / g.sw, ix % g.sw);
             if ky >= g.kh || kx >= g.kw || oy >= g.oh || ox >= g.ow {
                 row.fill(T::ZERO);
             } else {
@@ -293,9 +298,16 @@ pub fn routed_rows<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u8], first: usize,
                     *v = if *a == position { T::ZERO + *d } else { T::ZERO };
                 }
             }
-            at += 1;
-            if at == pixels {
-                (sample, at) = (sample + 1, 0);
+            (x, kx) = (x + 1, kx + 1);
+            if kx == g.sw {
+                (ox, kx) = (ox + 1, 0);
+            }
+            if x == g.w {
+                (x, y) = (0, y + 1);
+                if y == g.h {
+                    (y, sample) = (0, sample + 1);
+                }
+                ((oy, ky), (ox, kx)) = (row_of(y), col_of(0));
             }
         }
     })
