@@ -214,8 +214,7 @@ struct ConvPart<T> {
     cols: Vec<T>,
     /// One zero-padded sample for the direct method.
     padded: Vec<T>,
-    /// One sample of the output, for the direct method that pools it in cache (grown on
-    /// first use: only inference graphs that fuse a pool need it).
+    /// One sample of the output, for the direct method (`grow_sample`).
     sample: Vec<T>,
     dkernel: Vec<T>,
     dbias: Vec<T>,
@@ -423,10 +422,9 @@ fn forward_direct<T: Real>(
     // An output too big for the cache is computed in the part's own buffer and streamed out
     // (a smaller one stays in cache for the next layer to read).
     let stream = pool.is_none() && n * g.out_len() * std::mem::size_of::<T>() > STREAM_BYTES;
-    if pool.is_some() || stream {
-        for part in scratch.parts.iter_mut() {
-            part.sample.resize(g.out_len(), T::ZERO);
-        }
+    let in_part = pool.is_some() || stream;
+    if in_part {
+        grow_sample(g, scratch);
     }
     scratch.packed.resize(direct::packed_len(g), T::ZERO);
     direct::pack(g, kernel, bias, &mut scratch.packed);
@@ -439,10 +437,11 @@ fn forward_direct<T: Real>(
             let chunks = xp.chunks(g.in_len()).zip(yp.chunks_mut(out_len));
             for (s, (xs, ys)) in chunks.enumerate() {
                 direct::pad(g, xs, &mut part.padded);
-                // With a pool, the sample goes to the part's own buffer, in cache.
-                let sample = match pool.is_some() || stream {
-                    true => &mut part.sample[..],
-                    false => &mut *ys,
+                // Pooled or streamed, the sample goes to the part's own buffer, in cache.
+                let sample = if in_part {
+                    &mut part.sample[..]
+                } else {
+                    &mut *ys
                 };
                 timed_product(|| direct::forward_sample(g, &part.padded, packed, sample));
                 if let Some(epilogue) = epilogue {
@@ -463,6 +462,14 @@ fn grow_padded<T: Real>(g: &ConvGeom, scratch: &mut ConvScratch<T>) {
     let len = direct::padded_len(g);
     for part in scratch.parts.iter_mut().filter(|p| p.padded.len() < len) {
         part.padded.resize(len, T::ZERO);
+    }
+}
+
+/// Gives each part a buffer for one sample of the output (grown on first use: only a pooled
+/// or streamed forward and a backward that makes its output gradient need it).
+fn grow_sample<T: Real>(g: &ConvGeom, scratch: &mut ConvScratch<T>) {
+    for part in scratch.parts.iter_mut() {
+        part.sample.resize(g.out_len(), T::ZERO);
     }
 }
 
@@ -608,8 +615,8 @@ pub fn conv2d_backward<T: Real>(
     )
 }
 
-/// `conv2d_backward` by a given method; the direct method computes the parameter gradients
-/// and leaves the input gradient to im2col.
+/// `conv2d_backward` by a given method; the direct method leaves only a strided layer's
+/// input gradient to im2col.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_by<T: Real>(
     method: ConvMethod,
@@ -637,15 +644,13 @@ pub fn conv2d_backward_by<T: Real>(
     }
     let dy: &[T] = dy;
     match (method, params) {
+        // Only a strided layer's input gradient gets here (`backward_direct` takes the rest):
+        // the direct kernel gradient, the input gradient by im2col.
         (ConvMethod::Direct, params) => {
             if let Some(params) = params {
                 direct_params(g, n, x, dy, params, scratch);
             }
-            match (dx, direct::transposed(g)) {
-                (Some(dx), Some(t)) => direct_input_gradient(g, &t, n, kernel, dy, dx, scratch),
-                (Some(dx), None) => backward_im2col(g, n, x, kernel, dy, Some(dx), None, scratch),
-                (None, _) => {}
-            }
+            backward_im2col(g, n, x, kernel, dy, dx, None, scratch)
         }
         (ConvMethod::Depthwise, params) => {
             if let Some(params) = params {
@@ -740,9 +745,7 @@ fn backward_direct<T: Real>(
         pack_transposed(g, t, kernel, scratch);
     }
     if dy.is_none() {
-        for part in scratch.parts.iter_mut() {
-            part.sample.resize(g.out_len(), T::ZERO);
-        }
+        grow_sample(g, scratch);
     }
     // Each part's share of dy and dx, where they are stored.
     let parts = n.div_ceil(per_part);
@@ -866,33 +869,6 @@ fn direct_params<T: Real>(
             }
         });
     add_parts(&scratch.parts, dkernel, dbias);
-}
-
-/// The input gradient by the direct method at stride 1: the forward convolution of the
-/// padded output gradient by the flipped, transposed kernel (`conv_direct::transposed`),
-/// sample by sample, each value of dx written once.
-#[allow(clippy::too_many_arguments)]
-fn direct_input_gradient<T: Real>(
-    g: &ConvGeom,
-    t: &ConvGeom,
-    n: usize,
-    kernel: &[T],
-    dy: &[T],
-    dx: &mut [T],
-    scratch: &mut ConvScratch<T>,
-) {
-    pack_transposed(g, t, kernel, scratch);
-    let packed = &scratch.packed_flipped;
-    let per_part = samples_per_part(n);
-    dy.par_chunks(per_part * g.out_len())
-        .zip(dx.par_chunks_mut(per_part * g.in_len()))
-        .zip(scratch.parts.par_iter_mut())
-        .for_each(|((dyp, dxp), part)| {
-            for (dys, dxs) in dyp.chunks(g.out_len()).zip(dxp.chunks_mut(g.in_len())) {
-                direct::pad(t, dys, &mut part.padded);
-                timed_product(|| direct::forward_sample(t, &part.padded, packed, dxs));
-            }
-        });
 }
 
 /// Kernel and bias gradients by the depthwise kernel: per part, then the parts added in order.
