@@ -58,6 +58,15 @@ pub fn moment_shift<T: Real>(moving_mean: &[T]) -> Vec<f64> {
 /// rows in order. The unfused batchnorm and a convolution's epilogue (training fusion) both
 /// call this on whole samples, so they get the same bits.
 pub fn sample_moments<T: Real>(c: usize, shift: &[f64], rows: &[T], out: &mut [f64]) {
+    if c.is_multiple_of(MOMENT_LANES) {
+        sample_moments_blocks(c, shift, rows, out)
+    } else {
+        sample_moments_rows(c, shift, rows, out)
+    }
+}
+
+/// `sample_moments` row by row, any channel count.
+fn sample_moments_rows<T: Real>(c: usize, shift: &[f64], rows: &[T], out: &mut [f64]) {
     multiversion!(fn [T: Real] (c: usize, shift: &[f64], rows: &[T], out: &mut [f64]) {
         let (s1, s2) = out.split_at_mut(c);
         s1.fill(0.0);
@@ -68,6 +77,33 @@ pub fn sample_moments<T: Real>(c: usize, shift: &[f64], rows: &[T], out: &mut [f
                 *a += d;
                 *b += d * d;
             }
+        }
+    })
+}
+
+/// Channels whose moments `sample_moments_blocks` keeps in registers at once.
+const MOMENT_LANES: usize = 8;
+
+/// `sample_moments` where the channels come in whole blocks of lanes: each block's sums
+/// stay in registers over all the rows, where the row-by-row loop stored and reloaded them
+/// every row. Each channel adds its rows in the same order, so the same bits.
+fn sample_moments_blocks<T: Real>(c: usize, shift: &[f64], rows: &[T], out: &mut [f64]) {
+    multiversion!(fn [T: Real] (c: usize, shift: &[f64], rows: &[T], out: &mut [f64]) {
+        const B: usize = MOMENT_LANES;
+        let (s1, s2) = out.split_at_mut(c);
+        for cb in (0..c).step_by(B) {
+            let k: [f64; B] = shift[cb..cb + B].try_into().expect("B lanes");
+            let (mut a, mut b) = ([0.0f64; B], [0.0f64; B]);
+            for row in rows.chunks_exact(c) {
+                let v: [T; B] = row[cb..cb + B].try_into().expect("B lanes");
+                for j in 0..B {
+                    let d = v[j].to_f64() - k[j];
+                    a[j] += d;
+                    b[j] += d * d;
+                }
+            }
+            s1[cb..cb + B].copy_from_slice(&a);
+            s2[cb..cb + B].copy_from_slice(&b);
         }
     })
 }
@@ -456,6 +492,19 @@ mod tests {
         };
         batchnorm_train_forward(c, 1e-3, 1, &SHIFT[..c], x, gamma, beta, &mut y, stats);
         dot(&y, r)
+    }
+
+    #[test]
+    fn block_moments_are_the_row_loop_bit_for_bit() {
+        for c in [8, 16, 32] {
+            let rows: Vec<f32> = values(37 * c, c as u64).iter().map(|&v| v as f32).collect();
+            let shift: Vec<f64> = values(c, 9).iter().map(|v| v * 0.1).collect();
+            let (mut blocks, mut by_row) = (vec![0.0; 2 * c], vec![0.0; 2 * c]);
+            sample_moments_blocks(c, &shift, &rows, &mut blocks);
+            sample_moments_rows(c, &shift, &rows, &mut by_row);
+            let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&blocks), bits(&by_row), "{c} channels");
+        }
     }
 
     #[test]

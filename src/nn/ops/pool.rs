@@ -170,6 +170,9 @@ fn maxpool_argmax<T: Real>(
         )
         .for_each(|(xs, (ys, am))| {
             let load = &load;
+            if c.is_multiple_of(ARGMAX_LANES) {
+                return maxpool_argmax_blocks(g, load, xs, ys, am);
+            }
             multiversion!(fn [T: Real, L: Fn(usize, &mut [T; ARGMAX_LANES])] (
                 g: &PoolGeom,
                 c: usize,
@@ -226,6 +229,66 @@ fn maxpool_argmax<T: Real>(
                 }
             })
         })
+}
+
+/// One sample of `maxpool_argmax` where the channels come in whole blocks of lanes: the
+/// same comparisons in the same order, with each window's offsets worked out once for all
+/// blocks and fixed-width loads, so the running maxima and indices stay in registers (the
+/// general loop's partial-width copies spilled them: 2 ns per input value).
+fn maxpool_argmax_blocks<T: Real, L: Fn(usize, &mut [T; ARGMAX_LANES])>(
+    g: &PoolGeom,
+    load: &L,
+    xs: &[T],
+    ys: &mut [T],
+    am: &mut [u8],
+) {
+    multiversion!(fn [T: Real, L: Fn(usize, &mut [T; ARGMAX_LANES])] (
+        g: &PoolGeom,
+        load: &L,
+        xs: &[T],
+        ys: &mut [T],
+        am: &mut [u8],
+    ) {
+        const B: usize = ARGMAX_LANES;
+        let c = g.c;
+        // The window's input offsets and positions, in scan order.
+        let mut window = [(0usize, 0u32); MAX_POOL_WINDOW];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let o = (oy * g.ow + ox) * c;
+                let (y0, x0) = g.origin(oy, ox);
+                let (rows, cols) = g.window(oy, ox);
+                let mut len = 0;
+                for iy in rows {
+                    for ix in cols.clone() {
+                        let p = (iy as isize - y0) as usize * g.kw + (ix as isize - x0) as usize;
+                        window[len] = ((iy * g.w + ix) * c, p as u32);
+                        len += 1;
+                    }
+                }
+                let (&(first, p0), rest) = window[..len].split_first().expect("a window");
+                for cb in (0..c).step_by(B) {
+                    let mut m: [T; B] = xs[first + cb..][..B].try_into().expect("B lanes");
+                    load(cb, &mut m);
+                    let mut id = [p0; B];
+                    for &(at, p) in rest {
+                        let mut xv: [T; B] = xs[at + cb..][..B].try_into().expect("B lanes");
+                        load(cb, &mut xv);
+                        // Strict `>` keeps the first maximum, as in `maxpool_argmax`.
+                        for j in 0..B {
+                            let greater = xv[j] > m[j];
+                            m[j] = if greater { xv[j] } else { m[j] };
+                            id[j] = if greater { p } else { id[j] };
+                        }
+                    }
+                    ys[o + cb..][..B].copy_from_slice(&m);
+                    for (a, i) in am[o + cb..][..B].iter_mut().zip(&id) {
+                        *a = *i as u8;
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Training backward: each output gradient is added to the input its window index names
@@ -295,7 +358,10 @@ pub fn routed_rows<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u8], first: usize,
                 let o = sample * g.out_len() + (oy * g.ow + ox) * c;
                 let position = (ky * g.kw + kx) as u8;
                 for ((v, d), a) in row.iter_mut().zip(&dy[o..o + c]).zip(&argmax[o..o + c]) {
-                    *v = if *a == position { T::ZERO + *d } else { T::ZERO };
+                    // Read unconditionally, then selected: a conditional read became a
+                    // masked load.
+                    let d = T::ZERO + *d;
+                    *v = if *a == position { d } else { T::ZERO };
                 }
             }
             (x, kx) = (x + 1, kx + 1);
