@@ -19,11 +19,11 @@
 //! instead of a routed tensor written by one pass and read by two.
 
 use super::ir::{Activation, Source};
-use super::model::{put_grads, take_grads, Kernel, Model, Scratch};
+use super::model::{conv_backward, Kernel, Model, Scratch};
 use super::ops::activation;
 use super::ops::conv::{
-    backward_in_cache, conv2d_backward, conv2d_backward_made, conv2d_forward,
-    conv2d_forward_pooled, conv_pools_in_cache, ConvMethod,
+    backward_in_cache, conv2d_forward, conv2d_forward_pooled, conv_pools_in_cache, ConvMethod,
+    Prologue,
 };
 use super::ops::norm::{
     affine, affine_part, batch_moments, batch_statistics, batchnorm_param_gradients,
@@ -541,27 +541,10 @@ impl Model {
             norm.apply(y, d);
             activation::activate_backward_part(act, y, d);
         };
-        let p = &mut self.params;
-        let own = &mut self.shared_grads[i];
-        let [mut gk, mut gb] = take_grads(p, own, [kernel, bias]);
-        let params = with_params.then_some((&mut gk[..], &mut gb[..]));
-        let kernel_value = &p[kernel].value;
-        match dy {
-            Some(dy) => conv2d_backward(
-                &geom,
-                n,
-                x,
-                kernel_value,
-                dy,
-                Some(&prologue),
-                dx,
-                params,
-                s,
-            ),
-            // Routed sample by sample in cache (`routes_in_cache`).
-            None => conv2d_backward_made(&geom, n, x, kernel_value, &prologue, dx, params, s),
-        }
-        put_grads(p, own, [kernel, bias], [gk, gb]);
+        // Without dy, routed sample by sample in cache (`routes_in_cache`).
+        let (p, own) = (&mut self.params, &mut self.shared_grads[i]);
+        let (ids, shape) = ([kernel, bias], (&geom, n, x));
+        conv_backward(p, own, ids, with_params, shape, dy, Some(&prologue), dx, s);
     }
 }
 
@@ -628,22 +611,21 @@ impl Model {
             routing.rows(row, d);
             activation(row, d);
         };
-        let p = &mut self.params;
-        let own = &mut self.shared_grads[i];
-        let [mut gk, mut gb] = take_grads(p, own, [kernel, bias]);
-        let params = with_params.then_some((&mut gk[..], &mut gb[..]));
-        let kernel_value = &p[kernel].value;
-        match routed {
+        let (dy, prologue): (_, Option<Prologue<f32>>) = match routed {
             Some(routed) => {
                 let Scratch::Argmax(argmax) = pool_scratch else {
                     unreachable!("a training max-pool keeps its argmax");
                 };
                 maxpool_backward(&routing.pool, dy, argmax, routed);
-                let prologue = (act != Activation::Linear).then_some(&activation as _);
-                conv2d_backward(&geom, n, x, kernel_value, routed, prologue, dx, params, s)
+                (
+                    Some(routed),
+                    (act != Activation::Linear).then_some(&activation),
+                )
             }
-            None => conv2d_backward_made(&geom, n, x, kernel_value, &made, dx, params, s),
-        }
-        put_grads(p, own, [kernel, bias], [gk, gb]);
+            None => (None, Some(&made)),
+        };
+        let (p, own) = (&mut self.params, &mut self.shared_grads[i]);
+        let (ids, shape) = ([kernel, bias], (&geom, n, x));
+        conv_backward(p, own, ids, with_params, shape, dy, prologue, dx, s);
     }
 }

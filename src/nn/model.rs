@@ -17,7 +17,9 @@
 
 use super::error::EngineError;
 use super::ir::{Activation, LayerOp, ModelIr, Regularizer, Source};
-use super::ops::conv::{conv2d_backward, conv2d_forward, ConvGeom, ConvScratch};
+use super::ops::conv::{
+    conv2d_backward, conv2d_backward_made, conv2d_forward, ConvGeom, ConvScratch, Prologue,
+};
 use super::ops::dense::{dense_backward, dense_forward};
 use super::ops::dropout::{apply_mask, fill_mask, mask_seed};
 use super::ops::merge::{
@@ -765,23 +767,23 @@ impl Model {
         let dx = dxs.first_mut().and_then(|d| d.as_deref_mut());
         match (layer.kernel, scratch) {
             (Kernel::Conv { geom, kernel, bias }, Scratch::Conv(s)) => {
-                let [mut gk, mut gb] = take_grads(p, own, [kernel, bias]);
                 let (act, f) = (layer.act, geom.filters);
                 let prologue = |row: usize, d: &mut [f32]| {
                     activation::activate_backward_part(act, &y[row * f..][..d.len()], d)
                 };
-                conv2d_backward(
-                    &geom,
-                    n,
-                    x,
-                    &p[kernel].value,
-                    dy,
-                    (in_prologue && act != Activation::Linear).then_some(&prologue as _),
+                let prologue = (in_prologue && act != Activation::Linear).then_some(&prologue as _);
+                let ids = [kernel, bias];
+                conv_backward(
+                    p,
+                    own,
+                    ids,
+                    with_params,
+                    (&geom, n, x),
+                    Some(dy),
+                    prologue,
                     dx,
-                    with_params.then_some((&mut gk[..], &mut gb[..])),
                     s,
                 );
-                put_grads(p, own, [kernel, bias], [gk, gb]);
             }
             (
                 Kernel::Dense {
@@ -973,6 +975,35 @@ pub(crate) fn take_grads(
         Some(own) => own.each_mut().map(std::mem::take),
         None => ids.map(|id| std::mem::take(&mut params[id].grad)),
     }
+}
+
+/// A convolution's backward, from its stored output gradient `dy` through the `prologue`, or,
+/// without `dy`, from the prologue alone, which makes it sample by sample in cache
+/// (`conv2d_backward_made`); the kernel and bias gradients (parameters `[kernel, bias]`, taken
+/// and given back as `take_grads` does) written when `with_params`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_backward(
+    params: &mut [Param],
+    own: &mut Option<[Vec<f32>; 2]>,
+    [kernel, bias]: [usize; 2],
+    with_params: bool,
+    (geom, n, x): (&ConvGeom, usize, &[f32]),
+    dy: Option<&mut [f32]>,
+    prologue: Option<Prologue<f32>>,
+    dx: Option<&mut [f32]>,
+    scratch: &mut ConvScratch<f32>,
+) {
+    let [mut gk, mut gb] = take_grads(params, own, [kernel, bias]);
+    let grads = with_params.then_some((&mut gk[..], &mut gb[..]));
+    let kernel_value = &params[kernel].value;
+    match dy {
+        Some(dy) => conv2d_backward(geom, n, x, kernel_value, dy, prologue, dx, grads, scratch),
+        None => {
+            let made = prologue.expect("a prologue that makes the output gradient");
+            conv2d_backward_made(geom, n, x, kernel_value, made, dx, grads, scratch)
+        }
+    }
+    put_grads(params, own, [kernel, bias], [gk, gb]);
 }
 
 /// Gives back what `take_grads` took.
