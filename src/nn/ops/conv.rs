@@ -436,14 +436,14 @@ fn forward_direct<T: Real>(
         .for_each(|(p, ((xp, yp), part))| {
             let chunks = xp.chunks(g.in_len()).zip(yp.chunks_mut(out_len));
             for (s, (xs, ys)) in chunks.enumerate() {
-                direct::pad(g, xs, &mut part.padded);
+                let frame = direct::framed(g, xs, &mut part.padded);
                 // Pooled or streamed, the sample goes to the part's own buffer, in cache.
                 let sample = if in_part {
                     &mut part.sample[..]
                 } else {
                     &mut *ys
                 };
-                timed_product(|| direct::forward_sample(g, &part.padded, packed, sample));
+                timed_product(|| direct::forward_sample(g, frame, packed, sample));
                 if let Some(epilogue) = epilogue {
                     epilogue((p * per_part + s) * g.pixels(), sample);
                 }
@@ -778,13 +778,13 @@ fn backward_direct<T: Real>(
                 let dbias = with_params.then_some(&mut dbias[..]);
                 prepare_rows(g.filters, first, dys, prologue, dbias);
                 if with_params {
-                    direct::pad(g, xs, padded);
-                    timed_product(|| direct::dkernel_sample(g, padded, dys, dkernel));
+                    let frame = direct::framed(g, xs, padded);
+                    timed_product(|| direct::dkernel_sample(g, frame, dys, dkernel));
                 }
                 if let (Some(t), Some(dxp)) = (&t, dxp.as_deref_mut()) {
                     let dxs = &mut dxp[s * g.in_len()..][..g.in_len()];
-                    direct::pad(t, dys, padded);
-                    timed_product(|| direct::forward_sample(t, padded, packed_flipped, dxs));
+                    let frame = direct::framed(t, dys, padded);
+                    timed_product(|| direct::forward_sample(t, frame, packed_flipped, dxs));
                 }
             }
         });
@@ -864,8 +864,8 @@ fn direct_params<T: Real>(
         .for_each(|((xp, dyp), part)| {
             part.dkernel.fill(T::ZERO);
             for (xs, dys) in xp.chunks(g.in_len()).zip(dyp.chunks(g.out_len())) {
-                direct::pad(g, xs, &mut part.padded);
-                timed_product(|| direct::dkernel_sample(g, &part.padded, dys, &mut part.dkernel));
+                let frame = direct::framed(g, xs, &mut part.padded);
+                timed_product(|| direct::dkernel_sample(g, frame, dys, &mut part.dkernel));
             }
         });
     add_parts(&scratch.parts, dkernel, dbias);
