@@ -542,9 +542,20 @@ impl Model {
             activation::activate_backward_part(act, y, d);
         };
         // Without dy, routed sample by sample in cache (`routes_in_cache`).
-        let (p, own) = (&mut self.params, &mut self.shared_grads[i]);
-        let (ids, shape) = ([kernel, bias], (&geom, n, x));
-        conv_backward(p, own, ids, with_params, shape, dy, Some(&prologue), dx, s);
+        let (p, own, ids) = (&mut self.params, &mut self.shared_grads[i], [kernel, bias]);
+        conv_backward(
+            p,
+            own,
+            ids,
+            with_params,
+            &geom,
+            n,
+            x,
+            dy,
+            Some(&prologue),
+            dx,
+            s,
+        );
     }
 }
 
@@ -624,8 +635,7 @@ impl Model {
             }
             None => (None, Some(&made)),
         };
-        let (p, own) = (&mut self.params, &mut self.shared_grads[i]);
-        let (ids, shape) = ([kernel, bias], (&geom, n, x));
-        conv_backward(p, own, ids, with_params, shape, dy, prologue, dx, s);
+        let (p, own, ids) = (&mut self.params, &mut self.shared_grads[i], [kernel, bias]);
+        conv_backward(p, own, ids, with_params, &geom, n, x, dy, prologue, dx, s);
     }
 }

@@ -772,13 +772,14 @@ impl Model {
                     activation::activate_backward_part(act, &y[row * f..][..d.len()], d)
                 };
                 let prologue = (in_prologue && act != Activation::Linear).then_some(&prologue as _);
-                let ids = [kernel, bias];
                 conv_backward(
                     p,
                     own,
-                    ids,
+                    [kernel, bias],
                     with_params,
-                    (&geom, n, x),
+                    &geom,
+                    n,
+                    x,
                     Some(dy),
                     prologue,
                     dx,
@@ -987,7 +988,9 @@ pub(crate) fn conv_backward(
     own: &mut Option<[Vec<f32>; 2]>,
     [kernel, bias]: [usize; 2],
     with_params: bool,
-    (geom, n, x): (&ConvGeom, usize, &[f32]),
+    geom: &ConvGeom,
+    n: usize,
+    x: &[f32],
     dy: Option<&mut [f32]>,
     prologue: Option<Prologue<f32>>,
     dx: Option<&mut [f32]>,
