@@ -27,7 +27,7 @@ use super::ops::conv::{
 };
 use super::ops::norm::{
     affine, affine_part, batch_moments, batch_statistics, batchnorm_param_gradients,
-    batchnorm_param_gradients_by, batchnorm_train_normalise, infer_affine, moment_shift,
+    batchnorm_param_gradients_routed, batchnorm_train_normalise, infer_affine, moment_shift,
     sample_moments, BatchStats, InputGradient,
 };
 use super::ops::pool::{
@@ -48,6 +48,11 @@ impl Routing<'_> {
     /// Rows `first ..` of the routed gradient into `out`.
     fn rows(&self, first: usize, out: &mut [f32]) {
         routed_rows(&self.pool, self.dy, self.argmax, first, out)
+    }
+
+    /// The geometry, output gradient and argmax, as the batchnorm's routed loops take them.
+    fn parts(&self) -> (&PoolGeom, &[f32], &[u8]) {
+        (&self.pool, self.dy, self.argmax)
     }
 }
 
@@ -481,7 +486,7 @@ impl Model {
         let (gamma_value, mean) = (&p[gamma].value, &bm[..]);
         let grad = match routing {
             // A fused pool's batchnorm has no activation of its own (`fusible_bn_pool`).
-            Some(r) => batchnorm_param_gradients_by(
+            Some(r) => batchnorm_param_gradients_routed(
                 c,
                 y_conv,
                 gamma_value,
@@ -489,7 +494,7 @@ impl Model {
                 inv_std,
                 &mut gg,
                 &mut gb,
-                |first, out| r.rows(first, out),
+                r.parts(),
             ),
             None => batchnorm_param_gradients(
                 c,
@@ -534,12 +539,14 @@ impl Model {
         let (act, f) = (conv.act, geom.filters);
         let with_params = param_grads && conv.trainable;
         let prologue = |row: usize, d: &mut [f32]| {
-            if let Some(r) = routing {
-                r.rows(row, d);
-            }
             let y = &y_conv[row * f..][..d.len()];
-            norm.apply(y, d);
-            activation::activate_backward_part(act, y, d);
+            match routing {
+                Some(r) => norm.apply_routed(r.parts(), act, row, y, d),
+                None => {
+                    norm.apply(y, d);
+                    activation::activate_backward_part(act, y, d);
+                }
+            }
         };
         // Without dy, routed sample by sample in cache (`routes_in_cache`).
         let (p, own, ids) = (&mut self.params, &mut self.shared_grads[i], [kernel, bias]);

@@ -433,7 +433,8 @@ fn conv_bn_stack() -> ModelIr {
         epsilon: 1e-3,
     };
     let ops = vec![
-        conv(8, 3, 1, Padding::Same, Activation::Relu),
+        // 32 filters: a whole group of channels for the routed batchnorm loops (`ops::norm`).
+        conv(32, 3, 1, Padding::Same, Activation::Relu),
         norm(),
         LayerOp::MaxPool {
             size: [2, 2],

@@ -5,6 +5,7 @@
 use super::super::ir::Activation;
 use super::super::real::Real;
 use super::super::simd::multiversion;
+use super::pool::{routed_rows, routed_value, PoolGeom, WindowWalk};
 use super::{activation, PARTS};
 use rayon::prelude::*;
 
@@ -352,6 +353,100 @@ pub fn batchnorm_param_gradients_by<T: Real>(
     })
 }
 
+/// `batchnorm_param_gradients_by` with a fused max-pool's routing as the output gradient
+/// (`pool::routed_rows`): where the channels come in whole groups of `LANES`, the routed
+/// gradient is made lane by lane inside the sums and never written; otherwise it is made
+/// block by block first. The same sums in the same order either way, so the same bits.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_param_gradients_routed<T: Real>(
+    c: usize,
+    x: &[T],
+    gamma: &[T],
+    mean: &[T],
+    inv_std: &[T],
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+    (pool, dy, argmax): (&PoolGeom, &[T], &[u8]),
+) -> InputGradient<T> {
+    if !c.is_multiple_of(LANES) {
+        let dy_rows = |first, out: &mut [T]| routed_rows(pool, dy, argmax, first, out);
+        return batchnorm_param_gradients_by(c, x, gamma, mean, inv_std, dgamma, dbeta, dy_rows);
+    }
+    let stats = (gamma, mean, inv_std);
+    param_gradients(c, x, stats, dgamma, dbeta, |rows, acc, _| {
+        let x = &x[rows.start * c..rows.end * c];
+        routed_param_sums(pool, dy, argmax, rows.start, mean, inv_std, x, acc)
+    })
+}
+
+/// Channels per group in the loops that keep a group's per-channel values in registers
+/// (four AVX2 registers of f32) while they go down the rows.
+const LANES: usize = 32;
+
+/// `param_sums` of the rows from `first` of a fused max-pool's routed gradient, made lane by
+/// lane (`pool::routed_value`): for each group of `LANES` channels, both sums stay in
+/// registers down the rows, where the row loop loaded and stored them for every row. Each
+/// channel's terms are the same and added in the same order, so the same bits.
+#[allow(clippy::too_many_arguments)]
+fn routed_param_sums<T: Real>(
+    pool: &PoolGeom,
+    dy: &[T],
+    argmax: &[u8],
+    first: usize,
+    mean: &[T],
+    inv_std: &[T],
+    x: &[T],
+    acc: &mut [T],
+) {
+    multiversion!(fn [T: Real] (pool: &PoolGeom, dy: &[T], argmax: &[u8], first: usize, mean: &[T], inv_std: &[T], x: &[T], acc: &mut [T]) {
+        const B: usize = LANES;
+        let c = pool.c;
+        let (dg, db) = acc.split_at_mut(c);
+        for cb in (0..c).step_by(B) {
+            let m: [T; B] = lanes(mean, cb);
+            let s: [T; B] = lanes(inv_std, cb);
+            let (mut g, mut b): ([T; B], [T; B]) = (lanes(dg, cb), lanes(db, cb));
+            let mut walk = WindowWalk::new(pool, first);
+            for row in x.chunks_exact(c) {
+                let v: [T; B] = lanes(row, cb);
+                let d: [T; B] = routed_lanes(dy, argmax, walk.window(), cb);
+                for j in 0..B {
+                    g[j] += d[j] * ((v[j] - m[j]) * s[j]);
+                    b[j] += d[j];
+                }
+                walk.advance();
+            }
+            dg[cb..cb + B].copy_from_slice(&g);
+            db[cb..cb + B].copy_from_slice(&b);
+        }
+    })
+}
+
+/// `B` consecutive values of `v` from `at`.
+#[inline(always)]
+fn lanes<T: Copy, const B: usize>(v: &[T], at: usize) -> [T; B] {
+    v[at..at + B].try_into().expect("B lanes")
+}
+
+/// Channels `cb .. cb + B` of the routed gradient at a pixel whose window is `window`
+/// (`WindowWalk::window`).
+#[inline(always)]
+fn routed_lanes<T: Real, const B: usize>(
+    dy: &[T],
+    argmax: &[u8],
+    window: Option<(usize, u8)>,
+    cb: usize,
+) -> [T; B] {
+    let mut d = [T::ZERO; B];
+    if let Some((o, position)) = window {
+        let (dv, av): ([T; B], [u8; B]) = (lanes(dy, o + cb), lanes(argmax, o + cb));
+        for j in 0..B {
+            d[j] = routed_value(dv[j], av[j], position);
+        }
+    }
+    d
+}
+
 /// Σ dy·x̂ and Σ dy per channel over `block`'s rows, in order, onto `acc` ([2c]).
 fn param_sums<T: Real>(c: usize, mean: &[T], inv_std: &[T], x: &[T], dy: &[T], acc: &mut [T]) {
     multiversion!(fn [T: Real] (c: usize, mean: &[T], inv_std: &[T], x: &[T], dy: &[T], acc: &mut [T]) {
@@ -421,6 +516,77 @@ impl<T: Real> InputGradient<T> {
                 {
                     let xhat = (*x - *m) * *s;
                     *d = *k * (*d - *mdb - xhat * *mdg);
+                }
+            }
+        })
+    }
+}
+
+impl InputGradient<f32> {
+    /// The prologue of a convolution whose output goes through an activation, this
+    /// batchnorm and a fused max-pool (`pool::windows_disjoint`): rows `first ..` of the
+    /// routed gradient (`pool::routed_rows`) through `apply` and the activation's backward
+    /// (`y`: the activation's output, which is this batchnorm's input), into `d`. Where the
+    /// channels come in whole groups of `LANES` and the activation is ReLU or linear, one
+    /// pass with each group's per-channel values in registers; otherwise the three passes.
+    /// The same operations on each value either way, so the same bits.
+    pub fn apply_routed(
+        &self,
+        (pool, dy, argmax): (&PoolGeom, &[f32], &[u8]),
+        act: Activation,
+        first: usize,
+        y: &[f32],
+        d: &mut [f32],
+    ) {
+        let c = self.k.len();
+        match act {
+            Activation::Linear if c.is_multiple_of(LANES) => {
+                self.routed_pass(pool, dy, argmax, first, y, d, false)
+            }
+            Activation::Relu if c.is_multiple_of(LANES) => {
+                self.routed_pass(pool, dy, argmax, first, y, d, true)
+            }
+            _ => {
+                routed_rows(pool, dy, argmax, first, d);
+                self.apply(y, d);
+                activation::activate_backward_part(act, y, d);
+            }
+        }
+    }
+
+    /// `apply_routed`'s single pass: each group of channels goes down the rows.
+    #[allow(clippy::too_many_arguments)]
+    fn routed_pass(
+        &self,
+        pool: &PoolGeom,
+        dy: &[f32],
+        argmax: &[u8],
+        first: usize,
+        y: &[f32],
+        d: &mut [f32],
+        relu: bool,
+    ) {
+        let g = self;
+        multiversion!(fn [] (g: &InputGradient<f32>, pool: &PoolGeom, dy: &[f32], argmax: &[u8], first: usize, y: &[f32], d: &mut [f32], relu: bool) {
+            const B: usize = LANES;
+            let c = pool.c;
+            for cb in (0..c).step_by(B) {
+                let k: [f32; B] = lanes(&g.k, cb);
+                let mdb: [f32; B] = lanes(&g.mean_dbeta, cb);
+                let mdg: [f32; B] = lanes(&g.mean_dgamma, cb);
+                let m: [f32; B] = lanes(&g.mean, cb);
+                let s: [f32; B] = lanes(&g.inv_std, cb);
+                let mut walk = WindowWalk::new(pool, first);
+                for (dr, yr) in d.chunks_exact_mut(c).zip(y.chunks_exact(c)) {
+                    let r = routed_lanes::<f32, B>(dy, argmax, walk.window(), cb);
+                    let v: [f32; B] = lanes(yr, cb);
+                    let out = &mut dr[cb..cb + B];
+                    for j in 0..B {
+                        let xhat = (v[j] - m[j]) * s[j];
+                        let n = k[j] * (r[j] - mdb[j] - xhat * mdg[j]);
+                        out[j] = if !relu || v[j] > 0.0 { n } else { 0.0 };
+                    }
+                    walk.advance();
                 }
             }
         })
@@ -504,6 +670,67 @@ mod tests {
             sample_moments_rows(c, &shift, &rows, &mut by_row);
             let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&blocks), bits(&by_row), "{c} channels");
+        }
+    }
+
+    #[test]
+    fn routed_loops_are_the_three_passes_bit_for_bit() {
+        // The routed sums and prologue against routing first, then the row loops: whole
+        // groups of channels (32, 64) and the fallback (8), gaps past the last window and
+        // "same" padding, ties, negatives for ReLU, −0 gradients, blocks that start and end
+        // mid-sample.
+        use super::super::super::ir::Padding;
+        use super::super::pool::maxpool_forward;
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let n = 3;
+        for c in [8, 32, 64] {
+            for pool in [
+                PoolGeom::new([9, 7, c], [2, 2], [2, 2], Padding::Valid),
+                PoolGeom::new([5, 7, c], [2, 2], [2, 2], Padding::Same),
+            ] {
+                let x: Vec<f32> = values(n * pool.in_len(), c as u64)
+                    .iter()
+                    .map(|v| ((v - 0.3) * 4.0).round() as f32 * 0.25)
+                    .collect();
+                let mut dy: Vec<f32> = values(n * pool.out_len(), 7)
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect();
+                dy.iter_mut().step_by(5).for_each(|v| *v = -0.0);
+                let (mut pooled, mut argmax) = (vec![0.0; dy.len()], vec![0u8; dy.len()]);
+                maxpool_forward(&pool, &x, &mut pooled, Some(&mut argmax));
+                let gamma: Vec<f32> = values(c, 2).iter().map(|v| 1.0 + *v as f32).collect();
+                let mean: Vec<f32> = values(c, 3).iter().map(|v| *v as f32 * 0.1).collect();
+                let inv_std: Vec<f32> = values(c, 4).iter().map(|v| 1.5 + *v as f32).collect();
+                let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
+                let by = |first, out: &mut [f32]| routed_rows(&pool, &dy, &argmax, first, out);
+                let want = batchnorm_param_gradients_by(
+                    c, &x, &gamma, &mean, &inv_std, &mut dg, &mut db, by,
+                );
+                let (mut dg2, mut db2) = (vec![0.0; c], vec![0.0; c]);
+                let routed = (&pool, &dy[..], &argmax[..]);
+                let got = batchnorm_param_gradients_routed(
+                    c, &x, &gamma, &mean, &inv_std, &mut dg2, &mut db2, routed,
+                );
+                assert_eq!((bits(&dg), bits(&db)), (bits(&dg2), bits(&db2)), "{c} sums");
+                assert_eq!(bits(&want.mean_dgamma), bits(&got.mean_dgamma));
+                let rows = x.len() / c;
+                for act in [Activation::Relu, Activation::Linear, Activation::Sigmoid] {
+                    let mut first = 0;
+                    for block in [1, 5, 13, rows] {
+                        let end = (first + block).min(rows);
+                        let y = &x[first * c..end * c];
+                        let mut want_d = vec![f32::NAN; y.len()];
+                        routed_rows(&pool, &dy, &argmax, first, &mut want_d);
+                        want.apply(y, &mut want_d);
+                        activation::activate_backward_part(act, y, &mut want_d);
+                        let mut got_d = vec![f32::NAN; y.len()];
+                        got.apply_routed(routed, act, first, y, &mut got_d);
+                        assert_eq!(bits(&want_d), bits(&got_d), "{c} channels, {act:?}");
+                        first = end;
+                    }
+                }
+            }
         }
     }
 

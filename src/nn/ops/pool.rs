@@ -334,47 +334,116 @@ pub fn windows_disjoint(g: &PoolGeom) -> bool {
     g.sh >= g.kh && g.sw >= g.kw
 }
 
+/// The pixels of a max-pool's input (rows of the batch, sample-major) walked in order from
+/// row `first`, each with its window and position in it kept up to date as the rows advance:
+/// divisions only once per image row (four per pixel cost about as much as the rest of a
+/// gather). For windows that do not overlap (`windows_disjoint`), where a pixel is in at
+/// most one window.
+#[derive(Clone, Copy)]
+pub struct WindowWalk<'g> {
+    g: &'g PoolGeom,
+    sample: usize,
+    y: usize,
+    x: usize,
+    oy: usize,
+    ky: usize,
+    ox: usize,
+    kx: usize,
+}
+
+impl<'g> WindowWalk<'g> {
+    #[inline(always)]
+    pub fn new(g: &'g PoolGeom, first: usize) -> WindowWalk<'g> {
+        debug_assert!(windows_disjoint(g), "a walk over overlapping windows");
+        let pixels = g.h * g.w;
+        let (sample, at) = (first / pixels, first % pixels);
+        let (y, x) = (at / g.w, at % g.w);
+        let mut walk = WindowWalk {
+            g,
+            sample,
+            y,
+            x,
+            oy: 0,
+            ky: 0,
+            ox: 0,
+            kx: 0,
+        };
+        walk.enter_row(x);
+        walk
+    }
+
+    #[inline(always)]
+    fn enter_row(&mut self, x: usize) {
+        let g = self.g;
+        (self.oy, self.ky) = ((self.y + g.pad_top) / g.sh, (self.y + g.pad_top) % g.sh);
+        (self.ox, self.kx) = ((x + g.pad_left) / g.sw, (x + g.pad_left) % g.sw);
+    }
+
+    /// The current pixel's window, as the offset of its output pixel's first channel in the
+    /// batch's output, and the pixel's position in the window (what the argmax stores); none
+    /// where the pixel is in no window (a gap, or a row or column past the last window).
+    #[inline(always)]
+    pub fn window(&self) -> Option<(usize, u8)> {
+        let g = self.g;
+        if self.ky >= g.kh || self.kx >= g.kw || self.oy >= g.oh || self.ox >= g.ow {
+            None
+        } else {
+            let o = self.sample * g.out_len() + (self.oy * g.ow + self.ox) * g.c;
+            Some((o, (self.ky * g.kw + self.kx) as u8))
+        }
+    }
+
+    /// On to the next pixel.
+    #[inline(always)]
+    pub fn advance(&mut self) {
+        let g = self.g;
+        (self.x, self.kx) = (self.x + 1, self.kx + 1);
+        if self.kx == g.sw {
+            (self.ox, self.kx) = (self.ox + 1, 0);
+        }
+        if self.x == g.w {
+            (self.x, self.y) = (0, self.y + 1);
+            if self.y == g.h {
+                (self.y, self.sample) = (0, self.sample + 1);
+            }
+            self.enter_row(0);
+        }
+    }
+}
+
+/// One channel's routed gradient: the pool's output gradient `d` where the argmax `a` names
+/// this pixel's `position`, otherwise zero; `0 + d`, so a −0 arrives as +0, as
+/// `maxpool_backward`'s sum into a zeroed gradient makes it. Read unconditionally, then
+/// selected: a conditional read became a masked load.
+#[inline(always)]
+pub fn routed_value<T: Real>(d: T, a: u8, position: u8) -> T {
+    let d = T::ZERO + d;
+    if a == position {
+        d
+    } else {
+        T::ZERO
+    }
+}
+
 /// Rows `first ..` (pixels of the batch's input, sample-major) of the max-pool's input
 /// gradient, for windows that do not overlap (`windows_disjoint`): each channel's output
 /// gradient where the argmax names this pixel, otherwise zero; the same values, bit for bit,
-/// as `maxpool_backward` writes (`0 + d`: a −0 gradient arrives as +0 there too).
+/// as `maxpool_backward` writes.
 pub fn routed_rows<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u8], first: usize, out: &mut [T]) {
     debug_assert!(windows_disjoint(g), "routed rows of overlapping windows");
     multiversion!(fn [T: Real] (g: &PoolGeom, dy: &[T], argmax: &[u8], first: usize, out: &mut [T]) {
         let c = g.c;
-        let pixels = g.h * g.w;
-        let (mut sample, at) = (first / pixels, first % pixels);
-        // The input pixel (y, x) and its window and position in it along each axis, kept up
-        // to date as the rows advance: divisions only once per image row (four per pixel
-        // cost about as much as the rest of the gather).
-        let (mut y, mut x) = (at / g.w, at % g.w);
-        let row_of = |y: usize| ((y + g.pad_top) / g.sh, (y + g.pad_top) % g.sh);
-        let col_of = |x: usize| ((x + g.pad_left) / g.sw, (x + g.pad_left) % g.sw);
-        let ((mut oy, mut ky), (mut ox, mut kx)) = (row_of(y), col_of(x));
+        let mut walk = WindowWalk::new(g, first);
         for row in out.chunks_mut(c) {
-            if ky >= g.kh || kx >= g.kw || oy >= g.oh || ox >= g.ow {
-                row.fill(T::ZERO);
-            } else {
-                let o = sample * g.out_len() + (oy * g.ow + ox) * c;
-                let position = (ky * g.kw + kx) as u8;
-                for ((v, d), a) in row.iter_mut().zip(&dy[o..o + c]).zip(&argmax[o..o + c]) {
-                    // Read unconditionally, then selected: a conditional read became a
-                    // masked load.
-                    let d = T::ZERO + *d;
-                    *v = if *a == position { d } else { T::ZERO };
+            match walk.window() {
+                None => row.fill(T::ZERO),
+                Some((o, position)) => {
+                    for ((v, d), a) in row.iter_mut().zip(&dy[o..o + c]).zip(&argmax[o..o + c]) {
+                        *v = routed_value(*d, *a, position);
+                    }
                 }
             }
-            (x, kx) = (x + 1, kx + 1);
-            if kx == g.sw {
-                (ox, kx) = (ox + 1, 0);
-            }
-            if x == g.w {
-                (x, y) = (0, y + 1);
-                if y == g.h {
-                    (y, sample) = (0, sample + 1);
-                }
-                ((oy, ky), (ox, kx)) = (row_of(y), col_of(0));
-            }
+            walk.advance();
         }
     })
 }
