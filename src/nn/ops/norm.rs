@@ -331,32 +331,11 @@ pub fn batchnorm_param_gradients<T: Real>(
     })
 }
 
-/// `batchnorm_param_gradients` where the output gradient is not stored but made block by
-/// block: `dy_rows(first row, rows)` writes it (a fused max-pool's routed gradient,
-/// `pool::routed_rows`). The same sums in the same order, so the same bits as routing first.
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm_param_gradients_by<T: Real>(
-    c: usize,
-    x: &[T],
-    gamma: &[T],
-    mean: &[T],
-    inv_std: &[T],
-    dgamma: &mut [T],
-    dbeta: &mut [T],
-    dy_rows: impl Fn(usize, &mut [T]) + Sync,
-) -> InputGradient<T> {
-    let stats = (gamma, mean, inv_std);
-    param_gradients(c, x, stats, dgamma, dbeta, |rows, acc, dy| {
-        dy.resize(rows.len() * c, T::ZERO);
-        dy_rows(rows.start, dy);
-        param_sums(c, mean, inv_std, &x[rows.start * c..rows.end * c], dy, acc)
-    })
-}
-
-/// `batchnorm_param_gradients_by` with a fused max-pool's routing as the output gradient
-/// (`pool::routed_rows`): where the channels come in whole groups of `LANES`, the routed
-/// gradient is made lane by lane inside the sums and never written; otherwise it is made
-/// block by block first. The same sums in the same order either way, so the same bits.
+/// `batchnorm_param_gradients` where the output gradient is not stored: it is a fused
+/// max-pool's, routed through its argmax (`pool::routed_rows`). Where the channels come in
+/// whole groups of `LANES`, the routed values are made lane by lane inside the sums and never
+/// written; otherwise block by block into the part's buffer first. The same sums in the same
+/// order either way, so the same bits as routing the whole gradient first.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_param_gradients_routed<T: Real>(
     c: usize,
@@ -368,14 +347,17 @@ pub fn batchnorm_param_gradients_routed<T: Real>(
     dbeta: &mut [T],
     (pool, dy, argmax): (&PoolGeom, &[T], &[u8]),
 ) -> InputGradient<T> {
-    if !c.is_multiple_of(LANES) {
-        let dy_rows = |first, out: &mut [T]| routed_rows(pool, dy, argmax, first, out);
-        return batchnorm_param_gradients_by(c, x, gamma, mean, inv_std, dgamma, dbeta, dy_rows);
-    }
     let stats = (gamma, mean, inv_std);
-    param_gradients(c, x, stats, dgamma, dbeta, |rows, acc, _| {
+    let in_registers = c.is_multiple_of(LANES);
+    param_gradients(c, x, stats, dgamma, dbeta, |rows, acc, routed| {
         let x = &x[rows.start * c..rows.end * c];
-        routed_param_sums(pool, dy, argmax, rows.start, mean, inv_std, x, acc)
+        if in_registers {
+            routed_param_sums(pool, dy, argmax, rows.start, mean, inv_std, x, acc)
+        } else {
+            routed.resize(x.len(), T::ZERO);
+            routed_rows(pool, dy, argmax, rows.start, routed);
+            param_sums(c, mean, inv_std, x, routed, acc)
+        }
     })
 }
 
@@ -703,9 +685,17 @@ mod tests {
                 let mean: Vec<f32> = values(c, 3).iter().map(|v| *v as f32 * 0.1).collect();
                 let inv_std: Vec<f32> = values(c, 4).iter().map(|v| 1.5 + *v as f32).collect();
                 let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
-                let by = |first, out: &mut [f32]| routed_rows(&pool, &dy, &argmax, first, out);
-                let want = batchnorm_param_gradients_by(
-                    c, &x, &gamma, &mean, &inv_std, &mut dg, &mut db, by,
+                let mut routed_all = vec![f32::NAN; x.len()];
+                routed_rows(&pool, &dy, &argmax, 0, &mut routed_all);
+                let want = batchnorm_param_gradients(
+                    c,
+                    &x,
+                    &routed_all,
+                    &gamma,
+                    &mean,
+                    &inv_std,
+                    &mut dg,
+                    &mut db,
                 );
                 let (mut dg2, mut db2) = (vec![0.0; c], vec![0.0; c]);
                 let routed = (&pool, &dy[..], &argmax[..]);
