@@ -31,6 +31,13 @@ pub fn samples_per_part(n: usize) -> usize {
     n.div_ceil(PARTS.min(n).max(1)).max(1)
 }
 
+/// `B` consecutive values of `v` from `at`, as a fixed-width array: the loops that keep a
+/// block of channels in registers load and store through it.
+#[inline(always)]
+pub(crate) fn lanes<T: Copy, const B: usize>(v: &[T], at: usize) -> [T; B] {
+    v[at..at + B].try_into().expect("B lanes")
+}
+
 /// Output size and padding before the data along one axis, Keras/TensorFlow style:
 /// "same" pads `total / 2` before and the rest (one more when odd) after.
 pub fn axis_geometry(

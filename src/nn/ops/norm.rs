@@ -6,7 +6,7 @@ use super::super::ir::Activation;
 use super::super::real::Real;
 use super::super::simd::multiversion;
 use super::pool::{routed_rows, routed_value, PoolGeom, WindowWalk};
-use super::{activation, PARTS};
+use super::{activation, lanes, PARTS};
 use rayon::prelude::*;
 
 /// Rows summed in `T` before they are added into the f64 totals: vectorisable inner loops,
@@ -93,10 +93,10 @@ fn sample_moments_blocks<T: Real>(c: usize, shift: &[f64], rows: &[T], out: &mut
         const B: usize = MOMENT_LANES;
         let (s1, s2) = out.split_at_mut(c);
         for cb in (0..c).step_by(B) {
-            let k: [f64; B] = shift[cb..cb + B].try_into().expect("B lanes");
+            let k: [f64; B] = lanes(shift, cb);
             let (mut a, mut b) = ([0.0f64; B], [0.0f64; B]);
             for row in rows.chunks_exact(c) {
-                let v: [T; B] = row[cb..cb + B].try_into().expect("B lanes");
+                let v: [T; B] = lanes(row, cb);
                 for j in 0..B {
                     let d = v[j].to_f64() - k[j];
                     a[j] += d;
@@ -404,12 +404,6 @@ fn routed_param_sums<T: Real>(
     })
 }
 
-/// `B` consecutive values of `v` from `at`.
-#[inline(always)]
-fn lanes<T: Copy, const B: usize>(v: &[T], at: usize) -> [T; B] {
-    v[at..at + B].try_into().expect("B lanes")
-}
-
 /// Channels `cb .. cb + B` of the routed gradient at a pixel whose window is `window`
 /// (`WindowWalk::window`).
 #[inline(always)]
@@ -522,11 +516,8 @@ impl InputGradient<f32> {
     ) {
         let c = self.k.len();
         match act {
-            Activation::Linear if c.is_multiple_of(LANES) => {
-                self.routed_pass(pool, dy, argmax, first, y, d, false)
-            }
-            Activation::Relu if c.is_multiple_of(LANES) => {
-                self.routed_pass(pool, dy, argmax, first, y, d, true)
+            Activation::Linear | Activation::Relu if c.is_multiple_of(LANES) => {
+                self.routed_pass(pool, dy, argmax, first, y, d, act == Activation::Relu)
             }
             _ => {
                 routed_rows(pool, dy, argmax, first, d);

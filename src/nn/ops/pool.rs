@@ -5,7 +5,7 @@
 use super::super::ir::Padding;
 use super::super::real::Real;
 use super::super::simd::multiversion;
-use super::axis_geometry;
+use super::{axis_geometry, lanes};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -268,11 +268,11 @@ fn maxpool_argmax_blocks<T: Real, L: Fn(usize, &mut [T; ARGMAX_LANES])>(
                 }
                 let (&(first, p0), rest) = window[..len].split_first().expect("a window");
                 for cb in (0..c).step_by(B) {
-                    let mut m: [T; B] = xs[first + cb..][..B].try_into().expect("B lanes");
+                    let mut m: [T; B] = lanes(xs, first + cb);
                     load(cb, &mut m);
                     let mut id = [p0; B];
                     for &(at, p) in rest {
-                        let mut xv: [T; B] = xs[at + cb..][..B].try_into().expect("B lanes");
+                        let mut xv: [T; B] = lanes(xs, at + cb);
                         load(cb, &mut xv);
                         // Strict `>` keeps the first maximum, as in `maxpool_argmax`.
                         for j in 0..B {
@@ -368,15 +368,16 @@ impl<'g> WindowWalk<'g> {
             ox: 0,
             kx: 0,
         };
-        walk.enter_row(x);
+        walk.locate();
         walk
     }
 
+    /// The window and position of pixel (y, x), by division: at the start and once per row.
     #[inline(always)]
-    fn enter_row(&mut self, x: usize) {
+    fn locate(&mut self) {
         let g = self.g;
         (self.oy, self.ky) = ((self.y + g.pad_top) / g.sh, (self.y + g.pad_top) % g.sh);
-        (self.ox, self.kx) = ((x + g.pad_left) / g.sw, (x + g.pad_left) % g.sw);
+        (self.ox, self.kx) = ((self.x + g.pad_left) / g.sw, (self.x + g.pad_left) % g.sw);
     }
 
     /// The current pixel's window, as the offset of its output pixel's first channel in the
@@ -406,7 +407,7 @@ impl<'g> WindowWalk<'g> {
             if self.y == g.h {
                 (self.y, self.sample) = (0, self.sample + 1);
             }
-            self.enter_row(0);
+            self.locate();
         }
     }
 }
